@@ -1,0 +1,1 @@
+"""Parley's selective forwarding unit: forwards RTP packets without decoding them."""

@@ -1,0 +1,388 @@
+"""The one module that touches aiortc's and aioice's private API.
+
+Parley uses aiortc as its control plane (SDP, ICE, DTLS, SRTP keys) and forwards
+media itself. Everything below reaches into aiortc 1.16 / aioice 0.13 internals;
+``HOOKED_ATTRIBUTES`` lists each attribute relied upon and ``check_hooks()`` fails
+loudly when one has disappeared (``tests/unit/test_aiortc_adapter.py`` runs it).
+
+Hooks, all installed per instance (nothing is patched globally):
+
+* ICE gathering: host candidates only on the configured addresses (aioice skips
+  loopback and otherwise uses every interface address).
+* Ingress: ``RTCDtlsTransport._handle_rtp_data`` / ``_handle_rtcp_data`` are
+  replaced so decrypted packets go to Parley, not to aiortc's router, jitter buffer
+  and decoder. Once DTLS is up, a synchronous fast path is installed in each of the
+  connection's ``StunProtocol.datagram_received``: SRTP is unprotected and handed
+  to Parley in the same call, skipping aioice's queue and the DTLS receive task.
+* Receivers: ``RTCRtpReceiver.receive`` is replaced so no decoder thread and no
+  RTCP task start; Parley learns the negotiated parameters instead.
+* Senders: ``RTCRtpSender.send`` is replaced so the track-less sender never starts
+  its 50 Hz polling RTP loop nor its empty sender reports; it keeps its SDP role
+  (SSRC, RTX SSRC, msid) and Parley learns the negotiated parameters.
+* Egress: packets are protected with the transport's SRTP session and written with
+  ``sendto`` on the nominated pair's socket, synchronously.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pylibsrtp
+from aioice import ice as aioice_ice
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+)
+from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpParameters
+
+from .config import IceConfig
+
+logger = logging.getLogger(__name__)
+
+#: (class, attribute) pairs this module relies on. Checked by ``check_hooks``.
+HOOKED_ATTRIBUTES: tuple[tuple[type, str], ...] = (
+    (RTCPeerConnection, "_RTCPeerConnection__createDtlsTransport"),
+    (RTCDtlsTransport, "_handle_rtp_data"),
+    (RTCDtlsTransport, "_handle_rtcp_data"),
+    (RTCDtlsTransport, "_send_rtp"),
+    (RTCDtlsTransport, "_rx_srtp"),
+    (RTCDtlsTransport, "_tx_srtp"),
+    (RTCRtpReceiver, "receive"),
+    (RTCRtpSender, "send"),
+    (RTCRtpSender, "_ssrc"),
+    (RTCRtpSender, "_rtx_ssrc"),
+    (RTCRtpSender, "_stream_id"),
+    (RTCRtpSender, "_track_id"),
+    (RTCRtpTransceiver, "_codecs"),
+    (aioice_ice.Connection, "gather_candidates"),
+    (aioice_ice.Connection, "get_component_candidates"),
+    (aioice_ice.Connection, "_local_candidates"),
+    (aioice_ice.Connection, "_local_candidates_start"),
+    (aioice_ice.Connection, "_local_candidates_end"),
+    (aioice_ice.Connection, "_components"),
+    (aioice_ice.Connection, "_nominated"),
+    (aioice_ice.Connection, "_protocols"),
+    (aioice_ice.StunProtocol, "datagram_received"),
+)
+
+
+class AdapterError(RuntimeError):
+    """aiortc/aioice no longer look the way this adapter expects."""
+
+
+def check_hooks() -> None:
+    """Raise :class:`AdapterError` naming every hooked attribute that is missing.
+
+    Instance attributes are checked on real instances: an unconnected peer
+    connection with one transceiver of each kind.
+    """
+    missing: list[str] = []
+
+    async def probe() -> None:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        try:
+            transceiver = pc.addTransceiver("video", direction="sendonly")
+            dtls = transceiver.sender.transport
+            connection = dtls.transport.iceGatherer._connection
+            instances: dict[type, object] = {
+                RTCPeerConnection: pc,
+                RTCDtlsTransport: dtls,
+                RTCRtpReceiver: transceiver.receiver,
+                RTCRtpSender: transceiver.sender,
+                RTCRtpTransceiver: transceiver,
+                aioice_ice.Connection: connection,
+                aioice_ice.StunProtocol: aioice_ice.StunProtocol(connection),
+            }
+            for cls, name in HOOKED_ATTRIBUTES:
+                obj = instances[cls]
+                if not hasattr(obj, name) and not hasattr(cls, name):
+                    missing.append(f"{cls.__module__}.{cls.__qualname__}.{name}")
+        finally:
+            await pc.close()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(probe())
+    else:  # pragma: no cover - called from sync code only
+        raise RuntimeError("check_hooks() must be called outside an event loop")
+    if missing:
+        raise AdapterError("aiortc/aioice attributes Parley hooks are missing: " + ", ".join(missing))
+
+
+# --------------------------------------------------------------------------- ICE
+
+
+def rtc_configuration(ice: IceConfig) -> RTCConfiguration:
+    """An RTCConfiguration with exactly the configured ICE servers (never aiortc's default)."""
+    return RTCConfiguration(
+        iceServers=[
+            RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
+            for s in ice.servers
+        ],
+        bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+    )
+
+
+def create_peer_connection(ice: IceConfig) -> RTCPeerConnection:
+    """A peer connection that gathers only on ``ice.addresses`` and uses only ``ice.servers``."""
+    pc = RTCPeerConnection(rtc_configuration(ice))
+    addresses = list(ice.addresses)
+    create_dtls = pc._RTCPeerConnection__createDtlsTransport  # type: ignore[attr-defined]
+
+    def create_dtls_transport() -> RTCDtlsTransport:
+        dtls = create_dtls()
+        _restrict_gathering(dtls.transport.iceGatherer._connection, addresses)
+        return dtls
+
+    pc._RTCPeerConnection__createDtlsTransport = create_dtls_transport  # type: ignore[attr-defined]
+    return pc
+
+
+def _restrict_gathering(connection: aioice_ice.Connection, addresses: list[str]) -> None:
+    async def gather_candidates() -> None:
+        if connection._local_candidates_start:
+            return
+        connection._local_candidates_start = True
+        for component in sorted(connection._components):
+            connection._local_candidates += await connection.get_component_candidates(
+                component=component, addresses=addresses
+            )
+        connection._local_candidates_end = True
+
+    connection.gather_candidates = gather_candidates  # type: ignore[method-assign]
+
+
+def ice_connection(dtls: RTCDtlsTransport) -> aioice_ice.Connection:
+    return dtls.transport._connection
+
+
+# ------------------------------------------------------------- negotiated params
+
+
+@dataclass(slots=True)
+class NegotiatedRtp:
+    """What one m-line negotiated, as Parley needs it for forwarding."""
+
+    mid: str
+    kind: str
+    codecs: list[RTCRtpCodecParameters]
+    #: extension URI -> id
+    extensions: dict[str, int]
+    #: SSRCs announced by the remote (receive side) with their RTX SSRC, if any.
+    ssrcs: list[tuple[int, int | None]]
+    cname: str | None = None
+
+    @property
+    def primary_codec(self) -> RTCRtpCodecParameters:
+        return self.codecs[0]
+
+    def rtx_payload_type(self, apt: int) -> int | None:
+        for codec in self.codecs:
+            if codec.mimeType.lower().endswith("/rtx") and codec.parameters.get("apt") == apt:
+                return codec.payloadType
+        return None
+
+
+def _negotiated(kind: str, parameters: RTCRtpParameters, ssrcs: list[tuple[int, int | None]]) -> NegotiatedRtp:
+    return NegotiatedRtp(
+        mid=parameters.muxId,
+        kind=kind,
+        codecs=list(parameters.codecs),
+        extensions={ext.uri: ext.id for ext in parameters.headerExtensions},
+        ssrcs=ssrcs,
+        cname=getattr(getattr(parameters, "rtcp", None), "cname", None),
+    )
+
+
+def hook_receiver(receiver: RTCRtpReceiver, on_parameters: Callable[[NegotiatedRtp], None]) -> None:
+    """Keep ``receiver`` from starting its decoder thread and RTCP task.
+
+    ``on_parameters`` is called with what was negotiated each time aiortc would have
+    started (or restarted) the receiver.
+    """
+    kind = receiver.track.kind if receiver.track is not None else "audio"
+
+    async def receive(parameters: Any) -> None:
+        ssrcs = [
+            (e.ssrc, e.rtx.ssrc if e.rtx is not None else None)
+            for e in parameters.encodings
+            if e.ssrc is not None
+        ]
+        on_parameters(_negotiated(kind, parameters, ssrcs))
+
+    receiver.receive = receive  # type: ignore[method-assign]
+
+
+def hook_sender(sender: RTCRtpSender, on_parameters: Callable[[NegotiatedRtp], None]) -> None:
+    """Keep a track-less ``sender`` from starting its RTP and RTCP loops."""
+
+    async def send(parameters: Any) -> None:
+        on_parameters(_negotiated(sender.kind, parameters, [(sender._ssrc, sender._rtx_ssrc)]))
+
+    sender.send = send  # type: ignore[method-assign]
+
+
+def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:
+    return sender._ssrc, sender._rtx_ssrc
+
+
+def set_sender_msid(sender: RTCRtpSender, stream_id: str, track_id: str) -> None:
+    """Choose the ``a=msid`` a track-less sender announces."""
+    sender._stream_id = stream_id
+    sender._track_id = track_id
+
+
+def restrict_codecs(transceiver: RTCRtpTransceiver, allowed: set[str]) -> bool:
+    """Keep only codecs whose mime type is in ``allowed`` (and their RTX).
+
+    Call after ``setRemoteDescription`` of an offer and before ``createAnswer``.
+    Returns False when nothing acceptable is left.
+    """
+    kept_pts: set[int] = set()
+    kept: list[RTCRtpCodecParameters] = []
+    for codec in transceiver._codecs:
+        if codec.mimeType.lower() in allowed:
+            kept.append(codec)
+            kept_pts.add(codec.payloadType)
+    for codec in transceiver._codecs:
+        if codec.mimeType.lower().endswith("/rtx") and codec.parameters.get("apt") in kept_pts:
+            kept.append(codec)
+    if not kept:
+        return False
+    transceiver._codecs = kept
+    return True
+
+
+# ----------------------------------------------------------- ingress / egress
+
+
+RtpHandler = Callable[[bytes, float], None]
+RtcpHandler = Callable[[bytes, float], None]
+
+
+class MediaPort:
+    """Raw decrypted RTP/RTCP in and out of one DTLS transport.
+
+    ``on_rtp(data, now)`` and ``on_rtcp(data, now)`` receive decrypted packets
+    (``now`` in seconds of the event loop's clock). ``send(data)`` protects and sends
+    one RTP or RTCP packet synchronously; it returns False when the transport is not
+    ready or the packet could not be protected.
+    """
+
+    def __init__(self, dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler) -> None:
+        self._dtls = dtls
+        self._on_rtp = on_rtp
+        self._on_rtcp = on_rtcp
+        self._loop = asyncio.get_running_loop()
+        self._fast_path = False
+        self._closed = False
+        self.rx_packets = 0
+        self.rx_errors = 0
+        self.tx_packets = 0
+        self.tx_bytes = 0
+        self.tx_errors = 0
+
+        async def handle_rtp(data: bytes, arrival_time_ms: int) -> None:
+            self._rtp_in(data)
+
+        async def handle_rtcp(data: bytes) -> None:
+            self._rtcp_in(data)
+
+        dtls._handle_rtp_data = handle_rtp  # type: ignore[method-assign]
+        dtls._handle_rtcp_data = handle_rtcp  # type: ignore[method-assign]
+
+    @property
+    def fast_path(self) -> bool:
+        return self._fast_path
+
+    def _rtp_in(self, data: bytes) -> None:
+        self.rx_packets += 1
+        try:
+            self._on_rtp(data, self._loop.time())
+        except Exception:  # a bad packet must never kill the transport
+            self.rx_errors += 1
+            logger.exception("RTP handler failed")
+
+    def _rtcp_in(self, data: bytes) -> None:
+        try:
+            self._on_rtcp(data, self._loop.time())
+        except Exception:
+            self.rx_errors += 1
+            logger.exception("RTCP handler failed")
+
+    def install_fast_path(self) -> bool:
+        """Handle SRTP synchronously in the UDP protocol once DTLS is connected."""
+        if self._fast_path or self._closed:
+            return self._fast_path
+        dtls = self._dtls
+        rx = dtls._rx_srtp
+        if dtls.state != "connected" or rx is None:
+            return False
+        connection = ice_connection(dtls)
+        unprotect = rx.unprotect
+        unprotect_rtcp = rx.unprotect_rtcp
+        rtp_in = self._rtp_in
+        rtcp_in = self._rtcp_in
+
+        for protocol in list(connection._protocols):
+            original = protocol.datagram_received
+
+            def datagram_received(
+                data: bytes | str,
+                addr: tuple[Any, ...],
+                _original: Callable[[bytes | str, tuple[Any, ...]], None] = original,
+            ) -> None:
+                if isinstance(data, bytes) and len(data) >= 12 and 127 < data[0] < 192:
+                    try:
+                        if 191 < data[1] < 224:  # RTCP packet types 192..223
+                            rtcp_in(unprotect_rtcp(data))
+                        else:
+                            rtp_in(unprotect(data))
+                    except pylibsrtp.Error:
+                        self.rx_errors += 1
+                    return
+                _original(data, addr)
+
+            protocol.datagram_received = datagram_received  # type: ignore[method-assign]
+        self._fast_path = True
+        return True
+
+    def send(self, data: bytes) -> bool:
+        dtls = self._dtls
+        if self._closed or dtls.state != "connected":
+            return False
+        pair = ice_connection(dtls)._nominated.get(1)
+        if pair is None:
+            return False
+        try:
+            if 191 < data[1] < 224:
+                packet = dtls._tx_srtp.protect_rtcp(data)
+            else:
+                packet = dtls._tx_srtp.protect(data)
+        except pylibsrtp.Error:
+            self.tx_errors += 1
+            return False
+        pair.protocol.transport.sendto(packet, pair.remote_addr)
+        self.tx_packets += 1
+        self.tx_bytes += len(packet)
+        return True
+
+    def write_buffer_size(self) -> int:
+        pair = ice_connection(self._dtls)._nominated.get(1)
+        if pair is None:
+            return 0
+        return pair.protocol.transport.get_write_buffer_size()
+
+    def close(self) -> None:
+        self._closed = True
