@@ -386,3 +386,68 @@ class MediaPort:
 
     def close(self) -> None:
         self._closed = True
+
+
+# ------------------------------------------------------------------ SDP facts
+
+
+@dataclass(slots=True)
+class RemoteMedia:
+    """One m-line of a remote description, as far as routing needs it."""
+
+    index: int
+    mid: str
+    kind: str
+    direction: str
+    port: int
+    #: media SSRCs with their RTX SSRC (from ``a=ssrc`` and ``a=ssrc-group:FID``)
+    ssrcs: list[tuple[int, int | None]]
+    #: the track id of ``a=msid`` (or None)
+    msid_track: str | None
+    #: extension URI -> id
+    extensions: dict[str, int]
+
+
+def describe_remote_media(sdp_text: str) -> list[RemoteMedia]:
+    """Parse a remote description with aiortc's SDP parser (raises ValueError on junk)."""
+    from aiortc import sdp as aiortc_sdp
+
+    try:
+        description = aiortc_sdp.SessionDescription.parse(sdp_text)
+    except Exception as exc:  # aiortc raises assorted errors on malformed SDP
+        raise ValueError(f"unparseable SDP: {exc}") from exc
+    out: list[RemoteMedia] = []
+    for index, media in enumerate(description.media):
+        rtx_of: dict[int, int] = {}
+        for group in media.ssrc_group:
+            if group.semantic == "FID" and len(group.items) == 2:
+                rtx_of[int(group.items[0])] = int(group.items[1])
+        rtx_ssrcs = set(rtx_of.values())
+        ssrcs: list[tuple[int, int | None]] = []
+        for info in media.ssrc:
+            if info.ssrc in rtx_ssrcs or any(s == info.ssrc for s, _ in ssrcs):
+                continue
+            ssrcs.append((info.ssrc, rtx_of.get(info.ssrc)))
+        msid_track = None
+        if media.msid:
+            parts = media.msid.split()
+            if len(parts) == 2:
+                msid_track = parts[1]
+        out.append(
+            RemoteMedia(
+                index=index,
+                mid=media.rtp.muxId or str(index),
+                kind=media.kind,
+                direction=media.direction or "sendrecv",
+                port=media.port,
+                ssrcs=ssrcs,
+                msid_track=msid_track,
+                extensions={ext.uri: ext.id for ext in media.rtp.headerExtensions},
+            )
+        )
+    return out
+
+
+def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
+    """The codecs negotiated for ``transceiver`` (after setRemoteDescription)."""
+    return list(transceiver._codecs)

@@ -1,0 +1,630 @@
+"""A Participant: one client in a room, with a publish and a subscribe peer connection.
+
+The client offers on its *publish* connection; the SFU offers on the client's
+*subscribe* connection and renegotiates it as remote tracks come and go. Neither
+side ever offers on the other's connection, so there is no glare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpByePacket,
+    RtcpPacket,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSdesPacket,
+    RtcpSenderInfo,
+    RtcpSourceInfo,
+    RtcpSrPacket,
+    pack_remb_fci,
+    unpack_remb_fci,
+)
+
+from . import aiortc_adapter as adapter
+from .config import SfuConfig
+from .forwarder import EgressParams, Forwarder
+from .rtp.packet import RtpError, RtpView
+from .source import Source, SourceParams
+
+if TYPE_CHECKING:
+    from .room import Room
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_CODECS = {"audio": {"audio/opus"}, "video": {"video/vp8"}}
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+
+
+class NegotiationError(Exception):
+    """An offer or answer that cannot be applied. ``code`` is a signaling error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ParticipantListener(Protocol):
+    """How a participant tells its owner (the signaling session) what happened."""
+
+    def participant_joined(self, other: Participant) -> None: ...
+
+    def participant_left(self, other: Participant) -> None: ...
+
+    def track_published(self, other: Participant, track: PublishedTrack) -> None: ...
+
+    def track_unpublished(self, other: Participant, track: PublishedTrack) -> None: ...
+
+    def subscriptions_changed(self) -> None: ...
+
+    def closed(self, reason: str) -> None: ...
+
+
+@dataclass(eq=False)
+class PublishedTrack:
+    id: str
+    kind: str
+    mid: str
+    source: Source
+
+
+@dataclass(eq=False)
+class Subscription:
+    publisher: Participant
+    track: PublishedTrack
+    forwarder: Forwarder
+    transceiver: RTCRtpTransceiver | None = None
+    negotiated: bool = False
+
+
+class Participant:
+    def __init__(
+        self,
+        room: Room,
+        participant_id: str,
+        name: str,
+        listener: ParticipantListener,
+        config: SfuConfig,
+    ) -> None:
+        self.room = room
+        self.id = participant_id
+        self.name = name
+        self.listener = listener
+        self.config = config
+        self.tracks: dict[str, PublishedTrack] = {}  # by publish mid
+        self.closed = False
+        self._loop = asyncio.get_running_loop()
+        self._pub_pc: RTCPeerConnection | None = None
+        self._pub_port: adapter.MediaPort | None = None
+        self._sub_pc: RTCPeerConnection | None = None
+        self._sub_port: adapter.MediaPort | None = None
+        self._by_ssrc: dict[int, Source] = {}
+        self._by_rtx_ssrc: dict[int, Source] = {}
+        self._unbound_by_mid: dict[str, Source] = {}
+        self._pub_mid_ext = 0
+        self._rtcp_ssrc = secrets.randbits(32) or 1
+        self._nack_sources: set[Source] = set()
+        self.subscriptions: dict[str, Subscription] = {}  # by publisher track id
+        self._by_out_ssrc: dict[int, Forwarder] = {}
+        self._sub_offer_pending = False
+        self._sub_dirty = False
+        self._sub_transceivers: dict[RTCRtpTransceiver, Subscription | None] = {}
+        self._hooked_receivers: set[object] = set()
+        self.remb_bitrate: int | None = None
+        self._task = asyncio.ensure_future(self._run())
+        self._close_task: asyncio.Task[None] | None = None
+        self.counters = {"rtp_in": 0, "rtp_unknown": 0, "rtp_malformed": 0, "rtcp_in": 0}
+
+    def info(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "tracks": [{"id": t.id, "kind": t.kind} for t in self.tracks.values()],
+        }
+
+    # =============================================================== publish
+
+    async def publish(self, offer_sdp: str) -> tuple[str, list[PublishedTrack]]:
+        """Apply the client's publish offer; returns the answer and the tracks now published."""
+        if self.closed:
+            raise NegotiationError("wrong_state", "participant is closed")
+        try:
+            media = adapter.describe_remote_media(offer_sdp)
+        except ValueError as exc:
+            raise NegotiationError("bad_sdp", str(exc)) from exc
+        if not media:
+            raise NegotiationError("bad_sdp", "the offer has no media sections")
+        for m in media:
+            if m.kind not in ("audio", "video") and m.port != 0:
+                raise NegotiationError("unsupported_media", f"m-line {m.mid}: {m.kind} is not supported")
+        first = self._pub_pc is None
+        if first:
+            self._pub_pc = adapter.create_peer_connection(self.config.ice)
+            self._watch(self._pub_pc)
+        pc = self._pub_pc
+        assert pc is not None
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except Exception as exc:
+            raise NegotiationError("bad_sdp", f"cannot apply offer: {exc}") from exc
+        if self.closed:
+            raise NegotiationError("wrong_state", "participant is closed")
+        for transceiver in pc.getTransceivers():
+            if transceiver.receiver not in self._hooked_receivers:
+                adapter.hook_receiver(transceiver.receiver, lambda _params: None)
+                self._hooked_receivers.add(transceiver.receiver)
+            if not adapter.restrict_codecs(transceiver, SUPPORTED_CODECS[transceiver.kind]):
+                raise NegotiationError(
+                    "unsupported_media",
+                    f"m-line {transceiver.mid}: no supported {transceiver.kind} codec (need Opus or VP8)",
+                )
+        if self._pub_port is None:
+            transceivers = pc.getTransceivers()
+            if not transceivers:
+                raise NegotiationError("bad_sdp", "the offer has no audio or video")
+            dtls = transceivers[0].receiver.transport
+            self._pub_port = adapter.MediaPort(dtls, self._on_publisher_rtp, self._on_publisher_rtcp)
+        try:
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+        except Exception as exc:
+            raise NegotiationError("bad_sdp", f"cannot answer offer: {exc}") from exc
+        self._update_sources(pc, media)
+        return pc.localDescription.sdp, list(self.tracks.values())
+
+    def _update_sources(self, pc: RTCPeerConnection, media: list[adapter.RemoteMedia]) -> None:
+        by_mid = {m.mid: m for m in media}
+        active: set[str] = set()
+        now = self._loop.time()
+        for transceiver in pc.getTransceivers():
+            m = by_mid.get(transceiver.mid or "")
+            if m is None or m.port == 0 or m.direction not in ("sendonly", "sendrecv"):
+                continue
+            codecs = adapter.negotiated_codecs(transceiver)
+            primary = codecs[0]
+            rtx_pt = None
+            for c in codecs:
+                if c.mimeType.lower() == f"{m.kind}/rtx" and c.parameters.get("apt") == primary.payloadType:
+                    rtx_pt = c.payloadType
+            ssrc, rtx_ssrc = m.ssrcs[0] if m.ssrcs else (None, None)
+            track_id = secrets.token_hex(6)
+            params = SourceParams(
+                track_id=track_id,
+                kind=m.kind,
+                codec=primary.mimeType.split("/")[1].lower(),
+                clock_rate=primary.clockRate,
+                payload_type=primary.payloadType,
+                ssrc=ssrc,
+                rtx_payload_type=rtx_pt,
+                rtx_ssrc=rtx_ssrc,
+                audio_level_ext=m.extensions.get(AUDIO_LEVEL_URI, 0),
+                mid=m.mid,
+            )
+            self._pub_mid_ext = m.extensions.get(MID_URI, self._pub_mid_ext)
+            active.add(m.mid)
+            existing = self.tracks.get(m.mid)
+            if existing is not None:
+                old = existing.source.params
+                if (old.ssrc, old.payload_type, old.kind) == (ssrc, primary.payloadType, m.kind):
+                    continue
+                self._remove_track(existing)
+            source = Source(
+                params,
+                self,
+                cache_size=self.config.packet_cache_size,
+                keyframe_interval=self.config.keyframe_request_interval,
+            )
+            track = PublishedTrack(id=track_id, kind=m.kind, mid=m.mid, source=source)
+            self.tracks[m.mid] = track
+            self._bind(source)
+            self.room.track_published(self, track, now)
+        for mid, track in list(self.tracks.items()):
+            if mid not in active:
+                self._remove_track(track)
+
+    def _bind(self, source: Source) -> None:
+        if source.ssrc is not None:
+            self._by_ssrc[source.ssrc] = source
+        else:
+            self._unbound_by_mid[source.params.mid] = source
+        if source.rtx_ssrc is not None:
+            self._by_rtx_ssrc[source.rtx_ssrc] = source
+
+    def _remove_track(self, track: PublishedTrack) -> None:
+        self.tracks.pop(track.mid, None)
+        source = track.source
+        for table in (self._by_ssrc, self._by_rtx_ssrc):
+            for ssrc in [s for s, src in table.items() if src is source]:
+                del table[ssrc]
+        self._unbound_by_mid.pop(source.params.mid, None)
+        self._nack_sources.discard(source)
+        self.room.track_unpublished(self, track)
+        source.close()
+
+    # ------------------------------------------------------------ ingress
+
+    def _on_publisher_rtp(self, data: bytes, now: float) -> None:
+        try:
+            pkt = RtpView(data)
+        except RtpError:
+            self.counters["rtp_malformed"] += 1
+            return
+        self.counters["rtp_in"] += 1
+        source = self._by_ssrc.get(pkt.ssrc)
+        if source is not None:
+            source.on_rtp(pkt, now)
+            return
+        source = self._by_rtx_ssrc.get(pkt.ssrc)
+        if source is not None:
+            source.on_rtx(pkt, now)
+            return
+        self._learn_ssrc(pkt, now)
+
+    def _learn_ssrc(self, pkt: RtpView, now: float) -> None:
+        """Bind an SSRC the SDP did not announce, from its MID header extension."""
+        mid_value = pkt.extension(self._pub_mid_ext) if self._pub_mid_ext else None
+        source = self._unbound_by_mid.get(mid_value.decode(errors="replace")) if mid_value else None
+        if source is None or pkt.payload_type != source.payload_type:
+            self.counters["rtp_unknown"] += 1
+            return
+        del self._unbound_by_mid[source.params.mid]
+        source.ssrc = pkt.ssrc
+        self._by_ssrc[pkt.ssrc] = source
+        source.on_rtp(pkt, now)
+
+    def _on_publisher_rtcp(self, data: bytes, now: float) -> None:
+        self.counters["rtcp_in"] += 1
+        try:
+            packets = RtcpPacket.parse(data)
+        except ValueError:
+            return
+        for packet in packets:
+            if isinstance(packet, RtcpSrPacket):
+                source = self._by_ssrc.get(packet.ssrc)
+                if source is not None:
+                    info = packet.sender_info
+                    source.on_sender_report(info.ntp_timestamp, info.rtp_timestamp, now)
+
+    # SourceOwner
+    def request_keyframe(self, source: Source) -> None:
+        if self._pub_port is None or source.ssrc is None:
+            return
+        pli = RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self._rtcp_ssrc, media_ssrc=source.ssrc)
+        self._pub_port.send(bytes(pli))
+
+    def source_has_missing(self, source: Source) -> None:
+        self._nack_sources.add(source)
+
+    def _send_nacks(self, now: float) -> None:
+        if self._pub_port is None:
+            return
+        for source in list(self._nack_sources):
+            due = source.nack.due(now)
+            if due and source.ssrc is not None:
+                nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=self._rtcp_ssrc, media_ssrc=source.ssrc)
+                nack.lost = due
+                self._pub_port.send(bytes(nack))
+            if not source.nack.missing:
+                self._nack_sources.discard(source)
+
+    def _send_receiver_reports(self, now: float) -> None:
+        if self._pub_port is None:
+            return
+        reports = []
+        video_ssrcs = []
+        for track in self.tracks.values():
+            source = track.source
+            if source.ssrc is None or source.packets == 0:
+                continue
+            block = source.stats.report_block(source.ssrc, now)
+            reports.append(
+                RtcpReceiverInfo(
+                    ssrc=source.ssrc,
+                    fraction_lost=block.fraction_lost,
+                    packets_lost=block.packets_lost,
+                    highest_sequence=block.highest_seq,
+                    jitter=block.jitter,
+                    lsr=block.lsr,
+                    dlsr=block.dlsr,
+                )
+            )
+            if source.is_video:
+                video_ssrcs.append(source.ssrc)
+        if not reports:
+            return
+        payload = b"".join(
+            bytes(RtcpRrPacket(ssrc=self._rtcp_ssrc, reports=reports[i : i + 31]))
+            for i in range(0, len(reports), 31)
+        )
+        if video_ssrcs:
+            remb = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=self._rtcp_ssrc, media_ssrc=0)
+            remb.fci = pack_remb_fci(self._publish_bitrate(), video_ssrcs)
+            payload += bytes(remb)
+        self._pub_port.send(payload)
+
+    def _publish_bitrate(self) -> int:
+        """What to ask of this publisher's video: the lowest subscriber estimate, bounded."""
+        lo, hi = self.config.min_publish_bitrate, self.config.max_publish_bitrate
+        estimates = [
+            f.remb
+            for track in self.tracks.values()
+            if track.source.is_video
+            for f in track.source.forwarders
+            if f.remb is not None
+        ]
+        if not estimates:
+            return hi
+        return max(lo, min(hi, min(estimates)))
+
+    # =============================================================== subscribe
+
+    def subscribe(self, publisher: Participant, track: PublishedTrack) -> None:
+        if self.closed or track.id in self.subscriptions:
+            return
+        forwarder = Forwarder(track.source, self, self.id)
+        self.subscriptions[track.id] = Subscription(publisher, track, forwarder)
+        self._mark_dirty()
+
+    def unsubscribe(self, track: PublishedTrack) -> None:
+        sub = self.subscriptions.pop(track.id, None)
+        if sub is None:
+            return
+        sub.forwarder.close()
+        if sub.transceiver is not None:
+            self._sub_transceivers[sub.transceiver] = None
+            for ssrc in adapter.sender_ssrcs(sub.transceiver.sender):
+                self._by_out_ssrc.pop(ssrc, None)
+        self._mark_dirty()
+
+    def _mark_dirty(self) -> None:
+        self._sub_dirty = True
+        if not self.closed:
+            self.listener.subscriptions_changed()
+
+    @property
+    def subscribe_offer_pending(self) -> bool:
+        return self._sub_offer_pending
+
+    async def create_subscribe_offer(self) -> tuple[str, dict[str, dict[str, str]]] | None:
+        """Offer the current subscriptions; None when nothing changed or an offer is in flight."""
+        if self.closed or self._sub_offer_pending or not self._sub_dirty:
+            return None
+        self._sub_dirty = False
+        if self._sub_pc is None:
+            if not self.subscriptions:
+                return None
+            self._sub_pc = adapter.create_peer_connection(self.config.ice)
+            self._watch(self._sub_pc)
+        pc = self._sub_pc
+        for transceiver, sub in self._sub_transceivers.items():
+            if sub is None and transceiver.direction != "inactive":
+                transceiver.direction = "inactive"
+        for sub in self.subscriptions.values():
+            if sub.transceiver is None:
+                self._assign_transceiver(pc, sub)
+        self._sub_offer_pending = True
+        try:
+            offer = await pc.createOffer()
+            await pc.setLocalDescription(offer)
+        except Exception:
+            self._sub_offer_pending = False
+            raise
+        if self._sub_port is None:
+            transceivers = pc.getTransceivers()
+            self._sub_port = adapter.MediaPort(
+                transceivers[0].sender.transport, self._on_subscriber_rtp, self._on_subscriber_rtcp
+            )
+        mapping: dict[str, dict[str, str]] = {}
+        for transceiver, sub in self._sub_transceivers.items():
+            if sub is not None and transceiver.mid is not None:
+                mapping[transceiver.mid] = {
+                    "participant": sub.publisher.id,
+                    "track": sub.track.id,
+                    "kind": sub.track.kind,
+                }
+        return pc.localDescription.sdp, mapping
+
+    def _assign_transceiver(self, pc: RTCPeerConnection, sub: Subscription) -> None:
+        kind = sub.track.kind
+        transceiver = next(
+            (t for t, s in self._sub_transceivers.items() if s is None and t.kind == kind and t.mid is not None),
+            None,
+        )
+        if transceiver is None:
+            transceiver = pc.addTransceiver(kind, direction="sendonly")
+            capabilities = RTCRtpSender.getCapabilities(kind)
+            wanted = f"{kind}/{sub.track.source.params.codec}".lower()
+            transceiver.setCodecPreferences(
+                [c for c in capabilities.codecs if c.mimeType.lower() in (wanted, f"{kind}/rtx")]
+            )
+            adapter.hook_sender(transceiver.sender, self._sender_negotiated(transceiver))
+        else:
+            transceiver.direction = "sendonly"
+        adapter.set_sender_msid(transceiver.sender, sub.publisher.id, sub.track.id)
+        self._sub_transceivers[transceiver] = sub
+        sub.transceiver = transceiver
+        for ssrc in adapter.sender_ssrcs(transceiver.sender):
+            self._by_out_ssrc[ssrc] = sub.forwarder
+
+    def _sender_negotiated(self, transceiver: RTCRtpTransceiver) -> Callable[[adapter.NegotiatedRtp], None]:
+        def on_parameters(params: adapter.NegotiatedRtp) -> None:
+            sub = self._sub_transceivers.get(transceiver)
+            if sub is None or self.closed:
+                return
+            ssrc, rtx_ssrc = adapter.sender_ssrcs(transceiver.sender)
+            primary = params.primary_codec
+            sub.forwarder.configure(
+                EgressParams(
+                    mid=params.mid,
+                    payload_type=primary.payloadType,
+                    ssrc=ssrc,
+                    rtx_payload_type=params.rtx_payload_type(primary.payloadType),
+                    rtx_ssrc=rtx_ssrc,
+                    extensions=params.extensions,
+                )
+            )
+            if not sub.negotiated:
+                sub.negotiated = True
+                sub.track.source.add_forwarder(sub.forwarder, self._loop.time())
+
+        return on_parameters
+
+    async def apply_subscribe_answer(self, answer_sdp: str) -> None:
+        if self._sub_pc is None or not self._sub_offer_pending:
+            raise NegotiationError("wrong_state", "no subscribe offer is outstanding")
+        try:
+            adapter.describe_remote_media(answer_sdp)
+            await self._sub_pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+        except Exception as exc:
+            raise NegotiationError("bad_sdp", f"cannot apply answer: {exc}") from exc
+        finally:
+            self._sub_offer_pending = False
+        if self._sub_dirty and not self.closed:
+            self.listener.subscriptions_changed()
+
+    # PacketSink
+    def send_rtp(self, data: bytes) -> bool:
+        port = self._sub_port
+        return port is not None and port.send(data)
+
+    def _on_subscriber_rtp(self, data: bytes, now: float) -> None:
+        pass  # a subscribe connection carries no media towards the SFU
+
+    def _on_subscriber_rtcp(self, data: bytes, now: float) -> None:
+        self.counters["rtcp_in"] += 1
+        try:
+            packets = RtcpPacket.parse(data)
+        except ValueError:
+            return
+        for packet in packets:
+            if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+                for report in packet.reports:
+                    forwarder = self._by_out_ssrc.get(report.ssrc)
+                    if forwarder is not None:
+                        forwarder.on_receiver_report(report.fraction_lost, report.lsr, report.dlsr, now)
+            elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+                forwarder = self._by_out_ssrc.get(packet.media_ssrc)
+                if forwarder is not None:
+                    forwarder.on_nack(packet.lost, now)
+            elif isinstance(packet, RtcpPsfbPacket):
+                if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+                    targets = [packet.media_ssrc]
+                    if packet.fmt == RTCP_PSFB_FIR and len(packet.fci) >= 4:
+                        targets = [int.from_bytes(packet.fci[i : i + 4], "big") for i in range(0, len(packet.fci) - 3, 8)]
+                    for ssrc in targets:
+                        forwarder = self._by_out_ssrc.get(ssrc)
+                        if forwarder is not None:
+                            forwarder.on_keyframe_request(now)
+                elif packet.fmt == RTCP_PSFB_APP:
+                    try:
+                        bitrate, ssrcs = unpack_remb_fci(packet.fci)
+                    except ValueError:
+                        continue
+                    self.remb_bitrate = bitrate
+                    for ssrc in ssrcs:
+                        forwarder = self._by_out_ssrc.get(ssrc)
+                        if forwarder is not None:
+                            forwarder.remb = bitrate
+
+    def _send_sender_reports(self, now: float) -> None:
+        port = self._sub_port
+        if port is None:
+            return
+        for sub in self.subscriptions.values():
+            report = sub.forwarder.sender_report(now)
+            if report is None or sub.forwarder.params is None:
+                continue
+            ntp, rtp_ts, packets, octets = report
+            ssrc = sub.forwarder.params.ssrc
+            sr = RtcpSrPacket(
+                ssrc=ssrc,
+                sender_info=RtcpSenderInfo(
+                    ntp_timestamp=ntp, rtp_timestamp=rtp_ts, packet_count=packets, octet_count=octets
+                ),
+            )
+            sdes = RtcpSdesPacket(
+                chunks=[RtcpSourceInfo(ssrc=ssrc, items=[(1, f"parley-{sub.publisher.id}".encode())])]
+            )
+            port.send(bytes(sr) + bytes(sdes))
+
+    # =============================================================== lifecycle
+
+    def _watch(self, pc: RTCPeerConnection) -> None:
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            state = pc.connectionState
+            if state == "connected":
+                for port in (self._pub_port, self._sub_port):
+                    if port is not None:
+                        port.install_fast_path()
+            elif state in ("failed", "closed") and not self.closed:
+                logger.info("participant %s: peer connection %s", self.id, state)
+                self.close_soon(f"peer connection {state}")
+
+    async def _run(self) -> None:
+        """Periodic RTCP: NACKs every 20 ms, reports about once a second."""
+        next_report = self._loop.time() + 0.5
+        try:
+            while not self.closed:
+                await asyncio.sleep(0.02)
+                now = self._loop.time()
+                if self._nack_sources:
+                    self._send_nacks(now)
+                for track in self.tracks.values():
+                    track.source.poll(now)
+                if now >= next_report:
+                    next_report = now + 1.0
+                    self._send_receiver_reports(now)
+                    self._send_sender_reports(now)
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            logger.exception("participant %s: periodic task failed", self.id)
+
+    def close_soon(self, reason: str) -> None:
+        if self._close_task is None and not self.closed:
+            self._close_task = asyncio.ensure_future(self.close(reason))
+
+    async def close(self, reason: str = "left") -> None:
+        """Leave the room: unpublish, unsubscribe, close both peer connections. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        for track in list(self.tracks.values()):
+            self._remove_track(track)
+        for sub in list(self.subscriptions.values()):
+            sub.forwarder.close()
+        self.subscriptions.clear()
+        self._by_out_ssrc.clear()
+        self.room.participant_closed(self)
+        for port in (self._pub_port, self._sub_port):
+            if port is not None:
+                port.close()
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        for pc in (self._pub_pc, self._sub_pc):
+            if pc is not None:
+                try:
+                    await pc.close()
+                except Exception:
+                    logger.exception("participant %s: closing a peer connection failed", self.id)
+        self.listener.closed(reason)
+

@@ -1,0 +1,1 @@
+"""RTP/RTCP wire helpers: header view, extension blocks, VP8 descriptor, rewriting."""

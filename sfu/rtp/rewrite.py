@@ -1,0 +1,141 @@
+"""Map successive input streams onto one continuous output stream (pure, no I/O).
+
+A forwarder sends one outgoing SSRC per subscriber m-line. What feeds it changes:
+the publisher restarts its stream, a simulcast layer is switched, a paused track
+resumes. :class:`StreamRewriter` keeps the subscriber's view continuous: sequence
+numbers go on from the last one sent, timestamps advance by the wall-clock time
+that passed, and VP8 picture ids / TL0PICIDX continue.
+"""
+
+from __future__ import annotations
+
+_U16 = 0xFFFF
+_U32 = 0xFFFFFFFF
+
+
+def _signed(delta: int, bits: int) -> int:
+    half = 1 << (bits - 1)
+    return ((delta + half) & ((1 << bits) - 1)) - half
+
+
+class StreamRewriter:
+    __slots__ = (
+        "clock_rate",
+        "started",
+        "in_ssrc",
+        "switch_in_seq",
+        "seq_offset",
+        "ts_offset",
+        "pid_offset",
+        "tl0_offset",
+        "pid_bits",
+        "in_pid_last",
+        "in_pid_ext",
+        "out_seq",
+        "out_ts",
+        "out_pid",
+        "out_tl0",
+        "out_time",
+        "history",
+    )
+
+    def __init__(
+        self, clock_rate: int, first_seq: int, first_ts: int, first_pid: int = 0, first_tl0: int = 0
+    ) -> None:
+        self.clock_rate = clock_rate
+        self.started = False
+        self.in_ssrc = -1
+        self.switch_in_seq = 0
+        self.seq_offset = 0
+        self.ts_offset = 0
+        self.pid_offset = 0
+        self.tl0_offset = 0
+        self.pid_bits = 15
+        self.in_pid_last = -1
+        self.in_pid_ext = 0
+        # The "previous packet" the first switch continues from.
+        self.out_seq = (first_seq - 1) & _U16
+        self.out_ts = first_ts & _U32
+        self.out_pid = (first_pid - 1) & 0x7FFF
+        self.out_tl0 = (first_tl0 - 1) & 0xFF
+        self.out_time: float | None = None
+        #: (first output seq, seq offset, input ssrc) of each mapping, newest last
+        self.history: list[tuple[int, int, int]] = []
+
+    def switch(
+        self,
+        in_ssrc: int,
+        in_seq: int,
+        in_ts: int,
+        now: float,
+        in_pid: int = -1,
+        in_tl0: int = -1,
+        pid_bits: int = 15,
+    ) -> None:
+        """Start mapping a new input stream whose first packet to forward is ``in_seq``."""
+        self.seq_offset = (self.out_seq + 1 - in_seq) & _U16
+        if self.out_time is None:
+            gap = 0
+        else:
+            gap = max(1, round((now - self.out_time) * self.clock_rate))
+        self.ts_offset = (self.out_ts + gap - in_ts) & _U32
+        self.pid_bits = pid_bits or 15
+        if in_pid >= 0:
+            self.in_pid_last = in_pid
+            self.in_pid_ext = in_pid
+            self.pid_offset = self.out_pid + 1 - in_pid
+        if in_tl0 >= 0:
+            self.tl0_offset = (self.out_tl0 + 1 - in_tl0) & 0xFF
+        self.in_ssrc = in_ssrc
+        self.switch_in_seq = in_seq
+        self.started = True
+        self.history.append(((in_seq + self.seq_offset) & _U16, self.seq_offset, in_ssrc))
+        del self.history[:-64]
+
+    def accepts(self, in_seq: int) -> bool:
+        """False for packets of the current input that predate the switch."""
+        return _signed(in_seq - self.switch_in_seq, 16) >= 0
+
+    def seq(self, in_seq: int) -> int:
+        return (in_seq + self.seq_offset) & _U16
+
+    def timestamp(self, in_ts: int) -> int:
+        return (in_ts + self.ts_offset) & _U32
+
+    def picture_id(self, in_pid: int) -> int:
+        delta = _signed(in_pid - self.in_pid_last, self.pid_bits)
+        if delta > 0:
+            self.in_pid_last = in_pid
+            self.in_pid_ext += delta
+            return (self.in_pid_ext + self.pid_offset) & 0x7FFF
+        return (self.in_pid_ext + delta + self.pid_offset) & 0x7FFF
+
+    def tl0picidx(self, in_tl0: int) -> int:
+        return (in_tl0 + self.tl0_offset) & 0xFF
+
+    def sent(self, out_seq: int, out_ts: int, now: float, out_pid: int = -1, out_tl0: int = -1) -> None:
+        """Record a packet as sent; only the newest one moves the continuation point."""
+        if _signed(out_seq - self.out_seq, 16) > 0:
+            self.out_seq = out_seq
+            self.out_ts = out_ts
+            self.out_time = now
+            if out_pid >= 0:
+                self.out_pid = out_pid
+            if out_tl0 >= 0:
+                self.out_tl0 = out_tl0
+
+    def drop(self, in_seq: int) -> None:
+        """An in-order input packet is not forwarded (padding): close the gap it leaves."""
+        if self.started and _signed(self.seq(in_seq) - self.out_seq, 16) == 1:
+            self.seq_offset = (self.seq_offset - 1) & _U16
+            self.history.append(((self.out_seq + 1) & _U16, self.seq_offset, self.in_ssrc))
+            del self.history[:-64]
+
+    def original(self, out_seq: int) -> tuple[int, int] | None:
+        """(input ssrc, input seq) of a packet sent as ``out_seq``, for retransmission."""
+        for first_out, offset, ssrc in reversed(self.history):
+            if _signed(out_seq - first_out, 16) >= 0:
+                if _signed(out_seq - self.out_seq, 16) > 0:
+                    return None
+                return ssrc, (out_seq - offset) & _U16
+        return None

@@ -1,0 +1,173 @@
+"""A Source is one published stream as the SFU receives it from its publisher.
+
+It owns the packet cache (to answer subscribers' NACKs), receive statistics (for
+receiver reports to the publisher), loss detection (NACKs to the publisher), the
+publisher's sender-report clock mapping (for lip sync downstream), keyframe
+tracking and throttled keyframe requests. Forwarders subscribe to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from .nack import NackGenerator
+from .packet_cache import PacketCache
+from .receive_stats import ReceiveStatistics
+from .rtp.packet import RtpError, RtpView, Vp8Descriptor
+
+if TYPE_CHECKING:
+    from .forwarder import Forwarder
+
+
+class SourceOwner(Protocol):
+    """What a Source needs from the publisher side (its transport)."""
+
+    def request_keyframe(self, source: Source) -> None: ...
+
+    def source_has_missing(self, source: Source) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SourceParams:
+    track_id: str
+    kind: str  # "audio" | "video"
+    codec: str  # "opus" | "vp8"
+    clock_rate: int
+    payload_type: int
+    ssrc: int | None
+    rtx_payload_type: int | None = None
+    rtx_ssrc: int | None = None
+    audio_level_ext: int = 0
+    mid: str = ""
+
+
+class Source:
+    def __init__(
+        self,
+        params: SourceParams,
+        owner: SourceOwner,
+        cache_size: int = 1024,
+        keyframe_interval: float = 0.5,
+    ) -> None:
+        self.params = params
+        self.track_id = params.track_id
+        self.kind = params.kind
+        self.is_video = params.kind == "video"
+        self.is_vp8 = params.codec == "vp8"
+        self.clock_rate = params.clock_rate
+        self.payload_type = params.payload_type
+        self.ssrc = params.ssrc
+        self.rtx_ssrc = params.rtx_ssrc
+        self._owner = owner
+        self.cache = PacketCache(cache_size)
+        self.stats = ReceiveStatistics(params.clock_rate)
+        self.nack = NackGenerator()
+        self.forwarders: list[Forwarder] = []
+        self.keyframe_interval = keyframe_interval
+        self.last_keyframe_request = -1e9
+        self.keyframe_pending = False
+        self.last_keyframe_time: float | None = None
+        self.width = 0
+        self.height = 0
+        #: (64-bit NTP timestamp, RTP timestamp, local arrival time) of the last SR.
+        self.sender_report: tuple[int, int, float] | None = None
+        self.packets = 0
+        self.bytes = 0
+        self.dropped = 0
+        self.last_packet_time: float | None = None
+        self.closed = False
+
+    # ------------------------------------------------------------------ ingress
+
+    def on_rtp(self, pkt: RtpView, now: float) -> None:
+        """One media packet of this source (hot path)."""
+        if pkt.payload_type != self.payload_type:
+            self.dropped += 1
+            return
+        seq = pkt.seq
+        self.stats.add(seq, pkt.timestamp, now)
+        self.nack.add(seq, now)
+        if self.nack.missing:
+            self._owner.source_has_missing(self)
+        self.packets += 1
+        self.bytes += len(pkt.data)
+        self.last_packet_time = now
+        if pkt.payload_end == pkt.payload_start:
+            # padding only: never forwarded; close the gap it leaves downstream
+            for forwarder in self.forwarders:
+                forwarder.skip(pkt)
+            return
+        vp8 = None
+        if self.is_vp8:
+            try:
+                vp8 = Vp8Descriptor(pkt.data, pkt.payload_start, pkt.payload_end)
+            except RtpError:
+                self.dropped += 1
+                return
+            if vp8.keyframe:
+                self.last_keyframe_time = now
+                self.keyframe_pending = False
+                if vp8.width:
+                    self.width, self.height = vp8.width, vp8.height
+        self.cache.store(seq, pkt.data, (pkt, vp8))
+        for forwarder in self.forwarders:
+            forwarder.forward(pkt, vp8, now)
+
+    def on_rtx(self, pkt: RtpView, now: float) -> None:
+        """An RTX packet: forwarded only when it repairs a loss we asked for."""
+        if pkt.payload_end - pkt.payload_start < 2 or self.ssrc is None:
+            return  # padding-only probe
+        data = pkt.data
+        osn = (data[pkt.payload_start] << 8) | data[pkt.payload_start + 1]
+        if osn not in self.nack.missing:
+            return  # unsolicited copy (bandwidth probing): never forwarded as new media
+        original = (
+            bytes((data[0] & 0xDF, (data[1] & 0x80) | self.payload_type))
+            + osn.to_bytes(2, "big")
+            + data[4:8]
+            + self.ssrc.to_bytes(4, "big")
+            + data[12 : pkt.payload_start]
+            + data[pkt.payload_start + 2 : pkt.payload_end]
+        )
+        self.on_rtp(RtpView(original), now)
+
+    def on_sender_report(self, ntp: int, rtp_ts: int, now: float) -> None:
+        self.sender_report = (ntp, rtp_ts, now)
+        self.stats.on_sender_report(ntp, now)
+
+    # ------------------------------------------------------------------ control
+
+    def request_keyframe(self, now: float) -> None:
+        """Ask the publisher for a keyframe, at most once per ``keyframe_interval``."""
+        if not self.is_video or self.closed:
+            return
+        if now - self.last_keyframe_request >= self.keyframe_interval:
+            self.last_keyframe_request = now
+            self.keyframe_pending = False
+            self._owner.request_keyframe(self)
+        else:
+            self.keyframe_pending = True
+
+    def poll(self, now: float) -> None:
+        """Periodic work: a deferred keyframe request."""
+        if self.keyframe_pending:
+            self.request_keyframe(now)
+
+    def add_forwarder(self, forwarder: Forwarder, now: float) -> None:
+        self.forwarders.append(forwarder)
+        if self.is_video:
+            self.request_keyframe(now)
+
+    def remove_forwarder(self, forwarder: Forwarder) -> None:
+        if forwarder in self.forwarders:
+            self.forwarders.remove(forwarder)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for forwarder in list(self.forwarders):
+            forwarder.close()
+        self.forwarders.clear()
+        self.cache.clear()

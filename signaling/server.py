@@ -1,0 +1,316 @@
+"""The aiohttp signaling server: ``/ws`` (JSON protocol), ``/healthz``, ``/`` (the web page).
+
+Embedders call :func:`setup_parley` on their own ``web.Application``;
+:func:`create_app` does the same on a fresh one (that is what ``parley serve`` runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from aiohttp import WSMsgType, web
+
+from sfu.config import SfuConfig
+from sfu.participant import NegotiationError, Participant, PublishedTrack
+from sfu.room import Sfu
+
+from . import messages as m
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequest:
+    """What an authorisation callback sees of a join."""
+
+    room: str
+    name: str
+    token: str | None
+    request: web.Request
+
+
+#: Returns None to admit the join, or a reason (shown to the user) to refuse it.
+Authorize = Callable[[JoinRequest], Awaitable[str | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    sfu: SfuConfig = field(default_factory=SfuConfig)
+    max_message_bytes: int = m.DEFAULT_MAX_MESSAGE_BYTES
+    #: Seconds a client may take between opening the websocket and joining.
+    join_timeout: float = 30.0
+    authorize: Authorize | None = None
+
+
+SFU_KEY = web.AppKey("parley_sfu", Sfu)
+CONFIG_KEY = web.AppKey("parley_config", ServerConfig)
+SESSIONS_KEY = web.AppKey("parley_sessions", set)
+
+
+class Session:
+    """One websocket client: parses its messages, drives its Participant, sends events."""
+
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request, sfu: Sfu, config: ServerConfig) -> None:
+        self.ws = ws
+        self.request = request
+        self.sfu = sfu
+        self.config = config
+        self.participant: Participant | None = None
+        self.state = "new"
+        self._out: asyncio.Queue[m.ServerMessage | None] = asyncio.Queue()
+        self._writer = asyncio.ensure_future(self._write_loop())
+        self._renegotiate_task: asyncio.Task[None] | None = None
+        self._publishing = False
+
+    # ------------------------------------------------------------ sending
+
+    def send(self, message: m.ServerMessage) -> None:
+        if self.state != "closed" or isinstance(message, (m.Left, m.ErrorMessage)):
+            self._out.put_nowait(message)
+
+    async def _write_loop(self) -> None:
+        while True:
+            message = await self._out.get()
+            if message is None or self.ws.closed:
+                return
+            try:
+                await self.ws.send_str(m.serialize(message))
+            except (ConnectionError, RuntimeError):
+                return
+
+    def error(self, code: str, text: str, request: str | None = None, request_id: m.RequestId | None = None) -> None:
+        self.send(m.ErrorMessage(code=code, message=text, request=request, request_id=request_id))  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------ ParticipantListener
+
+    def participant_joined(self, other: Participant) -> None:
+        self.send(m.ParticipantJoined(participant=_participant_info(other)))
+
+    def participant_left(self, other: Participant) -> None:
+        self.send(m.ParticipantLeft(id=other.id))
+
+    def track_published(self, other: Participant, track: PublishedTrack) -> None:
+        self.send(m.TrackPublished(participant=other.id, track=m.TrackInfo(id=track.id, kind=track.kind)))  # type: ignore[arg-type]
+
+    def track_unpublished(self, other: Participant, track: PublishedTrack) -> None:
+        self.send(m.TrackUnpublished(participant=other.id, track=track.id))
+
+    def subscriptions_changed(self) -> None:
+        if self._renegotiate_task is None or self._renegotiate_task.done():
+            self._renegotiate_task = asyncio.ensure_future(self._renegotiate())
+
+    def closed(self, reason: str) -> None:
+        if self.state == "joined":
+            self.send(m.Left(reason=reason))
+            self.state = "closed"
+            # the websocket is closed once the goodbye is written
+            self._out.put_nowait(None)
+            asyncio.ensure_future(self._close_ws_after_writer())
+
+    async def _close_ws_after_writer(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._writer
+            await self.ws.close()
+
+    async def _renegotiate(self) -> None:
+        await asyncio.sleep(0)  # let a burst of changes coalesce (and `joined` go out first)
+        participant = self.participant
+        if participant is None or self.state != "joined":
+            return
+        try:
+            result = await participant.create_subscribe_offer()
+        except Exception:
+            logger.exception("subscribe offer failed for %s", participant.id)
+            self.error("internal", "the server could not create a subscribe offer")
+            return
+        if result is None:
+            return
+        sdp, mapping = result
+        tracks = {mid: m.SubscribedTrack(**info) for mid, info in mapping.items()}  # type: ignore[arg-type]
+        self.send(m.SubscribeOffer(sdp=sdp, tracks=tracks))
+
+    # ------------------------------------------------------------ receiving
+
+    async def handle(self, raw: str | bytes) -> None:
+        try:
+            message = m.parse_client_message(raw, self.config.max_message_bytes)
+        except m.ProtocolError as exc:
+            self.send(exc.to_message())
+            if exc.code == "too_large":
+                await self.ws.close(code=m.TOO_LARGE_CLOSE_CODE, message=b"message too large")
+            return
+        name = message.type
+        rid = message.request_id
+        try:
+            if isinstance(message, m.Ping):
+                self.send(m.Pong(request_id=rid))
+            elif isinstance(message, m.Join):
+                await self._join(message)
+            elif self.state != "joined" or self.participant is None:
+                self.error("wrong_state", f"{name} needs a joined session", name, rid)
+            elif isinstance(message, m.PublishOffer):
+                await self._publish(message)
+            elif isinstance(message, m.SubscribeAnswer):
+                await self.participant.apply_subscribe_answer(message.sdp)
+            elif isinstance(message, m.SetLayer):
+                if message.track not in self.participant.subscriptions:
+                    self.error("not_found", f"not subscribed to track {message.track}", name, rid)
+                else:
+                    forwarder = self.participant.subscriptions[message.track].forwarder
+                    forwarder.paused = bool(message.paused)
+            elif isinstance(message, m.Leave):
+                await self.participant.close("left")
+        except NegotiationError as exc:
+            self.error(exc.code, exc.message, name, rid)
+        except Exception:
+            logger.exception("handling %s failed", name)
+            self.error("internal", f"the server failed to handle {name}", name, rid)
+
+    async def _join(self, message: m.Join) -> None:
+        if self.state != "new":
+            self.error("wrong_state", "already joined", "join", message.request_id)
+            return
+        authorize = self.config.authorize
+        if authorize is not None:
+            reason = await authorize(JoinRequest(message.room, message.name, message.token, self.request))
+            if reason is not None:
+                self.error("join_refused", reason, "join", message.request_id)
+                return
+        if self.state != "new":
+            return
+        participant = self.sfu.join(message.room, message.name, self)
+        self.participant = participant
+        self.state = "joined"
+        others = [p for p in participant.room.participants.values() if p is not participant]
+        self.send(
+            m.Joined(
+                id=participant.id,
+                room=participant.room.id,
+                participants=tuple(_participant_info(p) for p in others),
+                ice_servers=self.config.sfu.ice.servers,
+                request_id=message.request_id,
+            )
+        )
+        if participant.subscriptions:
+            self.subscriptions_changed()
+
+    async def _publish(self, message: m.PublishOffer) -> None:
+        assert self.participant is not None
+        if self._publishing:
+            self.error("wrong_state", "a publish negotiation is already in progress", "publish_offer", message.request_id)
+            return
+        self._publishing = True
+        try:
+            sdp, tracks = await self.participant.publish(message.sdp)
+        finally:
+            self._publishing = False
+        self.send(
+            m.PublishAnswer(
+                sdp=sdp,
+                tracks=tuple(m.PublishedTrack(id=t.id, kind=t.kind, mid=t.mid) for t in tracks),  # type: ignore[arg-type]
+                request_id=message.request_id,
+            )
+        )
+
+    async def close(self) -> None:
+        """The websocket is gone: leave the room, stop the writer. Idempotent."""
+        if self.participant is not None and not self.participant.closed:
+            await self.participant.close("disconnected")
+        self.state = "closed"
+        self._out.put_nowait(None)
+        if self._renegotiate_task is not None:
+            self._renegotiate_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._renegotiate_task
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._writer
+
+
+def _participant_info(p: Participant) -> m.ParticipantInfo:
+    return m.ParticipantInfo(
+        id=p.id,
+        name=p.name,
+        tracks=tuple(m.TrackInfo(id=t.id, kind=t.kind) for t in p.tracks.values()),  # type: ignore[arg-type]
+    )
+
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    sfu = request.app[SFU_KEY]
+    config = request.app[CONFIG_KEY]
+    ws = web.WebSocketResponse(max_msg_size=0, heartbeat=20.0)
+    await ws.prepare(request)
+    session = Session(ws, request, sfu, config)
+    sessions = request.app[SESSIONS_KEY]
+    sessions.add(session)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + config.join_timeout
+    try:
+        while not ws.closed:
+            timeout = None if session.state != "new" else max(0.0, deadline - loop.time())
+            try:
+                msg = await ws.receive(timeout=timeout)
+            except asyncio.TimeoutError:
+                session.error("wrong_state", "join timeout: send join first")
+                break
+            if msg.type == WSMsgType.TEXT:
+                await session.handle(msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                await session.handle(msg.data)
+            elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                break
+            if session.state == "closed":
+                break
+    finally:
+        await session.close()
+        sessions.discard(session)
+        if not ws.closed:
+            await ws.close()
+    return ws
+
+
+async def healthz(request: web.Request) -> web.Response:
+    sfu = request.app[SFU_KEY]
+    return web.json_response({"status": "ok", **sfu.stats()})
+
+
+def web_root() -> Path:
+    return Path(str(resources.files("web")))
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(web_root() / "index.html")
+
+
+def setup_parley(
+    app: web.Application,
+    config: ServerConfig | None = None,
+    prefix: str = "",
+) -> None:
+    """Mount Parley's routes under ``prefix`` on ``app`` and tie the SFU's life to it."""
+    config = config or ServerConfig()
+    app[CONFIG_KEY] = config
+    app[SESSIONS_KEY] = set()
+
+    async def sfu_context(app: web.Application) -> AsyncIterator[None]:
+        sfu = Sfu(config.sfu)
+        app[SFU_KEY] = sfu
+        yield
+        await sfu.close()
+
+    app.cleanup_ctx.append(sfu_context)
+    app.router.add_get(f"{prefix}/ws", websocket_handler)
+    app.router.add_get(f"{prefix}/healthz", healthz)
+    app.router.add_get(f"{prefix}/", index)
+    app.router.add_static(f"{prefix}/static/", web_root(), show_index=False)
+
+
+def create_app(config: ServerConfig | None = None) -> web.Application:
+    app = web.Application()
+    setup_parley(app, config)
+    return app
