@@ -1,0 +1,1 @@
+"""Parley signaling: the websocket protocol between clients and the SFU."""
