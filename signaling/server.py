@@ -143,6 +143,10 @@ class Session:
         except m.ProtocolError as exc:
             self.send(exc.to_message())
             if exc.code == "too_large":
+                # flush what is queued (the error included), then close with 1009
+                self._out.put_nowait(None)
+                with contextlib.suppress(Exception):
+                    await self._writer
                 await self.ws.close(code=m.TOO_LARGE_CLOSE_CODE, message=b"message too large")
             return
         name = message.type
@@ -255,7 +259,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             timeout = None if session.state != "new" else max(0.0, deadline - loop.time())
             try:
                 msg = await ws.receive(timeout=timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 session.error("wrong_state", "join timeout: send join first")
                 break
             if msg.type == WSMsgType.TEXT:

@@ -1,0 +1,30 @@
+# Parley: the two commands a new user needs.
+#   make serve   set up .venv and run the server on http://127.0.0.1:8080
+#   make test    set up .venv and run every test (inside a loopback-only network namespace)
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: serve test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+serve: $(VENV)/.installed
+	$(VENV)/bin/parley serve --host 127.0.0.1 --port 8080
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+test: $(VENV)/.installed lint
+	$(PY) scripts/in_netns.py $(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) bench/forwarding.py --json bench/results/forwarding.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

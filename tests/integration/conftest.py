@@ -1,0 +1,56 @@
+"""Integration fixtures: a real Parley server on an ephemeral port, real UDP on loopback.
+
+These tests open real peer connections. They must run inside a network namespace
+that has only ``lo`` (``make test`` does this with ``scripts/in_netns.py``), so no
+packet can leave the machine even by mistake; they refuse to run anywhere else.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from aiohttp import web
+
+from sfu.room import Sfu
+from signaling.server import SFU_KEY, ServerConfig, create_app
+
+
+def _only_loopback() -> bool:
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
+@pytest.fixture(autouse=True)
+def _require_loopback_namespace() -> None:
+    if not _only_loopback():
+        pytest.fail(
+            "integration tests open real peer connections and must run in a network namespace "
+            "with only 'lo': run them with `make test` (scripts/in_netns.py)"
+        )
+
+
+@dataclass
+class RunningServer:
+    url: str
+    port: int
+    app: web.Application
+
+    @property
+    def sfu(self) -> Sfu:
+        return self.app[SFU_KEY]
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[RunningServer]:
+    app = create_app(ServerConfig())
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield RunningServer(url=f"http://127.0.0.1:{port}", port=port, app=app)
+    finally:
+        await runner.cleanup()

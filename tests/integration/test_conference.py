@@ -1,0 +1,233 @@
+"""End to end: real server, real aiortc bots over loopback UDP, media decoded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from loadgen.bot import BotConfig, run_bot
+
+from .conftest import RunningServer
+
+
+def _tracks_from(summary: dict[str, Any], participant: str) -> list[dict[str, Any]]:
+    return [t for t in summary["tracks"] if t["participant"] == participant]
+
+
+async def _wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(interval)
+    return bool(predicate())
+
+
+async def test_three_bots_decode_each_other(server: RunningServer) -> None:
+    configs = [BotConfig(url=server.url, room="r1", name=n, duration=9.0) for n in ("ann", "bob", "cy")]
+    summaries = await asyncio.gather(*(run_bot(c) for c in configs))
+    ids = {s["name"]: s["id"] for s in summaries}
+    for summary in summaries:
+        assert summary["joined"], summary
+        assert summary["errors"] == [], summary["errors"]
+        assert summary["ok"], summary
+        others = [pid for name, pid in ids.items() if name != summary["name"]]
+        for other in others:
+            tracks = _tracks_from(summary, other)
+            assert sorted(t["kind"] for t in tracks) == ["audio", "video"], tracks
+            for t in tracks:
+                assert t["frames_decoded"] > 20, t
+                assert t["packets"] > 50, t
+                assert t["first_frame_ms"] is not None
+                if t["kind"] == "video":
+                    assert t["resolutions"] == [[320, 240]], t
+                    # continuous media: no long freeze once started
+                    assert t["max_freeze_ms"] < 1500, t
+                # loopback with a healthy SFU loses (almost) nothing
+                assert t["packets_lost"] <= max(2, t["packets"] // 100), t
+        # nobody receives their own media back
+        assert not _tracks_from(summary, summary["id"])
+    # everyone left: the room is gone, nothing lingers
+    assert await _wait_for(lambda: not server.sfu.rooms, 5.0), server.sfu.rooms
+
+
+async def test_leaver_disappears_from_subscriptions(server: RunningServer) -> None:
+    loop = asyncio.get_running_loop()
+    stayers = [BotConfig(url=server.url, room="r2", name=n, duration=11.0) for n in ("ann", "bob")]
+    leaver = BotConfig(url=server.url, room="r2", name="cy", duration=4.0)
+    seen: dict[str, Any] = {}
+
+    async def inspect_after_leave() -> None:
+        await asyncio.sleep(7.0)
+        room = server.sfu.rooms.get("r2")
+        assert room is not None
+        seen["participants"] = sorted(p.name for p in room.participants.values())
+        seen["subscribed_to"] = {
+            p.name: sorted({s.publisher.name for s in p.subscriptions.values()})
+            for p in room.participants.values()
+        }
+        seen["at"] = loop.time()
+
+    results = await asyncio.gather(
+        run_bot(stayers[0]), run_bot(stayers[1]), run_bot(leaver), inspect_after_leave()
+    )
+    summaries = results[:3]
+    cy_id = summaries[2]["id"]
+    assert seen["participants"] == ["ann", "bob"]
+    assert seen["subscribed_to"] == {"ann": ["bob"], "bob": ["ann"]}
+    for summary in summaries[:2]:
+        assert summary["ok"], summary
+        kinds = {e["type"] for e in summary["events"] if e.get("participant") == cy_id or e.get("id") == cy_id}
+        assert "participant_left" in kinds, summary["events"]
+        assert "track_unpublished" in kinds, summary["events"]
+        # the leaver's media was received before it left
+        for t in _tracks_from(summary, cy_id):
+            assert t["frames_decoded"] > 0, t
+    assert summaries[2]["left_reason"] in (None, "left"), summaries[2]
+    assert await _wait_for(lambda: "r2" not in server.sfu.rooms, 5.0)
+
+
+async def test_killed_bot_is_cleaned_up(server: RunningServer, tmp_path: Path) -> None:
+    out = tmp_path / "victim.json"
+    victim = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "signaling.cli", "bot", "--url", server.url, "--room", "r3",
+        "--name", "victim", "--duration", "60", "--json", str(out),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    survivor_task = asyncio.ensure_future(
+        run_bot(BotConfig(url=server.url, room="r3", name="survivor", duration=14.0))
+    )
+    try:
+        # wait until the victim publishes and the survivor is subscribed to it
+        def survivor_subscribed() -> bool:
+            room = server.sfu.rooms.get("r3")
+            if room is None:
+                return False
+            by_name = {p.name: p for p in room.participants.values()}
+            s = by_name.get("survivor")
+            v = by_name.get("victim")
+            return bool(s and v and len(v.tracks) == 2 and len(s.subscriptions) == 2)
+
+        assert await _wait_for(survivor_subscribed, 10.0)
+        await asyncio.sleep(2.0)
+        victim.send_signal(signal.SIGKILL)
+        await victim.wait()
+
+        def victim_gone() -> bool:
+            room = server.sfu.rooms.get("r3")
+            return room is not None and [p.name for p in room.participants.values()] == ["survivor"]
+
+        assert await _wait_for(victim_gone, 5.0), "killed participant was not removed"
+        room = server.sfu.rooms["r3"]
+        survivor = next(iter(room.participants.values()))
+        assert survivor.subscriptions == {}
+        summary = await survivor_task
+    finally:
+        if victim.returncode is None:
+            victim.kill()
+            await victim.wait()
+    assert not out.exists()  # it never got to write a summary: it really was killed
+    types = [e["type"] for e in summary["events"]]
+    assert "participant_left" in types and "track_unpublished" in types
+    assert summary["joined"]
+
+
+async def test_garbage_in_one_room_leaves_another_untouched(server: RunningServer) -> None:
+    import aiohttp
+
+    from sfu.aiortc_adapter import create_peer_connection, describe_remote_media
+    from sfu.config import IceConfig
+
+    errors: list[dict[str, Any]] = []
+    survivors_started = asyncio.Event()
+
+    async def vandal() -> None:
+        await survivors_started.wait()
+        await asyncio.sleep(2.0)
+        async with aiohttp.ClientSession() as http, http.ws_connect(f"{server.url}/ws") as ws:
+            await ws.send_str(json.dumps({"type": "join", "room": "junk", "name": "vandal"}))
+            joined = json.loads((await ws.receive()).data)
+            assert joined["type"] == "joined"
+            # a real publish so the server has an ICE/DTLS endpoint for this participant
+            pc = create_peer_connection(IceConfig())
+            pc.addTransceiver("audio", direction="sendonly")
+            pc.addTransceiver("video", direction="sendonly")
+            await pc.setLocalDescription(await pc.createOffer())
+            await ws.send_str(json.dumps({"type": "publish_offer", "sdp": pc.localDescription.sdp}))
+            answer = json.loads((await ws.receive()).data)
+            assert answer["type"] == "publish_answer"
+            ports = {
+                int(line.split()[5])
+                for line in answer["sdp"].splitlines()
+                if line.startswith("a=candidate:") and " 127.0.0.1 " in line
+            }
+            assert ports
+            describe_remote_media(answer["sdp"])
+            junk_frames = [
+                "{not json",
+                "[]",
+                json.dumps({"type": "warp_drive"}),
+                json.dumps({"type": "publish_offer"}),
+                json.dumps({"type": "publish_offer", "sdp": "v=0\r\nthis is not sdp\r\n"}),
+                json.dumps({"type": "subscribe_answer", "sdp": "v=0\r\n"}),
+                json.dumps({"type": "join", "room": "junk", "name": "again"}),
+                json.dumps({"type": "set_layer", "track": "nope", "max_height": 360}),
+            ]
+            for frame in junk_frames:
+                await ws.send_str(frame)
+                reply = json.loads((await ws.receive(timeout=5)).data)
+                errors.append(reply)
+            # raw UDP garbage at the server's media port: random bytes, fake RTP, fake SRTP
+            loop = asyncio.get_running_loop()
+            transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+            payloads = [os.urandom(n) for n in (1, 11, 12, 200, 1200)]
+            payloads += [bytes([0x80, 0x60]) + os.urandom(200), bytes([0x90, 0xC8]) + os.urandom(60)]
+            payloads += [bytes([0x16, 0xFE, 0xFD]) + os.urandom(100)]  # DTLS-looking
+            for _ in range(200):
+                for port in ports:
+                    for p in payloads:
+                        transport.sendto(p, ("127.0.0.1", port))
+                await asyncio.sleep(0.01)
+            transport.close()
+            # finally an oversized frame: error, then the server closes this websocket
+            await ws.send_str(json.dumps({"type": "ping", "pad": "x" * 300_000}))
+            reply = await ws.receive(timeout=5)
+            errors.append(json.loads(reply.data))
+            closing = await ws.receive(timeout=5)
+            errors.append({"close": closing.type.name, "code": ws.close_code})
+            await pc.close()
+
+    async def start_flag() -> None:
+        await asyncio.sleep(1.0)
+        survivors_started.set()
+
+    configs = [BotConfig(url=server.url, room="calm", name=n, duration=10.0) for n in ("ann", "bob")]
+    results = await asyncio.gather(run_bot(configs[0]), run_bot(configs[1]), vandal(), start_flag())
+    for summary in results[:2]:
+        assert summary["ok"], summary
+        assert summary["errors"] == []
+        for t in summary["tracks"]:
+            assert t["frames_decoded"] > 20, t
+            if t["kind"] == "video":
+                assert t["max_freeze_ms"] < 1500, t
+    codes = [e.get("code") for e in errors[:8]]
+    assert codes == [
+        "bad_json",
+        "not_object",
+        "unknown_type",
+        "missing_field",
+        "bad_sdp",
+        "wrong_state",
+        "wrong_state",
+        "not_found",
+    ], errors
+    assert errors[8]["code"] == "too_large"
+    assert errors[9]["code"] == 1009, errors[9]
+    # the vandal's room was cleaned up when its websocket closed
+    assert await _wait_for(lambda: "junk" not in server.sfu.rooms, 5.0)
