@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pylibsrtp
 from aioice import ice as aioice_ice
+from aioice import stun as aioice_stun
 from aiortc import (
     RTCConfiguration,
     RTCIceServer,
@@ -72,6 +74,10 @@ HOOKED_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (aioice_ice.Connection, "_components"),
     (aioice_ice.Connection, "_nominated"),
     (aioice_ice.Connection, "_protocols"),
+    (aioice_ice.Connection, "query_consent"),
+    (aioice_ice.Connection, "_query_consent_task"),
+    (aioice_ice.Connection, "build_request"),
+    (aioice_ice.Connection, "remote_password"),
     (aioice_ice.StunProtocol, "datagram_received"),
 )
 
@@ -142,7 +148,9 @@ def create_peer_connection(ice: IceConfig) -> RTCPeerConnection:
 
     def create_dtls_transport() -> RTCDtlsTransport:
         dtls = create_dtls()
-        _restrict_gathering(dtls.transport.iceGatherer._connection, addresses)
+        connection = dtls.transport.iceGatherer._connection
+        _restrict_gathering(connection, addresses)
+        _configure_consent(connection, ice.consent_interval, ice.consent_failures)
         return dtls
 
     pc._RTCPeerConnection__createDtlsTransport = create_dtls_transport  # type: ignore[attr-defined]
@@ -161,6 +169,39 @@ def _restrict_gathering(connection: aioice_ice.Connection, addresses: list[str])
         connection._local_candidates_end = True
 
     connection.gather_candidates = gather_candidates  # type: ignore[method-assign]
+
+
+def _configure_consent(connection: aioice_ice.Connection, interval: float, failures_allowed: int) -> None:
+    """RFC 7675 consent freshness with Parley's interval and failure count.
+
+    aioice checks every 5 s and gives up after 6 failures (30 s of silence); a peer
+    that goes silent is then closed, which closes its peer connection and so its
+    participant.
+    """
+
+    async def query_consent() -> None:
+        failures = 0
+        while True:
+            await asyncio.sleep(interval * (0.8 + 0.4 * random.random()))
+            for pair in list(connection._nominated.values()):
+                request = connection.build_request(pair, nominate=False)
+                try:
+                    await pair.protocol.request(
+                        request,
+                        pair.remote_addr,
+                        integrity_key=(connection.remote_password or "").encode("utf8"),
+                        retransmissions=0,
+                    )
+                    failures = 0
+                except aioice_stun.TransactionError:
+                    failures += 1
+            if failures >= failures_allowed:
+                logger.info("ICE consent expired after %d failed checks", failures)
+                connection._query_consent_task = None
+                await connection.close()
+                return
+
+    connection.query_consent = query_consent  # type: ignore[method-assign]
 
 
 def ice_connection(dtls: RTCDtlsTransport) -> aioice_ice.Connection:

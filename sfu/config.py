@@ -34,6 +34,10 @@ class IceConfig:
 
     servers: tuple[IceServer, ...] = ()
     addresses: tuple[str, ...] = ("127.0.0.1",)
+    #: RFC 7675 consent checks: seconds between checks, and how many may fail in a row
+    #: before the peer is considered gone (default 5 s x 6, as aioice: 30 s of silence).
+    consent_interval: float = 5.0
+    consent_failures: int = 6
 
 
 @dataclass(frozen=True, slots=True)

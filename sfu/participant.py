@@ -20,7 +20,6 @@ from aiortc.rtp import (
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
-    RtcpByePacket,
     RtcpPacket,
     RtcpPsfbPacket,
     RtcpReceiverInfo,
@@ -108,6 +107,7 @@ class Participant:
         self.config = config
         self.tracks: dict[str, PublishedTrack] = {}  # by publish mid
         self.closed = False
+        self.close_reason: str | None = None
         self._loop = asyncio.get_running_loop()
         self._pub_pc: RTCPeerConnection | None = None
         self._pub_port: adapter.MediaPort | None = None
@@ -319,7 +319,7 @@ class Participant:
                 nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=self._rtcp_ssrc, media_ssrc=source.ssrc)
                 nack.lost = due
                 self._pub_port.send(bytes(nack))
-            if not source.nack.missing:
+            if not len(source.nack):
                 self._nack_sources.discard(source)
 
     def _send_receiver_reports(self, now: float) -> None:
@@ -605,6 +605,7 @@ class Participant:
         if self.closed:
             return
         self.closed = True
+        self.close_reason = reason
         for track in list(self.tracks.values()):
             self._remove_track(track)
         for sub in list(self.subscriptions.values()):

@@ -88,7 +88,7 @@ class Source:
         seq = pkt.seq
         self.stats.add(seq, pkt.timestamp, now)
         self.nack.add(seq, now)
-        if self.nack.missing:
+        if len(self.nack):
             self._owner.source_has_missing(self)
         self.packets += 1
         self.bytes += len(pkt.data)

@@ -8,7 +8,7 @@ packet can leave the machine even by mistake; they refuse to run anywhere else.
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
@@ -42,15 +42,31 @@ class RunningServer:
         return self.app[SFU_KEY]
 
 
+ServerFactory = Callable[[ServerConfig], Awaitable[RunningServer]]
+
+
 @pytest.fixture
-async def server() -> AsyncIterator[RunningServer]:
-    app = create_app(ServerConfig())
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+async def server_factory() -> AsyncIterator[ServerFactory]:
+    """Start real servers (aiohttp on an ephemeral port); all are stopped afterwards."""
+    runners: list[web.AppRunner] = []
+
+    async def start(config: ServerConfig) -> RunningServer:
+        app = create_app(config)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return RunningServer(url=f"http://127.0.0.1:{port}", port=port, app=app)
+
     try:
-        yield RunningServer(url=f"http://127.0.0.1:{port}", port=port, app=app)
+        yield start
     finally:
-        await runner.cleanup()
+        for runner in runners:
+            await runner.cleanup()
+
+
+@pytest.fixture
+async def server(server_factory: ServerFactory) -> RunningServer:
+    return await server_factory(ServerConfig())

@@ -231,3 +231,41 @@ async def test_garbage_in_one_room_leaves_another_untouched(server: RunningServe
     assert errors[9]["code"] == 1009, errors[9]
     # the vandal's room was cleaned up when its websocket closed
     assert await _wait_for(lambda: "junk" not in server.sfu.rooms, 5.0)
+
+
+async def test_silent_peer_is_removed_by_ice_consent(server_factory: Any, tmp_path: Path) -> None:
+    """A peer whose process freezes (websocket still open) is removed when ICE consent fails."""
+    from signaling.server import ServerConfig
+    from sfu.config import IceConfig, SfuConfig
+
+    config = ServerConfig(sfu=SfuConfig(ice=IceConfig(consent_interval=1.0, consent_failures=3)))
+    srv = await server_factory(config)
+    frozen = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "signaling.cli", "bot", "--url", srv.url, "--room", "r4",
+        "--name", "frozen", "--duration", "60", "--json", str(tmp_path / "f.json"),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    watcher = asyncio.ensure_future(run_bot(BotConfig(url=srv.url, room="r4", name="watcher", duration=16.0)))
+    try:
+        def frozen_publishing() -> bool:
+            room = srv.sfu.rooms.get("r4")
+            return room is not None and any(
+                p.name == "frozen" and len(p.tracks) == 2 and all(t.source.packets for t in p.tracks.values())
+                for p in room.participants.values()
+            )
+
+        assert await _wait_for(frozen_publishing, 10.0)
+        frozen_participant = next(p for p in srv.sfu.rooms["r4"].participants.values() if p.name == "frozen")
+        frozen.send_signal(signal.SIGSTOP)  # alive, socket open, but silent
+        assert await _wait_for(lambda: frozen_participant.closed, 10.0), "silent peer was not removed"
+        assert frozen_participant.close_reason is not None
+        assert frozen_participant.close_reason.startswith("peer connection"), frozen_participant.close_reason
+        room = srv.sfu.rooms["r4"]
+        assert [p.name for p in room.participants.values()] == ["watcher"]
+        summary = await watcher
+    finally:
+        if frozen.returncode is None:
+            frozen.send_signal(signal.SIGCONT)
+            frozen.kill()
+            await frozen.wait()
+    assert "participant_left" in [e["type"] for e in summary["events"]]
