@@ -235,8 +235,8 @@ async def test_garbage_in_one_room_leaves_another_untouched(server: RunningServe
 
 async def test_silent_peer_is_removed_by_ice_consent(server_factory: Any, tmp_path: Path) -> None:
     """A peer whose process freezes (websocket still open) is removed when ICE consent fails."""
-    from signaling.server import ServerConfig
     from sfu.config import IceConfig, SfuConfig
+    from signaling.server import ServerConfig
 
     config = ServerConfig(sfu=SfuConfig(ice=IceConfig(consent_interval=1.0, consent_failures=3)))
     srv = await server_factory(config)
