@@ -128,7 +128,14 @@ class Participant:
         self.remb_bitrate: int | None = None
         self._task = asyncio.ensure_future(self._run())
         self._close_task: asyncio.Task[None] | None = None
-        self.counters = {"rtp_in": 0, "rtp_unknown": 0, "rtp_malformed": 0, "rtcp_in": 0}
+        self.counters = {
+            "rtp_in": 0,
+            "rtp_unknown": 0,
+            "rtp_malformed": 0,
+            "rtcp_in": 0,
+            "nacks_in": 0,
+            "rtx_sent": 0,
+        }
 
     def info(self) -> dict[str, object]:
         return {
@@ -520,7 +527,8 @@ class Participant:
             elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
                 forwarder = self._by_out_ssrc.get(packet.media_ssrc)
                 if forwarder is not None:
-                    forwarder.on_nack(packet.lost, now)
+                    self.counters["nacks_in"] += 1
+                    self.counters["rtx_sent"] += forwarder.on_nack(packet.lost, now)
             elif isinstance(packet, RtcpPsfbPacket):
                 if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
                     targets = [packet.media_ssrc]

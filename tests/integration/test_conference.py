@@ -269,3 +269,50 @@ async def test_silent_peer_is_removed_by_ice_consent(server_factory: Any, tmp_pa
             frozen.kill()
             await frozen.wait()
     assert "participant_left" in [e["type"] for e in summary["events"]]
+
+
+async def test_lost_packets_are_repaired_from_the_sfu_cache(server: RunningServer) -> None:
+    """Drop every 25th video packet on the way to one subscriber: its NACKs are answered as RTX."""
+    dropped: list[int] = []
+    watched: dict[str, Any] = {}
+
+    async def break_the_link() -> None:
+        def ready() -> bool:
+            room = server.sfu.rooms.get("r5")
+            return room is not None and any(p.name == "lossy" for p in room.participants.values())
+
+        assert await _wait_for(ready, 10.0)
+        lossy = next(p for p in server.sfu.rooms["r5"].participants.values() if p.name == "lossy")
+        watched["participant"] = lossy
+        original = lossy.send_rtp
+        counter = {"video": 0}
+
+        def lossy_send(data: bytes) -> bool:
+            # media packets of the video m-line only (payload type of VP8 as negotiated, not RTX)
+            forwarders = [s.forwarder for s in lossy.subscriptions.values() if s.track.kind == "video"]
+            pts = {f.params.payload_type for f in forwarders if f.params is not None}
+            if (data[1] & 0x7F) in pts:
+                counter["video"] += 1
+                if counter["video"] % 25 == 0:
+                    dropped.append(int.from_bytes(data[2:4], "big"))
+                    return True  # pretend it was sent: it is lost on the "network"
+            return original(data)
+
+        lossy.send_rtp = lossy_send  # type: ignore[method-assign]
+
+    results = await asyncio.gather(
+        run_bot(BotConfig(url=server.url, room="r5", name="sender", duration=10.0)),
+        run_bot(BotConfig(url=server.url, room="r5", name="lossy", duration=10.0, publish=False)),
+        break_the_link(),
+    )
+    lossy_summary = results[1]
+    assert lossy_summary["ok"], lossy_summary
+    assert len(dropped) >= 10
+    lossy = watched["participant"]
+    video = next(t for t in lossy_summary["tracks"] if t["kind"] == "video")
+    # every dropped packet was retransmitted: the decoder never stalled for long
+    assert video["max_freeze_ms"] < 700, video
+    assert video["frames_decoded"] > 80, video
+    assert lossy.counters["rtcp_in"] > 0
+    assert lossy.counters["nacks_in"] > 0
+    assert lossy.counters["rtx_sent"] >= len(dropped) * 0.8, (lossy.counters, len(dropped))
