@@ -140,8 +140,9 @@ async def test_killed_bot_is_cleaned_up(server: RunningServer, tmp_path: Path) -
 
 async def test_garbage_in_one_room_leaves_another_untouched(server: RunningServer) -> None:
     import aiohttp
+    from aiortc import RTCSessionDescription
 
-    from sfu.aiortc_adapter import create_peer_connection, describe_remote_media
+    from sfu.aiortc_adapter import MediaPort, create_peer_connection, describe_remote_media
     from sfu.config import IceConfig
 
     errors: list[dict[str, Any]] = []
@@ -169,6 +170,44 @@ async def test_garbage_in_one_room_leaves_another_untouched(server: RunningServe
             }
             assert ports
             describe_remote_media(answer["sdp"])
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+            # authenticated (real SRTP) but malformed RTP on the vandal's announced SSRCs
+            assert await _wait_for(lambda: pc.connectionState == "connected", 10.0)
+            offered = describe_remote_media(pc.localDescription.sdp)
+            port = MediaPort(pc.getTransceivers()[0].sender.transport, lambda d, t: None, lambda d, t: None)
+            def evil_rtp(seq: int) -> list[bytes]:
+                out: list[bytes] = []
+                for media in offered:
+                    ssrc = media.ssrcs[0][0].to_bytes(4, "big")
+                    for b0, pt, tail in (
+                        (0xA0, 96, b"\x01\x02\xff"),  # padding longer than the packet
+                        (0x8F, 96, b""),  # 15 CSRCs promised, none there
+                        (0x80, 97, b"\x80"),  # VP8 X bit, nothing after
+                        (0x80, 97, b"\x90\xc0\x80"),  # truncated picture id
+                        (0x80, 97, b""),  # empty payload
+                        (0x80, 98, b"\x00"),  # RTX with a 1-byte OSN
+                        (0x90, 96, b"\xbe\xde\xff\xff"),  # extension past the end
+                    ):
+                        out.append(bytes([b0, pt]) + (seq & 0xFFFF).to_bytes(2, "big") + b"\x00" * 4 + ssrc + tail)
+                        seq += 1
+                return out
+
+            sent = attempted = 0
+            seq = 1000
+            for _ in range(50):
+                batch = evil_rtp(seq)
+                seq += len(batch)
+                for packet in batch:
+                    # libsrtp itself refuses to protect some of these (bad extension length)
+                    attempted += 1
+                    sent += port.send(packet)
+                await asyncio.sleep(0.01)
+            port.close()
+            assert sent >= attempted // 2
+            vandal_participant = next(iter(server.sfu.rooms["junk"].participants.values()))
+            assert await _wait_for(lambda: vandal_participant.counters["rtp_malformed"] >= 100, 3.0), (
+                vandal_participant.counters
+            )
             junk_frames = [
                 "{not json",
                 "[]",
