@@ -1,0 +1,723 @@
+"""The headless bot ("synthetic participant"): joins a room, publishes, subscribes, reports.
+
+``parley bot --url http://HOST:PORT --room R --name N --duration S --json PATH`` calls
+:func:`main`. The bot speaks the signaling protocol of ``docs/protocol-spec.txt`` over
+``{url}/ws``, publishes a tone and a test pattern (unless ``--no-publish``), decodes
+everything the server offers it and writes a JSON summary; see :meth:`Bot.summary`.
+
+Every peer connection comes from :func:`sfu.aiortc_adapter.create_peer_connection`, so
+ICE gathers only on ``--ice-address`` (127.0.0.1 by default) and contacts only the ICE
+servers the server announces in ``joined``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import VideoFrame
+
+from sfu.aiortc_adapter import create_peer_connection
+from sfu.config import IceConfig, IceServer
+
+from .media import PatternTrack, ToneTrack
+
+logger = logging.getLogger(__name__)
+
+#: A remote track: (participant id, track id).
+TrackKey = tuple[str, str]
+
+#: A track must have been published this long (s) before the end to count for ``ok``.
+DEFAULT_GRACE = 3.0
+
+_FID_GROUP = re.compile(r"^a=ssrc-group:FID (\d+) (\d+)", re.MULTILINE)
+
+
+# ------------------------------------------------------------------ statistics
+
+
+@dataclass(slots=True)
+class TrackStats:
+    """What the bot saw of one remote track. Pure: every time is passed in (seconds)."""
+
+    participant: str
+    track: str
+    kind: str
+    #: Reference for ``first_frame_ms``: when the bot started joining.
+    started_at: float
+    #: When the bot learned the track was published (or first saw it offered).
+    published_at: float
+    participant_name: str | None = None
+    unpublished_at: float | None = None
+    #: The subscribe m-line that last carried this track.
+    mid: str | None = None
+    frames_decoded: int = 0
+    resolutions: list[tuple[int, int]] = field(default_factory=list)
+    first_frame_at: float | None = None
+    last_frame_at: float | None = None
+    max_gap: float = 0.0
+    packets: int | None = None
+    packets_lost: int | None = None
+
+    def on_frame(self, now: float, width: int | None = None, height: int | None = None) -> None:
+        """One decoded frame at ``now``; ``width``/``height`` for video frames."""
+        self.frames_decoded += 1
+        if self.first_frame_at is None:
+            self.first_frame_at = now
+        if self.last_frame_at is not None:
+            self.max_gap = max(self.max_gap, now - self.last_frame_at)
+        self.last_frame_at = now
+        if width is not None and height is not None:
+            size = (width, height)
+            if size not in self.resolutions:
+                self.resolutions.append(size)
+
+    def on_packets(self, packets: int, packets_lost: int) -> None:
+        """The latest receive counters attributed to this track."""
+        self.packets = packets
+        self.packets_lost = packets_lost
+
+    def on_unpublished(self, now: float) -> None:
+        if self.unpublished_at is None:
+            self.unpublished_at = now
+
+    def on_published(self, now: float) -> None:
+        """(Re)published: an earlier unpublish no longer applies."""
+        if self.unpublished_at is not None:
+            self.unpublished_at = None
+            self.published_at = now
+
+    @property
+    def first_frame_ms(self) -> float | None:
+        if self.first_frame_at is None:
+            return None
+        return (self.first_frame_at - self.started_at) * 1000.0
+
+    @property
+    def max_freeze_ms(self) -> float | None:
+        """Longest gap between consecutive decoded frames (video only)."""
+        if self.kind != "video" or self.frames_decoded == 0:
+            return None
+        return self.max_gap * 1000.0
+
+    def required(self, end: float, grace: float = DEFAULT_GRACE) -> bool:
+        """Whether this track must have decoded a frame for the run to be ``ok``:
+        still published at ``end`` and published at least ``grace`` seconds before it."""
+        return self.unpublished_at is None and end - self.published_at >= grace
+
+    def to_json(self, end: float, grace: float = DEFAULT_GRACE) -> dict[str, Any]:
+        return {
+            "participant": self.participant,
+            "participant_name": self.participant_name,
+            "track": self.track,
+            "kind": self.kind,
+            "mid": self.mid,
+            "frames_decoded": self.frames_decoded,
+            "resolutions": [list(r) for r in self.resolutions],
+            "first_frame_ms": _round(self.first_frame_ms),
+            "max_freeze_ms": _round(self.max_freeze_ms),
+            "packets": self.packets,
+            "packets_lost": self.packets_lost,
+            "unpublished": self.unpublished_at is not None,
+            "required": self.required(end, grace),
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def evaluate_ok(
+    joined: bool, tracks: Iterable[TrackStats], end: float, grace: float = DEFAULT_GRACE
+) -> bool:
+    """The summary's ``ok``: joined, and every required track decoded at least one frame."""
+    return joined and all(t.frames_decoded > 0 for t in tracks if t.required(end, grace))
+
+
+# ---------------------------------------------------------------------- config
+
+
+@dataclass(slots=True)
+class BotConfig:
+    url: str
+    room: str
+    name: str
+    duration: float = 10.0
+    json_path: str | None = None
+    publish: bool = True
+    ice_address: str = "127.0.0.1"
+    token: str | None = None
+    join_timeout: float = 10.0
+    #: Seconds between two receive-statistics samples.
+    stats_interval: float = 1.0
+    grace: float = DEFAULT_GRACE
+    #: How long to wait for ``left`` after sending ``leave``.
+    leave_timeout: float = 1.0
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.rstrip("/") + "/ws"
+
+
+class JoinFailed(Exception):
+    """The server refused the join, or it did not answer in time."""
+
+
+# ------------------------------------------------------------------------- bot
+
+
+class Bot:
+    """One synthetic participant. ``await run()`` once; ``close()`` is idempotent."""
+
+    def __init__(self, config: BotConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._send_lock = asyncio.Lock()
+        self._stats_lock = asyncio.Lock()
+        self._pub_pc: RTCPeerConnection | None = None
+        self._sub_pc: RTCPeerConnection | None = None
+        self._local_tracks: list[MediaStreamTrack] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Resolves to None once joined, or to why the join failed.
+        self._joined: asyncio.Future[str | None] | None = None
+        self._stop = asyncio.Event()
+        self._leaving = False
+        self._left = asyncio.Event()
+        self._ran = False
+        self._closed = False
+
+        self._started_at = 0.0
+        self._joined_at: float | None = None
+        self._id: str | None = None
+        self._ice_servers: tuple[IceServer, ...] = ()
+        self._published = False
+        self._published_tracks: list[dict[str, Any]] = []
+        self._names: dict[str, str] = {}
+        self._tracks: dict[TrackKey, TrackStats] = {}
+        #: Subscribe mid -> the remote track it currently carries.
+        self._mid_map: dict[str, TrackKey] = {}
+        #: Subscribe mid -> the last raw (ssrc, received, lost) of its receiver.
+        self._raw_stats: dict[str, tuple[int, int, int]] = {}
+        #: Subscribe mid -> raw counters when its current mapping began.
+        self._stats_base: dict[str, tuple[int, int, int]] = {}
+        self._rtx_ssrcs: set[int] = set()
+        self._errors: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any]] = []
+        self._left_reason: str | None = None
+        self._unattributed_frames = 0
+        self._end: float | None = None
+
+    # -------------------------------------------------------------- lifecycle
+
+    async def run(self) -> dict[str, Any]:
+        """Join, publish, subscribe for ``duration`` seconds, leave; return the summary.
+
+        The summary is also written to ``config.json_path`` when set.
+        """
+        if self._ran:
+            raise RuntimeError("Bot.run() may only be called once")
+        self._ran = True
+        cfg = self.config
+        self._started_at = self._clock()
+        deadline = self._started_at + cfg.duration
+        try:
+            await self._join()
+            if cfg.publish:
+                await self._publish()
+            self._spawn(self._sample_periodically())
+            remaining = deadline - self._clock()
+            if remaining > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), remaining)
+            self._end = self._clock()
+            await self._sample_stats()
+            await self._leave()
+        except JoinFailed as exc:
+            self._error("join_failed", str(exc))
+        except (aiohttp.ClientError, OSError) as exc:
+            self._error("connection", f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # the summary must still be written
+            logger.exception("bot %s failed", cfg.name)
+            self._error("internal", f"{type(exc).__name__}: {exc}")
+        finally:
+            if self._end is None:
+                self._end = self._clock()
+            await self.close()
+        summary = self.summary()
+        if cfg.json_path:
+            try:
+                write_summary(cfg.json_path, summary)
+            except OSError as exc:
+                logger.error("bot %s: cannot write %s: %s", cfg.name, cfg.json_path, exc)
+                summary["errors"].append({"code": "summary", "message": str(exc)})
+                summary["ok"] = False
+        return summary
+
+    async def close(self) -> None:
+        """Close both peer connections, stop all tasks, close the websocket and session."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        for pc in (self._pub_pc, self._sub_pc):
+            if pc is not None:
+                with contextlib.suppress(Exception):
+                    await pc.close()
+        for track in self._local_tracks:
+            track.stop()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for result in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(result, Exception):
+                logger.warning("bot task failed: %r", result)
+        self._tasks.clear()
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+        if self._session is not None:
+            await self._session.close()
+
+    def summary(self) -> dict[str, Any]:
+        end = self._end if self._end is not None else self._clock()
+        grace = self.config.grace
+        for stats in self._tracks.values():
+            if stats.participant_name is None:
+                stats.participant_name = self._names.get(stats.participant)
+        tracks = sorted(self._tracks.values(), key=lambda t: (t.participant, t.kind, t.track))
+        joined = self._joined_at is not None
+        return {
+            "name": self.config.name,
+            "room": self.config.room,
+            "id": self._id,
+            "joined": joined,
+            "join_ms": _round(
+                None if self._joined_at is None else (self._joined_at - self._started_at) * 1000
+            ),
+            "published": self._published,
+            "published_tracks": list(self._published_tracks),
+            "duration_s": round(end - self._started_at, 3),
+            "tracks": [t.to_json(end, grace) for t in tracks],
+            "events": list(self._events),
+            "left_reason": self._left_reason,
+            "unattributed_frames": self._unattributed_frames,
+            "errors": list(self._errors),
+            "ok": evaluate_ok(joined, tracks, end, grace),
+        }
+
+    # ------------------------------------------------------------- signaling
+
+    async def _join(self) -> None:
+        cfg = self.config
+        self._session = aiohttp.ClientSession()
+        try:
+            self._ws = await asyncio.wait_for(
+                self._session.ws_connect(cfg.ws_url, autoping=True), cfg.join_timeout
+            )
+        except TimeoutError:
+            raise JoinFailed(f"no websocket within {cfg.join_timeout} s") from None
+        self._joined = asyncio.get_running_loop().create_future()
+        self._spawn(self._read_loop())
+        message: dict[str, Any] = {"type": "join", "room": cfg.room, "name": cfg.name}
+        if cfg.token is not None:
+            message["token"] = cfg.token
+        await self._send(message)
+        try:
+            failure = await asyncio.wait_for(asyncio.shield(self._joined), cfg.join_timeout)
+        except TimeoutError:
+            raise JoinFailed(f"no joined within {cfg.join_timeout} s") from None
+        if failure is not None:
+            raise JoinFailed(failure)
+
+    async def _publish(self) -> None:
+        pc = create_peer_connection(self._ice_config())
+        self._pub_pc = pc
+        self._watch(pc, "publish")
+        for track in (ToneTrack(), PatternTrack()):
+            self._local_tracks.append(track)
+            pc.addTransceiver(track, direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())  # gathers before returning
+        await self._send({"type": "publish_offer", "sdp": pc.localDescription.sdp})
+
+    async def _leave(self) -> None:
+        ws = self._ws
+        if ws is None or ws.closed:
+            return
+        self._leaving = True
+        try:
+            await self._send({"type": "leave"})
+        except (aiohttp.ClientError, ConnectionError, RuntimeError):
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._left.wait(), self.config.leave_timeout)
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        ws = self._ws
+        if ws is None:
+            raise RuntimeError("not connected")
+        async with self._send_lock:
+            await ws.send_str(json.dumps(message))
+
+    async def _read_loop(self) -> None:
+        ws = self._ws
+        assert ws is not None
+        try:
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                try:
+                    message = json.loads(msg.data)
+                except ValueError:
+                    self._error("bad_json", "server sent invalid JSON")
+                    continue
+                if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+                    self._error("not_object", "server sent a message without a type")
+                    continue
+                try:
+                    await self._handle(message)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    logger.exception(
+                        "bot %s: handling %s failed", self.config.name, message["type"]
+                    )
+                    self._error("internal", f"handling {message['type']}: {exc!r}")
+        finally:
+            if not self._leaving and not self._closed:
+                self._error("connection_closed", f"websocket closed (code {ws.close_code})")
+            if self._joined is not None and not self._joined.done():
+                self._joined.set_result("websocket closed before joined")
+            self._left.set()
+            self._stop.set()
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        now = self._clock()
+        if kind == "joined":
+            self._on_joined(message, now)
+        elif kind == "error":
+            self._on_error(message)
+        elif kind == "publish_answer":
+            await self._on_publish_answer(message)
+        elif kind == "subscribe_offer":
+            await self._on_subscribe_offer(message, now)
+        elif kind == "participant_joined":
+            participant = message.get("participant") or {}
+            self._add_participant(participant, now)
+            self._event(now, kind, id=participant.get("id"), name=participant.get("name"))
+        elif kind == "participant_left":
+            pid = str(message.get("id"))
+            for stats in self._tracks.values():
+                if stats.participant == pid:
+                    stats.on_unpublished(now)
+            self._event(now, kind, id=pid)
+        elif kind == "track_published":
+            pid = str(message.get("participant"))
+            track = message.get("track") or {}
+            self._add_track(pid, track, now)
+            self._event(now, kind, participant=pid, track=track.get("id"), kind=track.get("kind"))
+        elif kind == "track_unpublished":
+            key = (str(message.get("participant")), str(message.get("track")))
+            if key in self._tracks:
+                self._tracks[key].on_unpublished(now)
+            self._event(now, kind, participant=key[0], track=key[1])
+        elif kind == "left":
+            self._left_reason = str(message.get("reason"))
+            self._left.set()
+            if not self._leaving:
+                self._event(now, kind, reason=self._left_reason)
+                self._stop.set()
+        elif kind == "pong":
+            pass
+        else:
+            logger.debug("bot %s: ignoring message type %s", self.config.name, kind)
+
+    def _on_joined(self, message: dict[str, Any], now: float) -> None:
+        self._id = str(message.get("id"))
+        self._joined_at = now
+        servers = []
+        for server in message.get("ice_servers") or []:
+            urls = server.get("urls", [])
+            servers.append(
+                IceServer(
+                    urls=(urls,) if isinstance(urls, str) else tuple(urls),
+                    username=server.get("username"),
+                    credential=server.get("credential"),
+                )
+            )
+        self._ice_servers = tuple(servers)
+        for participant in message.get("participants") or []:
+            self._add_participant(participant, now)
+        if self._joined is not None and not self._joined.done():
+            self._joined.set_result(None)
+
+    def _on_error(self, message: dict[str, Any]) -> None:
+        code = str(message.get("code"))
+        text = str(message.get("message"))
+        request = message.get("request")
+        logger.warning("bot %s: server error %s (%s): %s", self.config.name, code, request, text)
+        entry: dict[str, Any] = {"code": code, "message": text}
+        if request is not None:
+            entry["request"] = request
+        self._errors.append(entry)
+        joining = self._joined
+        if joining is not None and not joining.done() and request in ("join", None):
+            joining.set_result(f"{code}: {text}")
+
+    async def _on_publish_answer(self, message: dict[str, Any]) -> None:
+        pc = self._pub_pc
+        if pc is None:
+            self._error("protocol", "publish_answer without a publish_offer")
+            return
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="answer"))
+        self._published = True
+        self._published_tracks = [dict(t) for t in message.get("tracks") or []]
+
+    async def _on_subscribe_offer(self, message: dict[str, Any], now: float) -> None:
+        sdp = message["sdp"]
+        mapping: dict[str, TrackKey] = {}
+        for mid, info in (message.get("tracks") or {}).items():
+            key = (str(info["participant"]), str(info["track"]))
+            mapping[str(mid)] = key
+            stats = self._tracks.get(key)
+            if stats is None:
+                stats = self._new_stats(key, str(info.get("kind", "")), now)
+            stats.mid = str(mid)
+
+        pc = self._sub_pc
+        if pc is None:
+            pc = create_peer_connection(self._ice_config())
+            self._sub_pc = pc
+            self._watch(pc, "subscribe")
+            pc.on("track", self._on_track)
+
+        async with self._stats_lock:
+            # Close the books of the mappings that change, then start the new ones
+            # from the receiver's current counters (a reused slot may keep its SSRC).
+            await self._sample_stats_locked()
+            for mid in set(self._mid_map) | set(mapping):
+                if self._mid_map.get(mid) != mapping.get(mid):
+                    raw = self._raw_stats.get(mid)
+                    if raw is None:
+                        self._stats_base.pop(mid, None)
+                    else:
+                        self._stats_base[mid] = raw
+            self._mid_map = mapping
+        self._rtx_ssrcs.update(int(m.group(2)) for m in _FID_GROUP.finditer(sdp))
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        await self._send({"type": "subscribe_answer", "sdp": pc.localDescription.sdp})
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def _add_participant(self, participant: dict[str, Any], now: float) -> None:
+        pid = str(participant.get("id"))
+        name = participant.get("name")
+        if isinstance(name, str):
+            self._names[pid] = name
+        for track in participant.get("tracks") or []:
+            self._add_track(pid, track, now)
+
+    def _add_track(self, pid: str, track: dict[str, Any], now: float) -> None:
+        if pid == self._id:
+            return
+        key = (pid, str(track.get("id")))
+        stats = self._tracks.get(key)
+        if stats is None:
+            self._new_stats(key, str(track.get("kind", "")), now)
+        else:
+            stats.on_published(now)
+
+    def _new_stats(self, key: TrackKey, kind: str, now: float) -> TrackStats:
+        stats = TrackStats(
+            participant=key[0],
+            track=key[1],
+            kind=kind,
+            started_at=self._started_at,
+            published_at=now,
+            participant_name=self._names.get(key[0]),
+        )
+        self._tracks[key] = stats
+        return stats
+
+    def _event(self, now: float, type_: str, **fields: Any) -> None:
+        self._events.append(
+            {"t_ms": round((now - self._started_at) * 1000, 1), "type": type_, **fields}
+        )
+
+    def _error(self, code: str, message: str) -> None:
+        logger.warning("bot %s: %s: %s", self.config.name, code, message)
+        self._errors.append({"code": code, "message": message})
+
+    def _ice_config(self) -> IceConfig:
+        return IceConfig(servers=self._ice_servers, addresses=(self.config.ice_address,))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _watch(self, pc: RTCPeerConnection, role: str) -> None:
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            state = pc.connectionState
+            logger.debug("bot %s: %s connection %s", self.config.name, role, state)
+            if state == "failed" and not self._closed:
+                self._error("ice_failed", f"{role} peer connection failed")
+
+    # ------------------------------------------------------------- receiving
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        pc = self._sub_pc
+        mid = None
+        if pc is not None:
+            for transceiver in pc.getTransceivers():
+                if transceiver.receiver.track is track:
+                    mid = transceiver.mid
+                    break
+        if mid is None:
+            self._error("internal", f"no transceiver for remote {track.kind} track")
+            return
+        self._spawn(self._consume(track, mid))
+
+    async def _consume(self, track: MediaStreamTrack, mid: str) -> None:
+        """Decode ``track`` until it ends, crediting frames to what ``mid`` carries now.
+
+        aiortc's jitter buffer releases a frame only once the next one starts, so when
+        a slot is reused the previous track's last frame can come out after the switch
+        and be credited to the new track (one frame, possibly of the old size).
+        """
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            now = self._clock()
+            key = self._mid_map.get(mid)
+            stats = self._tracks.get(key) if key is not None else None
+            if stats is None:
+                self._unattributed_frames += 1
+            elif isinstance(frame, VideoFrame):
+                stats.on_frame(now, frame.width, frame.height)
+            else:
+                stats.on_frame(now)
+
+    async def _sample_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.stats_interval)
+            await self._sample_stats()
+
+    async def _sample_stats(self) -> None:
+        async with self._stats_lock:
+            await self._sample_stats_locked()
+
+    async def _sample_stats_locked(self) -> None:
+        """Attribute each receiver's inbound-rtp counters to the track its mid carries."""
+        pc = self._sub_pc
+        if pc is None or self._closed:
+            return
+        for transceiver in pc.getTransceivers():
+            mid = transceiver.mid
+            if mid is None:
+                continue
+            report = await transceiver.receiver.getStats()
+            inbound = next((s for s in report.values() if s.type == "inbound-rtp"), None)
+            # aiortc reports one inbound-rtp entry per receiver: the last SSRC seen wins,
+            # which is the RTX stream once a retransmission arrived. Skip those samples.
+            if inbound is None or inbound.ssrc in self._rtx_ssrcs:
+                continue
+            raw = (inbound.ssrc, inbound.packetsReceived, inbound.packetsLost)
+            self._raw_stats[mid] = raw
+            key = self._mid_map.get(mid)
+            stats = self._tracks.get(key) if key is not None else None
+            if stats is None:
+                continue
+            base = self._stats_base.get(mid)
+            if base is not None and base[0] == raw[0]:
+                stats.on_packets(max(raw[1] - base[1], 0), raw[2] - base[2])
+            else:
+                stats.on_packets(raw[1], raw[2])
+
+
+# ------------------------------------------------------------------ entry points
+
+
+def write_summary(path: str | Path, summary: dict[str, Any]) -> None:
+    """Write ``summary`` as JSON, atomically (a reader never sees half a file)."""
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(target)
+
+
+async def run_bot(config: BotConfig) -> dict[str, Any]:
+    """Run one bot to completion and return its summary."""
+    bot = Bot(config)
+    try:
+        return await bot.run()
+    finally:
+        await bot.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="parley bot", description="A synthetic participant for load and end-to-end tests."
+    )
+    parser.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8080")
+    parser.add_argument("--room", required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds (default 10)")
+    parser.add_argument("--json", dest="json_path", metavar="PATH", help="write the summary here")
+    parser.add_argument("--no-publish", dest="publish", action="store_false", help="only subscribe")
+    parser.add_argument(
+        "--ice-address",
+        default="127.0.0.1",
+        help="local address ICE gathers host candidates on (default 127.0.0.1)",
+    )
+    parser.add_argument("--token", default=None, help="join token, if the server wants one")
+    parser.add_argument("--join-timeout", type=float, default=10.0)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``parley bot``: exit code 0 when the summary is ``ok``, 1 otherwise."""
+    args = build_parser().parse_args(argv)
+    if args.duration < 0:
+        build_parser().error("--duration must not be negative")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = BotConfig(
+        url=args.url,
+        room=args.room,
+        name=args.name,
+        duration=args.duration,
+        json_path=args.json_path,
+        publish=args.publish,
+        ice_address=args.ice_address,
+        token=args.token,
+        join_timeout=args.join_timeout,
+    )
+    summary = asyncio.run(run_bot(config))
+    if not args.json_path:
+        json.dump(summary, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    return 0 if summary["ok"] else 1
