@@ -408,6 +408,8 @@ class Bot:
     async def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         now = self._clock()
+        if (self._leaving or self._closed) and kind in ("subscribe_offer", "publish_answer"):
+            return  # negotiations racing our own departure are moot
         if kind == "joined":
             self._on_joined(message, now)
         elif kind == "error":
