@@ -150,6 +150,9 @@ class Forwarder:
 
     def forward(self, pkt: RtpView, vp8: Vp8Descriptor | None, now: float) -> None:
         if self.paused or self.params is None or self.closed:
+            if self.paused:
+                # resume like an input change: on a keyframe, with no sequence gap
+                self.rewriter.in_ssrc = -1
             return
         rw = self.rewriter
         if pkt.ssrc != rw.in_ssrc or not rw.started:
@@ -163,6 +166,8 @@ class Forwarder:
         elif not rw.accepts(pkt.seq):
             return
         out_seq = (pkt.seq + rw.seq_offset) & 0xFFFF
+        if not 0 < ((out_seq - rw.out_seq) & 0xFFFF) < 0x8000:
+            out_seq = rw.seq(pkt.seq)  # late: it may predate a drop that shifted the mapping
         out, out_ts, pid, tl0 = self._render(pkt, vp8, out_seq, now)
         if self._sink.send_rtp(out):
             self.packets_sent += 1

@@ -55,6 +55,8 @@ class RtpView:
         self.timestamp = ts
         self.ssrc = ssrc
         pos = 12 + 4 * (b0 & 0x0F)
+        if pos > n:
+            raise RtpError("truncated CSRC list")
         self.csrc_end = pos
         self.ext_profile = 0
         self.ext_start = self.ext_end = pos
@@ -205,7 +207,7 @@ class Vp8Descriptor:
         pos = offset + 1
         self.start = (b0 >> 4) & 1
         self.non_reference = (b0 >> 5) & 1
-        self.partition_id = b0 & 0x0F
+        self.partition_id = b0 & 0x07  # bit 3 is reserved (R), ignored
         self.picture_id = -1
         self.picture_id_bits = 0
         self.tl0picidx = -1

@@ -32,6 +32,7 @@ class StreamRewriter:
         "in_pid_last",
         "in_pid_ext",
         "out_seq",
+        "out_ext",
         "out_ts",
         "out_pid",
         "out_tl0",
@@ -55,11 +56,14 @@ class StreamRewriter:
         self.in_pid_ext = 0
         # The "previous packet" the first switch continues from.
         self.out_seq = (first_seq - 1) & _U16
+        #: ``out_seq`` extended (it never wraps), to order the history entries.
+        self.out_ext = self.out_seq
         self.out_ts = first_ts & _U32
         self.out_pid = (first_pid - 1) & 0x7FFF
         self.out_tl0 = (first_tl0 - 1) & 0xFF
         self.out_time: float | None = None
-        #: (first output seq, seq offset, input ssrc) of each mapping, newest last
+        #: (first output seq extended like ``out_ext``, seq offset, input ssrc) of each
+        #: mapping, newest last
         self.history: list[tuple[int, int, int]] = []
 
     def switch(
@@ -89,15 +93,37 @@ class StreamRewriter:
         self.in_ssrc = in_ssrc
         self.switch_in_seq = in_seq
         self.started = True
-        self.history.append(((in_seq + self.seq_offset) & _U16, self.seq_offset, in_ssrc))
+        self.history.append((self.out_ext + 1, self.seq_offset, in_ssrc))
         del self.history[:-64]
 
     def accepts(self, in_seq: int) -> bool:
-        """False for packets of the current input that predate the switch."""
-        return _signed(in_seq - self.switch_in_seq, 16) >= 0
+        """False for packets of the current input that predate the switch.
+
+        Once the input is far past the switch point the reference follows it, so it
+        never ends up half the sequence space behind (where every packet looks older).
+        """
+        d = _signed(in_seq - self.switch_in_seq, 16)
+        if d < 0:
+            return False
+        if d > 0x4000:
+            self.switch_in_seq = (in_seq - 0x2000) & _U16
+        return True
 
     def seq(self, in_seq: int) -> int:
-        return (in_seq + self.seq_offset) & _U16
+        """Output seq of ``in_seq`` (current input, accepted).
+
+        A late packet keeps the number it had before a later drop() shifted the mapping.
+        """
+        out = (in_seq + self.seq_offset) & _U16
+        if 0 < ((out - self.out_seq) & _U16) < 0x8000:
+            return out  # newer than anything sent: the current mapping
+        out_seq = self.out_seq
+        out_ext = self.out_ext
+        for first, offset, _ in reversed(self.history):
+            mapped = (in_seq + offset) & _U16
+            if out_ext + _signed(mapped - out_seq, 16) >= first:
+                return mapped
+        return out
 
     def timestamp(self, in_ts: int) -> int:
         return (in_ts + self.ts_offset) & _U32
@@ -115,8 +141,10 @@ class StreamRewriter:
 
     def sent(self, out_seq: int, out_ts: int, now: float, out_pid: int = -1, out_tl0: int = -1) -> None:
         """Record a packet as sent; only the newest one moves the continuation point."""
-        if _signed(out_seq - self.out_seq, 16) > 0:
+        d = _signed(out_seq - self.out_seq, 16)
+        if d > 0:
             self.out_seq = out_seq
+            self.out_ext += d
             self.out_ts = out_ts
             self.out_time = now
             if out_pid >= 0:
@@ -126,16 +154,18 @@ class StreamRewriter:
 
     def drop(self, in_seq: int) -> None:
         """An in-order input packet is not forwarded (padding): close the gap it leaves."""
-        if self.started and _signed(self.seq(in_seq) - self.out_seq, 16) == 1:
+        if self.started and (in_seq + self.seq_offset - self.out_seq) & _U16 == 1:
             self.seq_offset = (self.seq_offset - 1) & _U16
-            self.history.append(((self.out_seq + 1) & _U16, self.seq_offset, self.in_ssrc))
+            self.history.append((self.out_ext + 1, self.seq_offset, self.in_ssrc))
             del self.history[:-64]
 
     def original(self, out_seq: int) -> tuple[int, int] | None:
         """(input ssrc, input seq) of a packet sent as ``out_seq``, for retransmission."""
+        d = _signed(out_seq - self.out_seq, 16)
+        if d > 0:
+            return None  # not sent yet
+        ext = self.out_ext + d
         for first_out, offset, ssrc in reversed(self.history):
-            if _signed(out_seq - first_out, 16) >= 0:
-                if _signed(out_seq - self.out_seq, 16) > 0:
-                    return None
+            if first_out <= ext:
                 return ssrc, (out_seq - offset) & _U16
         return None
