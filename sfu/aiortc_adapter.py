@@ -123,7 +123,9 @@ def check_hooks() -> None:
     else:  # pragma: no cover - called from sync code only
         raise RuntimeError("check_hooks() must be called outside an event loop")
     if missing:
-        raise AdapterError("aiortc/aioice attributes Parley hooks are missing: " + ", ".join(missing))
+        raise AdapterError(
+            "aiortc/aioice attributes Parley hooks are missing: " + ", ".join(missing)
+        )
 
 
 # --------------------------------------------------------------------------- ICE
@@ -171,7 +173,9 @@ def _restrict_gathering(connection: aioice_ice.Connection, addresses: list[str])
     connection.gather_candidates = gather_candidates  # type: ignore[method-assign]
 
 
-def _configure_consent(connection: aioice_ice.Connection, interval: float, failures_allowed: int) -> None:
+def _configure_consent(
+    connection: aioice_ice.Connection, interval: float, failures_allowed: int
+) -> None:
     """RFC 7675 consent freshness with Parley's interval and failure count.
 
     aioice checks every 5 s and gives up after 6 failures (30 s of silence); a peer
@@ -235,7 +239,9 @@ class NegotiatedRtp:
         return None
 
 
-def _negotiated(kind: str, parameters: RTCRtpParameters, ssrcs: list[tuple[int, int | None]]) -> NegotiatedRtp:
+def _negotiated(
+    kind: str, parameters: RTCRtpParameters, ssrcs: list[tuple[int, int | None]]
+) -> NegotiatedRtp:
     return NegotiatedRtp(
         mid=parameters.muxId,
         kind=kind,

@@ -131,21 +131,28 @@ class Forwarder:
                 pid = rw.picture_id(vp8.picture_id)
             if vp8.tl0picidx >= 0:
                 tl0 = (vp8.tl0picidx + rw.tl0_offset) & 0xFF
-            payload = build_vp8_descriptor(vp8, pid, tl0) + data[
-                pkt.payload_start + vp8.size : pkt.payload_end
-            ]
+            payload = (
+                build_vp8_descriptor(vp8, pid, tl0)
+                + data[pkt.payload_start + vp8.size : pkt.payload_end]
+            )
         else:
             payload = data[pkt.payload_start : pkt.payload_end]
         ext = self._extension(pkt, now)
         b0 = 0x90 if ext else 0x80
         if rtx and params.rtx_payload_type is not None and params.rtx_ssrc is not None:
             header = _HDR.pack(
-                b0, (pkt.marker << 7) | params.rtx_payload_type, self._rtx_seq, out_ts, params.rtx_ssrc
+                b0,
+                (pkt.marker << 7) | params.rtx_payload_type,
+                self._rtx_seq,
+                out_ts,
+                params.rtx_ssrc,
             )
             self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
             payload = out_seq.to_bytes(2, "big") + payload
         else:
-            header = _HDR.pack(b0, (pkt.marker << 7) | params.payload_type, out_seq, out_ts, params.ssrc)
+            header = _HDR.pack(
+                b0, (pkt.marker << 7) | params.payload_type, out_seq, out_ts, params.ssrc
+            )
         return header + ext + payload, out_ts, pid, tl0
 
     def forward(self, pkt: RtpView, vp8: Vp8Descriptor | None, now: float) -> None:
@@ -160,7 +167,15 @@ class Forwarder:
                 self.source.request_keyframe(now)
                 return
             if vp8 is not None:
-                rw.switch(pkt.ssrc, pkt.seq, pkt.timestamp, now, vp8.picture_id, vp8.tl0picidx, vp8.picture_id_bits)
+                rw.switch(
+                    pkt.ssrc,
+                    pkt.seq,
+                    pkt.timestamp,
+                    now,
+                    vp8.picture_id,
+                    vp8.tl0picidx,
+                    vp8.picture_id_bits,
+                )
             else:
                 rw.switch(pkt.ssrc, pkt.seq, pkt.timestamp, now)
         elif not rw.accepts(pkt.seq):
@@ -222,7 +237,9 @@ class Forwarder:
         ntp, rtp_ts, arrival = sr
         elapsed = now - arrival
         ntp_out = (ntp + int(elapsed * (1 << 32))) & 0xFFFFFFFFFFFFFFFF
-        rtp_out = (rtp_ts + int(elapsed * self.source.clock_rate) + self.rewriter.ts_offset) & 0xFFFFFFFF
+        rtp_out = (
+            rtp_ts + int(elapsed * self.source.clock_rate) + self.rewriter.ts_offset
+        ) & 0xFFFFFFFF
         lsr_key = (ntp_out >> 16) & 0xFFFFFFFF
         self._sr_sent[lsr_key] = now
         if len(self._sr_sent) > 16:

@@ -158,7 +158,9 @@ class Participant:
             raise NegotiationError("bad_sdp", "the offer has no media sections")
         for m in media:
             if m.kind not in ("audio", "video") and m.port != 0:
-                raise NegotiationError("unsupported_media", f"m-line {m.mid}: {m.kind} is not supported")
+                raise NegotiationError(
+                    "unsupported_media", f"m-line {m.mid}: {m.kind} is not supported"
+                )
         first = self._pub_pc is None
         if first:
             self._pub_pc = adapter.create_peer_connection(self.config.ice)
@@ -185,7 +187,9 @@ class Participant:
             if not transceivers:
                 raise NegotiationError("bad_sdp", "the offer has no audio or video")
             dtls = transceivers[0].receiver.transport
-            self._pub_port = adapter.MediaPort(dtls, self._on_publisher_rtp, self._on_publisher_rtcp)
+            self._pub_port = adapter.MediaPort(
+                dtls, self._on_publisher_rtp, self._on_publisher_rtcp
+            )
         try:
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
@@ -206,7 +210,10 @@ class Participant:
             primary = codecs[0]
             rtx_pt = None
             for c in codecs:
-                if c.mimeType.lower() == f"{m.kind}/rtx" and c.parameters.get("apt") == primary.payloadType:
+                if (
+                    c.mimeType.lower() == f"{m.kind}/rtx"
+                    and c.parameters.get("apt") == primary.payloadType
+                ):
                     rtx_pt = c.payloadType
             ssrc, rtx_ssrc = m.ssrcs[0] if m.ssrcs else (None, None)
             track_id = secrets.token_hex(6)
@@ -323,7 +330,9 @@ class Participant:
         for source in list(self._nack_sources):
             due = source.nack.due(now)
             if due and source.ssrc is not None:
-                nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=self._rtcp_ssrc, media_ssrc=source.ssrc)
+                nack = RtcpRtpfbPacket(
+                    fmt=RTCP_RTPFB_NACK, ssrc=self._rtcp_ssrc, media_ssrc=source.ssrc
+                )
                 nack.lost = due
                 self._pub_port.send(bytes(nack))
             if not len(source.nack):
@@ -449,7 +458,11 @@ class Participant:
     def _assign_transceiver(self, pc: RTCPeerConnection, sub: Subscription) -> None:
         kind = sub.track.kind
         transceiver = next(
-            (t for t, s in self._sub_transceivers.items() if s is None and t.kind == kind and t.mid is not None),
+            (
+                t
+                for t, s in self._sub_transceivers.items()
+                if s is None and t.kind == kind and t.mid is not None
+            ),
             None,
         )
         if transceiver is None:
@@ -468,7 +481,9 @@ class Participant:
         for ssrc in adapter.sender_ssrcs(transceiver.sender):
             self._by_out_ssrc[ssrc] = sub.forwarder
 
-    def _sender_negotiated(self, transceiver: RTCRtpTransceiver) -> Callable[[adapter.NegotiatedRtp], None]:
+    def _sender_negotiated(
+        self, transceiver: RTCRtpTransceiver
+    ) -> Callable[[adapter.NegotiatedRtp], None]:
         def on_parameters(params: adapter.NegotiatedRtp) -> None:
             sub = self._sub_transceivers.get(transceiver)
             if sub is None or self.closed:
@@ -496,7 +511,9 @@ class Participant:
             raise NegotiationError("wrong_state", "no subscribe offer is outstanding")
         try:
             adapter.describe_remote_media(answer_sdp)
-            await self._sub_pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+            await self._sub_pc.setRemoteDescription(
+                RTCSessionDescription(sdp=answer_sdp, type="answer")
+            )
         except Exception as exc:
             raise NegotiationError("bad_sdp", f"cannot apply answer: {exc}") from exc
         finally:
@@ -523,7 +540,9 @@ class Participant:
                 for report in packet.reports:
                     forwarder = self._by_out_ssrc.get(report.ssrc)
                     if forwarder is not None:
-                        forwarder.on_receiver_report(report.fraction_lost, report.lsr, report.dlsr, now)
+                        forwarder.on_receiver_report(
+                            report.fraction_lost, report.lsr, report.dlsr, now
+                        )
             elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
                 forwarder = self._by_out_ssrc.get(packet.media_ssrc)
                 if forwarder is not None:
@@ -533,7 +552,10 @@ class Participant:
                 if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
                     targets = [packet.media_ssrc]
                     if packet.fmt == RTCP_PSFB_FIR and len(packet.fci) >= 4:
-                        targets = [int.from_bytes(packet.fci[i : i + 4], "big") for i in range(0, len(packet.fci) - 3, 8)]
+                        targets = [
+                            int.from_bytes(packet.fci[i : i + 4], "big")
+                            for i in range(0, len(packet.fci) - 3, 8)
+                        ]
                     for ssrc in targets:
                         forwarder = self._by_out_ssrc.get(ssrc)
                         if forwarder is not None:
@@ -562,11 +584,16 @@ class Participant:
             sr = RtcpSrPacket(
                 ssrc=ssrc,
                 sender_info=RtcpSenderInfo(
-                    ntp_timestamp=ntp, rtp_timestamp=rtp_ts, packet_count=packets, octet_count=octets
+                    ntp_timestamp=ntp,
+                    rtp_timestamp=rtp_ts,
+                    packet_count=packets,
+                    octet_count=octets,
                 ),
             )
             sdes = RtcpSdesPacket(
-                chunks=[RtcpSourceInfo(ssrc=ssrc, items=[(1, f"parley-{sub.publisher.id}".encode())])]
+                chunks=[
+                    RtcpSourceInfo(ssrc=ssrc, items=[(1, f"parley-{sub.publisher.id}".encode())])
+                ]
             )
             port.send(bytes(sr) + bytes(sdes))
 
@@ -636,4 +663,3 @@ class Participant:
                 except Exception:
                     logger.exception("participant %s: closing a peer connection failed", self.id)
         self.listener.closed(reason)
-

@@ -25,7 +25,9 @@ def _ice_server(text: str) -> IceServer:
 
 def serve_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="parley serve", description="Run the Parley server.")
-    parser.add_argument("--host", default="127.0.0.1", help="HTTP listen address (default 127.0.0.1)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="HTTP listen address (default 127.0.0.1)"
+    )
     parser.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
     parser.add_argument(
         "--ice-address",
@@ -43,13 +45,17 @@ def serve_main(argv: list[str]) -> int:
     parser.add_argument("--max-message-bytes", type=int, default=262_144)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     ice = IceConfig(
         servers=tuple(args.ice_server or ()),
         addresses=tuple(args.ice_address or ("127.0.0.1",)),
     )
     config = ServerConfig(sfu=SfuConfig(ice=ice), max_message_bytes=args.max_message_bytes)
-    web.run_app(create_app(config), host=args.host, port=args.port, print=lambda s: print(s, flush=True))
+    web.run_app(
+        create_app(config), host=args.host, port=args.port, print=lambda s: print(s, flush=True)
+    )
     return 0
 
 
@@ -57,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"serve": serve_main, "bot": _bot_main}
     if not argv or argv[0] not in commands:
-        print("usage: parley {serve,bot} [options]   (parley COMMAND --help for details)", file=sys.stderr)
+        print(
+            "usage: parley {serve,bot} [options]   (parley COMMAND --help for details)",
+            file=sys.stderr,
+        )
         return 2
     return commands[argv[0]](argv[1:])
 

@@ -56,7 +56,9 @@ SESSIONS_KEY = web.AppKey("parley_sessions", set)
 class Session:
     """One websocket client: parses its messages, drives its Participant, sends events."""
 
-    def __init__(self, ws: web.WebSocketResponse, request: web.Request, sfu: Sfu, config: ServerConfig) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, request: web.Request, sfu: Sfu, config: ServerConfig
+    ) -> None:
         self.ws = ws
         self.request = request
         self.sfu = sfu
@@ -84,7 +86,13 @@ class Session:
             except (ConnectionError, RuntimeError):
                 return
 
-    def error(self, code: str, text: str, request: str | None = None, request_id: m.RequestId | None = None) -> None:
+    def error(
+        self,
+        code: str,
+        text: str,
+        request: str | None = None,
+        request_id: m.RequestId | None = None,
+    ) -> None:
         self.send(m.ErrorMessage(code=code, message=text, request=request, request_id=request_id))  # type: ignore[arg-type]
 
     # ------------------------------------------------------------ ParticipantListener
@@ -96,7 +104,9 @@ class Session:
         self.send(m.ParticipantLeft(id=other.id))
 
     def track_published(self, other: Participant, track: PublishedTrack) -> None:
-        self.send(m.TrackPublished(participant=other.id, track=m.TrackInfo(id=track.id, kind=track.kind)))  # type: ignore[arg-type]
+        self.send(
+            m.TrackPublished(participant=other.id, track=m.TrackInfo(id=track.id, kind=track.kind))
+        )  # type: ignore[arg-type]
 
     def track_unpublished(self, other: Participant, track: PublishedTrack) -> None:
         self.send(m.TrackUnpublished(participant=other.id, track=track.id))
@@ -182,7 +192,9 @@ class Session:
             return
         authorize = self.config.authorize
         if authorize is not None:
-            reason = await authorize(JoinRequest(message.room, message.name, message.token, self.request))
+            reason = await authorize(
+                JoinRequest(message.room, message.name, message.token, self.request)
+            )
             if reason is not None:
                 self.error("join_refused", reason, "join", message.request_id)
                 return
@@ -207,7 +219,12 @@ class Session:
     async def _publish(self, message: m.PublishOffer) -> None:
         assert self.participant is not None
         if self._publishing:
-            self.error("wrong_state", "a publish negotiation is already in progress", "publish_offer", message.request_id)
+            self.error(
+                "wrong_state",
+                "a publish negotiation is already in progress",
+                "publish_offer",
+                message.request_id,
+            )
             return
         self._publishing = True
         try:
@@ -266,7 +283,12 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
                 await session.handle(msg.data)
             elif msg.type == WSMsgType.BINARY:
                 await session.handle(msg.data)
-            elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            elif msg.type in (
+                WSMsgType.CLOSE,
+                WSMsgType.CLOSING,
+                WSMsgType.CLOSED,
+                WSMsgType.ERROR,
+            ):
                 break
             if session.state == "closed":
                 break

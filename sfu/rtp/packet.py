@@ -254,9 +254,7 @@ class Vp8Descriptor:
                 self.height = int.from_bytes(payload[pos + 8 : pos + 10], "little") & 0x3FFF
 
 
-def build_vp8_descriptor(
-    desc: Vp8Descriptor, picture_id: int, tl0picidx: int
-) -> bytes:
+def build_vp8_descriptor(desc: Vp8Descriptor, picture_id: int, tl0picidx: int) -> bytes:
     """A descriptor like ``desc`` with the picture id (always 15-bit) and TL0PICIDX replaced."""
     b0 = (desc.non_reference << 5) | (desc.start << 4) | desc.partition_id
     x = 0

@@ -139,7 +139,9 @@ class StreamRewriter:
     def tl0picidx(self, in_tl0: int) -> int:
         return (in_tl0 + self.tl0_offset) & 0xFF
 
-    def sent(self, out_seq: int, out_ts: int, now: float, out_pid: int = -1, out_tl0: int = -1) -> None:
+    def sent(
+        self, out_seq: int, out_ts: int, now: float, out_pid: int = -1, out_tl0: int = -1
+    ) -> None:
         """Record a packet as sent; only the newest one moves the continuation point."""
         d = _signed(out_seq - self.out_seq, 16)
         if d > 0:

@@ -30,7 +30,9 @@ async def _wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> bo
 
 
 async def test_three_bots_decode_each_other(server: RunningServer) -> None:
-    configs = [BotConfig(url=server.url, room="r1", name=n, duration=9.0) for n in ("ann", "bob", "cy")]
+    configs = [
+        BotConfig(url=server.url, room="r1", name=n, duration=9.0) for n in ("ann", "bob", "cy")
+    ]
     summaries = await asyncio.gather(*(run_bot(c) for c in configs))
     ids = {s["name"]: s["id"] for s in summaries}
     for summary in summaries:
@@ -83,7 +85,11 @@ async def test_leaver_disappears_from_subscriptions(server: RunningServer) -> No
     assert seen["subscribed_to"] == {"ann": ["bob"], "bob": ["ann"]}
     for summary in summaries[:2]:
         assert summary["ok"], summary
-        kinds = {e["type"] for e in summary["events"] if e.get("participant") == cy_id or e.get("id") == cy_id}
+        kinds = {
+            e["type"]
+            for e in summary["events"]
+            if e.get("participant") == cy_id or e.get("id") == cy_id
+        }
         assert "participant_left" in kinds, summary["events"]
         assert "track_unpublished" in kinds, summary["events"]
         # the leaver's media was received before it left
@@ -96,9 +102,22 @@ async def test_leaver_disappears_from_subscriptions(server: RunningServer) -> No
 async def test_killed_bot_is_cleaned_up(server: RunningServer, tmp_path: Path) -> None:
     out = tmp_path / "victim.json"
     victim = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "signaling.cli", "bot", "--url", server.url, "--room", "r3",
-        "--name", "victim", "--duration", "60", "--json", str(out),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "signaling.cli",
+        "bot",
+        "--url",
+        server.url,
+        "--room",
+        "r3",
+        "--name",
+        "victim",
+        "--duration",
+        "60",
+        "--json",
+        str(out),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     survivor_task = asyncio.ensure_future(
         run_bot(BotConfig(url=server.url, room="r3", name="survivor", duration=14.0))
@@ -174,7 +193,10 @@ async def test_garbage_in_one_room_leaves_another_untouched(server: RunningServe
             # authenticated (real SRTP) but malformed RTP on the vandal's announced SSRCs
             assert await _wait_for(lambda: pc.connectionState == "connected", 10.0)
             offered = describe_remote_media(pc.localDescription.sdp)
-            port = MediaPort(pc.getTransceivers()[0].sender.transport, lambda d, t: None, lambda d, t: None)
+            port = MediaPort(
+                pc.getTransceivers()[0].sender.transport, lambda d, t: None, lambda d, t: None
+            )
+
             def evil_rtp(seq: int) -> list[bytes]:
                 out: list[bytes] = []
                 for media in offered:
@@ -188,7 +210,13 @@ async def test_garbage_in_one_room_leaves_another_untouched(server: RunningServe
                         (0x80, 98, b"\x00"),  # RTX with a 1-byte OSN
                         (0x90, 96, b"\xbe\xde\xff\xff"),  # extension past the end
                     ):
-                        out.append(bytes([b0, pt]) + (seq & 0xFFFF).to_bytes(2, "big") + b"\x00" * 4 + ssrc + tail)
+                        out.append(
+                            bytes([b0, pt])
+                            + (seq & 0xFFFF).to_bytes(2, "big")
+                            + b"\x00" * 4
+                            + ssrc
+                            + tail
+                        )
                         seq += 1
                 return out
 
@@ -205,9 +233,9 @@ async def test_garbage_in_one_room_leaves_another_untouched(server: RunningServe
             port.close()
             assert sent >= attempted // 2
             vandal_participant = next(iter(server.sfu.rooms["junk"].participants.values()))
-            assert await _wait_for(lambda: vandal_participant.counters["rtp_malformed"] >= 100, 3.0), (
-                vandal_participant.counters
-            )
+            assert await _wait_for(
+                lambda: vandal_participant.counters["rtp_malformed"] >= 100, 3.0
+            ), vandal_participant.counters
             junk_frames = [
                 "{not json",
                 "[]",
@@ -224,9 +252,14 @@ async def test_garbage_in_one_room_leaves_another_untouched(server: RunningServe
                 errors.append(reply)
             # raw UDP garbage at the server's media port: random bytes, fake RTP, fake SRTP
             loop = asyncio.get_running_loop()
-            transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+            transport, _ = await loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+            )
             payloads = [os.urandom(n) for n in (1, 11, 12, 200, 1200)]
-            payloads += [bytes([0x80, 0x60]) + os.urandom(200), bytes([0x90, 0xC8]) + os.urandom(60)]
+            payloads += [
+                bytes([0x80, 0x60]) + os.urandom(200),
+                bytes([0x90, 0xC8]) + os.urandom(60),
+            ]
             payloads += [bytes([0x16, 0xFE, 0xFD]) + os.urandom(100)]  # DTLS-looking
             for _ in range(200):
                 for port in ports:
@@ -246,7 +279,9 @@ async def test_garbage_in_one_room_leaves_another_untouched(server: RunningServe
         await asyncio.sleep(1.0)
         survivors_started.set()
 
-    configs = [BotConfig(url=server.url, room="calm", name=n, duration=10.0) for n in ("ann", "bob")]
+    configs = [
+        BotConfig(url=server.url, room="calm", name=n, duration=10.0) for n in ("ann", "bob")
+    ]
     results = await asyncio.gather(run_bot(configs[0]), run_bot(configs[1]), vandal(), start_flag())
     for summary in results[:2]:
         assert summary["ok"], summary
@@ -280,25 +315,49 @@ async def test_silent_peer_is_removed_by_ice_consent(server_factory: Any, tmp_pa
     config = ServerConfig(sfu=SfuConfig(ice=IceConfig(consent_interval=1.0, consent_failures=3)))
     srv = await server_factory(config)
     frozen = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "signaling.cli", "bot", "--url", srv.url, "--room", "r4",
-        "--name", "frozen", "--duration", "60", "--json", str(tmp_path / "f.json"),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "signaling.cli",
+        "bot",
+        "--url",
+        srv.url,
+        "--room",
+        "r4",
+        "--name",
+        "frozen",
+        "--duration",
+        "60",
+        "--json",
+        str(tmp_path / "f.json"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
-    watcher = asyncio.ensure_future(run_bot(BotConfig(url=srv.url, room="r4", name="watcher", duration=16.0)))
+    watcher = asyncio.ensure_future(
+        run_bot(BotConfig(url=srv.url, room="r4", name="watcher", duration=16.0))
+    )
     try:
+
         def frozen_publishing() -> bool:
             room = srv.sfu.rooms.get("r4")
             return room is not None and any(
-                p.name == "frozen" and len(p.tracks) == 2 and all(t.source.packets for t in p.tracks.values())
+                p.name == "frozen"
+                and len(p.tracks) == 2
+                and all(t.source.packets for t in p.tracks.values())
                 for p in room.participants.values()
             )
 
         assert await _wait_for(frozen_publishing, 10.0)
-        frozen_participant = next(p for p in srv.sfu.rooms["r4"].participants.values() if p.name == "frozen")
+        frozen_participant = next(
+            p for p in srv.sfu.rooms["r4"].participants.values() if p.name == "frozen"
+        )
         frozen.send_signal(signal.SIGSTOP)  # alive, socket open, but silent
-        assert await _wait_for(lambda: frozen_participant.closed, 10.0), "silent peer was not removed"
+        assert await _wait_for(lambda: frozen_participant.closed, 10.0), (
+            "silent peer was not removed"
+        )
         assert frozen_participant.close_reason is not None
-        assert frozen_participant.close_reason.startswith("peer connection"), frozen_participant.close_reason
+        assert frozen_participant.close_reason.startswith("peer connection"), (
+            frozen_participant.close_reason
+        )
         room = srv.sfu.rooms["r4"]
         assert [p.name for p in room.participants.values()] == ["watcher"]
         summary = await watcher
@@ -328,7 +387,9 @@ async def test_lost_packets_are_repaired_from_the_sfu_cache(server: RunningServe
 
         def lossy_send(data: bytes) -> bool:
             # media packets of the video m-line only (payload type of VP8 as negotiated, not RTX)
-            forwarders = [s.forwarder for s in lossy.subscriptions.values() if s.track.kind == "video"]
+            forwarders = [
+                s.forwarder for s in lossy.subscriptions.values() if s.track.kind == "video"
+            ]
             pts = {f.params.payload_type for f in forwarders if f.params is not None}
             if (data[1] & 0x7F) in pts:
                 counter["video"] += 1

@@ -57,14 +57,22 @@ async def test_host_routes_and_parley_routes_coexist(embedded: str) -> None:
         ("demo-only", "secret", "this token does not admit you to room 'secret'"),
     ],
 )
-async def test_refused_joins_get_the_reason(embedded: str, token: str | None, room: str, reason: str) -> None:
+async def test_refused_joins_get_the_reason(
+    embedded: str, token: str | None, room: str, reason: str
+) -> None:
     async with aiohttp.ClientSession() as http, http.ws_connect(f"{embedded}/parley/ws") as ws:
         join = {"type": "join", "room": room, "name": "x", "request_id": 7}
         if token is not None:
             join["token"] = token
         await ws.send_json(join)
         reply = await ws.receive_json(timeout=5)
-        assert reply == {"type": "error", "code": "join_refused", "message": reason, "request": "join", "request_id": 7}
+        assert reply == {
+            "type": "error",
+            "code": "join_refused",
+            "message": reason,
+            "request": "join",
+            "request_id": 7,
+        }
         # the connection stays usable: a refused client may retry
         await ws.send_json({"type": "ping"})
         assert (await ws.receive_json(timeout=5))["type"] == "pong"
@@ -81,6 +89,8 @@ async def test_admitted_bots_talk_through_the_embedded_sfu(embedded: str) -> Non
     for s in summaries:
         assert s["ok"], s
         assert {t["kind"] for t in s["tracks"]} == {"audio", "video"}
-    refused = await run_bot(BotConfig(url=f"{embedded}/parley", room="demo", name="c", duration=1.0, token="nope"))
+    refused = await run_bot(
+        BotConfig(url=f"{embedded}/parley", room="demo", name="c", duration=1.0, token="nope")
+    )
     assert not refused["joined"] and not refused["ok"]
     assert refused["errors"][0]["code"] == "join_refused"
