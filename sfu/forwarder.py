@@ -98,10 +98,8 @@ class Forwarder:
 
     def _extension(self, pkt: RtpView, now: float) -> bytes:
         body = self._mid_element
-        if self._al_id and self.source.params.audio_level_ext:
-            level = pkt.extension(self.source.params.audio_level_ext)
-            if level:
-                body += bytes((_element(self._al_id, 1), level[0]))
+        if self._al_id and pkt.audio_level >= 0:
+            body += bytes((self._al_id << 4, pkt.audio_level))
         if self._ast_id:
             ast = int(now * 262144.0) & 0xFFFFFF
             body += bytes((_element(self._ast_id, 3), ast >> 16, (ast >> 8) & 0xFF, ast & 0xFF))

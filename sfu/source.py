@@ -59,6 +59,7 @@ class Source:
         self.payload_type = params.payload_type
         self.ssrc = params.ssrc
         self.rtx_ssrc = params.rtx_ssrc
+        self._audio_level_ext = params.audio_level_ext
         self._owner = owner
         self.cache = PacketCache(cache_size)
         self.stats = ReceiveStatistics(params.clock_rate)
@@ -98,6 +99,10 @@ class Source:
             for forwarder in self.forwarders:
                 forwarder.skip(pkt)
             return
+        if self._audio_level_ext:
+            level = pkt.extension(self._audio_level_ext)
+            if level:
+                pkt.audio_level = level[0]
         vp8 = None
         if self.is_vp8:
             try:

@@ -39,6 +39,7 @@ class RtpView:
         "payload_start",
         "payload_end",
         "padding",
+        "audio_level",
     )
 
     def __init__(self, data: bytes) -> None:
@@ -49,6 +50,8 @@ class RtpView:
         if b0 >> 6 != 2:
             raise RtpError("not RTP version 2")
         self.data = data
+        #: the ssrc-audio-level byte, set by the Source that knows the extension id (-1: none)
+        self.audio_level = -1
         self.payload_type = b1 & 0x7F
         self.marker = b1 >> 7
         self.seq = seq
