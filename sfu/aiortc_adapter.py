@@ -29,7 +29,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pylibsrtp
@@ -453,6 +453,8 @@ class RemoteMedia:
     msid_track: str | None
     #: extension URI -> id
     extensions: dict[str, int]
+    #: offered codec mime types, lower case ("video/vp8", "video/rtx", ...)
+    codecs: list[str] = field(default_factory=list)
 
 
 def describe_remote_media(sdp_text: str) -> list[RemoteMedia]:
@@ -490,6 +492,7 @@ def describe_remote_media(sdp_text: str) -> list[RemoteMedia]:
                 ssrcs=ssrcs,
                 msid_track=msid_track,
                 extensions={ext.uri: ext.id for ext in media.rtp.headerExtensions},
+                codecs=[c.mimeType.lower() for c in media.rtp.codecs],
             )
         )
     return out

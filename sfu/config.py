@@ -51,3 +51,5 @@ class SfuConfig:
     keyframe_request_interval: float = 0.5
     #: Packets kept per published stream to answer NACKs.
     packet_cache_size: int = 1024
+    #: A client that leaves a subscribe offer unanswered this long (s) is removed.
+    subscribe_answer_timeout: float = 20.0

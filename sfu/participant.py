@@ -47,6 +47,10 @@ logger = logging.getLogger(__name__)
 SUPPORTED_CODECS = {"audio": {"audio/opus"}, "video": {"video/vp8"}}
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+#: Wait this long after a gap appears before the first NACK (lets reordering settle),
+#: then send due NACKs every NACK_INTERVAL while packets are missing.
+NACK_BATCH_DELAY = 0.005
+NACK_INTERVAL = 0.02
 
 
 class NegotiationError(Exception):
@@ -119,9 +123,12 @@ class Participant:
         self._pub_mid_ext = 0
         self._rtcp_ssrc = secrets.randbits(32) or 1
         self._nack_sources: set[Source] = set()
+        self._nack_timer: asyncio.TimerHandle | None = None
+        self._timers: set[asyncio.TimerHandle] = set()
         self.subscriptions: dict[str, Subscription] = {}  # by publisher track id
         self._by_out_ssrc: dict[int, Forwarder] = {}
         self._sub_offer_pending = False
+        self._sub_offer_at = 0.0
         self._sub_dirty = False
         self._sub_transceivers: dict[RTCRtpTransceiver, Subscription | None] = {}
         self._hooked_receivers: set[object] = set()
@@ -157,9 +164,17 @@ class Participant:
         if not media:
             raise NegotiationError("bad_sdp", "the offer has no media sections")
         for m in media:
-            if m.kind not in ("audio", "video") and m.port != 0:
+            if m.port == 0:
+                continue
+            if m.kind not in SUPPORTED_CODECS:
                 raise NegotiationError(
                     "unsupported_media", f"m-line {m.mid}: {m.kind} is not supported"
+                )
+            if not SUPPORTED_CODECS[m.kind].intersection(m.codecs):
+                raise NegotiationError(
+                    "unsupported_media",
+                    f"m-line {m.mid}: no supported {m.kind} codec offered"
+                    " (Parley forwards Opus and VP8)",
                 )
         first = self._pub_pc is None
         if first:
@@ -323,6 +338,25 @@ class Participant:
 
     def source_has_missing(self, source: Source) -> None:
         self._nack_sources.add(source)
+        if self._nack_timer is None and not self.closed:
+            self._nack_timer = self._loop.call_later(NACK_BATCH_DELAY, self._nack_tick)
+
+    def _nack_tick(self) -> None:
+        """Send due NACKs; run again every NACK_INTERVAL while anything is missing."""
+        self._nack_timer = None
+        if self.closed:
+            return
+        self._send_nacks(self._loop.time())
+        if self._nack_sources:
+            self._nack_timer = self._loop.call_later(NACK_INTERVAL, self._nack_tick)
+
+    def keyframe_deferred(self, source: Source, at: float) -> None:
+        if self.closed:
+            return
+        self._timers.add(self._loop.call_at(at, lambda: source.poll(self._loop.time())))
+        self._timers = {
+            t for t in self._timers if not t.cancelled() and t.when() >= self._loop.time()
+        }
 
     def _send_nacks(self, now: float) -> None:
         if self._pub_port is None:
@@ -434,6 +468,7 @@ class Participant:
             if sub.transceiver is None:
                 self._assign_transceiver(pc, sub)
         self._sub_offer_pending = True
+        self._sub_offer_at = self._loop.time()
         try:
             offer = await pc.createOffer()
             await pc.setLocalDescription(offer)
@@ -612,24 +647,23 @@ class Participant:
                 self.close_soon(f"peer connection {state}")
 
     async def _run(self) -> None:
-        """Periodic RTCP: NACKs every 20 ms, reports about once a second."""
-        next_report = self._loop.time() + 0.5
+        """Periodic RTCP, about once a second: RR and REMB upstream, SR downstream."""
         try:
             while not self.closed:
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(1.0)
                 now = self._loop.time()
-                if self._nack_sources:
-                    self._send_nacks(now)
-                for track in self.tracks.values():
-                    track.source.poll(now)
-                if now >= next_report:
-                    next_report = now + 1.0
-                    self._send_receiver_reports(now)
-                    self._send_sender_reports(now)
+                self._send_receiver_reports(now)
+                self._send_sender_reports(now)
+                self._check_subscribe_answer(now)
         except asyncio.CancelledError:
             pass
         except Exception:
             logger.exception("participant %s: periodic task failed", self.id)
+
+    def _check_subscribe_answer(self, now: float) -> None:
+        timeout = self.config.subscribe_answer_timeout
+        if self._sub_offer_pending and now - self._sub_offer_at > timeout:
+            self.close_soon(f"no subscribe_answer within {timeout:g} s")
 
     def close_soon(self, reason: str) -> None:
         if self._close_task is None and not self.closed:
@@ -651,6 +685,10 @@ class Participant:
         for port in (self._pub_port, self._sub_port):
             if port is not None:
                 port.close()
+        if self._nack_timer is not None:
+            self._nack_timer.cancel()
+        for timer in self._timers:
+            timer.cancel()
         self._task.cancel()
         try:
             await self._task

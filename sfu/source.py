@@ -27,6 +27,10 @@ class SourceOwner(Protocol):
 
     def source_has_missing(self, source: Source) -> None: ...
 
+    def keyframe_deferred(self, source: Source, at: float) -> None:
+        """A throttled keyframe request is pending: call ``source.poll(now)`` at ``at``."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class SourceParams:
@@ -151,8 +155,9 @@ class Source:
             self.last_keyframe_request = now
             self.keyframe_pending = False
             self._owner.request_keyframe(self)
-        else:
+        elif not self.keyframe_pending:
             self.keyframe_pending = True
+            self._owner.keyframe_deferred(self, self.last_keyframe_request + self.keyframe_interval)
 
     def poll(self, now: float) -> None:
         """Periodic work: a deferred keyframe request."""

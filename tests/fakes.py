@@ -43,6 +43,10 @@ class RecordingOwner:
     def __init__(self) -> None:
         self.keyframe_requests: list[Source] = []
         self.missing_calls: list[Source] = []
+        self.deferred: list[tuple[Source, float]] = []
+
+    def keyframe_deferred(self, source: Source, at: float) -> None:
+        self.deferred.append((source, at))
 
     def request_keyframe(self, source: Source) -> None:
         self.keyframe_requests.append(source)

@@ -1,0 +1,100 @@
+"""The signaling protocol against the real server, with raw websocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+from aiortc import RTCRtpSender
+
+from loadgen.bot import BotConfig, run_bot
+from sfu.aiortc_adapter import create_peer_connection
+from sfu.config import IceConfig, SfuConfig
+from signaling.server import ServerConfig
+
+from .conftest import RunningServer
+
+
+async def _receive_until(
+    ws: aiohttp.ClientWebSocketResponse, wanted: str, timeout: float = 10.0
+) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        msg = await ws.receive(timeout=max(0.01, deadline - loop.time()))
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            raise AssertionError(f"websocket ended while waiting for {wanted}: {msg.type}")
+        data = json.loads(msg.data)
+        if data["type"] == wanted:
+            return data
+
+
+async def test_healthz_and_page(server: RunningServer) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.url}/healthz") as resp:
+            assert resp.status == 200
+            assert (await resp.json())["status"] == "ok"
+        async with http.get(f"{server.url}/") as resp:
+            assert resp.status == 200
+            assert "Parley" in await resp.text()
+
+
+async def test_messages_before_join_are_wrong_state(server: RunningServer) -> None:
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"{server.url}/ws") as ws:
+        for frame in (
+            {"type": "publish_offer", "sdp": "v=0", "request_id": "a"},
+            {"type": "subscribe_answer", "sdp": "v=0"},
+            {"type": "leave"},
+        ):
+            await ws.send_json(frame)
+            reply = await ws.receive_json(timeout=5)
+            assert reply["type"] == "error" and reply["code"] == "wrong_state", reply
+            assert reply["request"] == frame["type"]
+        assert reply is not None
+        await ws.send_json({"type": "join", "room": "ok", "name": "late"})
+        assert (await ws.receive_json(timeout=5))["type"] == "joined"
+
+
+async def test_unsupported_codec_is_refused_clearly(server: RunningServer) -> None:
+    pc = create_peer_connection(IceConfig())
+    try:
+        transceiver = pc.addTransceiver("video", direction="sendonly")
+        h264 = [
+            c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"
+        ]
+        transceiver.setCodecPreferences(h264)
+        await pc.setLocalDescription(await pc.createOffer())
+        async with aiohttp.ClientSession() as http, http.ws_connect(f"{server.url}/ws") as ws:
+            await ws.send_json({"type": "join", "room": "codecs", "name": "h264-only"})
+            assert (await ws.receive_json(timeout=5))["type"] == "joined"
+            await ws.send_json({"type": "publish_offer", "sdp": pc.localDescription.sdp})
+            reply = await ws.receive_json(timeout=5)
+            assert reply["type"] == "error"
+            assert reply["code"] in ("unsupported_media", "bad_sdp"), reply
+            assert "VP8" in reply["message"] or "codec" in reply["message"].lower(), reply
+            # nothing was published
+            room = server.sfu.rooms["codecs"]
+            assert all(not p.tracks for p in room.participants.values())
+    finally:
+        await pc.close()
+
+
+async def test_unanswered_subscribe_offer_removes_the_client(server_factory: Any) -> None:
+    srv = await server_factory(ServerConfig(sfu=SfuConfig(subscribe_answer_timeout=2.0)))
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"{srv.url}/ws") as ws:
+        await ws.send_json({"type": "join", "room": "mute", "name": "never-answers"})
+        joined = await ws.receive_json(timeout=5)
+        publisher = asyncio.ensure_future(
+            run_bot(BotConfig(url=srv.url, room="mute", name="pub", duration=8.0))
+        )
+        offer = await _receive_until(ws, "subscribe_offer")
+        assert sorted(t["kind"] for t in offer["tracks"].values()) == ["audio", "video"]
+        left = await _receive_until(ws, "left", timeout=6.0)
+        assert "subscribe_answer" in left["reason"]
+        room = srv.sfu.rooms["mute"]
+        assert joined["id"] not in room.participants
+        summary = await publisher
+    assert summary["ok"]
+    assert "participant_left" in [e["type"] for e in summary["events"]]
