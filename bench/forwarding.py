@@ -1,0 +1,1990 @@
+"""Forwarding benchmark: one VP8 publisher, K subscribers, SFU CPU per packet.
+
+    python bench/forwarding.py --fanouts 1,4,16 --json out.json
+    python bench/forwarding.py --sweep --fanouts 1,4,16       # also find saturation
+    python bench/forwarding.py --profile --fanouts 4,16       # also py-spy the SFU
+
+Runs everything itself, inside a network namespace that has only ``lo`` (it re-executes
+itself under ``unshare --net --map-root-user`` unless it already is in one): the Parley
+server (``create_app``, as ``parley serve`` runs it) in its own process, pinned to core 0,
+and the load clients in other processes, pinned to core 1 (``--no-pin`` to let the
+scheduler place them).
+
+The clients never encode or decode media. The publisher is an aiortc peer connection
+whose track-less video sender is hooked (``sfu.aiortc_adapter.hook_sender``) so aiortc
+sends nothing; the script writes its own 1000-byte RTP packets through a ``MediaPort``
+on the connection's DTLS transport: the negotiated VP8 payload type, the SSRC announced
+in the offer, a one-byte header extension with the MID, a VP8 payload descriptor
+(15-bit picture id) and filler. Every frame is a keyframe (its first packet starts a VP8
+key frame), so the SFU never gates anything. The last 4 bytes of each payload are a
+packet index, which the SFU forwards untouched: subscribers mark the indexes they get,
+so loss is counted exactly over the packets the publisher sent in the window, whatever
+the SFU does to sequence numbers.
+
+Subscribers are aiortc peer connections that answer the server's subscribe offers with
+hooked receivers (no decoder thread, no RTCP task) and count packets in a ``MediaPort``
+callback. They live in ``--client-procs`` processes (the publisher in its own).
+
+Per fan-out K: wait until every subscriber receives media, warm up, then measure over a
+fixed window: packets sent, packets received per subscriber, CPU time (utime + stime
+from /proc/PID/stat) of the SFU and of every client process, and per-socket UDP drops
+from /proc/net/udp (to tell drops at the SFU's sockets from drops at the clients').
+Results go to a table on stdout and to JSON (``--json``).
+
+This is a benchmark, not a test: it is not collected by pytest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import fcntl
+import json
+import linecache
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+
+NETNS_MARK = "PARLEY_BENCH_NETNS"
+PACKET_SIZE = 1000
+SERVER_CPU = 0
+CLIENT_CPU = 1
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SRTP_PROFILE_NAMES = {
+    "aes256gcm": b"SRTP_AEAD_AES_256_GCM",
+    "aes128gcm": b"SRTP_AEAD_AES_128_GCM",
+    "aes128cm": b"SRTP_AES128_CM_SHA1_80",
+}
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+
+
+# =============================================================== namespace
+
+
+def _only_loopback() -> bool:
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
+def _bring_loopback_up() -> None:
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = struct.pack("16sH14s", b"lo", 0, b"")
+        flags = struct.unpack("16sH14s", fcntl.ioctl(s.fileno(), siocgifflags, ifreq))[1]
+        fcntl.ioctl(s.fileno(), siocsifflags, struct.pack("16sH14s", b"lo", flags | iff_up, b""))
+
+
+def ensure_loopback_namespace() -> None:
+    """Re-exec under ``unshare -rn`` unless only ``lo`` exists; then bring ``lo`` up."""
+    if not _only_loopback():
+        if os.environ.get(NETNS_MARK) == "1":
+            sys.exit("forwarding bench: still see non-loopback interfaces after unshare; refusing")
+        unshare = shutil.which("unshare")
+        if unshare is None:
+            sys.exit("forwarding bench: 'unshare' (util-linux) is required to isolate the network")
+        env = dict(os.environ, **{NETNS_MARK: "1"})
+        argv = [unshare, "--net", "--map-root-user", sys.executable, str(Path(__file__).resolve())]
+        os.execve(unshare, argv + sys.argv[1:], env)
+    _bring_loopback_up()
+
+
+def _die_with_parent() -> None:
+    """Workers get SIGTERM when the orchestrator dies (Linux prctl PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
+def _pin(cpu: int | None) -> None:
+    if cpu is not None:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, {cpu})
+
+
+# =============================================================== /proc readers
+
+
+def read_cpu(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process, all threads, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def read_core_busy() -> dict[int, tuple[float, float]]:
+    """Per CPU: (busy seconds incl. irq/softirq, total seconds) from /proc/stat."""
+    out: dict[int, tuple[float, float]] = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                parts = line.split()
+                values = [int(v) for v in parts[1:9]]
+                idle = values[3] + values[4]
+                total = sum(values)
+                out[int(parts[0][3:])] = ((total - idle) / CLK_TCK, total / CLK_TCK)
+    return out
+
+
+def socket_inodes(pid: int) -> set[int]:
+    inodes: set[int] = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def udp_drops() -> dict[int, int]:
+    """inode -> cumulative receive drops of every UDP socket in this namespace."""
+    out: dict[int, int] = {}
+    with open("/proc/net/udp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            out[int(parts[9])] = int(parts[-1])
+    return out
+
+
+def udp_snmp() -> dict[str, int]:
+    with open("/proc/net/snmp") as f:
+        lines = [line.split() for line in f if line.startswith("Udp:")]
+    return dict(zip(lines[0][1:], (int(v) for v in lines[1][1:]), strict=True))
+
+
+# =============================================================== workers (clients)
+
+
+def _emit(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def _log(text: str) -> None:
+    sys.stderr.write(f"[{os.getpid()}] {text}\n")
+    sys.stderr.flush()
+
+
+async def _stdin_lines() -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+def _restrict_srtp(dtls: Any, profile: str) -> None:
+    """Offer/accept only one DTLS-SRTP profile on a client's DTLS transport."""
+    if profile == "any" or dtls.state != "new":
+        return
+    from aiortc import rtcdtlstransport
+
+    wanted = SRTP_PROFILE_NAMES[profile]
+    chosen = [p for p in rtcdtlstransport.SRTP_PROFILES if p.openssl_profile == wanted]
+    if not chosen:
+        raise RuntimeError(f"this libsrtp/aiortc build does not support {wanted.decode()}")
+    dtls._srtp_profiles = chosen
+
+
+def _selected_profile(dtls: Any) -> str | None:
+    ssl = getattr(dtls, "_ssl", None)
+    if ssl is None:
+        return None
+    with contextlib.suppress(Exception):
+        value = ssl.get_selected_srtp_profile()
+        return value.decode() if value else None
+    return None
+
+
+def _ice_ports(dtls: Any) -> list[int]:
+    from sfu.aiortc_adapter import ice_connection
+
+    ports = []
+    for protocol in ice_connection(dtls)._protocols:
+        transport = getattr(protocol, "transport", None)
+        if transport is not None:
+            ports.append(transport.get_extra_info("sockname")[1])
+    return ports
+
+
+def _grow_rcvbuf(dtls: Any, size: int) -> None:
+    """Bigger receive buffers on a *client's* ICE sockets (SO_RCVBUFFORCE works as ns root)."""
+    from sfu.aiortc_adapter import ice_connection
+
+    if size <= 0:
+        return
+    for protocol in ice_connection(dtls)._protocols:
+        sock = protocol.transport.get_extra_info("socket")
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, 33, size)  # SO_RCVBUFFORCE
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+def _drain_readers(dtls: Any) -> None:
+    """Client-side only: read every queued datagram per wakeup instead of one per loop turn.
+
+    asyncio's datagram transport reads one datagram per event-loop iteration; at tens of
+    thousands of packets per second that overhead would make the *clients* the
+    bottleneck. The packets still go through ``StunProtocol.datagram_received`` (the
+    MediaPort fast path: SRTP unprotect, then ``on_rtp``).
+    """
+    from sfu.aiortc_adapter import ice_connection
+
+    loop = asyncio.get_running_loop()
+    for protocol in ice_connection(dtls)._protocols:
+        sock = protocol.transport._sock
+
+        def drain(sock: socket.socket = sock, protocol: Any = protocol) -> None:
+            for _ in range(512):
+                try:
+                    data, addr = sock.recvfrom(4096)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:
+                    return
+                protocol.datagram_received(data, addr)
+
+        loop._add_reader(sock.fileno(), drain)  # type: ignore[attr-defined]
+
+
+class SignalingClient:
+    """Just enough of the Parley protocol: join, then hand every message to ``handle``."""
+
+    def __init__(self, url: str, room: str, name: str) -> None:
+        self.url = url.rstrip("/") + "/ws"
+        self.room = room
+        self.name = name
+        self.ws: Any = None
+        self.joined = asyncio.get_running_loop().create_future()
+        self.handlers: dict[str, Callable[[dict[str, Any]], Any]] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    async def connect(self, session: Any) -> None:
+        self.ws = await session.ws_connect(self.url, autoping=True, heartbeat=None)
+        self._reader = asyncio.ensure_future(self._read())
+        await self.send({"type": "join", "room": self.room, "name": self.name})
+        await asyncio.wait_for(asyncio.shield(self.joined), 20)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.ws.send_str(json.dumps(message))
+
+    async def _read(self) -> None:
+        import aiohttp
+
+        async for msg in self.ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            message = json.loads(msg.data)
+            kind = message.get("type")
+            if kind == "joined" and not self.joined.done():
+                self.joined.set_result(message)
+            elif kind == "error":
+                _log(f"{self.name}: server error {message}")
+                _emit({"event": "error", "who": self.name, "message": message})
+            handler = self.handlers.get(kind)
+            if handler is not None:
+                result = handler(message)
+                if asyncio.iscoroutine(result):
+                    await result
+        if not self.joined.done():
+            self.joined.set_exception(ConnectionError("websocket closed before joined"))
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reader
+        if self.ws is not None:
+            with contextlib.suppress(Exception):
+                await self.ws.close()
+
+
+class Subscriber:
+    """One subscribing participant: answers subscribe offers, marks the indexes it gets."""
+
+    def __init__(self, name: str, args: argparse.Namespace) -> None:
+        self.name = name
+        self.args = args
+        self.signaling = SignalingClient(args.url, args.room, name)
+        self.signaling.handlers["subscribe_offer"] = self._on_offer
+        self.pc: Any = None
+        self.port: Any = None
+        self.dtls: Any = None
+        self.hooked: set[int] = set()
+        self.flags = bytearray(1 << 16)
+        self.received = 0
+        self.first_at: float | None = None
+
+    def on_rtp(self, data: bytes, now: float) -> None:
+        """Hot path: one decrypted RTP packet."""
+        idx = int.from_bytes(data[-4:], "big")
+        flags = self.flags
+        if idx >= len(flags):
+            flags.extend(bytes(max(idx + 1, 2 * len(flags)) - len(flags)))
+        flags[idx] = 1
+        self.received += 1
+        if self.first_at is None:
+            self.first_at = now
+            _emit({"event": "receiving", "who": self.name})
+
+    def on_rtcp(self, data: bytes, now: float) -> None:
+        pass
+
+    async def _on_offer(self, message: dict[str, Any]) -> None:
+        from aiortc import RTCSessionDescription
+
+        from sfu import aiortc_adapter as adapter
+        from sfu.config import IceConfig
+
+        if self.pc is None:
+            self.pc = adapter.create_peer_connection(IceConfig(addresses=("127.0.0.1",)))
+            pc = self.pc
+
+            @pc.on("connectionstatechange")
+            def on_state() -> None:
+                if pc.connectionState == "connected" and self.port is not None:
+                    self.port.install_fast_path()
+                    if self.args.batch_reads:
+                        _drain_readers(self.dtls)
+                    _emit(
+                        {
+                            "event": "connected",
+                            "who": self.name,
+                            "srtp_profile": _selected_profile(self.dtls),
+                            "ports": _ice_ports(self.dtls),
+                        }
+                    )
+                elif pc.connectionState == "failed":
+                    _emit({"event": "error", "who": self.name, "message": "peer connection failed"})
+
+        pc = self.pc
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
+        for transceiver in pc.getTransceivers():
+            if id(transceiver.receiver) not in self.hooked:
+                adapter.hook_receiver(transceiver.receiver, lambda _params: None)
+                self.hooked.add(id(transceiver.receiver))
+        if self.port is None:
+            self.dtls = pc.getTransceivers()[0].receiver.transport
+            _restrict_srtp(self.dtls, self.args.srtp)
+            self.port = adapter.MediaPort(self.dtls, self.on_rtp, self.on_rtcp)
+        await pc.setLocalDescription(await pc.createAnswer())
+        _grow_rcvbuf(self.dtls, self.args.client_rcvbuf)
+        await self.signaling.send({"type": "subscribe_answer", "sdp": pc.localDescription.sdp})
+
+    def count(self, start: int, end: int) -> int:
+        return self.flags[start:end].count(1)
+
+    def loss_runs(self, start: int, end: int) -> tuple[int, int]:
+        """(number of runs of lost packets, longest run) among indexes [start, end)."""
+        runs = re.findall(rb"\x00+", bytes(self.flags[start:end]))
+        return len(runs), max((len(r) for r in runs), default=0)
+
+    async def close(self) -> None:
+        await self.signaling.close()
+        if self.pc is not None:
+            with contextlib.suppress(Exception):
+                await self.pc.close()
+
+
+class Publisher:
+    """The publisher: a hooked sendonly video sender; RTP written by hand through a MediaPort."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.signaling = SignalingClient(args.url, args.room, "publisher")
+        self.signaling.handlers["publish_answer"] = self._on_answer
+        self.pc: Any = None
+        self.dtls: Any = None
+        self.port: Any = None
+        self.negotiated: Any = None
+        self.answered = asyncio.get_running_loop().create_future()
+        self.connected = asyncio.get_running_loop().create_future()
+        self.pps = float(args.pps)
+        self.index = 0  # packets sent (next packet index)
+        self.send_failures = 0
+        self.skipped = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, session: Any) -> None:
+        from sfu import aiortc_adapter as adapter
+        from sfu.config import IceConfig
+
+        await self.signaling.connect(session)
+        pc = adapter.create_peer_connection(IceConfig(addresses=("127.0.0.1",)))
+        self.pc = pc
+        transceiver = pc.addTransceiver("video", direction="sendonly")
+        self.sender = transceiver.sender
+        adapter.hook_sender(transceiver.sender, self._on_parameters)
+        self.dtls = transceiver.sender.transport
+        _restrict_srtp(self.dtls, self.args.srtp)
+        self.port = adapter.MediaPort(self.dtls, lambda data, now: None, lambda data, now: None)
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState == "connected":
+                self.port.install_fast_path()
+                if not self.connected.done():
+                    self.connected.set_result(None)
+            elif pc.connectionState == "failed" and not self.connected.done():
+                self.connected.set_exception(ConnectionError("publish peer connection failed"))
+
+        await pc.setLocalDescription(await pc.createOffer())
+        await self.signaling.send({"type": "publish_offer", "sdp": pc.localDescription.sdp})
+        await asyncio.wait_for(asyncio.shield(self.answered), 20)
+        await asyncio.wait_for(asyncio.shield(self.connected), 20)
+        for _ in range(200):  # the hooked sender learns its parameters right after DTLS
+            if self.negotiated is not None:
+                break
+            await asyncio.sleep(0.01)
+        if self.negotiated is None:
+            raise RuntimeError("the hooked sender never learned its negotiated parameters")
+        self._prepare()
+        self._task = asyncio.ensure_future(self._pace())
+        _emit(
+            {
+                "event": "publishing",
+                "srtp_profile": _selected_profile(self.dtls),
+                "payload_type": self.payload_type,
+                "ssrc": self.ssrc,
+                "mid": self.negotiated.mid,
+                "mid_ext_id": self.mid_ext_id,
+                "ports": _ice_ports(self.dtls),
+            }
+        )
+
+    def _on_parameters(self, params: Any) -> None:
+        self.negotiated = params
+
+    async def _on_answer(self, message: dict[str, Any]) -> None:
+        from aiortc import RTCSessionDescription
+
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="answer"))
+        if not self.answered.done():
+            self.answered.set_result(message)
+
+    def _prepare(self) -> None:
+        from sfu import aiortc_adapter as adapter
+
+        params = self.negotiated
+        codec = params.primary_codec
+        if codec.mimeType.lower() != "video/vp8":
+            raise RuntimeError(f"negotiated {codec.mimeType}, expected video/VP8")
+        self.payload_type = codec.payloadType
+        self.ssrc = adapter.sender_ssrcs(self.sender)[0]
+        self.mid_ext_id = params.extensions.get(MID_URI, 0)
+        ext = b""
+        if self.mid_ext_id and params.mid:
+            mid = params.mid.encode()
+            body = bytes(((self.mid_ext_id << 4) | (len(mid) - 1),)) + mid
+            body += b"\x00" * (-len(body) % 4)
+            ext = struct.pack("!HH", 0xBEDE, len(body) // 4) + body
+        self.ext = ext
+        self.b0 = 0x90 if ext else 0x80
+        body_len = PACKET_SIZE - 12 - len(ext) - 4 - 4  # header, ext, VP8 descriptor, index
+        # VP8 key frame: frame tag (key, show_frame), start code, 640x360, then filler.
+        key = (
+            b"\x10\x02\x00\x9d\x01\x2a" + (640).to_bytes(2, "little") + (360).to_bytes(2, "little")
+        )
+        self.key_body = key + bytes(range(256)) * 4
+        self.key_body = self.key_body[:body_len]
+        self.filler_body = (b"\xa5" * body_len)[:body_len]
+        self.frame_packets = max(1, self.args.frame_packets)
+
+    def set_rate(self, pps: float) -> None:
+        self.pps = float(pps)
+        self._rebase = True
+
+    async def _pace(self) -> None:
+        """Send at ``pps``: every ~1 ms, whatever is due (bursts bounded to 20 ms worth)."""
+        loop = asyncio.get_running_loop()
+        hdr = struct.Struct("!BBHII")
+        port_send = self.port.send
+        ext, b0, pt, ssrc = self.ext, self.b0, self.payload_type, self.ssrc
+        key_body, filler_body = self.key_body, self.filler_body
+        fpp = self.frame_packets
+        seq = 1000
+        ts = 123456
+        pid = 0
+        self._rebase = True
+        t0 = loop.time()
+        base = 0
+        while True:
+            now = loop.time()
+            if self._rebase:
+                self._rebase = False
+                t0, base = now, self.index
+            due = base + int((now - t0) * self.pps) - self.index
+            limit = max(1, int(self.pps * 0.02))
+            if due > limit:  # we fell behind (stall): do not burst, move the schedule on
+                self.skipped += due - limit
+                base -= due - limit
+                due = limit
+            i = self.index
+            for _ in range(due):
+                pos = i % fpp
+                if pos == 0:
+                    ts = (ts + int(90000 * fpp / max(self.pps, 1.0))) & 0xFFFFFFFF
+                    pid = (pid + 1) & 0x7FFF
+                    desc = bytes((0x90, 0x80, 0x80 | (pid >> 8), pid & 0xFF))
+                    body = key_body
+                else:
+                    desc = bytes((0x80, 0x80, 0x80 | (pid >> 8), pid & 0xFF))
+                    body = filler_body
+                marker = 0x80 if pos == fpp - 1 else 0
+                packet = (
+                    hdr.pack(b0, marker | pt, seq, ts, ssrc)
+                    + ext
+                    + desc
+                    + body
+                    + i.to_bytes(4, "big")
+                )
+                if not port_send(packet):
+                    self.send_failures += 1
+                seq = (seq + 1) & 0xFFFF
+                i += 1
+            self.index = i
+            await asyncio.sleep(0.001)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        await self.signaling.close()
+        if self.pc is not None:
+            with contextlib.suppress(Exception):
+                await self.pc.close()
+
+
+async def _worker_loop(handle: Callable[[dict[str, Any]], Any]) -> None:
+    reader = await _stdin_lines()
+    while True:
+        line = await reader.readline()
+        if not line:
+            return  # the orchestrator is gone
+        command = json.loads(line)
+        if command.get("cmd") == "quit":
+            _emit({"id": command.get("id"), "ok": True})
+            return
+        reply = handle(command)
+        if asyncio.iscoroutine(reply):
+            reply = await reply
+        _emit({"id": command.get("id"), **(reply or {})})
+
+
+async def run_publisher(args: argparse.Namespace) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        publisher = Publisher(args)
+        try:
+            await publisher.start(session)
+
+            def handle(command: dict[str, Any]) -> dict[str, Any]:
+                if command["cmd"] == "rate":
+                    publisher.set_rate(command["pps"])
+                return {
+                    "index": publisher.index,
+                    "pps": publisher.pps,
+                    "send_failures": publisher.send_failures,
+                    "skipped": publisher.skipped,
+                    "tx_errors": publisher.port.tx_errors,
+                }
+
+            await _worker_loop(handle)
+        except Exception as exc:
+            _emit({"event": "error", "who": "publisher", "message": f"{type(exc).__name__}: {exc}"})
+            raise
+        finally:
+            await publisher.close()
+
+
+async def run_subscribers(args: argparse.Namespace) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        subs = [Subscriber(f"{args.name_prefix}-{i}", args) for i in range(args.count)]
+        try:
+            for sub in subs:
+                await sub.signaling.connect(session)
+            _emit({"event": "joined", "count": len(subs)})
+
+            def handle(command: dict[str, Any]) -> dict[str, Any]:
+                if command["cmd"] == "count":
+                    start, end = command["start"], command["end"]
+                    return {
+                        "counts": {s.name: s.count(start, end) for s in subs},
+                        "loss_runs": {s.name: s.loss_runs(start, end) for s in subs},
+                        "received": {s.name: s.received for s in subs},
+                        "rx_errors": {s.name: s.port.rx_errors if s.port else 0 for s in subs},
+                        "fast_path": {s.name: bool(s.port and s.port.fast_path) for s in subs},
+                    }
+                return {}
+
+            await _worker_loop(handle)
+        except Exception as exc:
+            _emit(
+                {
+                    "event": "error",
+                    "who": args.name_prefix,
+                    "message": f"{type(exc).__name__}: {exc}",
+                }
+            )
+            raise
+        finally:
+            for sub in subs:
+                await sub.close()
+
+
+def _log_gc_pauses(threshold: float = 0.005) -> None:
+    """Diagnostics: print garbage-collector pauses longer than ``threshold`` seconds."""
+    import gc
+
+    started: list[float] = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pause = time.perf_counter() - started[0]
+            if pause >= threshold:
+                _log(f"server gc gen{info.get('generation')} pause {pause * 1000:.1f} ms")
+
+    gc.callbacks.append(callback)
+
+
+def run_server(args: argparse.Namespace) -> None:
+    import logging
+
+    from aiohttp import web
+
+    from sfu.config import IceConfig, SfuConfig
+    from signaling.server import ServerConfig, create_app
+
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = ServerConfig(sfu=SfuConfig(ice=IceConfig(addresses=("127.0.0.1",))))
+    if args.gc_log:
+        _log_gc_pauses()
+    web.run_app(create_app(config), host="127.0.0.1", port=args.port, print=None)
+
+
+def worker_main(args: argparse.Namespace) -> int:
+    _die_with_parent()
+    _pin(args.cpu)
+    if args.worker == "server":
+        run_server(args)
+        return 0
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)
+    runner = run_publisher if args.worker == "publisher" else run_subscribers
+    try:
+        asyncio.run(runner(args))
+    except Exception as exc:
+        _log(f"{args.worker} failed: {type(exc).__name__}: {exc}")
+        return 1
+    return 0
+
+
+# =============================================================== orchestrator
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+class Worker:
+    """A child process; JSON lines on stdin (commands) and stdout (replies and events)."""
+
+    def __init__(self, name: str, proc: asyncio.subprocess.Process) -> None:
+        self.name = name
+        self.proc = proc
+        self.pid = proc.pid
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._next_id = 0
+        self._reader = asyncio.ensure_future(self._read())
+
+    @classmethod
+    async def spawn(cls, name: str, argv: list[str]) -> Worker:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(Path(__file__).resolve()),
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=str(REPO),
+        )
+        return cls(name, proc)
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while True:
+            line = await self.proc.stdout.readline()
+            if not line:
+                break
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            rid = message.get("id")
+            if rid is not None and rid in self._replies:
+                future = self._replies.pop(rid)
+                if not future.done():
+                    future.set_result(message)
+            else:
+                await self.events.put(message)
+        for future in self._replies.values():
+            if not future.done():
+                future.set_exception(BenchError(f"{self.name} exited"))
+        await self.events.put({"event": "exited", "who": self.name})
+
+    async def request(self, command: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self._next_id += 1
+        rid = self._next_id
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[rid] = future
+        self.proc.stdin.write((json.dumps({**command, "id": rid}) + "\n").encode())
+        await self.proc.stdin.drain()
+        return await asyncio.wait_for(future, timeout)
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(Exception):
+                await self.request({"cmd": "quit"}, timeout=3)
+            with contextlib.suppress(Exception):
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.terminate()
+                try:
+                    await asyncio.wait_for(self.proc.wait(), 3)
+                except TimeoutError:
+                    with contextlib.suppress(ProcessLookupError):
+                        self.proc.kill()
+                    await self.proc.wait()
+        self._reader.cancel()
+        with contextlib.suppress(BaseException):
+            await self._reader
+
+
+async def start_server(args: argparse.Namespace, port: int) -> Worker:
+    import aiohttp
+
+    argv = ["--worker", "server", "--port", str(port)]
+    if args.gc_log:
+        argv.append("--gc-log")
+    if args.pin:
+        argv += ["--cpu", str(SERVER_CPU)]
+    server = await Worker.spawn("server", argv)
+    deadline = time.monotonic() + 30
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if server.proc.returncode is not None:
+                raise BenchError("the server exited at start")
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    if response.status == 200:
+                        return server
+            await asyncio.sleep(0.1)
+    await server.stop()
+    raise BenchError("the server did not answer /healthz within 30 s")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Scenario:
+    """One server, one publisher and K subscribers, connected and forwarding."""
+
+    fanout: int
+    server: Worker
+    publisher: Worker
+    sub_workers: list[Worker]
+    publish_info: dict[str, Any] = field(default_factory=dict)
+    sub_profiles: dict[str, str | None] = field(default_factory=dict)
+    source_digest: str = ""
+
+    @property
+    def workers(self) -> list[Worker]:
+        return [self.server, self.publisher, *self.sub_workers]
+
+    async def stop(self) -> None:
+        for worker in [self.publisher, *self.sub_workers]:
+            await worker.stop()
+        await self.server.stop()
+
+
+async def _expect(
+    worker: Worker, want: str, timeout: float, on: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """The next event ``want`` of ``worker`` (other events go to ``on``)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise BenchError(f"{worker.name}: no {want!r} within {timeout} s")
+        try:
+            event = await asyncio.wait_for(worker.events.get(), remaining)
+        except TimeoutError:
+            raise BenchError(f"{worker.name}: no {want!r} within {timeout} s") from None
+        if event.get("event") == want:
+            return event
+        if event.get("event") in ("error", "exited"):
+            raise BenchError(f"{worker.name}: {event}")
+        if on is not None:
+            on(event)
+
+
+async def start_scenario(args: argparse.Namespace, fanout: int, pps: float) -> Scenario:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    room = f"bench-{fanout}"
+    common = [] if args.batch_reads else ["--no-batch-reads"]
+    common += [
+        "--url",
+        url,
+        "--room",
+        room,
+        "--srtp",
+        args.srtp,
+        "--client-rcvbuf",
+        str(args.client_rcvbuf),
+    ]
+    if args.pin:
+        common += ["--cpu", str(CLIENT_CPU)]
+    digest = source_digest()
+    server = await start_server(args, port)
+    scenario = Scenario(fanout, server, None, [])  # type: ignore[arg-type]
+    try:
+        procs = max(1, min(args.client_procs, fanout))
+        sizes = [fanout // procs + (1 if i < fanout % procs else 0) for i in range(procs)]
+        for i, size in enumerate(sizes):
+            worker = await Worker.spawn(
+                f"subs{i}",
+                [
+                    "--worker",
+                    "subscribers",
+                    "--count",
+                    str(size),
+                    "--name-prefix",
+                    f"sub{i}",
+                    *common,
+                ],
+            )
+            scenario.sub_workers.append(worker)
+        for worker in scenario.sub_workers:
+            await _expect(worker, "joined", 30)
+        scenario.publisher = await Worker.spawn(
+            "publisher",
+            [
+                "--worker",
+                "publisher",
+                "--pps",
+                str(pps),
+                "--frame-packets",
+                str(args.frame_packets),
+                *common,
+            ],
+        )
+        scenario.publish_info = await _expect(scenario.publisher, "publishing", 40)
+        for worker, size in zip(scenario.sub_workers, sizes, strict=True):
+            receiving = 0
+            connected: dict[str, Any] = {}
+
+            def on_event(event: dict[str, Any], connected: dict[str, Any] = connected) -> None:
+                if event.get("event") == "connected":
+                    connected[event["who"]] = event.get("srtp_profile")
+
+            while receiving < size:
+                await _expect(worker, "receiving", 40, on_event)
+                receiving += 1
+            # "connected" events precede media; drain any left in the queue
+            while not worker.events.empty():
+                on_event(worker.events.get_nowait())
+            scenario.sub_profiles.update(connected)
+        scenario.source_digest = digest
+        return scenario
+    except BaseException:
+        for worker in scenario.workers:
+            if worker is not None:
+                await worker.stop()
+        raise
+
+
+def _pids(scenario: Scenario, extra: dict[str, int] | None = None) -> dict[str, int]:
+    pids = {w.name: w.pid for w in scenario.workers}
+    pids["bench"] = os.getpid()
+    pids.update(extra or {})
+    return pids
+
+
+def _foreign(
+    cores0: dict[int, tuple[float, float]],
+    cores1: dict[int, tuple[float, float]],
+    ours_by_core: dict[int, float],
+    ours_total: float,
+    elapsed: float,
+) -> dict[str, float]:
+    """CPU used by processes that are not ours, in % of one core (per core when pinned)."""
+    busy = {c: cores1[c][0] - cores0[c][0] for c in cores1 if c in cores0}
+    out = {"total": round(100 * (sum(busy.values()) - ours_total) / elapsed, 1)}
+    for c, value in sorted(busy.items()):
+        if c in ours_by_core:
+            out[f"core{c}"] = round(100 * (value - ours_by_core[c]) / elapsed, 1)
+    return out
+
+
+def _ours_by_core(args: argparse.Namespace, deltas: dict[str, float]) -> dict[int, float]:
+    if not args.pin:
+        return {}
+    server = deltas.get("server", 0.0)
+    return {SERVER_CPU: server, CLIENT_CPU: sum(v for k, v in deltas.items() if k != "server")}
+
+
+async def wait_for_quiet(args: argparse.Namespace, scenario: Scenario) -> dict[str, float]:
+    """Wait (bounded) until other processes on the machine use little CPU."""
+    deadline = time.monotonic() + args.quiet_timeout
+    said = False
+    while True:
+        pids = _pids(scenario)
+        cpu0 = {n: sum(read_cpu(p)) for n, p in pids.items()}
+        cores0 = read_core_busy()
+        t0 = time.monotonic()
+        await asyncio.sleep(1.0)
+        cpu1 = {n: sum(read_cpu(p)) for n, p in pids.items()}
+        cores1 = read_core_busy()
+        deltas = {n: cpu1[n] - cpu0[n] for n in pids}
+        foreign = _foreign(
+            cores0, cores1, _ours_by_core(args, deltas), sum(deltas.values()), time.monotonic() - t0
+        )
+        if foreign["total"] <= args.max_foreign or time.monotonic() > deadline:
+            if said:
+                print(f"  other load now {foreign['total']}% of a core", flush=True)
+            return foreign
+        if not said:
+            print(
+                f"  waiting for other processes to calm down ({foreign['total']}% of a core) ...",
+                flush=True,
+            )
+            said = True
+
+
+async def measure(
+    args: argparse.Namespace,
+    scenario: Scenario,
+    window: float,
+    extra_pids: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """One measurement window on a running scenario."""
+    pids = _pids(scenario, extra_pids)
+    inodes = {name: socket_inodes(pid) for name, pid in pids.items()}
+    cpu0 = {name: read_cpu(pid) for name, pid in pids.items()}
+    cores0 = read_core_busy()
+    drops0 = udp_drops()
+    snmp0 = udp_snmp()
+    mark0 = await scenario.publisher.request({"cmd": "mark"})
+    t0 = time.monotonic()
+    await asyncio.sleep(window)
+    cpu1 = {name: read_cpu(pid) for name, pid in pids.items()}
+    cores1 = read_core_busy()
+    mark1 = await scenario.publisher.request({"cmd": "mark"})
+    t1 = time.monotonic()
+    drops1 = udp_drops()
+    snmp1 = udp_snmp()
+    await asyncio.sleep(args.drain)
+    counts: dict[str, int] = {}
+    fast_path: dict[str, bool] = {}
+    runs: dict[str, list[int]] = {}
+    for worker in scenario.sub_workers:
+        reply = await worker.request(
+            {"cmd": "count", "start": mark0["index"], "end": mark1["index"]}
+        )
+        counts.update(reply["counts"])
+        fast_path.update(reply["fast_path"])
+        runs.update(reply["loss_runs"])
+    elapsed = t1 - t0
+    sent = mark1["index"] - mark0["index"]
+    received = sum(counts.values())
+    expected = sent * scenario.fanout
+    lost = max(0, expected - received)
+
+    def drops_of(names: list[str]) -> int:
+        total = 0
+        for name in names:
+            for inode in inodes[name]:
+                total += drops1.get(inode, 0) - drops0.get(inode, 0)
+        return total
+
+    server_drops = drops_of(["server"])
+    client_drops = drops_of([w.name for w in scenario.sub_workers] + ["publisher"])
+    cpu: dict[str, dict[str, float]] = {}
+    deltas: dict[str, float] = {}
+    for name in pids:
+        user = cpu1[name][0] - cpu0[name][0]
+        system = cpu1[name][1] - cpu0[name][1]
+        deltas[name] = user + system
+        cpu[name] = {
+            "user_s": round(user, 3),
+            "system_s": round(system, 3),
+            "core_pct": round(100 * (user + system) / elapsed, 1),
+        }
+    server_cpu = deltas["server"]
+    clients = [w.name for w in scenario.workers if w.name != "server"]
+    cores = {
+        str(c): round(
+            100 * (cores1[c][0] - cores0[c][0]) / max(1e-9, cores1[c][1] - cores0[c][1]), 1
+        )
+        for c in cores1
+        if c in cores0
+    }
+    foreign = _foreign(cores0, cores1, _ours_by_core(args, deltas), sum(deltas.values()), elapsed)
+    # Loss at the clients' own sockets is theirs; everything else lost between the
+    # publisher's sendto and the subscribers' callbacks is the SFU's (its socket, its
+    # processing, its sends).
+    sfu_lost = max(0, lost - client_drops)
+    per_sub_loss = {
+        name: round(100 * (sent - n) / sent, 3) if sent else None
+        for name, n in sorted(counts.items())
+    }
+    return {
+        "fanout": scenario.fanout,
+        "window_s": round(elapsed, 3),
+        "target_pps": mark1.get("pps"),
+        "sent": sent,
+        "received": received,
+        "expected": expected,
+        "in_pps": round(sent / elapsed, 1),
+        "forwarded_pps": round(received / elapsed, 1),
+        "sfu_cpu_s": round(server_cpu, 3),
+        "sfu_core_pct": cpu["server"]["core_pct"],
+        "sfu_us_per_in": round(1e6 * server_cpu / sent, 2) if sent else None,
+        "sfu_us_per_fwd": round(1e6 * server_cpu / received, 2) if received else None,
+        "lost": lost,
+        "loss_pct": round(100 * lost / expected, 4) if expected else None,
+        "sfu_lost": sfu_lost,
+        "sfu_loss_pct": round(100 * sfu_lost / expected, 4) if expected else None,
+        "per_subscriber_loss_pct": per_sub_loss,
+        # bursts (few long runs) mean the SFU stalled and its socket overflowed
+        "loss_runs": sum(r[0] for r in runs.values()),
+        "longest_loss_run": max((r[1] for r in runs.values()), default=0),
+        "udp_drops_server_sockets": server_drops,
+        "udp_drops_client_sockets": client_drops,
+        "udp_rcvbuf_errors_ns": snmp1.get("RcvbufErrors", 0) - snmp0.get("RcvbufErrors", 0),
+        "publisher_skipped": mark1["skipped"] - mark0["skipped"],
+        "publisher_send_failures": mark1["send_failures"] - mark0["send_failures"],
+        "cpu": cpu,
+        "core_busy_pct": cores,
+        "foreign_load_pct": foreign,
+        "clients_core_pct": round(sum(cpu[n]["core_pct"] for n in clients), 1),
+        "saturated_clients": [n for n in clients if cpu[n]["core_pct"] > 90.0],
+        "subscribers_fast_path": all(fast_path.values()),
+    }
+
+
+def fanout_pps(args: argparse.Namespace, fanout: int) -> float:
+    """The publisher rate for ``fanout``: ``--pps``, capped by ``--max-forwarded-pps`` / K."""
+    pps = float(args.pps)
+    if args.max_forwarded_pps > 0:
+        pps = min(pps, args.max_forwarded_pps / fanout)
+    return round(pps)
+
+
+async def run_fanout(args: argparse.Namespace, fanout: int) -> dict[str, Any]:
+    """Measure ``--repeat`` windows; keep the one least disturbed by other load."""
+    pps = fanout_pps(args, fanout)
+    scenario = await start_scenario(args, fanout, pps)
+    try:
+        await asyncio.sleep(args.warmup)
+        windows = []
+        for _ in range(max(1, args.repeat)):
+            await wait_for_quiet(args, scenario)
+            windows.append(await measure(args, scenario, args.window))
+        result = dict(min(windows, key=lambda w: w["foreign_load_pct"]["total"]))
+        result["target_pps"] = pps
+        result["srtp_profile_publisher"] = scenario.publish_info.get("srtp_profile")
+        result["srtp_profiles_subscribers"] = sorted(
+            {str(p) for p in scenario.sub_profiles.values()}
+        )
+        result["payload_type"] = scenario.publish_info.get("payload_type")
+        result["sfu_source_digest"] = scenario.source_digest
+        result["windows"] = [
+            {
+                k: w[k]
+                for k in (
+                    "in_pps",
+                    "forwarded_pps",
+                    "sfu_us_per_in",
+                    "sfu_us_per_fwd",
+                    "sfu_loss_pct",
+                    "foreign_load_pct",
+                )
+            }
+            for w in windows
+        ]
+        return result
+    finally:
+        await scenario.stop()
+
+
+async def run_sweep(args: argparse.Namespace, fanout: int) -> dict[str, Any]:
+    """Raise the rate step by step on one running scenario.
+
+    Records the first rate with SFU-caused loss above ``--loss-threshold`` and goes on
+    until saturation: loss above ``--sweep-stop-loss`` or the SFU at 97% of its core
+    (or the load generator cannot keep up).
+    """
+    rate = (
+        float(args.sweep_start) if args.sweep_start > 0 else max(100.0, round(4000.0 / fanout, -1))
+    )
+    scenario = await start_scenario(args, fanout, rate)
+    steps: list[dict[str, Any]] = []
+    verdict = "max rate reached"
+    try:
+        await asyncio.sleep(args.warmup)
+        for _ in range(args.sweep_steps):
+            await scenario.publisher.request({"cmd": "rate", "pps": rate})
+            await asyncio.sleep(args.sweep_settle)
+            await wait_for_quiet(args, scenario)
+            step = await measure(args, scenario, args.sweep_window)
+            step["target_pps"] = rate
+            steps.append(step)
+            _print_step(step)
+            loss = step["sfu_loss_pct"] or 0.0
+            if loss > args.sweep_stop_loss:
+                verdict = f"SFU loss above {args.sweep_stop_loss}%"
+                break
+            if step["sfu_core_pct"] >= 97.0:
+                verdict = "SFU at 97% of its core"
+                break
+            if step["in_pps"] < 0.95 * rate:
+                verdict = "publisher could not keep up"
+                break
+            if step["saturated_clients"] or step["clients_core_pct"] > 95.0:
+                verdict = "client core saturated"
+                break
+            rate = round(rate * args.sweep_factor, -1)
+            if rate > args.sweep_max:
+                break
+    finally:
+        await scenario.stop()
+
+    def clean(step: dict[str, Any]) -> bool:
+        return (step["sfu_loss_pct"] or 0.0) <= args.loss_threshold
+
+    first_loss = next((s for s in steps if not clean(s)), None)
+    below = steps[: steps.index(first_loss)] if first_loss is not None else steps
+    best = max(below, key=lambda s: s["in_pps"]) if below else None
+    return {
+        "fanout": fanout,
+        "loss_threshold_pct": args.loss_threshold,
+        "stopped_by": verdict,
+        "max_clean_in_pps": best["in_pps"] if best else None,
+        "max_clean_forwarded_pps": best["forwarded_pps"] if best else None,
+        "max_clean_sfu_core_pct": best["sfu_core_pct"] if best else None,
+        "sfu_source_digest": scenario.source_digest,
+        "first_loss_in_pps": first_loss["in_pps"] if first_loss else None,
+        "first_loss_sfu_core_pct": first_loss["sfu_core_pct"] if first_loss else None,
+        "first_loss_pct": first_loss["sfu_loss_pct"] if first_loss else None,
+        "first_loss_longest_run": first_loss["longest_loss_run"] if first_loss else None,
+        "last_in_pps": steps[-1]["in_pps"] if steps else None,
+        "last_forwarded_pps": steps[-1]["forwarded_pps"] if steps else None,
+        "last_sfu_core_pct": steps[-1]["sfu_core_pct"] if steps else None,
+        "last_loss_pct": steps[-1]["sfu_loss_pct"] if steps else None,
+        "steps": steps,
+    }
+
+
+# --------------------------------------------------------------- profiling
+
+_EPOLL_WAIT = "epoll wait (idle, or the syscall and wake-up)"
+_CATEGORIES = (
+    _EPOLL_WAIT,
+    "event loop (epoll, scheduling)",
+    "recvfrom (syscall + asyncio read)",
+    "SRTP unprotect",
+    "parse (RTP header, VP8 descriptor)",
+    "ingress bookkeeping (stats, NACK, cache)",
+    "per-subscriber rewrite",
+    "dispatch (fast path, demux, send wrapper)",
+    "SRTP protect",
+    "sendto (syscall incl. loopback delivery)",
+    "RTCP, timers, control",
+    "other",
+)
+
+_FRAME = re.compile(r"^(?P<func>.*) \((?P<file>.*):(?P<line>\d+)\)$")
+
+
+def _frame_category(func: str, path: str, line: int) -> str | None:
+    """The category of one frame, or None to decide from its caller."""
+    short = func.rsplit(".", 1)[-1]
+    base = os.path.basename(path)
+    if "pylibsrtp" in path:
+        if short.startswith("unprotect"):
+            return "SRTP unprotect"
+        if short.startswith("protect"):
+            return "SRTP protect"
+        return None
+    text = linecache.getline(path, line) if line > 0 else ""
+    if base == "aiortc_adapter.py":
+        if "unprotect" in text:
+            return "SRTP unprotect"
+        if ".protect(" in text or "protect_rtcp(" in text:
+            return "SRTP protect"
+        if "sendto(" in text:
+            return "sendto (syscall incl. loopback delivery)"
+        if short in ("datagram_received", "_rtp_in", "send"):
+            return "dispatch (fast path, demux, send wrapper)"
+        return "RTCP, timers, control"
+    if base == "selector_events.py":
+        if short == "sendto":
+            return "sendto (syscall incl. loopback delivery)"
+        if short.startswith("_read_ready"):
+            return "recvfrom (syscall + asyncio read)"
+        return "event loop (epoll, scheduling)"
+    if (
+        base in ("selectors.py", "base_events.py", "events.py")
+        and "asyncio" in path
+        or base == "selectors.py"
+    ):
+        return "event loop (epoll, scheduling)"
+    if "/sfu/" in path:
+        if base == "packet.py":
+            if short.startswith("build_"):
+                return "per-subscriber rewrite"
+            return "parse (RTP header, VP8 descriptor)"
+        if base == "rewrite.py":
+            return "per-subscriber rewrite"
+        if base == "forwarder.py":
+            if short in ("forward", "_render", "_extension", "skip"):
+                return "per-subscriber rewrite"
+            return "RTCP, timers, control"
+        if base in ("receive_stats.py", "nack.py", "packet_cache.py", "seq.py"):
+            return "ingress bookkeeping (stats, NACK, cache)"
+        if base == "source.py":
+            if short == "on_rtp":
+                if "forward(" in text or "for forwarder" in text:
+                    return "dispatch (fast path, demux, send wrapper)"
+                if "Vp8Descriptor(" in text:
+                    return "parse (RTP header, VP8 descriptor)"
+                return "ingress bookkeeping (stats, NACK, cache)"
+            return "RTCP, timers, control"
+        if base == "participant.py":
+            if short == "_on_publisher_rtp":
+                if "RtpView(" in text:
+                    return "parse (RTP header, VP8 descriptor)"
+                return "dispatch (fast path, demux, send wrapper)"
+            if short == "send_rtp":
+                return "dispatch (fast path, demux, send wrapper)"
+            return "RTCP, timers, control"
+        return "RTCP, timers, control"
+    if "aiortc" in path or "aioice" in path or "aiohttp" in path:
+        return "RTCP, timers, control"
+    return None
+
+
+def _categorize(stack: list[tuple[str, str, int]]) -> str:
+    """Map one sampled stack (root first) to a category, deciding from the leaf up."""
+    for func, path, line in reversed(stack):
+        category = _frame_category(func, path, line)
+        if category is not None:
+            return category
+    return "other"
+
+
+def summarise_profile(raw_path: Path) -> dict[str, Any]:
+    samples: dict[str, int] = dict.fromkeys(_CATEGORIES, 0)
+    leaves: dict[str, int] = {}
+    total = 0
+    for line in raw_path.read_text().splitlines():
+        stack_text, _, count_text = line.rpartition(" ")
+        if not stack_text or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames: list[tuple[str, str, int]] = []
+        for part in stack_text.split(";"):
+            match = _FRAME.match(part)
+            if match:
+                frames.append((match["func"], match["file"], int(match["line"])))
+        if not frames:
+            continue
+        category = _categorize(frames)
+        samples[category] += count
+        total += count
+        leaf = frames[-1]
+        key = f"{leaf[0]} ({os.path.relpath(leaf[1], REPO) if leaf[1].startswith(str(REPO)) else os.path.basename(leaf[1])}:{leaf[2]})"
+        leaves[key] = leaves.get(key, 0) + count
+    top = sorted(leaves.items(), key=lambda kv: -kv[1])[:25]
+    return {
+        "samples": total,
+        "sample_counts": samples,
+        "share_of_samples_pct": {
+            k: round(100 * v / total, 1) if total else 0.0 for k, v in samples.items()
+        },
+        "top_leaf_lines": [{"frame": k, "pct": round(100 * v / total, 1)} for k, v in top],
+    }
+
+
+async def run_profile(args: argparse.Namespace, fanout: int, out_dir: Path) -> dict[str, Any]:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not os.path.exists(spy):
+        return {"fanout": fanout, "error": "py-spy not installed (pip install py-spy)"}
+    scenario = await start_scenario(args, fanout, fanout_pps(args, fanout))
+    raw = out_dir / f"profile-fanout{fanout}.txt"
+    try:
+        await asyncio.sleep(args.warmup)
+        await wait_for_quiet(args, scenario)
+        cmd = [
+            spy,
+            "record",
+            "--pid",
+            str(scenario.server.pid),
+            "--duration",
+            str(int(args.window)),
+            "--rate",
+            str(args.profile_rate),
+            "--full-filenames",
+            "--format",
+            "raw",
+            "--output",
+            str(raw),
+        ]
+        if not args.profile_blocking:
+            cmd.append("--nonblocking")
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
+        if args.pin:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(proc.pid, {CLIENT_CPU})
+        await asyncio.sleep(0.5)  # let py-spy attach
+        measured = await measure(args, scenario, args.window - 1.0, {"py-spy": proc.pid})
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), args.window + 20)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return {"fanout": fanout, "error": "py-spy did not finish"}
+        if proc.returncode != 0 or not raw.exists():
+            return {
+                "fanout": fanout,
+                "error": f"py-spy failed: {err.decode(errors='replace')[-500:]}",
+            }
+    finally:
+        await scenario.stop()
+    summary = summarise_profile(raw)
+    # py-spy samples wall-clock time and, here, does not drop the samples where the
+    # thread sleeps in epoll_wait. So: the time in each category is samples / rate; per
+    # incoming packet, divide by the packets of the recording; the epoll line gets what
+    # the measured CPU time leaves (the syscall, context switches, wake-ups).
+    duration = float(int(args.window))
+    packets = measured["in_pps"] * duration
+    counts = summary.pop("sample_counts")
+    per_packet = {
+        k: 1e6 * n / args.profile_rate / packets for k, n in counts.items() if k != _EPOLL_WAIT
+    }
+    cpu_per_packet = measured["sfu_us_per_in"] or 0.0
+    sampled = sum(per_packet.values())
+    summary["sampled_vs_measured_cpu"] = (
+        round(sampled / cpu_per_packet, 2) if cpu_per_packet else None
+    )
+    if sampled > cpu_per_packet > 0:  # more samples than CPU time: scale down to the CPU time
+        per_packet = {k: v * cpu_per_packet / sampled for k, v in per_packet.items()}
+    per_packet[_EPOLL_WAIT] = max(0.0, cpu_per_packet - sum(per_packet.values()))
+    summary["us_per_incoming_packet"] = {k: round(v, 2) for k, v in per_packet.items()}
+    summary["us_per_incoming_packet_total_cpu"] = cpu_per_packet
+    summary["share_of_cpu_pct"] = {
+        k: round(100 * v / cpu_per_packet, 1) if cpu_per_packet else 0.0
+        for k, v in per_packet.items()
+    }
+    summary.update(
+        fanout=fanout,
+        sfu_source_digest=scenario.source_digest,
+        raw_file=str(raw),
+        rate_hz=args.profile_rate,
+        duration_s=duration,
+        measured_during_profile={
+            k: measured[k]
+            for k in (
+                "in_pps",
+                "forwarded_pps",
+                "sfu_core_pct",
+                "sfu_us_per_in",
+                "sfu_us_per_fwd",
+                "sfu_loss_pct",
+            )
+        },
+        sfu_user_system_s=[
+            measured["cpu"]["server"]["user_s"],
+            measured["cpu"]["server"]["system_s"],
+        ],
+        blocking=args.profile_blocking,
+    )
+    return summary
+
+
+# --------------------------------------------------------------- calibration
+
+
+def _bench_packets(n: int, mid_ext_id: int = 1, mid: bytes = b"0", fpp: int = 10) -> list[bytes]:
+    """``n`` packets exactly like the publisher's (PT 96, SSRC 0x1234)."""
+    body = bytes(((mid_ext_id << 4) | (len(mid) - 1),)) + mid
+    body += b"\x00" * (-len(body) % 4)
+    ext = struct.pack("!HH", 0xBEDE, len(body) // 4) + body
+    body_len = PACKET_SIZE - 12 - len(ext) - 8
+    key = b"\x10\x02\x00\x9d\x01\x2a" + (640).to_bytes(2, "little") + (360).to_bytes(2, "little")
+    key_body = (key + bytes(range(256)) * 4)[:body_len]
+    filler = b"\xa5" * body_len
+    out = []
+    for i in range(n):
+        pos, pid = i % fpp, (i // fpp) & 0x7FFF
+        first = pos == 0
+        desc = bytes((0x90 if first else 0x80, 0x80, 0x80 | (pid >> 8), pid & 0xFF))
+        header = struct.pack(
+            "!BBHII",
+            0x90,
+            (0x80 if pos == fpp - 1 else 0) | 96,
+            i & 0xFFFF,
+            (i // fpp) * 3000,
+            0x1234,
+        )
+        out.append(header + ext + desc + (key_body if first else filler) + i.to_bytes(4, "big"))
+    return out
+
+
+def calibrate(n: int = 20000) -> dict[str, float]:
+    """Per-packet cost of each step of the SFU's path, in isolation (µs, best of 3).
+
+    No event loop, no wake-ups: a floor for what the same work costs in the server.
+    """
+    import pylibsrtp
+    from aiortc.rtcdtlstransport import SRTP_AEAD_AES_256_GCM
+
+    from sfu.forwarder import ABS_SEND_TIME_URI, EgressParams, Forwarder
+    from sfu.forwarder import MID_URI as FWD_MID_URI
+    from sfu.rtp.packet import RtpView, Vp8Descriptor
+    from sfu.source import Source, SourceParams
+
+    policy = pylibsrtp.Policy
+    key = os.urandom(SRTP_AEAD_AES_256_GCM.key_length + SRTP_AEAD_AES_256_GCM.salt_length)
+
+    def session(direction: int) -> Any:
+        return pylibsrtp.Session(
+            policy(key=key, ssrc_type=direction, srtp_profile=policy.SRTP_PROFILE_AEAD_AES_256_GCM)
+        )
+
+    packets = _bench_packets(n)
+
+    class Owner:
+        def request_keyframe(self, source: Any) -> None:
+            pass
+
+        def source_has_missing(self, source: Any) -> None:
+            pass
+
+    class Sink:
+        def send_rtp(self, data: bytes) -> bool:
+            return True
+
+    def best(fn: Callable[[], None], count: int = n) -> float:
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return round(1e6 * min(times) / count, 2)
+
+    out: dict[str, float] = {}
+    tx = session(policy.SSRC_ANY_OUTBOUND)
+    protected = [tx.protect(p) for p in packets]
+
+    def protect() -> None:
+        s = session(policy.SSRC_ANY_OUTBOUND)
+        for p in packets:
+            s.protect(p)
+
+    def unprotect() -> None:
+        s = session(policy.SSRC_ANY_INBOUND)
+        for p in protected:
+            s.unprotect(p)
+
+    def parse() -> None:
+        for p in packets:
+            v = RtpView(p)
+            Vp8Descriptor(p, v.payload_start, v.payload_end)
+
+    params = SourceParams(
+        track_id="t", kind="video", codec="vp8", clock_rate=90000, payload_type=96, ssrc=0x1234
+    )
+
+    def ingress() -> None:  # parse + Source.on_rtp with no forwarder
+        source = Source(params, Owner())
+        for i, p in enumerate(packets):
+            source.on_rtp(RtpView(p), i * 0.0002)
+
+    views = [RtpView(p) for p in packets]
+    vp8s = [
+        Vp8Descriptor(p, v.payload_start, v.payload_end)
+        for p, v in zip(packets, views, strict=True)
+    ]
+
+    def rewrite() -> None:  # one Forwarder.forward (header/descriptor rewrite, extensions)
+        source = Source(params, Owner())
+        fwd = Forwarder(source, Sink(), "s")
+        fwd.configure(
+            EgressParams(
+                mid="0",
+                payload_type=96,
+                ssrc=0x5678,
+                rtx_payload_type=97,
+                rtx_ssrc=0x9ABC,
+                extensions={FWD_MID_URI: 1, ABS_SEND_TIME_URI: 3},
+            )
+        )
+        for i, (v, d) in enumerate(zip(views, vp8s, strict=True)):
+            fwd.forward(v, d, i * 0.0002)
+
+    out["SRTP protect (AES-256-GCM)"] = best(protect)
+    out["SRTP unprotect (AES-256-GCM)"] = best(unprotect)
+    out["parse RTP header + VP8 descriptor"] = best(parse)
+    out["ingress: parse + Source.on_rtp (no forwarder)"] = best(ingress)
+    out["Forwarder.forward (rewrite, no send)"] = best(rewrite)
+
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        addr = rx.getsockname()
+
+        def sendto() -> None:
+            for j in range(0, n, 32):
+                for p in protected[j : j + 32]:
+                    tx_sock.sendto(p, addr)
+                while True:
+                    try:
+                        rx.recv(4096)
+                    except BlockingIOError:
+                        break
+
+        with_drain = best(sendto)
+        out["loopback sendto + recv (same thread, no wake-up)"] = with_drain
+    finally:
+        rx.close()
+        tx_sock.close()
+    return out
+
+
+# --------------------------------------------------------------- reporting
+
+
+def source_digest() -> str:
+    """A digest of the SFU and signaling sources the server runs (they may change under us)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted([*REPO.glob("sfu/**/*.py"), *REPO.glob("signaling/**/*.py")]):
+        digest.update(str(path.relative_to(REPO)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def git_state() -> dict[str, Any]:
+    import subprocess
+
+    def git(*argv: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", "-C", str(REPO), *argv], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {
+        "commit": git("rev-parse", "HEAD") or None,
+        "sfu_signaling_dirty": bool(git("status", "--porcelain", "--", "sfu", "signaling")),
+    }
+
+
+def machine_info(args: argparse.Namespace) -> dict[str, Any]:
+    from importlib import metadata
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    model = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    openssl = None
+    with contextlib.suppress(Exception):
+        from OpenSSL import SSL
+
+        openssl = SSL.SSLeay_version(SSL.SSLEAY_VERSION).decode()
+    rmem = {}
+    for name in ("rmem_default", "rmem_max", "wmem_default"):
+        with contextlib.suppress(OSError):
+            rmem[name] = int(Path(f"/proc/sys/net/core/{name}").read_text())
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "aiortc": version("aiortc"),
+        "aioice": version("aioice"),
+        "pylibsrtp": version("pylibsrtp"),
+        "openssl": openssl,
+        "pinning": (
+            {"sfu_cpu": SERVER_CPU, "clients_cpu": CLIENT_CPU}
+            if args.pin
+            else "none (scheduler places processes)"
+        ),
+        "net_core": rmem,
+        "client_socket_rcvbuf": args.client_rcvbuf,
+    }
+
+
+def _fmt(value: Any, spec: str = "") -> str:
+    if value is None:
+        return "-"
+    return format(value, spec)
+
+
+def _print_step(step: dict[str, Any]) -> None:
+    print(
+        f"  sweep K={step['fanout']:>2} target {step['target_pps']:>7.0f} pps: in {step['in_pps']:>8.0f} "
+        f"fwd {step['forwarded_pps']:>8.0f} SFU {step['sfu_core_pct']:>5.1f}% "
+        f"{_fmt(step['sfu_us_per_fwd'], '.1f')} us/fwd  SFU loss {_fmt(step['sfu_loss_pct'], '.3f')}% "
+        f"(client sockets dropped {step['udp_drops_client_sockets']}) clients {step['clients_core_pct']:.0f}%",
+        flush=True,
+    )
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    head = (
+        f"{'K':>3} {'in pps':>8} {'fwd pps':>9} {'SFU %core':>9} {'us/in':>7} {'us/fwd':>7} "
+        f"{'loss %':>7} {'SFU loss %':>10} {'srv drops':>9} {'cli drops':>9} {'pub %':>6} {'subs %':>7}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        subs = sum(v["core_pct"] for k, v in r["cpu"].items() if k.startswith("subs"))
+        print(
+            f"{r['fanout']:>3} {r['in_pps']:>8.0f} {r['forwarded_pps']:>9.0f} {r['sfu_core_pct']:>9.1f} "
+            f"{_fmt(r['sfu_us_per_in'], '.2f'):>7} {_fmt(r['sfu_us_per_fwd'], '.2f'):>7} "
+            f"{_fmt(r['loss_pct'], '.3f'):>7} {_fmt(r['sfu_loss_pct'], '.3f'):>10} "
+            f"{r['udp_drops_server_sockets']:>9} {r['udp_drops_client_sockets']:>9} "
+            f"{r['cpu']['publisher']['core_pct']:>6.1f} {subs:>7.1f}"
+        )
+    for r in results:
+        if r["saturated_clients"]:
+            print(
+                f"  K={r['fanout']}: client process(es) above 90% of a core: {', '.join(r['saturated_clients'])}"
+            )
+        if r["clients_core_pct"] > 90:
+            print(
+                f"  K={r['fanout']}: the client processes together used {r['clients_core_pct']}% of a core"
+            )
+
+
+async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
+    fanouts = [int(x) for x in args.fanouts.split(",") if x.strip()]
+    out_dir = Path(args.json).resolve().parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "benchmark": "forwarding",
+        "command": " ".join(
+            [
+                os.path.relpath(sys.argv[0], REPO)
+                if sys.argv[0].startswith(str(REPO))
+                else sys.argv[0],
+                *sys.argv[1:],
+            ]
+        ),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine_info(args),
+        "git": git_state(),
+        "sfu_source_digest_at_start": source_digest(),
+        "load": {
+            "packet_bytes": PACKET_SIZE,
+            "packets_per_frame": args.frame_packets,
+            "every_frame_keyframe": True,
+            "codec": "VP8 (payload descriptor with 15-bit picture id; no decoding anywhere)",
+            "header_extensions": "MID (one-byte form)",
+            "pps": args.pps,
+            "warmup_s": args.warmup,
+            "window_s": args.window,
+            "client_procs": args.client_procs,
+            "srtp_requested": args.srtp,
+        },
+        "results": [],
+    }
+    if args.pin:
+        _pin(CLIENT_CPU)
+    print(
+        f"forwarding bench: {len(os.sched_getaffinity(0)) if not args.pin else os.cpu_count()} CPUs; "
+        + (
+            f"SFU pinned to core {SERVER_CPU}, clients (and this script) to core {CLIENT_CPU}"
+            if args.pin
+            else "no pinning"
+        ),
+        flush=True,
+    )
+    if args.calibrate:
+        if args.pin:
+            _pin(SERVER_CPU)
+        report["calibration_us_per_packet"] = calibrate()
+        _pin(CLIENT_CPU if args.pin else None)
+        print("per-packet cost of each step in isolation (no event loop; us):", flush=True)
+        for k, v in report["calibration_us_per_packet"].items():
+            print(f"  {k:<52} {v:>6.2f}", flush=True)
+    profiles: set[str] = set()
+    for fanout in fanouts:
+        print(
+            f"fan-out {fanout}: {fanout_pps(args, fanout):.0f} pps, warm-up {args.warmup} s, "
+            f"window {args.window} s ...",
+            flush=True,
+        )
+        result = await run_fanout(args, fanout)
+        report["results"].append(result)
+        profiles.add(str(result["srtp_profile_publisher"]))
+        profiles.update(result["srtp_profiles_subscribers"])
+        print(
+            f"  in {result['in_pps']:.0f} pps, fwd {result['forwarded_pps']:.0f} pps, "
+            f"SFU {result['sfu_us_per_in']} us/in, {result['sfu_us_per_fwd']} us/fwd, "
+            f"SFU loss {result['sfu_loss_pct']}%",
+            flush=True,
+        )
+    report["machine"]["srtp_profile_negotiated"] = sorted(profiles)
+    if args.sweep:
+        report["sweep"] = []
+        sweep_fanouts = [
+            int(x) for x in (args.sweep_fanouts or args.fanouts).split(",") if x.strip()
+        ]
+        for fanout in sweep_fanouts:
+            print(
+                f"sweep fan-out {fanout} (x{args.sweep_factor} per step) ...",
+                flush=True,
+            )
+            sweep = await run_sweep(args, fanout)
+            report["sweep"].append(sweep)
+            print(
+                f"  no SFU loss up to {sweep['max_clean_in_pps']} pps in "
+                f"({sweep['max_clean_forwarded_pps']} forwarded); first loss at "
+                f"{sweep['first_loss_in_pps']} pps; stopped by: {sweep['stopped_by']}",
+                flush=True,
+            )
+    if args.profile:
+        report["profile"] = []
+        profile_fanouts = [
+            int(x) for x in (args.profile_fanouts or args.fanouts).split(",") if x.strip()
+        ]
+        for fanout in profile_fanouts:
+            print(f"profiling the SFU at fan-out {fanout} with py-spy ...", flush=True)
+            report["profile"].append(await run_profile(args, fanout, out_dir))
+    print()
+    print_table(report["results"])
+    print(f"SRTP profile negotiated: {', '.join(sorted(profiles))}")
+    for p in report.get("profile", []):
+        if "error" in p:
+            print(f"profile K={p['fanout']}: {p['error']}")
+            continue
+        print(
+            f"where the time goes at K={p['fanout']} (us per incoming packet, {p['samples']} samples):"
+        )
+        for k, v in sorted(p["us_per_incoming_packet"].items(), key=lambda kv: -kv[1]):
+            print(f"  {k:<46} {v:>7.2f} us  ({p['share_of_cpu_pct'][k]:.1f}%)")
+    digests = {r.get("sfu_source_digest") for r in report["results"]}
+    digests |= {r.get("sfu_source_digest") for r in report.get("sweep", [])}
+    digests |= {r.get("sfu_source_digest") for r in report.get("profile", [])}
+    digests.discard(None)
+    report["sfu_source_changed_during_run"] = len(digests) > 1
+    if len(digests) > 1:
+        print("WARNING: sfu/ or signaling/ changed during the run; figures mix versions")
+    report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.json}")
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument(
+        "--fanouts", default="1,4,16", help="comma-separated subscriber counts (default 1,4,16)"
+    )
+    p.add_argument(
+        "--pps", type=float, default=5000, help="publisher packets per second (default 5000)"
+    )
+    p.add_argument(
+        "--max-forwarded-pps",
+        type=float,
+        default=12000.0,
+        help="cap the publisher rate at this / K so the SFU stays below saturation (0: no cap)",
+    )
+    p.add_argument(
+        "--frame-packets", type=int, default=10, help="packets per (key)frame (default 10)"
+    )
+    p.add_argument(
+        "--warmup", type=float, default=2.0, help="seconds after all subscribers get media"
+    )
+    p.add_argument(
+        "--window", type=float, default=8.0, help="measurement window in seconds (default 8)"
+    )
+    p.add_argument(
+        "--repeat", type=int, default=2, help="windows per fan-out; the least disturbed is kept"
+    )
+    p.add_argument(
+        "--max-foreign",
+        type=float,
+        default=10.0,
+        help="wait before a window until other processes use at most this %% of a core",
+    )
+    p.add_argument(
+        "--quiet-timeout", type=float, default=60.0, help="longest wait for that, seconds"
+    )
+    p.add_argument("--drain", type=float, default=0.3, help="seconds to let in-flight packets land")
+    p.add_argument(
+        "--client-procs", type=int, default=2, help="processes for the subscribers (default 2)"
+    )
+    p.add_argument(
+        "--client-rcvbuf",
+        type=int,
+        default=4 << 20,
+        help="SO_RCVBUF of client sockets (0: default)",
+    )
+    p.add_argument(
+        "--srtp",
+        choices=[*SRTP_PROFILE_NAMES, "any"],
+        default="aes256gcm",
+        help="DTLS-SRTP profile the clients accept (default aes256gcm)",
+    )
+    p.add_argument(
+        "--no-pin", dest="pin", action="store_false", help="do not pin the SFU/clients to cores 0/1"
+    )
+    p.add_argument(
+        "--json",
+        default=str(REPO / "bench" / "results" / "forwarding.json"),
+        help="output JSON path",
+    )
+    p.add_argument(
+        "--sweep", action="store_true", help="also raise the rate until SFU loss appears"
+    )
+    p.add_argument("--sweep-fanouts", default=None, help="fan-outs to sweep (default: --fanouts)")
+    p.add_argument(
+        "--sweep-start", type=float, default=0.0, help="first sweep rate (default 4000/K pps)"
+    )
+    p.add_argument("--sweep-factor", type=float, default=1.25)
+    p.add_argument("--sweep-max", type=float, default=60000.0)
+    p.add_argument("--sweep-steps", type=int, default=20)
+    p.add_argument("--sweep-settle", type=float, default=1.0)
+    p.add_argument("--sweep-window", type=float, default=4.0)
+    p.add_argument(
+        "--sweep-stop-loss",
+        type=float,
+        default=1.0,
+        help="sweep stops once SFU loss exceeds this %% (default 1)",
+    )
+    p.add_argument(
+        "--loss-threshold", type=float, default=0.1, help="SFU loss %% that counts as saturation"
+    )
+    p.add_argument("--profile", action="store_true", help="also sample the SFU with py-spy")
+    p.add_argument(
+        "--profile-fanouts", default=None, help="fan-outs to profile (default: --fanouts)"
+    )
+    p.add_argument("--profile-rate", type=int, default=200, help="py-spy samples per second")
+    p.add_argument(
+        "--profile-blocking",
+        action="store_true",
+        help="let py-spy pause the SFU for each sample (default --nonblocking, which matched "
+        "the measured CPU time here; blocking mode over-counted syscalls)",
+    )
+    p.add_argument(
+        "--no-batch-reads",
+        dest="batch_reads",
+        action="store_false",
+        help="subscribers read one datagram per event-loop turn (asyncio default)",
+    )
+    p.add_argument(
+        "--no-calibrate",
+        dest="calibrate",
+        action="store_false",
+        help="skip timing each step of the SFU path in isolation",
+    )
+    p.add_argument("--gc-log", action="store_true", help="server prints GC pauses >= 5 ms")
+    p.add_argument("--max-seconds", type=float, default=1800.0, help="hard bound on the whole run")
+    # worker-side (internal)
+    p.add_argument(
+        "--worker", choices=["server", "publisher", "subscribers"], help=argparse.SUPPRESS
+    )
+    p.add_argument("--cpu", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--url", default="", help=argparse.SUPPRESS)
+    p.add_argument("--room", default="bench", help=argparse.SUPPRESS)
+    p.add_argument("--count", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--name-prefix", default="sub", help=argparse.SUPPRESS)
+    return p
+
+
+async def _main_async(args: argparse.Namespace) -> int:
+    task = asyncio.ensure_future(orchestrate(args))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await asyncio.wait_for(task, args.max_seconds)
+    except (asyncio.CancelledError, TimeoutError):
+        print("forwarding bench: interrupted or out of time", file=sys.stderr)
+        return 1
+    except BenchError as exc:
+        print(f"forwarding bench failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.worker:
+        return worker_main(args)
+    ensure_loopback_namespace()
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        print("forwarding bench: fewer than 2 CPUs available, not pinning", file=sys.stderr)
+        args.pin = False
+    if args.pin and not {SERVER_CPU, CLIENT_CPU} <= os.sched_getaffinity(0):
+        args.pin = False
+    return asyncio.run(_main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
