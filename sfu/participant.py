@@ -37,6 +37,7 @@ from . import aiortc_adapter as adapter
 from .config import SfuConfig
 from .forwarder import EgressParams, Forwarder
 from .rtp.packet import RtpError, RtpView
+from .rtp.rtcp import build_nack, normalize_lost
 from .source import Source, SourceParams
 
 if TYPE_CHECKING:
@@ -346,7 +347,11 @@ class Participant:
         self._nack_timer = None
         if self.closed:
             return
-        self._send_nacks(self._loop.time())
+        try:
+            self._send_nacks(self._loop.time())
+        except Exception:  # never let one bad tick stop loss repair
+            logger.exception("participant %s: sending NACKs failed", self.id)
+            self._nack_sources.clear()
         if self._nack_sources:
             self._nack_timer = self._loop.call_later(NACK_INTERVAL, self._nack_tick)
 
@@ -364,11 +369,7 @@ class Participant:
         for source in list(self._nack_sources):
             due = source.nack.due(now)
             if due and source.ssrc is not None:
-                nack = RtcpRtpfbPacket(
-                    fmt=RTCP_RTPFB_NACK, ssrc=self._rtcp_ssrc, media_ssrc=source.ssrc
-                )
-                nack.lost = due
-                self._pub_port.send(bytes(nack))
+                self._pub_port.send(build_nack(self._rtcp_ssrc, source.ssrc, due))
             if not len(source.nack):
                 self._nack_sources.discard(source)
 
@@ -582,7 +583,7 @@ class Participant:
                 forwarder = self._by_out_ssrc.get(packet.media_ssrc)
                 if forwarder is not None:
                     self.counters["nacks_in"] += 1
-                    self.counters["rtx_sent"] += forwarder.on_nack(packet.lost, now)
+                    self.counters["rtx_sent"] += forwarder.on_nack(normalize_lost(packet.lost), now)
             elif isinstance(packet, RtcpPsfbPacket):
                 if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
                     targets = [packet.media_ssrc]

@@ -1,0 +1,22 @@
+"""RTCP packets Parley builds itself (aiortc's builders assume no sequence wraparound)."""
+
+from __future__ import annotations
+
+from struct import pack
+
+from ..nack import pack_nack_items
+
+RTCP_RTPFB = 205
+RTCP_RTPFB_NACK = 1
+
+
+def build_nack(sender_ssrc: int, media_ssrc: int, seqs: list[int]) -> bytes:
+    """A generic NACK (RFC 4585 §6.2.1) for ``seqs``, correct across 65535 → 0."""
+    fci = b"".join(pack("!HH", pid, blp) for pid, blp in pack_nack_items(seqs))
+    payload = pack("!LL", sender_ssrc, media_ssrc) + fci
+    return pack("!BBH", 0x80 | RTCP_RTPFB_NACK, RTCP_RTPFB, len(payload) // 4) + payload
+
+
+def normalize_lost(lost: list[int]) -> list[int]:
+    """aiortc's NACK parser can return values above 65535 (pid + offset): wrap them."""
+    return [seq & 0xFFFF for seq in lost]
