@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -314,6 +316,10 @@ def restrict_codecs(transceiver: RTCRtpTransceiver, allowed: set[str]) -> bool:
 # ----------------------------------------------------------- ingress / egress
 
 
+#: Datagrams read per readiness event on the fast path, and the largest datagram.
+READ_BATCH = 64
+RECV_SIZE = 2048
+
 RtpHandler = Callable[[bytes, float], None]
 RtcpHandler = Callable[[bytes, float], None]
 
@@ -337,8 +343,9 @@ class MediaPort:
         self.rx_packets = 0
         self.rx_errors = 0
         self.tx_packets = 0
-        self.tx_bytes = 0
         self.tx_errors = 0
+        self._send_rtp: Callable[[bytes], None] | None = None
+        self._sockets: list[socket.socket] = []
 
         async def handle_rtp(data: bytes, arrival_time_ms: int) -> None:
             self._rtp_in(data)
@@ -369,7 +376,13 @@ class MediaPort:
             logger.exception("RTCP handler failed")
 
     def install_fast_path(self) -> bool:
-        """Handle SRTP synchronously in the UDP protocol once DTLS is connected."""
+        """Handle SRTP synchronously in the UDP protocol once DTLS is connected.
+
+        Each of the ICE connection's sockets then gets a reader that drains up to
+        ``READ_BATCH`` datagrams per readiness event (asyncio reads one per event
+        loop iteration); SRTP/SRTCP is unprotected and handed to Parley in the same
+        call, everything else (STUN, DTLS) goes to aioice as before.
+        """
         if self._fast_path or self._closed:
             return self._fast_path
         dtls = self._dtls
@@ -402,10 +415,65 @@ class MediaPort:
                 _original(data, addr)
 
             protocol.datagram_received = datagram_received  # type: ignore[method-assign]
+            self._batch_reads(protocol, datagram_received)
+
+        pair = connection._nominated.get(1)
+        if pair is not None:
+            protect = dtls._tx_srtp.protect
+            sendto = pair.protocol.transport.sendto
+            remote = pair.remote_addr
+
+            def send_rtp(data: bytes) -> None:
+                sendto(protect(data), remote)
+
+            self._send_rtp = send_rtp
         self._fast_path = True
         return True
 
+    def _batch_reads(
+        self,
+        protocol: aioice_ice.StunProtocol,
+        handler: Callable[[bytes | str, tuple[Any, ...]], None],
+    ) -> None:
+        transport = protocol.transport
+        raw = transport.get_extra_info("socket")
+        if raw is None or transport.is_closing():
+            return
+        # Our own handle on the same socket: asyncio refuses add_reader on a transport's fd.
+        sock = socket.socket(fileno=os.dup(raw.fileno()))
+        sock.setblocking(False)
+        self._sockets.append(sock)
+        recvfrom = sock.recvfrom
+
+        def read_ready() -> None:
+            for _ in range(READ_BATCH):
+                try:
+                    data, addr = recvfrom(RECV_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
+                    protocol.error_received(exc)
+                    return
+                handler(data, addr)
+
+        transport.pause_reading()  # asyncio's one-datagram-per-iteration reader
+        self._loop.add_reader(sock.fileno(), read_ready)
+
+    def send_rtp(self, data: bytes) -> bool:
+        """Protect and send one RTP packet (the per-forwarded-packet path)."""
+        fast = self._send_rtp
+        if fast is None or self._closed:
+            return self.send(data)
+        try:
+            fast(data)
+        except pylibsrtp.Error:
+            self.tx_errors += 1
+            return False
+        self.tx_packets += 1
+        return True
+
     def send(self, data: bytes) -> bool:
+        """Protect and send one RTP or RTCP packet."""
         dtls = self._dtls
         if self._closed or dtls.state != "connected":
             return False
@@ -422,7 +490,6 @@ class MediaPort:
             return False
         pair.protocol.transport.sendto(packet, pair.remote_addr)
         self.tx_packets += 1
-        self.tx_bytes += len(packet)
         return True
 
     def write_buffer_size(self) -> int:
@@ -433,6 +500,11 @@ class MediaPort:
 
     def close(self) -> None:
         self._closed = True
+        self._send_rtp = None
+        for sock in self._sockets:
+            self._loop.remove_reader(sock.fileno())
+            sock.close()  # only our duplicate: the transport closes the original
+        self._sockets.clear()
 
 
 # ------------------------------------------------------------------ SDP facts

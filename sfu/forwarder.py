@@ -60,8 +60,8 @@ class Forwarder:
             source.clock_rate,
             first_seq=random.randrange(0, 0x8000),
             first_ts=random.getrandbits(32),
-            first_pid=random.randrange(0, 0x7FFF),
-            first_tl0=random.randrange(0, 0xFF),
+            first_pid=None,  # the first input keeps its ids: no descriptor rewrite
+            first_tl0=None,
         )
         self.paused = False
         self.closed = False
@@ -75,9 +75,17 @@ class Forwarder:
         self.rtt: float | None = None
         self.remb: int | None = None
         self._rtx_seq = random.randrange(0, 0x8000)
-        self._mid_element = b""
         self._al_id = 0
         self._ast_id = 0
+        self._ast_byte = b""
+        self._has_ext = False
+        self._b0 = 0x80
+        self._pt = 0
+        self._ssrc = 0
+        self._rtx_pt = 0
+        self._rtx_ssrc: int | None = None
+        self._ext_plain = (b"", b"")
+        self._ext_with_level = (b"", b"")
         self._sr_sent: dict[int, float] = {}
 
     # ------------------------------------------------------------ configuration
@@ -86,9 +94,25 @@ class Forwarder:
         self.params = params
         mid = params.mid.encode()
         mid_id = params.extensions.get(MID_URI, 0)
-        self._mid_element = bytes((_element(mid_id, len(mid)),)) + mid if mid_id and mid else b""
+        mid_element = bytes((_element(mid_id, len(mid)),)) + mid if mid_id and mid else b""
         self._al_id = params.extensions.get(AUDIO_LEVEL_URI, 0)
         self._ast_id = params.extensions.get(ABS_SEND_TIME_URI, 0)
+        self._ast_byte = bytes((_element(self._ast_id, 3),)) if self._ast_id else b""
+        self._has_ext = bool(mid_element or self._al_id or self._ast_id)
+        self._b0 = 0x90 if self._has_ext else 0x80
+        self._pt = params.payload_type
+        self._ssrc = params.ssrc
+        self._rtx_pt = params.rtx_payload_type or 0
+        self._rtx_ssrc = params.rtx_ssrc if params.rtx_payload_type is not None else None
+
+        def layout(with_level: bool) -> tuple[bytes, bytes]:
+            size = len(mid_element) + (2 if with_level else 0) + (4 if self._ast_id else 0)
+            pad = -size % 4
+            head = _EXT_HDR.pack(0xBEDE, (size + pad) >> 2) + mid_element
+            return head, b"\x00" * pad
+
+        self._ext_plain = layout(False)
+        self._ext_with_level = layout(True)
 
     @property
     def started(self) -> bool:
@@ -97,18 +121,16 @@ class Forwarder:
     # ------------------------------------------------------------ packet path
 
     def _extension(self, pkt: RtpView, now: float) -> bytes:
-        body = self._mid_element
-        if self._al_id and pkt.audio_level >= 0:
-            body += bytes((self._al_id << 4, pkt.audio_level))
+        """The subscriber leg's extension block: MID, audio level, abs-send-time."""
+        level = pkt.audio_level if self._al_id else -1
+        prefix, pad = self._ext_with_level if level >= 0 else self._ext_plain
+        body = prefix
+        if level >= 0:
+            body += bytes((self._al_id << 4, level))
         if self._ast_id:
-            ast = int(now * 262144.0) & 0xFFFFFF
-            body += bytes((_element(self._ast_id, 3), ast >> 16, (ast >> 8) & 0xFF, ast & 0xFF))
-        if not body:
-            return b""
-        pad = -len(body) % 4
-        if pad:
-            body += b"\x00" * pad
-        return _EXT_HDR.pack(0xBEDE, len(body) >> 2) + body
+            ast = pkt.abs_send_time or (int(now * 262144.0) & 0xFFFFFF).to_bytes(3, "big")
+            body += self._ast_byte + ast
+        return body + pad
 
     def _render(
         self,
@@ -118,8 +140,6 @@ class Forwarder:
         now: float,
         rtx: bool = False,
     ) -> tuple[bytes, int, int, int]:
-        params = self.params
-        assert params is not None
         rw = self.rewriter
         out_ts = (pkt.timestamp + rw.ts_offset) & 0xFFFFFFFF
         data = pkt.data
@@ -129,28 +149,28 @@ class Forwarder:
                 pid = rw.picture_id(vp8.picture_id)
             if vp8.tl0picidx >= 0:
                 tl0 = (vp8.tl0picidx + rw.tl0_offset) & 0xFF
-            payload = (
-                build_vp8_descriptor(vp8, pid, tl0)
-                + data[pkt.payload_start + vp8.size : pkt.payload_end]
-            )
+            if rw.pid_offset or rw.tl0_offset or vp8.picture_id_bits == 7:
+                payload = (
+                    build_vp8_descriptor(vp8, pid, tl0)
+                    + data[pkt.payload_start + vp8.size : pkt.payload_end]
+                )
+            else:  # ids pass through unchanged
+                payload = data[pkt.payload_start : pkt.payload_end]
         else:
             payload = data[pkt.payload_start : pkt.payload_end]
-        ext = self._extension(pkt, now)
-        b0 = 0x90 if ext else 0x80
-        if rtx and params.rtx_payload_type is not None and params.rtx_ssrc is not None:
+        ext = self._extension(pkt, now) if self._has_ext else b""
+        if rtx and self._rtx_ssrc is not None:
             header = _HDR.pack(
-                b0,
-                (pkt.marker << 7) | params.rtx_payload_type,
+                self._b0,
+                (pkt.marker << 7) | self._rtx_pt,
                 self._rtx_seq,
                 out_ts,
-                params.rtx_ssrc,
+                self._rtx_ssrc,
             )
             self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
             payload = out_seq.to_bytes(2, "big") + payload
         else:
-            header = _HDR.pack(
-                b0, (pkt.marker << 7) | params.payload_type, out_seq, out_ts, params.ssrc
-            )
+            header = _HDR.pack(self._b0, (pkt.marker << 7) | self._pt, out_seq, out_ts, self._ssrc)
         return header + ext + payload, out_ts, pid, tl0
 
     def forward(self, pkt: RtpView, vp8: Vp8Descriptor | None, now: float) -> None:

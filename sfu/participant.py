@@ -560,7 +560,7 @@ class Participant:
     # PacketSink
     def send_rtp(self, data: bytes) -> bool:
         port = self._sub_port
-        return port is not None and port.send(data)
+        return port is not None and port.send_rtp(data)
 
     def _on_subscriber_rtp(self, data: bytes, now: float) -> None:
         pass  # a subscribe connection carries no media towards the SFU

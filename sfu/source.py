@@ -120,8 +120,11 @@ class Source:
                 if vp8.width:
                     self.width, self.height = vp8.width, vp8.height
         self.cache.store(seq, pkt.data, (pkt, vp8))
-        for forwarder in self.forwarders:
-            forwarder.forward(pkt, vp8, now)
+        forwarders = self.forwarders
+        if forwarders:
+            pkt.abs_send_time = (int(now * 262144.0) & 0xFFFFFF).to_bytes(3, "big")
+            for forwarder in forwarders:
+                forwarder.forward(pkt, vp8, now)
 
     def on_rtx(self, pkt: RtpView, now: float) -> None:
         """An RTX packet: forwarded only when it repairs a loss we asked for."""

@@ -40,6 +40,7 @@ class RtpView:
         "payload_end",
         "padding",
         "audio_level",
+        "abs_send_time",
     )
 
     def __init__(self, data: bytes) -> None:
@@ -52,6 +53,8 @@ class RtpView:
         self.data = data
         #: the ssrc-audio-level byte, set by the Source that knows the extension id (-1: none)
         self.audio_level = -1
+        #: the 3-byte abs-send-time value forwarded copies carry, set by the Source
+        self.abs_send_time = b""
         self.payload_type = b1 & 0x7F
         self.marker = b1 >> 7
         self.seq = seq

@@ -38,10 +38,16 @@ class StreamRewriter:
         "out_tl0",
         "out_time",
         "history",
+        "keep_first",
     )
 
     def __init__(
-        self, clock_rate: int, first_seq: int, first_ts: int, first_pid: int = 0, first_tl0: int = 0
+        self,
+        clock_rate: int,
+        first_seq: int,
+        first_ts: int,
+        first_pid: int | None = 0,
+        first_tl0: int | None = 0,
     ) -> None:
         self.clock_rate = clock_rate
         self.started = False
@@ -59,8 +65,11 @@ class StreamRewriter:
         #: ``out_seq`` extended (it never wraps), to order the history entries.
         self.out_ext = self.out_seq
         self.out_ts = first_ts & _U32
-        self.out_pid = (first_pid - 1) & 0x7FFF
-        self.out_tl0 = (first_tl0 - 1) & 0xFF
+        #: first_pid None: the first input keeps its picture ids and TL0PICIDX (no
+        #: descriptor rewrite until an input switch needs one)
+        self.keep_first = first_pid is None or first_tl0 is None
+        self.out_pid = ((first_pid or 0) - 1) & 0x7FFF
+        self.out_tl0 = ((first_tl0 or 0) - 1) & 0xFF
         self.out_time: float | None = None
         #: (first output seq extended like ``out_ext``, seq offset, input ssrc) of each
         #: mapping, newest last
@@ -84,12 +93,13 @@ class StreamRewriter:
             gap = max(1, round((now - self.out_time) * self.clock_rate))
         self.ts_offset = (self.out_ts + gap - in_ts) & _U32
         self.pid_bits = pid_bits or 15
+        keep = self.keep_first and not self.started
         if in_pid >= 0:
             self.in_pid_last = in_pid
             self.in_pid_ext = in_pid
-            self.pid_offset = self.out_pid + 1 - in_pid
+            self.pid_offset = 0 if keep else self.out_pid + 1 - in_pid
         if in_tl0 >= 0:
-            self.tl0_offset = (self.out_tl0 + 1 - in_tl0) & 0xFF
+            self.tl0_offset = 0 if keep else (self.out_tl0 + 1 - in_tl0) & 0xFF
         self.in_ssrc = in_ssrc
         self.switch_in_seq = in_seq
         self.started = True
