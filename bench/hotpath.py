@@ -68,7 +68,7 @@ def make_packets(count: int, size: int) -> list[bytes]:
         header += seq.to_bytes(2, "big") + ts.to_bytes(4, "big") + SSRC.to_bytes(4, "big")
         ext = b"\xbe\xde\x00\x01" + bytes([0x22, 1, 2, 3])  # abs-send-time, id 2
         desc = bytes([0x90 if start else 0x80, 0x80, 0x80 | (pid >> 8), pid & 0xFF])
-        vp8 = (b"\x10\x02\x00\x9d\x01\x2a\x80\x02\xe0\x01" if start else b"\x11\x00\x00")
+        vp8 = b"\x10\x02\x00\x9d\x01\x2a\x80\x02\xe0\x01" if start else b"\x11\x00\x00"
         body = header + ext + desc + vp8
         out.append(body + bytes(size - 16 - len(body)))  # 16 = GCM tag
         seq = (seq + 1) & 0xFFFF
@@ -169,13 +169,19 @@ def main() -> None:
                 )
             )
             source.add_forwarder(f, 0.0)
-        rx = Session(rx_policy)
-        now = [0.0]
-        ingest = source.on_rtp
 
-        def handle(data: bytes) -> None:
-            now[0] += 0.0002
-            ingest(RtpView(rx.unprotect(data)), now[0])
+        def make_handler(
+            ingest: Callable[[RtpView, float], None], unprotect: Callable[[bytes], bytes]
+        ) -> Callable[[bytes], None]:
+            clock = [0.0]
+
+            def ingest_one(data: bytes) -> None:
+                clock[0] += 0.0002
+                ingest(RtpView(unprotect(data)), clock[0])
+
+            return ingest_one
+
+        handle = make_handler(source.on_rtp, Session(rx_policy).unprotect)
 
         n = max(2000, args.packets // k)
         total = 0.0
@@ -188,9 +194,15 @@ def main() -> None:
         per_in = total / done
         per_fwd = per_in / k
         sent = sum(f.packets_sent for f in source.forwarders)
-        print(f"fan-out {k:3d}: {per_in:7.2f} µs per incoming packet, {per_fwd:6.2f} µs per forwarded packet ({sent} sent)")
+        print(
+            f"fan-out {k:3d}: {per_in:7.2f} µs per incoming packet, {per_fwd:6.2f} µs per forwarded packet ({sent} sent)"
+        )
         results["fanouts"].append(  # type: ignore[union-attr]
-            {"fanout": k, "us_per_incoming": round(per_in, 2), "us_per_forwarded": round(per_fwd, 2)}
+            {
+                "fanout": k,
+                "us_per_incoming": round(per_in, 2),
+                "us_per_forwarded": round(per_fwd, 2),
+            }
         )
         source.close()
 
