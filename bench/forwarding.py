@@ -683,7 +683,7 @@ def run_server(args: argparse.Namespace) -> None:
     config = ServerConfig(sfu=SfuConfig(ice=IceConfig(addresses=("127.0.0.1",))))
     if args.gc_log:
         _log_gc_pauses()
-    web.run_app(create_app(config), host="127.0.0.1", port=args.port, print=None)
+    web.run_app(create_app(config, freeze_gc=True), host="127.0.0.1", port=args.port, print=None)
 
 
 def worker_main(args: argparse.Namespace) -> int:

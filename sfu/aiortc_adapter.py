@@ -26,6 +26,7 @@ Hooks, all installed per instance (nothing is patched globally):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -319,6 +320,8 @@ def restrict_codecs(transceiver: RTCRtpTransceiver, allowed: set[str]) -> bool:
 #: Datagrams read per readiness event on the fast path, and the largest datagram.
 READ_BATCH = 64
 RECV_SIZE = 2048
+#: Receive buffer asked for the media sockets (the kernel caps it at net.core.rmem_max).
+RECV_BUFFER_BYTES = 4 * 1024 * 1024
 
 RtpHandler = Callable[[bytes, float], None]
 RtcpHandler = Callable[[bytes, float], None]
@@ -442,6 +445,9 @@ class MediaPort:
         # Our own handle on the same socket: asyncio refuses add_reader on a transport's fd.
         sock = socket.socket(fileno=os.dup(raw.fileno()))
         sock.setblocking(False)
+        # Room for bursts and short stalls (GC, a slow callback); capped by net.core.rmem_max.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER_BYTES)
         self._sockets.append(sock)
         recvfrom = sock.recvfrom
 

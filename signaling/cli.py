@@ -54,7 +54,10 @@ def serve_main(argv: list[str]) -> int:
     )
     config = ServerConfig(sfu=SfuConfig(ice=ice), max_message_bytes=args.max_message_bytes)
     web.run_app(
-        create_app(config), host=args.host, port=args.port, print=lambda s: print(s, flush=True)
+        create_app(config, freeze_gc=True),
+        host=args.host,
+        port=args.port,
+        print=lambda s: print(s, flush=True),
     )
     return 0
 

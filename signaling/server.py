@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ class Session:
         self._writer = asyncio.ensure_future(self._write_loop())
         self._renegotiate_task: asyncio.Task[None] | None = None
         self._publishing = False
+        self._leave_request_id: m.RequestId | None = None
 
     # ------------------------------------------------------------ sending
 
@@ -117,7 +119,7 @@ class Session:
 
     def closed(self, reason: str) -> None:
         if self.state == "joined":
-            self.send(m.Left(reason=reason))
+            self.send(m.Left(reason=reason, request_id=self._leave_request_id))
             self.state = "closed"
             # the websocket is closed once the goodbye is written
             self._out.put_nowait(None)
@@ -179,6 +181,7 @@ class Session:
                     forwarder = self.participant.subscriptions[message.track].forwarder
                     forwarder.paused = bool(message.paused)
             elif isinstance(message, m.Leave):
+                self._leave_request_id = rid
                 await self.participant.close("left")
         except NegotiationError as exc:
             self.error(exc.code, exc.message, name, rid)
@@ -336,7 +339,22 @@ def setup_parley(
     app.router.add_static(f"{prefix}/static/", web_root(), show_index=False)
 
 
-def create_app(config: ServerConfig | None = None) -> web.Application:
+async def freeze_startup_objects(app: web.Application) -> None:
+    """An ``on_startup`` hook for a process that runs Parley alone (``parley serve``).
+
+    Everything allocated at start-up (modules, aiortc, codec tables) lives as long as
+    the process: moving it out of the cyclic collector's reach stops full collections
+    from walking it, which stalled the event loop for 20-50 ms at a time under load
+    (see docs/benchmarks.md). It changes process-wide state, so embedders opt in.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def create_app(config: ServerConfig | None = None, *, freeze_gc: bool = False) -> web.Application:
+    """A new application serving Parley at ``/``; ``freeze_gc`` for a dedicated process."""
     app = web.Application()
     setup_parley(app, config)
+    if freeze_gc:
+        app.on_startup.append(freeze_startup_objects)
     return app

@@ -98,3 +98,41 @@ async def test_unanswered_subscribe_offer_removes_the_client(server_factory: Any
         summary = await publisher
     assert summary["ok"]
     assert "participant_left" in [e["type"] for e in summary["events"]]
+
+
+async def test_leave_is_answered_with_left_and_the_room_goes(server: RunningServer) -> None:
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"{server.url}/ws") as ws:
+        await ws.send_json({"type": "join", "room": "brief", "name": "visitor"})
+        assert (await ws.receive_json(timeout=5))["type"] == "joined"
+        assert "brief" in server.sfu.rooms
+        await ws.send_json({"type": "leave", "request_id": 9})
+        assert await ws.receive_json(timeout=5) == {
+            "type": "left",
+            "reason": "left",
+            "request_id": 9,
+        }
+        closing = await ws.receive(timeout=5)
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert "brief" not in server.sfu.rooms
+
+
+async def test_pausing_a_track_stops_its_forwarding(server: RunningServer) -> None:
+    """set_layer paused=true stops forwarding that track to this subscriber only."""
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"{server.url}/ws") as ws:
+        await ws.send_json({"type": "join", "room": "pause", "name": "raw"})
+        assert (await ws.receive_json(timeout=5))["type"] == "joined"
+        publisher = asyncio.ensure_future(
+            run_bot(BotConfig(url=server.url, room="pause", name="pub", duration=6.0))
+        )
+        offer = await _receive_until(ws, "subscribe_offer")
+        video = next(t["track"] for t in offer["tracks"].values() if t["kind"] == "video")
+        await ws.send_json({"type": "set_layer", "track": video, "paused": True, "request_id": 1})
+        await ws.send_json({"type": "set_layer", "track": "nope", "paused": True, "request_id": 2})
+        reply = await ws.receive_json(timeout=5)
+        assert (
+            reply["type"] == "error" and reply["code"] == "not_found" and reply["request_id"] == 2
+        )
+        room = server.sfu.rooms["pause"]
+        raw = next(p for p in room.participants.values() if p.name == "raw")
+        assert raw.subscriptions[video].forwarder.paused
+        await publisher
