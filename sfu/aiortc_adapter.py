@@ -397,6 +397,7 @@ class MediaPort:
         unprotect_rtcp = rx.unprotect_rtcp
         rtp_in = self._rtp_in
         rtcp_in = self._rtcp_in
+        own_sockets: dict[aioice_ice.StunProtocol, socket.socket | None] = {}
 
         for protocol in list(connection._protocols):
             original = protocol.datagram_received
@@ -418,13 +419,17 @@ class MediaPort:
                 _original(data, addr)
 
             protocol.datagram_received = datagram_received  # type: ignore[method-assign]
-            self._batch_reads(protocol, datagram_received)
+            own_sockets[protocol] = self._batch_reads(protocol, datagram_received)
 
         pair = connection._nominated.get(1)
         if pair is not None:
             protect = dtls._tx_srtp.protect
-            sendto = pair.protocol.transport.sendto
             remote = pair.remote_addr
+            sock = own_sockets.get(pair.protocol)
+            # Straight to the socket: asyncio's DatagramTransport.sendto adds only checks
+            # and a buffer for a socket that would block (a UDP send rarely does; such a
+            # packet is dropped and counted, as the network would).
+            sendto = sock.sendto if sock is not None else pair.protocol.transport.sendto
 
             def send_rtp(data: bytes) -> None:
                 sendto(protect(data), remote)
@@ -437,11 +442,12 @@ class MediaPort:
         self,
         protocol: aioice_ice.StunProtocol,
         handler: Callable[[bytes | str, tuple[Any, ...]], None],
-    ) -> None:
+    ) -> socket.socket | None:
+        """Read ``protocol``'s socket in batches; returns Parley's handle on that socket."""
         transport = protocol.transport
         raw = transport.get_extra_info("socket")
         if raw is None or transport.is_closing():
-            return
+            return None
         # Our own handle on the same socket: asyncio refuses add_reader on a transport's fd.
         sock = socket.socket(fileno=os.dup(raw.fileno()))
         sock.setblocking(False)
@@ -464,6 +470,7 @@ class MediaPort:
 
         transport.pause_reading()  # asyncio's one-datagram-per-iteration reader
         self._loop.add_reader(sock.fileno(), read_ready)
+        return sock
 
     def send_rtp(self, data: bytes) -> bool:
         """Protect and send one RTP packet (the per-forwarded-packet path)."""
@@ -472,7 +479,7 @@ class MediaPort:
             return self.send(data)
         try:
             fast(data)
-        except pylibsrtp.Error:
+        except (pylibsrtp.Error, OSError):  # OSError: a full socket buffer (BlockingIOError)
             self.tx_errors += 1
             return False
         self.tx_packets += 1
