@@ -20,7 +20,6 @@ from aiortc.rtp import (
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
-    RtcpPacket,
     RtcpPsfbPacket,
     RtcpReceiverInfo,
     RtcpRrPacket,
@@ -37,7 +36,7 @@ from . import aiortc_adapter as adapter
 from .config import SfuConfig
 from .forwarder import EgressParams, Forwarder
 from .rtp.packet import RtpError, RtpView
-from .rtp.rtcp import build_nack, normalize_lost
+from .rtp.rtcp import build_nack, normalize_lost, parse_rtcp
 from .source import Source, SourceParams
 
 if TYPE_CHECKING:
@@ -319,11 +318,7 @@ class Participant:
 
     def _on_publisher_rtcp(self, data: bytes, now: float) -> None:
         self.counters["rtcp_in"] += 1
-        try:
-            packets = RtcpPacket.parse(data)
-        except ValueError:
-            return
-        for packet in packets:
+        for packet in parse_rtcp(data):
             if isinstance(packet, RtcpSrPacket):
                 source = self._by_ssrc.get(packet.ssrc)
                 if source is not None:
@@ -567,11 +562,7 @@ class Participant:
 
     def _on_subscriber_rtcp(self, data: bytes, now: float) -> None:
         self.counters["rtcp_in"] += 1
-        try:
-            packets = RtcpPacket.parse(data)
-        except ValueError:
-            return
-        for packet in packets:
+        for packet in parse_rtcp(data):
             if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
                 for report in packet.reports:
                     forwarder = self._by_out_ssrc.get(report.ssrc)

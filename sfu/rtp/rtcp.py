@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import struct
 from struct import pack
+
+from aiortc.rtp import AnyRtcpPacket, RtcpPacket
 
 from ..nack import pack_nack_items
 
@@ -20,3 +23,11 @@ def build_nack(sender_ssrc: int, media_ssrc: int, seqs: list[int]) -> bytes:
 def normalize_lost(lost: list[int]) -> list[int]:
     """aiortc's NACK parser can return values above 65535 (pid + offset): wrap them."""
     return [seq & 0xFFFF for seq in lost]
+
+
+def parse_rtcp(data: bytes) -> list[AnyRtcpPacket]:
+    """A compound RTCP packet parsed with aiortc's parser; [] when it is malformed."""
+    try:
+        return RtcpPacket.parse(data)
+    except (ValueError, IndexError, struct.error):
+        return []

@@ -33,7 +33,15 @@ async def test_three_bots_decode_each_other(server: RunningServer) -> None:
     configs = [
         BotConfig(url=server.url, room="r1", name=n, duration=9.0) for n in ("ann", "bob", "cy")
     ]
-    summaries = await asyncio.gather(*(run_bot(c) for c in configs))
+    during: list[str] = []
+
+    async def probe() -> None:
+        await asyncio.sleep(4.0)
+        during.extend(_media_tasks())
+
+    *summaries, _ = await asyncio.gather(*(run_bot(c) for c in configs), probe())
+    # the probe does see the SFU's and aiortc's tasks while the call runs...
+    assert any("Participant._run" in t for t in during), during
     ids = {s["name"]: s["id"] for s in summaries}
     for summary in summaries:
         assert summary["joined"], summary
@@ -55,8 +63,23 @@ async def test_three_bots_decode_each_other(server: RunningServer) -> None:
                 assert t["packets_lost"] <= max(2, t["packets"] // 100), t
         # nobody receives their own media back
         assert not _tracks_from(summary, summary["id"])
-    # everyone left: the room is gone, nothing lingers
+    # ...and once everyone left, the room is gone and nothing lingers
     assert await _wait_for(lambda: not server.sfu.rooms, 5.0), server.sfu.rooms
+    assert await _wait_for(lambda: not _media_tasks(), 5.0), _media_tasks()
+
+
+def _media_tasks() -> list[str]:
+    """Tasks still running code of the SFU or of aiortc/aioice (peer connections, transports)."""
+    current = asyncio.current_task()
+    out = []
+    for task in asyncio.all_tasks():
+        if task is current or task.done():
+            continue
+        code = getattr(task.get_coro(), "cr_code", None)
+        where = code.co_filename if code is not None else ""
+        if any(part in where for part in ("/sfu/", "/aiortc/", "/aioice/")):
+            out.append(f"{task.get_coro().__qualname__} ({where})")
+    return out
 
 
 async def test_leaver_disappears_from_subscriptions(server: RunningServer) -> None:

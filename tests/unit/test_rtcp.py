@@ -6,7 +6,7 @@ from aiortc.rtp import RtcpPacket, RtcpRtpfbPacket
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sfu.rtp.rtcp import build_nack, normalize_lost
+from sfu.rtp.rtcp import build_nack, normalize_lost, parse_rtcp
 
 
 def _parse_nack(data: bytes) -> RtcpRtpfbPacket:
@@ -32,3 +32,15 @@ def test_nack_round_trip(base: int, offsets: list[int]) -> None:
     seqs = [(base + o) & 0xFFFF for o in sorted(offsets)]
     packet = _parse_nack(build_nack(3, 4, seqs))
     assert sorted(normalize_lost(packet.lost)) == sorted(seqs)
+
+
+@given(st.binary(max_size=200))
+def test_parse_rtcp_never_raises(data: bytes) -> None:
+    assert isinstance(parse_rtcp(data), list)
+
+
+def test_parse_rtcp_on_truncated_packets() -> None:
+    good = build_nack(1, 2, [5, 6])
+    assert len(parse_rtcp(good)) == 1
+    for cut in range(1, len(good)):
+        assert isinstance(parse_rtcp(good[:cut]), list)
