@@ -49,6 +49,8 @@ from aiortc import (
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpParameters
+from pylibsrtp._binding import ffi as srtp_ffi
+from pylibsrtp._binding import lib as srtp_lib
 
 from .config import IceConfig
 
@@ -82,6 +84,7 @@ HOOKED_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (aioice_ice.Connection, "build_request"),
     (aioice_ice.Connection, "remote_password"),
     (aioice_ice.StunProtocol, "datagram_received"),
+    (pylibsrtp.Session, "_srtp"),
 )
 
 
@@ -111,6 +114,7 @@ def check_hooks() -> None:
                 RTCRtpTransceiver: transceiver,
                 aioice_ice.Connection: connection,
                 aioice_ice.StunProtocol: aioice_ice.StunProtocol(connection),
+                pylibsrtp.Session: pylibsrtp.Session(),
             }
             for cls, name in HOOKED_ATTRIBUTES:
                 obj = instances[cls]
@@ -125,6 +129,9 @@ def check_hooks() -> None:
         asyncio.run(probe())
     else:  # pragma: no cover - called from sync code only
         raise RuntimeError("check_hooks() must be called outside an event loop")
+    for name in ("srtp_protect", "srtp_unprotect"):
+        if not hasattr(srtp_lib, name):
+            missing.append(f"pylibsrtp._binding.lib.{name}")
     if missing:
         raise AdapterError(
             "aiortc/aioice attributes Parley hooks are missing: " + ", ".join(missing)
@@ -327,6 +334,33 @@ RtpHandler = Callable[[bytes, float], None]
 RtcpHandler = Callable[[bytes, float], None]
 
 
+def srtp_transform(session: pylibsrtp.Session, protect: bool) -> Callable[[bytes], bytes]:
+    """``session.protect`` / ``session.unprotect`` for RTP without pylibsrtp's per-call
+    allocations (it allocates an ``int *`` and checks types on every packet).
+
+    The closure owns its buffer and keeps ``session`` alive. Raises ``pylibsrtp.Error``.
+    """
+    func = srtp_lib.srtp_protect if protect else srtp_lib.srtp_unprotect
+    limit = 1500 - (144 if protect else 0)
+    cdata = srtp_ffi.new("char[]", 1500)
+    buffer = srtp_ffi.buffer(cdata)
+    length = srtp_ffi.new("int *")
+    context = session._srtp[0]
+
+    def transform(data: bytes, _session: pylibsrtp.Session = session) -> bytes:
+        n = len(data)
+        if n > limit:
+            raise pylibsrtp.Error("packet is too long")
+        buffer[0:n] = data
+        length[0] = n
+        status = func(context, cdata, length)
+        if status:
+            raise pylibsrtp.Error(f"libsrtp status {status}")
+        return buffer[0 : length[0]]
+
+    return transform
+
+
 class MediaPort:
     """Raw decrypted RTP/RTCP in and out of one DTLS transport.
 
@@ -393,7 +427,7 @@ class MediaPort:
         if dtls.state != "connected" or rx is None:
             return False
         connection = ice_connection(dtls)
-        unprotect = rx.unprotect
+        unprotect = srtp_transform(rx, protect=False)
         unprotect_rtcp = rx.unprotect_rtcp
         rtp_in = self._rtp_in
         rtcp_in = self._rtcp_in
@@ -423,7 +457,7 @@ class MediaPort:
 
         pair = connection._nominated.get(1)
         if pair is not None:
-            protect = dtls._tx_srtp.protect
+            protect = srtp_transform(dtls._tx_srtp, protect=True)
             remote = pair.remote_addr
             sock = own_sockets.get(pair.protocol)
             # Straight to the socket: asyncio's DatagramTransport.sendto adds only checks
