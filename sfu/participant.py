@@ -144,13 +144,6 @@ class Participant:
             "rtx_sent": 0,
         }
 
-    def info(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "tracks": [{"id": t.id, "kind": t.kind} for t in self.tracks.values()],
-        }
-
     # =============================================================== publish
 
     async def publish(self, offer_sdp: str) -> tuple[str, list[PublishedTrack]]:

@@ -9,13 +9,10 @@ that passed, and VP8 picture ids / TL0PICIDX continue.
 
 from __future__ import annotations
 
+from ..seq import seq_diff
+
 _U16 = 0xFFFF
 _U32 = 0xFFFFFFFF
-
-
-def _signed(delta: int, bits: int) -> int:
-    half = 1 << (bits - 1)
-    return ((delta + half) & ((1 << bits) - 1)) - half
 
 
 class StreamRewriter:
@@ -112,7 +109,7 @@ class StreamRewriter:
         Once the input is far past the switch point the reference follows it, so it
         never ends up half the sequence space behind (where every packet looks older).
         """
-        d = _signed(in_seq - self.switch_in_seq, 16)
+        d = seq_diff(in_seq, self.switch_in_seq)
         if d < 0:
             return False
         if d > 0x4000:
@@ -131,7 +128,7 @@ class StreamRewriter:
         out_ext = self.out_ext
         for first, offset, _ in reversed(self.history):
             mapped = (in_seq + offset) & _U16
-            if out_ext + _signed(mapped - out_seq, 16) >= first:
+            if out_ext + seq_diff(mapped, out_seq) >= first:
                 return mapped
         return out
 
@@ -139,7 +136,7 @@ class StreamRewriter:
         return (in_ts + self.ts_offset) & _U32
 
     def picture_id(self, in_pid: int) -> int:
-        delta = _signed(in_pid - self.in_pid_last, self.pid_bits)
+        delta = seq_diff(in_pid, self.in_pid_last, self.pid_bits)
         if delta > 0:
             self.in_pid_last = in_pid
             self.in_pid_ext += delta
@@ -153,7 +150,7 @@ class StreamRewriter:
         self, out_seq: int, out_ts: int, now: float, out_pid: int = -1, out_tl0: int = -1
     ) -> None:
         """Record a packet as sent; only the newest one moves the continuation point."""
-        d = _signed(out_seq - self.out_seq, 16)
+        d = seq_diff(out_seq, self.out_seq)
         if d > 0:
             self.out_seq = out_seq
             self.out_ext += d
@@ -173,7 +170,7 @@ class StreamRewriter:
 
     def original(self, out_seq: int) -> tuple[int, int] | None:
         """(input ssrc, input seq) of a packet sent as ``out_seq``, for retransmission."""
-        d = _signed(out_seq - self.out_seq, 16)
+        d = seq_diff(out_seq, self.out_seq)
         if d > 0:
             return None  # not sent yet
         ext = self.out_ext + d
