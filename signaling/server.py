@@ -49,6 +49,9 @@ class ServerConfig:
     authorize: Authorize | None = None
 
 
+#: Server messages queued for one client before it is considered gone (it stopped reading).
+MAX_QUEUED_MESSAGES = 1000
+
 SFU_KEY = web.AppKey("parley_sfu", Sfu)
 CONFIG_KEY = web.AppKey("parley_config", ServerConfig)
 SESSIONS_KEY = web.AppKey("parley_sessions", set)
@@ -71,10 +74,18 @@ class Session:
         self._renegotiate_task: asyncio.Task[None] | None = None
         self._publishing = False
         self._leave_request_id: m.RequestId | None = None
+        self._overflowed = False
 
     # ------------------------------------------------------------ sending
 
     def send(self, message: m.ServerMessage) -> None:
+        if self._out.qsize() >= MAX_QUEUED_MESSAGES:
+            # a client that does not read what it is sent must not grow server memory
+            if not self._overflowed:
+                self._overflowed = True
+                logger.warning("closing a websocket whose client stopped reading")
+                asyncio.ensure_future(self.ws.close(code=1008, message=b"not reading"))
+            return
         if self.state != "closed" or isinstance(message, (m.Left, m.ErrorMessage)):
             self._out.put_nowait(message)
 
