@@ -19,6 +19,7 @@ serve: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 test: $(VENV)/.installed lint
 	$(PY) scripts/in_netns.py $(PY) -m pytest -q

@@ -33,7 +33,7 @@ import random
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pylibsrtp
 from aioice import ice as aioice_ice
@@ -311,7 +311,8 @@ def restrict_codecs(transceiver: RTCRtpTransceiver, allowed: set[str]) -> bool:
     for codec in transceiver._codecs:
         if codec.mimeType.lower() in allowed:
             kept.append(codec)
-            kept_pts.add(codec.payloadType)
+            if codec.payloadType is not None:
+                kept_pts.add(codec.payloadType)
     for codec in transceiver._codecs:
         if codec.mimeType.lower().endswith("/rtx") and codec.parameters.get("apt") in kept_pts:
             kept.append(codec)
@@ -502,7 +503,8 @@ class MediaPort:
                     return
                 handler(data, addr)
 
-        transport.pause_reading()  # asyncio's one-datagram-per-iteration reader
+        # asyncio's one-datagram-per-iteration reader (a selector transport has pause_reading)
+        cast(asyncio.ReadTransport, transport).pause_reading()
         self._loop.add_reader(sock.fileno(), read_ready)
         return sock
 
@@ -543,7 +545,7 @@ class MediaPort:
         pair = ice_connection(self._dtls)._nominated.get(1)
         if pair is None:
             return 0
-        return pair.protocol.transport.get_write_buffer_size()
+        return cast(asyncio.WriteTransport, pair.protocol.transport).get_write_buffer_size()
 
     def close(self) -> None:
         self._closed = True

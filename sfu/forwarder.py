@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from struct import Struct
-from typing import Protocol
+from typing import Protocol, cast
 
 from .rtp.packet import RtpView, Vp8Descriptor, build_vp8_descriptor
 from .rtp.rewrite import StreamRewriter
@@ -228,7 +228,7 @@ class Forwarder:
             entry = self.source.cache.get(original[1])
             if entry is None:
                 continue
-            pkt, vp8 = entry[1]  # type: ignore[misc]
+            pkt, vp8 = cast("tuple[RtpView, Vp8Descriptor | None]", entry[1])
             if pkt.ssrc != original[0]:
                 continue
             out, _, _, _ = self._render(pkt, vp8, out_seq, now, rtx=True)

@@ -216,6 +216,7 @@ class Participant:
                 continue
             codecs = adapter.negotiated_codecs(transceiver)
             primary = codecs[0]
+            assert primary.payloadType is not None  # negotiated codecs always have one
             rtx_pt = None
             for c in codecs:
                 if (
@@ -514,6 +515,7 @@ class Participant:
                 return
             ssrc, rtx_ssrc = adapter.sender_ssrcs(transceiver.sender)
             primary = params.primary_codec
+            assert primary.payloadType is not None  # negotiated codecs always have one
             sub.forwarder.configure(
                 EgressParams(
                     mid=params.mid,

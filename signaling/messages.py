@@ -594,8 +594,8 @@ def _parse(
 ) -> _T:
     data = _decode(raw, max_bytes)
     if not isinstance(data, dict):
-        kind = _JSON_KINDS.get(type(data), "null")
-        raise ProtocolError("not_object", f"message must be a JSON object, not {kind}")
+        json_kind = _JSON_KINDS.get(type(data), "null")
+        raise ProtocolError("not_object", f"message must be a JSON object, not {json_kind}")
     kind = data.get("type")
     parser = parsers.get(kind) if isinstance(kind, str) else None
     if parser is None:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import cast
 
 from aiohttp import WSMsgType, web
 
@@ -106,7 +107,10 @@ class Session:
         request: str | None = None,
         request_id: m.RequestId | None = None,
     ) -> None:
-        self.send(m.ErrorMessage(code=code, message=text, request=request, request_id=request_id))  # type: ignore[arg-type]
+        error_code = cast(m.ErrorCode, code)
+        self.send(
+            m.ErrorMessage(code=error_code, message=text, request=request, request_id=request_id)
+        )
 
     # ------------------------------------------------------------ ParticipantListener
 
@@ -117,9 +121,7 @@ class Session:
         self.send(m.ParticipantLeft(id=other.id))
 
     def track_published(self, other: Participant, track: PublishedTrack) -> None:
-        self.send(
-            m.TrackPublished(participant=other.id, track=m.TrackInfo(id=track.id, kind=track.kind))
-        )  # type: ignore[arg-type]
+        self.send(m.TrackPublished(participant=other.id, track=_track_info(track)))
 
     def track_unpublished(self, other: Participant, track: PublishedTrack) -> None:
         self.send(m.TrackUnpublished(participant=other.id, track=track.id))
@@ -155,7 +157,14 @@ class Session:
         if result is None:
             return
         sdp, mapping = result
-        tracks = {mid: m.SubscribedTrack(**info) for mid, info in mapping.items()}  # type: ignore[arg-type]
+        tracks = {
+            mid: m.SubscribedTrack(
+                participant=info["participant"],
+                track=info["track"],
+                kind=cast(m.TrackKind, info["kind"]),
+            )
+            for mid, info in mapping.items()
+        }
         self.send(m.SubscribeOffer(sdp=sdp, tracks=tracks))
 
     # ------------------------------------------------------------ receiving
@@ -248,7 +257,10 @@ class Session:
         self.send(
             m.PublishAnswer(
                 sdp=sdp,
-                tracks=tuple(m.PublishedTrack(id=t.id, kind=t.kind, mid=t.mid) for t in tracks),  # type: ignore[arg-type]
+                tracks=tuple(
+                    m.PublishedTrack(id=t.id, kind=cast(m.TrackKind, t.kind), mid=t.mid)
+                    for t in tracks
+                ),
                 request_id=message.request_id,
             )
         )
@@ -267,11 +279,15 @@ class Session:
             await self._writer
 
 
+def _track_info(track: PublishedTrack) -> m.TrackInfo:
+    return m.TrackInfo(id=track.id, kind=cast(m.TrackKind, track.kind))
+
+
 def _participant_info(p: Participant) -> m.ParticipantInfo:
     return m.ParticipantInfo(
         id=p.id,
         name=p.name,
-        tracks=tuple(m.TrackInfo(id=t.id, kind=t.kind) for t in p.tracks.values()),  # type: ignore[arg-type]
+        tracks=tuple(_track_info(t) for t in p.tracks.values()),
     )
 
 
