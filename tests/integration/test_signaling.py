@@ -136,3 +136,30 @@ async def test_pausing_a_track_stops_its_forwarding(server: RunningServer) -> No
         raw = next(p for p in room.participants.values() if p.name == "raw")
         assert raw.subscriptions[video].forwarder.paused
         await publisher
+
+
+async def test_bad_publish_offer_leaves_the_session_usable(server: RunningServer) -> None:
+    pc = create_peer_connection(IceConfig())
+    try:
+        pc.addTransceiver("audio", direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        async with aiohttp.ClientSession() as http, http.ws_connect(f"{server.url}/ws") as ws:
+            await ws.send_json({"type": "join", "room": "retry", "name": "clumsy"})
+            assert (await ws.receive_json(timeout=5))["type"] == "joined"
+            broken = pc.localDescription.sdp.replace("a=fingerprint:", "a=fingerprint-broken:")
+            for sdp in ("v=0\r\nnonsense\r\n", broken[: len(broken) // 2]):
+                await ws.send_json({"type": "publish_offer", "sdp": sdp, "request_id": "bad"})
+                reply = await ws.receive_json(timeout=5)
+                assert reply["type"] == "error" and reply["code"] in (
+                    "bad_sdp",
+                    "unsupported_media",
+                ), reply
+                assert reply["request_id"] == "bad"
+            await ws.send_json(
+                {"type": "publish_offer", "sdp": pc.localDescription.sdp, "request_id": "good"}
+            )
+            answer = await ws.receive_json(timeout=5)
+            assert answer["type"] == "publish_answer" and answer["request_id"] == "good", answer
+            assert [t["kind"] for t in answer["tracks"]] == ["audio"]
+    finally:
+        await pc.close()
