@@ -1254,13 +1254,21 @@ def _frame_category(func: str, path: str, line: int) -> str | None:
         return None
     text = linecache.getline(path, line) if line > 0 else ""
     if base == "aiortc_adapter.py":
+        if short == "srtp_unprotect":
+            return "SRTP unprotect"
+        if short == "srtp_protect":
+            return "SRTP protect"
+        if short == "read_ready":
+            if "recvfrom(" in text:
+                return "recvfrom (syscall + asyncio read)"
+            return "dispatch (fast path, demux, send wrapper)"
         if "unprotect" in text:
             return "SRTP unprotect"
         if ".protect(" in text or "protect_rtcp(" in text:
             return "SRTP protect"
         if "sendto(" in text:
             return "sendto (syscall incl. loopback delivery)"
-        if short in ("datagram_received", "_rtp_in", "send"):
+        if short in ("datagram_received", "_rtp_in", "send", "send_rtp"):
             return "dispatch (fast path, demux, send wrapper)"
         return "RTCP, timers, control"
     if base == "selector_events.py":

@@ -348,7 +348,7 @@ def srtp_transform(session: pylibsrtp.Session, protect: bool) -> Callable[[bytes
     length = srtp_ffi.new("int *")
     context = session._srtp[0]
 
-    def transform(data: bytes, _session: pylibsrtp.Session = session) -> bytes:
+    def srtp_transform_packet(data: bytes, _session: pylibsrtp.Session = session) -> bytes:
         n = len(data)
         if n > limit:
             raise pylibsrtp.Error("packet is too long")
@@ -359,7 +359,13 @@ def srtp_transform(session: pylibsrtp.Session, protect: bool) -> Callable[[bytes
             raise pylibsrtp.Error(f"libsrtp status {status}")
         return buffer[0 : length[0]]
 
-    return transform
+    # distinct names, so that profiles tell the two directions apart
+    srtp_transform_packet.__name__ = "srtp_protect" if protect else "srtp_unprotect"
+    srtp_transform_packet.__qualname__ = srtp_transform_packet.__name__
+    srtp_transform_packet.__code__ = srtp_transform_packet.__code__.replace(
+        co_name=srtp_transform_packet.__name__
+    )
+    return srtp_transform_packet
 
 
 class MediaPort:
