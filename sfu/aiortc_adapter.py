@@ -363,7 +363,7 @@ def srtp_transform(session: pylibsrtp.Session, protect: bool) -> Callable[[bytes
     srtp_transform_packet.__name__ = "srtp_protect" if protect else "srtp_unprotect"
     srtp_transform_packet.__qualname__ = srtp_transform_packet.__name__
     srtp_transform_packet.__code__ = srtp_transform_packet.__code__.replace(
-        co_name=srtp_transform_packet.__name__
+        co_name=srtp_transform_packet.__name__, co_qualname=srtp_transform_packet.__name__
     )
     return srtp_transform_packet
 
