@@ -1,7 +1,7 @@
 """The headless bot ("synthetic participant"): joins a room, publishes, subscribes, reports.
 
 ``parley bot --url http://HOST:PORT --room R --name N --duration S --json PATH`` calls
-:func:`main`. The bot speaks the signaling protocol of ``docs/protocol-spec.txt`` over
+:func:`main`. The bot speaks the signaling protocol of ``docs/protocol.md`` over
 ``{url}/ws``, publishes a tone and a test pattern (unless ``--no-publish``), decodes
 everything the server offers it and writes a JSON summary; see :meth:`Bot.summary`.
 

@@ -1,7 +1,7 @@
 """Typed messages of the Parley signaling protocol v1 and their JSON wire format.
 
-``docs/protocol-spec.txt`` is authoritative; ``docs/protocol.md`` is the user-facing
-description. This module is pure: no I/O, no websocket library.
+``docs/protocol.md`` documents the protocol; this module is its one schema. It is
+pure: no I/O, no websocket library.
 
 * ``parse_client_message`` validates one frame from a client and returns a frozen
   dataclass, or raises ``ProtocolError`` carrying the stable error code that the
