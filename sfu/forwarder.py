@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from struct import Struct
 from typing import Protocol, cast
 
-from .rtp.packet import RtpView, Vp8Descriptor, build_vp8_descriptor
+from .rtp.packet import RtpView, Vp8Descriptor, abs_send_time, build_vp8_descriptor
 from .rtp.rewrite import StreamRewriter
 from .source import Source
 
@@ -128,7 +128,7 @@ class Forwarder:
         if level >= 0:
             body += bytes((self._al_id << 4, level))
         if self._ast_id:
-            ast = pkt.abs_send_time or (int(now * 262144.0) & 0xFFFFFF).to_bytes(3, "big")
+            ast = pkt.abs_send_time or abs_send_time(now)
             body += self._ast_byte + ast
         return body + pad
 

@@ -436,10 +436,6 @@ class Participant:
         if not self.closed:
             self.listener.subscriptions_changed()
 
-    @property
-    def subscribe_offer_pending(self) -> bool:
-        return self._sub_offer_pending
-
     async def create_subscribe_offer(self) -> tuple[str, dict[str, dict[str, str]]] | None:
         """Offer the current subscriptions; None when nothing changed or an offer is in flight."""
         if self.closed or self._sub_offer_pending or not self._sub_dirty:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from .nack import NackGenerator
 from .packet_cache import PacketCache
 from .receive_stats import ReceiveStatistics
-from .rtp.packet import RtpError, RtpView, Vp8Descriptor
+from .rtp.packet import RtpError, RtpView, Vp8Descriptor, abs_send_time
 
 if TYPE_CHECKING:
     from .forwarder import Forwarder
@@ -122,7 +122,7 @@ class Source:
         self.cache.store(seq, pkt.data, (pkt, vp8))
         forwarders = self.forwarders
         if forwarders:
-            pkt.abs_send_time = (int(now * 262144.0) & 0xFFFFFF).to_bytes(3, "big")
+            pkt.abs_send_time = abs_send_time(now)
             for forwarder in forwarders:
                 forwarder.forward(pkt, vp8, now)
 

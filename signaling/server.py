@@ -135,13 +135,14 @@ class Session:
             self.send(m.Left(reason=reason, request_id=self._leave_request_id))
             self.state = "closed"
             # the websocket is closed once the goodbye is written
-            self._out.put_nowait(None)
-            asyncio.ensure_future(self._close_ws_after_writer())
+            asyncio.ensure_future(self._flush_and_close())
 
-    async def _close_ws_after_writer(self) -> None:
+    async def _flush_and_close(self, code: int = 1000, message: bytes = b"") -> None:
+        """Write what is queued, then close the websocket with ``code``."""
+        self._out.put_nowait(None)
         with contextlib.suppress(Exception):
             await self._writer
-            await self.ws.close()
+            await self.ws.close(code=code, message=message)
 
     async def _renegotiate(self) -> None:
         await asyncio.sleep(0)  # let a burst of changes coalesce (and `joined` go out first)
@@ -176,10 +177,7 @@ class Session:
             self.send(exc.to_message())
             if exc.code == "too_large":
                 # flush what is queued (the error included), then close with 1009
-                self._out.put_nowait(None)
-                with contextlib.suppress(Exception):
-                    await self._writer
-                await self.ws.close(code=m.TOO_LARGE_CLOSE_CODE, message=b"message too large")
+                await self._flush_and_close(m.TOO_LARGE_CLOSE_CODE, b"message too large")
             return
         name = message.type
         rid = message.request_id
