@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import re
 import sys
 import time
@@ -26,14 +27,29 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 
-from sfu.aiortc_adapter import create_peer_connection
+from sfu.aiortc_adapter import (
+    MediaPort,
+    NegotiatedRtp,
+    create_peer_connection,
+    describe_remote_media,
+    hook_sender,
+)
 from sfu.config import IceConfig, IceServer
 
 from .media import PatternTrack, ToneTrack
+from .simulcast import (
+    DEFAULT_LAYERS,
+    URI_RID,
+    MungedOffer,
+    SimulcastExtensions,
+    SimulcastSender,
+    SimulcastVideo,
+    munge_simulcast_offer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +87,25 @@ class TrackStats:
     max_gap: float = 0.0
     packets: int | None = None
     packets_lost: int | None = None
+    #: Changes of what the server forwards (``layer`` messages) after the first one.
+    layer_switches: int = 0
+    #: The last ``layer`` message's ``rid``, ``width``, ``height``, ``paused``.
+    layer: dict[str, Any] | None = None
+
+    def on_layer(
+        self, rid: str | None, paused: bool, width: int | None = None, height: int | None = None
+    ) -> bool:
+        """A ``layer`` message from the server; returns whether it is a switch (the rid or
+        ``paused`` differ from the previous message's; the first message is no switch)."""
+        previous = self.layer
+        switched = previous is not None and (previous["rid"], previous["paused"]) != (
+            rid,
+            paused,
+        )
+        if switched:
+            self.layer_switches += 1
+        self.layer = {"rid": rid, "width": width, "height": height, "paused": paused}
+        return switched
 
     def on_frame(self, now: float, width: int | None = None, height: int | None = None) -> None:
         """One decoded frame at ``now``; ``width``/``height`` for video frames."""
@@ -131,6 +166,8 @@ class TrackStats:
             "max_freeze_ms": _round(self.max_freeze_ms),
             "packets": self.packets,
             "packets_lost": self.packets_lost,
+            "layer_switches": self.layer_switches,
+            "layer": None if self.layer is None else dict(self.layer),
             "unpublished": self.unpublished_at is not None,
             "required": self.required(end, grace),
         }
@@ -166,6 +203,12 @@ class BotConfig:
     grace: float = DEFAULT_GRACE
     #: How long to wait for ``left`` after sending ``leave``.
     leave_timeout: float = 1.0
+    #: Publish video as three VP8 simulcast encodings (q/h/f), like Chromium.
+    simulcast: bool = False
+    #: Ask the server for at most this height of every remote video track (``set_layer``).
+    max_height: int | None = None
+    #: Frame rate of the published video (both paths).
+    fps: float = 15.0
 
     @property
     def ws_url(self) -> str:
@@ -221,6 +264,16 @@ class Bot:
         self._left_reason: str | None = None
         self._unattributed_frames = 0
         self._end: float | None = None
+        # simulcast publishing (config.simulcast)
+        self._munged: MungedOffer | None = None
+        self._video_sender: RTCRtpSender | None = None
+        self._simulcast: SimulcastSender | None = None
+        self._simulcast_video: SimulcastVideo | None = None
+        self._media_port: MediaPort | None = None
+        # set_layer requests: per-track overrides of config.max_height, and what was sent
+        self._max_height_overrides: dict[str, int] = {}
+        self._max_height_sent: dict[str, int] = {}
+        self._offered_tracks: set[str] = set()
 
     # -------------------------------------------------------------- lifecycle
 
@@ -274,6 +327,10 @@ class Bot:
             return
         self._closed = True
         self._stop.set()
+        if self._simulcast_video is not None:
+            await self._simulcast_video.close()
+        if self._media_port is not None:
+            self._media_port.close()
         for pc in (self._pub_pc, self._sub_pc):
             if pc is not None:
                 with contextlib.suppress(Exception):
@@ -301,6 +358,17 @@ class Bot:
                 stats.participant_name = self._names.get(stats.participant)
         tracks = sorted(self._tracks.values(), key=lambda t: (t.participant, t.kind, t.track))
         joined = self._joined_at is not None
+        simulcast: dict[str, Any] | None = None
+        if self._simulcast is not None:
+            simulcast = self._simulcast.summary()
+            video = self._simulcast_video
+            if video is not None:
+                frames = max((layer.stats.frames for layer in self._simulcast.layers), default=0)
+                simulcast["frames_skipped"] = video.frames_skipped
+                simulcast["send_failures"] = video.send_failures
+                simulcast["encode_ms_per_frame"] = _round(
+                    video.encode_seconds * 1000 / frames if frames else None
+                )
         return {
             "name": self.config.name,
             "room": self.config.room,
@@ -317,6 +385,7 @@ class Bot:
             "left_reason": self._left_reason,
             "unattributed_frames": self._unattributed_frames,
             "errors": list(self._errors),
+            "simulcast": simulcast,
             "ok": evaluate_ok(joined, tracks, end, grace),
         }
 
@@ -348,11 +417,86 @@ class Bot:
         pc = create_peer_connection(self._ice_config())
         self._pub_pc = pc
         self._watch(pc, "publish")
-        for track in (ToneTrack(), PatternTrack()):
+        if self.config.simulcast:
+            await self._publish_simulcast(pc)
+            return
+        for track in (ToneTrack(), PatternTrack(fps=self.config.fps)):
             self._local_tracks.append(track)
             pc.addTransceiver(track, direction="sendonly")
         await pc.setLocalDescription(await pc.createOffer())  # gathers before returning
         await self._send({"type": "publish_offer", "sdp": pc.localDescription.sdp})
+
+    async def _publish_simulcast(self, pc: RTCPeerConnection) -> None:
+        """Audio through aiortc's sender; video as three encodings sent by
+        :class:`SimulcastVideo` on the publish DTLS transport. aiortc's video
+        transceiver only negotiates (its sender is hooked and sends nothing), and the
+        offer text is munged to announce the RIDs (aiortc's SDP model has no simulcast)."""
+        tone = ToneTrack()
+        self._local_tracks.append(tone)
+        pc.addTransceiver(tone, direction="sendonly")
+        video = pc.addTransceiver("video", direction="sendonly")
+        self._video_sender = video.sender
+        hook_sender(video.sender, self._on_video_negotiated)
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState == "connected" and self._media_port is not None:
+                self._media_port.install_fast_path()
+
+        await pc.setLocalDescription(await pc.createOffer())  # gathers before returning
+        munged = munge_simulcast_offer(pc.localDescription.sdp, [s.rid for s in DEFAULT_LAYERS])
+        self._munged = munged
+        self._simulcast = SimulcastSender.create(
+            DEFAULT_LAYERS, munged.mid, munged.extensions, random.Random()
+        )
+        await self._send({"type": "publish_offer", "sdp": munged.sdp})
+
+    def _on_video_negotiated(self, negotiated: NegotiatedRtp) -> None:
+        """aiortc would start the video sender now (DTLS is up): start the simulcast path."""
+        sender = self._simulcast
+        port = self._media_port
+        if sender is None or port is None or self._closed:
+            return
+        vp8 = next((c for c in negotiated.codecs if c.mimeType.lower() == "video/vp8"), None)
+        if vp8 is None or vp8.payloadType is None:
+            self._error("simulcast", "VP8 was not negotiated for video")
+            return
+        rtx = negotiated.rtx_payload_type(vp8.payloadType)
+        sender.configure(vp8.payloadType, rtx, sender.layers[0].extensions)
+        if self._simulcast_video is None:
+            self._simulcast_video = SimulcastVideo(sender, port.send_rtp, self.config.fps)
+            self._simulcast_video.start()
+            self._event(self._clock(), "simulcast_started", payload_type=vp8.payloadType, rtx=rtx)
+
+    def _on_publish_rtcp(self, data: bytes, now: float) -> None:
+        video = self._simulcast_video
+        if video is not None:
+            video.on_rtcp(data)
+        elif self._simulcast is not None:  # before the first frame: note keyframe requests
+            self._simulcast.handle_rtcp(data)
+
+    def _apply_simulcast_answer(self, sdp: str) -> None:
+        """Take the extension ids from the server's answer and open the media port."""
+        munged, sender, video_sender = self._munged, self._simulcast, self._video_sender
+        if munged is None or sender is None or video_sender is None:
+            return
+        try:
+            media = next((m for m in describe_remote_media(sdp) if m.mid == munged.mid), None)
+        except ValueError:
+            media = None
+        if media is None or URI_RID not in media.extensions or "a=simulcast:" not in sdp:
+            self._event(self._clock(), "simulcast_not_negotiated", mid=munged.mid)
+            logger.warning("bot %s: the answer does not accept simulcast", self.config.name)
+        extensions = munged.extensions
+        if media is not None:
+            extensions = SimulcastExtensions.from_map(media.extensions, munged.extensions)
+        layer = sender.layers[0]
+        sender.configure(layer.payload_type, layer.rtx_payload_type, extensions)
+        if self._media_port is None:
+            dtls = video_sender.transport
+            self._media_port = MediaPort(dtls, lambda data, now: None, self._on_publish_rtcp)
+            if self._pub_pc is not None and self._pub_pc.connectionState == "connected":
+                self._media_port.install_fast_path()
 
     async def _leave(self) -> None:
         ws = self._ws
@@ -412,6 +556,7 @@ class Bot:
             return  # negotiations racing our own departure are moot
         if kind == "joined":
             self._on_joined(message, now)
+            await self._request_layers(self._known_video_tracks())
         elif kind == "error":
             self._on_error(message)
         elif kind == "publish_answer":
@@ -433,6 +578,8 @@ class Bot:
             track = message.get("track") or {}
             self._add_track(pid, track, now)
             self._event(now, kind, participant=pid, track=track.get("id"), kind=track.get("kind"))
+            if track.get("kind") == "video" and pid != self._id:
+                await self._request_layers([str(track.get("id"))])
         elif kind == "track_unpublished":
             key = (str(message.get("participant")), str(message.get("track")))
             if key in self._tracks:
@@ -444,6 +591,8 @@ class Bot:
             if not self._leaving:
                 self._event(now, kind, reason=self._left_reason)
                 self._stop.set()
+        elif kind == "layer":
+            self._on_layer(message, now)
         elif kind == "pong":
             pass
         else:
@@ -468,10 +617,83 @@ class Bot:
         if self._joined is not None and not self._joined.done():
             self._joined.set_result(None)
 
+    def _on_layer(self, message: dict[str, Any], now: float) -> None:
+        track = str(message.get("track"))
+        rid = message.get("rid")
+        rid = rid if isinstance(rid, str) else None
+        paused = message.get("paused") is True
+        width = message.get("width")
+        height = message.get("height")
+        width = width if isinstance(width, int) else None
+        height = height if isinstance(height, int) else None
+        switched = False
+        for stats in self._tracks.values():
+            if stats.track == track:
+                switched = stats.on_layer(rid, paused, width, height)
+        self._event(
+            now,
+            "layer",
+            track=track,
+            rid=rid,
+            width=width,
+            height=height,
+            paused=paused,
+            switch=switched,
+        )
+
+    # ------------------------------------------------------------ layer requests
+
+    async def set_max_height(self, track_id: str | None, max_height: int) -> None:
+        """Ask for at most ``max_height`` of one remote video track (``track_id``), or of
+        every remote video track and those published later (``None``). Sends
+        ``set_layer`` at once for the tracks known now."""
+        if track_id is None:
+            self.config.max_height = max_height
+            self._max_height_overrides.clear()
+            targets = self._known_video_tracks()
+        else:
+            self._max_height_overrides[track_id] = max_height
+            targets = [track_id]
+        await self._request_layers(targets, force=True)
+
+    def _known_video_tracks(self) -> list[str]:
+        return [
+            stats.track
+            for stats in self._tracks.values()
+            if stats.kind == "video" and stats.unpublished_at is None
+        ]
+
+    def _wanted_max_height(self, track_id: str) -> int | None:
+        return self._max_height_overrides.get(track_id, self.config.max_height)
+
+    async def _request_layers(self, track_ids: Iterable[str], *, force: bool = False) -> None:
+        """Send ``set_layer`` for each track whose wanted height is not yet requested."""
+        for track_id in track_ids:
+            height = self._wanted_max_height(track_id)
+            if height is None or (not force and self._max_height_sent.get(track_id) == height):
+                continue
+            if self._ws is None or self._ws.closed or self._leaving or self._closed:
+                return
+            self._max_height_sent[track_id] = height
+            await self._send(
+                {
+                    "type": "set_layer",
+                    "track": track_id,
+                    "max_height": height,
+                    "request_id": f"set_layer:{track_id}",
+                }
+            )
+            self._event(self._clock(), "set_layer", track=track_id, max_height=height)
+
     def _on_error(self, message: dict[str, Any]) -> None:
         code = str(message.get("code"))
         text = str(message.get("message"))
         request = message.get("request")
+        if request == "set_layer" and code == "not_found":
+            # a set_layer that raced the subscription: it is sent again when the track
+            # first appears in a subscribe_offer
+            self._event(self._clock(), "set_layer_not_found", request_id=message.get("request_id"))
+            return
         logger.warning("bot %s: server error %s (%s): %s", self.config.name, code, request, text)
         entry: dict[str, Any] = {"code": code, "message": text}
         if request is not None:
@@ -487,6 +709,8 @@ class Bot:
             self._error("protocol", "publish_answer without a publish_offer")
             return
         await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="answer"))
+        if self.config.simulcast:
+            self._apply_simulcast_answer(message["sdp"])
         self._published = True
         self._published_tracks = [dict(t) for t in message.get("tracks") or []]
 
@@ -525,6 +749,17 @@ class Bot:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
         await self._send({"type": "subscribe_answer", "sdp": pc.localDescription.sdp})
+        # (Re)send set_layer once per video track when it first reaches us: an earlier
+        # request may have come before the server had subscribed us to it.
+        fresh = [
+            key[1]
+            for key in mapping.values()
+            if key[1] not in self._offered_tracks
+            and (stats := self._tracks.get(key)) is not None
+            and stats.kind == "video"
+        ]
+        self._offered_tracks.update(key[1] for key in mapping.values())
+        await self._request_layers(fresh, force=True)
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -694,6 +929,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--token", default=None, help="join token, if the server wants one")
     parser.add_argument("--join-timeout", type=float, default=10.0)
+    parser.add_argument(
+        "--simulcast",
+        action="store_true",
+        help="publish video as three VP8 encodings q/h/f (320x180, 640x360, 1280x720)",
+    )
+    parser.add_argument(
+        "--max-height",
+        type=int,
+        default=None,
+        metavar="H",
+        help="ask the server for at most H pixels of height of every remote video track",
+    )
+    parser.add_argument(
+        "--fps", type=float, default=15.0, help="frame rate of the published video (default 15)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
@@ -703,6 +953,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.duration < 0:
         build_parser().error("--duration must not be negative")
+    if args.max_height is not None and args.max_height <= 0:
+        build_parser().error("--max-height must be positive")
+    if args.fps <= 0:
+        build_parser().error("--fps must be positive")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -717,6 +971,9 @@ def main(argv: list[str] | None = None) -> int:
         ice_address=args.ice_address,
         token=args.token,
         join_timeout=args.join_timeout,
+        simulcast=args.simulcast,
+        max_height=args.max_height,
+        fps=args.fps,
     )
     summary = asyncio.run(run_bot(config))
     if not args.json_path:
