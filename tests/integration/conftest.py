@@ -3,70 +3,23 @@
 These tests open real peer connections. They must run inside a network namespace
 that has only ``lo`` (``make test`` does this with ``scripts/in_netns.py``), so no
 packet can leave the machine even by mistake; they refuse to run anywhere else.
+The fixtures live in ``tests/_server.py``, shared with the browser tests.
 """
 
 from __future__ import annotations
 
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from tests._server import (
+    RunningServer,
+    ServerFactory,
+    _require_loopback_namespace,
+    server,
+    server_factory,
+)
 
-import pytest
-from aiohttp import web
-
-from sfu.room import Sfu
-from signaling.server import SFU_KEY, ServerConfig, create_app
-
-
-def _only_loopback() -> bool:
-    return [name for _, name in socket.if_nameindex()] == ["lo"]
-
-
-@pytest.fixture(autouse=True)
-def _require_loopback_namespace() -> None:
-    if not _only_loopback():
-        pytest.fail(
-            "integration tests open real peer connections and must run in a network namespace "
-            "with only 'lo': run them with `make test` (scripts/in_netns.py)"
-        )
-
-
-@dataclass
-class RunningServer:
-    url: str
-    port: int
-    app: web.Application
-
-    @property
-    def sfu(self) -> Sfu:
-        return self.app[SFU_KEY]
-
-
-ServerFactory = Callable[[ServerConfig], Awaitable[RunningServer]]
-
-
-@pytest.fixture
-async def server_factory() -> AsyncIterator[ServerFactory]:
-    """Start real servers (aiohttp on an ephemeral port); all are stopped afterwards."""
-    runners: list[web.AppRunner] = []
-
-    async def start(config: ServerConfig) -> RunningServer:
-        app = create_app(config)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return RunningServer(url=f"http://127.0.0.1:{port}", port=port, app=app)
-
-    try:
-        yield start
-    finally:
-        for runner in runners:
-            await runner.cleanup()
-
-
-@pytest.fixture
-async def server(server_factory: ServerFactory) -> RunningServer:
-    return await server_factory(ServerConfig())
+__all__ = [
+    "RunningServer",
+    "ServerFactory",
+    "_require_loopback_namespace",
+    "server",
+    "server_factory",
+]

@@ -1,0 +1,881 @@
+// @ts-check
+/**
+ * Parley's browser client: the signaling protocol (docs/protocol.md) and the two peer
+ * connections, with no DOM access. A UI module imports it:
+ *
+ *     import { ParleyClient } from "/static/parley-client.js";
+ *     const client = new ParleyClient({ room: "standup", name: "Ada" });
+ *     client.on("track", (e) => attach(e.detail.stream, e.detail.participant));
+ *     await client.join();
+ *     await client.publish(await navigator.mediaDevices.getUserMedia({ audio: true, video: true }));
+ *
+ * One ParleyClient is one session: join, publish, receive, leave. Everything the user
+ * asked for (the local stream, mute state, layer requests) is kept apart from the
+ * session state (websocket, peer connections, remote tracks) so that a reconnect loop
+ * can tear a session down and build a new one from the same wishes; see
+ * docs/browser-client.md.
+ *
+ * ICE: both peer connections use exactly the `ice_servers` the server sends in `joined`
+ * (an empty list means none). The browser's defaults are never used.
+ */
+
+/** Protocol version this client speaks. */
+export const PROTOCOL_VERSION = 1;
+
+/**
+ * The simulcast layers published by default, lowest first. `rid`s are what the server
+ * sees; it answers with `a=simulcast:recv q;h;f`.
+ * @type {ReadonlyArray<RTCRtpEncodingParameters>}
+ */
+export const DEFAULT_SIMULCAST_ENCODINGS = Object.freeze([
+  Object.freeze({ rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000 }),
+  Object.freeze({ rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500_000 }),
+  Object.freeze({ rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1_500_000 }),
+]);
+
+// ------------------------------------------------------------------ types
+
+/**
+ * @typedef {"audio" | "video"} TrackKind
+ * @typedef {{id: string, kind: TrackKind}} TrackInfo
+ * @typedef {{id: string, name: string, tracks: TrackInfo[]}} ParticipantInfo
+ * @typedef {{participant: string, track: string, kind: TrackKind}} SubscribedTrackInfo
+ * @typedef {{id: string, kind: TrackKind, mid: string}} PublishedTrackInfo
+ * @typedef {string | number} RequestId
+ * @typedef {{type: string, request_id?: RequestId, [key: string]: any}} Message
+ */
+
+/**
+ * A participant as this client knows it (never yourself).
+ * @typedef {object} Participant
+ * @property {string} id
+ * @property {string} name
+ * @property {Map<string, TrackInfo>} tracks  published tracks by track id
+ */
+
+/**
+ * A remote track being received on the subscribe connection.
+ * @typedef {object} RemoteTrack
+ * @property {string} participant  participant id
+ * @property {string} trackId      the server's track id (`a-…`, `v-…`)
+ * @property {TrackKind} kind
+ * @property {string} mid          subscribe m-line carrying it now
+ * @property {MediaStreamTrack} track  the receiver's track (the same object may carry
+ *     another remote track later: always go through the `track` / `trackremoved` events)
+ * @property {MediaStream} stream  a stream holding just `track`, made for this mapping
+ * @property {RTCRtpReceiver} receiver  for getStats()
+ * @property {LayerInfo | null} layer  what the server last said it forwards (`layer` message)
+ */
+
+/**
+ * What the server forwards of one video track to this client (`layer` message).
+ * @typedef {object} LayerInfo
+ * @property {string} track
+ * @property {string | null} rid   simulcast layer forwarded, null without simulcast
+ * @property {number} width
+ * @property {number} height
+ * @property {boolean} paused
+ */
+
+/**
+ * What this client asked the server to forward of a remote track (`set_layer`).
+ * @typedef {object} LayerRequest
+ * @property {number} [maxWidth]   widest video wanted, pixels (0–7680)
+ * @property {number} [maxHeight]  tallest video wanted, pixels (0–4320)
+ * @property {boolean} [paused]    true: forward nothing of this track for now
+ */
+
+/**
+ * @typedef {object} ServerError
+ * @property {string} code       stable code (docs/protocol.md, "Error codes")
+ * @property {string} message
+ * @property {string} [request]  type of the message that caused it
+ * @property {RequestId} [request_id]
+ */
+
+/**
+ * @typedef {object} PublishOptions
+ * @property {boolean} [simulcast=true]  three layers (DEFAULT_SIMULCAST_ENCODINGS) or one
+ * @property {RTCRtpEncodingParameters[]} [encodings]  custom video encodings (simulcast)
+ * @property {string} [videoCodec="video/VP8"]  codec put first in the offer; "" to leave
+ *     the browser's order
+ */
+
+/**
+ * @typedef {object} ClientOptions
+ * @property {string} room
+ * @property {string} name
+ * @property {string} [token]      passed to the server's admission check
+ * @property {string} [url]        server base URL (http[s]://host[:port][/prefix]);
+ *     defaults to the page's origin. The websocket is `{url}/ws`.
+ * @property {number} [gatherTimeoutMs=5000]  longest wait for ICE gathering (the
+ *     server does not trickle: SDPs carry their candidates)
+ * @property {number} [requestTimeoutMs=10000]  longest wait for a reply
+ * @property {typeof WebSocket} [WebSocketImpl]  for tests or non-browser hosts
+ * @property {typeof RTCPeerConnection} [PeerConnectionImpl]
+ */
+
+/**
+ * Events a ParleyClient dispatches (all CustomEvents; read `event.detail`).
+ * @typedef {object} ParleyEventMap
+ * @property {CustomEvent<{id: string, room: string, participants: Participant[], iceServers: RTCIceServer[]}>} joined
+ * @property {CustomEvent<Participant>} participantjoined
+ * @property {CustomEvent<Participant>} participantleft
+ * @property {CustomEvent<{participant: string, track: TrackInfo}>} trackpublished
+ * @property {CustomEvent<{participant: string, trackId: string, kind: TrackKind | null}>} trackunpublished
+ * @property {CustomEvent<RemoteTrack>} track         a remote track started arriving
+ * @property {CustomEvent<RemoteTrack>} trackremoved  it stopped (its m-line was reused or dropped)
+ * @property {CustomEvent<PublishedTrackInfo[]>} published  the server accepted our tracks
+ * @property {CustomEvent<LayerInfo>} layer
+ * @property {CustomEvent<{kind: TrackKind, muted: boolean}>} mute
+ * @property {CustomEvent<ServerError>} servererror   every `error` message from the server
+ * @property {CustomEvent<{during: string, message: string}>} clienterror  applying a server
+ *     message failed here (e.g. the browser rejected an SDP); later messages still apply
+ * @property {CustomEvent<{connection: "publish" | "subscribe", state: RTCPeerConnectionState}>} connectionstatechange
+ * @property {CustomEvent<{reason: string}>} left      the server ended our participation
+ * @property {CustomEvent<{code: number, reason: string}>} disconnected  the websocket closed without `left`
+ * @property {CustomEvent<{reason: string}>} closed    the session is over (always last)
+ */
+
+/** An `error` reply from the server, or a local failure, as an exception. */
+export class ParleyError extends Error {
+  /**
+   * @param {string} code
+   * @param {string} message
+   * @param {string} [request]
+   */
+  constructor(code, message, request) {
+    super(`${code}: ${message}`);
+    this.name = "ParleyError";
+    this.code = code;
+    this.request = request;
+  }
+}
+
+// ------------------------------------------------------------------ signaling channel
+
+/**
+ * One websocket speaking the JSON protocol: requests carry a `request_id` and their
+ * promise settles with the reply (or rejects with the `error` carrying the same id).
+ * Everything else goes to `onmessage`, in order.
+ */
+export class SignalingChannel {
+  /**
+   * @param {string} url  ws:// or wss:// URL of `/ws`
+   * @param {{WebSocketImpl?: typeof WebSocket, requestTimeoutMs?: number}} [options]
+   */
+  constructor(url, options = {}) {
+    this.url = url;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
+    /** @type {typeof WebSocket} */
+    this._WebSocket = options.WebSocketImpl ?? WebSocket;
+    /** @type {WebSocket | null} */
+    this.socket = null;
+    this._nextId = 1;
+    /** @type {Map<RequestId, {replies: string[], resolve: (m: Message) => void, reject: (e: Error) => void, timer: ReturnType<typeof setTimeout>}>} */
+    this._pending = new Map();
+    /** @type {(message: Message) => void} */
+    this.onmessage = () => {};
+    /** @type {(code: number, reason: string) => void} */
+    this.onclose = () => {};
+  }
+
+  /** Opens the websocket; resolves once it is open. */
+  open() {
+    return new Promise((resolve, reject) => {
+      const ws = new this._WebSocket(this.url);
+      this.socket = ws;
+      let opened = false;
+      ws.onopen = () => {
+        opened = true;
+        resolve(undefined);
+      };
+      ws.onmessage = (event) => this._receive(event.data);
+      ws.onclose = (event) => {
+        this._failPending(new ParleyError("connection_closed", `websocket closed (${event.code})`));
+        if (!opened) reject(new ParleyError("connection_failed", `cannot open ${this.url}`));
+        else this.onclose(event.code, event.reason);
+      };
+    });
+  }
+
+  get isOpen() {
+    return this.socket !== null && this.socket.readyState === this._WebSocket.OPEN;
+  }
+
+  /** @param {Message} message */
+  send(message) {
+    if (!this.socket || !this.isOpen) throw new ParleyError("not_connected", "websocket is not open");
+    this.socket.send(JSON.stringify(message));
+  }
+
+  /**
+   * Sends `message` with a fresh `request_id`; resolves with the first reply of one of
+   * `replies` types that echoes it, rejects with the `error` that does.
+   * @param {Message} message
+   * @param {string[]} replies
+   * @param {number} [timeoutMs]
+   * @returns {Promise<Message>}
+   */
+  request(message, replies, timeoutMs = this.requestTimeoutMs) {
+    const id = this._nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._pending.delete(id);
+        reject(new ParleyError("timeout", `no reply to ${message.type} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this._pending.set(id, { replies, resolve, reject, timer });
+      try {
+        this.send({ ...message, request_id: id });
+      } catch (error) {
+        clearTimeout(timer);
+        this._pending.delete(id);
+        reject(error);
+      }
+    });
+  }
+
+  /** @param {unknown} data */
+  _receive(data) {
+    if (typeof data !== "string") return;
+    /** @type {unknown} */
+    let parsed;
+    try {
+      parsed = JSON.parse(data);
+    } catch {
+      return; // the server only sends JSON objects
+    }
+    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) return;
+    const message = /** @type {Message} */ (parsed);
+    if (typeof message.type !== "string") return;
+    const id = message.request_id;
+    const waiter = id === undefined ? undefined : this._pending.get(id);
+    // the message goes to the client first (state updates, `servererror` events), then
+    // settles the request, so a resolved request always sees up-to-date state
+    this.onmessage(message);
+    if (waiter && id !== undefined) {
+      if (message.type === "error") {
+        clearTimeout(waiter.timer);
+        this._pending.delete(id);
+        waiter.reject(new ParleyError(message.code, message.message, message.request));
+      } else if (waiter.replies.includes(message.type)) {
+        clearTimeout(waiter.timer);
+        this._pending.delete(id);
+        waiter.resolve(message);
+      }
+    }
+  }
+
+  /** @param {Error} error */
+  _failPending(error) {
+    for (const waiter of this._pending.values()) {
+      clearTimeout(waiter.timer);
+      waiter.reject(error);
+    }
+    this._pending.clear();
+  }
+
+  /** Closes the websocket (idempotent); pending requests fail. */
+  close() {
+    this._failPending(new ParleyError("closed", "signaling closed"));
+    const ws = this.socket;
+    if (ws) {
+      ws.onclose = null;
+      ws.onmessage = null;
+      if (ws.readyState === this._WebSocket.CONNECTING || ws.readyState === this._WebSocket.OPEN) {
+        ws.close(1000);
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------ helpers
+
+/**
+ * Resolves once `pc` finished gathering (or after `timeoutMs`: what was gathered by
+ * then goes into the SDP).
+ * @param {RTCPeerConnection} pc
+ * @param {number} timeoutMs
+ * @returns {Promise<void>}
+ */
+export function waitForIceGathering(pc, timeoutMs) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      pc.removeEventListener("icegatheringstatechange", check);
+      resolve();
+    };
+    const check = () => {
+      if (pc.iceGatheringState === "complete") done();
+    };
+    const timer = setTimeout(done, timeoutMs);
+    pc.addEventListener("icegatheringstatechange", check);
+  });
+}
+
+/**
+ * The websocket URL for a server base URL (`http://h:p/prefix` → `ws://h:p/prefix/ws`).
+ * @param {string} base
+ */
+export function websocketUrl(base) {
+  const url = new URL(base);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  url.pathname = url.pathname.replace(/\/+$/, "") + "/ws";
+  url.search = "";
+  url.hash = "";
+  return url.toString();
+}
+
+/** @param {ParticipantInfo} info @returns {Participant} */
+function toParticipant(info) {
+  return {
+    id: info.id,
+    name: info.name,
+    tracks: new Map((info.tracks ?? []).map((t) => [t.id, { id: t.id, kind: t.kind }])),
+  };
+}
+
+// ------------------------------------------------------------------ client
+
+/**
+ * A Parley session in the browser. See the module comment and docs/browser-client.md.
+ */
+export class ParleyClient extends EventTarget {
+  /** @param {ClientOptions} options */
+  constructor(options) {
+    super();
+    this.options = {
+      gatherTimeoutMs: 5000,
+      requestTimeoutMs: 10_000,
+      url: globalThis.location ? globalThis.location.origin : "",
+      ...options,
+    };
+    /** @type {"new" | "joining" | "joined" | "closed"} */
+    this.state = "new";
+
+    // What the user wants. Survives a session: a reconnect re-applies it.
+    /** @type {MediaStream | null} */
+    this._localStream = null;
+    /** @type {PublishOptions} */
+    this._publishOptions = {};
+    /** @type {Record<TrackKind, boolean>} */
+    this._muted = { audio: false, video: false };
+    /** @type {Map<string, LayerRequest>} by remote track id */
+    this._layerRequests = new Map();
+
+    // The session: rebuilt from scratch by `_startSession()`.
+    /** @type {SignalingChannel | null} */
+    this.signaling = null;
+    /** @type {string | null} our participant id */
+    this.id = null;
+    /** @type {RTCIceServer[]} */
+    this.iceServers = [];
+    /** @type {Map<string, Participant>} */
+    this.participants = new Map();
+    /** @type {RTCPeerConnection | null} */
+    this.publishConnection = null;
+    /** @type {RTCPeerConnection | null} */
+    this.subscribeConnection = null;
+    /** @type {PublishedTrackInfo[]} what the server published of ours */
+    this.publishedTracks = [];
+    /** @type {Map<string, RemoteTrack>} by subscribe mid */
+    this._remoteByMid = new Map();
+    /** @type {Map<string, LayerInfo>} by remote track id */
+    this._layers = new Map();
+    /** Server messages are handled one at a time, in order. */
+    this._inbox = Promise.resolve();
+    /** Publish negotiations are serialised (one `publish_offer` in flight). @type {Promise<unknown>} */
+    this._publishChain = Promise.resolve();
+    this._leaving = false;
+    this._leftReason = "left";
+  }
+
+  // ---------------------------------------------------------- events
+
+  /**
+   * Adds a typed listener; returns a function that removes it.
+   * @template {keyof ParleyEventMap} K
+   * @param {K} type
+   * @param {(event: ParleyEventMap[K]) => void} listener
+   * @returns {() => void}
+   */
+  on(type, listener) {
+    const l = /** @type {EventListener} */ (/** @type {unknown} */ (listener));
+    this.addEventListener(type, l);
+    return () => this.removeEventListener(type, l);
+  }
+
+  /**
+   * @template {keyof ParleyEventMap} K
+   * @param {K} type
+   * @param {ParleyEventMap[K]["detail"]} detail
+   */
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  // ---------------------------------------------------------- public API
+
+  /** Remote tracks being received now. @returns {RemoteTrack[]} */
+  get remoteTracks() {
+    return [...this._remoteByMid.values()];
+  }
+
+  /** @param {string} trackId @returns {RemoteTrack | undefined} */
+  remoteTrack(trackId) {
+    return this.remoteTracks.find((t) => t.trackId === trackId);
+  }
+
+  /** @param {TrackKind} kind */
+  isMuted(kind) {
+    return this._muted[kind];
+  }
+
+  /**
+   * Opens the websocket and joins the room. Resolves with our participant id; rejects
+   * with a ParleyError (`join_refused`, …) when the server refuses.
+   * @returns {Promise<string>}
+   */
+  async join() {
+    if (this.state !== "new") throw new ParleyError("wrong_state", `join() when ${this.state}`);
+    return this._startSession();
+  }
+
+  /**
+   * Publishes `stream`'s first audio and first video track on the publish connection.
+   * Video goes out as three simulcast layers unless `options.simulcast` is false.
+   * Resolves with the tracks the server published (ids, kinds, mids).
+   * @param {MediaStream} stream
+   * @param {PublishOptions} [options]
+   * @returns {Promise<PublishedTrackInfo[]>}
+   */
+  async publish(stream, options = {}) {
+    if (this.state !== "joined") throw new ParleyError("wrong_state", `publish() when ${this.state}`);
+    if (this._localStream) throw new ParleyError("wrong_state", "already publishing");
+    this._localStream = stream;
+    this._publishOptions = { ...options };
+    return this._negotiatePublish();
+  }
+
+  /**
+   * Mutes or unmutes our published audio or video. A muted track sends nothing at all
+   * (`RTCRtpSender.replaceTrack(null)`: no RTP reaches the server, unlike
+   * `track.enabled = false` which keeps sending silence / black frames). The local
+   * MediaStreamTrack is left alone, so a local preview keeps working.
+   * @param {TrackKind} kind
+   * @param {boolean} muted
+   */
+  async setMuted(kind, muted) {
+    this._muted[kind] = muted;
+    await this._applyMute(kind);
+    this._emit("mute", { kind, muted });
+  }
+
+  /**
+   * Asks the server what to forward of remote track `trackId`: at most `maxWidth` ×
+   * `maxHeight` (the size of the tile that shows it), or nothing while `paused`.
+   * Fields left out are not sent. The server confirms with a `layer` event.
+   * @param {string} trackId
+   * @param {LayerRequest} request
+   */
+  setLayer(trackId, request) {
+    /** @type {Message} */
+    const message = { type: "set_layer", track: trackId };
+    if (request.maxWidth !== undefined) message.max_width = checkedSize("maxWidth", request.maxWidth, 7680);
+    if (request.maxHeight !== undefined) message.max_height = checkedSize("maxHeight", request.maxHeight, 4320);
+    if (request.paused !== undefined) message.paused = Boolean(request.paused);
+    this._layerRequests.set(trackId, { ...request });
+    // sent now if we receive that track, else as soon as a subscribe_offer maps it
+    if (this.signaling && this.state === "joined" && this.remoteTrack(trackId)) {
+      this.signaling.send(message);
+    }
+  }
+
+  /** What the server last said it forwards of `trackId` (`layer` message), if anything. */
+  layer(/** @type {string} */ trackId) {
+    return this._layers.get(trackId) ?? null;
+  }
+
+  /**
+   * Round trip to the server (`ping` → `pong`); resolves with the time it took, in ms.
+   * @returns {Promise<number>}
+   */
+  async ping() {
+    if (!this.signaling) throw new ParleyError("not_connected", "not connected");
+    const start = performance.now();
+    await this.signaling.request({ type: "ping" }, ["pong"]);
+    return performance.now() - start;
+  }
+
+  /**
+   * Leaves the room (`leave`, waits for `left` at most `timeoutMs`) and closes.
+   * @param {number} [timeoutMs=2000]
+   */
+  async leave(timeoutMs = 2000) {
+    if (this.state === "joined" && this.signaling && this.signaling.isOpen) {
+      this._leaving = true;
+      try {
+        await this.signaling.request({ type: "leave" }, ["left"], timeoutMs);
+      } catch {
+        // gone already, or too slow: closing is what matters
+      }
+    }
+    this.close(this._leftReason);
+  }
+
+  /**
+   * Closes the websocket and both peer connections. Idempotent. The local stream is the
+   * caller's: it is not stopped.
+   * @param {string} [reason="closed"]
+   */
+  close(reason = "closed") {
+    if (this.state === "closed") return;
+    this._teardownSession();
+    this.state = "closed";
+    this._emit("closed", { reason });
+  }
+
+  // ---------------------------------------------------------- session
+
+  /**
+   * Builds a session from the user's wishes: websocket, join, publish (if a stream was
+   * given), mute state. A reconnect loop calls this again after `_teardownSession()`.
+   * @returns {Promise<string>}
+   */
+  async _startSession() {
+    this.state = "joining";
+    const signaling = new SignalingChannel(websocketUrl(this.options.url), {
+      WebSocketImpl: this.options.WebSocketImpl,
+      requestTimeoutMs: this.options.requestTimeoutMs,
+    });
+    this.signaling = signaling;
+    signaling.onmessage = (message) => this._enqueue(message);
+    signaling.onclose = (code, reason) => this._onSignalingClosed(signaling, code, reason);
+    try {
+      await signaling.open();
+      /** @type {Message} */
+      const join = { type: "join", room: this.options.room, name: this.options.name };
+      if (this.options.token !== undefined) join.token = this.options.token;
+      await signaling.request(join, ["joined"]);
+      // `joined` was handled by the inbox before the request settled
+      await this._inbox;
+    } catch (error) {
+      if (this.signaling === signaling) {
+        this._teardownSession();
+        this.state = "new";
+      }
+      throw error;
+    }
+    if (this._localStream) await this._negotiatePublish();
+    return /** @type {string} */ (this.id);
+  }
+
+  /** Drops everything of the current session (not the user's wishes). */
+  _teardownSession() {
+    const signaling = this.signaling;
+    this.signaling = null;
+    if (signaling) signaling.close();
+    for (const pc of [this.publishConnection, this.subscribeConnection]) {
+      if (pc) pc.close();
+    }
+    this.publishConnection = null;
+    this.subscribeConnection = null;
+    const removed = [...this._remoteByMid.values()];
+    this._remoteByMid.clear();
+    for (const remote of removed) this._emit("trackremoved", remote);
+    this.publishedTracks = [];
+    this.participants.clear();
+    this._layers.clear();
+    this.id = null;
+  }
+
+  /**
+   * @param {SignalingChannel} signaling
+   * @param {number} code
+   * @param {string} reason
+   */
+  _onSignalingClosed(signaling, code, reason) {
+    if (signaling !== this.signaling || this.state === "closed") return;
+    if (this._leaving) {
+      this.close(this._leftReason);
+      return;
+    }
+    // Here a reconnect loop would `_teardownSession()` and `_startSession()` again.
+    this._emit("disconnected", { code, reason });
+    this.close("disconnected");
+  }
+
+  /** @param {RTCIceServer[]} iceServers */
+  _newPeerConnection(/** @type {"publish" | "subscribe"} */ role, iceServers) {
+    const Impl = this.options.PeerConnectionImpl ?? RTCPeerConnection;
+    // never the browser's default ICE servers: exactly the server's list, maybe empty
+    const pc = new Impl({ iceServers });
+    pc.addEventListener("connectionstatechange", () => {
+      this._emit("connectionstatechange", { connection: role, state: pc.connectionState });
+    });
+    return pc;
+  }
+
+  // ---------------------------------------------------------- publishing
+
+  /** @returns {Promise<PublishedTrackInfo[]>} */
+  _negotiatePublish() {
+    const run = async () => {
+      const signaling = this.signaling;
+      const stream = this._localStream;
+      if (!signaling || !stream) throw new ParleyError("wrong_state", "not joined");
+      const pc = this.publishConnection ?? this._newPeerConnection("publish", this.iceServers);
+      this.publishConnection = pc;
+      if (pc.getTransceivers().length === 0) this._addLocalTracks(pc, stream);
+      await pc.setLocalDescription(await pc.createOffer());
+      await waitForIceGathering(pc, this.options.gatherTimeoutMs);
+      const offer = /** @type {RTCSessionDescription} */ (pc.localDescription);
+      const answer = await signaling.request({ type: "publish_offer", sdp: offer.sdp }, ["publish_answer"]);
+      if (this.signaling !== signaling) throw new ParleyError("closed", "session ended");
+      await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+      this.publishedTracks = /** @type {PublishedTrackInfo[]} */ (answer.tracks ?? []);
+      for (const kind of /** @type {TrackKind[]} */ (["audio", "video"])) await this._applyMute(kind);
+      this._emit("published", this.publishedTracks);
+      return this.publishedTracks;
+    };
+    const result = this._publishChain.then(run, run);
+    this._publishChain = result.catch(() => {});
+    return result;
+  }
+
+  /**
+   * @param {RTCPeerConnection} pc
+   * @param {MediaStream} stream
+   */
+  _addLocalTracks(pc, stream) {
+    const options = this._publishOptions;
+    const audio = stream.getAudioTracks()[0];
+    const video = stream.getVideoTracks()[0];
+    if (audio) pc.addTransceiver(audio, { direction: "sendonly", streams: [stream] });
+    if (video) {
+      /** @type {RTCRtpTransceiverInit} */
+      const init = { direction: "sendonly", streams: [stream] };
+      if (options.encodings) init.sendEncodings = options.encodings.map((e) => ({ ...e }));
+      else if (options.simulcast !== false) {
+        init.sendEncodings = DEFAULT_SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
+      }
+      const transceiver = pc.addTransceiver(video, init);
+      preferCodec(transceiver, options.videoCodec ?? "video/VP8");
+    }
+  }
+
+  /** @param {TrackKind} kind */
+  async _applyMute(kind) {
+    const pc = this.publishConnection;
+    const stream = this._localStream;
+    if (!pc || !stream) return;
+    const local = kind === "audio" ? stream.getAudioTracks()[0] : stream.getVideoTracks()[0];
+    if (!local) return;
+    for (const transceiver of pc.getTransceivers()) {
+      const sender = transceiver.sender;
+      if (transceiver.receiver.track.kind !== kind || transceiver.currentDirection === "stopped") continue;
+      const wanted = this._muted[kind] ? null : local;
+      if (sender.track !== wanted) await sender.replaceTrack(wanted);
+    }
+  }
+
+  // ---------------------------------------------------------- server messages
+
+  /** @param {Message} message */
+  _enqueue(message) {
+    const signaling = this.signaling;
+    this._inbox = this._inbox
+      .then(() => {
+        if (this.signaling === signaling) return this._handle(message);
+      })
+      .catch((error) => {
+        // a failure to apply a server message must not stop the ones after it
+        this._emit("clienterror", {
+          during: message.type,
+          message: error instanceof Error ? error.message : String(error),
+        });
+      });
+  }
+
+  /** @param {Message} message */
+  async _handle(message) {
+    switch (message.type) {
+      case "joined":
+        return this._onJoined(message);
+      case "participant_joined": {
+        const participant = toParticipant(message.participant);
+        this.participants.set(participant.id, participant);
+        return this._emit("participantjoined", participant);
+      }
+      case "participant_left": {
+        const participant = this.participants.get(message.id);
+        if (!participant) return;
+        this.participants.delete(message.id);
+        for (const trackId of participant.tracks.keys()) this._layerRequests.delete(trackId);
+        return this._emit("participantleft", participant);
+      }
+      case "track_published": {
+        const participant = this.participants.get(message.participant);
+        const track = /** @type {TrackInfo} */ ({ id: message.track.id, kind: message.track.kind });
+        if (participant) participant.tracks.set(track.id, track);
+        return this._emit("trackpublished", { participant: message.participant, track });
+      }
+      case "track_unpublished": {
+        const participant = this.participants.get(message.participant);
+        const track = participant?.tracks.get(message.track);
+        if (participant) participant.tracks.delete(message.track);
+        this._layerRequests.delete(message.track);
+        this._layers.delete(message.track);
+        return this._emit("trackunpublished", {
+          participant: message.participant,
+          trackId: message.track,
+          kind: track ? track.kind : null,
+        });
+      }
+      case "subscribe_offer":
+        return this._onSubscribeOffer(message);
+      case "layer": {
+        /** @type {LayerInfo} */
+        const layer = {
+          track: message.track,
+          rid: message.rid ?? null,
+          width: message.width,
+          height: message.height,
+          paused: Boolean(message.paused),
+        };
+        this._layers.set(layer.track, layer);
+        const remote = this.remoteTrack(layer.track);
+        if (remote) remote.layer = layer;
+        return this._emit("layer", layer);
+      }
+      case "error":
+        return this._emit("servererror", {
+          code: message.code,
+          message: message.message,
+          request: message.request,
+          request_id: message.request_id,
+        });
+      case "left":
+        this._leaving = true;
+        this._leftReason = String(message.reason);
+        this._emit("left", { reason: this._leftReason });
+        // the server closes the websocket next; `_onSignalingClosed` finishes
+        return;
+      default:
+        // publish_answer / pong settle their requests; unknown types are ignored
+        return;
+    }
+  }
+
+  /** @param {Message} message */
+  _onJoined(message) {
+    this.id = message.id;
+    this.iceServers = Array.isArray(message.ice_servers) ? message.ice_servers : [];
+    this.participants.clear();
+    for (const info of message.participants ?? []) {
+      const participant = toParticipant(info);
+      this.participants.set(participant.id, participant);
+    }
+    this.state = "joined";
+    this._emit("joined", {
+      id: message.id,
+      room: message.room,
+      participants: [...this.participants.values()],
+      iceServers: this.iceServers,
+    });
+  }
+
+  /** @param {Message} message */
+  async _onSubscribeOffer(message) {
+    const signaling = this.signaling;
+    if (!signaling) return;
+    const pc = this.subscribeConnection ?? this._newPeerConnection("subscribe", this.iceServers);
+    this.subscribeConnection = pc;
+    await pc.setRemoteDescription({ type: "offer", sdp: message.sdp });
+    await pc.setLocalDescription(await pc.createAnswer());
+    await waitForIceGathering(pc, this.options.gatherTimeoutMs);
+    if (this.signaling !== signaling) return;
+    signaling.send({
+      type: "subscribe_answer",
+      sdp: /** @type {RTCSessionDescription} */ (pc.localDescription).sdp,
+    });
+    this._mapRemoteTracks(pc, /** @type {Record<string, SubscribedTrackInfo>} */ (message.tracks ?? {}));
+  }
+
+  /**
+   * Maps the subscribe connection's m-lines to remote tracks through the offer's
+   * `tracks` (by transceiver mid): a mid may carry a different track than before.
+   * @param {RTCPeerConnection} pc
+   * @param {Record<string, SubscribedTrackInfo>} tracks
+   */
+  _mapRemoteTracks(pc, tracks) {
+    /** @type {Map<string, RTCRtpTransceiver>} */
+    const byMid = new Map();
+    for (const transceiver of pc.getTransceivers()) {
+      if (transceiver.mid !== null) byMid.set(transceiver.mid, transceiver);
+    }
+    // first everything that stopped, so a UI never shows two tracks in one slot
+    for (const [mid, remote] of [...this._remoteByMid]) {
+      const now = tracks[mid];
+      if (now && now.track === remote.trackId && byMid.get(mid)?.receiver === remote.receiver) continue;
+      this._remoteByMid.delete(mid);
+      this._emit("trackremoved", remote);
+    }
+    for (const [mid, info] of Object.entries(tracks)) {
+      if (this._remoteByMid.has(mid)) continue;
+      const transceiver = byMid.get(mid);
+      if (!transceiver) continue;
+      const receiver = transceiver.receiver;
+      /** @type {RemoteTrack} */
+      const remote = {
+        participant: info.participant,
+        trackId: info.track,
+        kind: info.kind,
+        mid,
+        track: receiver.track,
+        stream: new MediaStream([receiver.track]),
+        receiver,
+        layer: this._layers.get(info.track) ?? null,
+      };
+      this._remoteByMid.set(mid, remote);
+      this._emit("track", remote);
+      // a layer request made before this subscription existed is sent now
+      const wanted = this._layerRequests.get(info.track);
+      if (wanted) this.setLayer(info.track, wanted);
+    }
+  }
+}
+
+/**
+ * @param {string} name
+ * @param {number} value
+ * @param {number} max
+ */
+function checkedSize(name, value, max) {
+  if (!Number.isInteger(value) || value < 0 || value > max) {
+    throw new RangeError(`${name} must be an integer from 0 to ${max}`);
+  }
+  return value;
+}
+
+/**
+ * Puts `mimeType` first in the transceiver's codec list (the server answers with the
+ * first codec it supports). Does nothing where codec preferences are not available.
+ * @param {RTCRtpTransceiver} transceiver
+ * @param {string} mimeType
+ */
+function preferCodec(transceiver, mimeType) {
+  if (!mimeType || typeof transceiver.setCodecPreferences !== "function") return;
+  const capabilities = RTCRtpReceiver.getCapabilities("video");
+  if (!capabilities) return;
+  const wanted = mimeType.toLowerCase();
+  const first = capabilities.codecs.filter((c) => c.mimeType.toLowerCase() === wanted);
+  if (first.length === 0) return;
+  const rest = capabilities.codecs.filter((c) => c.mimeType.toLowerCase() !== wanted);
+  try {
+    transceiver.setCodecPreferences([...first, ...rest]);
+  } catch {
+    // keep the browser's order
+  }
+}
