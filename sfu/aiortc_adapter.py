@@ -48,7 +48,11 @@ from aiortc import (
 )
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcdtlstransport import RTCDtlsTransport
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpParameters
+from aiortc.rtcrtpparameters import (
+    RTCRtpCodecParameters,
+    RTCRtpHeaderExtensionParameters,
+    RTCRtpParameters,
+)
 from pylibsrtp._binding import ffi as srtp_ffi
 from pylibsrtp._binding import lib as srtp_lib
 
@@ -71,6 +75,7 @@ HOOKED_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (RTCRtpSender, "_stream_id"),
     (RTCRtpSender, "_track_id"),
     (RTCRtpTransceiver, "_codecs"),
+    (RTCRtpTransceiver, "_headerExtensions"),
     (aioice_ice.Connection, "gather_candidates"),
     (aioice_ice.Connection, "get_component_candidates"),
     (aioice_ice.Connection, "_local_candidates"),
@@ -320,6 +325,25 @@ def restrict_codecs(transceiver: RTCRtpTransceiver, allowed: set[str]) -> bool:
         return False
     transceiver._codecs = kept
     return True
+
+
+def add_header_extensions(transceiver: RTCRtpTransceiver, extensions: dict[str, int]) -> None:
+    """Negotiate header extensions aiortc does not know (``uri -> id`` from the offer).
+
+    aiortc answers only the extensions in its global ``codecs.HEADER_EXTENSIONS``;
+    simulcast needs rtp-stream-id and repaired-rtp-stream-id too. Call after
+    ``setRemoteDescription`` of the offer and before ``createAnswer``; affects only
+    this transceiver. Ids already used by another extension are skipped.
+    """
+    current = transceiver._headerExtensions
+    used_ids = {ext.id for ext in current}
+    used_uris = {ext.uri for ext in current}
+    for uri, ext_id in extensions.items():
+        if uri in used_uris or ext_id in used_ids:
+            continue
+        current.append(RTCRtpHeaderExtensionParameters(id=ext_id, uri=uri))
+        used_ids.add(ext_id)
+        used_uris.add(uri)
 
 
 # ----------------------------------------------------------- ingress / egress

@@ -12,10 +12,12 @@ the publisher's, shifted by its timestamp offset, so receivers keep lip sync.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from struct import Struct
 from typing import Protocol, cast
 
+from .layers import LayerInfo, LayerRequest, LayerSelector
 from .rtp.packet import RtpView, Vp8Descriptor, abs_send_time, build_vp8_descriptor
 from .rtp.rewrite import StreamRewriter
 from .source import Source
@@ -33,6 +35,10 @@ class PacketSink(Protocol):
 
     def send_rtp(self, data: bytes) -> bool: ...
 
+    def layer_changed(self, forwarder: Forwarder) -> None:
+        """What the forwarder sends changed layer, or paused / resumed."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class EgressParams:
@@ -46,24 +52,53 @@ class EgressParams:
     extensions: dict[str, int]
 
 
+#: While a switch waits for the old layer's frame to end, at most this many packets of
+#: the new layer (or this many seconds) are held back before switching anyway.
+SWITCH_QUEUE_PACKETS = 128
+SWITCH_QUEUE_SECONDS = 0.1
+
+
 def _element(ext_id: int, value_len: int) -> int:
     return (ext_id << 4) | (value_len - 1)
 
 
 class Forwarder:
-    def __init__(self, source: Source, sink: PacketSink, subscriber_id: str) -> None:
-        self.source = source
+    """Forwards one published track to one subscriber m-line.
+
+    ``layers`` are the track's Sources: one, or one per simulcast layer. The forwarder
+    is attached (``Source.add_forwarder``) only to the layer it forwards (``current``)
+    and, while a switch is pending, to the layer it wants (``target``): a layer no
+    forwarder wants costs no forwarding work. A switch happens on the target layer's
+    keyframe, after the current layer's frame in flight has ended.
+    """
+
+    def __init__(self, layers: Sequence[Source], sink: PacketSink, subscriber_id: str) -> None:
+        if not layers:
+            raise ValueError("a forwarder needs at least one layer")
+        self.layers: tuple[Source, ...] = tuple(layers)
+        first = self.layers[0]
+        self.kind = first.kind
+        self.is_video = first.is_video
+        self.clock_rate = first.clock_rate
+        #: the layer being forwarded, and the one wanted (None: nothing)
+        self.current: Source | None = None
+        self.target: Source | None = None
+        self.request = LayerRequest()
+        self.selector = LayerSelector()
+        self.layer_switches = 0
         self.subscriber_id = subscriber_id
         self._sink = sink
         self.params: EgressParams | None = None
+        self._mid_frame = False
+        self._queue: list[tuple[Source, RtpView, Vp8Descriptor | None]] = []
+        self._queue_since = 0.0
         self.rewriter = StreamRewriter(
-            source.clock_rate,
+            first.clock_rate,
             first_seq=random.randrange(0, 0x8000),
             first_ts=random.getrandbits(32),
             first_pid=None,  # the first input keeps its ids: no descriptor rewrite
             first_tl0=None,
         )
-        self.paused = False
         self.closed = False
         self.packets_sent = 0
         self.bytes_sent = 0
@@ -117,6 +152,69 @@ class Forwarder:
     @property
     def started(self) -> bool:
         return self.rewriter.started
+
+    @property
+    def source(self) -> Source:
+        """The layer forwarded now, else the one wanted, else the first."""
+        return self.current or self.target or self.layers[0]
+
+    @property
+    def paused(self) -> bool:
+        return self.request.paused
+
+    @property
+    def simulcast(self) -> bool:
+        return len(self.layers) > 1
+
+    def layer_infos(self, now: float, active_timeout: float) -> list[LayerInfo]:
+        return [
+            LayerInfo(i, s.width, s.height, s.bitrate, s.active(now, active_timeout))
+            for i, s in enumerate(self.layers)
+        ]
+
+    # ------------------------------------------------------------ layer control
+
+    def set_target(self, target: Source | None, now: float) -> None:
+        """Aim at ``target`` (one of ``layers``), or forward nothing (None).
+
+        Stays on the current layer until the target's keyframe arrives; None (pause)
+        takes effect at once.
+        """
+        if self.closed or target is self.target:
+            return
+        if target is not None and target not in self.layers:
+            raise ValueError("not a layer of this track")
+        previous = self.target
+        self.target = target
+        if previous is not None and previous is not self.current:
+            previous.remove_forwarder(self)
+        self._queue.clear()
+        if target is None:
+            if self.current is not None:
+                self.current.remove_forwarder(self)
+                self.current = None
+                self._mid_frame = False
+                self._sink.layer_changed(self)
+            return
+        if target is self.current:
+            return
+        if self.params is not None:
+            target.add_forwarder(self, now)  # asks for a keyframe
+
+    def start(self, now: float) -> None:
+        """The m-line is negotiated: start on the target (or the only) layer."""
+        if self.target is None and not self.request.paused and not self.simulcast:
+            self.target = self.layers[0]
+        if self.target is not None and self.target is not self.current:
+            self.target.add_forwarder(self, now)
+
+    def source_closed(self, source: Source) -> None:
+        if source is self.current:
+            self.current = None
+            self._mid_frame = False
+        if source is self.target:
+            self.target = None
+        self._queue = [q for q in self._queue if q[0] is not source]
 
     # ------------------------------------------------------------ packet path
 
@@ -173,31 +271,74 @@ class Forwarder:
             header = _HDR.pack(self._b0, (pkt.marker << 7) | self._pt, out_seq, out_ts, self._ssrc)
         return header + ext + payload, out_ts, pid, tl0
 
-    def forward(self, pkt: RtpView, vp8: Vp8Descriptor | None, now: float) -> None:
-        if self.paused or self.params is None or self.closed:
-            if self.paused:
-                # resume like an input change: on a keyframe, with no sequence gap
-                self.rewriter.in_ssrc = -1
-            return
+    def forward(self, source: Source, pkt: RtpView, vp8: Vp8Descriptor | None, now: float) -> None:
+        """A packet of ``source``, one of the layers this forwarder is attached to."""
         rw = self.rewriter
-        if pkt.ssrc != rw.in_ssrc or not rw.started:
-            if self.source.is_video and (vp8 is None or not vp8.keyframe):
-                self.source.request_keyframe(now)
+        if source is self.current and pkt.ssrc == rw.in_ssrc:
+            if not rw.accepts(pkt.seq):
                 return
-            if vp8 is not None:
-                rw.switch(
-                    pkt.ssrc,
-                    pkt.seq,
-                    pkt.timestamp,
-                    now,
-                    vp8.picture_id,
-                    vp8.tl0picidx,
-                    vp8.picture_id_bits,
-                )
-            else:
-                rw.switch(pkt.ssrc, pkt.seq, pkt.timestamp, now)
-        elif not rw.accepts(pkt.seq):
+            self._send(pkt, vp8, now)
+            if self._queue and not self._mid_frame:
+                self._finish_switch(now)
             return
+        if self.params is None or self.closed:
+            return
+        if source is not self.target:
+            return  # a layer being left, or one attached a moment ago
+        if self._queue:
+            self._queue.append((source, pkt, vp8))
+            if (
+                len(self._queue) > SWITCH_QUEUE_PACKETS
+                or now - self._queue_since > SWITCH_QUEUE_SECONDS
+            ):
+                self._finish_switch(now)
+            return
+        if self.is_video and (vp8 is None or not vp8.keyframe):
+            source.request_keyframe(now)
+            return
+        if self._mid_frame and self.current is not None and source is not self.current:
+            # let the frame in flight on the old layer end first
+            self._queue.append((source, pkt, vp8))
+            self._queue_since = now
+            return
+        self._switch(source, pkt, vp8, now)
+        self._send(pkt, vp8, now)
+
+    def _switch(self, source: Source, pkt: RtpView, vp8: Vp8Descriptor | None, now: float) -> None:
+        rw = self.rewriter
+        if vp8 is not None:
+            rw.switch(
+                pkt.ssrc,
+                pkt.seq,
+                pkt.timestamp,
+                now,
+                vp8.picture_id,
+                vp8.tl0picidx,
+                vp8.picture_id_bits,
+            )
+        else:
+            rw.switch(pkt.ssrc, pkt.seq, pkt.timestamp, now)
+        previous = self.current
+        self.current = source
+        if previous is not source:
+            if previous is not None:
+                previous.remove_forwarder(self)
+                self.layer_switches += 1
+            self._sink.layer_changed(self)
+
+    def _finish_switch(self, now: float) -> None:
+        queue, self._queue = self._queue, []
+        source, pkt, vp8 = queue[0]
+        if source is not self.target:
+            return
+        self._switch(source, pkt, vp8, now)
+        rw = self.rewriter
+        for _, pkt, vp8 in queue:
+            if pkt.ssrc == rw.in_ssrc and rw.accepts(pkt.seq):
+                self._send(pkt, vp8, now)
+
+    def _send(self, pkt: RtpView, vp8: Vp8Descriptor | None, now: float) -> None:
+        rw = self.rewriter
         out_seq = (pkt.seq + rw.seq_offset) & 0xFFFF
         if not 0 < ((out_seq - rw.out_seq) & 0xFFFF) < 0x8000:
             out_seq = rw.seq(pkt.seq)  # late: it may predate a drop that shifted the mapping
@@ -206,6 +347,7 @@ class Forwarder:
             self.packets_sent += 1
             self.bytes_sent += len(out)
             rw.sent(out_seq, out_ts, now, pid, tl0)
+            self._mid_frame = not pkt.marker
         else:
             self.send_failures += 1
 
@@ -220,12 +362,15 @@ class Forwarder:
         if self.params is None or self.closed:
             return 0
         rw = self.rewriter
+        source = self.current
+        if source is None:
+            return 0
         sent = 0
         for out_seq in seqs:
             original = rw.original(out_seq)
             if original is None or original[0] != rw.in_ssrc:
-                continue
-            entry = self.source.cache.get(original[1])
+                continue  # from a stream left behind: its timestamps no longer map
+            entry = source.cache.get(original[1])
             if entry is None:
                 continue
             pkt, vp8 = cast("tuple[RtpView, Vp8Descriptor | None]", entry[1])
@@ -239,7 +384,9 @@ class Forwarder:
 
     def on_keyframe_request(self, now: float) -> None:
         self.keyframes_requested += 1
-        self.source.request_keyframe(now)
+        wanted = self.target or self.current
+        if wanted is not None:
+            wanted.request_keyframe(now)
 
     def on_receiver_report(self, fraction_lost: int, lsr: int, dlsr: int, now: float) -> None:
         self.fraction_lost = fraction_lost / 256.0
@@ -249,15 +396,15 @@ class Forwarder:
 
     def sender_report(self, now: float) -> tuple[int, int, int, int] | None:
         """(ntp64, rtp timestamp, packets, octets) for an SR, or None before there is a mapping."""
-        sr = self.source.sender_report
+        if self.current is None:
+            return None
+        sr = self.current.sender_report
         if sr is None or not self.rewriter.started or self.packets_sent == 0:
             return None
         ntp, rtp_ts, arrival = sr
         elapsed = now - arrival
         ntp_out = (ntp + int(elapsed * (1 << 32))) & 0xFFFFFFFFFFFFFFFF
-        rtp_out = (
-            rtp_ts + int(elapsed * self.source.clock_rate) + self.rewriter.ts_offset
-        ) & 0xFFFFFFFF
+        rtp_out = (rtp_ts + int(elapsed * self.clock_rate) + self.rewriter.ts_offset) & 0xFFFFFFFF
         lsr_key = (ntp_out >> 16) & 0xFFFFFFFF
         self._sr_sent[lsr_key] = now
         if len(self._sr_sent) > 16:
@@ -270,4 +417,7 @@ class Forwarder:
         if self.closed:
             return
         self.closed = True
-        self.source.remove_forwarder(self)
+        self._queue.clear()
+        for layer in self.layers:
+            layer.remove_forwarder(self)
+        self.current = self.target = None

@@ -35,8 +35,11 @@ from aiortc.rtp import (
 from . import aiortc_adapter as adapter
 from .config import SfuConfig
 from .forwarder import EgressParams, Forwarder
+from .layers import ACTIVE_TIMEOUT, LayerRequest, allocate, allowed, ordered
+from .routing import IngressRouter
 from .rtp.packet import RtpError, RtpView
 from .rtp.rtcp import build_nack, normalize_lost, parse_rtcp
+from .sdp import REPAIRED_RID_URI, RID_URI, SimulcastError, read_simulcast, write_simulcast_answer
 from .source import Source, SourceParams
 
 if TYPE_CHECKING:
@@ -51,6 +54,10 @@ AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 #: then send due NACKs every NACK_INTERVAL while packets are missing.
 NACK_BATCH_DELAY = 0.005
 NACK_INTERVAL = 0.02
+#: A subscriber's REMB limits its layers only when it is below this multiple of what
+#: the SFU sends it: receivers estimate about 1.5x what they get while all is well, so
+#: a higher REMB says "no congestion", not "this much capacity".
+REMB_LIMITING = 1.2
 
 
 class NegotiationError(Exception):
@@ -73,6 +80,10 @@ class ParticipantListener(Protocol):
 
     def track_unpublished(self, other: Participant, track: PublishedTrack) -> None: ...
 
+    def layer_changed(self, subscription: Subscription) -> None:
+        """What is forwarded of a subscribed track changed layer, paused or resumed."""
+        ...
+
     def subscriptions_changed(self) -> None: ...
 
     def closed(self, reason: str) -> None: ...
@@ -83,7 +94,19 @@ class PublishedTrack:
     id: str
     kind: str
     mid: str
-    source: Source
+    #: one Source, or one per simulcast layer in the publisher's order
+    layers: tuple[Source, ...]
+
+    @property
+    def source(self) -> Source:
+        return self.layers[0]
+
+    @property
+    def rids(self) -> tuple[str, ...] | None:
+        """The simulcast layers' RIDs, or None for a single-layer track."""
+        if len(self.layers) == 1 and self.layers[0].rid is None:
+            return None
+        return tuple(s.rid or "" for s in self.layers)
 
 
 @dataclass(eq=False)
@@ -117,10 +140,9 @@ class Participant:
         self._pub_port: adapter.MediaPort | None = None
         self._sub_pc: RTCPeerConnection | None = None
         self._sub_port: adapter.MediaPort | None = None
-        self._by_ssrc: dict[int, Source] = {}
-        self._by_rtx_ssrc: dict[int, Source] = {}
-        self._unbound_by_mid: dict[str, Source] = {}
-        self._pub_mid_ext = 0
+        self._router = IngressRouter()
+        self._by_ssrc = self._router.by_ssrc
+        self._by_rtx_ssrc = self._router.by_rtx_ssrc
         self._rtcp_ssrc = secrets.randbits(32) or 1
         self._nack_sources: set[Source] = set()
         self._nack_timer: asyncio.TimerHandle | None = None
@@ -133,6 +155,9 @@ class Participant:
         self._sub_transceivers: dict[RTCRtpTransceiver, Subscription | None] = {}
         self._hooked_receivers: set[object] = set()
         self.remb_bitrate: int | None = None
+        #: bit/s the SFU sends this subscriber (all forwarders), measured each second
+        self.egress_bitrate = 0.0
+        self._egress_mark: tuple[float, int] | None = None
         self._task = asyncio.ensure_future(self._run())
         self._close_task: asyncio.Task[None] | None = None
         self.counters = {
@@ -152,8 +177,20 @@ class Participant:
             raise NegotiationError("wrong_state", "participant is closed")
         try:
             media = adapter.describe_remote_media(offer_sdp)
+            simulcast = read_simulcast(offer_sdp)
+        except SimulcastError as exc:
+            raise NegotiationError("bad_sdp", str(exc)) from exc
         except ValueError as exc:
             raise NegotiationError("bad_sdp", str(exc)) from exc
+        for index in simulcast:
+            m = media[index] if index < len(media) else None
+            if m is None or m.kind != "video":
+                raise NegotiationError("unsupported_media", "simulcast is supported for video only")
+            if RID_URI not in m.extensions:
+                raise NegotiationError(
+                    "bad_sdp",
+                    f"m-line {m.mid}: simulcast needs the rtp-stream-id header extension",
+                )
         if not media:
             raise NegotiationError("bad_sdp", "the offer has no media sections")
         for m in media:
@@ -190,6 +227,17 @@ class Participant:
                     "unsupported_media",
                     f"m-line {transceiver.mid}: no supported {transceiver.kind} codec (need Opus or VP8)",
                 )
+        by_mid = {m.mid: m for m in media}
+        layers: dict[str, tuple[str, ...]] = {}
+        for index, offer in simulcast.items():
+            m = media[index]
+            layers[m.mid] = offer.rids
+            wanted = {
+                uri: m.extensions[uri] for uri in (RID_URI, REPAIRED_RID_URI) if uri in m.extensions
+            }
+            for transceiver in pc.getTransceivers():
+                if transceiver.mid == m.mid and by_mid.get(m.mid) is not None:
+                    adapter.add_header_extensions(transceiver, wanted)
         if self._pub_port is None:
             transceivers = pc.getTransceivers()
             if not transceivers:
@@ -203,10 +251,18 @@ class Participant:
             await pc.setLocalDescription(answer)
         except Exception as exc:
             raise NegotiationError("bad_sdp", f"cannot answer offer: {exc}") from exc
-        self._update_sources(pc, media)
-        return pc.localDescription.sdp, list(self.tracks.values())
+        self._update_sources(pc, media, layers)
+        answer_sdp = pc.localDescription.sdp
+        if layers:
+            answer_sdp = write_simulcast_answer(answer_sdp, layers)
+        return answer_sdp, list(self.tracks.values())
 
-    def _update_sources(self, pc: RTCPeerConnection, media: list[adapter.RemoteMedia]) -> None:
+    def _update_sources(
+        self,
+        pc: RTCPeerConnection,
+        media: list[adapter.RemoteMedia],
+        simulcast: dict[str, tuple[str, ...]],
+    ) -> None:
         by_mid = {m.mid: m for m in media}
         active: set[str] = set()
         now = self._loop.time()
@@ -224,60 +280,68 @@ class Participant:
                     and c.parameters.get("apt") == primary.payloadType
                 ):
                     rtx_pt = c.payloadType
-            ssrc, rtx_ssrc = m.ssrcs[0] if m.ssrcs else (None, None)
-            track_id = secrets.token_hex(6)
-            params = SourceParams(
-                track_id=track_id,
-                kind=m.kind,
-                codec=primary.mimeType.split("/")[1].lower(),
-                clock_rate=primary.clockRate,
-                payload_type=primary.payloadType,
-                ssrc=ssrc,
-                rtx_payload_type=rtx_pt,
-                rtx_ssrc=rtx_ssrc,
-                audio_level_ext=m.extensions.get(AUDIO_LEVEL_URI, 0),
-                mid=m.mid,
+            rids: tuple[str | None, ...] = simulcast.get(m.mid) or (None,)
+            if rids != (None,):
+                announced: list[tuple[int | None, int | None]] = [(None, None)] * len(rids)
+            else:
+                announced = [m.ssrcs[0] if m.ssrcs else (None, None)]
+            router = self._router
+            router.set_extension_ids(
+                m.extensions.get(MID_URI, router.mid_ext),
+                m.extensions.get(RID_URI, router.rid_ext),
+                m.extensions.get(REPAIRED_RID_URI, router.rrid_ext),
             )
-            self._pub_mid_ext = m.extensions.get(MID_URI, self._pub_mid_ext)
             active.add(m.mid)
             existing = self.tracks.get(m.mid)
             if existing is not None:
                 old = existing.source.params
-                if (old.ssrc, old.payload_type, old.kind) == (ssrc, primary.payloadType, m.kind):
+                same = (old.payload_type, old.kind) == (primary.payloadType, m.kind) and tuple(
+                    s.rid for s in existing.layers
+                ) == rids
+                if same and (rids != (None,) or old.ssrc == announced[0][0]):
                     continue
                 self._remove_track(existing)
-            source = Source(
-                params,
-                self,
-                cache_size=self.config.packet_cache_size,
-                keyframe_interval=self.config.keyframe_request_interval,
-            )
-            track = PublishedTrack(id=track_id, kind=m.kind, mid=m.mid, source=source)
+            track_id = secrets.token_hex(6)
+            sources = []
+            for rid, (ssrc, rtx_ssrc) in zip(rids, announced, strict=True):
+                params = SourceParams(
+                    track_id=track_id,
+                    kind=m.kind,
+                    codec=primary.mimeType.split("/")[1].lower(),
+                    clock_rate=primary.clockRate,
+                    payload_type=primary.payloadType,
+                    ssrc=ssrc,
+                    rtx_payload_type=rtx_pt,
+                    rtx_ssrc=rtx_ssrc,
+                    audio_level_ext=m.extensions.get(AUDIO_LEVEL_URI, 0),
+                    mid=m.mid,
+                    rid=rid,
+                )
+                sources.append(
+                    Source(
+                        params,
+                        self,
+                        cache_size=self.config.packet_cache_size,
+                        keyframe_interval=self.config.keyframe_request_interval,
+                    )
+                )
+            track = PublishedTrack(id=track_id, kind=m.kind, mid=m.mid, layers=tuple(sources))
             self.tracks[m.mid] = track
-            self._bind(source)
+            for source in sources:
+                self._router.add(source)
             self.room.track_published(self, track, now)
         for mid, track in list(self.tracks.items()):
             if mid not in active:
                 self._remove_track(track)
 
-    def _bind(self, source: Source) -> None:
-        if source.ssrc is not None:
-            self._by_ssrc[source.ssrc] = source
-        else:
-            self._unbound_by_mid[source.params.mid] = source
-        if source.rtx_ssrc is not None:
-            self._by_rtx_ssrc[source.rtx_ssrc] = source
-
     def _remove_track(self, track: PublishedTrack) -> None:
         self.tracks.pop(track.mid, None)
-        source = track.source
-        for table in (self._by_ssrc, self._by_rtx_ssrc):
-            for ssrc in [s for s, src in table.items() if src is source]:
-                del table[ssrc]
-        self._unbound_by_mid.pop(source.params.mid, None)
-        self._nack_sources.discard(source)
+        for source in track.layers:
+            self._router.remove(source)
+            self._nack_sources.discard(source)
         self.room.track_unpublished(self, track)
-        source.close()
+        for source in track.layers:
+            source.close()
 
     # ------------------------------------------------------------ ingress
 
@@ -299,16 +363,20 @@ class Participant:
         self._learn_ssrc(pkt, now)
 
     def _learn_ssrc(self, pkt: RtpView, now: float) -> None:
-        """Bind an SSRC the SDP did not announce, from its MID header extension."""
-        mid_value = pkt.extension(self._pub_mid_ext) if self._pub_mid_ext else None
-        source = self._unbound_by_mid.get(mid_value.decode(errors="replace")) if mid_value else None
-        if source is None or pkt.payload_type != source.payload_type:
+        """A packet of an SSRC not bound yet: bind it from its MID / RID extensions."""
+        hit = self._router.learn(pkt)
+        if hit is None:
             self.counters["rtp_unknown"] += 1
             return
-        del self._unbound_by_mid[source.params.mid]
-        source.ssrc = pkt.ssrc
-        self._by_ssrc[pkt.ssrc] = source
+        source, rtx = hit
+        if rtx:
+            source.on_rtx(pkt, now)
+            return
         source.on_rtp(pkt, now)
+        if any(f.current is not source for f in source.forwarders):
+            # a request made while the SSRC was unknown could not be sent
+            source.last_keyframe_request = -1e9
+            source.request_keyframe(now)
 
     def _on_publisher_rtcp(self, data: bytes, now: float) -> None:
         self.counters["rtcp_in"] += 1
@@ -367,8 +435,7 @@ class Participant:
             return
         reports = []
         video_ssrcs = []
-        for track in self.tracks.values():
-            source = track.source
+        for source in (layer for track in self.tracks.values() for layer in track.layers):
             if source.ssrc is None or source.packets == 0:
                 continue
             block = source.stats.report_block(source.ssrc, now)
@@ -400,6 +467,9 @@ class Participant:
     def _publish_bitrate(self) -> int:
         """What to ask of this publisher's video: the lowest subscriber estimate, bounded."""
         lo, hi = self.config.min_publish_bitrate, self.config.max_publish_bitrate
+        if any(len(track.layers) > 1 for track in self.tracks.values()):
+            # simulcast: every layer is wanted by someone, whatever one subscriber's link
+            return hi
         estimates = [
             f.remb
             for track in self.tracks.values()
@@ -416,7 +486,7 @@ class Participant:
     def subscribe(self, publisher: Participant, track: PublishedTrack) -> None:
         if self.closed or track.id in self.subscriptions:
             return
-        forwarder = Forwarder(track.source, self, self.id)
+        forwarder = Forwarder(track.layers, self, self.id)
         self.subscriptions[track.id] = Subscription(publisher, track, forwarder)
         self._mark_dirty()
 
@@ -524,7 +594,9 @@ class Participant:
             )
             if not sub.negotiated:
                 sub.negotiated = True
-                sub.track.source.add_forwarder(sub.forwarder, self._loop.time())
+                now = self._loop.time()
+                self.update_layers(now)
+                sub.forwarder.start(now)
 
         return on_parameters
 
@@ -547,6 +619,102 @@ class Participant:
     def send_rtp(self, data: bytes) -> bool:
         port = self._sub_port
         return port is not None and port.send_rtp(data)
+
+    def layer_changed(self, forwarder: Forwarder) -> None:
+        if self.closed:
+            return
+        for sub in self.subscriptions.values():
+            if sub.forwarder is forwarder:
+                self.listener.layer_changed(sub)
+                return
+
+    # ------------------------------------------------------------ layer selection
+
+    def set_layer_request(
+        self,
+        track_id: str,
+        *,
+        max_width: int | None = None,
+        max_height: int | None = None,
+        paused: bool | None = None,
+    ) -> None:
+        """Update what this subscriber wants of one track; absent values are kept.
+
+        Raises KeyError when not subscribed to ``track_id``.
+        """
+        forwarder = self.subscriptions[track_id].forwarder
+        old = forwarder.request
+        forwarder.request = LayerRequest(
+            max_width=old.max_width if max_width is None else max_width,
+            max_height=old.max_height if max_height is None else max_height,
+            paused=old.paused if paused is None else paused,
+        )
+        self.update_layers(self._loop.time())
+
+    def layer_budget(self) -> float | None:
+        """The bit/s video may use, or None when nothing says it is limited."""
+        remb = self.remb_bitrate
+        if remb is None or remb >= REMB_LIMITING * self.egress_bitrate:
+            return None
+        audio = sum(
+            sub.forwarder.source.bitrate
+            for sub in self.subscriptions.values()
+            if not sub.forwarder.is_video and not sub.forwarder.paused
+        )
+        return max(0.0, remb - audio)
+
+    def update_layers(self, now: float) -> None:
+        """Choose the layer of every subscribed track: request, activity, bandwidth."""
+        if self.closed:
+            return
+        plans = []
+        for sub in self.subscriptions.values():
+            forwarder = sub.forwarder
+            if not sub.negotiated and sub.transceiver is None:
+                continue
+            if forwarder.request.paused:
+                forwarder.set_target(None, now)
+                continue
+            if not forwarder.is_video or not forwarder.simulcast:
+                forwarder.set_target(forwarder.layers[0], now)
+                continue
+            infos = forwarder.layer_infos(now, ACTIVE_TIMEOUT)
+            choices = allowed(infos, forwarder.request)
+            if not choices:
+                # nothing is being sent yet: wait on the first layer
+                if forwarder.target is None:
+                    forwarder.set_target(forwarder.layers[0], now)
+                continue
+            plans.append((forwarder, infos, choices))
+        if not plans:
+            return
+        current_levels: list[int | None] = []
+        for forwarder, _, choices in plans:
+            index = forwarder.layers.index(forwarder.current) if forwarder.current else None
+            level = next((i for i, c in enumerate(choices) if c.index == index), None)
+            current_levels.append(level)
+        levels = allocate(
+            self.layer_budget(),
+            [[max(c.bitrate, 1.0) for c in choices] for _, _, choices in plans],
+            current_levels,
+        )
+        for (forwarder, infos, choices), level in zip(plans, levels, strict=True):
+            proposed = choices[max(level, 0)].index
+            rank = {info.index: pos for pos, info in enumerate(ordered(infos))}
+            current = forwarder.layers.index(forwarder.current) if forwarder.current else None
+            chosen = forwarder.selector.decide(proposed, choices[-1].index, current, rank, now)
+            forwarder.set_target(forwarder.layers[chosen] if chosen is not None else None, now)
+
+    def _measure(self, now: float) -> None:
+        """Once a second: layer bitrates of published tracks, egress rate of subscriptions."""
+        for track in self.tracks.values():
+            for source in track.layers:
+                source.tick(now)
+        sent = sum(sub.forwarder.bytes_sent for sub in self.subscriptions.values())
+        mark = self._egress_mark
+        if mark is not None and now > mark[0]:
+            self.egress_bitrate = max(0, sent - mark[1]) * 8 / (now - mark[0])
+        self._egress_mark = (now, sent)
 
     def _on_subscriber_rtp(self, data: bytes, now: float) -> None:
         pass  # a subscribe connection carries no media towards the SFU
@@ -588,6 +756,7 @@ class Participant:
                         forwarder = self._by_out_ssrc.get(ssrc)
                         if forwarder is not None:
                             forwarder.remb = bitrate
+                    self.update_layers(now)
 
     def _send_sender_reports(self, now: float) -> None:
         port = self._sub_port
@@ -635,6 +804,8 @@ class Participant:
             while not self.closed:
                 await asyncio.sleep(1.0)
                 now = self._loop.time()
+                self._measure(now)
+                self.update_layers(now)
                 self._send_receiver_reports(now)
                 self._send_sender_reports(now)
                 self._check_subscribe_answer(now)

@@ -44,6 +44,8 @@ class SourceParams:
     rtx_ssrc: int | None = None
     audio_level_ext: int = 0
     mid: str = ""
+    #: the simulcast layer's RID (None: the track has one layer)
+    rid: str | None = None
 
 
 class Source:
@@ -63,12 +65,14 @@ class Source:
         self.payload_type = params.payload_type
         self.ssrc = params.ssrc
         self.rtx_ssrc = params.rtx_ssrc
+        self.rid = params.rid
         self._audio_level_ext = params.audio_level_ext
         self._owner = owner
         self.cache = PacketCache(cache_size)
         self.stats = ReceiveStatistics(params.clock_rate)
         self.nack = NackGenerator()
-        self.forwarders: list[Forwarder] = []
+        #: replaced, never mutated, so that iterating it while forwarding is safe
+        self.forwarders: tuple[Forwarder, ...] = ()
         self.keyframe_interval = keyframe_interval
         self.last_keyframe_request = -1e9
         self.keyframe_pending = False
@@ -81,6 +85,9 @@ class Source:
         self.bytes = 0
         self.dropped = 0
         self.last_packet_time: float | None = None
+        #: bits per second, measured by ``tick``
+        self.bitrate = 0.0
+        self._rate_mark: tuple[float, int] | None = None
         self.closed = False
 
     # ------------------------------------------------------------------ ingress
@@ -124,7 +131,7 @@ class Source:
         if forwarders:
             pkt.abs_send_time = abs_send_time(now)
             for forwarder in forwarders:
-                forwarder.forward(pkt, vp8, now)
+                forwarder.forward(self, pkt, vp8, now)
 
     def on_rtx(self, pkt: RtpView, now: float) -> None:
         """An RTX packet: forwarded only when it repairs a loss we asked for."""
@@ -162,25 +169,41 @@ class Source:
             self.keyframe_pending = True
             self._owner.keyframe_deferred(self, self.last_keyframe_request + self.keyframe_interval)
 
+    def tick(self, now: float) -> None:
+        """Update ``bitrate``; call about once a second."""
+        mark = self._rate_mark
+        if mark is not None and now - mark[0] >= 0.2:
+            rate = (self.bytes - mark[1]) * 8 / (now - mark[0])
+            self.bitrate = rate if self.bitrate == 0 else 0.5 * self.bitrate + 0.5 * rate
+        if mark is None or now - mark[0] >= 0.2:
+            self._rate_mark = (now, self.bytes)
+
+    def active(self, now: float, timeout: float) -> bool:
+        """Whether the publisher sent this stream within ``timeout`` seconds."""
+        last = self.last_packet_time
+        return last is not None and now - last <= timeout
+
     def poll(self, now: float) -> None:
         """Periodic work: a deferred keyframe request."""
         if self.keyframe_pending:
             self.request_keyframe(now)
 
     def add_forwarder(self, forwarder: Forwarder, now: float) -> None:
-        self.forwarders.append(forwarder)
+        if forwarder in self.forwarders or self.closed:
+            return
+        self.forwarders = (*self.forwarders, forwarder)
         if self.is_video:
             self.request_keyframe(now)
 
     def remove_forwarder(self, forwarder: Forwarder) -> None:
         if forwarder in self.forwarders:
-            self.forwarders.remove(forwarder)
+            self.forwarders = tuple(f for f in self.forwarders if f is not forwarder)
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        for forwarder in list(self.forwarders):
-            forwarder.close()
-        self.forwarders.clear()
+        for forwarder in self.forwarders:
+            forwarder.source_closed(self)
+        self.forwarders = ()
         self.cache.clear()

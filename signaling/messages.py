@@ -153,13 +153,17 @@ class SubscribeAnswer(_Message):
 
 @dataclass(frozen=True, slots=True)
 class SetLayer(_Message):
-    """Reserved for simulcast layer selection; validated already."""
+    """What the client wants of one remote track: a size ceiling, or nothing (paused).
+
+    A field that is absent leaves that part of the request as it was.
+    """
 
     type: ClassVar[str] = "set_layer"
     track: str
     max_height: int | None = None
     paused: bool | None = None
     request_id: RequestId | None = None
+    max_width: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +188,8 @@ ClientMessage: TypeAlias = Join | PublishOffer | SubscribeAnswer | SetLayer | Le
 class TrackInfo(_Wire):
     id: str
     kind: TrackKind
+    #: RIDs of a simulcast track's layers, in the publisher's order (absent: one layer)
+    layers: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +274,28 @@ class SubscribeOffer(_Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Layer(_Message):
+    """What the server now forwards of one remote track (sent whenever it changes).
+
+    ``rid`` is the simulcast layer (None for a track without layers), ``width`` and
+    ``height`` its last known size (0 when not known yet), ``paused`` True when nothing
+    is forwarded.
+    """
+
+    type: ClassVar[str] = "layer"
+    track: str
+    rid: str | None
+    width: int
+    height: int
+    paused: bool
+
+    def to_json(self) -> dict[str, object]:
+        out = _Message.to_json(self)
+        out["rid"] = self.rid  # null is meaningful here
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class Left(_Message):
     type: ClassVar[str] = "left"
     reason: str
@@ -301,6 +329,7 @@ ServerMessage: TypeAlias = (
     | TrackUnpublished
     | PublishAnswer
     | SubscribeOffer
+    | Layer
     | Left
     | Pong
     | ErrorMessage
@@ -369,6 +398,15 @@ def _boolean(value: object) -> bool:
     return value
 
 
+def _optional(check: _Check[_T]) -> _Check[_T | None]:
+    """``check``, or JSON null."""
+
+    def optional(value: object) -> _T | None:
+        return None if value is None else check(value)
+
+    return optional
+
+
 def _one_of(values: frozenset[str]) -> _Check[str]:
     def check(value: object) -> str:
         if not isinstance(value, str) or value not in values:
@@ -413,6 +451,8 @@ _ID = _string(nonempty=True)
 _TEXT = _string()
 _REQUEST_ID_STR = _string(max_len=64)
 _MAX_HEIGHT = _integer(0, 4320)
+_MAX_WIDTH = _integer(0, 7680)
+_SIZE = _integer(0, 16384)
 _KIND = cast("_Check[TrackKind]", _one_of(TRACK_KINDS))
 _CODE = cast("_Check[ErrorCode]", _one_of(ERROR_CODES))
 
@@ -485,6 +525,7 @@ _CLIENT_PARSERS: Final[Mapping[str, Callable[[_Reader], ClientMessage]]] = Mappi
             r.opt("max_height", _MAX_HEIGHT),
             r.opt("paused", _boolean),
             r.request_id,
+            r.opt("max_width", _MAX_WIDTH),
         ),
         Leave.type: lambda r: Leave(r.request_id),
         Ping.type: lambda r: Ping(r.request_id),
@@ -493,7 +534,8 @@ _CLIENT_PARSERS: Final[Mapping[str, Callable[[_Reader], ClientMessage]]] = Mappi
 
 
 def _track(r: _Reader) -> TrackInfo:
-    return TrackInfo(r.req("id", _ID), r.req("kind", _KIND))
+    layers = r.opt("layers", _array_of(_ID))
+    return TrackInfo(r.req("id", _ID), r.req("kind", _KIND), tuple(layers) if layers else None)
 
 
 def _participant(r: _Reader) -> ParticipantInfo:
@@ -538,6 +580,13 @@ _SERVER_PARSERS: Final[Mapping[str, Callable[[_Reader], ServerMessage]]] = Mappi
         ),
         SubscribeOffer.type: lambda r: SubscribeOffer(
             r.req("sdp", _SDP), {mid: _subscribed(t) for mid, t in r.entries("tracks")}
+        ),
+        Layer.type: lambda r: Layer(
+            r.req("track", _ID),
+            r.req("rid", _optional(_ID)),
+            r.req("width", _SIZE),
+            r.req("height", _SIZE),
+            r.req("paused", _boolean),
         ),
         Left.type: lambda r: Left(r.req("reason", _TEXT), r.request_id),
         Pong.type: lambda r: Pong(r.request_id),

@@ -19,7 +19,7 @@ from typing import cast
 from aiohttp import WSMsgType, web
 
 from sfu.config import SfuConfig
-from sfu.participant import NegotiationError, Participant, PublishedTrack
+from sfu.participant import NegotiationError, Participant, PublishedTrack, Subscription
 from sfu.room import Sfu
 
 from . import messages as m
@@ -126,6 +126,19 @@ class Session:
     def track_unpublished(self, other: Participant, track: PublishedTrack) -> None:
         self.send(m.TrackUnpublished(participant=other.id, track=track.id))
 
+    def layer_changed(self, subscription: Subscription) -> None:
+        forwarder = subscription.forwarder
+        current = forwarder.current
+        self.send(
+            m.Layer(
+                track=subscription.track.id,
+                rid=current.rid if current is not None else None,
+                width=current.width if current is not None else 0,
+                height=current.height if current is not None else 0,
+                paused=current is None,
+            )
+        )
+
     def subscriptions_changed(self) -> None:
         if self._renegotiate_task is None or self._renegotiate_task.done():
             self._renegotiate_task = asyncio.ensure_future(self._renegotiate())
@@ -196,8 +209,12 @@ class Session:
                 if message.track not in self.participant.subscriptions:
                     self.error("not_found", f"not subscribed to track {message.track}", name, rid)
                 else:
-                    forwarder = self.participant.subscriptions[message.track].forwarder
-                    forwarder.paused = bool(message.paused)
+                    self.participant.set_layer_request(
+                        message.track,
+                        max_width=message.max_width,
+                        max_height=message.max_height,
+                        paused=message.paused,
+                    )
             elif isinstance(message, m.Leave):
                 self._leave_request_id = rid
                 await self.participant.close("left")
@@ -278,7 +295,7 @@ class Session:
 
 
 def _track_info(track: PublishedTrack) -> m.TrackInfo:
-    return m.TrackInfo(id=track.id, kind=cast(m.TrackKind, track.kind))
+    return m.TrackInfo(id=track.id, kind=cast(m.TrackKind, track.kind), layers=track.rids)
 
 
 def _participant_info(p: Participant) -> m.ParticipantInfo:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sfu.forwarder import Forwarder
 from sfu.rtp.packet import RtpView, build_extension_block, build_rtp_header
 from sfu.source import Source
 
@@ -21,6 +22,8 @@ class RecordingSink:
         self.accept = accept
         self.packets: list[bytes] = []
         self.refused: list[bytes] = []
+        #: (current, target) of the forwarder at each ``layer_changed``
+        self.layers: list[tuple[Source | None, Source | None]] = []
 
     def send_rtp(self, data: bytes) -> bool:
         if not self.accept:
@@ -28,6 +31,9 @@ class RecordingSink:
             return False
         self.packets.append(data)
         return True
+
+    def layer_changed(self, forwarder: Forwarder) -> None:
+        self.layers.append((forwarder.current, forwarder.target))
 
     def views(self) -> list[RtpView]:
         return [RtpView(p) for p in self.packets]

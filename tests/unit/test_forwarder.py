@@ -70,9 +70,9 @@ def setup(kind="video", rtx=True, extensions=None, now=0.0, **source_kw):
     owner = RecordingOwner()
     source = video_source(owner, **source_kw) if kind == "video" else audio_source(owner)
     sink = RecordingSink()
-    fwd = Forwarder(source, sink, "sub-1")
+    fwd = Forwarder([source], sink, "sub-1")
     fwd.configure(egress(rtx=rtx, extensions=extensions, pt=100 if kind == "video" else 109))
-    source.add_forwarder(fwd, now)
+    fwd.start(now)
     return owner, source, sink, fwd
 
 
@@ -336,7 +336,7 @@ def test_nack_before_start_or_unconfigured():
     owner = RecordingOwner()
     source = video_source(owner)
     sink = RecordingSink()
-    fwd = Forwarder(source, sink, "x")
+    fwd = Forwarder([source], sink, "x")
     assert fwd.on_nack([1, 2, 3], 0.0) == 0
     fwd.configure(egress())
     assert fwd.on_nack([1, 2, 3], 0.0) == 0
@@ -476,16 +476,18 @@ def test_paused_forwarder_sends_nothing_and_resumes_on_a_keyframe_without_gap():
     feed(source, video(1, 0, 1, 1, keyframe=True), 0.0)
     feed(source, video(2, 3000, 2, 2), 0.03)
     last = sink.views()[-1]
-    fwd.paused = True
+    fwd.set_target(None, 0.03)
+    assert sink.layers == [(source, source), (None, None)]  # started, paused
+    assert fwd not in source.forwarders  # a paused forwarder costs nothing
     for i in range(3, 40):
         feed(source, video(i, 3000 * i, i, i, keyframe=i == 20), i * 0.03)
     feed(source, rtp(40, 0, ssrc=PUB, payload=b"", padding=8), 1.2)
     assert len(sink.packets) == 2 and fwd.packets_sent == 2
-    fwd.paused = False
     requests = len(owner.keyframe_requests)
+    fwd.set_target(source, 1.2)
+    assert len(owner.keyframe_requests) == requests + 1  # resuming asks for a keyframe
     feed(source, video(41, 3000 * 41, 41, 41), 1.23)
     assert len(sink.packets) == 2  # resuming mid-GOP would not decode: wait for a keyframe
-    assert len(owner.keyframe_requests) == requests + 1
     feed(source, video(42, 3000 * 42, 42, 42, keyframe=True), 1.26)
     feed(source, video(43, 3000 * 43, 43, 43), 1.29)
     out = sink.views()
@@ -497,10 +499,10 @@ def test_paused_forwarder_sends_nothing_and_resumes_on_a_keyframe_without_gap():
 def test_paused_audio_resumes_without_gap():
     _, source, sink, fwd = setup(kind="audio", extensions={})
     feed(source, rtp(1, 0, ssrc=PUB, pt=111), 0.0)
-    fwd.paused = True
+    fwd.set_target(None, 0.01)
     for i in range(2, 10):
         feed(source, rtp(i, 960 * i, ssrc=PUB, pt=111), i * 0.02)
-    fwd.paused = False
+    fwd.set_target(source, 0.19)
     feed(source, rtp(10, 9600, ssrc=PUB, pt=111), 0.2)
     out = sink.views()
     assert len(out) == 2 and out[1].seq == u16(out[0].seq + 1)
@@ -510,8 +512,8 @@ def test_closed_or_unconfigured_forwarder_sends_nothing():
     owner = RecordingOwner()
     source = video_source(owner)
     sink = RecordingSink()
-    fwd = Forwarder(source, sink, "x")
-    source.add_forwarder(fwd, 0.0)
+    fwd = Forwarder([source], sink, "x")
+    fwd.start(0.0)
     feed(source, video(1, 0, 1, 1, keyframe=True), 0.0)
     assert sink.packets == []  # not configured
     fwd.configure(egress())
@@ -519,7 +521,7 @@ def test_closed_or_unconfigured_forwarder_sends_nothing():
     assert len(sink.packets) == 1
     fwd.close()
     assert fwd.closed and fwd not in source.forwarders
-    fwd.forward(RtpView(video(3, 0, 1, 1, keyframe=True)), None, 0.2)
+    fwd.forward(source, RtpView(video(3, 0, 1, 1, keyframe=True)), None, 0.2)
     assert len(sink.packets) == 1
     assert fwd.on_nack([RtpView(sink.packets[0]).seq], 0.3) == 0
     fwd.close()  # idempotent
@@ -550,12 +552,12 @@ def test_two_subscribers_are_independent():
     owner = RecordingOwner()
     source = video_source(owner)
     sinks = [RecordingSink(), RecordingSink()]
-    fwds = [Forwarder(source, s, f"sub{i}") for i, s in enumerate(sinks)]
+    fwds = [Forwarder([source], s, f"sub{i}") for i, s in enumerate(sinks)]
     fwds[0].configure(egress())
     fwds[1].configure(egress(rtx=False, pt=120, mid="9"))
-    source.add_forwarder(fwds[0], 0.0)
+    fwds[0].start(0.0)
     feed(source, video(1, 0, 1, 1, keyframe=True), 0.0)
-    source.add_forwarder(fwds[1], 0.05)
+    fwds[1].start(0.05)
     feed(source, video(2, 3000, 2, 2), 0.1)
     feed(source, video(3, 6000, 3, 3, keyframe=True), 0.6)
     assert len(sinks[0].packets) == 3 and len(sinks[1].packets) == 1

@@ -29,10 +29,10 @@ def make_source(kind="video", ssrc=SSRC, keyframe_interval=0.5, cache_size=64):
 
 def attach(source, kind="video"):
     sink = RecordingSink()
-    fwd = Forwarder(source, sink, "sub")
+    fwd = Forwarder([source], sink, "sub")
     pt = 100 if kind == "video" else 109
     fwd.configure(EgressParams("m", pt, 0xE1, 101, 0xE2, {MID_URI: 1}))
-    source.add_forwarder(fwd, 0.0)
+    fwd.start(0.0)
     return sink, fwd
 
 
@@ -190,9 +190,9 @@ def test_capture_rtx_only_the_nacked_repair_is_accepted(capture, rid):
     owner = RecordingOwner()
     source = Source(params, owner, cache_size=1024)
     sink = RecordingSink()
-    fwd = Forwarder(source, sink, "sub")
+    fwd = Forwarder([source], sink, "sub")
     fwd.configure(EgressParams("0", 96, 0xABC, 97, 0xABD, {}))
-    source.add_forwarder(fwd, 0.0)
+    fwd.start(0.0)
     nacked = answer["seq"]
     original = None
     rtx_seen = rtx_accepted = 0
@@ -303,20 +303,22 @@ def test_add_forwarder_requests_a_keyframe():
     owner, source = make_source()
     _, fwd = attach(source)
     assert owner.keyframe_requests == [source]
-    assert source.forwarders == [fwd]
+    assert source.forwarders == (fwd,)
 
 
 # ------------------------------------------------------------------ lifecycle
 
 
-def test_close_closes_forwarders_and_clears_the_cache():
+def test_close_detaches_forwarders_and_clears_the_cache():
     _, source = make_source()
     sink, fwd = attach(source)
     _, fwd2 = attach(source)
     feed(source, vp8(1, keyframe=True), 0.0)
+    assert fwd.current is source and fwd2.current is source
     source.close()
-    assert source.closed and fwd.closed and fwd2.closed
-    assert source.forwarders == [] and source.cache.get(1) is None
+    assert source.closed
+    assert fwd.current is None and fwd.target is None and fwd2.current is None
+    assert source.forwarders == () and source.cache.get(1) is None
     source.close()  # idempotent
 
 
@@ -326,4 +328,4 @@ def test_remove_forwarder():
     source.remove_forwarder(fwd)
     source.remove_forwarder(fwd)
     feed(source, vp8(1, keyframe=True), 0.0)
-    assert sink.packets == [] and source.forwarders == []
+    assert sink.packets == [] and source.forwarders == ()

@@ -1,0 +1,190 @@
+"""Simulcast layer selection (pure: no I/O, time passed in).
+
+Per subscriber the SFU decides, for every remote video track, which simulcast layer
+to forward. Three inputs:
+
+* the subscriber's request for that track (a maximum size, or paused);
+* which layers the publisher is actually sending, their sizes and bitrates;
+* the subscriber's bandwidth estimate (REMB), shared by all its video tracks.
+
+:func:`allocate` shares the estimate among a subscriber's tracks; a
+:class:`LayerSelector` per track turns the result into a target layer with
+hysteresis: down at once, up only after the higher layer has fitted for a while, and
+that while grows each time bandwidth pushed the track down again, so layers do not
+flap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+#: A higher layer must fit the estimate with this much headroom to be chosen.
+UP_MARGIN = 1.15
+#: A layer that sent nothing for this long (s) is not offered by the publisher now.
+ACTIVE_TIMEOUT = 1.5
+
+
+@dataclass(frozen=True, slots=True)
+class LayerInfo:
+    """One simulcast layer as the SFU receives it."""
+
+    #: position in the track's layer list (the publisher's order)
+    index: int
+    width: int  # 0 until a keyframe told us
+    height: int
+    #: bits per second over the last second or so (0: not measured yet)
+    bitrate: float
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LayerRequest:
+    """What a subscriber asked for one track (``set_layer``)."""
+
+    max_width: int | None = None
+    max_height: int | None = None
+    paused: bool = False
+
+
+def ordered(layers: Sequence[LayerInfo]) -> list[LayerInfo]:
+    """Active layers from lowest to highest.
+
+    By size when every active layer's size is known, else in the publisher's order
+    (browsers list simulcast layers from the smallest, as the bot does).
+    """
+    active = [layer for layer in layers if layer.active]
+    if active and all(layer.height for layer in active):
+        return sorted(active, key=lambda layer: (layer.height, layer.width, layer.index))
+    return sorted(active, key=lambda layer: layer.index)
+
+
+def allowed(layers: Sequence[LayerInfo], request: LayerRequest) -> list[LayerInfo]:
+    """The active layers the request allows, lowest first; never empty unless no layer
+    is active or the track is paused: when even the lowest is larger than the request,
+    the lowest is allowed (a small picture beats none)."""
+    if request.paused:
+        return []
+    candidates = ordered(layers)
+    if not candidates:
+        return []
+    fits = [
+        layer
+        for layer in candidates
+        if (request.max_height is None or layer.height <= request.max_height)
+        and (request.max_width is None or layer.width <= request.max_width)
+    ]
+    if request.max_height is None and request.max_width is None:
+        fits = candidates
+    return fits or candidates[:1]
+
+
+def allocate(
+    budget: float | None,
+    demands: Sequence[Sequence[float]],
+    current: Sequence[int | None],
+    margin: float = UP_MARGIN,
+) -> list[int]:
+    """Share ``budget`` (bit/s, None: unlimited) among tracks; return a level per track.
+
+    ``demands[i]`` lists the bitrates of the layers track ``i`` may receive, lowest
+    first (its :func:`allowed` layers); the result indexes that list (-1 when the
+    track gets nothing: an empty demand). Every track gets at least its lowest layer;
+    then tracks are raised one level at a time, round robin, while the budget lasts.
+    Keeping a track at the level it is on (``current``) needs the layer's bitrate;
+    going above it needs ``margin`` times that.
+    """
+    levels = [0 if demand else -1 for demand in demands]
+    if budget is None:
+        return [len(demand) - 1 for demand in demands]
+    remaining = budget - sum(demand[0] for demand in demands if demand)
+    raised = True
+    while raised:
+        raised = False
+        for i, demand in enumerate(demands):
+            nxt = levels[i] + 1
+            if levels[i] < 0 or nxt >= len(demand):
+                continue
+            cost = demand[nxt] - demand[levels[i]]
+            held = current[i] if i < len(current) else None
+            needed = (
+                cost
+                if held is not None and nxt <= held
+                else demand[nxt] * margin - (demand[levels[i]])
+            )
+            if needed <= remaining:
+                levels[i] = nxt
+                remaining -= cost
+                raised = True
+    return levels
+
+
+class LayerSelector:
+    """Hysteresis for one forwarder's layer choice.
+
+    ``decide(proposed, ceiling, current, now)`` takes the layer the allocation proposes
+    and the highest layer the request alone would allow (``ceiling``), both as layer
+    indexes in the track's list, and returns the layer to aim for. Going down is
+    immediate. Going up is immediate unless bandwidth capped this track within the last
+    ``reset_after`` seconds; then the higher proposal must hold for ``up_delay`` first. Each bandwidth-caused downswitch within ``reset_after`` seconds of the
+    previous one doubles ``up_delay`` (up to ``max_up_delay``).
+    """
+
+    def __init__(
+        self,
+        up_delay: float = 2.0,
+        max_up_delay: float = 30.0,
+        reset_after: float = 60.0,
+    ) -> None:
+        self.base_up_delay = up_delay
+        self.up_delay = up_delay
+        self.max_up_delay = max_up_delay
+        self.reset_after = reset_after
+        self.last_bandwidth_down: float | None = None
+        #: the last time bandwidth, not the request, capped the proposal
+        self.last_limited: float | None = None
+        self._up_since: float | None = None
+        self._up_to: int | None = None
+
+    def decide(
+        self,
+        proposed: int | None,
+        ceiling: int | None,
+        current: int | None,
+        rank: dict[int, int],
+        now: float,
+    ) -> int | None:
+        """``rank`` maps a layer index to its position, lowest first (from ``allowed``)."""
+        if proposed is None or current is None or current not in rank:
+            self._up_since = self._up_to = None
+            return proposed
+        p, c = rank[proposed], rank[current]
+        limited = ceiling is not None and rank.get(ceiling, p) > p
+        if limited:
+            self.last_limited = now
+        if p < c:
+            self._up_since = self._up_to = None
+            if limited:
+                self._bandwidth_down(now)
+            return proposed
+        if p == c:
+            self._up_since = self._up_to = None
+            return current
+        if self.last_limited is None or now - self.last_limited >= self.reset_after:
+            self._up_since = self._up_to = None
+            return proposed
+        if self._up_to != proposed:
+            self._up_to, self._up_since = proposed, now
+        assert self._up_since is not None
+        if now - self._up_since >= self.up_delay:
+            self._up_since = self._up_to = None
+            return proposed
+        return current
+
+    def _bandwidth_down(self, now: float) -> None:
+        last = self.last_bandwidth_down
+        if last is not None and now - last < self.reset_after:
+            self.up_delay = min(self.max_up_delay, self.up_delay * 2)
+        else:
+            self.up_delay = self.base_up_delay
+        self.last_bandwidth_down = now
