@@ -28,6 +28,9 @@ _LUMA_HIGH = 235
 _LUMA_LOW = 16
 _LUMA_MID = 128
 
+#: Luma of each stripe phase 0..63 of the moving pattern.
+_STRIPE_LUMA = (np.arange(64, dtype=np.uint8) * 3 + 32).astype(np.uint8)
+
 AUDIO_SAMPLE_RATE = 48_000
 AUDIO_PTIME = 0.020
 VIDEO_CLOCK_RATE = 90_000
@@ -175,7 +178,9 @@ class PatternTrack(MediaStreamTrack):
         self.frames = 0
         self._time_base = fractions.Fraction(1, VIDEO_CLOCK_RATE)
         yy, xx = np.mgrid[0:height, 0:width]
-        self._diagonal = (xx + yy).astype(np.int32)
+        #: (x + y) mod 64: the stripe phase of each pixel (uint8 keeps render() cheap at 720p)
+        self._diagonal = ((xx + yy) % 64).astype(np.uint8)
+        self._phase = np.empty((height, width), dtype=np.uint8)
         self._pacer = _Pacer(paced)
 
     def render(self, n: int) -> np.ndarray:
@@ -183,7 +188,10 @@ class PatternTrack(MediaStreamTrack):
         w, h = self.width, self.height
         image = np.empty((h * 3 // 2, w), dtype=np.uint8)
         luma = image[:h]
-        luma[:] = ((self._diagonal + 6 * n) % 64) * 3 + 32
+        phase = self._phase
+        np.add(self._diagonal, (6 * n) % 64, out=phase)
+        np.bitwise_and(phase, 63, out=phase)
+        np.take(_STRIPE_LUMA, phase, out=luma)
         draw_counter(luma, n)
         chroma = image[h:]
         u = 128 + int(60 * math.sin(n / 20.0))
