@@ -54,10 +54,17 @@ AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 #: then send due NACKs every NACK_INTERVAL while packets are missing.
 NACK_BATCH_DELAY = 0.005
 NACK_INTERVAL = 0.02
-#: A subscriber's REMB limits its layers only when it is below this multiple of what
-#: the SFU sends it: receivers estimate about 1.5x what they get while all is well, so
-#: a higher REMB says "no congestion", not "this much capacity".
-REMB_LIMITING = 1.2
+#: A subscriber's REMB is a congestion signal, not a capacity measure. Receivers derive
+#: it from what they receive: about 1x at start, then growing ~8 %/s (capped at 1.5x)
+#: while all is well, and cut to 0.85x of what they receive when they detect overuse.
+#: Right after a switch up it lags far below what is sent without any congestion. So
+#: REMB limits a subscriber's layers only when it has just *dropped* (by more than
+#: REMB_DROP within the last REMB_DROP_WINDOW seconds) and is below REMB_LIMITING x
+#: the video sent. Finding capacity above the current rate (probing) is congestion
+#: control's job, not this rule's.
+REMB_LIMITING = 0.9
+REMB_DROP = 0.05
+REMB_DROP_WINDOW = 3.0
 
 
 class NegotiationError(Exception):
@@ -155,9 +162,11 @@ class Participant:
         self._sub_transceivers: dict[RTCRtpTransceiver, Subscription | None] = {}
         self._hooked_receivers: set[object] = set()
         self.remb_bitrate: int | None = None
-        #: bit/s the SFU sends this subscriber (all forwarders), measured each second
+        #: bit/s of video the SFU sends this subscriber, measured each second
         self.egress_bitrate = 0.0
         self._egress_mark: tuple[float, int] | None = None
+        #: when REMB last dropped (the receiver detected overuse)
+        self._remb_drop_at: float | None = None
         self._task = asyncio.ensure_future(self._run())
         self._close_task: asyncio.Task[None] | None = None
         self.counters = {
@@ -652,16 +661,25 @@ class Participant:
         self.update_layers(self._loop.time())
 
     def layer_budget(self) -> float | None:
-        """The bit/s video may use, or None when nothing says it is limited."""
+        """The bit/s this subscriber's video may use, or None when nothing limits it.
+
+        See ``REMB_LIMITING``: only a REMB that just dropped below what is sent limits.
+        """
         remb = self.remb_bitrate
-        if remb is None or remb >= REMB_LIMITING * self.egress_bitrate:
+        dropped = self._remb_drop_at
+        if remb is None or dropped is None:
             return None
-        audio = sum(
-            sub.forwarder.source.bitrate
-            for sub in self.subscriptions.values()
-            if not sub.forwarder.is_video and not sub.forwarder.paused
-        )
-        return max(0.0, remb - audio)
+        if self._loop.time() - dropped > REMB_DROP_WINDOW:
+            return None
+        if remb >= REMB_LIMITING * self.egress_bitrate:
+            return None
+        return float(remb)
+
+    def _on_remb(self, bitrate: int, now: float) -> None:
+        previous = self.remb_bitrate
+        if previous is not None and bitrate < (1 - REMB_DROP) * previous:
+            self._remb_drop_at = now
+        self.remb_bitrate = bitrate
 
     def update_layers(self, now: float) -> None:
         """Choose the layer of every subscribed track: request, activity, bandwidth."""
@@ -706,14 +724,21 @@ class Participant:
             forwarder.set_target(forwarder.layers[chosen] if chosen is not None else None, now)
 
     def _measure(self, now: float) -> None:
-        """Once a second: layer bitrates of published tracks, egress rate of subscriptions."""
+        """Once a second: layer bitrates of published tracks, video sent to this subscriber."""
         for track in self.tracks.values():
             for source in track.layers:
                 source.tick(now)
-        sent = sum(sub.forwarder.bytes_sent for sub in self.subscriptions.values())
+        sent = sum(
+            sub.forwarder.bytes_sent
+            for sub in self.subscriptions.values()
+            if sub.forwarder.is_video
+        )
         mark = self._egress_mark
         if mark is not None and now > mark[0]:
-            self.egress_bitrate = max(0, sent - mark[1]) * 8 / (now - mark[0])
+            rate = max(0, sent - mark[1]) * 8 / (now - mark[0])
+            self.egress_bitrate = (
+                0.5 * (self.egress_bitrate + rate) if self.egress_bitrate else rate
+            )
         self._egress_mark = (now, sent)
 
     def _on_subscriber_rtp(self, data: bytes, now: float) -> None:
@@ -751,7 +776,7 @@ class Participant:
                         bitrate, ssrcs = unpack_remb_fci(packet.fci)
                     except ValueError:
                         continue
-                    self.remb_bitrate = bitrate
+                    self._on_remb(bitrate, now)
                     for ssrc in ssrcs:
                         forwarder = self._by_out_ssrc.get(ssrc)
                         if forwarder is not None:
