@@ -475,22 +475,34 @@ export class ParleyClient extends EventTarget {
   /**
    * Asks the server what to forward of remote track `trackId`: at most `maxWidth` ×
    * `maxHeight` (the size of the tile that shows it), or nothing while `paused`.
-   * Fields left out are not sent. The server confirms with a `layer` event.
+   * Fields left out are not sent and keep their earlier value (the server keeps them
+   * too); to lift a limit, send the largest value (7680 wide, 4320 high). The server
+   * confirms what it forwards with a `layer` event.
    * @param {string} trackId
    * @param {LayerRequest} request
    */
   setLayer(trackId, request) {
+    if (request.maxWidth !== undefined) checkedSize("maxWidth", request.maxWidth, 7680);
+    if (request.maxHeight !== undefined) checkedSize("maxHeight", request.maxHeight, 4320);
+    /** @type {LayerRequest} */
+    const wanted = { ...this._layerRequests.get(trackId), ...request };
+    this._layerRequests.set(trackId, wanted);
+    // sent now if we receive that track, else as soon as a subscribe_offer maps it
+    if (this.remoteTrack(trackId)) this._sendLayerRequest(trackId);
+  }
+
+  /** Sends everything we want of `trackId` (the server keeps fields left out). */
+  _sendLayerRequest(/** @type {string} */ trackId) {
+    const wanted = this._layerRequests.get(trackId);
+    if (!wanted || !this.signaling || this.state !== "joined") return;
     /** @type {Message} */
     const message = { type: "set_layer", track: trackId };
-    if (request.maxWidth !== undefined) message.max_width = checkedSize("maxWidth", request.maxWidth, 7680);
-    if (request.maxHeight !== undefined) message.max_height = checkedSize("maxHeight", request.maxHeight, 4320);
-    if (request.paused !== undefined) message.paused = Boolean(request.paused);
-    this._layerRequests.set(trackId, { ...request });
-    // sent now if we receive that track, else as soon as a subscribe_offer maps it
-    if (this.signaling && this.state === "joined" && this.remoteTrack(trackId)) {
-      this.signaling.send(message);
-    }
+    if (wanted.maxWidth !== undefined) message.max_width = wanted.maxWidth;
+    if (wanted.maxHeight !== undefined) message.max_height = wanted.maxHeight;
+    if (wanted.paused !== undefined) message.paused = Boolean(wanted.paused);
+    this.signaling.send(message);
   }
+
 
   /** What the server last said it forwards of `trackId` (`layer` message), if anything. */
   layer(/** @type {string} */ trackId) {
@@ -839,10 +851,9 @@ export class ParleyClient extends EventTarget {
         layer: this._layers.get(info.track) ?? null,
       };
       this._remoteByMid.set(mid, remote);
-      this._emit("track", remote);
       // a layer request made before this subscription existed is sent now
-      const wanted = this._layerRequests.get(info.track);
-      if (wanted) this.setLayer(info.track, wanted);
+      this._sendLayerRequest(info.track);
+      this._emit("track", remote);
     }
   }
 }

@@ -200,3 +200,54 @@ async def test_muted_audio_stops_reaching_the_server(
     assert await wait_for(flowing, 5.0), audio_packets()
     mutes = [e["detail"] for e in await page.events("mute")]
     assert mutes == [{"kind": "audio", "muted": True}, {"kind": "audio", "muted": False}]
+
+
+async def test_set_layer_chooses_what_a_page_receives(
+    server: RunningServer, open_client: OpenClient
+) -> None:
+    sender = await open_client(server)
+    sender_id = await sender.join("b5", "sender")
+    await sender.publish(simulcast=True, width=1280, height=720)
+    viewer = await open_client(server)
+    await viewer.join("b5", "viewer")
+    video = await viewer.wait_remote_track(sender_id, "video")
+    track_id = video["trackId"]
+    element = await viewer.play(track_id)
+
+    async def layer_is(**wanted: Any) -> dict[str, Any] | None:
+        layers = [e["detail"] for e in await viewer.events("layer")]
+        layers = [d for d in layers if d["track"] == track_id]
+        last = layers[-1] if layers else None
+        return last if last and all(last[k] == v for k, v in wanted.items()) else None
+
+    async def plays_at(height: int) -> bool:
+        state = await viewer.video_element(element)
+        return state["height"] == height
+
+    # the smallest tile: the quarter-size layer
+    await viewer.evaluate(
+        "(t) => window.client.setLayer(t, {maxWidth: 320, maxHeight: 180})", track_id
+    )
+    low = await wait_for(lambda: layer_is(rid="q", paused=False), 10.0)
+    assert low, await viewer.events("layer")
+    assert (low["width"], low["height"]) == (320, 180), low
+    assert await wait_for(lambda: plays_at(180), 10.0), await viewer.video_element(element)
+    assert await viewer.evaluate("(t) => window.client.layer(t)", track_id) == low
+
+    # paused: the server says so and frames stop
+    await viewer.evaluate("(t) => window.client.setLayer(t, {paused: true})", track_id)
+    assert await wait_for(lambda: layer_is(paused=True), 5.0), await viewer.events("layer")
+    await asyncio.sleep(0.5)
+    frozen = (await viewer.inbound_stats(track_id) or {}).get("framesDecoded")
+    await asyncio.sleep(1.0)
+    assert (await viewer.inbound_stats(track_id) or {}).get("framesDecoded") == frozen
+
+    # resumed at half size (fields left out keep their value: maxWidth too is raised)
+    await viewer.evaluate(
+        "(t) => window.client.setLayer(t, {maxWidth: 640, maxHeight: 360, paused: false})",
+        track_id,
+    )
+    half = await wait_for(lambda: layer_is(rid="h", paused=False), 15.0)
+    assert half, await viewer.events("layer")
+    assert await wait_for(lambda: plays_at(360), 10.0), await viewer.video_element(element)
+    assert not await viewer.events("servererror")
