@@ -117,8 +117,8 @@ class TrackStats:
         self.last_frame_at = now
         if width is not None and height is not None:
             size = (width, height)
-            if size not in self.resolutions:
-                self.resolutions.append(size)
+            if not self.resolutions or self.resolutions[-1] != size:
+                self.resolutions.append(size)  # every change, in order
 
     def on_packets(self, packets: int, packets_lost: int) -> None:
         """The latest receive counters attributed to this track."""

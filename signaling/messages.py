@@ -290,9 +290,15 @@ class Layer(_Message):
     paused: bool
 
     def to_json(self) -> dict[str, object]:
-        out = _Message.to_json(self)
-        out["rid"] = self.rid  # null is meaningful here
-        return out
+        # unlike other optional fields, a null rid is sent (it means "no layers")
+        return {
+            "type": self.type,
+            "track": self.track,
+            "rid": self.rid,
+            "width": self.width,
+            "height": self.height,
+            "paused": self.paused,
+        }
 
 
 @dataclass(frozen=True, slots=True)

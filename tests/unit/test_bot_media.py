@@ -158,18 +158,18 @@ def test_track_stats_from_a_scripted_sequence():
         (100.6, 320, 240),
         (100.7, 640, 480),
         (101.6, 640, 480),  # 900 ms freeze
-        (101.7, 320, 240),  # back to a size already seen: not repeated
+        (101.7, 320, 240),  # back to an earlier size: a change like any other
         (101.8, 160, 120),
     ]
     for now, width, height in script:
         stats.on_frame(now, width, height)
     stats.on_packets(120, 3)
     assert stats.frames_decoded == 6
-    assert stats.resolutions == [(320, 240), (640, 480), (160, 120)]
+    assert stats.resolutions == [(320, 240), (640, 480), (320, 240), (160, 120)]
     assert stats.first_frame_ms == pytest.approx(500.0)
     assert stats.max_freeze_ms == pytest.approx(900.0)
     out = stats.to_json(end=110.0)
-    assert out["resolutions"] == [[320, 240], [640, 480], [160, 120]]
+    assert out["resolutions"] == [[320, 240], [640, 480], [320, 240], [160, 120]]
     assert out["first_frame_ms"] == 500.0
     assert out["max_freeze_ms"] == 900.0
     assert (out["packets"], out["packets_lost"]) == (120, 3)

@@ -19,6 +19,7 @@ from signaling.messages import (
     ErrorMessage,
     Join,
     Joined,
+    Layer,
     Leave,
     Left,
     ParticipantInfo,
@@ -274,6 +275,9 @@ INVALID_FIELDS: list[tuple[dict[str, Any], str]] = [
     ({**LAYER, "track": ""}, "track"),
     ({**LAYER, "max_height": -1}, "max_height"),
     ({**LAYER, "max_height": 4321}, "max_height"),
+    ({**LAYER, "max_width": -1}, "max_width"),
+    ({**LAYER, "max_width": 7681}, "max_width"),
+    ({**LAYER, "max_width": "640"}, "max_width"),
     # bad request ids
     ({"type": "ping", "request_id": "r" * 65}, "request_id"),
     ({"type": "ping", "request_id": True}, "request_id"),
@@ -441,6 +445,22 @@ SERVER_EXAMPLES: list[tuple[object, dict[str, Any]]] = [
         },
     ),
     (SubscribeOffer(SDP, {}), {"type": "subscribe_offer", "sdp": SDP, "tracks": {}}),
+    (
+        Layer("v1", "h", 640, 360, False),
+        {"type": "layer", "track": "v1", "rid": "h", "width": 640, "height": 360, "paused": False},
+    ),
+    (
+        Layer("v1", None, 0, 0, True),
+        {"type": "layer", "track": "v1", "rid": None, "width": 0, "height": 0, "paused": True},
+    ),
+    (
+        TrackPublished("p1", TrackInfo("v1", "video", ("q", "h", "f"))),
+        {
+            "type": "track_published",
+            "participant": "p1",
+            "track": {"id": "v1", "kind": "video", "layers": ["q", "h", "f"]},
+        },
+    ),
     (Left("left", "bye"), {"type": "left", "reason": "left", "request_id": "bye"}),
     (Left("removed"), {"type": "left", "reason": "removed"}),
     (Pong(), {"type": "pong"}),
@@ -481,6 +501,7 @@ def test_every_server_message_type_is_covered():
     covered = {type(m) for m, _ in SERVER_EXAMPLES}
     assert covered == {
         Joined,
+        Layer,
         ParticipantJoined,
         ParticipantLeft,
         TrackPublished,
