@@ -178,6 +178,8 @@ export class SignalingChannel {
     this.onmessage = () => {};
     /** @type {(code: number, reason: string) => void} */
     this.onclose = () => {};
+    /** Fails a pending `open()` when `close()` comes first. @type {(e: Error) => void} */
+    this._abortOpen = () => {};
   }
 
   /** Opens the websocket; resolves once it is open. */
@@ -185,6 +187,7 @@ export class SignalingChannel {
     return new Promise((resolve, reject) => {
       const ws = new this._WebSocket(this.url);
       this.socket = ws;
+      this._abortOpen = reject;
       let opened = false;
       ws.onopen = () => {
         opened = true;
@@ -278,6 +281,7 @@ export class SignalingChannel {
   /** Closes the websocket (idempotent); pending requests fail. */
   close() {
     this._failPending(new ParleyError("closed", "signaling closed"));
+    this._abortOpen(new ParleyError("closed", "signaling closed"));
     const ws = this.socket;
     if (ws) {
       ws.onclose = null;

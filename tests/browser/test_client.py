@@ -6,8 +6,9 @@ import asyncio
 from typing import Any
 
 from loadgen.bot import BotConfig, run_bot
+from signaling.server import JoinRequest, ServerConfig
 
-from .conftest import ClientPage, OpenClient, RunningServer, wait_for
+from .conftest import ClientPage, OpenClient, RunningServer, ServerFactory, wait_for
 
 
 def _tracks_from(summary: dict[str, Any], participant: str) -> dict[str, dict[str, Any]]:
@@ -58,6 +59,12 @@ async def test_page_and_bot_exchange_audio_and_video(
     assert sorted(t["kind"] for t in published) == ["audio", "video"], published
     answer = await page.publish_answer_sdp()
     assert answer is not None and "VP8" in answer
+    # in the loopback-only namespace Chromium offers 127.0.0.1 host candidates (it needs
+    # --allow-loopback-in-peer-connection) and nothing else
+    offer = await page.evaluate("() => window.client.publishConnection.localDescription.sdp")
+    candidates = [line for line in offer.splitlines() if line.startswith("a=candidate:")]
+    assert any(" 127.0.0.1 " in c and "typ host" in c and " udp " in c.lower() for c in candidates)
+    assert all(" 127.0.0.1 " in c for c in candidates), candidates
 
     bot = asyncio.ensure_future(
         run_bot(BotConfig(url=server.url, room="b1", name="bot", duration=8.0))
@@ -251,3 +258,23 @@ async def test_set_layer_chooses_what_a_page_receives(
     assert half, await viewer.events("layer")
     assert await wait_for(lambda: plays_at(360), 10.0), await viewer.video_element(element)
     assert not await viewer.events("servererror")
+
+
+async def test_refused_join_rejects_and_can_be_retried(
+    server_factory: ServerFactory, open_client: OpenClient
+) -> None:
+    async def authorize(join: JoinRequest) -> str | None:
+        return None if join.token == "secret" else "wrong token"
+
+    server = await server_factory(ServerConfig(authorize=authorize))
+    page = await open_client(server)
+    refused = await page.evaluate(
+        """async () => {
+          const client = new Parley.ParleyClient({room: "b6", name: "eve", token: "guess"});
+          try { await client.join(); return null; }
+          catch (e) { return {name: e.name, code: e.code, state: client.state}; }
+        }"""
+    )
+    assert refused == {"name": "ParleyError", "code": "join_refused", "state": "new"}
+    page_id = await page.join("b6", "ada", token="secret")
+    assert page_id in server.sfu.rooms["b6"].participants
