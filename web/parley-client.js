@@ -37,7 +37,8 @@ export const DEFAULT_SIMULCAST_ENCODINGS = Object.freeze([
 
 /**
  * @typedef {"audio" | "video"} TrackKind
- * @typedef {{id: string, kind: TrackKind}} TrackInfo
+ * @typedef {{id: string, kind: TrackKind, layers?: string[]}} TrackInfo  `layers`: the RIDs
+ *     of a simulcast video track, lowest first as published
  * @typedef {{id: string, name: string, tracks: TrackInfo[]}} ParticipantInfo
  * @typedef {{participant: string, track: string, kind: TrackKind}} SubscribedTrackInfo
  * @typedef {{id: string, kind: TrackKind, mid: string}} PublishedTrackInfo
@@ -331,12 +332,20 @@ export function websocketUrl(base) {
   return url.toString();
 }
 
+/** @param {TrackInfo} t @returns {TrackInfo} */
+function toTrackInfo(t) {
+  /** @type {TrackInfo} */
+  const track = { id: t.id, kind: t.kind };
+  if (Array.isArray(t.layers)) track.layers = [...t.layers];
+  return track;
+}
+
 /** @param {ParticipantInfo} info @returns {Participant} */
 function toParticipant(info) {
   return {
     id: info.id,
     name: info.name,
-    tracks: new Map((info.tracks ?? []).map((t) => [t.id, { id: t.id, kind: t.kind }])),
+    tracks: new Map((info.tracks ?? []).map((t) => [t.id, toTrackInfo(t)])),
   };
 }
 
@@ -733,7 +742,7 @@ export class ParleyClient extends EventTarget {
       }
       case "track_published": {
         const participant = this.participants.get(message.participant);
-        const track = /** @type {TrackInfo} */ ({ id: message.track.id, kind: message.track.kind });
+        const track = toTrackInfo(message.track);
         if (participant) participant.tracks.set(track.id, track);
         return this._emit("trackpublished", { participant: message.participant, track });
       }

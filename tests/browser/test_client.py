@@ -217,6 +217,13 @@ async def test_set_layer_chooses_what_a_page_receives(
     await sender.publish(simulcast=True, width=1280, height=720)
     viewer = await open_client(server)
     await viewer.join("b5", "viewer")
+    announced = await viewer.evaluate(
+        "(p) => [...window.client.participants.get(p).tracks.values()]", sender_id
+    )
+    assert {t["kind"]: t.get("layers") for t in announced} == {
+        "audio": None,
+        "video": ["q", "h", "f"],
+    }, announced
     video = await viewer.wait_remote_track(sender_id, "video")
     track_id = video["trackId"]
     element = await viewer.play(track_id)
