@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -163,3 +164,39 @@ async def test_bad_publish_offer_leaves_the_session_usable(server: RunningServer
             assert [t["kind"] for t in answer["tracks"]] == ["audio"]
     finally:
         await pc.close()
+
+
+FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+
+
+async def test_simulcast_offers_bad_and_real(server: RunningServer) -> None:
+    """Broken simulcast descriptions are refused clearly; Chromium's real offer is
+    answered with a=simulcast:recv and announced with its layers."""
+    chromium = (FIXTURES / "chromium_simulcast_offer.sdp").read_text()
+    bad = {
+        "bad_sdp": [
+            chromium.replace("a=rid:q send", "a=rid:q/1 send"),
+            chromium.replace("a=simulcast:send q;h;f", "a=simulcast:send q;h;f recv"),
+            chromium.replace("urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id", "urn:x-none"),
+        ]
+    }
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"{server.url}/ws") as ws:
+        await ws.send_json({"type": "join", "room": "sim", "name": "chromium-replay"})
+        assert (await ws.receive_json(timeout=5))["type"] == "joined"
+        for code, offers in bad.items():
+            for sdp in offers:
+                await ws.send_json({"type": "publish_offer", "sdp": sdp})
+                reply = await ws.receive_json(timeout=5)
+                assert reply["type"] == "error" and reply["code"] == code, reply
+        await ws.send_json({"type": "publish_offer", "sdp": chromium})
+        answer = await ws.receive_json(timeout=10)
+        assert answer["type"] == "publish_answer", answer
+        sdp = answer["sdp"]
+        for line in ("a=rid:q recv", "a=rid:h recv", "a=rid:f recv", "a=simulcast:recv q;h;f"):
+            assert line in sdp, sdp
+        assert "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id" in sdp
+        assert "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id" in sdp
+        (track,) = answer["tracks"]
+        assert track["kind"] == "video"
+        participant = next(iter(server.sfu.rooms["sim"].participants.values()))
+        assert participant.tracks[track["mid"]].rids == ("q", "h", "f")
