@@ -207,6 +207,8 @@ class BotConfig:
     simulcast: bool = False
     #: Ask the server for at most this height of every remote video track (``set_layer``).
     max_height: int | None = None
+    #: Amplitude of the published tone, 0 (silence) to 1.
+    volume: float = 0.25
     #: Frame rate of the published video (both paths).
     fps: float = 15.0
 
@@ -420,7 +422,7 @@ class Bot:
         if self.config.simulcast:
             await self._publish_simulcast(pc)
             return
-        for track in (ToneTrack(), PatternTrack(fps=self.config.fps)):
+        for track in (ToneTrack(amplitude=self.config.volume), PatternTrack(fps=self.config.fps)):
             self._local_tracks.append(track)
             pc.addTransceiver(track, direction="sendonly")
         await pc.setLocalDescription(await pc.createOffer())  # gathers before returning
@@ -431,7 +433,7 @@ class Bot:
         :class:`SimulcastVideo` on the publish DTLS transport. aiortc's video
         transceiver only negotiates (its sender is hooked and sends nothing), and the
         offer text is munged to announce the RIDs (aiortc's SDP model has no simulcast)."""
-        tone = ToneTrack()
+        tone = ToneTrack(amplitude=self.config.volume)
         self._local_tracks.append(tone)
         pc.addTransceiver(tone, direction="sendonly")
         video = pc.addTransceiver("video", direction="sendonly")
@@ -593,6 +595,8 @@ class Bot:
                 self._stop.set()
         elif kind == "layer":
             self._on_layer(message, now)
+        elif kind == "active_speaker":
+            self._event(now, kind, participant=message.get("participant"))
         elif kind == "pong":
             pass
         else:
@@ -944,6 +948,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fps", type=float, default=15.0, help="frame rate of the published video (default 15)"
     )
+    parser.add_argument(
+        "--volume",
+        type=float,
+        default=0.25,
+        help="amplitude of the published tone, 0 (silent) to 1 (default 0.25)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
@@ -957,6 +967,8 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error("--max-height must be positive")
     if args.fps <= 0:
         build_parser().error("--fps must be positive")
+    if not 0.0 <= args.volume <= 1.0:
+        build_parser().error("--volume must be within [0, 1]")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -974,6 +986,7 @@ def main(argv: list[str] | None = None) -> int:
         simulcast=args.simulcast,
         max_height=args.max_height,
         fps=args.fps,
+        volume=args.volume,
     )
     summary = asyncio.run(run_bot(config))
     if not args.json_path:

@@ -13,6 +13,10 @@ import secrets
 
 from .config import SfuConfig
 from .participant import Participant, ParticipantListener, PublishedTrack
+from .speaker import ActiveSpeakerDetector
+
+#: How often (s) a room samples its participants' audio levels.
+SPEAKER_INTERVAL = 0.3
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +26,45 @@ class Room:
         self.sfu = sfu
         self.id = room_id
         self.participants: dict[str, Participant] = {}
+        self.speaker = ActiveSpeakerDetector()
+        self._loudness_marks: dict[str, tuple[int, int]] = {}
+        self._loop = asyncio.get_running_loop()
+        self._speaker_timer: asyncio.TimerHandle | None = self._loop.call_later(
+            SPEAKER_INTERVAL, self._sample_speakers
+        )
+        self.closed = False
 
-    def _others(self, participant: Participant) -> list[Participant]:
+    @property
+    def active_speaker(self) -> Participant | None:
+        current = self.speaker.current
+        return self.participants.get(current) if current is not None else None
+
+    def _sample_speakers(self) -> None:
+        self._speaker_timer = None
+        if self.closed:
+            return
+        try:
+            loudness: dict[str, float | None] = {}
+            marks: dict[str, tuple[int, int]] = {}
+            for pid, p in self.participants.items():
+                if p.closed:
+                    continue
+                total = sum(s.loudness_sum for t in p.tracks.values() for s in t.layers)
+                count = sum(s.loudness_packets for t in p.tracks.values() for s in t.layers)
+                old_total, old_count = self._loudness_marks.get(pid, (total, count))
+                n = count - old_count
+                loudness[pid] = (total - old_total) / n if n > 0 else None
+                marks[pid] = (total, count)
+            self._loudness_marks = marks
+            if self.speaker.update(loudness, self._loop.time()):
+                speaker = self.active_speaker
+                for p in self._others(None):
+                    p.listener.active_speaker_changed(speaker)
+        except Exception:  # never let detection stop the room's timer
+            logger.exception("room %s: active speaker detection failed", self.id)
+        self._speaker_timer = self._loop.call_later(SPEAKER_INTERVAL, self._sample_speakers)
+
+    def _others(self, participant: Participant | None) -> list[Participant]:
         return [p for p in self.participants.values() if p is not participant and not p.closed]
 
     def add(self, name: str, listener: ParticipantListener) -> Participant:
@@ -35,6 +76,8 @@ class Room:
             other.listener.participant_joined(participant)
             for track in other.tracks.values():
                 participant.subscribe(other, track)
+        if self.active_speaker is not None:
+            listener.active_speaker_changed(self.active_speaker)
         return participant
 
     def track_published(self, publisher: Participant, track: PublishedTrack, now: float) -> None:
@@ -53,10 +96,18 @@ class Room:
         for other in self._others(participant):
             other.listener.participant_left(participant)
         if not self.participants:
+            self._stop()
             self.sfu._room_empty(self)
+
+    def _stop(self) -> None:
+        self.closed = True
+        if self._speaker_timer is not None:
+            self._speaker_timer.cancel()
+            self._speaker_timer = None
 
     async def close(self) -> None:
         await asyncio.gather(*(p.close("room closed") for p in list(self.participants.values())))
+        self._stop()
 
 
 class Sfu:

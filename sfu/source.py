@@ -85,6 +85,10 @@ class Source:
         self.bytes = 0
         self.dropped = 0
         self.last_packet_time: float | None = None
+        #: sum of 127 - audio level over packets that carried one, and their count
+        #: (the room's active speaker detection samples these)
+        self.loudness_sum = 0
+        self.loudness_packets = 0
         #: bits per second, measured by ``tick``
         self.bitrate = 0.0
         self._rate_mark: tuple[float, int] | None = None
@@ -114,6 +118,8 @@ class Source:
             level = pkt.extension(self._audio_level_ext)
             if level:
                 pkt.audio_level = level[0]
+                self.loudness_sum += 127 - (level[0] & 0x7F)
+                self.loudness_packets += 1
         vp8 = None
         if self.is_vp8:
             try:

@@ -302,6 +302,17 @@ class Layer(_Message):
 
 
 @dataclass(frozen=True, slots=True)
+class ActiveSpeaker(_Message):
+    """Who is speaking now in the room (``participant`` null: nobody any more)."""
+
+    type: ClassVar[str] = "active_speaker"
+    participant: str | None
+
+    def to_json(self) -> dict[str, object]:
+        return {"type": self.type, "participant": self.participant}
+
+
+@dataclass(frozen=True, slots=True)
 class Left(_Message):
     type: ClassVar[str] = "left"
     reason: str
@@ -336,6 +347,7 @@ ServerMessage: TypeAlias = (
     | PublishAnswer
     | SubscribeOffer
     | Layer
+    | ActiveSpeaker
     | Left
     | Pong
     | ErrorMessage
@@ -594,6 +606,7 @@ _SERVER_PARSERS: Final[Mapping[str, Callable[[_Reader], ServerMessage]]] = Mappi
             r.req("height", _SIZE),
             r.req("paused", _boolean),
         ),
+        ActiveSpeaker.type: lambda r: ActiveSpeaker(r.req("participant", _optional(_ID))),
         Left.type: lambda r: Left(r.req("reason", _TEXT), r.request_id),
         Pong.type: lambda r: Pong(r.request_id),
         ErrorMessage.type: lambda r: ErrorMessage(

@@ -139,6 +139,9 @@ class Session:
             )
         )
 
+    def active_speaker_changed(self, speaker: Participant | None) -> None:
+        self.send(m.ActiveSpeaker(participant=speaker.id if speaker is not None else None))
+
     def subscriptions_changed(self) -> None:
         if self._renegotiate_task is None or self._renegotiate_task.done():
             self._renegotiate_task = asyncio.ensure_future(self._renegotiate())

@@ -16,6 +16,7 @@ from sfu.config import IceServer
 from signaling.messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ERROR_CODES,
+    ActiveSpeaker,
     ErrorMessage,
     Join,
     Joined,
@@ -461,6 +462,8 @@ SERVER_EXAMPLES: list[tuple[object, dict[str, Any]]] = [
             "track": {"id": "v1", "kind": "video", "layers": ["q", "h", "f"]},
         },
     ),
+    (ActiveSpeaker("p1"), {"type": "active_speaker", "participant": "p1"}),
+    (ActiveSpeaker(None), {"type": "active_speaker", "participant": None}),
     (Left("left", "bye"), {"type": "left", "reason": "left", "request_id": "bye"}),
     (Left("removed"), {"type": "left", "reason": "removed"}),
     (Pong(), {"type": "pong"}),
@@ -500,6 +503,7 @@ def test_server_message_round_trip(msg, wire):
 def test_every_server_message_type_is_covered():
     covered = {type(m) for m, _ in SERVER_EXAMPLES}
     assert covered == {
+        ActiveSpeaker,
         Joined,
         Layer,
         ParticipantJoined,
