@@ -84,13 +84,15 @@ def allocate(
     demands: Sequence[Sequence[float]],
     current: Sequence[int | None],
     margin: float = UP_MARGIN,
+    priorities: Sequence[float] | None = None,
 ) -> list[int]:
     """Share ``budget`` (bit/s, None: unlimited) among tracks; return a level per track.
 
     ``demands[i]`` lists the bitrates of the layers track ``i`` may receive, lowest
     first (its :func:`allowed` layers); the result indexes that list (-1 when the
     track gets nothing: an empty demand). Every track gets at least its lowest layer;
-    then tracks are raised one level at a time, round robin, while the budget lasts.
+    then tracks are raised one level at a time while the budget lasts: those of the
+    highest ``priorities`` first (round robin among equals), then the next group.
     Keeping a track at the level it is on (``current``) needs the layer's bitrate;
     going above it needs ``margin`` times that.
     """
@@ -98,25 +100,36 @@ def allocate(
     if budget is None:
         return [len(demand) - 1 for demand in demands]
     remaining = budget - sum(demand[0] for demand in demands if demand)
-    raised = True
-    while raised:
-        raised = False
-        for i, demand in enumerate(demands):
-            nxt = levels[i] + 1
-            if levels[i] < 0 or nxt >= len(demand):
-                continue
-            cost = demand[nxt] - demand[levels[i]]
-            held = current[i] if i < len(current) else None
-            needed = (
-                cost
-                if held is not None and nxt <= held
-                else demand[nxt] * margin - (demand[levels[i]])
-            )
-            if needed <= remaining:
-                levels[i] = nxt
-                remaining -= cost
-                raised = True
+    ranks = list(priorities) if priorities is not None else [0.0] * len(demands)
+    for rank in sorted(set(ranks), reverse=True):
+        group = [i for i in range(len(demands)) if ranks[i] == rank]
+        raised = True
+        while raised:
+            raised = False
+            for i in group:
+                demand = demands[i]
+                nxt = levels[i] + 1
+                if levels[i] < 0 or nxt >= len(demand):
+                    continue
+                cost = demand[nxt] - demand[levels[i]]
+                held = current[i] if i < len(current) else None
+                needed = (
+                    cost
+                    if held is not None and nxt <= held
+                    else demand[nxt] * margin - demand[levels[i]]
+                )
+                if needed <= remaining:
+                    levels[i] = nxt
+                    remaining -= cost
+                    raised = True
     return levels
+
+
+def priority(request: LayerRequest, is_speaker: bool) -> float:
+    """Who gets bandwidth first: the active speaker, then larger requested sizes."""
+    w = request.max_width if request.max_width is not None else 7680
+    h = request.max_height if request.max_height is not None else 4320
+    return (1e9 if is_speaker else 0.0) + float(w * h)
 
 
 class LayerSelector:

@@ -35,7 +35,7 @@ from aiortc.rtp import (
 from . import aiortc_adapter as adapter
 from .config import SfuConfig
 from .forwarder import EgressParams, Forwarder
-from .layers import ACTIVE_TIMEOUT, LayerRequest, allocate, allowed, ordered
+from .layers import ACTIVE_TIMEOUT, LayerRequest, allocate, allowed, ordered, priority
 from .routing import IngressRouter
 from .rtp.packet import RtpError, RtpView
 from .rtp.rtcp import build_nack, normalize_lost, parse_rtcp
@@ -707,20 +707,25 @@ class Participant:
                 if forwarder.target is None:
                     forwarder.set_target(forwarder.layers[0], now)
                 continue
-            plans.append((forwarder, infos, choices))
+            plans.append((forwarder, infos, choices, sub.publisher.id))
         if not plans:
             return
         current_levels: list[int | None] = []
-        for forwarder, _, choices in plans:
+        for forwarder, _, choices, _ in plans:
             index = forwarder.layers.index(forwarder.current) if forwarder.current else None
             level = next((i for i, c in enumerate(choices) if c.index == index), None)
             current_levels.append(level)
+        speaker = self.room.active_speaker
         levels = allocate(
             self.layer_budget(),
-            [[max(c.bitrate, 1.0) for c in choices] for _, _, choices in plans],
+            [[max(c.bitrate, 1.0) for c in choices] for _, _, choices, _ in plans],
             current_levels,
+            priorities=[
+                priority(f.request, speaker is not None and publisher == speaker.id)
+                for f, _, _, publisher in plans
+            ],
         )
-        for (forwarder, infos, choices), level in zip(plans, levels, strict=True):
+        for (forwarder, infos, choices, _), level in zip(plans, levels, strict=True):
             proposed = choices[max(level, 0)].index
             rank = {info.index: pos for pos, info in enumerate(ordered(infos))}
             current = forwarder.layers.index(forwarder.current) if forwarder.current else None

@@ -5,7 +5,15 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sfu.layers import LayerInfo, LayerRequest, LayerSelector, allocate, allowed, ordered
+from sfu.layers import (
+    LayerInfo,
+    LayerRequest,
+    LayerSelector,
+    allocate,
+    allowed,
+    ordered,
+    priority,
+)
 
 Q = LayerInfo(0, 320, 180, 150_000, True)
 H = LayerInfo(1, 640, 360, 500_000, True)
@@ -148,3 +156,19 @@ def test_selector_switches_at_once_when_the_current_layer_disappears():
     sel = LayerSelector()
     sel.decide(0, 2, 2, RANK, 0.0)
     assert sel.decide(1, 1, 2, {0: 0, 1: 1}, 0.5) == 1
+
+
+def test_allocate_serves_higher_priority_first():
+    demand = [150_000, 500_000, 1_500_000]
+    # 1.9 Mbit/s: the higher priority (e.g. the active speaker) gets f, the other q
+    assert allocate(1_900_000, [demand, demand], [None, None], priorities=[1, 5]) == [0, 2]
+    assert allocate(1_900_000, [demand, demand], [None, None], priorities=[5, 1]) == [2, 0]
+    # equal priorities share round robin
+    assert allocate(1_200_000, [demand, demand], [None, None], priorities=[3, 3]) == [1, 1]
+
+
+def test_priority_speaker_first_then_larger_tiles():
+    small, large = LayerRequest(max_width=320, max_height=180), LayerRequest(max_height=720)
+    assert priority(large, False) > priority(small, False)
+    assert priority(small, True) > priority(large, False)
+    assert priority(LayerRequest(), False) > priority(large, False)
