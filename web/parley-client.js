@@ -112,9 +112,21 @@ export const DEFAULT_SIMULCAST_ENCODINGS = Object.freeze([
  * @property {number} [gatherTimeoutMs=5000]  longest wait for ICE gathering (the
  *     server does not trickle: SDPs carry their candidates)
  * @property {number} [requestTimeoutMs=10000]  longest wait for a reply
+ * @property {boolean} [reconnect=true]  after the websocket or ICE drops (or the server
+ *     ends our participation on its own), join the same room again with the same name
+ *     and republish, backing off between attempts
+ * @property {number} [reconnectMinDelayMs=500]  first wait before a rejoin attempt
+ * @property {number} [reconnectMaxDelayMs=8000]  longest wait between attempts (the wait
+ *     doubles each attempt, with ±20% jitter)
+ * @property {number} [keepaliveIntervalMs=10000]  a `ping` this often while joined; no
+ *     `pong` within `requestTimeoutMs` counts as a lost connection (0: no pings)
+ * @property {number} [iceDisconnectedTimeoutMs=5000]  a peer connection "disconnected"
+ *     this long counts as lost ("failed" counts at once)
  * @property {typeof WebSocket} [WebSocketImpl]  for tests or non-browser hosts
  * @property {typeof RTCPeerConnection} [PeerConnectionImpl]
  */
+
+/** @typedef {"new" | "joining" | "joined" | "reconnecting" | "closed"} ClientState */
 
 /**
  * Events a ParleyClient dispatches (all CustomEvents; read `event.detail`).
@@ -135,6 +147,13 @@ export const DEFAULT_SIMULCAST_ENCODINGS = Object.freeze([
  * @property {CustomEvent<{connection: "publish" | "subscribe", state: RTCPeerConnectionState}>} connectionstatechange
  * @property {CustomEvent<{reason: string}>} left      the server ended our participation
  * @property {CustomEvent<{code: number, reason: string}>} disconnected  the websocket closed without `left`
+ * @property {CustomEvent<{state: ClientState, previous: ClientState}>} statechange
+ * @property {CustomEvent<{attempt: number, delayMs: number, reason: string}>} reconnecting  the
+ *     session was lost; attempt `attempt` starts in `delayMs`
+ * @property {CustomEvent<{id: string, attempts: number}>} reconnected  joined again (and
+ *     republished); `id` is our new participant id
+ * @property {CustomEvent<{participant: string | null}>} activespeaker  the server's
+ *     `active_speaker` message (servers that send it)
  * @property {CustomEvent<{reason: string}>} closed    the session is over (always last)
  */
 
@@ -361,11 +380,22 @@ export class ParleyClient extends EventTarget {
     this.options = {
       gatherTimeoutMs: 5000,
       requestTimeoutMs: 10_000,
+      reconnect: true,
+      reconnectMinDelayMs: 500,
+      reconnectMaxDelayMs: 8000,
+      iceDisconnectedTimeoutMs: 5000,
+      keepaliveIntervalMs: 10_000,
       url: globalThis.location ? globalThis.location.origin : "",
       ...options,
     };
-    /** @type {"new" | "joining" | "joined" | "closed"} */
+    /** @type {ClientState} */
     this.state = "new";
+    /** Rejoin attempts made since the session was lost (0 when not reconnecting). */
+    this.reconnectAttempt = 0;
+    /** @type {Promise<void> | null} the running reconnect loop */
+    this._reconnecting = null;
+    /** Wakes the reconnect loop's wait early (`close()`, `reconnectNow()`). */
+    this._wakeReconnect = () => {};
 
     // What the user wants. Survives a session: a reconnect re-applies it.
     /** @type {MediaStream | null} */
@@ -402,6 +432,27 @@ export class ParleyClient extends EventTarget {
     this._publishChain = Promise.resolve();
     this._leaving = false;
     this._leftReason = "left";
+    /** @type {string | null} set when the server sent `left` on its own */
+    this._serverLeft = null;
+    /** @type {Map<RTCPeerConnection, ReturnType<typeof setTimeout>>} ICE "disconnected" timers */
+    this._iceTimers = new Map();
+    /** @type {ReturnType<typeof setInterval> | undefined} */
+    this._keepalive = undefined;
+    /** @type {string | null} who the server says is speaking (`active_speaker`) */
+    this.activeSpeaker = null;
+  }
+
+  /** The state, unnarrowed (it changes across awaits). @returns {ClientState} */
+  _stateNow() {
+    return this.state;
+  }
+
+  /** @param {ClientState} state */
+  _setState(state) {
+    const previous = this.state;
+    if (previous === state) return;
+    this.state = state;
+    this._emit("statechange", { state, previous });
   }
 
   // ---------------------------------------------------------- events
@@ -472,6 +523,24 @@ export class ParleyClient extends EventTarget {
   }
 
   /**
+   * Swaps the published track of `track.kind` for `track` (another camera or
+   * microphone) without renegotiating. The published stream now holds `track`; the old
+   * track is returned (the caller stops it). A muted kind stays muted.
+   * @param {MediaStreamTrack} track
+   * @returns {Promise<MediaStreamTrack>}
+   */
+  async replaceTrack(track) {
+    const stream = this._localStream;
+    const kind = /** @type {TrackKind} */ (track.kind);
+    const old = stream ? (kind === "audio" ? stream.getAudioTracks() : stream.getVideoTracks())[0] : undefined;
+    if (!stream || !old) throw new ParleyError("wrong_state", `not publishing ${kind}`);
+    stream.removeTrack(old);
+    stream.addTrack(track);
+    await this._applyMute(kind);
+    return old;
+  }
+
+  /**
    * Mutes or unmutes our published audio or video. A muted track sends nothing at all
    * (`RTCRtpSender.replaceTrack(null)`: no RTP reaches the server, unlike
    * `track.enabled = false` which keeps sending silence / black frames). The local
@@ -538,8 +607,8 @@ export class ParleyClient extends EventTarget {
    * @param {number} [timeoutMs=2000]
    */
   async leave(timeoutMs = 2000) {
+    this._leaving = true;
     if (this.state === "joined" && this.signaling && this.signaling.isOpen) {
-      this._leaving = true;
       try {
         await this.signaling.request({ type: "leave" }, ["left"], timeoutMs);
       } catch {
@@ -557,8 +626,14 @@ export class ParleyClient extends EventTarget {
   close(reason = "closed") {
     if (this.state === "closed") return;
     this._teardownSession();
-    this.state = "closed";
+    this._setState("closed");
+    this._wakeReconnect();
     this._emit("closed", { reason });
+  }
+
+  /** While reconnecting: try now instead of waiting out the backoff. */
+  reconnectNow() {
+    this._wakeReconnect();
   }
 
   // ---------------------------------------------------------- session
@@ -569,7 +644,10 @@ export class ParleyClient extends EventTarget {
    * @returns {Promise<string>}
    */
   async _startSession() {
-    this.state = "joining";
+    const rejoin = this.state === "reconnecting";
+    if (!rejoin) this._setState("joining");
+    this._leaving = false;
+    this._serverLeft = null;
     const signaling = new SignalingChannel(websocketUrl(this.options.url), {
       WebSocketImpl: this.options.WebSocketImpl,
       requestTimeoutMs: this.options.requestTimeoutMs,
@@ -588,7 +666,7 @@ export class ParleyClient extends EventTarget {
     } catch (error) {
       if (this.signaling === signaling) {
         this._teardownSession();
-        this.state = "new";
+        this._setState(rejoin ? "reconnecting" : "new");
       }
       throw error;
     }
@@ -604,15 +682,25 @@ export class ParleyClient extends EventTarget {
     for (const pc of [this.publishConnection, this.subscribeConnection]) {
       if (pc) pc.close();
     }
+    clearInterval(this._keepalive);
+    for (const timer of this._iceTimers.values()) clearTimeout(timer);
+    this._iceTimers.clear();
     this.publishConnection = null;
     this.subscribeConnection = null;
     const removed = [...this._remoteByMid.values()];
     this._remoteByMid.clear();
     for (const remote of removed) this._emit("trackremoved", remote);
     this.publishedTracks = [];
+    // a UI that follows the events sees everybody go (they come back with `joined`)
+    const gone = [...this.participants.values()];
     this.participants.clear();
+    for (const participant of gone) this._emit("participantleft", participant);
     this._layers.clear();
     this.id = null;
+    if (this.activeSpeaker !== null) {
+      this.activeSpeaker = null;
+      this._emit("activespeaker", { participant: null });
+    }
   }
 
   /**
@@ -626,9 +714,88 @@ export class ParleyClient extends EventTarget {
       this.close(this._leftReason);
       return;
     }
-    // Here a reconnect loop would `_teardownSession()` and `_startSession()` again.
-    this._emit("disconnected", { code, reason });
-    this.close("disconnected");
+    const why = this._serverLeft ?? `websocket closed (${code}${reason ? ` ${reason}` : ""})`;
+    if (this._serverLeft === null) this._emit("disconnected", { code, reason });
+    this._sessionLost(why);
+  }
+
+  /**
+   * The session is gone (websocket closed, ICE failed, the server ended it): reconnect,
+   * or close when reconnecting is off.
+   * @param {string} reason
+   */
+  _sessionLost(reason) {
+    if (this.state === "closed" || this._leaving) return;
+    if (!this.options.reconnect) {
+      this.close(this._serverLeft !== null ? this._leftReason : "disconnected");
+      return;
+    }
+    if (this._reconnecting) {
+      // a rejoin in progress lost its session: the loop sees the failure and goes on
+      this._teardownSession();
+      return;
+    }
+    this._teardownSession();
+    this._setState("reconnecting");
+    this._reconnecting = this._reconnectLoop(reason).finally(() => {
+      this._reconnecting = null;
+    });
+  }
+
+  /** @param {string} reason why the last session (or attempt) ended */
+  async _reconnectLoop(reason) {
+    const { reconnectMinDelayMs: min, reconnectMaxDelayMs: max } = this.options;
+    for (let attempt = 1; ; attempt++) {
+      this.reconnectAttempt = attempt;
+      const base = Math.min(max, min * 2 ** (attempt - 1));
+      const delayMs = Math.round(base * (0.8 + 0.4 * Math.random()));
+      this._emit("reconnecting", { attempt, delayMs, reason });
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, delayMs);
+        this._wakeReconnect = () => {
+          clearTimeout(timer);
+          resolve(undefined);
+        };
+      });
+      this._wakeReconnect = () => {};
+      if (this._stateNow() !== "reconnecting") return;
+      try {
+        const id = await this._startSession();
+        if (this._stateNow() !== "joined") throw new ParleyError("connection_closed", "lost again while rejoining");
+        this.reconnectAttempt = 0;
+        this._emit("reconnected", { id, attempts: attempt });
+        return;
+      } catch (error) {
+        if (this._stateNow() === "closed") return;
+        const code = error instanceof ParleyError ? error.code : "";
+        reason = error instanceof Error ? error.message : String(error);
+        if (code === "join_refused") {
+          this.close(`join refused: ${reason}`);
+          return;
+        }
+        if (this._stateNow() === "joined") {
+          // joined, but republishing failed for a reason a retry will not change
+          // (`servererror` told the UI): keep the session
+          if (!RETRYABLE.has(code)) return;
+          this._teardownSession();
+        }
+        this._setState("reconnecting");
+      }
+    }
+  }
+
+  /** Pings the server while joined; a missing `pong` means the connection is gone. */
+  _startKeepalive() {
+    clearInterval(this._keepalive);
+    const interval = this.options.keepaliveIntervalMs;
+    const signaling = this.signaling;
+    if (!interval || !signaling) return;
+    this._keepalive = setInterval(() => {
+      signaling.request({ type: "ping" }, ["pong"]).catch((error) => {
+        if (this.signaling !== signaling || error.code !== "timeout") return;
+        this._sessionLost("no answer from the server");
+      });
+    }, interval);
   }
 
   /** @param {RTCIceServer[]} iceServers */
@@ -637,7 +804,20 @@ export class ParleyClient extends EventTarget {
     // never the browser's default ICE servers: exactly the server's list, maybe empty
     const pc = new Impl({ iceServers });
     pc.addEventListener("connectionstatechange", () => {
-      this._emit("connectionstatechange", { connection: role, state: pc.connectionState });
+      if (pc !== this.publishConnection && pc !== this.subscribeConnection) return;
+      const state = pc.connectionState;
+      this._emit("connectionstatechange", { connection: role, state });
+      const timer = this._iceTimers.get(pc);
+      if (timer !== undefined) clearTimeout(timer);
+      this._iceTimers.delete(pc);
+      if (state === "failed") this._sessionLost(`${role} connection failed`);
+      else if (state === "disconnected") {
+        // ICE may come back by itself; if not, rejoin
+        this._iceTimers.set(pc, setTimeout(() => {
+          this._iceTimers.delete(pc);
+          if (pc.connectionState !== "connected") this._sessionLost(`${role} connection lost`);
+        }, this.options.iceDisconnectedTimeoutMs));
+      }
     });
     return pc;
   }
@@ -781,9 +961,13 @@ export class ParleyClient extends EventTarget {
           request: message.request,
           request_id: message.request_id,
         });
+      case "active_speaker":
+        this.activeSpeaker = typeof message.participant === "string" ? message.participant : null;
+        return this._emit("activespeaker", { participant: this.activeSpeaker });
       case "left":
-        this._leaving = true;
         this._leftReason = String(message.reason);
+        // not asked for (the server shut down, our connection failed): we rejoin
+        if (!this._leaving) this._serverLeft = `the server ended the session: ${this._leftReason}`;
         this._emit("left", { reason: this._leftReason });
         // the server closes the websocket next; `_onSignalingClosed` finishes
         return;
@@ -802,7 +986,8 @@ export class ParleyClient extends EventTarget {
       const participant = toParticipant(info);
       this.participants.set(participant.id, participant);
     }
-    this.state = "joined";
+    this._setState("joined");
+    this._startKeepalive();
     this._emit("joined", {
       id: message.id,
       room: message.room,
@@ -870,6 +1055,9 @@ export class ParleyClient extends EventTarget {
     }
   }
 }
+
+/** Failures a later rejoin attempt may not meet (the others are final). */
+const RETRYABLE = new Set(["connection_failed", "connection_closed", "closed", "timeout", "not_connected"]);
 
 /**
  * @param {string} name

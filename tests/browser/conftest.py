@@ -17,6 +17,7 @@ Fixtures:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,6 +36,7 @@ from tests._server import (
 )
 
 __all__ = [
+    "AppPage",
     "CHROMIUM_ARGS",
     "CHROMIUM_PATH",
     "ClientPage",
@@ -42,6 +44,7 @@ __all__ = [
     "ServerFactory",
     "_require_loopback_namespace",
     "chromium",
+    "open_app",
     "open_client",
     "server",
     "server_factory",
@@ -341,5 +344,138 @@ async def open_client(chromium: Browser) -> AsyncIterator[OpenClient]:
             errors.extend(client.page_errors)
             print(client.report())
             await client.page.context.close()
+        if errors:
+            pytest.fail(f"uncaught errors in the page: {errors}")
+
+
+# ---------------------------------------------------------------------------- the web page
+
+#: Each remote tile of the page (web/app.js's ``window.parleyApp.tiles``) as plain data:
+#: what it shows (name, <video> size, classes) and what its receivers counted.
+_TILES = """
+async () => {
+  const app = window.parleyApp;
+  const out = [];
+  for (const tile of app.tiles.values()) {
+    const r = {
+      id: tile.id, self: tile.self, name: tile.label.textContent,
+      videoWidth: tile.video.videoWidth, videoHeight: tile.video.videoHeight,
+      classes: [...tile.el.classList], stats: tile.stats.textContent,
+      width: tile.el.getBoundingClientRect().width,
+      framesDecoded: 0, audioPackets: 0, layer: null, asked: tile.asked,
+      hasAudio: !!(tile.audio && tile.audio.srcObject),
+    };
+    for (const remote of [tile.videoTrack, tile.audioTrack]) {
+      if (!remote) continue;
+      for (const s of (await remote.receiver.getStats()).values()) {
+        if (s.type !== "inbound-rtp") continue;
+        if (s.kind === "video") r.framesDecoded = s.framesDecoded ?? 0;
+        else r.audioPackets = s.packetsReceived ?? 0;
+      }
+    }
+    if (tile.videoTrack && app.client) r.layer = app.client.layer(tile.videoTrack.trackId);
+    out.push(r);
+  }
+  return out;
+}
+"""
+
+
+class AppPage:
+    """One browser page running the bundled web page (``web/index.html`` + ``app.js``)."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.console: list[str] = []
+        self.page_errors: list[str] = []
+        page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda error: self.page_errors.append(str(error)))
+
+    async def evaluate(self, expression: str, arg: Any = None) -> Any:
+        return await self.page.evaluate(expression, arg)
+
+    async def client_state(self) -> str | None:
+        return await self.evaluate("() => window.parleyApp?.client?.state ?? null")
+
+    async def notice(self) -> str | None:
+        """The text of the page's notice banner, or None while it is hidden."""
+        return await self.evaluate(
+            "() => { const n = document.getElementById('notice');"
+            " return n.hidden ? null : n.textContent.trim(); }"
+        )
+
+    async def status(self) -> str:
+        return await self.evaluate("() => document.getElementById('status').textContent")
+
+    async def participant_id(self) -> str | None:
+        return await self.evaluate("() => window.parleyApp?.client?.id ?? null")
+
+    async def wait_published(self, timeout: float = 15.0) -> str:
+        """Wait until the page joined and the server published its tracks; returns its id."""
+
+        async def probe() -> str | None:
+            return await self.evaluate(
+                """() => { const c = window.parleyApp?.client;
+                  return c && c.state === 'joined' && c.publishedTracks.length > 0 ? c.id : null; }"""
+            )
+
+        found = await wait_for(probe, timeout)
+        assert found, (
+            f"not joined and published within {timeout} s: {await self.status()!r}, "
+            f"{await self.notice()!r}, {self.report()}"
+        )
+        return found
+
+    async def tiles(self) -> list[dict[str, Any]]:
+        return await self.evaluate(_TILES)
+
+    async def remote_tiles(self) -> dict[str, dict[str, Any]]:
+        """Remote tiles by participant id."""
+        return {t["id"]: t for t in await self.tiles() if not t["self"]}
+
+    def report(self) -> str:
+        return json.dumps({"console": self.console[-40:], "page_errors": self.page_errors})
+
+
+OpenApp = Callable[..., Awaitable[AppPage]]
+
+
+@pytest.fixture
+async def open_app(chromium: Browser) -> AsyncIterator[OpenApp]:
+    """``await open_app(base_url, "room=r&name=n&autojoin=1", width=1280, height=800)``.
+
+    Opens the web page (``{base_url}/?query``) in its own browser context at that
+    viewport size. ``init_script`` runs before the page's scripts (to break
+    ``getUserMedia``, say). At teardown the pages close; an uncaught error in one fails
+    the test.
+    """
+    pages: list[AppPage] = []
+
+    async def open_(
+        base_url: str,
+        query: str = "",
+        *,
+        width: int = 1280,
+        height: int = 800,
+        init_script: str | None = None,
+    ) -> AppPage:
+        context = await chromium.new_context(viewport={"width": width, "height": height})
+        if init_script is not None:
+            await context.add_init_script(init_script)
+        page = await context.new_page()
+        app = AppPage(page)
+        pages.append(app)
+        await page.goto(f"{base_url.rstrip('/')}/?{query}")
+        return app
+
+    try:
+        yield open_
+    finally:
+        errors: list[str] = []
+        for app in pages:
+            errors.extend(app.page_errors)
+            print(app.report())
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(app.page.context.close(), 5.0)
         if errors:
             pytest.fail(f"uncaught errors in the page: {errors}")
