@@ -1,4 +1,4 @@
-"""``parley``: the command line (``serve``, ``bot``)."""
+"""``parley``: the command line (``serve``, ``bot``, ``load``)."""
 
 from __future__ import annotations
 
@@ -64,10 +64,10 @@ def serve_main(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"serve": serve_main, "bot": _bot_main}
+    commands = {"serve": serve_main, "bot": _bot_main, "load": _load_main}
     if not argv or argv[0] not in commands:
         print(
-            "usage: parley {serve,bot} [options]   (parley COMMAND --help for details)",
+            "usage: parley {serve,bot,load} [options]   (parley COMMAND --help for details)",
             file=sys.stderr,
         )
         return 2
@@ -78,6 +78,12 @@ def _bot_main(argv: list[str]) -> int:
     from loadgen.bot import main as bot_main
 
     return bot_main(argv)
+
+
+def _load_main(argv: list[str]) -> int:
+    from loadgen.load_run import main as load_main
+
+    return load_main(argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,789 @@
+"""The lean bots of ``parley load``: a publisher that replays cached media, a subscriber
+that only counts.
+
+Both speak the signaling protocol of ``docs/protocol.md`` (the web page's) over
+``{url}/ws``. Peer connections come from :func:`sfu.aiortc_adapter.create_peer_connection`
+(ICE only on the given address, no public STUN) and carry media through
+:class:`sfu.aiortc_adapter.MediaPort`: aiortc negotiates, but neither encodes nor
+decodes. A publisher sends tagged RTP (:class:`loadgen.load_media.OutStream`); a
+subscriber reads each packet's tag right after SRTP decryption, records its one-way
+latency and feeds :class:`loadgen.load_metrics.TrackRx`. Publishers answer PLI/FIR
+with a keyframe and NACK with RTX; subscribers send a PLI when a frame breaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtp import RtcpPsfbPacket, RtcpRtpfbPacket
+
+from sfu.aiortc_adapter import (
+    MediaPort,
+    NegotiatedRtp,
+    create_peer_connection,
+    describe_remote_media,
+    hook_receiver,
+    hook_sender,
+)
+from sfu.config import IceConfig, IceServer
+from sfu.rtp.packet import abs_send_time
+from sfu.rtp.rtcp import normalize_lost, parse_rtcp
+
+from .load_media import OPUS_FRAME, SINGLE_LAYER, ClipPlayer, MediaSet, OutStream
+from .load_metrics import (
+    FLAG_VIDEO,
+    KINDS,
+    LAYER_AUDIO,
+    LAYER_VIDEO,
+    SIMULCAST_CODES,
+    FreezeStats,
+    Interval,
+    StreamRx,
+    TrackRx,
+    parse_tag,
+    split_stream_id,
+    stream_id,
+)
+from .simulcast import (
+    DEFAULT_LAYERS,
+    URI_ABS_SEND_TIME,
+    URI_MID,
+    SimulcastExtensions,
+    munge_simulcast_offer,
+)
+
+logger = logging.getLogger(__name__)
+
+_NTP_EPOCH_OFFSET = 2_208_988_800
+_PSFB_PLI = 1
+_PSFB_FIR = 4
+_RTPFB_NACK = 1
+#: At most one PLI per track per this many seconds from a subscriber.
+PLI_INTERVAL = 0.5
+
+
+@dataclass(slots=True)
+class BotSpec:
+    """One bot of a load run. ``index`` is global per role (stream ids use it)."""
+
+    role: str  # "publisher" | "subscriber"
+    room: str
+    name: str
+    index: int
+    start_at: float  # time.monotonic() when it starts joining
+    simulcast: bool = False
+    max_height: int | None = None
+
+
+# -------------------------------------------------------------- shared metrics
+
+
+class WorkerMetrics:
+    """Everything one worker process measures; ``interval`` is reset every second."""
+
+    def __init__(self) -> None:
+        self.total = Interval()
+        self.interval = Interval()
+        self.subscribers: list[LoadSubscriber] = []
+        self._last_rx: dict[str, tuple[int, int, int, int]] = {}
+
+    def record_latency(self, kind: str, latency_ms: float) -> None:
+        self.total.latency[kind].record(latency_ms)
+        self.interval.latency[kind].record(latency_ms)
+
+    def count_sent(self, kind: str) -> None:
+        self.total.counters[kind].sent += 1
+        self.interval.counters[kind].sent += 1
+
+    def take_interval(self) -> Interval:
+        """The second that just ended: its latencies and its counter deltas."""
+        interval = self.interval
+        self.interval = Interval()
+        for kind in KINDS:
+            now = _rx_counters(self.subscribers, kind)
+            last = self._last_rx.get(kind, (0, 0, 0, 0))
+            counters = interval.counters[kind]
+            counters.received = now[0] - last[0]
+            counters.lost = now[1] - last[1]
+            counters.expected = now[2] - last[2]
+            counters.duplicates = now[3] - last[3]
+            self._last_rx[kind] = now
+        return interval
+
+    def finish_counters(self) -> None:
+        for kind in KINDS:
+            received, lost, expected, duplicates = _rx_counters(self.subscribers, kind)
+            counters = self.total.counters[kind]
+            counters.received = received
+            counters.lost = lost
+            counters.expected = expected
+            counters.duplicates = duplicates
+
+
+def _rx_counters(subscribers: list[LoadSubscriber], kind: str) -> tuple[int, int, int, int]:
+    received = lost = expected = duplicates = 0
+    video = kind == "video"
+    for sub in subscribers:
+        for stream, rx in sub.streams.items():
+            if (split_stream_id(stream)[1] != LAYER_AUDIO) == video:
+                received += rx.received
+                lost += rx.lost
+                expected += rx.expected
+                duplicates += rx.duplicates
+    return received, lost, expected, duplicates
+
+
+# ----------------------------------------------------------------- signaling
+
+
+class Signaling:
+    """A websocket to the server: ``join``, send, and a read loop calling ``on_message``."""
+
+    def __init__(self, url: str, on_message: Callable[[dict[str, Any]], Any]) -> None:
+        self.ws_url = url.rstrip("/") + "/ws"
+        self._on_message = on_message
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self.closed = asyncio.Event()
+
+    async def connect(self, timeout: float) -> None:
+        self._session = aiohttp.ClientSession()
+        self._ws = await asyncio.wait_for(self._session.ws_connect(self.ws_url), timeout)
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def send(self, message: dict[str, Any]) -> None:
+        ws = self._ws
+        if ws is None or ws.closed:
+            return
+        async with self._lock:
+            with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+                await ws.send_str(json.dumps(message))
+
+    async def _read(self) -> None:
+        ws = self._ws
+        assert ws is not None
+        try:
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                try:
+                    message = json.loads(msg.data)
+                except ValueError:
+                    continue
+                if isinstance(message, dict):
+                    try:
+                        result = self._on_message(message)
+                        if asyncio.iscoroutine(result):
+                            await result
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        logger.exception("handling %s failed", message.get("type"))
+        finally:
+            self.closed.set()
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+            self._reader = None
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        self.closed.set()
+
+
+def _ice_servers(message: dict[str, Any]) -> tuple[IceServer, ...]:
+    servers = []
+    for server in message.get("ice_servers") or []:
+        urls = server.get("urls", [])
+        servers.append(
+            IceServer(
+                urls=(urls,) if isinstance(urls, str) else tuple(urls),
+                username=server.get("username"),
+                credential=server.get("credential"),
+            )
+        )
+    return tuple(servers)
+
+
+# ----------------------------------------------------------------------- base
+
+
+class _LoadBot:
+    """Join, run until :meth:`stop`, leave. Errors are recorded, never raised."""
+
+    def __init__(
+        self, spec: BotSpec, url: str, metrics: WorkerMetrics, ice_address: str = "127.0.0.1"
+    ) -> None:
+        self.spec = spec
+        self.url = url
+        self.metrics = metrics
+        self.ice_address = ice_address
+        self.errors: list[str] = []
+        self.joined = False
+        self.ws_open_at: float | None = None
+        self.joined_at: float | None = None
+        self.participant_id: str | None = None
+        self._ice: tuple[IceServer, ...] = ()
+        self._joined_future: asyncio.Future[str | None] | None = None
+        self._signaling: Signaling | None = None
+        self._stop = asyncio.Event()
+        self._closed = False
+        self.done = False
+
+    def ice_config(self) -> IceConfig:
+        return IceConfig(servers=self._ice, addresses=(self.ice_address,))
+
+    async def run(self, join_timeout: float = 15.0) -> None:
+        delay = self.spec.start_at - time.monotonic()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+        if self._stop.is_set():
+            self.done = True
+            return
+        try:
+            self._signaling = Signaling(self.url, self._dispatch)
+            self.ws_open_at = time.monotonic()
+            await self._signaling.connect(join_timeout)
+            self._joined_future = asyncio.get_running_loop().create_future()
+            await self._signaling.send(
+                {"type": "join", "room": self.spec.room, "name": self.spec.name}
+            )
+            failure = await asyncio.wait_for(self._joined_future, join_timeout)
+            if failure is not None:
+                raise RuntimeError(failure)
+            self.joined = True
+            await self.started()
+            stop = asyncio.ensure_future(self._stop.wait())
+            closed = asyncio.ensure_future(self._signaling.closed.wait())
+            await asyncio.wait({stop, closed}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            closed.cancel()
+            if not self._stop.is_set():
+                self.errors.append("websocket closed by the server")
+        except Exception as exc:  # recorded in the report
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            await self.close()
+            self.done = True
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def started(self) -> None:
+        """Joined: publish, or wait for offers."""
+
+    async def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "joined":
+            self.participant_id = str(message.get("id"))
+            self.joined_at = time.monotonic()
+            self._ice = _ice_servers(message)
+            if self._joined_future is not None and not self._joined_future.done():
+                self._joined_future.set_result(None)
+        elif kind == "error":
+            text = f"server error {message.get('code')} ({message.get('request')}): {message.get('message')}"
+            if self._joined_future is not None and not self._joined_future.done():
+                self._joined_future.set_result(text)
+            elif message.get("code") != "not_found":
+                self.errors.append(text)
+        else:
+            await self.on_message(message)
+
+    async def on_message(self, message: dict[str, Any]) -> None:
+        """A server message other than ``joined``/``error``."""
+
+    async def close_media(self) -> None:
+        """Stop media and close peer connections."""
+
+    def summary(self) -> dict[str, Any]:
+        """What this bot did, for the report's ``bots.list``."""
+        return {"name": self.spec.name, "role": self.spec.role, "joined": self.joined}
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        signaling = self._signaling
+        if signaling is not None and self.joined and not signaling.closed.is_set():
+            await signaling.send({"type": "leave"})
+        await self.close_media()
+        if signaling is not None:
+            await signaling.close()
+
+
+# ------------------------------------------------------------------ publisher
+
+
+class LoadPublisher(_LoadBot):
+    """Publishes Opus and VP8 (one layer, or three simulcast layers) from cached clips."""
+
+    def __init__(
+        self,
+        spec: BotSpec,
+        url: str,
+        metrics: WorkerMetrics,
+        media: MediaSet,
+        ice_address: str = "127.0.0.1",
+    ) -> None:
+        super().__init__(spec, url, metrics, ice_address)
+        self.media = media
+        self.rng = random.Random()
+        self.pc: RTCPeerConnection | None = None
+        self.port: MediaPort | None = None
+        self.audio: OutStream | None = None
+        self.video: list[OutStream] = []
+        self.players: list[ClipPlayer] = []
+        self.media_started_at: float | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._audio_sender: RTCRtpSender | None = None
+        self._video_sender: RTCRtpSender | None = None
+        self._munged_mid: str | None = None
+        self._sim_ext: SimulcastExtensions | None = None
+        self._answer: str | None = None
+        self._start = 0.0
+
+    async def started(self) -> None:
+        pc = create_peer_connection(self.ice_config())
+        self.pc = pc
+        audio = pc.addTransceiver("audio", direction="sendonly")
+        video = pc.addTransceiver("video", direction="sendonly")
+        self._audio_sender = audio.sender
+        self._video_sender = video.sender
+        hook_sender(audio.sender, lambda n: self._negotiated("audio", n))
+        hook_sender(video.sender, lambda n: self._negotiated("video", n))
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = pc.localDescription.sdp
+        if self.spec.simulcast:
+            munged = munge_simulcast_offer(sdp, [s.rid for s in DEFAULT_LAYERS])
+            sdp = munged.sdp
+            self._munged_mid = munged.mid
+            self._sim_ext = munged.extensions
+        assert self._signaling is not None
+        await self._signaling.send({"type": "publish_offer", "sdp": sdp})
+
+    async def on_message(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "publish_answer" and self.pc is not None:
+            self._answer = str(message["sdp"])
+            await self.pc.setRemoteDescription(
+                RTCSessionDescription(sdp=self._answer, type="answer")
+            )
+
+    def _port(self, dtls: RTCDtlsTransport) -> MediaPort:
+        if self.port is None:
+            self.port = MediaPort(dtls, lambda data, now: None, self._on_rtcp)
+        self.port.install_fast_path()
+        return self.port
+
+    def _negotiated(self, kind: str, negotiated: NegotiatedRtp) -> None:
+        """aiortc would start this sender now (DTLS is up): start our stream instead."""
+        if self._closed:
+            return
+        sender = self._audio_sender if kind == "audio" else self._video_sender
+        if sender is None:
+            return
+        self._port(sender.transport)
+        if not self._start:
+            self._start = time.monotonic()
+        codec = negotiated.primary_codec
+        pt = codec.payloadType
+        if pt is None:
+            self.errors.append(f"no {kind} payload type")
+            return
+        ext = negotiated.extensions
+        ssrc, rtx_ssrc = negotiated.ssrcs[0]
+        mid = negotiated.mid.encode()
+        if kind == "audio":
+            self.audio = OutStream(
+                stream=stream_id(self.spec.index, LAYER_AUDIO),
+                video=False,
+                ssrc=ssrc,
+                payload_type=pt,
+                clock_rate=codec.clockRate,
+                extensions=[(ext[URI_MID], mid)] if URI_MID in ext else [],
+                first_seq=self.rng.randint(0, 0xFFFF),
+                timestamp_offset=self.rng.randint(0, 0xFFFFFFFF),
+            )
+            self._tasks.append(asyncio.ensure_future(self._audio_loop()))
+        else:
+            rtx_pt = negotiated.rtx_payload_type(pt)
+            self.video = self._video_streams(negotiated, pt, rtx_pt, ssrc, rtx_ssrc)
+            self.players = [
+                ClipPlayer(
+                    self.media.video[
+                        DEFAULT_LAYERS[i].rid if self.spec.simulcast else SINGLE_LAYER.rid
+                    ]
+                )
+                for i in range(len(self.video))
+            ]
+            self._tasks.append(asyncio.ensure_future(self._video_loop()))
+            self._tasks.append(asyncio.ensure_future(self._report_loop()))
+        if self.audio is not None and self.video and self.media_started_at is None:
+            self.media_started_at = time.monotonic()
+
+    def _video_streams(
+        self,
+        negotiated: NegotiatedRtp,
+        pt: int,
+        rtx_pt: int | None,
+        ssrc: int,
+        rtx_ssrc: int | None,
+    ) -> list[OutStream]:
+        ext = negotiated.extensions
+        mid = negotiated.mid.encode()
+        if not self.spec.simulcast:
+            return [
+                OutStream(
+                    stream=stream_id(self.spec.index, LAYER_VIDEO),
+                    video=True,
+                    ssrc=ssrc,
+                    payload_type=pt,
+                    clock_rate=90_000,
+                    extensions=[(ext[URI_MID], mid)] if URI_MID in ext else [],
+                    abs_send_time_id=ext.get(URI_ABS_SEND_TIME, 0),
+                    rtx_ssrc=rtx_ssrc,
+                    rtx_payload_type=rtx_pt,
+                    first_seq=self.rng.randint(0, 0xFFFF),
+                    timestamp_offset=self.rng.randint(0, 0xFFFFFFFF),
+                    picture_id=self.rng.randint(0, 0x7FFF),
+                )
+            ]
+        fallback = self._sim_ext
+        assert fallback is not None
+        sim = fallback
+        if self._answer is not None:
+            media = next(
+                (m for m in describe_remote_media(self._answer) if m.mid == self._munged_mid),
+                None,
+            )
+            if media is not None:
+                sim = SimulcastExtensions.from_map(media.extensions, fallback)
+        streams = []
+        used: set[int] = set()
+        for spec in DEFAULT_LAYERS:
+            ssrcs: list[int] = []
+            while len(ssrcs) < 2:
+                value = self.rng.randint(1, 0xFFFFFFFF)
+                if value not in used:
+                    used.add(value)
+                    ssrcs.append(value)
+            rid = spec.rid.encode()
+            static = [(sim.mid, mid)] if sim.mid else []
+            streams.append(
+                OutStream(
+                    stream=stream_id(self.spec.index, SIMULCAST_CODES[spec.rid]),
+                    video=True,
+                    ssrc=ssrcs[0],
+                    payload_type=pt,
+                    clock_rate=90_000,
+                    extensions=[*static, (sim.rid, rid)] if sim.rid else static,
+                    abs_send_time_id=sim.abs_send_time,
+                    rtx_ssrc=ssrcs[1],
+                    rtx_payload_type=rtx_pt,
+                    rtx_extensions=[*static, (sim.repaired_rid, rid)]
+                    if sim.repaired_rid
+                    else static,
+                    first_seq=self.rng.randint(0, 0xFFFF),
+                    timestamp_offset=self.rng.randint(0, 0xFFFFFFFF),
+                    picture_id=self.rng.randint(0, 0x7FFF),
+                )
+            )
+        return streams
+
+    def _send(self, packet: bytes) -> None:
+        port = self.port
+        if port is not None:
+            port.send_rtp(packet)
+
+    async def _audio_loop(self) -> None:
+        stream = self.audio
+        assert stream is not None
+        clip = self.media.audio
+        start = time.monotonic()
+        n = 0
+        metrics = self.metrics
+        while True:
+            delay = start + n * 0.02 - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -0.1:  # fell behind (a stalled loop): skip, like a device would
+                n += int(-delay / 0.02)
+            payload = clip[n % len(clip)]
+            self._send(stream.packet(payload, n * OPUS_FRAME, 0, 0, time.monotonic_ns()))
+            metrics.count_sent("audio")
+            n += 1
+
+    async def _video_loop(self) -> None:
+        fps = self.media.fps
+        start = time.monotonic()
+        n = 0
+        metrics = self.metrics
+        while True:
+            delay = start + n / fps - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif -delay > 1.0 / fps:
+                n += int(-delay * fps)
+            timestamp = round(n * 90_000 / fps)
+            send_time = abs_send_time(time.time() + _NTP_EPOCH_OFFSET)
+            for stream, player in zip(self.video, self.players, strict=True):
+                key = stream.keyframe_requested
+                stream.keyframe_requested = False
+                frame = player.next(keyframe=key)
+                for payload, marker, flags in stream.frame_payloads(frame):
+                    self._send(
+                        stream.packet(
+                            payload, timestamp, marker, flags, time.monotonic_ns(), send_time
+                        )
+                    )
+                    metrics.count_sent("video")
+            n += 1
+
+    async def _report_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            port = self.port
+            if port is None:
+                continue
+            ntp = time.time() + _NTP_EPOCH_OFFSET
+            elapsed = time.monotonic() - self._start
+            streams = [*self.video, *([self.audio] if self.audio is not None else [])]
+            for stream in streams:
+                if stream.packets:
+                    port.send(stream.sender_report(ntp, elapsed))
+
+    def _stream_for(self, ssrc: int) -> OutStream | None:
+        for stream in self.video:
+            if stream.ssrc == ssrc:
+                return stream
+        if self.audio is not None and self.audio.ssrc == ssrc:
+            return self.audio
+        return None
+
+    def _on_rtcp(self, data: bytes, now: float) -> None:
+        for packet in parse_rtcp(data):
+            if isinstance(packet, RtcpPsfbPacket):
+                if packet.fmt == _PSFB_PLI:
+                    stream = self._stream_for(packet.media_ssrc)
+                    if stream is not None:
+                        stream.keyframe_requested = True
+                elif packet.fmt == _PSFB_FIR:
+                    fci = packet.fci
+                    for pos in range(0, len(fci) - 7, 8):
+                        stream = self._stream_for(int.from_bytes(fci[pos : pos + 4]))
+                        if stream is not None:
+                            stream.keyframe_requested = True
+            elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == _RTPFB_NACK:
+                stream = self._stream_for(packet.media_ssrc)
+                if stream is None:
+                    continue
+                for seq in normalize_lost(packet.lost):
+                    rtx = stream.retransmission(seq)
+                    if rtx is not None:
+                        self._send(rtx)
+
+    async def close_media(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.port is not None:
+            self.port.close()
+        if self.pc is not None:
+            with contextlib.suppress(Exception):
+                await self.pc.close()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.spec.name,
+            "room": self.spec.room,
+            "role": "publisher",
+            "joined": self.joined,
+            "media_started": self.media_started_at is not None,
+            "audio_packets": self.audio.packets if self.audio else 0,
+            "video_packets": sum(s.packets for s in self.video),
+            "keyframes": sum(s.keyframes for s in self.video),
+            "rtx_sent": sum(s.rtx_sent for s in self.video),
+            "errors": list(self.errors),
+        }
+
+
+# ----------------------------------------------------------------- subscriber
+
+
+class LoadSubscriber(_LoadBot):
+    """Answers subscribe offers and counts: tags, latency, continuity, frames, freezes."""
+
+    def __init__(
+        self, spec: BotSpec, url: str, metrics: WorkerMetrics, ice_address: str = "127.0.0.1"
+    ) -> None:
+        super().__init__(spec, url, metrics, ice_address)
+        self.pc: RTCPeerConnection | None = None
+        self.port: MediaPort | None = None
+        self.streams: dict[int, StreamRx] = {}
+        #: (publisher index, kind) -> what this subscriber saw of that track
+        self.tracks: dict[tuple[int, str], TrackRx] = {}
+        self.first_frame_at: float | None = None
+        self.untagged = 0
+        self._hooked: set[int] = set()
+        self._requested: set[str] = set()
+        self._video_tracks: set[str] = set()
+        self._last_pli: dict[tuple[int, str], float] = {}
+        self._own_ssrc = random.randint(1, 0xFFFFFFFF)
+        self.plis_sent = 0
+        metrics.subscribers.append(self)
+
+    @property
+    def join_ms(self) -> float | None:
+        """Websocket opening -> first decodable complete remote video frame."""
+        if self.first_frame_at is None or self.ws_open_at is None:
+            return None
+        return (self.first_frame_at - self.ws_open_at) * 1000.0
+
+    async def on_message(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "subscribe_offer":
+            await self._on_offer(message)
+
+    async def _on_offer(self, message: dict[str, Any]) -> None:
+        pc = self.pc
+        if pc is None:
+            pc = create_peer_connection(self.ice_config())
+            self.pc = pc
+
+            @pc.on("connectionstatechange")
+            def on_state() -> None:
+                if pc.connectionState == "connected" and self.port is not None:
+                    self.port.install_fast_path()
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
+        for transceiver in pc.getTransceivers():
+            if id(transceiver) not in self._hooked:
+                self._hooked.add(id(transceiver))
+                hook_receiver(transceiver.receiver, lambda n: None)
+            if self.port is None and transceiver.receiver.transport is not None:
+                self.port = MediaPort(transceiver.receiver.transport, self._on_rtp, _ignore)
+        await pc.setLocalDescription(await pc.createAnswer())
+        assert self._signaling is not None
+        await self._signaling.send({"type": "subscribe_answer", "sdp": pc.localDescription.sdp})
+        if pc.connectionState == "connected" and self.port is not None:
+            self.port.install_fast_path()
+        height = self.spec.max_height
+        for info in (message.get("tracks") or {}).values():
+            track = str(info.get("track"))
+            if info.get("kind") == "video":
+                self._video_tracks.add(track)
+                if height is not None and track not in self._requested:
+                    self._requested.add(track)
+                    await self._signaling.send(
+                        {"type": "set_layer", "track": track, "max_height": height}
+                    )
+
+    def _on_rtp(self, data: bytes, now: float) -> None:
+        tag = parse_tag(data)
+        if tag is None:
+            self.untagged += 1
+            return
+        stream = tag.stream
+        rx = self.streams.get(stream)
+        if rx is None:
+            self.streams[stream] = StreamRx(tag.seq)
+        elif not rx.on_packet(tag.seq):
+            return  # a duplicate
+        video = tag.flags & FLAG_VIDEO
+        kind = "video" if video else "audio"
+        self.metrics.record_latency(kind, now * 1000.0 - tag.send_ns / 1e6)
+        publisher = split_stream_id(stream)[0]
+        key = (publisher, kind)
+        track = self.tracks.get(key)
+        if track is None:
+            track = self.tracks[key] = TrackRx(bool(video))
+        if track.on_packet(tag, now):
+            if self.first_frame_at is None:
+                self.first_frame_at = now
+        elif track.needs_keyframe:
+            self._request_keyframe(key, data, now)
+
+    def _request_keyframe(self, key: tuple[int, str], data: bytes, now: float) -> None:
+        if now - self._last_pli.get(key, -1e9) < PLI_INTERVAL or self.port is None:
+            return
+        self._last_pli[key] = now
+        media_ssrc = struct.unpack_from("!I", data, 8)[0]
+        self.port.send(struct.pack("!BBHII", 0x80 | _PSFB_PLI, 206, 2, self._own_ssrc, media_ssrc))
+        self.plis_sent += 1
+
+    def finish(self, end: float) -> None:
+        for track in self.tracks.values():
+            track.finish(end)
+
+    async def close_media(self) -> None:
+        if self.port is not None:
+            self.port.close()
+        if self.pc is not None:
+            with contextlib.suppress(Exception):
+                await self.pc.close()
+
+    def freezes(self) -> FreezeStats:
+        total = FreezeStats()
+        for track in self.tracks.values():
+            total.merge(track.freezes)
+        return total
+
+    def layer_switches(self) -> int:
+        return sum(t.layer_switches for t in self.tracks.values())
+
+    def summary(self) -> dict[str, Any]:
+        freezes = self.freezes()
+        return {
+            "name": self.spec.name,
+            "room": self.spec.room,
+            "role": "subscriber",
+            "max_height": self.spec.max_height,
+            "joined": self.joined,
+            "join_ms": None if self.join_ms is None else round(self.join_ms, 1),
+            "tracks": len(self.tracks),
+            "video_tracks_offered": len(self._video_tracks),
+            "frames": sum(t.frames for t in self.tracks.values()),
+            "broken_frames": sum(t.broken_frames for t in self.tracks.values()),
+            "freezes": freezes.count,
+            "freeze_ms": round(freezes.total_s * 1000, 1),
+            "layer_switches": self.layer_switches(),
+            "layers": sorted(
+                {
+                    split_stream_id(t.current_stream)[1]
+                    for t in self.tracks.values()
+                    if t.video and t.current_stream is not None
+                }
+            ),
+            "packets": sum(rx.received for rx in self.streams.values()),
+            "lost": sum(rx.lost for rx in self.streams.values()),
+            "untagged": self.untagged,
+            "plis_sent": self.plis_sent,
+            "errors": list(self.errors),
+        }
+
+
+def _ignore(data: bytes, now: float) -> None:
+    pass

@@ -1,0 +1,503 @@
+"""``parley load``: spawn synthetic participants against a server and measure what users feel.
+
+The parent process plans the bots, encodes the media once (cached on disk), starts the
+server when no ``--url`` is given, samples the server's CPU and RSS from ``/proc``,
+spreads the bots over ``--processes`` worker processes (:mod:`loadgen.load_worker`),
+shows live progress and writes the report (:mod:`loadgen.load_report`). See
+``docs/loadgen.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import os
+import queue
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .load_bots import BotSpec
+from .load_media import default_cache_dir, prepare_media
+from .load_metrics import KINDS, Interval
+from .load_report import RunData, ServerSample, build_report, summary_table
+
+logger = logging.getLogger(__name__)
+
+#: Heights subscribers ask for in turn when publishers use simulcast.
+LAYER_HEIGHTS = (180, 360, 720)
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(slots=True)
+class LoadConfig:
+    url: str | None
+    rooms: int = 1
+    publishers: int = 1
+    subscribers: int = 2
+    duration: float = 10.0
+    simulcast: bool = False
+    ramp: float = 10.0
+    processes: int = 1
+    server_pid: int | None = None
+    json_path: str | None = None
+    html_path: str | None = None
+    fps: float = 15.0
+    clip_seconds: float = 10.0
+    ice_address: str = "127.0.0.1"
+    cache_dir: str | None = None
+    quiet: bool = False
+    #: How long to wait for every publisher's media before starting subscribers (s).
+    publish_timeout: float = 20.0
+
+
+# ----------------------------------------------------------------- /proc sampling
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` (and its reaped children are not counted)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def process_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/statm", encoding="ascii") as f:
+        return int(f.read().split()[1]) * _PAGE / 1e6
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine, from ``/proc/stat``."""
+    with open("/proc/stat", encoding="ascii") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return float(sum(values) - idle), float(sum(values))
+
+
+class ProcSampler:
+    """CPU % (of one core) and RSS of one process, one sample per :meth:`sample` call."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.samples: list[ServerSample] = []
+        self._last: tuple[float, float] | None = None
+
+    def sample(self, now: float) -> None:
+        try:
+            cpu = process_cpu_seconds(self.pid)
+            rss = process_rss_mb(self.pid)
+        except (OSError, ValueError, IndexError):
+            return
+        if self._last is not None:
+            wall = now - self._last[0]
+            if wall > 0:
+                pct = 100.0 * (cpu - self._last[1]) / wall
+                self.samples.append(ServerSample(now, pct, rss))
+        self._last = (now, cpu)
+
+
+# ----------------------------------------------------------------------- server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(ice_address: str, timeout: float = 20.0) -> tuple[subprocess.Popen[bytes], str]:
+    """``parley serve`` on a free loopback port; returns (process, base URL)."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "signaling.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--ice-address",
+            ice_address,
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"parley serve exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.1)
+    proc.terminate()
+    proc.wait(5)
+    raise RuntimeError("parley serve did not answer /healthz in time")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ------------------------------------------------------------------------ plan
+
+
+def plan_bots(config: LoadConfig, start: float) -> tuple[list[BotSpec], list[BotSpec]]:
+    """Publishers and subscribers of every room, with ``start_at`` spaced by ``ramp``.
+
+    Subscribers' ``start_at`` is relative (from 0): the run shifts them once every
+    publisher's media flows. With simulcast, subscriber ``j`` asks for
+    ``LAYER_HEIGHTS[j % 3]``.
+    """
+    step = 1.0 / config.ramp if config.ramp > 0 else 0.0
+    publishers: list[BotSpec] = []
+    subscribers: list[BotSpec] = []
+    for room in range(config.rooms):
+        for p in range(config.publishers):
+            index = len(publishers)
+            publishers.append(
+                BotSpec(
+                    "publisher",
+                    f"load-{room}",
+                    f"pub-{room}-{p}",
+                    index,
+                    start + index * step,
+                    simulcast=config.simulcast,
+                )
+            )
+    for s in range(config.subscribers):
+        for room in range(config.rooms):
+            index = len(subscribers)
+            subscribers.append(
+                BotSpec(
+                    "subscriber",
+                    f"load-{room}",
+                    f"sub-{room}-{s}",
+                    index,
+                    index * step,
+                    max_height=LAYER_HEIGHTS[index % len(LAYER_HEIGHTS)]
+                    if config.simulcast
+                    else None,
+                )
+            )
+    return publishers, subscribers
+
+
+# ------------------------------------------------------------------------- run
+
+
+class LoadRun:
+    """One run: workers, server sampling, progress; :meth:`run` returns the report."""
+
+    def __init__(self, config: LoadConfig) -> None:
+        self.config = config
+        self.ctx = multiprocessing.get_context("spawn")
+        self.reports: Any = self.ctx.Queue()
+        self.commands: list[Any] = []
+        self.workers: list[Any] = []
+        self.server_proc: subprocess.Popen[bytes] | None = None
+        self.url = config.url or ""
+        self.sampler: ProcSampler | None = None
+        self.progress: list[tuple[int, dict[str, Any]]] = []
+        self.latest: dict[int, dict[str, Any]] = {}
+        self.results: dict[int, dict[str, Any]] = {}
+        self.started = 0.0
+        self._tty = sys.stderr.isatty()
+        self._last_line = 0.0
+        self._machine: list[tuple[float, float, float]] = []
+
+    # ---- lifecycle
+
+    def start(self) -> None:
+        cfg = self.config
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+        self._say(f"preparing media (encoded once, cached in {cache_dir})")
+        prepare_media(cache_dir, fps=cfg.fps, seconds=cfg.clip_seconds)
+        pid = cfg.server_pid
+        if not cfg.url:
+            self.server_proc, self.url = start_server(cfg.ice_address)
+            pid = self.server_proc.pid
+            self._say(f"started parley serve (pid {pid}) at {self.url}")
+        if pid is not None:
+            self.sampler = ProcSampler(pid)
+        from .load_worker import worker_main
+
+        for w in range(cfg.processes):
+            commands = self.ctx.Queue()
+            proc = self.ctx.Process(
+                target=worker_main,
+                args=(
+                    w,
+                    self.url,
+                    commands,
+                    self.reports,
+                    str(cache_dir),
+                    cfg.fps,
+                    cfg.clip_seconds,
+                    cfg.ice_address,
+                ),
+                name=f"parley-load-{w}",
+                daemon=True,
+            )
+            proc.start()
+            self.commands.append(commands)
+            self.workers.append(proc)
+
+    def close(self) -> None:
+        for proc in self.workers:
+            proc.join(5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
+        self.workers.clear()
+        for q in self.commands:
+            q.close()
+        self.commands.clear()
+        if self.server_proc is not None:
+            stop_server(self.server_proc)
+            self.server_proc = None
+
+    def _send_bots(self, specs: list[BotSpec]) -> None:
+        per_worker: list[list[dict[str, Any]]] = [[] for _ in self.workers]
+        for i, spec in enumerate(specs):
+            per_worker[i % len(self.workers)].append(asdict(spec))
+        for q, chunk in zip(self.commands, per_worker, strict=True):
+            if chunk:
+                q.put(("bots", chunk))
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.config
+        self.start()
+        try:
+            self.started = time.monotonic()
+            self._machine.append((self.started, *machine_cpu()))
+            pubs, subs = plan_bots(cfg, self.started + 0.5)
+            self._send_bots(pubs)
+            deadline = time.monotonic() + cfg.publish_timeout + len(pubs) / max(cfg.ramp, 1e-9)
+            while self._count("publishing") < len(pubs) and time.monotonic() < deadline:
+                self._pump(0.2)
+            if self._count("publishing") < len(pubs):
+                self._say(f"only {self._count('publishing')} of {len(pubs)} publishers send media")
+            base = time.monotonic() + 0.2
+            for spec in subs:
+                spec.start_at += base
+            self._send_bots(subs)
+            steady_from = (subs[-1].start_at if subs else base) + 1.0
+            end = steady_from - 1.0 + cfg.duration
+            while time.monotonic() < end:
+                self._pump(min(0.2, max(end - time.monotonic(), 0.0)))
+            for q in self.commands:
+                q.put(("stop", end))
+            self._machine.append((time.monotonic(), *machine_cpu()))
+            deadline = time.monotonic() + 30
+            while len(self.results) < len(self.workers) and time.monotonic() < deadline:
+                self._pump(0.2)
+        finally:
+            if self._tty and not cfg.quiet:
+                sys.stderr.write("\n")
+            self.close()
+        errors = []
+        if len(self.results) < cfg.processes:
+            errors.append(f"{cfg.processes - len(self.results)} worker(s) sent no result")
+        data = RunData(
+            config=self._config_json(),
+            started=self.started,
+            steady_from=min(steady_from, end),
+            end=end,
+            progress=self.progress,
+            results=[self.results[k] for k in sorted(self.results)],
+            server=self.sampler.samples if self.sampler else [],
+            server_pid=self.sampler.pid if self.sampler else None,
+            cores=os.cpu_count() or 1,
+            machine_cpu_pct=self._machine_pct(),
+            errors=errors,
+        )
+        return build_report(data)
+
+    def _machine_pct(self) -> float | None:
+        if len(self._machine) < 2:
+            return None
+        (_, busy0, total0), (_, busy1, total1) = self._machine[0], self._machine[-1]
+        return 100.0 * (busy1 - busy0) / (total1 - total0) if total1 > total0 else None
+
+    def _config_json(self) -> dict[str, Any]:
+        cfg = asdict(self.config)
+        cfg["url"] = self.url
+        cfg["target"] = "parley"
+        return cfg
+
+    # ---- reports from workers
+
+    def _count(self, key: str) -> int:
+        return sum(int(p.get(key, 0)) for p in self.latest.values())
+
+    def _pump(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                kind, worker, data = self.reports.get(timeout=max(remaining, 0.001))
+            except queue.Empty:
+                break
+            if kind == "progress":
+                self.progress.append((worker, data))
+                self.latest[worker] = data
+                self._on_second(data["t"])
+            elif kind == "result":
+                self.results[worker] = data
+            if time.monotonic() >= deadline:
+                break
+
+    def _on_second(self, t: float) -> None:
+        if self.sampler is not None and (
+            not self.sampler.samples or t - self.sampler.samples[-1].t >= 0.9
+        ):
+            self.sampler.sample(time.monotonic())
+        if self.config.quiet or t - self._last_line < (1.0 if self._tty else 5.0) - 0.05:
+            return
+        self._last_line = t
+        self._say(self._status_line(t), live=True)
+
+    def _status_line(self, t: float) -> str:
+        second = [d for _, d in self.progress if abs(d["t"] - t) < 0.5]
+        interval = Interval()
+        for d in second:
+            interval.merge(Interval.from_json(d["interval"]))
+        lat = " ".join(
+            f"{k} p50/p99 {_ms(interval.latency[k].percentile(50))}/{_ms(interval.latency[k].percentile(99))}"
+            for k in KINDS
+        )
+        received = sum(interval.counters[k].received for k in KINDS)
+        lost = sum(interval.counters[k].lost for k in KINDS)
+        expected = sum(interval.counters[k].expected for k in KINDS)
+        loss = f"{100.0 * lost / expected:.2f}%" if expected > 0 else "-"
+        cpu = sum(d["cpu_pct"] for d in self.latest.values())
+        server = ""
+        if self.sampler is not None and self.sampler.samples:
+            last = self.sampler.samples[-1]
+            server = f" | server {last.cpu_pct:.0f}% {last.rss_mb:.0f} MB"
+        return (
+            f"[{t - self.started:5.0f}s] pubs {self._count('publishing')}/{self._count('publishers')}"
+            f" subs {self._count('receiving')}/{self._count('subscribers')} errors {self._count('errors')}"
+            f" | {received} pkt/s loss {loss} | {lat} ms | loadgen {cpu:.0f}%{server}"
+        )
+
+    def _say(self, text: str, live: bool = False) -> None:
+        if self.config.quiet:
+            return
+        if live and self._tty:
+            sys.stderr.write("\r\x1b[2K" + text)
+        else:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+# ------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="parley load",
+        description="Synthetic participants against a server: latency, join time, loss, "
+        "freezes, layer switches and server cost.",
+    )
+    parser.add_argument("--url", help="server base URL; without it a parley server is started")
+    parser.add_argument("--rooms", type=int, default=1)
+    parser.add_argument("--publishers", type=int, default=1, help="per room (default 1)")
+    parser.add_argument("--subscribers", type=int, default=2, help="per room (default 2)")
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="seconds after the last bot started"
+    )
+    parser.add_argument("--simulcast", action="store_true", help="publish three VP8 layers")
+    parser.add_argument(
+        "--ramp",
+        type=float,
+        default=10.0,
+        metavar="PER_SECOND",
+        help="bots started per second (default 10)",
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1, metavar="K", help="worker processes (default 1)"
+    )
+    parser.add_argument("--server-pid", type=int, default=None, metavar="PID")
+    parser.add_argument("--json", dest="json_path", metavar="PATH", help="write the report here")
+    parser.add_argument(
+        "--html", dest="html_path", metavar="PATH", help="write an HTML report with plots"
+    )
+    parser.add_argument("--fps", type=float, default=15.0)
+    parser.add_argument("--ice-address", default="127.0.0.1")
+    parser.add_argument("--cache-dir", default=None, help="where encoded clips are cached")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    return parser
+
+
+def write_json(path: str, report: dict[str, Any]) -> None:
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(target)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("rooms", "publishers", "processes"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if args.subscribers < 0 or args.duration <= 0 or args.ramp <= 0 or args.fps <= 0:
+        parser.error("--subscribers must be >= 0; --duration, --ramp and --fps positive")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    config = LoadConfig(
+        url=args.url,
+        rooms=args.rooms,
+        publishers=args.publishers,
+        subscribers=args.subscribers,
+        duration=args.duration,
+        simulcast=args.simulcast,
+        ramp=args.ramp,
+        processes=args.processes,
+        server_pid=args.server_pid,
+        json_path=args.json_path,
+        html_path=args.html_path,
+        fps=args.fps,
+        ice_address=args.ice_address,
+        cache_dir=args.cache_dir,
+        quiet=args.quiet,
+    )
+    report = LoadRun(config).run()
+    if args.json_path:
+        write_json(args.json_path, report)
+    if args.html_path:
+        from .load_html import write_html
+
+        write_html(args.html_path, report)
+    print(summary_table(report))
+    return (
+        0
+        if report["bots"]["joined"] == report["bots"]["publishers"] + report["bots"]["subscribers"]
+        else 1
+    )

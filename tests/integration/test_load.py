@@ -1,0 +1,71 @@
+"""``parley load`` end to end: it starts a real server, runs bots over loopback in two
+worker processes and writes a report whose every documented key has a sane value."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_parley_load_reports_latency_join_loss_and_server_cost(tmp_path: Path) -> None:
+    report_path = tmp_path / "load.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "signaling.cli",
+            "load",
+            "--rooms",
+            "1",
+            "--publishers",
+            "1",
+            "--subscribers",
+            "3",
+            "--simulcast",
+            "--duration",
+            "6",
+            "--processes",
+            "2",
+            "--json",
+            str(report_path),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "latency audio" in proc.stdout  # the summary table
+    report = json.loads(report_path.read_text())
+
+    for kind in ("audio", "video"):
+        latency = report["latency_ms"][kind]
+        assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
+        assert latency["p50"] < 50, latency  # loopback: a few ms at most
+        assert latency["count"] > 100
+        assert report["loss_pct"][kind] is not None and report["loss_pct"][kind] < 1.0
+
+    join = report["join_ms"]
+    assert join["count"] == 3 and join["missing"] == 0
+    assert 0 < join["p50"] <= join["p95"] <= join["max"] < 5000
+
+    assert report["freezes"]["count"] == 0, report["freezes"]
+    assert isinstance(report["layer_switches"], int)
+    packets = report["packets"]
+    assert packets["sent"] > 0 and packets["received"] > packets["sent"]  # fan-out 3
+    assert packets["forwarded_per_s"] > 100
+
+    server = report["server"]
+    assert isinstance(server["pid"], int)
+    assert server["cpu_pct"] is not None and 0 < server["cpu_pct"] < 400
+    assert server["rss_mb"] is not None and 20 < server["rss_mb"] < 2000
+
+    assert isinstance(report["loadgen_saturated"], bool)
+    assert report["loadgen"]["processes"] == 2
+    assert report["bots"]["joined"] == 4 and not report["bots"]["errors"]
+
+    # subscribers asked for 180, 360 and 720: each got its own simulcast layer
+    layers = sorted(b["layers"][0] for b in report["bots"]["list"] if b["role"] == "subscriber")
+    assert layers == [2, 3, 4]

@@ -1,0 +1,219 @@
+"""``parley load``: the publisher's tagged RTP, clips, the bot plan and the report shape."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+from loadgen.load_media import ClipPlayer, OutStream, read_clip, vp8_payloads, write_clip
+from loadgen.load_metrics import (
+    FLAG_FRAME_END,
+    FLAG_FRAME_START,
+    FLAG_KEYFRAME,
+    TAG_SIZE,
+    Interval,
+    parse_tag,
+    stream_id,
+)
+from loadgen.load_report import RunData, ServerSample, build_report, saturation, summary_table
+from loadgen.load_run import LoadConfig, plan_bots
+from sfu.rtp.packet import parse_rtp
+
+# ----------------------------------------------------------------------- media
+
+
+def _stream(**kw: object) -> OutStream:
+    args: dict[str, object] = dict(
+        stream=stream_id(3, 1),
+        video=True,
+        ssrc=1234,
+        payload_type=96,
+        clock_rate=90_000,
+        extensions=[(4, b"1")],
+        rtx_ssrc=5678,
+        rtx_payload_type=97,
+        first_seq=65_534,
+        timestamp_offset=2**32 - 10,
+    )
+    args.update(kw)
+    return OutStream(**args)  # type: ignore[arg-type]
+
+
+def test_packets_carry_a_tag_after_the_payload_and_wrap_seq() -> None:
+    stream = _stream()
+    keyframe = bytes([0x10]) + bytes(3000)  # P bit clear: a keyframe
+    parts = stream.frame_payloads(keyframe)
+    assert len(parts) == 3
+    assert parts[0][2] & FLAG_KEYFRAME and parts[0][2] & FLAG_FRAME_START
+    assert parts[-1][1] == 1 and parts[-1][2] & FLAG_FRAME_END
+    packets = [stream.packet(p, 100, m, f, 1000 + i) for i, (p, m, f) in enumerate(parts)]
+    views = [parse_rtp(p) for p in packets]
+    assert [v.seq for v in views] == [65_534, 65_535, 0]
+    assert {v.timestamp for v in views} == {90}
+    assert views[0].extensions() == {4: b"1"}
+    tags = [parse_tag(p) for p in packets]
+    assert [t.seq for t in tags if t] == [0, 1, 2]
+    assert [t.send_ns for t in tags if t] == [1000, 1001, 1002]
+    assert all(len(p) <= 1200 + 12 + 8 for p in packets)
+    # the payload before the tag is what the packetizer produced
+    assert views[1].payload()[:-TAG_SIZE] == parts[1][0]
+
+
+def test_retransmission_keeps_the_original_tag() -> None:
+    stream = _stream()
+    original = stream.packet(b"\x90\x80\x80\x01abc", 0, 1, 0, 42)
+    rtx = stream.retransmission(65_534)
+    assert rtx is not None
+    view = parse_rtp(rtx)
+    assert view.ssrc == 5678 and view.payload_type == 97
+    assert struct.unpack("!H", view.payload()[:2])[0] == 65_534
+    assert parse_tag(rtx) == parse_tag(original)
+    assert stream.retransmission(1) is None
+
+
+def test_sender_report_maps_elapsed_time() -> None:
+    stream = _stream(timestamp_offset=1000)
+    sr = stream.sender_report(3_900_000_000.5, 2.0)
+    assert sr[1] == 200
+    assert struct.unpack_from("!I", sr, 16)[0] == 1000 + 180_000
+
+
+def test_vp8_payloads_leave_room_for_the_tag() -> None:
+    payloads = vp8_payloads(bytes(5000), 7)
+    assert max(len(p) for p in payloads) + TAG_SIZE <= 1200
+
+
+def test_clip_player_loops_and_restarts_on_keyframe_request() -> None:
+    player = ClipPlayer([b"k", b"a", b"b"])
+    assert [player.next() for _ in range(4)] == [b"k", b"a", b"b", b"k"]
+    assert player.loops == 1
+    assert player.next(keyframe=True) == b"k"
+    assert player.next() == b"a"
+
+
+def test_clip_file_round_trip(tmp_path: Path) -> None:
+    frames = [b"\x00" * 10, b"abc", bytes(range(256))]
+    path = tmp_path / "x.clip"
+    write_clip(path, frames)
+    assert read_clip(path) == frames
+    path.write_bytes(path.read_bytes()[:-5])
+    try:
+        read_clip(path)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a truncated clip must be refused")
+
+
+# ------------------------------------------------------------------------ plan
+
+
+def test_plan_ramps_and_varies_layers() -> None:
+    config = LoadConfig(
+        url="http://x", rooms=2, publishers=2, subscribers=3, simulcast=True, ramp=4
+    )
+    pubs, subs = plan_bots(config, 100.0)
+    assert [p.index for p in pubs] == [0, 1, 2, 3]
+    assert [p.start_at for p in pubs] == [100.0, 100.25, 100.5, 100.75]
+    assert {p.room for p in pubs} == {"load-0", "load-1"}
+    assert len(subs) == 6
+    assert [s.start_at for s in subs] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25]
+    assert [s.max_height for s in subs] == [180, 360, 720, 180, 360, 720]
+    assert sum(s.room == "load-0" for s in subs) == 3
+    _, plain = plan_bots(LoadConfig(url=None, subscribers=2), 0.0)
+    assert [s.max_height for s in plain] == [None, None]
+
+
+# ---------------------------------------------------------------------- report
+
+
+def _interval(latency_ms: float, received: int, lost: int = 0) -> Interval:
+    interval = Interval()
+    for kind in ("audio", "video"):
+        interval.latency[kind].record(latency_ms)
+        counters = interval.counters[kind]
+        counters.sent = received
+        counters.received = received
+        counters.lost = lost
+        counters.expected = received + lost
+    return interval
+
+
+def _run(cpu: float = 10.0, lag_ms: float = 1.0) -> RunData:
+    from loadgen.load_metrics import LatencyHistogram
+
+    lag = LatencyHistogram()
+    lag.record(lag_ms)
+    total = Interval()
+    progress = []
+    for second in range(1, 6):
+        interval = _interval(1.0 + second, 100)
+        total.merge(interval)
+        progress.append((0, {"t": 1000.0 + second, "interval": interval.to_json()}))
+    result = {
+        "end": 1005.0,
+        "total": total.to_json(),
+        "join_ms": [120.0, 80.0, None],
+        "freezes": {"count": 1, "total_s": 0.7, "max_s": 0.7},
+        "layer_switches": 2,
+        "cpu_samples": [(1000.0 + s, cpu) for s in range(1, 6)],
+        "lag": lag.to_json(),
+        "bots": [
+            {"name": "pub", "role": "publisher", "joined": True, "errors": []},
+            {"name": "sub", "role": "subscriber", "joined": True, "errors": ["boom"]},
+        ],
+    }
+    return RunData(
+        config={"target": "parley"},
+        started=1000.0,
+        steady_from=1001.0,
+        end=1005.0,
+        progress=progress,
+        results=[result],
+        server=[ServerSample(1000.0 + s, 20.0 + s, 80.0 + s) for s in range(1, 6)],
+        server_pid=4242,
+        cores=2,
+        machine_cpu_pct=50.0,
+    )
+
+
+def test_report_has_every_documented_key() -> None:
+    report = build_report(_run())
+    for key in (
+        "latency_ms",
+        "join_ms",
+        "loss_pct",
+        "freezes",
+        "layer_switches",
+        "packets",
+        "server",
+        "loadgen_saturated",
+    ):
+        assert key in report
+    for kind in ("audio", "video"):
+        assert set(report["latency_ms"][kind]) >= {"p50", "p95", "p99", "max"}
+        assert report["latency_ms"][kind]["max"] == 6.0
+        assert report["loss_pct"][kind] == 0.0
+    assert report["join_ms"] == {"p50": 80.0, "p95": 120.0, "max": 120.0, "count": 2, "missing": 1}
+    assert report["freezes"] == {"count": 1, "total_ms": 700.0, "max_ms": 700.0}
+    assert report["layer_switches"] == 2
+    assert report["packets"]["sent"] == report["packets"]["received"] == 1000
+    assert report["packets"]["forwarded_per_s"] == 200.0  # 4 steady seconds of 2 x 100
+    assert report["server"]["pid"] == 4242
+    assert report["server"]["cpu_pct"] == 23.5  # mean of 22..25 (steady window)
+    assert report["server"]["rss_mb"] == 85.0
+    assert report["server"]["cpu_us_per_forwarded_packet"] == 1175.0
+    assert report["loadgen_saturated"] is False
+    assert report["bots"]["errors"] == ["sub: boom"]
+    assert len(report["timeline"]) == 5
+    assert report["latency_cdf"]["audio"][-1][1] == 1.0
+    text = summary_table(report)
+    assert "latency audio" in text and "load generator saturated" in text
+
+
+def test_saturation_verdicts() -> None:
+    assert saturation(_run())[0] is False
+    busy, details = saturation(_run(cpu=97.0))
+    assert busy and "worker 0" in details["reasons"][0]
+    lagging, details = saturation(_run(lag_ms=200.0))
+    assert lagging and "late" in details["reasons"][0]
