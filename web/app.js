@@ -686,6 +686,7 @@ function enterCall(name) {
     self.el.classList.remove("novideo");
   }
   layoutGrid();
+  updateControls();
   statsTimer = setInterval(() => void collectStats(), STATS_INTERVAL_MS);
   levelTimer = setInterval(() => void collectLevels(), LEVEL_INTERVAL_MS);
   updateStatus();
@@ -747,8 +748,9 @@ function updateControls() {
 async function toggleMute(kind) {
   const c = client;
   if (!c) return;
-  await c.setMuted(kind, !c.isMuted(kind));
+  const done = c.setMuted(kind, !c.isMuted(kind)); // the wish is recorded at once
   updateControls();
+  await done;
 }
 
 // ------------------------------------------------------------------ levels and stats

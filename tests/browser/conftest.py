@@ -27,10 +27,12 @@ import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
 from tests._server import (
+    RestartableServer,
     RunningServer,
     ServerFactory,
     _only_loopback,
     _require_loopback_namespace,
+    restartable_server,
     server,
     server_factory,
 )
@@ -46,6 +48,8 @@ __all__ = [
     "chromium",
     "open_app",
     "open_client",
+    "RestartableServer",
+    "restartable_server",
     "server",
     "server_factory",
     "wait_for",
@@ -400,8 +404,8 @@ class AppPage:
     async def notice(self) -> str | None:
         """The text of the page's notice banner, or None while it is hidden."""
         return await self.evaluate(
-            "() => { const n = document.getElementById('notice');"
-            " return n.hidden ? null : n.textContent.trim(); }"
+            "() => document.getElementById('notice').hidden ? null"
+            " : document.getElementById('notice-text').textContent"
         )
 
     async def status(self) -> str:

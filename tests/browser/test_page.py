@@ -7,7 +7,7 @@ from typing import Any
 
 from loadgen.bot import BotConfig, run_bot
 
-from .conftest import AppPage, OpenApp, RunningServer, wait_for
+from .conftest import AppPage, OpenApp, RestartableServer, RunningServer, wait_for
 
 #: Smaller than the page's default 1280x720 camera: two pages and a bot share 2 cores.
 SMALL = "size=640x360"
@@ -81,3 +81,140 @@ async def test_two_pages_and_a_bot_see_and_hear_each_other(
         kinds = {t["kind"]: t for t in summary["tracks"] if t["participant"] == pid}
         assert kinds["video"]["frames_decoded"] > 20, kinds
         assert kinds["audio"]["frames_decoded"] > 50, kinds
+
+
+async def _click(page: AppPage, selector: str) -> None:
+    await page.page.click(selector)
+
+
+async def test_muted_audio_stops_reaching_the_others_and_a_leaver_disappears(
+    server: RunningServer, open_app: OpenApp
+) -> None:
+    ada = await open_app(server.url, _url("w2", "Ada"))
+    bob = await open_app(server.url, _url("w2", "Bob"))
+    ada_id = await ada.wait_published()
+    bob_id = await bob.wait_published()
+    await _sees_media_of(bob, {ada_id})
+
+    async def audio_from_ada() -> int:
+        return (await bob.remote_tiles())[ada_id]["audioPackets"]
+
+    async def flowing() -> bool:
+        before = await audio_from_ada()
+        await asyncio.sleep(0.5)
+        return await audio_from_ada() > before + 10
+
+    await _click(ada, "#mic")
+
+    async def button_says(text: str) -> bool:
+        return await ada.evaluate("() => document.getElementById('mic').textContent") == text
+
+    assert await wait_for(lambda: button_says("Unmute"), 2.0)
+    assert await ada.evaluate("() => window.parleyApp.client.isMuted('audio')")
+    await asyncio.sleep(0.5)  # what was in flight
+    muted_at = await audio_from_ada()
+    await asyncio.sleep(1.5)
+    assert await audio_from_ada() == muted_at, "Ada's muted audio still reaches Bob"
+    # her video goes on
+    frames = (await bob.remote_tiles())[ada_id]["framesDecoded"]
+    await asyncio.sleep(0.5)
+    assert (await bob.remote_tiles())[ada_id]["framesDecoded"] > frames
+
+    await _click(ada, "#mic")
+    assert await wait_for(lambda: button_says("Mute"), 2.0)
+    assert await wait_for(flowing, 5.0), await audio_from_ada()
+
+    await _click(ada, "#leave")
+
+    async def ada_gone() -> bool:
+        return ada_id not in await bob.remote_tiles()
+
+    assert await wait_for(ada_gone, 5.0), await bob.remote_tiles()
+    assert await bob.evaluate(
+        "(id) => !document.querySelector(`.tile[data-participant='${id}']`)", ada_id
+    )
+    # Ada is back at the form, told she left
+    assert await ada.evaluate("() => !document.getElementById('lobby').hidden")
+    assert (await ada.notice() or "").startswith("You left w2."), await ada.notice()
+    assert list(server.sfu.rooms["w2"].participants) == [bob_id]
+
+
+async def test_a_small_tile_gets_a_lower_layer_and_a_tile_out_of_view_is_paused(
+    server: RunningServer, open_app: OpenApp
+) -> None:
+    cam = await open_app(server.url, "room=w3&name=Cam&autojoin=1&size=1280x720&mic=0")
+    cam_id = await cam.wait_published()
+    viewer = await open_app(
+        server.url, "room=w3&name=Viewer&autojoin=1&camera=0&mic=0", width=1280, height=800
+    )
+
+    async def layer(**wanted: Any) -> dict[str, Any] | None:
+        tile = (await viewer.remote_tiles()).get(cam_id)
+        current = tile and tile["layer"]
+        if current and all(current[k] == v for k, v in wanted.items()):
+            return tile
+        return None
+
+    large = await wait_for(lambda: layer(rid="h", paused=False), 15.0)
+    assert large, (await viewer.remote_tiles(), viewer.report())
+    assert large["width"] > 500, large
+    assert large["asked"]["maxHeight"] >= 360, large
+
+    await viewer.page.set_viewport_size({"width": 480, "height": 320})
+    small = await wait_for(lambda: layer(rid="q", paused=False), 10.0)
+    assert small, await viewer.remote_tiles()
+    assert small["width"] < large["width"], (small, large)
+    assert small["asked"]["maxHeight"] < 360, small
+
+    async def plays_at(height: int) -> bool:
+        tile = (await viewer.remote_tiles())[cam_id]
+        return tile["videoHeight"] == height
+
+    assert await wait_for(lambda: plays_at(180), 10.0), await viewer.remote_tiles()
+
+    # out of view: paused; back in view: resumed
+    move = "(id) => { document.querySelector(`.tile[data-participant='${id}']`).style.transform = %s; }"
+    await viewer.evaluate(move % "'translateY(-5000px)'", cam_id)
+    assert await wait_for(lambda: layer(paused=True), 5.0), await viewer.remote_tiles()
+    await viewer.evaluate(move % "''", cam_id)
+    assert await wait_for(lambda: layer(rid="q", paused=False), 10.0), await viewer.remote_tiles()
+
+    # the stats overlay says what the server forwards
+    await viewer.page.click("#stats-toggle")
+
+    async def overlay() -> str | None:
+        stats = (await viewer.remote_tiles())[cam_id]["stats"]
+        return stats if "layer: q 320×180" in stats and " fps" in stats else None
+
+    assert await wait_for(overlay, 5.0), await viewer.remote_tiles()
+
+
+async def test_the_page_rejoins_by_itself_after_the_server_restarts(
+    restartable_server: RestartableServer, open_app: OpenApp
+) -> None:
+    server = restartable_server
+    ada = await open_app(server.url, _url("w4", "Ada"))
+    bob = await open_app(server.url, _url("w4", "Bob"))
+    ada_id = await ada.wait_published()
+    bob_id = await bob.wait_published()
+    await _sees_media_of(ada, {bob_id})
+
+    await server.stop()
+
+    async def reconnecting() -> bool:
+        states = [await ada.client_state(), await bob.client_state()]
+        return states == ["reconnecting", "reconnecting"]
+
+    assert await wait_for(reconnecting, 5.0), [await ada.status(), await bob.status()]
+    assert "Reconnecting" in await ada.status()
+    assert not await ada.remote_tiles(), "tiles of the old session stay"
+
+    restarted = await server.start()
+    new_ada = await ada.wait_published(timeout=20.0)
+    new_bob = await bob.wait_published(timeout=20.0)
+    assert {new_ada, new_bob}.isdisjoint({ada_id, bob_id})
+    room = restarted.sfu.rooms["w4"]
+    assert sorted(p.name for p in room.participants.values()) == ["Ada", "Bob"]
+    await _sees_media_of(ada, {new_bob})
+    await _sees_media_of(bob, {new_ada})
+    assert (await ada.status()).startswith("Connected"), await ada.status()
