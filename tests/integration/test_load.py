@@ -30,6 +30,8 @@ def test_parley_load_reports_latency_join_loss_and_server_cost(tmp_path: Path) -
             "2",
             "--json",
             str(report_path),
+            "--html",
+            str(tmp_path / "load.html"),
             "--quiet",
         ],
         capture_output=True,
@@ -39,6 +41,7 @@ def test_parley_load_reports_latency_join_loss_and_server_cost(tmp_path: Path) -
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "latency audio" in proc.stdout  # the summary table
     report = json.loads(report_path.read_text())
+    assert (tmp_path / "load.html").read_text().count("<svg") == 3
 
     for kind in ("audio", "video"):
         latency = report["latency_ms"][kind]

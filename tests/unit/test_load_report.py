@@ -217,3 +217,24 @@ def test_saturation_verdicts() -> None:
     assert busy and "worker 0" in details["reasons"][0]
     lagging, details = saturation(_run(lag_ms=200.0))
     assert lagging and "late" in details["reasons"][0]
+
+
+# ------------------------------------------------------------------------ html
+
+
+def test_html_report_has_three_plots_and_survives_an_empty_run() -> None:
+    from loadgen.load_html import join_histogram, render_html
+
+    page = render_html(build_report(_run()))
+    assert page.count("<svg") == 3
+    assert "One-way latency over time" in page and "Latency CDF" in page
+    assert "<polyline" in page and "<rect x=" in page
+    empty = _run()
+    empty.progress = []
+    empty.results = []
+    page = render_html(build_report(empty))
+    assert page.count("no data") == 3
+    assert join_histogram([]) == []
+    assert join_histogram([5.0, 5.0]) == [(5.0, 2.0)] + [(5.0 + i, 0.0) for i in range(1, 20)]
+    hist = join_histogram([0.0, 10.0, 20.0], bins=2)
+    assert hist == [(0.0, 1.0), (10.0, 2.0)]
