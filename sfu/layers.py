@@ -89,20 +89,35 @@ def allocate(
     """Share ``budget`` (bit/s, None: unlimited) among tracks; return a level per track.
 
     ``demands[i]`` lists the bitrates of the layers track ``i`` may receive, lowest
-    first (its :func:`allowed` layers); the result indexes that list (-1 when the
-    track gets nothing: an empty demand). Every track gets at least its lowest layer;
-    then tracks are raised one level at a time while the budget lasts: those of the
+    first (its :func:`allowed` layers); the result indexes that list, -1 when the
+    track gets nothing (an empty demand, or even its lowest layer does not fit: its
+    video is paused). Tracks get their lowest layer in priority order while it fits;
+    then they are raised one level at a time while the budget lasts: those of the
     highest ``priorities`` first (round robin among equals), then the next group.
     Keeping a track at the level it is on (``current``) needs the layer's bitrate;
-    going above it needs ``margin`` times that.
+    going above it (or resuming) needs ``margin`` times that.
     """
-    levels = [0 if demand else -1 for demand in demands]
     if budget is None:
         return [len(demand) - 1 for demand in demands]
-    remaining = budget - sum(demand[0] for demand in demands if demand)
+    levels = [-1] * len(demands)
+    remaining = budget
     ranks = list(priorities) if priorities is not None else [0.0] * len(demands)
-    for rank in sorted(set(ranks), reverse=True):
-        group = [i for i in range(len(demands)) if ranks[i] == rank]
+    groups = [
+        [i for i in range(len(demands)) if ranks[i] == rank]
+        for rank in sorted(set(ranks), reverse=True)
+    ]
+
+    def held(i: int, level: int) -> bool:
+        now_at = current[i] if i < len(current) else None
+        return now_at is not None and level <= now_at
+
+    for group in groups:  # the lowest layers first, by priority
+        for i in group:
+            demand = demands[i]
+            if demand and demand[0] * (1.0 if held(i, 0) else margin) <= remaining:
+                levels[i] = 0
+                remaining -= demand[0]
+    for group in groups:  # then one level at a time, round robin within a priority
         raised = True
         while raised:
             raised = False
@@ -112,12 +127,7 @@ def allocate(
                 if levels[i] < 0 or nxt >= len(demand):
                     continue
                 cost = demand[nxt] - demand[levels[i]]
-                held = current[i] if i < len(current) else None
-                needed = (
-                    cost
-                    if held is not None and nxt <= held
-                    else demand[nxt] * margin - demand[levels[i]]
-                )
+                needed = cost if held(i, nxt) else demand[nxt] * margin - demand[levels[i]]
                 if needed <= remaining:
                     levels[i] = nxt
                     remaining -= cost
@@ -167,12 +177,17 @@ class LayerSelector:
         rank: dict[int, int],
         now: float,
     ) -> int | None:
-        """``rank`` maps a layer index to its position, lowest first (from ``allowed``)."""
-        if proposed is None or current is None or current not in rank:
+        """``rank`` maps a layer index to its position, lowest first (from ``allowed``).
+
+        None stands for "nothing" (paused) and ranks below every layer. ``ceiling`` is
+        what the request alone allows (None: the request itself is a pause).
+        """
+        if current is not None and current not in rank:
             self._up_since = self._up_to = None
-            return proposed
-        p, c = rank[proposed], rank[current]
-        limited = ceiling is not None and rank.get(ceiling, p) > p
+            return proposed  # the layer being forwarded stopped: move at once
+        p = -1 if proposed is None else rank.get(proposed, -1)
+        c = -1 if current is None else rank[current]
+        limited = ceiling is not None and rank.get(ceiling, -1) > p
         if limited:
             self.last_limited = now
         if p < c:
@@ -186,9 +201,8 @@ class LayerSelector:
         if self.last_limited is None or now - self.last_limited >= self.reset_after:
             self._up_since = self._up_to = None
             return proposed
-        if self._up_to != proposed:
+        if self._up_to != proposed or self._up_since is None:
             self._up_to, self._up_since = proposed, now
-        assert self._up_since is not None
         if now - self._up_since >= self.up_delay:
             self._up_since = self._up_to = None
             return proposed

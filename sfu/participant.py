@@ -33,6 +33,7 @@ from aiortc.rtp import (
 )
 
 from . import aiortc_adapter as adapter
+from .bwe import BandwidthEstimator
 from .config import SfuConfig
 from .forwarder import EgressParams, Forwarder
 from .layers import ACTIVE_TIMEOUT, LayerRequest, allocate, allowed, ordered, priority
@@ -54,17 +55,6 @@ AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 #: then send due NACKs every NACK_INTERVAL while packets are missing.
 NACK_BATCH_DELAY = 0.005
 NACK_INTERVAL = 0.02
-#: A subscriber's REMB is a congestion signal, not a capacity measure. Receivers derive
-#: it from what they receive: about 1x at start, then growing ~8 %/s (capped at 1.5x)
-#: while all is well, and cut to 0.85x of what they receive when they detect overuse.
-#: Right after a switch up it lags far below what is sent without any congestion. So
-#: REMB limits a subscriber's layers only when it has just *dropped* (by more than
-#: REMB_DROP within the last REMB_DROP_WINDOW seconds) and is below REMB_LIMITING x
-#: the video sent. Finding capacity above the current rate (probing) is congestion
-#: control's job, not this rule's.
-REMB_LIMITING = 0.9
-REMB_DROP = 0.05
-REMB_DROP_WINDOW = 3.0
 
 
 class NegotiationError(Exception):
@@ -169,8 +159,8 @@ class Participant:
         #: bit/s of video the SFU sends this subscriber, measured each second
         self.egress_bitrate = 0.0
         self._egress_mark: tuple[float, int] | None = None
-        #: when REMB last dropped (the receiver detected overuse)
-        self._remb_drop_at: float | None = None
+        #: what this subscriber's link takes, from its REMB and receiver reports
+        self.bwe = BandwidthEstimator()
         self._task = asyncio.ensure_future(self._run())
         self._close_task: asyncio.Task[None] | None = None
         self.counters = {
@@ -665,25 +655,9 @@ class Participant:
         self.update_layers(self._loop.time())
 
     def layer_budget(self) -> float | None:
-        """The bit/s this subscriber's video may use, or None when nothing limits it.
-
-        See ``REMB_LIMITING``: only a REMB that just dropped below what is sent limits.
-        """
-        remb = self.remb_bitrate
-        dropped = self._remb_drop_at
-        if remb is None or dropped is None:
-            return None
-        if self._loop.time() - dropped > REMB_DROP_WINDOW:
-            return None
-        if remb >= REMB_LIMITING * self.egress_bitrate:
-            return None
-        return float(remb)
-
-    def _on_remb(self, bitrate: int, now: float) -> None:
-        previous = self.remb_bitrate
-        if previous is not None and bitrate < (1 - REMB_DROP) * previous:
-            self._remb_drop_at = now
-        self.remb_bitrate = bitrate
+        """The bit/s this subscriber's video may use, or None when nothing limits it
+        (``sfu/bwe.py``: REMB drops and receiver-report loss cap it; calm lifts it)."""
+        return self.bwe.estimate(self._loop.time())
 
     def update_layers(self, now: float) -> None:
         """Choose the layer of every subscribed track: request, activity, bandwidth."""
@@ -697,8 +671,8 @@ class Participant:
             if forwarder.request.paused:
                 forwarder.set_target(None, now)
                 continue
-            if not forwarder.is_video or not forwarder.simulcast:
-                forwarder.set_target(forwarder.layers[0], now)
+            if not forwarder.is_video:
+                forwarder.set_target(forwarder.layers[0], now)  # audio is never held back
                 continue
             infos = forwarder.layer_infos(now, ACTIVE_TIMEOUT)
             choices = allowed(infos, forwarder.request)
@@ -712,7 +686,9 @@ class Participant:
             return
         current_levels: list[int | None] = []
         for forwarder, _, choices, _ in plans:
-            index = forwarder.layers.index(forwarder.current) if forwarder.current else None
+            index = (
+                forwarder.layers.index(forwarder.current) if forwarder.current is not None else None
+            )
             level = next((i for i, c in enumerate(choices) if c.index == index), None)
             current_levels.append(level)
         speaker = self.room.active_speaker
@@ -726,9 +702,11 @@ class Participant:
             ],
         )
         for (forwarder, infos, choices, _), level in zip(plans, levels, strict=True):
-            proposed = choices[max(level, 0)].index
+            proposed = choices[level].index if level >= 0 else None
             rank = {info.index: pos for pos, info in enumerate(ordered(infos))}
-            current = forwarder.layers.index(forwarder.current) if forwarder.current else None
+            current = (
+                forwarder.layers.index(forwarder.current) if forwarder.current is not None else None
+            )
             chosen = forwarder.selector.decide(proposed, choices[-1].index, current, rank, now)
             forwarder.set_target(forwarder.layers[chosen] if chosen is not None else None, now)
 
@@ -763,6 +741,8 @@ class Participant:
                         forwarder.on_receiver_report(
                             report.fraction_lost, report.lsr, report.dlsr, now
                         )
+                        if forwarder.is_video and forwarder.current is not None:
+                            self.bwe.on_loss(report.fraction_lost / 256.0, now)
             elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
                 forwarder = self._by_out_ssrc.get(packet.media_ssrc)
                 if forwarder is not None:
@@ -785,7 +765,8 @@ class Participant:
                         bitrate, ssrcs = unpack_remb_fci(packet.fci)
                     except ValueError:
                         continue
-                    self._on_remb(bitrate, now)
+                    self.remb_bitrate = bitrate
+                    self.bwe.on_remb(bitrate, now)
                     for ssrc in ssrcs:
                         forwarder = self._by_out_ssrc.get(ssrc)
                         if forwarder is not None:

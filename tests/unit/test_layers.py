@@ -58,8 +58,13 @@ def test_allocate_shares_the_budget_round_robin():
     assert allocate(1_200_000, [demand, demand], [None, None]) == [1, 1]
     # 2.5 Mbit/s: the first gets f, the second stays at h
     assert allocate(2_500_000, [demand, demand], [None, None]) == [2, 1]
-    # less than the lowest layers: every track still gets its lowest
-    assert allocate(10_000, [demand, demand], [None, None]) == [0, 0]
+    # even the lowest layer does not fit: video paused (audio is not part of this budget)
+    assert allocate(10_000, [demand, demand], [None, None]) == [-1, -1]
+    # room for one lowest layer: the higher priority gets it, the other is paused
+    assert allocate(200_000, [demand, demand], [None, None], priorities=[1, 2]) == [-1, 0]
+    # resuming needs the margin, keeping does not
+    assert allocate(160_000, [demand], [None]) == [-1]
+    assert allocate(160_000, [demand], [0]) == [0]
 
 
 def test_allocate_keeps_a_held_layer_without_the_margin():
@@ -81,13 +86,14 @@ def test_allocate_stays_within_bounds_and_budget(budget, demands):
     levels = allocate(budget, demands, [None] * len(demands))
     assert len(levels) == len(demands)
     for level, demand in zip(levels, demands, strict=True):
-        assert (level == -1) == (not demand)
-        assert level < len(demand)
-    if budget is not None:
-        lowest = sum(d[0] for d in demands if d)
-        spent = sum(d[level] for level, d in zip(levels, demands, strict=True) if d)
-        # beyond everyone's lowest layer, nothing is spent that the budget does not cover
-        assert spent - lowest <= max(0.0, budget - lowest) + 1e-6
+        assert -1 <= level < len(demand)
+        if not demand:
+            assert level == -1
+    if budget is None:
+        assert all(level == len(d) - 1 for level, d in zip(levels, demands, strict=True))
+    else:
+        spent = sum(d[level] for level, d in zip(levels, demands, strict=True) if level >= 0)
+        assert spent <= budget + 1e-6
 
 
 RANK = {0: 0, 1: 1, 2: 2}
@@ -172,3 +178,19 @@ def test_priority_speaker_first_then_larger_tiles():
     assert priority(large, False) > priority(small, False)
     assert priority(small, True) > priority(large, False)
     assert priority(LayerRequest(), False) > priority(large, False)
+
+
+def test_selector_resumes_a_paused_track_only_after_the_hold():
+    sel = LayerSelector(up_delay=2.0)
+    assert sel.decide(0, 2, 0, RANK, 0.0) == 0
+    assert sel.decide(None, 2, 0, RANK, 1.0) is None  # nothing fits: paused at once
+    assert sel.last_bandwidth_down == 1.0
+    assert sel.decide(0, 2, None, RANK, 1.5) is None  # fits again: wait
+    assert sel.decide(0, 2, None, RANK, 3.6) == 0
+
+
+def test_selector_pause_requested_is_not_a_bandwidth_event():
+    sel = LayerSelector()
+    assert sel.decide(None, None, 1, RANK, 0.0) is None
+    assert sel.last_bandwidth_down is None
+    assert sel.decide(1, 1, None, RANK, 0.1) == 1  # resumed by request: at once
