@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .load_bots import BotSpec
+from .load_capacity import CapacitySearch, ServiceLevel, measure_step
 from .load_media import default_cache_dir, prepare_media
 from .load_metrics import KINDS, Interval
 from .load_report import RunData, ServerSample, build_report, summary_table
@@ -57,6 +58,13 @@ class LoadConfig:
     quiet: bool = False
     #: How long to wait for every publisher's media before starting subscribers (s).
     publish_timeout: float = 20.0
+    #: --find-capacity: add ``capacity_step`` subscribers per room every step.
+    find_capacity: bool = False
+    capacity_step: int = 2
+    step_seconds: float = 10.0
+    capacity_limit: int = 200
+    slo_p99_ms: float = 50.0
+    slo_loss_pct: float = 1.0
 
 
 # ----------------------------------------------------------------- /proc sampling
@@ -171,7 +179,6 @@ def plan_bots(config: LoadConfig, start: float) -> tuple[list[BotSpec], list[Bot
     """
     step = 1.0 / config.ramp if config.ramp > 0 else 0.0
     publishers: list[BotSpec] = []
-    subscribers: list[BotSpec] = []
     for room in range(config.rooms):
         for p in range(config.publishers):
             index = len(publishers)
@@ -185,22 +192,31 @@ def plan_bots(config: LoadConfig, start: float) -> tuple[list[BotSpec], list[Bot
                     simulcast=config.simulcast,
                 )
             )
-    for s in range(config.subscribers):
+    subscribers = subscriber_specs(config, 0, config.subscribers)
+    return publishers, subscribers
+
+
+def subscriber_specs(config: LoadConfig, first: int, count: int) -> list[BotSpec]:
+    """Subscribers ``first`` .. ``first + count - 1`` of every room, interleaved by room,
+    with relative ``start_at`` spaced by ``ramp``."""
+    step = 1.0 / config.ramp if config.ramp > 0 else 0.0
+    subscribers: list[BotSpec] = []
+    for s in range(first, first + count):
         for room in range(config.rooms):
-            index = len(subscribers)
+            index = s * config.rooms + room
             subscribers.append(
                 BotSpec(
                     "subscriber",
                     f"load-{room}",
                     f"sub-{room}-{s}",
                     index,
-                    index * step,
+                    len(subscribers) * step,
                     max_height=LAYER_HEIGHTS[index % len(LAYER_HEIGHTS)]
                     if config.simulcast
                     else None,
                 )
             )
-    return publishers, subscribers
+    return subscribers
 
 
 # ------------------------------------------------------------------------- run
@@ -225,6 +241,7 @@ class LoadRun:
         self._tty = sys.stderr.isatty()
         self._last_line = 0.0
         self._machine: list[tuple[float, float, float]] = []
+        self.search: CapacitySearch | None = None
 
     # ---- lifecycle
 
@@ -298,14 +315,19 @@ class LoadRun:
                 self._pump(0.2)
             if self._count("publishing") < len(pubs):
                 self._say(f"only {self._count('publishing')} of {len(pubs)} publishers send media")
-            base = time.monotonic() + 0.2
-            for spec in subs:
-                spec.start_at += base
-            self._send_bots(subs)
-            steady_from = (subs[-1].start_at if subs else base) + 1.0
-            end = steady_from - 1.0 + cfg.duration
-            while time.monotonic() < end:
-                self._pump(min(0.2, max(end - time.monotonic(), 0.0)))
+            steady_from = self._start_subscribers(subs) + 1.0
+            if cfg.find_capacity:
+                self.search = CapacitySearch(
+                    cfg.subscribers,
+                    cfg.capacity_step,
+                    cfg.capacity_limit,
+                    ServiceLevel(cfg.slo_p99_ms, cfg.slo_loss_pct),
+                )
+                steady_from = self._find_capacity(steady_from)
+                end = time.monotonic()
+            else:
+                end = steady_from - 1.0 + cfg.duration
+                self._wait_until(end)
             for q in self.commands:
                 q.put(("stop", end))
             self._machine.append((time.monotonic(), *machine_cpu()))
@@ -332,7 +354,55 @@ class LoadRun:
             machine_cpu_pct=self._machine_pct(),
             errors=errors,
         )
-        return build_report(data)
+        report = build_report(data)
+        if self.search is not None:
+            report["capacity"] = self.search.to_json()
+        return report
+
+    def _wait_until(self, when: float) -> None:
+        while time.monotonic() < when:
+            self._pump(min(0.2, max(when - time.monotonic(), 0.0)))
+
+    def _start_subscribers(self, subs: list[BotSpec]) -> float:
+        """Send ``subs`` (relative ``start_at``) to start now; returns the last start time."""
+        base = time.monotonic() + 0.2
+        for spec in subs:
+            spec.start_at += base
+        self._send_bots(subs)
+        return subs[-1].start_at if subs else base
+
+    def _find_capacity(self, step_from: float) -> float:
+        """Measure ``step_seconds`` at each level, then add subscribers, until the search
+        stops. Returns when the last step's window began."""
+        cfg = self.config
+        search = self.search
+        assert search is not None
+        level = cfg.subscribers
+        while True:
+            self._wait_until(step_from + cfg.step_seconds)
+            window_end = time.monotonic()
+            samples = self.sampler.samples if self.sampler else []
+            result = measure_step(
+                [dict(data, worker=worker) for worker, data in self.progress],
+                [x.cpu_pct for x in samples if step_from < x.t <= window_end],
+                step_from,
+                window_end,
+                level,
+                level * cfg.rooms,
+            )
+            following = search.record(result)
+            verdict = "held" if result.passed else "broke: " + "; ".join(result.reasons)
+            self._say(
+                f"capacity step: {level} subscribers per room ({result.subscribers} in all): "
+                f"p99 {_ms(result.p99_ms)} ms, loss {_ms(result.loss_pct)}%, "
+                f"{result.received_pps:.0f} pkt/s, {verdict}"
+                + (" (load generator saturated)" if result.loadgen_saturated else "")
+            )
+            if following is None:
+                return step_from
+            last = self._start_subscribers(subscriber_specs(cfg, level, following - level))
+            level = following
+            step_from = last + 2.0  # let the newcomers join before measuring
 
     def _machine_pct(self) -> float | None:
         if len(self._machine) < 2:
@@ -412,6 +482,23 @@ class LoadRun:
         sys.stderr.flush()
 
 
+def capacity_summary(capacity: dict[str, Any]) -> str:
+    level = capacity["service_level"]
+    best = capacity["max_subscribers_per_room"]
+    head = (
+        f"capacity (p99 <= {level['p99_ms']:g} ms, loss <= {level['loss_pct']:g}%): "
+        + (
+            f"{best} subscribers per room ({capacity['max_subscribers']} in all, "
+            f"{capacity['max_forwarded_per_s']} forwarded pkt/s)"
+            if best
+            else "no level held"
+        )
+        + f"; stopped by {capacity['stopped_by']}"
+        + (" (a lower bound)" if capacity["lower_bound"] else "")
+    )
+    return head
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
@@ -451,6 +538,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fps", type=float, default=15.0)
     parser.add_argument("--ice-address", default="127.0.0.1")
     parser.add_argument("--cache-dir", default=None, help="where encoded clips are cached")
+    parser.add_argument(
+        "--find-capacity",
+        action="store_true",
+        help="add subscribers step by step until the service level breaks",
+    )
+    parser.add_argument("--step", type=int, default=2, help="subscribers per room added per step")
+    parser.add_argument(
+        "--step-seconds", type=float, default=10.0, help="measured seconds per step"
+    )
+    parser.add_argument(
+        "--max-subscribers", type=int, default=200, help="per room; the search stops there"
+    )
+    parser.add_argument("--slo-p99-ms", type=float, default=50.0, help="service level: p99 latency")
+    parser.add_argument("--slo-loss-pct", type=float, default=1.0, help="service level: loss")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     return parser
 
@@ -487,7 +588,19 @@ def main(argv: list[str] | None = None) -> int:
         ice_address=args.ice_address,
         cache_dir=args.cache_dir,
         quiet=args.quiet,
+        find_capacity=args.find_capacity,
+        capacity_step=args.step,
+        step_seconds=args.step_seconds,
+        capacity_limit=args.max_subscribers,
+        slo_p99_ms=args.slo_p99_ms,
+        slo_loss_pct=args.slo_loss_pct,
     )
+    if args.find_capacity and (
+        args.subscribers < 1 or args.step < 1 or args.max_subscribers < args.subscribers
+    ):
+        parser.error(
+            "--find-capacity needs --subscribers >= 1, --step >= 1, --max-subscribers >= --subscribers"
+        )
     report = LoadRun(config).run()
     if args.json_path:
         write_json(args.json_path, report)
@@ -496,6 +609,8 @@ def main(argv: list[str] | None = None) -> int:
 
         write_html(args.html_path, report)
     print(summary_table(report))
+    if "capacity" in report:
+        print(capacity_summary(report["capacity"]))
     return (
         0
         if report["bots"]["joined"] == report["bots"]["publishers"] + report["bots"]["subscribers"]
