@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import struct
@@ -24,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtp import RtcpPsfbPacket, RtcpRtpfbPacket
@@ -37,7 +35,7 @@ from sfu.aiortc_adapter import (
     hook_receiver,
     hook_sender,
 )
-from sfu.config import IceConfig, IceServer
+from sfu.config import IceConfig
 from sfu.rtp.packet import abs_send_time
 from sfu.rtp.rtcp import normalize_lost, parse_rtcp
 
@@ -56,6 +54,7 @@ from .load_metrics import (
     split_stream_id,
     stream_id,
 )
+from .load_session import OfferedTrack, OfferHandler, ParleySession, ServerSession
 from .simulcast import (
     DEFAULT_LAYERS,
     URI_ABS_SEND_TIME,
@@ -145,94 +144,21 @@ def _rx_counters(subscribers: list[LoadSubscriber], kind: str) -> tuple[int, int
     return received, lost, expected, duplicates
 
 
-# ----------------------------------------------------------------- signaling
-
-
-class Signaling:
-    """A websocket to the server: ``join``, send, and a read loop calling ``on_message``."""
-
-    def __init__(self, url: str, on_message: Callable[[dict[str, Any]], Any]) -> None:
-        self.ws_url = url.rstrip("/") + "/ws"
-        self._on_message = on_message
-        self._session: aiohttp.ClientSession | None = None
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
-        self.closed = asyncio.Event()
-
-    async def connect(self, timeout: float) -> None:
-        self._session = aiohttp.ClientSession()
-        self._ws = await asyncio.wait_for(self._session.ws_connect(self.ws_url), timeout)
-        self._reader = asyncio.ensure_future(self._read())
-
-    async def send(self, message: dict[str, Any]) -> None:
-        ws = self._ws
-        if ws is None or ws.closed:
-            return
-        async with self._lock:
-            with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
-                await ws.send_str(json.dumps(message))
-
-    async def _read(self) -> None:
-        ws = self._ws
-        assert ws is not None
-        try:
-            async for msg in ws:
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    continue
-                try:
-                    message = json.loads(msg.data)
-                except ValueError:
-                    continue
-                if isinstance(message, dict):
-                    try:
-                        result = self._on_message(message)
-                        if asyncio.iscoroutine(result):
-                            await result
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception:
-                        logger.exception("handling %s failed", message.get("type"))
-        finally:
-            self.closed.set()
-
-    async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-            self._reader = None
-        if self._ws is not None:
-            with contextlib.suppress(Exception):
-                await self._ws.close()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-        self.closed.set()
-
-
-def _ice_servers(message: dict[str, Any]) -> tuple[IceServer, ...]:
-    servers = []
-    for server in message.get("ice_servers") or []:
-        urls = server.get("urls", [])
-        servers.append(
-            IceServer(
-                urls=(urls,) if isinstance(urls, str) else tuple(urls),
-                username=server.get("username"),
-                credential=server.get("credential"),
-            )
-        )
-    return tuple(servers)
-
-
 # ----------------------------------------------------------------------- base
+
+SessionFactory = Callable[[str, OfferHandler], ServerSession]
 
 
 class _LoadBot:
     """Join, run until :meth:`stop`, leave. Errors are recorded, never raised."""
 
     def __init__(
-        self, spec: BotSpec, url: str, metrics: WorkerMetrics, ice_address: str = "127.0.0.1"
+        self,
+        spec: BotSpec,
+        url: str,
+        metrics: WorkerMetrics,
+        ice_address: str = "127.0.0.1",
+        session_factory: SessionFactory = ParleySession,
     ) -> None:
         self.spec = spec
         self.url = url
@@ -242,16 +168,13 @@ class _LoadBot:
         self.joined = False
         self.ws_open_at: float | None = None
         self.joined_at: float | None = None
-        self.participant_id: str | None = None
-        self._ice: tuple[IceServer, ...] = ()
-        self._joined_future: asyncio.Future[str | None] | None = None
-        self._signaling: Signaling | None = None
+        self.session = session_factory(url, self.on_offer)
         self._stop = asyncio.Event()
         self._closed = False
         self.done = False
 
     def ice_config(self) -> IceConfig:
-        return IceConfig(servers=self._ice, addresses=(self.ice_address,))
+        return IceConfig(servers=self.session.ice_servers, addresses=(self.ice_address,))
 
     async def run(self, join_timeout: float = 15.0) -> None:
         delay = self.spec.start_at - time.monotonic()
@@ -262,29 +185,25 @@ class _LoadBot:
             self.done = True
             return
         try:
-            self._signaling = Signaling(self.url, self._dispatch)
             self.ws_open_at = time.monotonic()
-            await self._signaling.connect(join_timeout)
-            self._joined_future = asyncio.get_running_loop().create_future()
-            await self._signaling.send(
-                {"type": "join", "room": self.spec.room, "name": self.spec.name}
+            await self.session.join(
+                self.spec.room, self.spec.name, self.spec.role == "publisher", join_timeout
             )
-            failure = await asyncio.wait_for(self._joined_future, join_timeout)
-            if failure is not None:
-                raise RuntimeError(failure)
+            self.joined_at = time.monotonic()
             self.joined = True
             await self.started()
             stop = asyncio.ensure_future(self._stop.wait())
-            closed = asyncio.ensure_future(self._signaling.closed.wait())
+            closed = asyncio.ensure_future(self.session.closed.wait())
             await asyncio.wait({stop, closed}, return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
             closed.cancel()
             if not self._stop.is_set():
-                self.errors.append("websocket closed by the server")
+                self.errors.append("the server closed the connection")
         except Exception as exc:  # recorded in the report
             self.errors.append(f"{type(exc).__name__}: {exc}")
         finally:
             await self.close()
+            self.errors.extend(self.session.errors)
             self.done = True
 
     def stop(self) -> None:
@@ -293,25 +212,9 @@ class _LoadBot:
     async def started(self) -> None:
         """Joined: publish, or wait for offers."""
 
-    async def _dispatch(self, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        if kind == "joined":
-            self.participant_id = str(message.get("id"))
-            self.joined_at = time.monotonic()
-            self._ice = _ice_servers(message)
-            if self._joined_future is not None and not self._joined_future.done():
-                self._joined_future.set_result(None)
-        elif kind == "error":
-            text = f"server error {message.get('code')} ({message.get('request')}): {message.get('message')}"
-            if self._joined_future is not None and not self._joined_future.done():
-                self._joined_future.set_result(text)
-            elif message.get("code") != "not_found":
-                self.errors.append(text)
-        else:
-            await self.on_message(message)
-
-    async def on_message(self, message: dict[str, Any]) -> None:
-        """A server message other than ``joined``/``error``."""
+    async def on_offer(self, sdp: str, tracks: list[OfferedTrack]) -> str:
+        """A server offer (subscribers); returns the answer."""
+        raise RuntimeError("a publisher got an offer")
 
     async def close_media(self) -> None:
         """Stop media and close peer connections."""
@@ -324,12 +227,8 @@ class _LoadBot:
         if self._closed:
             return
         self._closed = True
-        signaling = self._signaling
-        if signaling is not None and self.joined and not signaling.closed.is_set():
-            await signaling.send({"type": "leave"})
         await self.close_media()
-        if signaling is not None:
-            await signaling.close()
+        await self.session.close()
 
 
 # ------------------------------------------------------------------ publisher
@@ -345,8 +244,9 @@ class LoadPublisher(_LoadBot):
         metrics: WorkerMetrics,
         media: MediaSet,
         ice_address: str = "127.0.0.1",
+        session_factory: SessionFactory = ParleySession,
     ) -> None:
-        super().__init__(spec, url, metrics, ice_address)
+        super().__init__(spec, url, metrics, ice_address, session_factory)
         self.media = media
         self.rng = random.Random()
         self.pc: RTCPeerConnection | None = None
@@ -379,15 +279,8 @@ class LoadPublisher(_LoadBot):
             sdp = munged.sdp
             self._munged_mid = munged.mid
             self._sim_ext = munged.extensions
-        assert self._signaling is not None
-        await self._signaling.send({"type": "publish_offer", "sdp": sdp})
-
-    async def on_message(self, message: dict[str, Any]) -> None:
-        if message.get("type") == "publish_answer" and self.pc is not None:
-            self._answer = str(message["sdp"])
-            await self.pc.setRemoteDescription(
-                RTCSessionDescription(sdp=self._answer, type="answer")
-            )
+        self._answer = await self.session.publish(sdp, 15.0)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=self._answer, type="answer"))
 
     def _port(self, dtls: RTCDtlsTransport) -> MediaPort:
         if self.port is None:
@@ -637,9 +530,14 @@ class LoadSubscriber(_LoadBot):
     """Answers subscribe offers and counts: tags, latency, continuity, frames, freezes."""
 
     def __init__(
-        self, spec: BotSpec, url: str, metrics: WorkerMetrics, ice_address: str = "127.0.0.1"
+        self,
+        spec: BotSpec,
+        url: str,
+        metrics: WorkerMetrics,
+        ice_address: str = "127.0.0.1",
+        session_factory: SessionFactory = ParleySession,
     ) -> None:
-        super().__init__(spec, url, metrics, ice_address)
+        super().__init__(spec, url, metrics, ice_address, session_factory)
         self.pc: RTCPeerConnection | None = None
         self.port: MediaPort | None = None
         self.streams: dict[int, StreamRx] = {}
@@ -648,7 +546,8 @@ class LoadSubscriber(_LoadBot):
         self.first_frame_at: float | None = None
         self.untagged = 0
         self._hooked: set[int] = set()
-        self._requested: set[str] = set()
+        self._pending_layers: list[OfferedTrack] = []
+        self._layer_tasks: set[asyncio.Task[None]] = set()
         self._video_tracks: set[str] = set()
         self._last_pli: dict[tuple[int, str], float] = {}
         self._own_ssrc = random.randint(1, 0xFFFFFFFF)
@@ -662,12 +561,7 @@ class LoadSubscriber(_LoadBot):
             return None
         return (self.first_frame_at - self.ws_open_at) * 1000.0
 
-    async def on_message(self, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        if kind == "subscribe_offer":
-            await self._on_offer(message)
-
-    async def _on_offer(self, message: dict[str, Any]) -> None:
+    async def on_offer(self, sdp: str, tracks: list[OfferedTrack]) -> str:
         pc = self.pc
         if pc is None:
             pc = create_peer_connection(self.ice_config())
@@ -678,7 +572,7 @@ class LoadSubscriber(_LoadBot):
                 if pc.connectionState == "connected" and self.port is not None:
                     self.port.install_fast_path()
 
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         for transceiver in pc.getTransceivers():
             if id(transceiver) not in self._hooked:
                 self._hooked.add(id(transceiver))
@@ -686,20 +580,25 @@ class LoadSubscriber(_LoadBot):
             if self.port is None and transceiver.receiver.transport is not None:
                 self.port = MediaPort(transceiver.receiver.transport, self._on_rtp, _ignore)
         await pc.setLocalDescription(await pc.createAnswer())
-        assert self._signaling is not None
-        await self._signaling.send({"type": "subscribe_answer", "sdp": pc.localDescription.sdp})
         if pc.connectionState == "connected" and self.port is not None:
             self.port.install_fast_path()
+        fresh = [t for t in tracks if t.kind == "video" and t.track not in self._video_tracks]
+        self._video_tracks.update(t.track for t in fresh)
+        if self.spec.max_height is not None and fresh:
+            # after the answer is sent: the server knows the subscription by then
+            self._pending_layers.extend(fresh)
+            asyncio.get_running_loop().call_soon(self._request_layers)
+        return str(pc.localDescription.sdp)
+
+    def _request_layers(self) -> None:
         height = self.spec.max_height
-        for info in (message.get("tracks") or {}).values():
-            track = str(info.get("track"))
-            if info.get("kind") == "video":
-                self._video_tracks.add(track)
-                if height is not None and track not in self._requested:
-                    self._requested.add(track)
-                    await self._signaling.send(
-                        {"type": "set_layer", "track": track, "max_height": height}
-                    )
+        pending, self._pending_layers = self._pending_layers, []
+        if height is None or self._closed:
+            return
+        for track in pending:
+            task = asyncio.ensure_future(self.session.set_layer(track, height))
+            self._layer_tasks.add(task)
+            task.add_done_callback(self._layer_tasks.discard)
 
     def _on_rtp(self, data: bytes, now: float) -> None:
         tag = parse_tag(data)

@@ -1,0 +1,206 @@
+"""How a load bot talks to a server: one :class:`ServerSession` per bot.
+
+The bots of :mod:`loadgen.load_bots` only need four things from a server's signaling:
+join a room, publish an offer and get the answer, answer the server's offers for what
+to receive, and ask for a layer. :class:`ParleySession` does it with Parley's protocol
+(``docs/protocol.md``); :class:`loadgen.load_janus.JanusSession` with Janus's VideoRoom.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from sfu.config import IceServer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class OfferedTrack:
+    """One remote track of a subscribe offer."""
+
+    track: str
+    kind: str
+    mid: str
+
+
+#: The bot's answer to a server offer: (offer SDP, its tracks) -> answer SDP.
+OfferHandler = Callable[[str, list[OfferedTrack]], Awaitable[str]]
+
+
+class ServerSession:
+    """The signaling of one bot. Subclasses implement a server's protocol."""
+
+    def __init__(self, url: str, on_offer: OfferHandler) -> None:
+        self.url = url
+        self.on_offer = on_offer
+        self.ice_servers: tuple[IceServer, ...] = ()
+        self.closed = asyncio.Event()
+        self.errors: list[str] = []
+
+    async def join(self, room: str, name: str, publisher: bool, timeout: float) -> None:
+        """Join ``room``; raise on refusal or timeout. Subscribers then get offers."""
+        raise NotImplementedError
+
+    async def publish(self, sdp: str, timeout: float) -> str:
+        """Send the publish offer; return the answer's SDP."""
+        raise NotImplementedError
+
+    async def set_layer(self, track: OfferedTrack, max_height: int) -> None:
+        """Ask for at most ``max_height`` pixels of height of a simulcast track."""
+
+    async def close(self) -> None:
+        """Leave (when joined) and close the connection. Idempotent."""
+        raise NotImplementedError
+
+
+class WebSocketJson:
+    """A websocket carrying JSON objects: a read loop hands each to ``on_message``."""
+
+    def __init__(
+        self, url: str, on_message: Callable[[dict[str, Any]], Awaitable[None]], protocol: str = ""
+    ) -> None:
+        self.url = url
+        self.protocol = protocol
+        self._on_message = on_message
+        self._http: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self.closed = asyncio.Event()
+
+    async def connect(self, timeout: float) -> None:
+        self._http = aiohttp.ClientSession()
+        protocols = (self.protocol,) if self.protocol else ()
+        self._ws = await asyncio.wait_for(
+            self._http.ws_connect(self.url, protocols=protocols, max_msg_size=0), timeout
+        )
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def send(self, message: dict[str, Any]) -> None:
+        ws = self._ws
+        if ws is None or ws.closed:
+            return
+        async with self._lock:
+            with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+                await ws.send_str(json.dumps(message))
+
+    async def _read(self) -> None:
+        ws = self._ws
+        assert ws is not None
+        try:
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                try:
+                    message = json.loads(msg.data)
+                except ValueError:
+                    continue
+                if isinstance(message, dict):
+                    try:
+                        await self._on_message(message)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        logger.exception("handling a server message failed")
+        finally:
+            self.closed.set()
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+            self._reader = None
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        self.closed.set()
+
+
+def ice_servers_of(message: dict[str, Any]) -> tuple[IceServer, ...]:
+    servers = []
+    for server in message.get("ice_servers") or []:
+        urls = server.get("urls", [])
+        servers.append(
+            IceServer(
+                urls=(urls,) if isinstance(urls, str) else tuple(urls),
+                username=server.get("username"),
+                credential=server.get("credential"),
+            )
+        )
+    return tuple(servers)
+
+
+class ParleySession(ServerSession):
+    """Parley's protocol over ``{url}/ws``."""
+
+    def __init__(self, url: str, on_offer: OfferHandler) -> None:
+        super().__init__(url, on_offer)
+        self.ws = WebSocketJson(url.rstrip("/") + "/ws", self._dispatch)
+        self.closed = self.ws.closed
+        self._joined: asyncio.Future[str | None] | None = None
+        self._answer: asyncio.Future[str] | None = None
+        self._is_joined = False
+
+    async def join(self, room: str, name: str, publisher: bool, timeout: float) -> None:
+        await self.ws.connect(timeout)
+        self._joined = asyncio.get_running_loop().create_future()
+        await self.ws.send({"type": "join", "room": room, "name": name})
+        failure = await asyncio.wait_for(self._joined, timeout)
+        if failure is not None:
+            raise RuntimeError(failure)
+        self._is_joined = True
+
+    async def publish(self, sdp: str, timeout: float) -> str:
+        self._answer = asyncio.get_running_loop().create_future()
+        await self.ws.send({"type": "publish_offer", "sdp": sdp})
+        return await asyncio.wait_for(self._answer, timeout)
+
+    async def set_layer(self, track: OfferedTrack, max_height: int) -> None:
+        await self.ws.send({"type": "set_layer", "track": track.track, "max_height": max_height})
+
+    async def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "joined":
+            self.ice_servers = ice_servers_of(message)
+            if self._joined is not None and not self._joined.done():
+                self._joined.set_result(None)
+        elif kind == "publish_answer":
+            if self._answer is not None and not self._answer.done():
+                self._answer.set_result(str(message["sdp"]))
+        elif kind == "subscribe_offer":
+            tracks = [
+                OfferedTrack(str(info.get("track")), str(info.get("kind")), str(mid))
+                for mid, info in (message.get("tracks") or {}).items()
+            ]
+            answer = await self.on_offer(str(message["sdp"]), tracks)
+            await self.ws.send({"type": "subscribe_answer", "sdp": answer})
+        elif kind == "error":
+            text = (
+                f"server error {message.get('code')} ({message.get('request')}): "
+                f"{message.get('message')}"
+            )
+            if self._joined is not None and not self._joined.done():
+                self._joined.set_result(text)
+            elif self._answer is not None and not self._answer.done():
+                self._answer.set_exception(RuntimeError(text))
+            elif message.get("code") != "not_found":
+                self.errors.append(text)
+
+    async def close(self) -> None:
+        if self._is_joined and not self.ws.closed.is_set():
+            self._is_joined = False
+            await self.ws.send({"type": "leave"})
+        await self.ws.close()
