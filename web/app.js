@@ -9,7 +9,7 @@
  * `camera=0` / `mic=0` join without sending that.
  */
 
-import { ParleyClient, ParleyError, websocketUrl } from "./parley-client.js";
+import { DEFAULT_SIMULCAST_ENCODINGS, ParleyClient, ParleyError, websocketUrl } from "./parley-client.js";
 
 /** @typedef {import("./parley-client.js").RemoteTrack} RemoteTrack */
 /** @typedef {import("./parley-client.js").Participant} Participant */
@@ -828,7 +828,8 @@ async function collectStats() {
     lines.push(formatBitrate(bitrate));
     const layer = tile.videoTrack ? c.layer(tile.videoTrack.trackId) : null;
     if (layer) {
-      lines.push(layer.paused ? "layer: paused" : `layer: ${layer.rid ?? "-"} ${layer.width}×${layer.height}`);
+      const size = `${layer.width}×${layer.height}`;
+      lines.push(layer.paused ? "layer: paused" : layer.rid === null ? `layer: ${size} (single)` : `layer: ${layer.rid} ${size}`);
     }
     if (tile.asked) lines.push(`asked: ≤${tile.asked.maxWidth}×${tile.asked.maxHeight}${tile.visible ? "" : " (paused)"}`);
     tileStats.set(tile, lines.join("\n"));
@@ -853,7 +854,12 @@ async function selfStats(c) {
     bytes += s.bytesSent ?? 0;
     if (s.kind === "video") layers.push(s);
   }
-  layers.sort((a, b) => (a.frameHeight ?? 0) - (b.frameHeight ?? 0));
+  // lowest first, as published (rids in DEFAULT_SIMULCAST_ENCODINGS order)
+  const rank = (/** @type {any} */ s) => {
+    const i = DEFAULT_SIMULCAST_ENCODINGS.findIndex((e) => e.rid === s.rid);
+    return i >= 0 ? i : s.frameHeight ?? 0;
+  };
+  layers.sort((a, b) => rank(a) - rank(b));
   for (const s of layers) {
     const size = s.frameWidth ? `${s.frameWidth}×${s.frameHeight}` : "off";
     lines.push(`${s.rid ?? "video"}: ${size}${s.frameWidth ? ` · ${Math.round(s.framesPerSecond ?? 0)} fps` : ""}`);

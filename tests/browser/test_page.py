@@ -218,3 +218,37 @@ async def test_the_page_rejoins_by_itself_after_the_server_restarts(
     await _sees_media_of(ada, {new_bob})
     await _sees_media_of(bob, {new_ada})
     assert (await ada.status()).startswith("Connected"), await ada.status()
+
+
+async def test_the_page_rejoins_when_the_server_drops_its_peer_connection(
+    server: RunningServer, open_app: OpenApp
+) -> None:
+    # what the server does when ICE consent fails: `left` ("peer connection failed"),
+    # then it closes the websocket
+    ada = await open_app(server.url, _url("w5", "Ada"))
+    bob = await open_app(server.url, _url("w5", "Bob"))
+    ada_id = await ada.wait_published()
+    bob_id = await bob.wait_published()
+    await _sees_media_of(ada, {bob_id})
+    await server.sfu.rooms["w5"].participants[ada_id].close("peer connection failed")
+
+    async def rejoined() -> str | None:
+        new_id = await ada.participant_id()
+        state = await ada.client_state()
+        return new_id if state == "joined" and new_id not in (None, ada_id) else None
+
+    new_id = await wait_for(rejoined, 10.0)
+    assert new_id, (await ada.status(), ada.report())
+    assert await ada.wait_published() == new_id
+    # her new session sends (the server receives her republished tracks)...
+    participant = server.sfu.rooms["w5"].participants[new_id]
+    assert sorted(t.kind for t in participant.tracks.values()) == ["audio", "video"]
+    # ...and receives: Bob's video and audio play again in her page
+    await _sees_media_of(ada, {bob_id})
+
+    # Bob's page swapped her old tile for the new one
+    async def swapped() -> bool:
+        tiles = await bob.remote_tiles()
+        return list(tiles) == [new_id] and tiles[new_id]["name"] == "Ada"
+
+    assert await wait_for(swapped, 5.0), await bob.remote_tiles()
