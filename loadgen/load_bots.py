@@ -227,6 +227,7 @@ class _LoadBot:
         if self._closed:
             return
         self._closed = True
+        self.session.stopping = True
         await self.close_media()
         await self.session.close()
 

@@ -56,6 +56,8 @@ class LoadConfig:
     ice_address: str = "127.0.0.1"
     cache_dir: str | None = None
     quiet: bool = False
+    #: "parley" or "janus" (Janus's VideoRoom; ``url`` is then its websocket, ws://HOST:8188)
+    target: str = "parley"
     #: How long to wait for every publisher's media before starting subscribers (s).
     publish_timeout: float = 20.0
     #: --find-capacity: add ``capacity_step`` subscribers per room every step.
@@ -251,6 +253,8 @@ class LoadRun:
         self._say(f"preparing media (encoded once, cached in {cache_dir})")
         prepare_media(cache_dir, fps=cfg.fps, seconds=cfg.clip_seconds)
         pid = cfg.server_pid
+        if not cfg.url and cfg.target != "parley":
+            raise SystemExit("--target janus needs --url (start Janus with bench/janus.py)")
         if not cfg.url:
             self.server_proc, self.url = start_server(cfg.ice_address)
             pid = self.server_proc.pid
@@ -272,6 +276,7 @@ class LoadRun:
                     cfg.fps,
                     cfg.clip_seconds,
                     cfg.ice_address,
+                    cfg.target,
                 ),
                 name=f"parley-load-{w}",
                 daemon=True,
@@ -413,7 +418,6 @@ class LoadRun:
     def _config_json(self) -> dict[str, Any]:
         cfg = asdict(self.config)
         cfg["url"] = self.url
-        cfg["target"] = "parley"
         return cfg
 
     # ---- reports from workers
@@ -513,6 +517,12 @@ def build_parser() -> argparse.ArgumentParser:
         "freezes, layer switches and server cost.",
     )
     parser.add_argument("--url", help="server base URL; without it a parley server is started")
+    parser.add_argument(
+        "--target",
+        choices=("parley", "janus"),
+        default="parley",
+        help="the server's protocol: parley, or janus (VideoRoom over ws://HOST:PORT)",
+    )
     parser.add_argument("--rooms", type=int, default=1)
     parser.add_argument("--publishers", type=int, default=1, help="per room (default 1)")
     parser.add_argument("--subscribers", type=int, default=2, help="per room (default 2)")
@@ -588,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         ice_address=args.ice_address,
         cache_dir=args.cache_dir,
         quiet=args.quiet,
+        target=args.target,
         find_capacity=args.find_capacity,
         capacity_step=args.step,
         step_seconds=args.step_seconds,

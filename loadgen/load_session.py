@@ -45,6 +45,8 @@ class ServerSession:
         self.ice_servers: tuple[IceServer, ...] = ()
         self.closed = asyncio.Event()
         self.errors: list[str] = []
+        #: Set by the bot when it starts leaving: the server hanging up is expected then.
+        self.stopping = False
 
     async def join(self, room: str, name: str, publisher: bool, timeout: float) -> None:
         """Join ``room``; raise on refusal or timeout. Subscribers then get offers."""

@@ -20,9 +20,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .load_bots import BotSpec, LoadPublisher, LoadSubscriber, WorkerMetrics
+from .load_bots import BotSpec, LoadPublisher, LoadSubscriber, SessionFactory, WorkerMetrics
 from .load_media import prepare_media
 from .load_metrics import FreezeStats, LatencyHistogram
+from .load_session import ParleySession
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +40,22 @@ def worker_main(
     fps: float,
     clip_seconds: float,
     ice_address: str,
+    target: str = "parley",
 ) -> None:
     """Process entry point (``multiprocessing`` target)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(
             Worker(
-                worker, url, commands, reports, Path(cache_dir), fps, clip_seconds, ice_address
+                worker,
+                url,
+                commands,
+                reports,
+                Path(cache_dir),
+                fps,
+                clip_seconds,
+                ice_address,
+                target,
             ).run()
         )
     except KeyboardInterrupt:
@@ -63,8 +73,14 @@ class Worker:
         fps: float,
         clip_seconds: float,
         ice_address: str,
+        target: str = "parley",
     ) -> None:
         self.worker = worker
+        self.session_factory: SessionFactory = ParleySession
+        if target == "janus":
+            from .load_janus import JanusSession
+
+            self.session_factory = JanusSession
         self.url = url
         self.commands = commands
         self.reports = reports
@@ -128,11 +144,15 @@ class Worker:
 
     def _add(self, spec: BotSpec) -> None:
         if spec.role == "publisher":
-            pub = LoadPublisher(spec, self.url, self.metrics, self.media, self.ice_address)
+            pub = LoadPublisher(
+                spec, self.url, self.metrics, self.media, self.ice_address, self.session_factory
+            )
             self.publishers.append(pub)
             self.tasks.append(asyncio.ensure_future(pub.run()))
         else:
-            sub = LoadSubscriber(spec, self.url, self.metrics, self.ice_address)
+            sub = LoadSubscriber(
+                spec, self.url, self.metrics, self.ice_address, self.session_factory
+            )
             self.subscribers.append(sub)
             self.tasks.append(asyncio.ensure_future(sub.run()))
 

@@ -1,0 +1,254 @@
+"""Run Janus (Debian package ``janus``, VideoRoom) or Parley in a network namespace of its own.
+
+Janus skips loopback when it gathers ICE candidates, so it runs in a namespace created
+here, joined to the caller's namespace by a veth pair: the server side is
+``SERVER_ADDRESS`` (10.77.0.2), the bots' side ``CLIENT_ADDRESS`` (10.77.0.1). The
+caller's namespace must be one with only ``lo`` (run under ``scripts/in_netns.py``;
+the CLI re-executes itself that way), so nothing reaches any other network. Parley can
+run in the same kind of namespace, for a side-by-side comparison on equal terms
+(``bench/compare.py``).
+
+    .venv/bin/python bench/janus_server.py            # Janus until Ctrl-C; prints the load command
+    .venv/bin/python bench/janus_server.py -- .venv/bin/parley load --target janus --url {url} \
+        --server-pid {pid} --ice-address 10.77.0.1 --json janus.json   # one run, then stop
+
+Needs: ``apt-get install -y janus`` (and iproute2, util-linux).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SERVER_ADDRESS = "10.77.0.2"
+CLIENT_ADDRESS = "10.77.0.1"
+_PREFIX = 24
+JANUS_WS_PORT = 8188
+_LIB = Path("/usr/lib/x86_64-linux-gnu/janus")
+_OTHER_PLUGINS = (
+    "audiobridge duktape echotest lua nosip recordplay sip streaming textroom videocall voicemail"
+)
+_OTHER_TRANSPORTS = "http mqtt nanomsg pfunix rabbitmq"
+_EVENT_HANDLERS = "gelfevh mqttevh nanomsgevh rabbitmqevh sampleevh wsevh"
+
+
+def only_loopback() -> bool:
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
+def _run(*cmd: str) -> None:
+    subprocess.run(cmd, check=True)
+
+
+class Namespace:
+    """A network namespace (held by a sleeping process) joined to ours by a veth pair."""
+
+    def __init__(self, name: str = "pj") -> None:
+        if not only_loopback():
+            raise RuntimeError("run inside a namespace that has only lo (scripts/in_netns.py)")
+        self.holder = subprocess.Popen(["unshare", "--net", "sleep", "1000000"])
+        path = Path(f"/proc/{self.holder.pid}/ns/net")
+        own = Path("/proc/self/ns/net").resolve()
+        deadline = time.monotonic() + 5
+        while path.resolve() == own and time.monotonic() < deadline:
+            time.sleep(0.01)  # unshare has not switched yet
+        self.netns = str(path)
+        ours, theirs = f"{name}0", f"{name}1"
+        _run("ip", "link", "add", ours, "type", "veth", "peer", "name", theirs, "netns", self.netns)
+        _run("ip", "addr", "add", f"{CLIENT_ADDRESS}/{_PREFIX}", "dev", ours)
+        _run("ip", "link", "set", ours, "up")
+        for cmd in (
+            ("ip", "addr", "add", f"{SERVER_ADDRESS}/{_PREFIX}", "dev", theirs),
+            ("ip", "link", "set", theirs, "up"),
+            ("ip", "link", "set", "lo", "up"),
+        ):
+            _run(*self.enter(*cmd))
+        self.interface = theirs
+
+    def enter(self, *cmd: str) -> list[str]:
+        """``cmd`` to run inside the namespace (nsenter execs it: the pid stays the same)."""
+        return ["nsenter", f"--net={self.netns}", *cmd]
+
+    def close(self) -> None:
+        if self.holder.poll() is None:
+            self.holder.terminate()
+            self.holder.wait(5)
+
+
+def write_janus_config(folder: Path, interface: str, event_loops: int = 0) -> Path:
+    """Minimal Janus configuration: VideoRoom and the websocket transport only."""
+    folder.mkdir(parents=True, exist_ok=True)
+    disable = ",".join(f"libjanus_{p}.so" for p in _OTHER_PLUGINS.split())
+    transports = ",".join(f"libjanus_{p}.so" for p in _OTHER_TRANSPORTS.split())
+    events = ",".join(f"libjanus_{p}.so" for p in _EVENT_HANDLERS.split())
+    (folder / "janus.jcfg").write_text(
+        f"""general: {{
+    configs_folder = "{folder}"
+    plugins_folder = "{_LIB}/plugins"
+    transports_folder = "{_LIB}/transports"
+    events_folder = "{_LIB}/events"
+    loggers_folder = "{_LIB}/loggers"
+    debug_level = 3
+    log_to_stdout = true
+    server_name = "parley-bench"
+    session_timeout = 60
+    event_loops = {event_loops}
+}}
+media: {{
+    rtp_port_range = "20000-40000"
+}}
+nat: {{
+    ice_enforce_list = "{interface}"
+    full_trickle = false
+}}
+plugins: {{
+    disable = "{disable}"
+}}
+transports: {{
+    disable = "{transports}"
+}}
+events: {{
+    broadcast = false
+    disable = "{events}"
+}}
+loggers: {{
+    disable = "libjanus_jsonlog.so"
+}}
+""",
+        encoding="utf-8",
+    )
+    (folder / "janus.plugin.videoroom.jcfg").write_text("general: {\n}\n", encoding="utf-8")
+    (folder / "janus.transport.websockets.jcfg").write_text(
+        f"""general: {{
+    json = "plain"
+    ws = true
+    ws_port = {JANUS_WS_PORT}
+    ws_ip = "{SERVER_ADDRESS}"
+    wss = false
+}}
+admin: {{
+    admin_ws = false
+    admin_wss = false
+}}
+""",
+        encoding="utf-8",
+    )
+    return folder / "janus.jcfg"
+
+
+def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout} s")
+
+
+class IsolatedServer:
+    """Janus or Parley in its own namespace. ``url``, ``pid``; ``close()`` stops it."""
+
+    def __init__(self, kind: str, event_loops: int = 0, log: Path | None = None) -> None:
+        if kind not in ("janus", "parley"):
+            raise ValueError(kind)
+        self.kind = kind
+        self.namespace = Namespace()
+        self._tmp = Path(tempfile.mkdtemp(prefix=f"parley-{kind}-"))
+        output = open(log or self._tmp / "server.log", "wb")  # noqa: SIM115 - closed in close()
+        self._log = output
+        try:
+            if kind == "janus":
+                if shutil.which("janus") is None:
+                    raise RuntimeError("janus is not installed: apt-get install -y janus")
+                config = write_janus_config(
+                    self._tmp / "conf", self.namespace.interface, event_loops
+                )
+                cmd = ["janus", "-C", str(config), "-F", str(config.parent), "-N"]
+                port = JANUS_WS_PORT
+                self.url = f"ws://{SERVER_ADDRESS}:{port}"
+            else:
+                port = 8080
+                cmd = [
+                    sys.executable, "-m", "signaling.cli", "serve", "--host", SERVER_ADDRESS,
+                    "--port", str(port), "--ice-address", SERVER_ADDRESS, "--log-level", "WARNING",
+                ]  # fmt: skip
+                self.url = f"http://{SERVER_ADDRESS}:{port}"
+            self.proc = subprocess.Popen(
+                self.namespace.enter(*cmd), stdout=output, stderr=subprocess.STDOUT, cwd=REPO
+            )
+            _wait_port(SERVER_ADDRESS, port, self.proc, 20)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def close(self) -> None:
+        proc = getattr(self, "proc", None)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.namespace.close()
+        self._log.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def reexec_in_netns() -> None:
+    """Re-run this script inside a fresh loopback-only namespace unless already in one."""
+    if not only_loopback() and os.environ.get("PARLEY_NETNS") != "1":
+        script = REPO / "scripts" / "in_netns.py"
+        os.execv(sys.executable, [sys.executable, str(script), sys.executable, *sys.argv])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--server", choices=("janus", "parley"), default="janus")
+    parser.add_argument(
+        "--event-loops", type=int, default=0, help="Janus event_loops (0: one per handle)"
+    )
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="run this, then stop the server")
+    args = parser.parse_args()
+    reexec_in_netns()
+    server = IsolatedServer(args.server, args.event_loops)
+    try:
+        target = "janus" if args.server == "janus" else "parley"
+        print(
+            f"{args.server} (pid {server.pid}) at {server.url}; e.g.\n"
+            f"  parley load --target {target} --url {server.url} --server-pid {server.pid} "
+            f"--ice-address {CLIENT_ADDRESS} --json run.json",
+            flush=True,
+        )
+        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        if command:  # {pid} and {url} are replaced by the server's
+            return subprocess.call(
+                [c.replace("{pid}", str(server.pid)).replace("{url}", server.url) for c in command]
+            )
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+        return 0
+    finally:
+        server.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
