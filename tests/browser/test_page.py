@@ -155,7 +155,14 @@ async def test_a_small_tile_gets_a_lower_layer_and_a_tile_out_of_view_is_paused(
             return tile
         return None
 
-    large = await wait_for(lambda: layer(rid="h", paused=False), 15.0)
+    # a 628x353 tile asks for at most 1.9 times that: `h` (640x360), or `f` if Chromium
+    # scaled its top layer down for lack of CPU
+    async def large_layer() -> dict[str, Any] | None:
+        tile = (await viewer.remote_tiles()).get(cam_id)
+        current = tile and tile["layer"]
+        return tile if current and current["rid"] in ("h", "f") else None
+
+    large = await wait_for(large_layer, 15.0)
     assert large, (await viewer.remote_tiles(), viewer.report())
     assert large["width"] > 500, large
     assert large["asked"]["maxHeight"] >= 360, large
@@ -165,12 +172,13 @@ async def test_a_small_tile_gets_a_lower_layer_and_a_tile_out_of_view_is_paused(
     assert small, await viewer.remote_tiles()
     assert small["width"] < large["width"], (small, large)
     assert small["asked"]["maxHeight"] < 360, small
+    assert small["layer"]["height"] < large["layer"]["height"], (small, large)
 
-    async def plays_at(height: int) -> bool:
+    async def plays_small() -> bool:
         tile = (await viewer.remote_tiles())[cam_id]
-        return tile["videoHeight"] == height
+        return 0 < tile["videoHeight"] <= small["layer"]["height"]
 
-    assert await wait_for(lambda: plays_at(180), 10.0), await viewer.remote_tiles()
+    assert await wait_for(plays_small, 10.0), await viewer.remote_tiles()
 
     # out of view: paused; back in view: resumed
     move = "(id) => { document.querySelector(`.tile[data-participant='${id}']`).style.transform = %s; }"
@@ -184,7 +192,7 @@ async def test_a_small_tile_gets_a_lower_layer_and_a_tile_out_of_view_is_paused(
 
     async def overlay() -> str | None:
         stats = (await viewer.remote_tiles())[cam_id]["stats"]
-        return stats if "layer: q 320×180" in stats and " fps" in stats else None
+        return stats if "layer: q " in stats and " fps" in stats else None
 
     assert await wait_for(overlay, 5.0), await viewer.remote_tiles()
 

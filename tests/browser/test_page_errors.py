@@ -7,7 +7,7 @@ from aiohttp import web
 from sfu.config import IceConfig, IceServer, SfuConfig
 from signaling.server import JoinRequest, ServerConfig, setup_parley
 
-from .conftest import OpenApp, RestartableServer, RunningServer, ServerFactory, wait_for
+from .conftest import AppPage, OpenApp, RestartableServer, RunningServer, ServerFactory, wait_for
 
 #: getUserMedia fails as when the user (or the browser's settings) refuse the permission.
 REFUSE_MEDIA = """
@@ -17,7 +17,7 @@ navigator.mediaDevices.getUserMedia = async () => {
 """
 
 
-async def _lobby_shown(page) -> bool:  # type: ignore[no-untyped-def]
+async def _lobby_shown(page: AppPage) -> bool:
     return await page.evaluate("() => !document.getElementById('lobby').hidden")
 
 
