@@ -260,3 +260,64 @@ async def test_the_page_rejoins_when_the_server_drops_its_peer_connection(
         return list(tiles) == [new_id] and tiles[new_id]["name"] == "Ada"
 
     assert await wait_for(swapped, 5.0), await bob.remote_tiles()
+
+
+async def test_the_page_rejoins_when_its_ice_connection_fails(
+    server: RunningServer, open_app: OpenApp
+) -> None:
+    # the websocket stays up; the page's publish connection reports `failed` (made up
+    # here: real ICE on loopback does not fail) and the client rejoins on its own
+    ada = await open_app(server.url, _url("w6", "Ada", "camera=0"))
+    ada_id = await ada.wait_published()
+    await ada.evaluate(
+        """() => {
+          const pc = window.parleyApp.client.publishConnection;
+          Object.defineProperty(pc, "connectionState", {value: "failed"});
+          pc.dispatchEvent(new Event("connectionstatechange"));
+        }"""
+    )
+
+    async def rejoined() -> str | None:
+        new_id = await ada.participant_id()
+        state = await ada.client_state()
+        return new_id if state == "joined" and new_id not in (None, ada_id) else None
+
+    new_id = await wait_for(rejoined, 10.0)
+    assert new_id, (await ada.status(), ada.report())
+    assert await ada.wait_published() == new_id
+    assert list(server.sfu.rooms["w6"].participants) == [new_id]
+
+
+async def test_switching_the_microphone_keeps_the_call_going(
+    server: RunningServer, open_app: OpenApp
+) -> None:
+    ada = await open_app(server.url, _url("w7", "Ada"))
+    bob = await open_app(server.url, _url("w7", "Bob", "camera=0"))
+    ada_id = await ada.wait_published()
+    await bob.wait_published()
+    await _sees_media_of(bob, {ada_id})
+    tracks = sorted(server.sfu.rooms["w7"].participants[ada_id].tracks)
+
+    options = await ada.evaluate(
+        "() => [...document.getElementById('mic-select').options].map((o) => o.value)"
+    )
+    current = await ada.evaluate("() => document.getElementById('mic-select').value")
+    others = [o for o in options if o != current]
+    assert others, f"Chromium's fake devices offer one microphone only: {options}"
+    await ada.page.select_option("#mic-select", others[0])
+
+    async def switched() -> bool:
+        return await ada.evaluate(
+            """(wanted) => {
+              const pc = window.parleyApp.client.publishConnection;
+              const sender = pc.getSenders().find((s) => s.track && s.track.kind === "audio");
+              return !!sender && sender.track.getSettings().deviceId === wanted;
+            }""",
+            others[0],
+        )
+
+    assert await wait_for(switched, 5.0), ada.report()
+    # no renegotiation: the same published tracks, and Bob still hears and sees Ada
+    assert sorted(server.sfu.rooms["w7"].participants[ada_id].tracks) == tracks
+    await _sees_media_of(bob, {ada_id})
+    assert await ada.notice() is None
