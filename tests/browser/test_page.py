@@ -72,6 +72,12 @@ async def test_two_pages_and_a_bot_see_and_hear_each_other(
         names = {pid: t["name"] for pid, t in (await ada.remote_tiles()).items()}
         assert names == {bob_id: "Bob", bid: "bot"}, names
         assert all(t["hasAudio"] for t in (await ada.remote_tiles()).values())
+
+        # the bot's tone is loud and steady: its tile is outlined as speaking
+        async def bot_speaking() -> bool:
+            return "speaking" in (await ada.remote_tiles())[bid]["classes"]
+
+        assert await wait_for(bot_speaking, 5.0), await ada.remote_tiles()
         summary = await bot
     finally:
         if not bot.done():
@@ -115,6 +121,7 @@ async def test_muted_audio_stops_reaching_the_others_and_a_leaver_disappears(
     muted_at = await audio_from_ada()
     await asyncio.sleep(1.5)
     assert await audio_from_ada() == muted_at, "Ada's muted audio still reaches Bob"
+    assert "speaking" not in (await bob.remote_tiles())[ada_id]["classes"]
     # her video goes on
     frames = (await bob.remote_tiles())[ada_id]["framesDecoded"]
     await asyncio.sleep(0.5)
