@@ -18,6 +18,7 @@ import contextlib
 import logging
 import random
 import struct
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from sfu.config import IceConfig
 from sfu.rtp.packet import abs_send_time
 from sfu.rtp.rtcp import normalize_lost, parse_rtcp
 
+from .load_e2e import FrameAssembler, FrameDecoder, LiveEncoder
 from .load_media import OPUS_FRAME, SINGLE_LAYER, ClipPlayer, MediaSet, OutStream
 from .load_metrics import (
     FLAG_VIDEO,
@@ -48,6 +50,7 @@ from .load_metrics import (
     SIMULCAST_CODES,
     FreezeStats,
     Interval,
+    LatencyHistogram,
     StreamRx,
     TrackRx,
     parse_tag,
@@ -61,6 +64,7 @@ from .simulcast import (
     URI_MID,
     SimulcastExtensions,
     munge_simulcast_offer,
+    vp8_is_keyframe,
 )
 
 logger = logging.getLogger(__name__)
@@ -84,6 +88,8 @@ class BotSpec:
     start_at: float  # time.monotonic() when it starts joining
     simulcast: bool = False
     max_height: int | None = None
+    #: glass to glass: publishers encode live, subscribers decode (``loadgen/load_e2e.py``)
+    e2e: bool = False
 
 
 # -------------------------------------------------------------- shared metrics
@@ -97,6 +103,13 @@ class WorkerMetrics:
         self.interval = Interval()
         self.subscribers: list[LoadSubscriber] = []
         self._last_rx: dict[str, tuple[int, int, int, int]] = {}
+        #: capture-to-decode latency (``--e2e``), recorded from decoder threads
+        self.e2e = LatencyHistogram()
+        self._e2e_lock = threading.Lock()
+
+    def record_e2e(self, latency_ms: float) -> None:
+        with self._e2e_lock:
+            self.e2e.record(latency_ms)
 
     def record_latency(self, kind: str, latency_ms: float) -> None:
         self.total.latency[kind].record(latency_ms)
@@ -256,6 +269,7 @@ class LoadPublisher(_LoadBot):
         self.video: list[OutStream] = []
         self.players: list[ClipPlayer] = []
         self.media_started_at: float | None = None
+        self.encoder: LiveEncoder | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._audio_sender: RTCRtpSender | None = None
         self._video_sender: RTCRtpSender | None = None
@@ -330,6 +344,9 @@ class LoadPublisher(_LoadBot):
                 )
                 for i in range(len(self.video))
             ]
+            if self.spec.e2e:
+                specs = DEFAULT_LAYERS if self.spec.simulcast else (SINGLE_LAYER,)
+                self.encoder = LiveEncoder(specs, self.media.fps)
             self._tasks.append(asyncio.ensure_future(self._video_loop()))
             self._tasks.append(asyncio.ensure_future(self._report_loop()))
         if self.audio is not None and self.video and self.media_started_at is None:
@@ -439,11 +456,23 @@ class LoadPublisher(_LoadBot):
             elif -delay > 1.0 / fps:
                 n += int(-delay * fps)
             timestamp = round(n * 90_000 / fps)
-            send_time = abs_send_time(time.time() + _NTP_EPOCH_OFFSET)
-            for stream, player in zip(self.video, self.players, strict=True):
-                key = stream.keyframe_requested
+            keys = [stream.keyframe_requested for stream in self.video]
+            for stream in self.video:
                 stream.keyframe_requested = False
-                frame = player.next(keyframe=key)
+            if self.encoder is not None:
+                frames, _ = await self.encoder.encode(n, timestamp, keys)
+                for stream, frame, key in zip(self.video, frames, keys, strict=True):
+                    if key and not vp8_is_keyframe(frame):
+                        stream.keyframe_requested = True  # libvpx dropped it: ask again
+            else:
+                frames = [
+                    player.next(keyframe=key)
+                    for player, key in zip(self.players, keys, strict=True)
+                ]
+            send_time = abs_send_time(time.time() + _NTP_EPOCH_OFFSET)
+            for stream, frame in zip(self.video, frames, strict=True):
+                if not frame:
+                    continue
                 for payload, marker, flags in stream.frame_payloads(frame):
                     self._send(
                         stream.packet(
@@ -503,6 +532,8 @@ class LoadPublisher(_LoadBot):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        if self.encoder is not None:
+            await self.encoder.close()
         if self.port is not None:
             self.port.close()
         if self.pc is not None:
@@ -552,6 +583,11 @@ class LoadSubscriber(_LoadBot):
         self._video_tracks: set[str] = set()
         self._last_pli: dict[tuple[int, str], float] = {}
         self._own_ssrc = random.randint(1, 0xFFFFFFFF)
+        self.assembler: FrameAssembler | None = None
+        self.decoder: FrameDecoder | None = None
+        if spec.e2e:
+            self.assembler = FrameAssembler()
+            self.decoder = FrameDecoder(metrics.record_e2e)
         self.plis_sent = 0
         metrics.subscribers.append(self)
 
@@ -620,9 +656,14 @@ class LoadSubscriber(_LoadBot):
         track = self.tracks.get(key)
         if track is None:
             track = self.tracks[key] = TrackRx(bool(video))
+        assembler = self.assembler
+        if assembler is not None and video:
+            assembler.on_packet(key, data, tag)
         if track.on_packet(tag, now):
             if self.first_frame_at is None:
                 self.first_frame_at = now
+            if assembler is not None and self.decoder is not None:
+                self.decoder.submit(key, assembler.take(key))
         elif track.needs_keyframe:
             self._request_keyframe(key, data, now)
 
@@ -641,6 +682,8 @@ class LoadSubscriber(_LoadBot):
     async def close_media(self) -> None:
         if self.port is not None:
             self.port.close()
+        if self.decoder is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.decoder.close)
         if self.pc is not None:
             with contextlib.suppress(Exception):
                 await self.pc.close()
@@ -681,6 +724,9 @@ class LoadSubscriber(_LoadBot):
             "lost": sum(rx.lost for rx in self.streams.values()),
             "untagged": self.untagged,
             "plis_sent": self.plis_sent,
+            "e2e_decoded": self.decoder.decoded if self.decoder else None,
+            "e2e_unreadable": self.decoder.unreadable if self.decoder else None,
+            "e2e_decode_errors": self.decoder.errors if self.decoder else None,
             "errors": list(self.errors),
         }
 

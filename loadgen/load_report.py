@@ -139,7 +139,13 @@ def build_report(data: RunData) -> dict[str, Any]:
     join_missing = 0
     layer_switches = 0
     bots: list[dict[str, Any]] = []
+    e2e = LatencyHistogram()
+    e2e_decoded = e2e_unreadable = 0
     for result in data.results:
+        if result.get("e2e"):
+            e2e.merge(LatencyHistogram.from_json(result["e2e"]))
+            e2e_decoded += int(result.get("e2e_decoded", 0))
+            e2e_unreadable += int(result.get("e2e_unreadable", 0))
         total.merge(Interval.from_json(result["total"]))
         freeze = result["freezes"]
         freezes.merge(FreezeStats(freeze["count"], freeze["total_s"], freeze["max_s"]))
@@ -188,6 +194,9 @@ def build_report(data: RunData) -> dict[str, Any]:
             "max_ms": round(freezes.max_s * 1000, 1),
         },
         "layer_switches": layer_switches,
+        "e2e_ms": {**e2e.summary(), "decoded": e2e_decoded, "unreadable": e2e_unreadable}
+        if data.config.get("e2e")
+        else None,
         "packets": {
             "sent": sum(total.counters[k].sent for k in KINDS),
             "received": sum(total.counters[k].received for k in KINDS),
@@ -251,6 +260,17 @@ def summary_table(report: dict[str, Any]) -> str:
             f"{report['freezes']['count']}, {report['freezes']['total_ms']}",
         ),
         ("layer switches", str(report["layer_switches"])),
+        *(
+            [
+                (
+                    "glass to glass p50/p95/p99/max ms",
+                    "/".join(_fmt(report["e2e_ms"][k]) for k in ("p50", "p95", "p99", "max"))
+                    + f"  ({report['e2e_ms']['count']} frames)",
+                )
+            ]
+            if report.get("e2e_ms")
+            else []
+        ),
         ("packets sent / received", f"{packets['sent']} / {packets['received']}"),
         ("forwarded packets/s (steady)", _fmt(packets["forwarded_per_s"])),
         (

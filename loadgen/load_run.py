@@ -56,6 +56,8 @@ class LoadConfig:
     ice_address: str = "127.0.0.1"
     cache_dir: str | None = None
     quiet: bool = False
+    #: Glass to glass: publishers encode live, subscribers decode (loadgen/load_e2e.py).
+    e2e: bool = False
     #: "parley" or "janus" (Janus's VideoRoom; ``url`` is then its websocket, ws://HOST:8188)
     target: str = "parley"
     #: How long to wait for every publisher's media before starting subscribers (s).
@@ -192,6 +194,7 @@ def plan_bots(config: LoadConfig, start: float) -> tuple[list[BotSpec], list[Bot
                     index,
                     start + index * step,
                     simulcast=config.simulcast,
+                    e2e=config.e2e,
                 )
             )
     subscribers = subscriber_specs(config, 0, config.subscribers)
@@ -216,6 +219,7 @@ def subscriber_specs(config: LoadConfig, first: int, count: int) -> list[BotSpec
                     max_height=LAYER_HEIGHTS[index % len(LAYER_HEIGHTS)]
                     if config.simulcast
                     else None,
+                    e2e=config.e2e,
                 )
             )
     return subscribers
@@ -545,6 +549,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--html", dest="html_path", metavar="PATH", help="write an HTML report with plots"
     )
+    parser.add_argument(
+        "--e2e",
+        action="store_true",
+        help="glass to glass: publishers encode live frames stamped with their capture time, "
+        "subscribers decode them and read it back",
+    )
     parser.add_argument("--fps", type=float, default=15.0)
     parser.add_argument("--ice-address", default="127.0.0.1")
     parser.add_argument("--cache-dir", default=None, help="where encoded clips are cached")
@@ -599,6 +609,7 @@ def main(argv: list[str] | None = None) -> int:
         cache_dir=args.cache_dir,
         quiet=args.quiet,
         target=args.target,
+        e2e=args.e2e,
         find_capacity=args.find_capacity,
         capacity_step=args.step,
         step_seconds=args.step_seconds,

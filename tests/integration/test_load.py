@@ -67,8 +67,40 @@ def test_parley_load_reports_latency_join_loss_and_server_cost(tmp_path: Path) -
 
     assert isinstance(report["loadgen_saturated"], bool)
     assert report["loadgen"]["processes"] == 2
+    assert report["e2e_ms"] is None  # only with --e2e
     assert report["bots"]["joined"] == 4 and not report["bots"]["errors"]
 
     # subscribers asked for 180, 360 and 720: each got its own simulcast layer
     layers = sorted(b["layers"][0] for b in report["bots"]["list"] if b["role"] == "subscriber")
     assert layers == [2, 3, 4]
+
+
+def test_parley_load_e2e_reads_capture_time_back_from_decoded_frames(tmp_path: Path) -> None:
+    report_path = tmp_path / "e2e.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "signaling.cli",
+            "load",
+            "--subscribers",
+            "1",
+            "--duration",
+            "4",
+            "--e2e",
+            "--json",
+            str(report_path),
+            "--quiet",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(report_path.read_text())
+    e2e = report["e2e_ms"]
+    assert e2e["count"] > 20 and e2e["unreadable"] == 0
+    assert 0 < e2e["p50"] <= e2e["max"] < 2000
+    # glass to glass includes encoding and decoding: above the packet latency
+    assert e2e["p50"] > report["latency_ms"]["video"]["p50"]
+    assert "glass to glass" in proc.stdout
