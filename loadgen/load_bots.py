@@ -182,6 +182,11 @@ class _LoadBot:
         self.ws_open_at: float | None = None
         self.joined_at: float | None = None
         self.session = session_factory(url, self.on_offer)
+        #: the peer connection on which this bot receives (every bot answers offers)
+        self.sub_pc: RTCPeerConnection | None = None
+        self.sub_port: MediaPort | None = None
+        self._hooked: set[int] = set()
+        self.packets_ignored = 0
         self._stop = asyncio.Event()
         self._closed = False
         self.done = False
@@ -226,8 +231,40 @@ class _LoadBot:
         """Joined: publish, or wait for offers."""
 
     async def on_offer(self, sdp: str, tracks: list[OfferedTrack]) -> str:
-        """A server offer (subscribers); returns the answer."""
-        raise RuntimeError("a publisher got an offer")
+        """A server offer of what to receive; returns the answer. Receivers are hooked
+        (nothing decoded) and packets go to :meth:`_on_rtp` through a MediaPort."""
+        pc = self.sub_pc
+        if pc is None:
+            pc = create_peer_connection(self.ice_config())
+            self.sub_pc = pc
+
+            @pc.on("connectionstatechange")
+            def on_state() -> None:
+                if pc.connectionState == "connected" and self.sub_port is not None:
+                    self.sub_port.install_fast_path()
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        for transceiver in pc.getTransceivers():
+            if id(transceiver) not in self._hooked:
+                self._hooked.add(id(transceiver))
+                hook_receiver(transceiver.receiver, lambda n: None)
+            if self.sub_port is None and transceiver.receiver.transport is not None:
+                self.sub_port = MediaPort(transceiver.receiver.transport, self._on_rtp, _ignore)
+        await pc.setLocalDescription(await pc.createAnswer())
+        if pc.connectionState == "connected" and self.sub_port is not None:
+            self.sub_port.install_fast_path()
+        return str(pc.localDescription.sdp)
+
+    def _on_rtp(self, data: bytes, now: float) -> None:
+        """A decrypted packet of what this bot receives (publishers only count them)."""
+        self.packets_ignored += 1
+
+    async def _close_receiving(self) -> None:
+        if self.sub_port is not None:
+            self.sub_port.close()
+        if self.sub_pc is not None:
+            with contextlib.suppress(Exception):
+                await self.sub_pc.close()
 
     async def close_media(self) -> None:
         """Stop media and close peer connections."""
@@ -539,6 +576,7 @@ class LoadPublisher(_LoadBot):
         if self.pc is not None:
             with contextlib.suppress(Exception):
                 await self.pc.close()
+        await self._close_receiving()
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -551,6 +589,7 @@ class LoadPublisher(_LoadBot):
             "video_packets": sum(s.packets for s in self.video),
             "keyframes": sum(s.keyframes for s in self.video),
             "rtx_sent": sum(s.rtx_sent for s in self.video),
+            "packets_received": self.packets_ignored,
             "errors": list(self.errors),
         }
 
@@ -570,14 +609,11 @@ class LoadSubscriber(_LoadBot):
         session_factory: SessionFactory = ParleySession,
     ) -> None:
         super().__init__(spec, url, metrics, ice_address, session_factory)
-        self.pc: RTCPeerConnection | None = None
-        self.port: MediaPort | None = None
         self.streams: dict[int, StreamRx] = {}
         #: (publisher index, kind) -> what this subscriber saw of that track
         self.tracks: dict[tuple[int, str], TrackRx] = {}
         self.first_frame_at: float | None = None
         self.untagged = 0
-        self._hooked: set[int] = set()
         self._pending_layers: list[OfferedTrack] = []
         self._layer_tasks: set[asyncio.Task[None]] = set()
         self._video_tracks: set[str] = set()
@@ -599,33 +635,14 @@ class LoadSubscriber(_LoadBot):
         return (self.first_frame_at - self.ws_open_at) * 1000.0
 
     async def on_offer(self, sdp: str, tracks: list[OfferedTrack]) -> str:
-        pc = self.pc
-        if pc is None:
-            pc = create_peer_connection(self.ice_config())
-            self.pc = pc
-
-            @pc.on("connectionstatechange")
-            def on_state() -> None:
-                if pc.connectionState == "connected" and self.port is not None:
-                    self.port.install_fast_path()
-
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        for transceiver in pc.getTransceivers():
-            if id(transceiver) not in self._hooked:
-                self._hooked.add(id(transceiver))
-                hook_receiver(transceiver.receiver, lambda n: None)
-            if self.port is None and transceiver.receiver.transport is not None:
-                self.port = MediaPort(transceiver.receiver.transport, self._on_rtp, _ignore)
-        await pc.setLocalDescription(await pc.createAnswer())
-        if pc.connectionState == "connected" and self.port is not None:
-            self.port.install_fast_path()
+        answer = await super().on_offer(sdp, tracks)
         fresh = [t for t in tracks if t.kind == "video" and t.track not in self._video_tracks]
         self._video_tracks.update(t.track for t in fresh)
         if self.spec.max_height is not None and fresh:
             # after the answer is sent: the server knows the subscription by then
             self._pending_layers.extend(fresh)
             asyncio.get_running_loop().call_soon(self._request_layers)
-        return str(pc.localDescription.sdp)
+        return answer
 
     def _request_layers(self) -> None:
         height = self.spec.max_height
@@ -668,11 +685,13 @@ class LoadSubscriber(_LoadBot):
             self._request_keyframe(key, data, now)
 
     def _request_keyframe(self, key: tuple[int, str], data: bytes, now: float) -> None:
-        if now - self._last_pli.get(key, -1e9) < PLI_INTERVAL or self.port is None:
+        if now - self._last_pli.get(key, -1e9) < PLI_INTERVAL or self.sub_port is None:
             return
         self._last_pli[key] = now
         media_ssrc = struct.unpack_from("!I", data, 8)[0]
-        self.port.send(struct.pack("!BBHII", 0x80 | _PSFB_PLI, 206, 2, self._own_ssrc, media_ssrc))
+        self.sub_port.send(
+            struct.pack("!BBHII", 0x80 | _PSFB_PLI, 206, 2, self._own_ssrc, media_ssrc)
+        )
         self.plis_sent += 1
 
     def finish(self, end: float) -> None:
@@ -680,13 +699,9 @@ class LoadSubscriber(_LoadBot):
             track.finish(end)
 
     async def close_media(self) -> None:
-        if self.port is not None:
-            self.port.close()
+        await self._close_receiving()
         if self.decoder is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.decoder.close)
-        if self.pc is not None:
-            with contextlib.suppress(Exception):
-                await self.pc.close()
 
     def freezes(self) -> FreezeStats:
         total = FreezeStats()

@@ -248,6 +248,7 @@ class LoadRun:
         self._last_line = 0.0
         self._machine: list[tuple[float, float, float]] = []
         self.search: CapacitySearch | None = None
+        self._next_worker = 0
 
     # ---- lifecycle
 
@@ -305,8 +306,9 @@ class LoadRun:
 
     def _send_bots(self, specs: list[BotSpec]) -> None:
         per_worker: list[list[dict[str, Any]]] = [[] for _ in self.workers]
-        for i, spec in enumerate(specs):
-            per_worker[i % len(self.workers)].append(asdict(spec))
+        for spec in specs:  # round robin, continued across calls (capacity steps)
+            per_worker[self._next_worker % len(self.workers)].append(asdict(spec))
+            self._next_worker += 1
         for q, chunk in zip(self.commands, per_worker, strict=True):
             if chunk:
                 q.put(("bots", chunk))

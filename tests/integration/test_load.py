@@ -1,5 +1,6 @@
-"""``parley load`` end to end: it starts a real server, runs bots over loopback in two
-worker processes and writes a report whose every documented key has a sane value."""
+"""``parley load`` end to end: it starts a real server, runs bots (2 simulcast publishers,
+3 subscribers) over loopback in two worker processes and writes a report whose every
+documented key has a sane value."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def test_parley_load_reports_latency_join_loss_and_server_cost(tmp_path: Path) -
             "--rooms",
             "1",
             "--publishers",
-            "1",
+            "2",
             "--subscribers",
             "3",
             "--simulcast",
@@ -68,11 +69,16 @@ def test_parley_load_reports_latency_join_loss_and_server_cost(tmp_path: Path) -
     assert isinstance(report["loadgen_saturated"], bool)
     assert report["loadgen"]["processes"] == 2
     assert report["e2e_ms"] is None  # only with --e2e
-    assert report["bots"]["joined"] == 4 and not report["bots"]["errors"]
+    assert report["bots"]["joined"] == 5 and not report["bots"]["errors"]
+    # publishers answer the server's offers too (each receives the other's media)
+    publishers = [b for b in report["bots"]["list"] if b["role"] == "publisher"]
+    assert all(b["packets_received"] > 0 and b["media_started"] for b in publishers)
 
-    # subscribers asked for 180, 360 and 720: each got its own simulcast layer
-    layers = sorted(b["layers"][0] for b in report["bots"]["list"] if b["role"] == "subscriber")
-    assert layers == [2, 3, 4]
+    # subscribers asked for 180, 360 and 720: each got that simulcast layer of both tracks
+    layers = {
+        b["max_height"]: b["layers"] for b in report["bots"]["list"] if b["role"] == "subscriber"
+    }
+    assert layers == {180: [2], 360: [3], 720: [4]}
 
 
 def test_parley_load_e2e_reads_capture_time_back_from_decoded_frames(tmp_path: Path) -> None:
