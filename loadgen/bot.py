@@ -87,6 +87,8 @@ class TrackStats:
     max_gap: float = 0.0
     packets: int | None = None
     packets_lost: int | None = None
+    #: (ms since the start of joining, packets, packets lost) at each statistics sample
+    timeline: list[tuple[float, int, int]] = field(default_factory=list)
     #: Changes of what the server forwards (``layer`` messages) after the first one.
     layer_switches: int = 0
     #: The last ``layer`` message's ``rid``, ``width``, ``height``, ``paused``.
@@ -120,10 +122,12 @@ class TrackStats:
             if not self.resolutions or self.resolutions[-1] != size:
                 self.resolutions.append(size)  # every change, in order
 
-    def on_packets(self, packets: int, packets_lost: int) -> None:
-        """The latest receive counters attributed to this track."""
+    def on_packets(self, packets: int, packets_lost: int, now: float | None = None) -> None:
+        """The latest receive counters attributed to this track (sampled at ``now``)."""
         self.packets = packets
         self.packets_lost = packets_lost
+        if now is not None:
+            self.timeline.append((round((now - self.started_at) * 1000, 1), packets, packets_lost))
 
     def on_unpublished(self, now: float) -> None:
         if self.unpublished_at is None:
@@ -168,6 +172,7 @@ class TrackStats:
             "packets_lost": self.packets_lost,
             "layer_switches": self.layer_switches,
             "layer": None if self.layer is None else dict(self.layer),
+            "timeline": [list(sample) for sample in self.timeline],
             "unpublished": self.unpublished_at is not None,
             "required": self.required(end, grace),
         }
@@ -891,9 +896,9 @@ class Bot:
                 continue
             base = self._stats_base.get(mid)
             if base is not None and base[0] == raw[0]:
-                stats.on_packets(max(raw[1] - base[1], 0), raw[2] - base[2])
+                stats.on_packets(max(raw[1] - base[1], 0), raw[2] - base[2], self._clock())
             else:
-                stats.on_packets(raw[1], raw[2])
+                stats.on_packets(raw[1], raw[2], self._clock())
 
 
 # ------------------------------------------------------------------ entry points

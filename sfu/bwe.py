@@ -1,23 +1,26 @@
 """Per-subscriber bandwidth estimation for layer allocation (pure, time passed in).
 
-What a subscriber can take is judged from what its receiver reports, on the SFU's
-sending leg:
+What a subscriber can take is judged from what its receiver reports on the SFU's
+sending leg, and confirmed by probing:
 
 * **REMB** (the receiver's delay-based estimate). A receiver derives it from what it
   receives: about 1x at first, growing about 8 %/s up to 1.5x while all is well, and
   cut to 0.85x when queues build up on the path (overuse). So REMB is read as a
   congestion *signal*: a REMB that drops (by more than ``remb_drop``) to below
-  ``remb_limiting`` x what is sent caps the estimate at that REMB. A REMB far below
-  what is sent right after a switch up, with no drop, only means it has not caught up.
+  ``remb_limiting`` x what is sent caps the estimate at that REMB; any drop during a
+  probe fails the probe. A REMB far below what is sent right after a switch up, with
+  no drop, only means it has not caught up.
 * **Loss** in receiver reports (RFC 3550 fraction lost, for the video SSRCs), as in
   libwebrtc's loss-based controller: above ``loss_high`` (10 %) the cap becomes
-  ``sent x (1 - loss / 2)``; between ``loss_low`` and ``loss_high`` it holds; below
-  ``loss_low`` (2 %) it may grow.
-* **Recovery**: once no signal has capped the estimate for ``hold`` seconds, the cap
-  grows by ``growth`` per second (25 %: from 250 kbit/s to 2 Mbit/s in about 9 s); above
-  ``max_bitrate`` it is lifted entirely. The layer allocator turns a growing cap into one layer up at a
-  time, and the layer selector's hysteresis backs off when a step up fails, so the
-  steps up are the probes.
+  ``sent x (1 - loss / 2)``; between ``loss_low`` and ``loss_high`` it holds.
+* **Probing.** A capped subscriber whose allocation wants more is probed once the link
+  has been calm for ``hold`` seconds (doubled after each failed probe, up to 4x): the
+  SFU sends padding at ``probe_step`` x the cap (at least ``min_probe``, at most
+  ``max_probe``) on top of the media for ``probe_duration`` seconds. If no congestion signal arrives during the
+  probe and the ``settle`` time after it, the cap grows by the probe's rate; a signal
+  fails the probe. Small steps keep a failed probe inside the bottleneck's queue, so a
+  probe into a link that cannot take it costs delay, not audio. Above ``max_bitrate``
+  the cap is lifted.
 
 ``estimate(now)`` is the cap in bit/s for the subscriber's video, or None when nothing
 says the link is limited.
@@ -34,14 +37,26 @@ class BweSettings:
     remb_limiting: float = 0.9
     loss_low: float = 0.02
     loss_high: float = 0.10
-    #: seconds without a congestion signal before the cap starts growing
-    hold: float = 2.0
-    #: growth of the cap per second of calm (1.25: +25 %/s)
-    growth: float = 1.25
+    #: seconds without a congestion signal before probing
+    hold: float = 1.0
+    probe_step: float = 1.0
+    min_probe: float = 60_000.0
+    max_probe: float = 1_500_000.0
+    probe_duration: float = 0.5
+    settle: float = 0.5
     min_bitrate: float = 30_000.0
-    max_bitrate: float = 50_000_000.0
+    max_bitrate: float = 20_000_000.0
     #: at most one loss-based decrease per this many seconds (about one RR interval)
     decrease_interval: float = 0.9
+
+
+@dataclass(slots=True)
+class Probe:
+    start: float
+    rate: float
+
+    def sending(self, now: float, duration: float) -> bool:
+        return now < self.start + duration
 
 
 class BandwidthEstimator:
@@ -52,59 +67,99 @@ class BandwidthEstimator:
         self.remb: float | None = None
         self.loss = 0.0
         self.last_signal: float | None = None
+        self.probe: Probe | None = None
+        self.failed_probes = 0
+        self.probes_ok = 0
         self._last_decrease = -1e9
-        self._last_update: float | None = None
-        #: (time, reason, cap) of every decrease, newest last (bounded)
-        self.events: list[tuple[float, str, float]] = []
+        #: (time, what, cap) of every change of the cap, newest last (bounded)
+        self.events: list[tuple[float, str, float | None]] = []
+
+    # ------------------------------------------------------------------ signals
 
     def on_sent(self, bitrate: float, now: float) -> None:
-        """What the SFU sent this subscriber's video, bit/s (about once a second)."""
+        """What the SFU sent this subscriber's video (and probe padding), bit/s, about
+        once a second."""
         self.sent = bitrate
-        self._grow(now)
+        self._settle(now)
 
     def on_remb(self, bitrate: float, now: float) -> None:
         s = self.settings
         previous = self.remb
         self.remb = bitrate
-        if (
-            previous is not None
-            and bitrate < (1 - s.remb_drop) * previous
-            and bitrate < s.remb_limiting * self.sent
-        ):
+        if previous is None or bitrate >= (1 - s.remb_drop) * previous:
+            return
+        if bitrate < s.remb_limiting * self.sent:
             self._decrease(bitrate, now, "remb")
+        elif self.probe is not None:
+            self._signal(now)  # the receiver saw queues build up during a probe
 
     def on_loss(self, fraction: float, now: float) -> None:
         """Fraction lost (0..1) from a receiver report block of a video stream."""
         s = self.settings
         self.loss = fraction
         if fraction > s.loss_high:
-            if now - self._last_decrease >= s.decrease_interval and self.sent > 0:
+            # (a stream that has just been paused still reports its last losses)
+            if now - self._last_decrease >= s.decrease_interval and self.sent > s.min_bitrate:
                 self._decrease(self.sent * (1 - fraction / 2), now, "loss")
         elif fraction >= s.loss_low:
-            self.last_signal = now  # hold: no growth while losing a little
+            self._signal(now)  # hold: no probing while losing a little
+
+    def _signal(self, now: float) -> None:
+        self.last_signal = now
+        if self.probe is not None:
+            self.probe = None
+            self.failed_probes += 1
+            self.events.append((now, "probe failed", self.cap))
 
     def _decrease(self, value: float, now: float, reason: str) -> None:
         s = self.settings
         value = max(s.min_bitrate, value)
         self.cap = value if self.cap is None else min(self.cap, value)
-        self.last_signal = now
         self._last_decrease = now
-        self._last_update = now
+        self._signal(now)
         self.events.append((now, reason, self.cap))
         del self.events[:-32]
 
-    def _grow(self, now: float) -> None:
+    # ------------------------------------------------------------------ probing
+
+    def _settle(self, now: float) -> None:
         s = self.settings
-        last = self._last_update
-        self._last_update = now
-        if self.cap is None or last is None or self.last_signal is None:
+        probe = self.probe
+        if probe is None or now < probe.start + s.probe_duration + s.settle:
             return
-        if now - self.last_signal < s.hold:
-            return
-        self.cap *= s.growth ** max(0.0, now - max(last, self.last_signal + s.hold))
-        if self.cap > s.max_bitrate:
-            self.cap = None
+        self.probe = None
+        self.failed_probes = 0
+        self.probes_ok += 1
+        if self.cap is not None:
+            self.cap += probe.rate
+            if self.cap > s.max_bitrate:
+                self.cap = None
+        self.events.append((now, "probe ok", self.cap))
+        del self.events[:-32]
+
+    def start_probe(self, now: float, wanted: bool) -> float | None:
+        """Start a probe if one is due: returns its padding rate (bit/s), else None.
+
+        ``wanted``: the allocation is held back by the cap (else probing is pointless).
+        """
+        s = self.settings
+        self._settle(now)
+        if self.cap is None or not wanted or self.probe is not None:
+            return None
+        wait = s.hold * 2 ** min(self.failed_probes, 2)
+        if self.last_signal is not None and now - self.last_signal < wait:
+            return None
+        rate = min(s.max_probe, max(s.min_probe, self.cap * s.probe_step))
+        self.probe = Probe(now, rate)
+        return rate
+
+    def probe_rate(self, now: float) -> float:
+        """Padding bit/s to send now (0 when no probe is sending)."""
+        probe = self.probe
+        if probe is None or not probe.sending(now, self.settings.probe_duration):
+            return 0.0
+        return probe.rate
 
     def estimate(self, now: float) -> float | None:
-        self._grow(now)
+        self._settle(now)
         return self.cap

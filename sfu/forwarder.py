@@ -86,6 +86,8 @@ class Forwarder:
         self.request = LayerRequest()
         self.selector = LayerSelector()
         self.layer_switches = 0
+        #: when the current input started (a switch, a resume)
+        self.switched_at: float | None = None
         self.subscriber_id = subscriber_id
         self._sink = sink
         self.params: EgressParams | None = None
@@ -320,6 +322,7 @@ class Forwarder:
             rw.switch(pkt.ssrc, pkt.seq, pkt.timestamp, now)
         previous = self.current
         self.current = source
+        self.switched_at = now
         if previous is not source:
             if previous is not None:
                 previous.remove_forwarder(self)
@@ -350,6 +353,26 @@ class Forwarder:
             self._mid_frame = not pkt.marker
         else:
             self.send_failures += 1
+
+    def padding(self, size: int, now: float) -> bytes | None:
+        """A padding-only RTX packet of ``size`` padding bytes (1-255), to probe the link.
+
+        It carries MID and abs-send-time like media, so the receiver's bandwidth
+        estimator counts it; receivers drop it after that. None without RTX.
+        """
+        rtx_ssrc = self._rtx_ssrc
+        if self.params is None or rtx_ssrc is None or self.closed:
+            return None
+        size = max(1, min(255, size))
+        ext = b""
+        if self._has_ext:
+            prefix, pad = self._ext_plain
+            ext = prefix + (self._ast_byte + abs_send_time(now) if self._ast_id else b"") + pad
+        header = _HDR.pack(
+            self._b0 | 0x20, self._rtx_pt, self._rtx_seq, self.rewriter.out_ts, rtx_ssrc
+        )
+        self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+        return header + ext + bytes(size - 1) + bytes((size,))
 
     def skip(self, pkt: RtpView) -> None:
         if pkt.ssrc == self.rewriter.in_ssrc:

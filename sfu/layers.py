@@ -145,29 +145,33 @@ def priority(request: LayerRequest, is_speaker: bool) -> float:
 class LayerSelector:
     """Hysteresis for one forwarder's layer choice.
 
-    ``decide(proposed, ceiling, current, now)`` takes the layer the allocation proposes
-    and the highest layer the request alone would allow (``ceiling``), both as layer
-    indexes in the track's list, and returns the layer to aim for. Going down is
+    ``decide(proposed, ceiling, current, rank, now)`` takes the layer the allocation
+    proposes and the highest layer the request alone would allow (``ceiling``), both as
+    layer indexes in the track's list, and returns the layer to aim for. Going down is
     immediate. Going up is immediate unless bandwidth capped this track within the last
-    ``reset_after`` seconds; then the higher proposal must hold for ``up_delay`` first. Each bandwidth-caused downswitch within ``reset_after`` seconds of the
-    previous one doubles ``up_delay`` (up to ``max_up_delay``).
+    ``reset_after`` seconds; then the track climbs one layer at a time, each step only
+    after the higher proposal has held for ``up_delay``. A bandwidth-caused downswitch
+    within ``fail_window`` seconds of a step up (the step failed) doubles ``up_delay``
+    (up to ``max_up_delay``); a long calm resets it.
     """
 
     def __init__(
         self,
-        up_delay: float = 2.0,
+        up_delay: float = 1.0,
         max_up_delay: float = 30.0,
         reset_after: float = 60.0,
+        fail_window: float = 10.0,
     ) -> None:
         self.base_up_delay = up_delay
         self.up_delay = up_delay
         self.max_up_delay = max_up_delay
         self.reset_after = reset_after
+        self.fail_window = fail_window
         self.last_bandwidth_down: float | None = None
         #: the last time bandwidth, not the request, capped the proposal
         self.last_limited: float | None = None
+        self.last_step_up: float | None = None
         self._up_since: float | None = None
-        self._up_to: int | None = None
 
     def decide(
         self,
@@ -183,7 +187,7 @@ class LayerSelector:
         what the request alone allows (None: the request itself is a pause).
         """
         if current is not None and current not in rank:
-            self._up_since = self._up_to = None
+            self._up_since = None
             return proposed  # the layer being forwarded stopped: move at once
         p = -1 if proposed is None else rank.get(proposed, -1)
         c = -1 if current is None else rank[current]
@@ -191,27 +195,32 @@ class LayerSelector:
         if limited:
             self.last_limited = now
         if p < c:
-            self._up_since = self._up_to = None
+            self._up_since = None
             if limited:
                 self._bandwidth_down(now)
             return proposed
         if p == c:
-            self._up_since = self._up_to = None
+            self._up_since = None
             return current
-        if self.last_limited is None or now - self.last_limited >= self.reset_after:
-            self._up_since = self._up_to = None
+        recovering = self.last_limited is not None and (now - self.last_limited < self.reset_after)
+        if not recovering:
+            self._up_since = None
             return proposed
-        if self._up_to != proposed or self._up_since is None:
-            self._up_to, self._up_since = proposed, now
-        if now - self._up_since >= self.up_delay:
-            self._up_since = self._up_to = None
-            return proposed
-        return current
+        if self._up_since is None:
+            self._up_since = now
+        if now - self._up_since < self.up_delay:
+            return current
+        self._up_since = None
+        self.last_step_up = now
+        by_rank = {pos: index for index, pos in rank.items()}
+        return by_rank.get(c + 1, proposed)
 
     def _bandwidth_down(self, now: float) -> None:
-        last = self.last_bandwidth_down
-        if last is not None and now - last < self.reset_after:
+        last_up = self.last_step_up
+        last_down = self.last_bandwidth_down
+        if last_up is not None and now - last_up < self.fail_window:
             self.up_delay = min(self.max_up_delay, self.up_delay * 2)
-        else:
+            self.last_step_up = None
+        elif last_down is None or now - last_down >= self.reset_after:
             self.up_delay = self.base_up_delay
         self.last_bandwidth_down = now

@@ -55,6 +55,10 @@ AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 #: then send due NACKs every NACK_INTERVAL while packets are missing.
 NACK_BATCH_DELAY = 0.005
 NACK_INTERVAL = 0.02
+#: Receiver-report loss is ignored this long (s) after a forwarder switches or resumes.
+LOSS_SETTLE = 2.0
+#: A bandwidth probe's padding goes out in slices this far apart (s).
+PROBE_TICK = 0.02
 
 
 class NegotiationError(Exception):
@@ -161,6 +165,10 @@ class Participant:
         self._egress_mark: tuple[float, int] | None = None
         #: what this subscriber's link takes, from its REMB and receiver reports
         self.bwe = BandwidthEstimator()
+        #: the allocation is held back by the estimate (so probing is worth it)
+        self._wants_more = False
+        self._probe_timer: asyncio.TimerHandle | None = None
+        self._padding_bytes = 0
         self._task = asyncio.ensure_future(self._run())
         self._close_task: asyncio.Task[None] | None = None
         self.counters = {
@@ -170,6 +178,8 @@ class Participant:
             "rtcp_in": 0,
             "nacks_in": 0,
             "rtx_sent": 0,
+            "probes": 0,
+            "padding_packets": 0,
         }
 
     # =============================================================== publish
@@ -683,17 +693,19 @@ class Participant:
                 continue
             plans.append((forwarder, infos, choices, sub.publisher.id))
         if not plans:
+            self._wants_more = False
             return
         current_levels: list[int | None] = []
         for forwarder, _, choices, _ in plans:
             index = (
-                forwarder.layers.index(forwarder.current) if forwarder.current is not None else None
+                forwarder.layers.index(forwarder.target) if forwarder.target is not None else None
             )
             level = next((i for i, c in enumerate(choices) if c.index == index), None)
             current_levels.append(level)
         speaker = self.room.active_speaker
+        budget = self.layer_budget()
         levels = allocate(
-            self.layer_budget(),
+            budget,
             [[max(c.bitrate, 1.0) for c in choices] for _, _, choices, _ in plans],
             current_levels,
             priorities=[
@@ -701,21 +713,84 @@ class Participant:
                 for f, _, _, publisher in plans
             ],
         )
+        self._wants_more = budget is not None and any(
+            level < len(choices) - 1
+            for (_, _, choices, _), level in zip(plans, levels, strict=True)
+        )
         for (forwarder, infos, choices, _), level in zip(plans, levels, strict=True):
             proposed = choices[level].index if level >= 0 else None
             rank = {info.index: pos for pos, info in enumerate(ordered(infos))}
-            current = (
-                forwarder.layers.index(forwarder.current) if forwarder.current is not None else None
-            )
+            # what is decided already: the target (a switch may be waiting for a keyframe)
+            committed = forwarder.target
+            current = forwarder.layers.index(committed) if committed is not None else None
             chosen = forwarder.selector.decide(proposed, choices[-1].index, current, rank, now)
             forwarder.set_target(forwarder.layers[chosen] if chosen is not None else None, now)
+
+    @staticmethod
+    def _loss_counts(forwarder: Forwarder, now: float) -> bool:
+        """A report's loss says something about the link now: not in the first seconds
+        after a switch or a resume, when it still counts packets the link dropped before
+        (the tail of the stream that was left)."""
+        started = forwarder.switched_at
+        return started is not None and now - started >= LOSS_SETTLE
+
+    # ------------------------------------------------------------ probing
+
+    def _maybe_probe(self) -> None:
+        """Start a bandwidth probe when the estimator wants one (``sfu/bwe.py``)."""
+        if self.closed or self._probe_timer is not None:
+            return
+        now = self._loop.time()
+        self.update_layers(now)  # a probe that just ended may have raised the estimate
+        rate = self.bwe.start_probe(now, wanted=self._wants_more)
+        if rate is None:
+            return
+        self.counters["probes"] += 1
+        self._probe_tick()
+
+    def _probe_tick(self) -> None:
+        """Send one slice of the probe's padding; re-arm until the probe is over."""
+        self._probe_timer = None
+        if self.closed:
+            return
+        now = self._loop.time()
+        rate = self.bwe.probe_rate(now)
+        probe = self.bwe.probe
+        if rate <= 0:
+            if probe is not None:  # sent: look at the result once it has settled
+                s = self.bwe.settings
+                at = probe.start + s.probe_duration + s.settle + 0.01
+                self._probe_timer = self._loop.call_at(at, self._probe_result)
+            return
+        carrier = next(
+            (
+                sub.forwarder
+                for sub in self.subscriptions.values()
+                if sub.forwarder.is_video and sub.forwarder.params is not None
+            ),
+            None,
+        )
+        if carrier is not None:
+            budget = rate * PROBE_TICK / 8
+            while budget > 0:
+                packet = carrier.padding(255, now)
+                if packet is None or not self.send_rtp(packet):
+                    break
+                self.counters["padding_packets"] += 1
+                self._padding_bytes += len(packet)
+                budget -= len(packet)
+        self._probe_timer = self._loop.call_later(PROBE_TICK, self._probe_tick)
+
+    def _probe_result(self) -> None:
+        self._probe_timer = None
+        self._maybe_probe()
 
     def _measure(self, now: float) -> None:
         """Once a second: layer bitrates of published tracks, video sent to this subscriber."""
         for track in self.tracks.values():
             for source in track.layers:
                 source.tick(now)
-        sent = sum(
+        sent = self._padding_bytes + sum(
             sub.forwarder.bytes_sent
             for sub in self.subscriptions.values()
             if sub.forwarder.is_video
@@ -726,6 +801,7 @@ class Participant:
             self.egress_bitrate = (
                 0.5 * (self.egress_bitrate + rate) if self.egress_bitrate else rate
             )
+            self.bwe.on_sent(rate, now)
         self._egress_mark = (now, sent)
 
     def _on_subscriber_rtp(self, data: bytes, now: float) -> None:
@@ -741,7 +817,7 @@ class Participant:
                         forwarder.on_receiver_report(
                             report.fraction_lost, report.lsr, report.dlsr, now
                         )
-                        if forwarder.is_video and forwarder.current is not None:
+                        if forwarder.is_video and self._loss_counts(forwarder, now):
                             self.bwe.on_loss(report.fraction_lost / 256.0, now)
             elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
                 forwarder = self._by_out_ssrc.get(packet.media_ssrc)
@@ -821,6 +897,7 @@ class Participant:
                 now = self._loop.time()
                 self._measure(now)
                 self.update_layers(now)
+                self._maybe_probe()
                 self._send_receiver_reports(now)
                 self._send_sender_reports(now)
                 self._check_subscribe_answer(now)
@@ -856,6 +933,8 @@ class Participant:
                 port.close()
         if self._nack_timer is not None:
             self._nack_timer.cancel()
+        if self._probe_timer is not None:
+            self._probe_timer.cancel()
         for timer in self._timers:
             timer.cancel()
         self._task.cancel()

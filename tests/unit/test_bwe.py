@@ -1,4 +1,4 @@
-"""sfu.bwe.BandwidthEstimator: REMB drops and loss cap the estimate; calm lifts it."""
+"""sfu.bwe.BandwidthEstimator: REMB drops and loss cap the estimate; probes lift it."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import pytest
 from sfu.bwe import BandwidthEstimator, BweSettings
 
 
-def test_no_signal_no_limit():
+def test_no_signal_no_limit_and_no_probe():
     bwe = BandwidthEstimator()
     bwe.on_sent(1_800_000, 0.0)
     for t in range(1, 10):
         bwe.on_remb(300_000 + 50_000 * t, float(t))  # growing after a switch up: no drop
         bwe.on_loss(0.0, float(t))
     assert bwe.estimate(10.0) is None
+    assert bwe.start_probe(10.0, wanted=True) is None
 
 
 def test_a_remb_drop_below_what_is_sent_caps_the_estimate():
@@ -47,35 +48,51 @@ def test_heavy_loss_caps_at_sent_times_one_minus_half_the_loss():
     assert bwe.estimate(1.5) == pytest.approx(750_000)
 
 
-def test_small_loss_holds_and_calm_grows_then_lifts():
-    s = BweSettings(hold=2.0, growth=1.25, max_bitrate=5_000_000)
-    bwe = BandwidthEstimator(s)
-    bwe.on_sent(1_000_000, 0.0)
-    bwe.on_loss(0.5, 0.0)
-    cap = bwe.estimate(0.0)
-    assert cap == pytest.approx(750_000)
-    bwe.on_loss(0.05, 1.5)  # 5 %: hold
-    assert bwe.estimate(3.0) == pytest.approx(cap)  # within hold of the last signal
-    assert bwe.estimate(4.5) == pytest.approx(cap * 1.25)  # 1 s of growth after 3.5
-    t = 4.5
-    while bwe.estimate(t) is not None:
-        t += 0.5
-        assert t < 30
-    # 750 kbit/s to above 5 Mbit/s at +25 %/s: about 8.5 s of growth
-    assert 11.0 <= t <= 13.5
+def _capped(cap: float = 200_000) -> BandwidthEstimator:
+    bwe = BandwidthEstimator(BweSettings(hold=1.5, probe_duration=0.6, settle=0.6, probe_step=1.0))
+    bwe.on_sent(cap * 2, 0.0)
+    bwe.on_remb(cap * 1.5, 0.0)
+    bwe.on_remb(cap, 0.1)
+    assert bwe.estimate(0.1) == cap
+    return bwe
 
 
-def test_growth_reaches_two_megabits_within_fifteen_seconds_of_a_300k_cap():
-    """Issue 6's recovery bound: from a 300 kbit/s link back to the top layer in 15 s."""
-    bwe = BandwidthEstimator()
-    bwe.on_sent(300_000, 0.0)
-    bwe.on_remb(400_000, 0.0)
-    bwe.on_remb(260_000, 0.2)
-    t = 0.2
+def test_probe_waits_for_calm_and_a_reason():
+    bwe = _capped()
+    assert bwe.start_probe(1.0, wanted=True) is None  # not calm long enough
+    assert bwe.start_probe(2.0, wanted=False) is None  # nothing more is wanted
+    rate = bwe.start_probe(2.0, wanted=True)
+    assert rate == pytest.approx(200_000)  # probe_step 1: as much again as the cap
+    assert bwe.probe_rate(2.3) == rate and bwe.probe_rate(2.7) == 0.0
+    assert bwe.start_probe(2.3, wanted=True) is None  # one at a time
+
+
+def test_a_calm_probe_raises_the_cap():
+    bwe = _capped()
+    bwe.start_probe(2.0, wanted=True)
+    assert bwe.estimate(3.0) == 200_000  # still settling
+    assert bwe.estimate(3.3) == pytest.approx(400_000)
+    assert bwe.probes_ok == 1
+
+
+def test_a_signal_during_a_probe_fails_it_and_backs_off():
+    bwe = _capped()
+    bwe.start_probe(2.0, wanted=True)
+    bwe.on_loss(0.05, 2.5)  # a little loss: the link is full
+    assert bwe.probe is None and bwe.failed_probes == 1
+    assert bwe.estimate(4.0) == 200_000
+    assert bwe.start_probe(5.4, wanted=True) is None  # waits 2 x hold now
+    assert bwe.start_probe(5.6, wanted=True) is not None
+
+
+def test_probes_climb_from_300k_to_two_megabits_within_fifteen_seconds():
+    """Issue 6's recovery bound: the link is free again; probes find it out."""
+    bwe = _capped(260_000)
+    t = 0.1
     while (bwe.estimate(t) or 1e12) < 1.15 * 1_800_000:
+        bwe.start_probe(t, wanted=True)
         t += 0.25
-        bwe.on_sent(150_000, t)
-    assert t - 0.2 < 12.0
+    assert t < 15.0
 
 
 def test_the_cap_never_goes_below_the_minimum():

@@ -113,7 +113,9 @@ def test_selector_waits_before_going_up_after_a_bandwidth_drop():
     assert sel.last_bandwidth_down == 10.0
     assert sel.decide(2, 2, 0, RANK, 10.5) == 0  # proposal up: hold
     assert sel.decide(2, 2, 0, RANK, 12.4) == 0
-    assert sel.decide(2, 2, 0, RANK, 12.6) == 2  # held for 2 s
+    assert sel.decide(2, 2, 0, RANK, 12.6) == 1  # held for 2 s: one step
+    assert sel.decide(2, 2, 1, RANK, 13.0) == 1
+    assert sel.decide(2, 2, 1, RANK, 15.1) == 2  # and the next one 2 s later
 
 
 def test_selector_resets_the_wait_when_the_proposal_drops_back():
@@ -148,11 +150,18 @@ def test_selector_backs_off_when_going_up_keeps_failing():
     sel.decide(0, 2, 2, RANK, 0.0)
     assert sel.up_delay == 2.0
     assert sel.decide(2, 2, 0, RANK, 2.0) == 0
-    assert sel.decide(2, 2, 0, RANK, 4.0) == 2
-    sel.decide(0, 2, 2, RANK, 5.0)  # congested again soon after
+    assert sel.decide(2, 2, 0, RANK, 4.0) == 1  # one step up
+    sel.decide(0, 2, 1, RANK, 5.0)  # congested again soon after: the step failed
     assert sel.up_delay == 4.0
-    sel.decide(0, 2, 2, RANK, 5.0)
-    sel.decide(0, 2, 2, RANK, 5.0)
+    sel.decide(0, 2, 0, RANK, 5.1)  # more downs in the same episode do not count
+    assert sel.up_delay == 4.0
+    assert sel.decide(1, 2, 0, RANK, 6.0) == 0
+    assert sel.decide(1, 2, 0, RANK, 10.0) == 1  # after the longer hold
+    sel.decide(0, 2, 1, RANK, 11.0)  # failed again
+    assert sel.up_delay == 8.0
+    assert sel.decide(1, 2, 0, RANK, 12.0) == 0
+    assert sel.decide(1, 2, 0, RANK, 20.0) == 1
+    sel.decide(0, 2, 1, RANK, 21.0)
     assert sel.up_delay == 8.0  # capped
     sel.decide(0, 2, 2, RANK, 100.0)  # a long calm resets it
     assert sel.up_delay == 2.0

@@ -1,0 +1,143 @@
+"""Congestion with real impairment: a subscriber behind a 300 kbit/s veth link in its own
+network namespace (tc tbf), next to an unconstrained one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from loadgen.impair import ImpairedLink, Shape
+from sfu.config import IceConfig, SfuConfig
+from sfu.room import Sfu
+from signaling.server import SFU_KEY, ServerConfig, create_app
+
+ROOM = "congested"
+
+
+async def _serve(addresses: tuple[str, ...]) -> tuple[web.AppRunner, Sfu, int]:
+    config = ServerConfig(sfu=SfuConfig(ice=IceConfig(addresses=addresses)))
+    app = create_app(config)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    # every address of this namespace: lo and the veth ends the test creates
+    site = web.TCPSite(runner, "0.0.0.0", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, app[SFU_KEY], port
+
+
+def _video_rid(sfu: Sfu, name: str) -> str | None:
+    room = sfu.rooms.get(ROOM)
+    if room is None:
+        return None
+    for p in room.participants.values():
+        if p.name == name:
+            for sub in p.subscriptions.values():
+                f = sub.forwarder
+                if f.is_video:
+                    return f.current.rid if f.current is not None else "paused"
+    return None
+
+
+def _audio_loss(summary: dict[str, Any], after_ms: float) -> tuple[int, int]:
+    """(packets, lost) of the remote audio track after ``after_ms`` of the bot's clock."""
+    (audio,) = [t for t in summary["tracks"] if t["kind"] == "audio"]
+    timeline = audio["timeline"]
+    before = [s for s in timeline if s[0] <= after_ms]
+    start = before[-1] if before else [0, 0, 0]
+    end = timeline[-1]
+    return end[1] - start[1], end[2] - start[2]
+
+
+async def test_a_subscriber_behind_300_kbits_drops_layers_and_recovers(tmp_path: Path) -> None:
+    link = ImpairedLink(0)
+    async with link:
+        runner, sfu, port = await _serve(("127.0.0.1", link.host_address))
+        try:
+            await _run_scenario(link, sfu, port, tmp_path)
+        finally:
+            await runner.cleanup()
+
+
+async def _run_scenario(link: ImpairedLink, sfu: Sfu, port: int, tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{port}"
+    # every bot in its own process: the server's event loop stays the server's
+    bot = [sys.executable, "-m", "signaling.cli", "bot", "--room", ROOM]
+    publisher = await asyncio.create_subprocess_exec(
+        *bot, "--url", url, "--name", "cam", "--simulcast", "--duration", "42",
+        "--json", str(tmp_path / "cam.json"),
+    )  # fmt: skip
+    free = await asyncio.create_subprocess_exec(
+        *bot, "--url", url, "--name", "free", "--no-publish", "--duration", "40",
+        "--json", str(tmp_path / "free.json"),
+    )  # fmt: skip
+    await asyncio.sleep(1.0)
+    summary_path = tmp_path / "slow.json"
+    slow = await asyncio.create_subprocess_exec(
+        *link.command(
+            [
+                sys.executable, "-m", "signaling.cli", "bot",
+                "--url", f"http://{link.host_address}:{port}", "--room", ROOM,
+                "--name", "slow", "--no-publish", "--duration", "38",
+                "--ice-address", link.peer_address, "--json", str(summary_path),
+            ]
+        )
+    )  # fmt: skip
+    trace: list[tuple[float, str | None, str | None]] = []
+    estimator: list[Any] = []
+
+    async def watch(until: float) -> None:
+        while time.monotonic() < until:
+            trace.append((time.monotonic(), _video_rid(sfu, "slow"), _video_rid(sfu, "free")))
+            room = sfu.rooms.get(ROOM)
+            slow_p = [p for p in room.participants.values() if p.name == "slow"] if room else []
+            if slow_p:
+                estimator[:] = slow_p[0].bwe.events
+            await asyncio.sleep(0.1)
+
+    t0 = time.monotonic()
+    await watch(t0 + 9.0)
+    assert trace[-1][1:] == ("f", "f"), trace[-5:]
+    limited_at = time.monotonic()
+    await asyncio.to_thread(link.shape, Shape(rate_kbit=300))
+    await watch(limited_at + 12.0)
+    lifted_at = time.monotonic()
+    await asyncio.to_thread(link.shape, Shape())
+    await watch(lifted_at + 16.0)
+    await asyncio.gather(slow.wait(), publisher.wait(), free.wait())
+
+    compact = [(round(t - t0, 1), s, f) for t, s, f in trace]
+    changes = [c for i, c in enumerate(compact) if i == 0 or c[1:] != compact[i - 1][1:]]
+    events = [(round(t - t0, 1), what, cap and round(cap)) for t, what, cap in estimator]
+    context = (round(limited_at - t0, 1), round(lifted_at - t0, 1), changes, events)
+
+    def first(after: float, wanted: set[str]) -> float | None:
+        return next((t - after for t, s, _ in trace if t >= after and s in wanted), None)
+
+    down = first(limited_at, {"q", "paused"})
+    assert down is not None and down < 3.0, (down, context)
+    # the unconstrained subscriber keeps the top layer all along
+    free_from = next(t for t, _, free in trace if free == "f")
+    assert free_from < limited_at, trace
+    assert {free for t, _, free in trace if free_from <= t <= lifted_at + 14} == {"f"}, context
+    # recovery: back to f within 15 s of lifting the limit, only ever going up meanwhile
+    up = first(lifted_at, {"f"})
+    assert up is not None and up < 15.0, (up, context)
+    order = {"paused": 0, "q": 1, "h": 2, "f": 3}
+    climb = [s for t, s, _ in trace if lifted_at <= t <= lifted_at + up]
+    assert all(order[a] <= order[b] for a, b in zip(climb, climb[1:], strict=False)), context
+
+    summary = json.loads(summary_path.read_text())
+    assert summary["ok"], summary
+    # audio keeps flowing through the limited phase (after the first 3 s of reaction)
+    limited_ms = next(
+        e["t_ms"] for e in summary["events"] if e["type"] == "layer" and e["rid"] in ("q", None)
+    )
+    packets, lost = _audio_loss(summary, limited_ms + 1000)
+    assert packets > 500 and lost <= 0.01 * packets, (packets, lost)
