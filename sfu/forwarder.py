@@ -354,6 +354,12 @@ class Forwarder:
         else:
             self.send_failures += 1
 
+    def continue_from(self, previous: Forwarder) -> None:
+        """Take over ``previous``'s outgoing stream (the same m-line, reused): the
+        receiver sees one continuous stream on that SSRC, not a jump."""
+        self.rewriter.continue_from(previous.rewriter)
+        self._rtx_seq = previous._rtx_seq
+
     def padding(self, size: int, now: float) -> bytes | None:
         """A padding-only RTX packet of ``size`` padding bytes (1-255), to probe the link.
 

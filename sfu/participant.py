@@ -158,6 +158,8 @@ class Participant:
         self._sub_offer_at = 0.0
         self._sub_dirty = False
         self._sub_transceivers: dict[RTCRtpTransceiver, Subscription | None] = {}
+        #: the last forwarder of each inactive m-line (its stream continues on reuse)
+        self._sub_previous: dict[RTCRtpTransceiver, Forwarder] = {}
         self._hooked_receivers: set[object] = set()
         self.remb_bitrate: int | None = None
         #: bit/s of video the SFU sends this subscriber, measured each second
@@ -510,6 +512,8 @@ class Participant:
         sub.forwarder.close()
         if sub.transceiver is not None:
             self._sub_transceivers[sub.transceiver] = None
+            # what the m-line sent last, for the track that reuses it
+            self._sub_previous[sub.transceiver] = sub.forwarder
             for ssrc in adapter.sender_ssrcs(sub.transceiver.sender):
                 self._by_out_ssrc.pop(ssrc, None)
         self._mark_dirty()
@@ -579,6 +583,9 @@ class Participant:
             adapter.hook_sender(transceiver.sender, self._sender_negotiated(transceiver))
         else:
             transceiver.direction = "sendonly"
+            previous = self._sub_previous.pop(transceiver, None)
+            if previous is not None:
+                sub.forwarder.continue_from(previous)
         adapter.set_sender_msid(transceiver.sender, sub.publisher.id, sub.track.id)
         self._sub_transceivers[transceiver] = sub
         sub.transceiver = transceiver
@@ -927,6 +934,7 @@ class Participant:
             sub.forwarder.close()
         self.subscriptions.clear()
         self._by_out_ssrc.clear()
+        self._sub_previous.clear()
         self.room.participant_closed(self)
         for port in (self._pub_port, self._sub_port):
             if port is not None:

@@ -72,6 +72,21 @@ class StreamRewriter:
         #: mapping, newest last
         self.history: list[tuple[int, int, int]] = []
 
+    def continue_from(self, previous: StreamRewriter) -> None:
+        """Continue the output stream ``previous`` wrote (an m-line reused for a new
+        track keeps its SSRC): sequence numbers, timestamps, picture ids and TL0PICIDX go
+        on from where it stopped, as after a switch. Call before the first ``switch``."""
+        if self.started:
+            raise RuntimeError("continue_from() must come before the first switch()")
+        self.out_seq = previous.out_seq
+        self.out_ext = previous.out_ext
+        self.out_ts = previous.out_ts
+        self.out_time = previous.out_time
+        if previous.started:
+            self.out_pid = previous.out_pid
+            self.out_tl0 = previous.out_tl0
+            self.keep_first = False
+
     def switch(
         self,
         in_ssrc: int,

@@ -439,3 +439,28 @@ async def test_lost_packets_are_repaired_from_the_sfu_cache(server: RunningServe
     assert lossy.counters["rtcp_in"] > 0
     assert lossy.counters["nacks_in"] > 0
     assert lossy.counters["rtx_sent"] >= len(dropped) * 0.8, (lossy.counters, len(dropped))
+
+
+async def test_a_reused_m_line_carries_the_next_publisher(server: RunningServer) -> None:
+    """A leaver's subscribe m-lines go inactive and are reused for the next publisher's
+    tracks: what they carry must flow (and be configured anew)."""
+    watcher = BotConfig(url=server.url, room="reuse", name="watcher", duration=14.0, publish=False)
+    first = BotConfig(url=server.url, room="reuse", name="first", duration=3.0)
+    second = BotConfig(url=server.url, room="reuse", name="second", duration=7.0)
+
+    async def in_turn() -> tuple[dict[str, Any], dict[str, Any]]:
+        await asyncio.sleep(1.0)
+        a = await run_bot(first)
+        await asyncio.sleep(1.0)
+        b = await run_bot(second)
+        return a, b
+
+    summary, (a, b) = await asyncio.gather(run_bot(watcher), in_turn())
+    mids = {}
+    for who in (a, b):
+        tracks = _tracks_from(summary, who["id"])
+        assert sorted(t["kind"] for t in tracks) == ["audio", "video"], summary["tracks"]
+        for t in tracks:
+            assert t["frames_decoded"] > 10, (who["name"], t)
+            mids.setdefault(who["name"], set()).add(t["mid"])
+    assert mids["first"] == mids["second"], mids  # the same m-lines were reused

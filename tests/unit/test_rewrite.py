@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -419,3 +420,35 @@ def test_picture_ids_are_consecutive_across_random_switches(first_pid, segments)
                 assert out == expected
                 seq = u16(seq + 1)
             expected = (expected + 1) & 0x7FFF
+
+
+def test_continue_from_carries_the_output_stream_on():
+    """An m-line reused for another track: its SSRC's stream goes on without a jump."""
+    old = StreamRewriter(
+        90000, first_seq=65530, first_ts=0xFFFFFF00, first_pid=None, first_tl0=None
+    )
+    old.switch(1, 100, 5000, 0.0, in_pid=300, in_tl0=7)
+    for i in range(10):
+        old.sent(
+            (100 + i + old.seq_offset) & 0xFFFF,
+            (5000 + 3000 * i + old.ts_offset) & 0xFFFFFFFF,
+            i / 30,
+            300 + i,
+            7 + i,
+        )
+    new = StreamRewriter(90000, first_seq=12, first_ts=777, first_pid=None, first_tl0=None)
+    new.continue_from(old)
+    new.switch(9, 40000, 123, 1.0, in_pid=5, in_tl0=200)
+    assert (40000 + new.seq_offset) & 0xFFFF == (old.out_seq + 1) & 0xFFFF
+    gap = round((1.0 - 9 / 30) * 90000)
+    assert new.timestamp(123) == (old.out_ts + gap) & 0xFFFFFFFF
+    assert new.picture_id(5) == (old.out_pid + 1) & 0x7FFF
+    assert new.tl0picidx(200) == (old.out_tl0 + 1) & 0xFF
+
+
+def test_continue_from_after_a_switch_is_refused():
+    a = StreamRewriter(48000, first_seq=1, first_ts=1)
+    b = StreamRewriter(48000, first_seq=1, first_ts=1)
+    b.switch(1, 1, 1, 0.0)
+    with pytest.raises(RuntimeError):
+        b.continue_from(a)
