@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from av import VideoFrame
+from av import AudioFrame, VideoFrame
 
 from sfu.aiortc_adapter import (
     MediaPort,
@@ -87,6 +87,12 @@ class TrackStats:
     max_gap: float = 0.0
     packets: int | None = None
     packets_lost: int | None = None
+    #: decoded frames in each second since the start of joining (index: the second)
+    frames_per_second: list[int] = field(default_factory=list)
+    #: audio frames that never arrived (gaps in RTP timestamps), in total and per second
+    audio_frames_missing: int = 0
+    missing_per_second: list[int] = field(default_factory=list)
+    _last_audio_pts: int | None = None
     #: (ms since the start of joining, packets, packets lost) at each statistics sample
     timeline: list[tuple[float, int, int]] = field(default_factory=list)
     #: Changes of what the server forwards (``layer`` messages) after the first one.
@@ -112,6 +118,11 @@ class TrackStats:
     def on_frame(self, now: float, width: int | None = None, height: int | None = None) -> None:
         """One decoded frame at ``now``; ``width``/``height`` for video frames."""
         self.frames_decoded += 1
+        second = int(now - self.started_at)
+        if 0 <= second < 3600:
+            if len(self.frames_per_second) <= second:
+                self.frames_per_second.extend([0] * (second + 1 - len(self.frames_per_second)))
+            self.frames_per_second[second] += 1
         if self.first_frame_at is None:
             self.first_frame_at = now
         if self.last_frame_at is not None:
@@ -121,6 +132,25 @@ class TrackStats:
             size = (width, height)
             if not self.resolutions or self.resolutions[-1] != size:
                 self.resolutions.append(size)  # every change, in order
+
+    def on_audio_pts(self, now: float, pts: int, samples: int) -> None:
+        """An audio frame's RTP timestamp (``pts``): a jump of more than one frame means
+        frames never arrived (duplicates and late ones are not counted twice)."""
+        last = self._last_audio_pts
+        if last is not None and samples > 0:
+            step = (pts - last) & 0xFFFFFFFF
+            if step >= 0x80000000:
+                return  # older than the newest: not a loss
+            missing = step // samples - 1
+            if 0 < missing < 500:  # a larger jump is a new stream, not a loss
+                self.audio_frames_missing += missing
+                second = int(now - self.started_at)
+                if 0 <= second < 3600:
+                    gaps = self.missing_per_second
+                    if len(gaps) <= second:
+                        gaps.extend([0] * (second + 1 - len(gaps)))
+                    gaps[second] += missing
+        self._last_audio_pts = pts
 
     def on_packets(self, packets: int, packets_lost: int, now: float | None = None) -> None:
         """The latest receive counters attributed to this track (sampled at ``now``)."""
@@ -173,6 +203,9 @@ class TrackStats:
             "layer_switches": self.layer_switches,
             "layer": None if self.layer is None else dict(self.layer),
             "timeline": [list(sample) for sample in self.timeline],
+            "frames_per_second": list(self.frames_per_second),
+            "audio_frames_missing": self.audio_frames_missing if self.kind == "audio" else None,
+            "missing_per_second": list(self.missing_per_second),
             "unpublished": self.unpublished_at is not None,
             "required": self.required(end, grace),
         }
@@ -863,6 +896,8 @@ class Bot:
                 stats.on_frame(now, frame.width, frame.height)
             else:
                 stats.on_frame(now)
+                if isinstance(frame, AudioFrame) and frame.pts is not None:
+                    stats.on_audio_pts(now, frame.pts, frame.samples)
 
     async def _sample_periodically(self) -> None:
         while True:

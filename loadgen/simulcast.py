@@ -39,6 +39,7 @@ import av
 import numpy as np
 from aiortc.rtp import (
     RtcpPsfbPacket,
+    RtcpRrPacket,
     RtcpRtpfbPacket,
     RtcpSenderInfo,
     RtcpSrPacket,
@@ -467,11 +468,65 @@ class RtcpCounters:
 
 
 @dataclass(slots=True)
+class UplinkControl:
+    """Loss-based layer control of a publisher, like a browser's (pure, time passed in).
+
+    Receiver reports from the server give each layer's fraction lost. Above ``high``
+    (10 %) the top layer still sent is dropped (at most one per ``settle`` seconds);
+    after ``calm`` seconds under ``low`` (2 %) the next layer comes back.
+    """
+
+    layers: int
+    high: float = 0.10
+    low: float = 0.02
+    settle: float = 2.0
+    calm: float = 6.0
+    active: int = 0
+    last_change: float = -1e9
+    calm_since: float | None = None
+    changes: list[tuple[float, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.active = self.active or self.layers
+
+    def on_loss(self, fraction: float, now: float) -> int | None:
+        """Feed the worst loss of one report; returns the index of a layer turned back on."""
+        if fraction > self.high:
+            self.calm_since = None
+            if self.active > 1 and now - self.last_change >= self.settle:
+                self.active -= 1
+                self.last_change = now
+                self.changes.append((now, self.active))
+            return None
+        if fraction >= self.low:
+            self.calm_since = None
+            return None
+        if self.calm_since is None:
+            self.calm_since = now
+        if self.active < self.layers and now - self.calm_since >= self.calm:
+            self.active += 1
+            self.last_change = now
+            self.calm_since = now
+            self.changes.append((now, self.active))
+            return self.active - 1
+        return None
+
+
+@dataclass(slots=True)
 class SimulcastSender:
     """The layers of one simulcast video track, and the RTCP that steers them. Pure."""
 
     layers: list[LayerStream]
     counters: RtcpCounters = field(default_factory=RtcpCounters)
+    uplink: UplinkControl | None = None
+
+    def __post_init__(self) -> None:
+        if self.uplink is None:
+            self.uplink = UplinkControl(len(self.layers))
+
+    def sends(self, index: int) -> bool:
+        """Whether layer ``index`` is sent now (the uplink control may hold top ones back)."""
+        return self.uplink is None or index < self.uplink.active
 
     @classmethod
     def create(
@@ -519,15 +574,28 @@ class SimulcastSender:
         for layer in self.layers:
             layer.configure(payload_type, rtx_payload_type, extensions)
 
-    def handle_rtcp(self, data: bytes, send_time: bytes | None = None) -> list[bytes]:
+    def handle_rtcp(
+        self, data: bytes, send_time: bytes | None = None, now: float | None = None
+    ) -> list[bytes]:
         """Act on one compound RTCP packet from the server; returns RTX packets to send.
 
         PLI (and FIR entries) request a keyframe on the named layer only; generic NACKs
-        are answered from that layer's cache; REMB is counted and its bitrate kept.
+        are answered from that layer's cache; REMB is counted and its bitrate kept;
+        receiver reports' loss drives the uplink control (with ``now``).
         """
         out: list[bytes] = []
         for packet in parse_rtcp(data):
-            if isinstance(packet, RtcpPsfbPacket):
+            if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)) and now is not None:
+                sent = {layer.ssrc for i, layer in enumerate(self.layers) if self.sends(i)}
+                worst = max(
+                    (r.fraction_lost / 256 for r in packet.reports if r.ssrc in sent),
+                    default=None,
+                )
+                if worst is not None and self.uplink is not None:
+                    back = self.uplink.on_loss(worst, now)
+                    if back is not None:
+                        self.layers[back].keyframe_requested = True
+            elif isinstance(packet, RtcpPsfbPacket):
                 if packet.fmt == _PSFB_PLI:
                     self.counters.plis += 1
                     self._request_keyframe(packet.media_ssrc, fir=False)
@@ -586,6 +654,12 @@ class SimulcastSender:
                 }
                 for layer in self.layers
             ],
+            "uplink": None
+            if self.uplink is None
+            else {
+                "active_layers": self.uplink.active,
+                "changes": [[round(t, 3), n] for t, n in self.uplink.changes],
+            },
             "rtcp": {
                 "plis": c.plis,
                 "firs": c.firs,
@@ -694,10 +768,13 @@ class SimulcastVideo:
             if self._closed:
                 return
             send_time = self.send_time()
-            for layer, frame, key in zip(layers, frames, keyframes, strict=True):
+            for index, (layer, frame, key) in enumerate(
+                zip(layers, frames, keyframes, strict=True)
+            ):
                 if key and not vp8_is_keyframe(frame):
                     layer.keyframe_requested = True  # libvpx dropped it: ask again
-                self.send_packets(layer.frame_packets(frame, capture, send_time))
+                if self.sender.sends(index):
+                    self.send_packets(layer.frame_packets(frame, capture, send_time))
             n += 1
             now = loop.time()
             if now >= next_sr:
@@ -714,7 +791,8 @@ class SimulcastVideo:
 
     def on_rtcp(self, data: bytes) -> None:
         """RTCP from the server: keyframe requests are noted, NACKs answered at once."""
-        self.send_packets(self.sender.handle_rtcp(data, self.send_time()))
+        now = asyncio.get_running_loop().time()
+        self.send_packets(self.sender.handle_rtcp(data, self.send_time(), now))
 
     async def close(self) -> None:
         if self._closed:

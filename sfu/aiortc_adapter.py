@@ -413,6 +413,7 @@ class MediaPort:
         self.tx_packets = 0
         self.tx_errors = 0
         self._send_rtp: Callable[[bytes], None] | None = None
+        self._send_rtp_twice: Callable[[bytes], None] | None = None
         self._sockets: list[socket.socket] = []
 
         async def handle_rtp(data: bytes, arrival_time_ms: int) -> None:
@@ -499,7 +500,14 @@ class MediaPort:
             def send_rtp(data: bytes) -> None:
                 sendto(protect(data), remote)
 
+            def send_rtp_twice(data: bytes) -> None:
+                # protected once: libsrtp refuses to protect the same index twice
+                packet = protect(data)
+                sendto(packet, remote)
+                sendto(packet, remote)
+
             self._send_rtp = send_rtp
+            self._send_rtp_twice = send_rtp_twice
         self._fast_path = True
         return True
 
@@ -551,6 +559,20 @@ class MediaPort:
         self.tx_packets += 1
         return True
 
+    def send_rtp_twice(self, data: bytes) -> bool:
+        """Protect one RTP packet and send it twice (redundancy against random loss:
+        the receiver drops the duplicate). Once only before the fast path is up."""
+        twice = self._send_rtp_twice
+        if twice is None or self._closed:
+            return self.send(data)
+        try:
+            twice(data)
+        except (pylibsrtp.Error, OSError):
+            self.tx_errors += 1
+            return False
+        self.tx_packets += 2
+        return True
+
     def send(self, data: bytes) -> bool:
         """Protect and send one RTP or RTCP packet."""
         dtls = self._dtls
@@ -580,6 +602,7 @@ class MediaPort:
     def close(self) -> None:
         self._closed = True
         self._send_rtp = None
+        self._send_rtp_twice = None
         for sock in self._sockets:
             self._loop.remove_reader(sock.fileno())
             sock.close()  # only our duplicate: the transport closes the original

@@ -11,12 +11,14 @@ sending leg, and confirmed by probing:
   probe fails the probe. A REMB far below what is sent right after a switch up, with
   no drop, only means it has not caught up.
 * **Loss** in receiver reports (RFC 3550 fraction lost, for the video SSRCs), as in
-  libwebrtc's loss-based controller: above ``loss_high`` (10 %) the cap becomes
-  ``sent x (1 - loss / 2)``; between ``loss_low`` and ``loss_high`` it holds.
+  libwebrtc's loss-based controller: above ``loss_high`` (10 %) in two reports in a
+  row, or above twice that in one, the cap becomes ``sent x (1 - loss / 2)``; between
+  ``loss_low`` and ``loss_high`` it holds.
 * **Probing.** A capped subscriber whose allocation wants more is probed once the link
   has been calm for ``hold`` seconds (doubled after each failed probe, up to 4x): the
-  SFU sends padding at ``probe_step`` x the cap (at least ``min_probe``, at most
-  ``max_probe``) on top of the media for ``probe_duration`` seconds. If no congestion signal arrives during the
+  SFU sends padding at ``probe_step`` x the cap (halved after each failed probe, at
+  least ``min_probe``, at most ``max_probe``) on top of the media for
+  ``probe_duration`` seconds. If no congestion signal arrives during the
   probe and the ``settle`` time after it, the cap grows by the probe's rate; a signal
   fails the probe. Small steps keep a failed probe inside the bottleneck's queue, so a
   probe into a link that cannot take it costs delay, not audio. Above ``max_bitrate``
@@ -46,6 +48,10 @@ class BweSettings:
     settle: float = 0.5
     min_bitrate: float = 30_000.0
     max_bitrate: float = 20_000_000.0
+    #: how recent (s) a loss-based decrease must be for the cap to pause video
+    pause_evidence: float = 5.0
+    #: ... or for how long (s) a cap must have stood
+    remb_persist: float = 2.0
     #: at most one loss-based decrease per this many seconds (about one RR interval)
     decrease_interval: float = 0.9
 
@@ -71,6 +77,9 @@ class BandwidthEstimator:
         self.failed_probes = 0
         self.probes_ok = 0
         self._last_decrease = -1e9
+        self._last_loss_decrease = -1e9
+        #: since when a cap has stood (without being lifted)
+        self._capped_since: float | None = None
         #: (time, what, cap) of every change of the cap, newest last (bounded)
         self.events: list[tuple[float, str, float | None]] = []
 
@@ -96,10 +105,13 @@ class BandwidthEstimator:
     def on_loss(self, fraction: float, now: float) -> None:
         """Fraction lost (0..1) from a receiver report block of a video stream."""
         s = self.settings
-        self.loss = fraction
-        if fraction > s.loss_high:
+        previous, self.loss = self.loss, fraction
+        # one report of a few dozen packets is noisy: act on two in a row above
+        # ``loss_high``, or one far above it (random loss of 5 % often shows 10 % once)
+        if fraction > s.loss_high and (previous > s.loss_high or fraction > 2 * s.loss_high):
             # (a stream that has just been paused still reports its last losses)
             if now - self._last_decrease >= s.decrease_interval and self.sent > s.min_bitrate:
+                self._last_loss_decrease = now
                 self._decrease(self.sent * (1 - fraction / 2), now, "loss")
         elif fraction >= s.loss_low:
             self._signal(now)  # hold: no probing while losing a little
@@ -114,6 +126,8 @@ class BandwidthEstimator:
     def _decrease(self, value: float, now: float, reason: str) -> None:
         s = self.settings
         value = max(s.min_bitrate, value)
+        if self.cap is None:
+            self._capped_since = now
         self.cap = value if self.cap is None else min(self.cap, value)
         self._last_decrease = now
         self._signal(now)
@@ -134,6 +148,7 @@ class BandwidthEstimator:
             self.cap += probe.rate
             if self.cap > s.max_bitrate:
                 self.cap = None
+                self._capped_since = None
         self.events.append((now, "probe ok", self.cap))
         del self.events[:-32]
 
@@ -149,7 +164,9 @@ class BandwidthEstimator:
         wait = s.hold * 2 ** min(self.failed_probes, 2)
         if self.last_signal is not None and now - self.last_signal < wait:
             return None
-        rate = min(s.max_probe, max(s.min_probe, self.cap * s.probe_step))
+        # after failures, smaller steps: the link is near its limit
+        step = s.probe_step / 2 ** min(self.failed_probes, 3)
+        rate = min(s.max_probe, max(s.min_probe, self.cap * step))
         self.probe = Probe(now, rate)
         return rate
 
@@ -159,6 +176,18 @@ class BandwidthEstimator:
         if probe is None or not probe.sending(now, self.settings.probe_duration):
             return 0.0
         return probe.rate
+
+    def may_pause(self, now: float) -> bool:
+        """Whether the cap may pause video altogether: when packets are actually lost (a
+        loss-based decrease within ``pause_evidence`` seconds), or when the cap has come
+        from REMB for ``remb_persist`` seconds. A short delay signal alone never takes
+        the lowest layer away: on a loaded machine a receiver's delay estimate also
+        reacts to its own scheduling."""
+        s = self.settings
+        if now - self._last_loss_decrease <= s.pause_evidence:
+            return True
+        since = self._capped_since
+        return since is not None and now - since >= s.remb_persist
 
     def estimate(self, now: float) -> float | None:
         self._settle(now)

@@ -35,6 +35,10 @@ class PacketSink(Protocol):
 
     def send_rtp(self, data: bytes) -> bool: ...
 
+    def send_rtp_twice(self, data: bytes) -> bool:
+        """Send one packet twice (redundancy against random loss)."""
+        ...
+
     def layer_changed(self, forwarder: Forwarder) -> None:
         """What the forwarder sends changed layer, or paused / resumed."""
         ...
@@ -102,6 +106,9 @@ class Forwarder:
             first_tl0=None,
         )
         self.closed = False
+        #: the subscriber loses packets at random: send audio packets twice (receivers do
+        #: not NACK audio) and video retransmissions twice (receivers NACK a packet once)
+        self.redundant = False
         self.packets_sent = 0
         self.bytes_sent = 0
         self.retransmitted = 0
@@ -346,7 +353,9 @@ class Forwarder:
         if not 0 < ((out_seq - rw.out_seq) & 0xFFFF) < 0x8000:
             out_seq = rw.seq(pkt.seq)  # late: it may predate a drop that shifted the mapping
         out, out_ts, pid, tl0 = self._render(pkt, vp8, out_seq, now)
-        if self._sink.send_rtp(out):
+        sink = self._sink
+        twice = self.redundant and not self.is_video
+        if sink.send_rtp_twice(out) if twice else sink.send_rtp(out):
             self.packets_sent += 1
             self.bytes_sent += len(out)
             rw.sent(out_seq, out_ts, now, pid, tl0)
@@ -406,7 +415,8 @@ class Forwarder:
             if pkt.ssrc != original[0]:
                 continue
             out, _, _, _ = self._render(pkt, vp8, out_seq, now, rtx=True)
-            if self._sink.send_rtp(out):
+            sink = self._sink
+            if sink.send_rtp_twice(out) if self.redundant else sink.send_rtp(out):
                 sent += 1
         self.retransmitted += sent
         return sent

@@ -85,6 +85,7 @@ def allocate(
     current: Sequence[int | None],
     margin: float = UP_MARGIN,
     priorities: Sequence[float] | None = None,
+    floor: bool = False,
 ) -> list[int]:
     """Share ``budget`` (bit/s, None: unlimited) among tracks; return a level per track.
 
@@ -95,7 +96,8 @@ def allocate(
     then they are raised one level at a time while the budget lasts: those of the
     highest ``priorities`` first (round robin among equals), then the next group.
     Keeping a track at the level it is on (``current``) needs the layer's bitrate;
-    going above it (or resuming) needs ``margin`` times that.
+    going above it (or resuming) needs ``margin`` times that. With ``floor`` every
+    track keeps at least its lowest layer, whatever the budget.
     """
     if budget is None:
         return [len(demand) - 1 for demand in demands]
@@ -114,7 +116,7 @@ def allocate(
     for group in groups:  # the lowest layers first, by priority
         for i in group:
             demand = demands[i]
-            if demand and demand[0] * (1.0 if held(i, 0) else margin) <= remaining:
+            if demand and (floor or demand[0] * (1.0 if held(i, 0) else margin) <= remaining):
                 levels[i] = 0
                 remaining -= demand[0]
     for group in groups:  # then one level at a time, round robin within a priority

@@ -55,6 +55,11 @@ AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 #: then send due NACKs every NACK_INTERVAL while packets are missing.
 NACK_BATCH_DELAY = 0.005
 NACK_INTERVAL = 0.02
+#: A subscriber whose receiver reports more than this fraction lost (in 1/256) gets
+#: what it cannot repair twice (``Participant._lossy``) until it has reported no loss
+#: for REDUNDANCY_HOLD seconds.
+LOSS_REDUNDANT = 2
+REDUNDANCY_HOLD = 10.0
 #: Receiver-report loss is ignored this long (s) after a forwarder switches or resumes.
 LOSS_SETTLE = 2.0
 #: A bandwidth probe's padding goes out in slices this far apart (s).
@@ -160,6 +165,8 @@ class Participant:
         self._sub_transceivers: dict[RTCRtpTransceiver, Subscription | None] = {}
         #: the last forwarder of each inactive m-line (its stream continues on reuse)
         self._sub_previous: dict[RTCRtpTransceiver, Forwarder] = {}
+        #: when the receiver last reported loss (see ``_lossy``)
+        self._lossy_at: float | None = None
         self._hooked_receivers: set[object] = set()
         self.remb_bitrate: int | None = None
         #: bit/s of video the SFU sends this subscriber, measured each second
@@ -640,6 +647,10 @@ class Participant:
         port = self._sub_port
         return port is not None and port.send_rtp(data)
 
+    def send_rtp_twice(self, data: bytes) -> bool:
+        port = self._sub_port
+        return port is not None and port.send_rtp_twice(data)
+
     def layer_changed(self, forwarder: Forwarder) -> None:
         if self.closed:
             return
@@ -719,6 +730,7 @@ class Participant:
                 priority(f.request, speaker is not None and publisher == speaker.id)
                 for f, _, _, publisher in plans
             ],
+            floor=not self.bwe.may_pause(now),
         )
         self._wants_more = budget is not None and any(
             level < len(choices) - 1
@@ -732,6 +744,17 @@ class Participant:
             current = forwarder.layers.index(committed) if committed is not None else None
             chosen = forwarder.selector.decide(proposed, choices[-1].index, current, rank, now)
             forwarder.set_target(forwarder.layers[chosen] if chosen is not None else None, now)
+
+    def _lossy(self, now: float) -> None:
+        """The subscriber's receiver reports loss. Unless the link is congested (more
+        packets would feed the loss), send what receivers cannot repair twice: audio
+        packets (receivers do not NACK audio) and video retransmissions (they NACK a
+        packet once); 5 % random loss becomes 0.25 %."""
+        if self.bwe.cap is not None:
+            return
+        self._lossy_at = now
+        for sub in self.subscriptions.values():
+            sub.forwarder.redundant = True
 
     @staticmethod
     def _loss_counts(forwarder: Forwarder, now: float) -> bool:
@@ -794,6 +817,11 @@ class Participant:
 
     def _measure(self, now: float) -> None:
         """Once a second: layer bitrates of published tracks, video sent to this subscriber."""
+        lossy = self._lossy_at
+        if lossy is not None and (now - lossy > REDUNDANCY_HOLD or self.bwe.cap is not None):
+            self._lossy_at = None
+            for sub in self.subscriptions.values():
+                sub.forwarder.redundant = False
         for track in self.tracks.values():
             for source in track.layers:
                 source.tick(now)
@@ -824,8 +852,14 @@ class Participant:
                         forwarder.on_receiver_report(
                             report.fraction_lost, report.lsr, report.dlsr, now
                         )
-                        if forwarder.is_video and self._loss_counts(forwarder, now):
+                        params = forwarder.params
+                        media = params is not None and report.ssrc == params.ssrc
+                        if forwarder.is_video and media and self._loss_counts(forwarder, now):
+                            # (the media stream only: an RTX stream's few packets make
+                            # its fraction lost too noisy to act on)
                             self.bwe.on_loss(report.fraction_lost / 256.0, now)
+                        if media and report.fraction_lost > LOSS_REDUNDANT:
+                            self._lossy(now)
             elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
                 forwarder = self._by_out_ssrc.get(packet.media_ssrc)
                 if forwarder is not None:
@@ -935,6 +969,7 @@ class Participant:
         self.subscriptions.clear()
         self._by_out_ssrc.clear()
         self._sub_previous.clear()
+
         self.room.participant_closed(self)
         for port in (self._pub_port, self._sub_port):
             if port is not None:

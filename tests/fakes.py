@@ -32,6 +32,12 @@ class RecordingSink:
         self.packets.append(data)
         return True
 
+    def send_rtp_twice(self, data: bytes) -> bool:
+        ok = self.send_rtp(data)
+        if ok:
+            self.packets.append(data)
+        return ok
+
     def layer_changed(self, forwarder: Forwarder) -> None:
         self.layers.append((forwarder.current, forwarder.target))
 

@@ -161,6 +161,8 @@ class Tile {
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     this.layerTimer = undefined;
     this.speakingUntil = 0;
+    /** @type {number | undefined} RTP timestamp of the last audio level seen */
+    this.lastRtpTimestamp = undefined;
     /** @type {{at: number, bytes: number, frames: number} | null} */
     this.lastSample = null;
     this.stalledSamples = 0;
@@ -765,8 +767,12 @@ async function collectLevels() {
     if (tile.self) {
       level = await selfAudioLevel(c);
     } else if (tile.audioTrack) {
+      // A source's entry outlives its packets (and browsers differ on the clock of its
+      // `timestamp`): a source counts only while its RTP timestamp keeps moving.
       for (const source of tile.audioTrack.receiver.getSynchronizationSources()) {
-        if (now - source.timestamp < 500) level = Math.max(level, source.audioLevel ?? 0);
+        const moved = source.rtpTimestamp !== tile.lastRtpTimestamp;
+        tile.lastRtpTimestamp = source.rtpTimestamp;
+        if (moved) level = Math.max(level, source.audioLevel ?? 0);
       }
     }
     if (level > SPEAKING_LEVEL) tile.speakingUntil = now + SPEAKING_HOLD_MS;

@@ -534,3 +534,16 @@ async def test_bot_without_a_server_fails_cleanly(tmp_path):
     summary = await Bot(config).run()
     assert summary["joined"] is False and summary["ok"] is False
     assert summary["errors"] and summary["errors"][0]["code"] == "connection"
+
+
+def test_audio_gaps_in_rtp_timestamps_count_missing_frames():
+    stats = TrackStats(
+        participant="p", track="a", kind="audio", started_at=100.0, published_at=100.0
+    )
+    for i, pts in enumerate([0, 960, 1920, 4800, 5760, 5760, 4800, 6720]):
+        stats.on_audio_pts(100.5 + i * 0.02, pts, 960)
+    # 2880 and 3840 never came; a duplicate and a late frame are not losses
+    assert stats.audio_frames_missing == 2
+    assert stats.missing_per_second == [2]
+    stats.on_audio_pts(101.5, (6720 + 960 * 1000) & 0xFFFFFFFF, 960)  # a new stream
+    assert stats.audio_frames_missing == 2

@@ -438,3 +438,42 @@ async def test_max_height_is_requested_for_every_remote_video_track_and_can_chan
     assert any(e["type"] == "set_layer_not_found" for e in summary["events"])
     bot._ws = None
     await bot.close()
+
+
+def test_uplink_control_drops_the_top_layer_on_loss_and_brings_it_back():
+    from loadgen.simulcast import UplinkControl
+
+    up = UplinkControl(3, settle=2.0, calm=6.0)
+    assert up.active == 3
+    assert up.on_loss(0.3, 0.0) is None and up.active == 2  # f off
+    assert up.on_loss(0.3, 1.0) is None and up.active == 2  # settling
+    assert up.on_loss(0.3, 2.5) is None and up.active == 1  # h off too
+    assert up.on_loss(0.3, 5.0) is None and up.active == 1  # never below one layer
+    assert up.on_loss(0.05, 6.0) is None and up.active == 1  # a little loss: hold
+    assert up.on_loss(0.0, 7.0) is None
+    assert up.on_loss(0.0, 12.9) is None
+    assert up.on_loss(0.0, 13.0) == 1 and up.active == 2  # h back after 6 s of calm
+    assert up.on_loss(0.0, 19.0) == 2 and up.active == 3
+
+
+def test_receiver_reports_drive_the_layers_sent():
+    from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
+
+    s = sender()
+    f = s.layers[2]
+
+    def rr(ssrc: int, lost: float) -> bytes:
+        info = RtcpReceiverInfo(
+            ssrc=ssrc, fraction_lost=int(lost * 256), packets_lost=0,
+            highest_sequence=0, jitter=0, lsr=0, dlsr=0,
+        )  # fmt: skip
+        return bytes(RtcpRrPacket(ssrc=1, reports=[info]))
+
+    assert all(s.sends(i) for i in range(3))
+    s.handle_rtcp(rr(f.ssrc, 0.4), None, now=10.0)
+    assert not s.sends(2) and s.sends(1)
+    s.handle_rtcp(rr(f.ssrc, 0.4), None, now=20.0)  # f is not sent: its reports no longer count
+    assert s.sends(1)
+    for t in range(21, 28):
+        s.handle_rtcp(rr(s.layers[0].ssrc, 0.0), None, now=float(t))
+    assert s.sends(2) and f.keyframe_requested  # back, starting with a keyframe

@@ -100,3 +100,35 @@ def test_the_cap_never_goes_below_the_minimum():
     bwe.on_sent(40_000, 0.0)
     bwe.on_loss(0.99, 0.0)
     assert bwe.estimate(0.0) == 30_000
+
+
+def test_only_loss_may_pause_video():
+    bwe = BandwidthEstimator()
+    bwe.on_sent(1_000_000, 0.0)
+    bwe.on_remb(1_200_000, 0.0)
+    bwe.on_remb(100_000, 0.5)  # a delay signal: capped, but no pause
+    assert bwe.estimate(0.5) == 100_000 and not bwe.may_pause(0.5)
+    bwe.on_loss(0.5, 1.5)
+    assert bwe.may_pause(1.5)
+    assert bwe.may_pause(2.6)  # the REMB cap has stood for 2 s
+
+
+def test_a_short_delay_signal_does_not_pause():
+    bwe = BandwidthEstimator()
+    bwe.on_sent(1_000_000, 0.0)
+    bwe.on_remb(1_200_000, 0.0)
+    bwe.on_remb(100_000, 0.5)
+    assert not bwe.may_pause(2.4)
+    assert bwe.may_pause(2.6)
+
+
+def test_moderate_loss_must_show_twice():
+    bwe = BandwidthEstimator()
+    bwe.on_sent(1_000_000, 0.0)
+    bwe.on_loss(0.12, 1.0)  # one noisy report (5 % random loss can show this)
+    assert bwe.estimate(1.0) is None
+    bwe.on_loss(0.03, 2.0)
+    bwe.on_loss(0.12, 3.0)
+    assert bwe.estimate(3.0) is None
+    bwe.on_loss(0.15, 4.0)  # twice in a row: congestion
+    assert bwe.estimate(4.0) == pytest.approx(1_000_000 * (1 - 0.075))

@@ -579,3 +579,15 @@ def test_long_running_stream_keeps_flowing_and_answering_nacks():
     sink.clear()
     assert fwd.on_nack([u16(last.seq - 5)], n / 50) == 1
     assert sink.views()[0].payload() == b"%d" % (n - 6)
+
+
+def test_redundant_forwarder_sends_each_packet_twice():
+    _, source, sink, fwd = setup(kind="audio", extensions={})
+    feed(source, rtp(1, 0, ssrc=PUB, pt=111), 0.0)
+    fwd.redundant = True
+    feed(source, rtp(2, 960, ssrc=PUB, pt=111), 0.02)
+    fwd.redundant = False
+    feed(source, rtp(3, 1920, ssrc=PUB, pt=111), 0.04)
+    seqs = [v.seq for v in sink.views()]
+    assert seqs == [seqs[0], seqs[0] + 1, seqs[0] + 1, seqs[0] + 2]
+    assert fwd.packets_sent == 3

@@ -203,3 +203,9 @@ def test_selector_pause_requested_is_not_a_bandwidth_event():
     assert sel.decide(None, None, 1, RANK, 0.0) is None
     assert sel.last_bandwidth_down is None
     assert sel.decide(1, 1, None, RANK, 0.1) == 1  # resumed by request: at once
+
+
+def test_allocate_floor_keeps_every_lowest_layer():
+    demand = [150_000, 500_000, 1_500_000]
+    assert allocate(10_000, [demand, demand], [None, None], floor=True) == [0, 0]
+    assert allocate(800_000, [demand, demand], [None, None], floor=True) == [1, 0]
