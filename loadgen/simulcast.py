@@ -472,8 +472,11 @@ class UplinkControl:
     """Loss-based layer control of a publisher, like a browser's (pure, time passed in).
 
     Receiver reports from the server give each layer's fraction lost. Above ``high``
-    (10 %) the top layer still sent is dropped (at most one per ``settle`` seconds);
-    after ``calm`` seconds under ``low`` (2 %) the next layer comes back.
+    (10 %) in two reports in a row, the top layer still sent is dropped (at most one per
+    ``settle`` seconds; reports in the ``settle`` seconds after a change still describe
+    what was sent before it and are ignored). After ``calm`` seconds under ``low``
+    (2 %) the next layer comes back; a layer that is dropped again within ``settle`` x 3
+    of coming back doubles the calm needed next time (up to ``max_calm``).
     """
 
     layers: int
@@ -481,9 +484,12 @@ class UplinkControl:
     low: float = 0.02
     settle: float = 2.0
     calm: float = 6.0
+    max_calm: float = 60.0
     active: int = 0
     last_change: float = -1e9
+    last_raise: float = -1e9
     calm_since: float | None = None
+    previous_loss: float = 0.0
     changes: list[tuple[float, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -491,11 +497,17 @@ class UplinkControl:
 
     def on_loss(self, fraction: float, now: float) -> int | None:
         """Feed the worst loss of one report; returns the index of a layer turned back on."""
+        if now - self.last_change < self.settle:
+            return None
+        previous, self.previous_loss = self.previous_loss, fraction
         if fraction > self.high:
             self.calm_since = None
-            if self.active > 1 and now - self.last_change >= self.settle:
+            if self.active > 1 and (previous > self.high or fraction > 2 * self.high):
+                if now - self.last_raise < 3 * self.settle:
+                    self.calm = min(self.max_calm, self.calm * 2)  # that step failed
                 self.active -= 1
                 self.last_change = now
+                self.previous_loss = 0.0
                 self.changes.append((now, self.active))
             return None
         if fraction >= self.low:
@@ -505,8 +517,8 @@ class UplinkControl:
             self.calm_since = now
         if self.active < self.layers and now - self.calm_since >= self.calm:
             self.active += 1
-            self.last_change = now
-            self.calm_since = now
+            self.last_change = self.last_raise = now
+            self.calm_since = None
             self.changes.append((now, self.active))
             return self.active - 1
         return None

@@ -186,3 +186,57 @@ async def test_five_percent_loss_is_repaired(tmp_path: Path) -> None:
     missing = sum(audio["missing_per_second"][first:-1])
     assert decoded > 500, audio["frames_per_second"]
     assert missing <= 0.01 * (decoded + missing), (missing, audio["missing_per_second"])
+
+
+async def test_a_publisher_behind_a_narrow_uplink_keeps_the_layers_that_arrive(
+    tmp_path: Path,
+) -> None:
+    """The publisher's uplink takes q and h but not f: it stops sending f (as browsers do on
+    loss), and subscribers keep what still arrives: the one asking for 720 gets h."""
+    link = ImpairedLink(2)
+    async with link:
+        runner, sfu, port = await _serve(("127.0.0.1", link.host_address))
+        try:
+            await asyncio.to_thread(link.shape, None, Shape(rate_kbit=1200))
+            url = f"http://127.0.0.1:{port}"
+            bot = [sys.executable, "-m", "signaling.cli", "bot", "--room", ROOM]
+            cam = await asyncio.create_subprocess_exec(
+                *link.command(
+                    [
+                        *bot, "--url", f"http://{link.host_address}:{port}", "--name", "cam",
+                        "--simulcast", "--duration", "24", "--ice-address", link.peer_address,
+                        "--json", str(tmp_path / "cam.json"),
+                    ]
+                )
+            )  # fmt: skip
+            await asyncio.sleep(1.0)
+            watchers = [
+                await asyncio.create_subprocess_exec(
+                    *bot,
+                    "--url",
+                    url,
+                    "--name",
+                    f"h{height}",
+                    "--no-publish",
+                    "--max-height",
+                    str(height),
+                    "--duration",
+                    "20",
+                    "--json",
+                    str(tmp_path / f"h{height}.json"),
+                )  # fmt: skip
+                for height in (180, 720)
+            ]
+            await asyncio.gather(cam.wait(), *(w.wait() for w in watchers))
+        finally:
+            await runner.cleanup()
+    cam_summary = json.loads((tmp_path / "cam.json").read_text())
+    uplink = cam_summary["simulcast"]["uplink"]
+    assert uplink["active_layers"] == 2, uplink  # f is off, h and q go on
+    for height, size in ((180, [320, 180]), (720, [640, 360])):
+        summary = json.loads((tmp_path / f"h{height}.json").read_text())
+        assert summary["ok"], summary
+        (video,) = [t for t in summary["tracks"] if t["kind"] == "video"]
+        assert video["resolutions"][-1] == size, (height, video)
+        # the last seconds decode smoothly at that size
+        assert sum(video["frames_per_second"][-6:-1]) > 40, video["frames_per_second"]

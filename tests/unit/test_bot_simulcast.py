@@ -445,15 +445,20 @@ def test_uplink_control_drops_the_top_layer_on_loss_and_brings_it_back():
 
     up = UplinkControl(3, settle=2.0, calm=6.0)
     assert up.active == 3
-    assert up.on_loss(0.3, 0.0) is None and up.active == 2  # f off
-    assert up.on_loss(0.3, 1.0) is None and up.active == 2  # settling
-    assert up.on_loss(0.3, 2.5) is None and up.active == 1  # h off too
-    assert up.on_loss(0.3, 5.0) is None and up.active == 1  # never below one layer
-    assert up.on_loss(0.05, 6.0) is None and up.active == 1  # a little loss: hold
-    assert up.on_loss(0.0, 7.0) is None
-    assert up.on_loss(0.0, 12.9) is None
-    assert up.on_loss(0.0, 13.0) == 1 and up.active == 2  # h back after 6 s of calm
-    assert up.on_loss(0.0, 19.0) == 2 and up.active == 3
+    assert up.on_loss(0.15, 0.0) is None and up.active == 3  # once: maybe noise
+    assert up.on_loss(0.15, 1.0) is None and up.active == 2  # twice: f off
+    assert up.on_loss(0.5, 1.5) is None and up.active == 2  # settling: ignored
+    assert up.on_loss(0.5, 3.5) is None and up.active == 1  # far above: h off too
+    assert up.on_loss(0.5, 6.0) is None and up.active == 1  # never below one layer
+    assert up.on_loss(0.05, 7.0) is None and up.active == 1  # a little loss: hold
+    assert up.on_loss(0.0, 8.0) is None
+    assert up.on_loss(0.0, 13.9) is None
+    assert up.on_loss(0.0, 14.0) == 1 and up.active == 2  # h back after 6 s of calm
+    assert up.on_loss(0.3, 16.5) is None and up.active == 1  # and it failed
+    assert up.calm == 12.0  # so the next try waits twice as long
+    for t in range(17, 31):  # calm from 19 (after the settle time)
+        assert up.on_loss(0.0, float(t)) is None
+    assert up.on_loss(0.0, 31.0) == 1
 
 
 def test_receiver_reports_drive_the_layers_sent():
@@ -470,10 +475,10 @@ def test_receiver_reports_drive_the_layers_sent():
         return bytes(RtcpRrPacket(ssrc=1, reports=[info]))
 
     assert all(s.sends(i) for i in range(3))
-    s.handle_rtcp(rr(f.ssrc, 0.4), None, now=10.0)
+    s.handle_rtcp(rr(f.ssrc, 0.4), None, now=10.0)  # far above the threshold: at once
     assert not s.sends(2) and s.sends(1)
     s.handle_rtcp(rr(f.ssrc, 0.4), None, now=20.0)  # f is not sent: its reports no longer count
     assert s.sends(1)
-    for t in range(21, 28):
+    for t in range(21, 30):
         s.handle_rtcp(rr(s.layers[0].ssrc, 0.0), None, now=float(t))
     assert s.sends(2) and f.keyframe_requested  # back, starting with a keyframe
