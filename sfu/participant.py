@@ -461,6 +461,7 @@ class Participant:
             if source.ssrc is None or source.packets == 0:
                 continue
             block = source.stats.report_block(source.ssrc, now)
+            source.upstream_loss = block.fraction_lost / 256.0
             reports.append(
                 RtcpReceiverInfo(
                     ssrc=source.ssrc,
@@ -854,11 +855,16 @@ class Participant:
                         )
                         params = forwarder.params
                         media = params is not None and report.ssrc == params.ssrc
+                        # what the subscriber's own link lost: packets lost upstream
+                        # (publisher to SFU) are gaps in what the SFU forwards, too
+                        source = forwarder.current
+                        upstream = source.upstream_loss if source is not None else 0.0
+                        lost = max(0.0, report.fraction_lost / 256.0 - upstream)
                         if forwarder.is_video and media and self._loss_counts(forwarder, now):
                             # (the media stream only: an RTX stream's few packets make
                             # its fraction lost too noisy to act on)
-                            self.bwe.on_loss(report.fraction_lost / 256.0, now)
-                        if media and report.fraction_lost > LOSS_REDUNDANT:
+                            self.bwe.on_loss(lost, now)
+                        if media and lost > LOSS_REDUNDANT / 256.0:
                             self._lossy(now)
             elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
                 forwarder = self._by_out_ssrc.get(packet.media_ssrc)

@@ -85,6 +85,9 @@ class Source:
         self.bytes = 0
         self.dropped = 0
         self.last_packet_time: float | None = None
+        #: fraction (0..1) of this stream lost on the way from its publisher, as in the
+        #: last receiver report the SFU sent it
+        self.upstream_loss = 0.0
         #: sum of 127 - audio level over packets that carried one, and their count
         #: (the room's active speaker detection samples these)
         self.loudness_sum = 0
