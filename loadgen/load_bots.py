@@ -26,7 +26,7 @@ from typing import Any
 
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtcdtlstransport import RTCDtlsTransport
-from aiortc.rtp import RtcpPsfbPacket, RtcpRtpfbPacket
+from aiortc.rtp import RtcpPsfbPacket, RtcpRrPacket, RtcpRtpfbPacket, RtcpSrPacket
 
 from sfu.aiortc_adapter import (
     MediaPort,
@@ -43,6 +43,7 @@ from sfu.rtp.rtcp import normalize_lost, parse_rtcp
 from .load_e2e import FrameAssembler, FrameDecoder, LiveEncoder
 from .load_media import OPUS_FRAME, SINGLE_LAYER, ClipPlayer, MediaSet, OutStream
 from .load_metrics import (
+    CODE_NAMES,
     FLAG_VIDEO,
     KINDS,
     LAYER_AUDIO,
@@ -57,12 +58,14 @@ from .load_metrics import (
     split_stream_id,
     stream_id,
 )
+from .load_rtcp import NACK_RETRY, ReceiverFeedback, rtp_header, rtx_original_seq
 from .load_session import OfferedTrack, OfferHandler, ParleySession, ServerSession
 from .simulcast import (
     DEFAULT_LAYERS,
     URI_ABS_SEND_TIME,
     URI_MID,
     SimulcastExtensions,
+    UplinkControl,
     munge_simulcast_offer,
     vp8_is_keyframe,
 )
@@ -90,6 +93,11 @@ class BotSpec:
     max_height: int | None = None
     #: glass to glass: publishers encode live, subscribers decode (``loadgen/load_e2e.py``)
     e2e: bool = False
+    #: subscribers: keep a per-second timeline and the server's ``layer`` messages
+    #: (the analysis of impaired links, ``loadgen/load_impaired.py``)
+    watch: bool = False
+    #: subscribers: send receiver reports and NACKs (``loadgen/load_rtcp.py``)
+    feedback: bool = True
 
 
 # -------------------------------------------------------------- shared metrics
@@ -103,6 +111,7 @@ class WorkerMetrics:
         self.interval = Interval()
         self.subscribers: list[LoadSubscriber] = []
         self._last_rx: dict[str, tuple[int, int, int, int]] = {}
+        self._last_repaired: dict[str, int] = {}
         #: capture-to-decode latency (``--e2e``), recorded from decoder threads
         self.e2e = LatencyHistogram()
         self._e2e_lock = threading.Lock()
@@ -131,6 +140,9 @@ class WorkerMetrics:
             counters.lost = now[1] - last[1]
             counters.expected = now[2] - last[2]
             counters.duplicates = now[3] - last[3]
+            repaired = _repaired(self.subscribers, kind)
+            counters.repaired = repaired - self._last_repaired.get(kind, 0)
+            self._last_repaired[kind] = repaired
             self._last_rx[kind] = now
         return interval
 
@@ -142,6 +154,7 @@ class WorkerMetrics:
             counters.lost = lost
             counters.expected = expected
             counters.duplicates = duplicates
+            counters.repaired = _repaired(self.subscribers, kind)
 
 
 def _rx_counters(subscribers: list[LoadSubscriber], kind: str) -> tuple[int, int, int, int]:
@@ -155,6 +168,10 @@ def _rx_counters(subscribers: list[LoadSubscriber], kind: str) -> tuple[int, int
                 expected += rx.expected
                 duplicates += rx.duplicates
     return received, lost, expected, duplicates
+
+
+def _repaired(subscribers: list[LoadSubscriber], kind: str) -> int:
+    return sum(sub.repaired[kind] for sub in subscribers)
 
 
 # ----------------------------------------------------------------------- base
@@ -249,7 +266,9 @@ class _LoadBot:
                 self._hooked.add(id(transceiver))
                 hook_receiver(transceiver.receiver, lambda n: None)
             if self.sub_port is None and transceiver.receiver.transport is not None:
-                self.sub_port = MediaPort(transceiver.receiver.transport, self._on_rtp, _ignore)
+                self.sub_port = MediaPort(
+                    transceiver.receiver.transport, self._on_rtp, self._on_sub_rtcp
+                )
         await pc.setLocalDescription(await pc.createAnswer())
         if pc.connectionState == "connected" and self.sub_port is not None:
             self.sub_port.install_fast_path()
@@ -258,6 +277,9 @@ class _LoadBot:
     def _on_rtp(self, data: bytes, now: float) -> None:
         """A decrypted packet of what this bot receives (publishers only count them)."""
         self.packets_ignored += 1
+
+    def _on_sub_rtcp(self, data: bytes, now: float) -> None:
+        """RTCP on the receiving connection (publishers ignore it)."""
 
     async def _close_receiving(self) -> None:
         if self.sub_port is not None:
@@ -314,6 +336,8 @@ class LoadPublisher(_LoadBot):
         self._sim_ext: SimulcastExtensions | None = None
         self._answer: str | None = None
         self._start = 0.0
+        #: simulcast: the loss-based uplink control a browser has (``loadgen/simulcast.py``)
+        self.uplink: UplinkControl | None = None
 
     async def started(self) -> None:
         pc = create_peer_connection(self.ice_config())
@@ -373,6 +397,8 @@ class LoadPublisher(_LoadBot):
         else:
             rtx_pt = negotiated.rtx_payload_type(pt)
             self.video = self._video_streams(negotiated, pt, rtx_pt, ssrc, rtx_ssrc)
+            if self.spec.simulcast:
+                self.uplink = UplinkControl(len(self.video))
             self.players = [
                 ClipPlayer(
                     self.media.video[
@@ -507,8 +533,9 @@ class LoadPublisher(_LoadBot):
                     for player, key in zip(self.players, keys, strict=True)
                 ]
             send_time = abs_send_time(time.time() + _NTP_EPOCH_OFFSET)
-            for stream, frame in zip(self.video, frames, strict=True):
-                if not frame:
+            active = self.uplink.active if self.uplink is not None else len(self.video)
+            for index, (stream, frame) in enumerate(zip(self.video, frames, strict=True)):
+                if not frame or index >= active:
                     continue
                 for payload, marker, flags in stream.frame_payloads(frame):
                     self._send(
@@ -542,7 +569,9 @@ class LoadPublisher(_LoadBot):
 
     def _on_rtcp(self, data: bytes, now: float) -> None:
         for packet in parse_rtcp(data):
-            if isinstance(packet, RtcpPsfbPacket):
+            if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+                self._uplink_report(packet, now)
+            elif isinstance(packet, RtcpPsfbPacket):
                 if packet.fmt == _PSFB_PLI:
                     stream = self._stream_for(packet.media_ssrc)
                     if stream is not None:
@@ -561,6 +590,19 @@ class LoadPublisher(_LoadBot):
                     rtx = stream.retransmission(seq)
                     if rtx is not None:
                         self._send(rtx)
+
+    def _uplink_report(self, packet: RtcpRrPacket | RtcpSrPacket, now: float) -> None:
+        """The server's report of what arrives: drop the top layer on loss, like a browser."""
+        uplink = self.uplink
+        if uplink is None:
+            return
+        sent = {s.ssrc for i, s in enumerate(self.video) if i < uplink.active}
+        worst = max((r.fraction_lost / 256 for r in packet.reports if r.ssrc in sent), default=None)
+        if worst is None:
+            return
+        back = uplink.on_loss(worst, now)
+        if back is not None:
+            self.video[back].keyframe_requested = True
 
     async def close_media(self) -> None:
         for task in self._tasks:
@@ -590,7 +632,14 @@ class LoadPublisher(_LoadBot):
             "keyframes": sum(s.keyframes for s in self.video),
             "rtx_sent": sum(s.rtx_sent for s in self.video),
             "packets_received": self.packets_ignored,
+            "uplink_layers": self.uplink.active if self.uplink is not None else None,
+            "uplink_changes": len(self.uplink.changes) if self.uplink is not None else 0,
             "errors": list(self.errors),
+            **(
+                {"watch": {"uplink": [[t, n] for t, n in self.uplink.changes]}}
+                if self.spec.watch and self.uplink is not None
+                else {}
+            ),
         }
 
 
@@ -625,6 +674,20 @@ class LoadSubscriber(_LoadBot):
             self.assembler = FrameAssembler()
             self.decoder = FrameDecoder(metrics.record_e2e)
         self.plis_sent = 0
+        #: late arrivals that filled a gap, by kind (RTX repairs of what the link lost)
+        self.repaired = {kind: 0 for kind in KINDS}
+        self.feedback = ReceiverFeedback(self._own_ssrc, nack=spec.feedback)
+        #: RTX SSRC -> its media SSRC (from the server's offers)
+        self._rtx_media: dict[int, int] = {}
+        #: SSRC -> track id, and video tracks the server said it paused (``layer``)
+        self._ssrc_track: dict[int, str] = {}
+        self._paused: set[str] = set()
+        self.session.on_layer = self._on_layer
+        self._nack_timer: asyncio.TimerHandle | None = None
+        self._feedback_task: asyncio.Task[None] | None = None
+        #: with ``spec.watch``: per second (t, audio expected, audio lost, video expected,
+        #: video lost, video repaired, freezes, freeze seconds, frames)
+        self.timeline: list[tuple[float, ...]] = []
         metrics.subscribers.append(self)
 
     @property
@@ -634,7 +697,50 @@ class LoadSubscriber(_LoadBot):
             return None
         return (self.first_frame_at - self.ws_open_at) * 1000.0
 
+    async def started(self) -> None:
+        if self.spec.feedback or self.spec.watch:
+            self._feedback_task = asyncio.ensure_future(self._every_second())
+
+    async def _every_second(self) -> None:
+        """Receiver reports (``spec.feedback``) and the timeline (``spec.watch``)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            now = loop.time()
+            port = self.sub_port
+            if self.spec.feedback and port is not None:
+                for packet in self.feedback.receiver_reports(now):
+                    port.send(packet)
+            if self.spec.watch:
+                self.timeline.append(self._snapshot(now))
+
+    def _snapshot(self, now: float) -> tuple[float, ...]:
+        audio = [rx for s, rx in self.streams.items() if split_stream_id(s)[1] == LAYER_AUDIO]
+        video = [rx for s, rx in self.streams.items() if split_stream_id(s)[1] != LAYER_AUDIO]
+        freezes = self.freezes()
+        return (
+            round(now, 3),
+            sum(rx.expected for rx in audio),
+            sum(rx.lost for rx in audio),
+            sum(rx.expected for rx in video),
+            sum(rx.lost for rx in video),
+            self.repaired["video"],
+            freezes.count,
+            round(freezes.total_s, 3),
+            sum(t.frames for t in self.tracks.values()),
+        )
+
     async def on_offer(self, sdp: str, tracks: list[OfferedTrack]) -> str:
+        mids = {t.mid: t.track for t in tracks}
+        with contextlib.suppress(ValueError):
+            for media in describe_remote_media(sdp):
+                for ssrc, rtx in media.ssrcs:
+                    if media.mid in mids:
+                        self._ssrc_track[ssrc] = mids[media.mid]
+                    if media.kind == "video":
+                        self.feedback.nack_ssrcs.add(ssrc)
+                    if rtx is not None:
+                        self._rtx_media[rtx] = ssrc
         answer = await super().on_offer(sdp, tracks)
         fresh = [t for t in tracks if t.kind == "video" and t.track not in self._video_tracks]
         self._video_tracks.update(t.track for t in fresh)
@@ -657,20 +763,41 @@ class LoadSubscriber(_LoadBot):
     def _on_rtp(self, data: bytes, now: float) -> None:
         tag = parse_tag(data)
         if tag is None:
-            self.untagged += 1
+            self.untagged += 1  # e.g. the server's padding-only probes
+            if self.spec.feedback:
+                _, seq, ssrc = rtp_header(data)
+                self.feedback.on_rtp(ssrc, seq, now)
             return
         stream = tag.stream
         rx = self.streams.get(stream)
-        if rx is None:
-            self.streams[stream] = StreamRx(tag.seq)
-        elif not rx.on_packet(tag.seq):
-            return  # a duplicate
         video = tag.flags & FLAG_VIDEO
         kind = "video" if video else "audio"
-        self.metrics.record_latency(kind, now * 1000.0 - tag.send_ns / 1e6)
         publisher = split_stream_id(stream)[0]
         key = (publisher, kind)
         track = self.tracks.get(key)
+        late = False
+        if rx is None:
+            self.streams[stream] = StreamRx(tag.seq)
+        else:
+            if video and self._resumes(data, stream, track):
+                rx.resume(tag.seq)
+            late = tag.seq <= rx.highest
+            if not rx.on_packet(tag.seq):
+                return  # a duplicate
+        if self.spec.feedback:
+            _, seq, ssrc = rtp_header(data)
+            media_ssrc = self._rtx_media.get(ssrc)
+            if media_ssrc is not None:
+                osn = rtx_original_seq(data)
+                if osn is not None:
+                    self.feedback.repaired(media_ssrc, osn)
+                if late:
+                    self.repaired[kind] += 1
+            nack = self.feedback.on_rtp(ssrc, seq, now)
+            if nack is not None and self.sub_port is not None:
+                self.sub_port.send(nack)
+                self._schedule_nack_retry()
+        self.metrics.record_latency(kind, now * 1000.0 - tag.send_ns / 1e6)
         if track is None:
             track = self.tracks[key] = TrackRx(bool(video))
         assembler = self.assembler
@@ -694,11 +821,53 @@ class LoadSubscriber(_LoadBot):
         )
         self.plis_sent += 1
 
+    def _on_layer(self, track: str, rid: str | None, paused: bool) -> None:
+        if paused and track in self._video_tracks:
+            self._paused.add(track)
+
+    def _resumes(self, data: bytes, stream: int, track: TrackRx | None) -> bool:
+        """Whether this packet starts a layer again after another layer (or a pause)."""
+        if track is not None and track.current_stream != stream:
+            return True
+        if self._paused:
+            name = self._ssrc_track.get(struct.unpack_from("!I", data, 8)[0])
+            if name in self._paused:
+                self._paused.discard(name)
+                return True
+        return False
+
+    def _schedule_nack_retry(self) -> None:
+        if self._nack_timer is None and not self._closed:
+            self._nack_timer = asyncio.get_running_loop().call_later(NACK_RETRY, self._retry_nacks)
+
+    def _retry_nacks(self) -> None:
+        self._nack_timer = None
+        port = self.sub_port
+        if port is None or self._closed:
+            return
+        for packet in self.feedback.nack_retries(asyncio.get_running_loop().time()):
+            port.send(packet)
+        if self.feedback.pending():
+            self._schedule_nack_retry()
+
+    def _on_sub_rtcp(self, data: bytes, now: float) -> None:
+        self.feedback.on_rtcp(data, now)
+
     def finish(self, end: float) -> None:
         for track in self.tracks.values():
             track.finish(end)
+        if self.spec.watch:
+            self.timeline.append(self._snapshot(end))
 
     async def close_media(self) -> None:
+        if self._nack_timer is not None:
+            self._nack_timer.cancel()
+            self._nack_timer = None
+        if self._feedback_task is not None:
+            self._feedback_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._feedback_task
+            self._feedback_task = None
         await self._close_receiving()
         if self.decoder is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.decoder.close)
@@ -737,14 +906,27 @@ class LoadSubscriber(_LoadBot):
             ),
             "packets": sum(rx.received for rx in self.streams.values()),
             "lost": sum(rx.lost for rx in self.streams.values()),
+            "repaired": sum(self.repaired.values()),
             "untagged": self.untagged,
             "plis_sent": self.plis_sent,
+            "nacks_sent": self.feedback.nacks_sent,
+            "nacked_packets": self.feedback.nacked_packets,
+            "receiver_reports_sent": self.feedback.reports_sent,
             "e2e_decoded": self.decoder.decoded if self.decoder else None,
             "e2e_unreadable": self.decoder.unreadable if self.decoder else None,
             "e2e_decode_errors": self.decoder.errors if self.decoder else None,
             "errors": list(self.errors),
+            **({"watch": self._watch()} if self.spec.watch else {}),
         }
 
-
-def _ignore(data: bytes, now: float) -> None:
-    pass
+    def _watch(self) -> dict[str, Any]:
+        """Raw material of the impaired-link analysis (times in ``time.monotonic()``)."""
+        return {
+            "layers": [list(e) for e in self.session.layer_events if e[1] in self._video_tracks],
+            "timeline": [list(row) for row in self.timeline],
+            "received_layers": {
+                str(publisher): CODE_NAMES.get(split_stream_id(t.current_stream)[1])
+                for (publisher, kind), t in self.tracks.items()
+                if kind == "video" and t.current_stream is not None
+            },
+        }

@@ -220,14 +220,24 @@ class StreamRx:
     arrived; a packet arriving late (reordered, or repaired by RTX) is taken back out.
     """
 
-    __slots__ = ("first", "highest", "received", "duplicates", "_missing")
+    __slots__ = ("first", "highest", "received", "duplicates", "skipped", "_missing")
 
     def __init__(self, seq: int) -> None:
         self.first = seq
         self.highest = seq
         self.received = 1
         self.duplicates = 0
+        #: sequence numbers the server did not mean to send here (another layer was
+        #: forwarded, or the track was paused): not expected
+        self.skipped = 0
         self._missing: dict[int, None] = {}
+
+    def resume(self, seq: int) -> None:
+        """The stream comes back at ``seq`` after the server forwarded something else (or
+        nothing): the gap since the highest packet received is not loss."""
+        if seq > self.highest + 1:
+            self.skipped += seq - self.highest - 1
+            self.highest = seq - 1
 
     def on_packet(self, seq: int) -> bool:
         """Count one packet; returns False when it was a duplicate."""
@@ -258,7 +268,7 @@ class StreamRx:
 
     @property
     def expected(self) -> int:
-        return self.highest - self.first + 1
+        return self.highest - self.first + 1 - self.skipped
 
     @property
     def lost(self) -> int:
@@ -395,6 +405,8 @@ class KindCounters:
     lost: int = 0
     expected: int = 0
     duplicates: int = 0
+    #: late arrivals on an RTX stream that filled a gap (included in ``received``)
+    repaired: int = 0
 
     def merge(self, other: KindCounters) -> None:
         self.sent += other.sent
@@ -402,11 +414,18 @@ class KindCounters:
         self.lost += other.lost
         self.expected += other.expected
         self.duplicates += other.duplicates
+        self.repaired += other.repaired
 
     def loss_pct(self) -> float | None:
         if self.expected <= 0:
             return None
         return round(100.0 * self.lost / self.expected, 4)
+
+    def loss_before_repair_pct(self) -> float | None:
+        """Loss as the link caused it: what never arrived plus what RTX repaired."""
+        if self.expected <= 0:
+            return None
+        return round(100.0 * (self.lost + self.repaired) / self.expected, 4)
 
     def to_json(self) -> dict[str, int]:
         return {
@@ -415,6 +434,7 @@ class KindCounters:
             "lost": self.lost,
             "expected": self.expected,
             "duplicates": self.duplicates,
+            "repaired": self.repaired,
         }
 
     @classmethod
@@ -422,7 +442,7 @@ class KindCounters:
         return cls(
             **{
                 k: int(data.get(k, 0))
-                for k in ("sent", "received", "lost", "expected", "duplicates")
+                for k in ("sent", "received", "lost", "expected", "duplicates", "repaired")
             }
         )
 

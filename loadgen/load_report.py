@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .load_impaired import LinkState, analyse_subscriber
 from .load_metrics import KINDS, FreezeStats, Interval, LatencyHistogram, nearest_rank
 
 REPORT_VERSION = 1
@@ -44,6 +45,64 @@ class RunData:
     cores: int = 1
     machine_cpu_pct: float | None = None
     errors: list[str] = field(default_factory=list)
+    #: the zero of ``--duration`` and of link schedules (the last subscriber's start)
+    t0: float = 0.0
+    #: impaired links (``RunLink.to_json``) and, by bot name, the states applied
+    links: list[dict[str, Any]] = field(default_factory=list)
+    link_changes: dict[str, list[tuple[float, LinkState]]] = field(default_factory=dict)
+
+
+def impaired_section(data: RunData, bots: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The report's ``impaired`` key: the links, and what each watched subscriber went
+    through (``loadgen/load_impaired.py``). Takes the raw ``watch`` data out of ``bots``."""
+    watched = {b["name"]: b.pop("watch") for b in bots if "watch" in b}
+    if not data.links:
+        return None
+    rooms = {b["name"]: b.get("room") for b in bots}
+
+    def link_of(name: str) -> str | None:
+        if name in data.link_changes:
+            return name
+        room = rooms.get(name)
+        for role in ("publisher", "subscriber"):
+            for link in data.links:
+                if link["room"] == room and link["role"] == role:
+                    return str(link["bot"])
+        return None
+
+    subscribers = []
+    publishers = []
+    for bot in bots:
+        name = bot["name"]
+        watch = watched.get(name)
+        if watch is None:
+            continue
+        if bot["role"] == "publisher":
+            publishers.append(
+                {
+                    "name": name,
+                    "uplink_layer_changes": [
+                        [round(t - data.t0, 2), n] for t, n in watch.get("uplink", [])
+                    ],
+                }
+            )
+            continue
+        link = link_of(name)
+        if link is None:
+            continue
+        analysis = analyse_subscriber(
+            data.link_changes[link], watch["layers"], watch["timeline"], data.t0, data.end
+        )
+        subscribers.append(
+            {
+                "name": name,
+                "impaired": name in data.link_changes,
+                "link": link,
+                "received_layers": watch.get("received_layers", {}),
+                **analysis,
+            }
+        )
+    return {"links": data.links, "subscribers": subscribers, "publishers": publishers}
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -156,6 +215,7 @@ def build_report(data: RunData) -> dict[str, Any]:
                 join_values.append(value)
         layer_switches += int(result["layer_switches"])
         bots.extend(result["bots"])
+    impaired = impaired_section(data, bots)
     steady = window_interval(data, data.steady_from, data.end)
     steady_s = max(data.end - data.steady_from, 1e-9)
     received_steady = sum(steady.counters[k].received for k in KINDS)
@@ -188,6 +248,9 @@ def build_report(data: RunData) -> dict[str, Any]:
             "missing": join_missing,
         },
         "loss_pct": {kind: total.counters[kind].loss_pct() for kind in KINDS},
+        "loss_before_repair_pct": {
+            kind: total.counters[kind].loss_before_repair_pct() for kind in KINDS
+        },
         "freezes": {
             "count": freezes.count,
             "total_ms": round(freezes.total_s * 1000, 1),
@@ -220,6 +283,7 @@ def build_report(data: RunData) -> dict[str, Any]:
             for kind in KINDS
         },
         "join_ms_values": [round(v, 1) for v in sorted(join_values)],
+        "impaired": impaired,
     }
 
 
@@ -285,6 +349,8 @@ def summary_table(report: dict[str, Any]) -> str:
             else "no",
         ),
     ]
+    for sub in (report.get("impaired") or {}).get("subscribers", []):
+        rows.append((f"{sub['name']} (link of {sub['link']})", impaired_line(sub)))
     width = max(len(name) for name, _ in rows)
     lines = [f"{name.ljust(width)}  {value}" for name, value in rows]
     if report["bots"]["errors"]:
@@ -292,3 +358,16 @@ def summary_table(report: dict[str, Any]) -> str:
             f"errors ({len(report['bots']['errors'])}): " + "; ".join(report["bots"]["errors"][:5])
         )
     return "\n".join(lines)
+
+
+def impaired_line(sub: dict[str, Any]) -> str:
+    """One watched subscriber in the summary table."""
+    freezes = sub["freezes"]
+    return (
+        f"down after {_fmt(sub['switch_down_s'], ' s')}, top again after "
+        f"{_fmt(sub['back_to_top_s'], ' s')}, {_fmt(sub['layer_switches_between'])} switches; "
+        f"limited: audio loss {_fmt(sub['audio_loss_pct_limited'], ' %')}, video loss "
+        f"{_fmt(sub['video_loss_pct_limited'], ' %')} "
+        f"({_fmt(sub['video_loss_before_repair_pct_limited'], ' %')} before repair); "
+        f"freezes {freezes['count']} ({freezes['total_ms']} ms)"
+    )

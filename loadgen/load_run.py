@@ -10,6 +10,7 @@ shows live progress and writes the report (:mod:`loadgen.load_report`). See
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -18,14 +19,18 @@ import queue
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from .load_bots import BotSpec
 from .load_capacity import CapacitySearch, ServiceLevel, measure_step
+from .load_impaired import LinkState, parse_schedule
 from .load_media import default_cache_dir, prepare_media
 from .load_metrics import KINDS, Interval
 from .load_report import RunData, ServerSample, build_report, summary_table
@@ -69,6 +74,25 @@ class LoadConfig:
     capacity_limit: int = 200
     slo_p99_ms: float = 50.0
     slo_loss_pct: float = 1.0
+    #: Subscribers' receiver reports and NACKs (loadgen/load_rtcp.py).
+    feedback: bool = True
+    #: Per room: subscribers added behind an impaired link each (loadgen/impair.py).
+    impaired_subscribers: int = 0
+    #: Per room: the first publishers put behind an impaired link each.
+    impaired_publishers: int = 0
+    #: The impaired subscribers' downlink at the start: kbit/s (None: unlimited), loss %.
+    link_rate: int | None = None
+    link_loss: float = 0.0
+    #: "SECONDS:STATE,..." changes of the subscribers' downlinks (loadgen/load_impaired.py).
+    link_schedule: str = ""
+    #: The impaired publishers' uplink at the start, and its changes.
+    uplink_rate: int | None = None
+    uplink_loss: float = 0.0
+    uplink_schedule: str = ""
+
+    @property
+    def impaired(self) -> bool:
+        return self.impaired_subscribers > 0 or self.impaired_publishers > 0
 
 
 # ----------------------------------------------------------------- /proc sampling
@@ -125,9 +149,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(ice_address: str, timeout: float = 20.0) -> tuple[subprocess.Popen[bytes], str]:
-    """``parley serve`` on a free loopback port; returns (process, base URL)."""
+def start_server(
+    ice_address: str,
+    timeout: float = 20.0,
+    extra_ice_addresses: tuple[str, ...] = (),
+    host: str = "127.0.0.1",
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``parley serve`` on a free port (answering at 127.0.0.1); returns (process, base
+    URL). ``extra_ice_addresses``: more addresses ICE gathers on (impaired links' host
+    ends), ``host``: where it listens (``0.0.0.0`` to be reachable over them too)."""
     port = _free_port()
+    ice = [
+        arg for address in (ice_address, *extra_ice_addresses) for arg in ("--ice-address", address)
+    ]
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -135,11 +169,10 @@ def start_server(ice_address: str, timeout: float = 20.0) -> tuple[subprocess.Po
             "signaling.cli",
             "serve",
             "--host",
-            "127.0.0.1",
+            host,
             "--port",
             str(port),
-            "--ice-address",
-            ice_address,
+            *ice,
             "--log-level",
             "WARNING",
         ],
@@ -195,9 +228,26 @@ def plan_bots(config: LoadConfig, start: float) -> tuple[list[BotSpec], list[Bot
                     start + index * step,
                     simulcast=config.simulcast,
                     e2e=config.e2e,
+                    watch=p < config.impaired_publishers,
                 )
             )
     subscribers = subscriber_specs(config, 0, config.subscribers)
+    step = 1.0 / config.ramp if config.ramp > 0 else 0.0
+    for k in range(config.impaired_subscribers):
+        for room in range(config.rooms):
+            subscribers.append(
+                BotSpec(
+                    "subscriber",
+                    f"load-{room}",
+                    f"imp-{room}-{k}",
+                    config.subscribers * config.rooms + k * config.rooms + room,
+                    len(subscribers) * step,
+                    max_height=LAYER_HEIGHTS[-1] if config.simulcast else None,
+                    e2e=config.e2e,
+                    watch=True,
+                    feedback=config.feedback,
+                )
+            )
     return publishers, subscribers
 
 
@@ -220,9 +270,90 @@ def subscriber_specs(config: LoadConfig, first: int, count: int) -> list[BotSpec
                     if config.simulcast
                     else None,
                     e2e=config.e2e,
+                    # every subscriber of a room with an impaired participant is watched
+                    watch=config.impaired,
+                    feedback=config.feedback,
                 )
             )
     return subscribers
+
+
+# -------------------------------------------------------------- impaired links
+
+
+@dataclass(slots=True)
+class RunLink:
+    """One bot behind an impaired link, its worker, and the link's changes."""
+
+    bot: str
+    room: str
+    role: str  # "subscriber" (its downlink is shaped) or "publisher" (its uplink)
+    link: Any  # loadgen.impair.ImpairedLink
+    initial: LinkState
+    #: relative to the schedule's zero until the run knows it, then time.monotonic()
+    schedule: list[tuple[float, LinkState]]
+    #: (time.monotonic(), state) of every state applied, the first at setup
+    changes: list[tuple[float, LinkState]] = field(default_factory=list)
+    worker: Any = None  # LinkWorker
+
+    def apply(self, state: LinkState) -> None:
+        from .impair import Shape
+
+        shape = Shape(state.rate_kbit, state.loss_pct / 100.0)
+        if self.role == "subscriber":
+            self.link.shape(down=shape)
+        else:
+            self.link.shape(up=shape)
+        self.changes.append((time.monotonic(), state))
+
+    def to_json(self, t0: float) -> dict[str, Any]:
+        return {
+            "bot": self.bot,
+            "room": self.room,
+            "role": self.role,
+            "index": self.link.index,
+            "server_address": self.link.host_address,
+            "bot_address": self.link.peer_address,
+            "direction": "down" if self.role == "subscriber" else "up",
+            "changes": [{"t_s": round(t - t0, 2), **s.to_json()} for t, s in self.changes],
+        }
+
+
+class LinkWorker:
+    """A worker process inside a link's namespace (``nsenter``), talking over a socket
+    pair: looks like a ``multiprocessing.Process`` to the run, its commands like a queue."""
+
+    def __init__(self, link: Any, reports: Any, worker_args: dict[str, Any]) -> None:
+        from .load_worker import ConnectionQueue
+
+        ours, theirs = socket.socketpair()
+        command = [sys.executable, "-m", "loadgen.load_worker", "--fd", str(theirs.fileno())]
+        self.proc = subprocess.Popen(link.command(command), pass_fds=(theirs.fileno(),))
+        theirs.close()
+        self.commands = ConnectionQueue(Connection(ours.detach()))
+        self.commands.put(worker_args)
+        self._reports = reports
+        self._reader = threading.Thread(target=self._read, name="link-worker", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                item = self.commands.get(None)
+            except (EOFError, OSError):
+                return
+            self._reports.put(item)
+
+    def is_alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def join(self, timeout: float) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout)
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
 
 
 # ------------------------------------------------------------------------- run
@@ -249,6 +380,9 @@ class LoadRun:
         self._machine: list[tuple[float, float, float]] = []
         self.search: CapacitySearch | None = None
         self._next_worker = 0
+        #: bots behind impaired links (``--impaired-*``), and the schedule's zero
+        self.links: list[RunLink] = []
+        self.t0: float | None = None
 
     # ---- lifecycle
 
@@ -260,8 +394,17 @@ class LoadRun:
         pid = cfg.server_pid
         if not cfg.url and cfg.target != "parley":
             raise SystemExit("--target janus needs --url (start Janus with bench/janus.py)")
+        if cfg.impaired:
+            self._start_links()
         if not cfg.url:
-            self.server_proc, self.url = start_server(cfg.ice_address)
+            hosts = tuple(link.link.host_address for link in self.links)
+            self.server_proc, self.url = start_server(
+                cfg.ice_address,
+                extra_ice_addresses=hosts,
+                # reachable over the links' host ends too (this namespace has only those
+                # and lo under scripts/in_netns.py)
+                host="0.0.0.0" if hosts else "127.0.0.1",
+            )
             pid = self.server_proc.pid
             self._say(f"started parley serve (pid {pid}) at {self.url}")
         if pid is not None:
@@ -289,6 +432,79 @@ class LoadRun:
             proc.start()
             self.commands.append(commands)
             self.workers.append(proc)
+        port = urllib.parse.urlsplit(self.url).port
+        for k, link in enumerate(self.links):
+            link.worker = LinkWorker(
+                link.link,
+                self.reports,
+                {
+                    "worker": cfg.processes + k,
+                    "url": f"http://{link.link.host_address}:{port}",
+                    "cache_dir": str(cache_dir),
+                    "fps": cfg.fps,
+                    "clip_seconds": cfg.clip_seconds,
+                    "ice_address": link.link.peer_address,
+                    "target": cfg.target,
+                },
+            )
+            self.workers.append(link.worker)
+
+    def _start_links(self) -> None:
+        """One impaired link (namespace, veth, tc, iptables) per impaired bot."""
+        from .impair import ImpairedLink, LinkError
+
+        cfg = self.config
+        down = LinkState(cfg.link_rate, cfg.link_loss)
+        up = LinkState(cfg.uplink_rate, cfg.uplink_loss)
+        pubs, subs = plan_bots(cfg, 0.0)
+        impaired = [
+            *(("publisher", p) for p in pubs if p.watch),
+            *(("subscriber", s) for s in subs if s.name.startswith("imp-")),
+        ]
+        if len(impaired) > 256:
+            raise SystemExit("at most 256 impaired links (10.99.0.0/16)")
+        for index, (role, spec) in enumerate(impaired):
+            link = ImpairedLink(index)
+            try:
+                link.start()
+            except (LinkError, OSError) as exc:
+                link.close()
+                raise SystemExit(
+                    "impaired links need CAP_NET_ADMIN (a network namespace, a veth pair, "
+                    "tc and iptables): run parley load under scripts/in_netns.py, or as "
+                    f"root. ({exc})"
+                ) from exc
+            sub = role == "subscriber"
+            run_link = RunLink(
+                spec.name,
+                spec.room,
+                role,
+                link,
+                down if sub else up,
+                parse_schedule(cfg.link_schedule if sub else cfg.uplink_schedule),
+            )
+            self.links.append(run_link)
+            try:
+                run_link.apply(run_link.initial)
+            except (LinkError, OSError) as exc:
+                raise SystemExit(f"cannot shape impaired link {index}: {exc}") from exc
+        self._say(
+            f"{len(self.links)} impaired link(s): "
+            + ", ".join(f"{x.bot} via {x.link.host_address}" for x in self.links)
+        )
+
+    def _apply_link_changes(self) -> None:
+        if self.t0 is None:
+            return
+        now = time.monotonic()
+        for link in self.links:
+            while link.schedule and self.t0 + link.schedule[0][0] <= now:
+                _, state = link.schedule.pop(0)
+                link.apply(state)
+                self._say(
+                    f"[{now - self.t0:5.1f}s] {link.bot}'s "
+                    f"{'downlink' if link.role == 'subscriber' else 'uplink'}: {state.describe()}"
+                )
 
     def close(self) -> None:
         for proc in self.workers:
@@ -300,18 +516,32 @@ class LoadRun:
         for q in self.commands:
             q.close()
         self.commands.clear()
+        for link in self.links:
+            if link.worker is not None:
+                link.worker.commands.close()
         if self.server_proc is not None:
             stop_server(self.server_proc)
             self.server_proc = None
+        for link in self.links:
+            link.link.close()
 
     def _send_bots(self, specs: list[BotSpec]) -> None:
-        per_worker: list[list[dict[str, Any]]] = [[] for _ in self.workers]
-        for spec in specs:  # round robin, continued across calls (capacity steps)
-            per_worker[self._next_worker % len(self.workers)].append(asdict(spec))
+        per_worker: list[list[dict[str, Any]]] = [[] for _ in self.commands]
+        by_name = {link.bot: link for link in self.links}
+        for spec in specs:
+            link = by_name.get(spec.name)
+            if link is not None:  # its own worker, inside the link's namespace
+                link.worker.commands.put(("bots", [asdict(spec)]))
+                continue
+            # round robin, continued across calls (capacity steps)
+            per_worker[self._next_worker % len(self.commands)].append(asdict(spec))
             self._next_worker += 1
         for q, chunk in zip(self.commands, per_worker, strict=True):
             if chunk:
                 q.put(("bots", chunk))
+
+    def _all_commands(self) -> list[Any]:
+        return [*self.commands, *(link.worker.commands for link in self.links if link.worker)]
 
     def run(self) -> dict[str, Any]:
         cfg = self.config
@@ -327,6 +557,7 @@ class LoadRun:
             if self._count("publishing") < len(pubs):
                 self._say(f"only {self._count('publishing')} of {len(pubs)} publishers send media")
             steady_from = self._start_subscribers(subs) + 1.0
+            self.t0 = steady_from - 1.0
             if cfg.find_capacity:
                 self.search = CapacitySearch(
                     cfg.subscribers,
@@ -339,7 +570,7 @@ class LoadRun:
             else:
                 end = steady_from - 1.0 + cfg.duration
                 self._wait_until(end)
-            for q in self.commands:
+            for q in self._all_commands():
                 q.put(("stop", end))
             self._machine.append((time.monotonic(), *machine_cpu()))
             deadline = time.monotonic() + 30
@@ -350,8 +581,9 @@ class LoadRun:
                 sys.stderr.write("\n")
             self.close()
         errors = []
-        if len(self.results) < cfg.processes:
-            errors.append(f"{cfg.processes - len(self.results)} worker(s) sent no result")
+        expected_results = cfg.processes + len(self.links)
+        if len(self.results) < expected_results:
+            errors.append(f"{expected_results - len(self.results)} worker(s) sent no result")
         data = RunData(
             config=self._config_json(),
             started=self.started,
@@ -364,6 +596,9 @@ class LoadRun:
             cores=os.cpu_count() or 1,
             machine_cpu_pct=self._machine_pct(),
             errors=errors,
+            t0=self.t0 if self.t0 is not None else self.started,
+            links=[link.to_json(self.t0 or self.started) for link in self.links],
+            link_changes={link.bot: [(t, st) for t, st in link.changes] for link in self.links},
         )
         report = build_report(data)
         if self.search is not None:
@@ -445,8 +680,10 @@ class LoadRun:
                 self._on_second(data["t"])
             elif kind == "result":
                 self.results[worker] = data
+            self._apply_link_changes()
             if time.monotonic() >= deadline:
                 break
+        self._apply_link_changes()
 
     def _on_second(self, t: float) -> None:
         if self.sampler is not None and (
@@ -574,6 +811,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--slo-p99-ms", type=float, default=50.0, help="service level: p99 latency")
     parser.add_argument("--slo-loss-pct", type=float, default=1.0, help="service level: loss")
+    parser.add_argument(
+        "--no-feedback",
+        dest="feedback",
+        action="store_false",
+        help="subscribers send no receiver reports and no NACKs",
+    )
+    links = parser.add_argument_group(
+        "impaired links",
+        "participants in their own network namespace behind a veth pair with a tbf rate "
+        "limit and iptables random loss (needs CAP_NET_ADMIN: run under "
+        "scripts/in_netns.py); STATE is none, KBIT, P%% or KBIT+P%%",
+    )
+    links.add_argument(
+        "--impaired-subscribers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="per room: N more subscribers, each behind its own link (asking for the top layer)",
+    )
+    links.add_argument(
+        "--impaired-publishers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="per room: the first N publishers are each behind their own link",
+    )
+    links.add_argument(
+        "--link-rate", type=int, default=None, metavar="KBIT", help="subscribers' downlink rate"
+    )
+    links.add_argument(
+        "--link-loss", type=float, default=0.0, metavar="PCT", help="subscribers' downlink loss %%"
+    )
+    links.add_argument(
+        "--link-schedule",
+        default="",
+        metavar="T:STATE,...",
+        help='downlink changes, seconds after the last subscriber started (e.g. "8:300,20:none")',
+    )
+    links.add_argument(
+        "--uplink-rate", type=int, default=None, metavar="KBIT", help="publishers' uplink rate"
+    )
+    links.add_argument(
+        "--uplink-loss", type=float, default=0.0, metavar="PCT", help="publishers' uplink loss %%"
+    )
+    links.add_argument(
+        "--uplink-schedule", default="", metavar="T:STATE,...", help="uplink changes"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     return parser
 
@@ -583,6 +867,29 @@ def write_json(path: str, report: dict[str, Any]) -> None:
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     tmp.replace(target)
+
+
+def _check_links(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.impaired_subscribers < 0 or args.impaired_publishers < 0:
+        parser.error("--impaired-subscribers and --impaired-publishers must be >= 0")
+    if args.impaired_publishers > args.publishers:
+        parser.error("--impaired-publishers must be at most --publishers")
+    for name in ("link_schedule", "uplink_schedule"):
+        try:
+            parse_schedule(getattr(args, name))
+        except ValueError as exc:
+            parser.error(f"--{name.replace('_', '-')}: {exc}")
+    for name in ("link_loss", "uplink_loss"):
+        if not 0.0 <= getattr(args, name) < 100.0:
+            parser.error(f"--{name.replace('_', '-')} is a percentage within [0, 100)")
+    for name in ("link_rate", "uplink_rate"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    if args.impaired_subscribers or args.impaired_publishers:
+        if args.target != "parley":
+            parser.error("impaired links work with --target parley only")
+        if args.find_capacity:
+            parser.error("impaired links and --find-capacity do not mix")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -618,7 +925,17 @@ def main(argv: list[str] | None = None) -> int:
         capacity_limit=args.max_subscribers,
         slo_p99_ms=args.slo_p99_ms,
         slo_loss_pct=args.slo_loss_pct,
+        feedback=args.feedback,
+        impaired_subscribers=args.impaired_subscribers,
+        impaired_publishers=args.impaired_publishers,
+        link_rate=args.link_rate,
+        link_loss=args.link_loss,
+        link_schedule=args.link_schedule,
+        uplink_rate=args.uplink_rate,
+        uplink_loss=args.uplink_loss,
+        uplink_schedule=args.uplink_schedule,
     )
+    _check_links(parser, args)
     if args.find_capacity and (
         args.subscribers < 1 or args.step < 1 or args.max_subscribers < args.subscribers
     ):

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,11 @@ class ServerSession:
         self.errors: list[str] = []
         #: Set by the bot when it starts leaving: the server hanging up is expected then.
         self.stopping = False
+        #: What the server said it forwards (Parley's ``layer`` messages), in order:
+        #: ``(time.monotonic(), track, rid, paused)``.
+        self.layer_events: list[tuple[float, str, str | None, bool]] = []
+        #: called with (track, rid, paused) for each ``layer`` message
+        self.on_layer: Callable[[str, str | None, bool], None] | None = None
 
     async def join(self, room: str, name: str, publisher: bool, timeout: float) -> None:
         """Join ``room``; raise on refusal or timeout. Subscribers then get offers."""
@@ -189,6 +195,17 @@ class ParleySession(ServerSession):
             ]
             answer = await self.on_offer(str(message["sdp"]), tracks)
             await self.ws.send({"type": "subscribe_answer", "sdp": answer})
+        elif kind == "layer":
+            rid = message.get("rid")
+            event = (
+                time.monotonic(),
+                str(message.get("track")),
+                None if rid is None else str(rid),
+                bool(message.get("paused")),
+            )
+            self.layer_events.append(event)
+            if self.on_layer is not None:
+                self.on_layer(*event[1:])
         elif kind == "error":
             text = (
                 f"server error {message.get('code')} ({message.get('request')}): "

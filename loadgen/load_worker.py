@@ -6,17 +6,26 @@ The parent talks to a worker through two ``multiprocessing`` queues. Commands in
 ``("stop", at)`` ends the run at ``at``. Reports out, each ``(kind, worker, data)``:
 ``"progress"`` once a second (that second's latencies and counters, bot counts, the
 worker's own CPU and event-loop lag) and ``"result"`` once at the end.
+
+A worker for a participant behind an impaired link runs inside the link's network
+namespace (``nsenter``), so it is not a ``multiprocessing`` child: the parent starts
+``python -m loadgen.load_worker --fd N`` with one end of a socket pair, sends the
+:func:`worker_main` arguments first and then the same commands; reports come back the
+same way (:class:`ConnectionQueue`).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
 import queue
+import sys
 import threading
 import time
 from dataclasses import asdict
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +224,46 @@ class Worker:
             "lag": self.lag.to_json(),
             "bots": [b.summary() for b in [*self.publishers, *self.subscribers]],
         }
+
+
+class ConnectionQueue:
+    """A ``multiprocessing`` connection with the two queue methods workers use: ``get``
+    (raises ``queue.Empty`` after ``timeout``, ``EOFError`` once the other end closed) and
+    ``put``. One thread may get while another puts."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._lock = threading.Lock()
+
+    def get(self, timeout: float | None = None) -> Any:
+        if not self.conn.poll(timeout):
+            raise queue.Empty
+        return self.conn.recv()
+
+    def put(self, item: Any) -> None:
+        with self._lock:
+            self.conn.send(item)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m loadgen.load_worker --fd N``: a worker talking over an inherited socket."""
+    parser = argparse.ArgumentParser(prog="python -m loadgen.load_worker")
+    parser.add_argument("--fd", type=int, required=True, help="inherited socket (from the parent)")
+    args = parser.parse_args(argv)
+    channel = ConnectionQueue(Connection(args.fd))
+    try:
+        kwargs = channel.get(None)
+        worker_main(commands=channel, reports=channel, **kwargs)
+    except EOFError:
+        return 1
+    finally:
+        channel.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
