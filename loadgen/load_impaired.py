@@ -10,7 +10,8 @@ moment the last subscriber started (the zero of ``--duration``).
 :func:`analyse_subscriber` cuts a run into *phases* (from one link change to the next)
 and measures, per phase, how the server's forwarding (its ``layer`` messages) reacted:
 time to switch down after a change for the worse, time to get back to the top layer
-after a change for the better, layer switches, audio and video loss and freezes.
+after a change for the better (for good: on top from then to the phase's end), layer
+switches, audio and video loss and freezes.
 """
 
 from __future__ import annotations
@@ -198,12 +199,12 @@ def analyse_subscriber(
             if worse and level is not None:
                 downs.append(next((t - start for t, r, p in inside if _rank(r, p) < level), None))
             if better:
-                if level == tops[track]:
-                    ups.append(0.0)
+                # the return that lasted: on top at the phase's end, since when
+                if _level_at(events, stop) != tops[track]:
+                    ups.append(None)
                 else:
-                    ups.append(
-                        next((t - start for t, r, p in inside if _rank(r, p) == tops[track]), None)
-                    )
+                    reached = [t for t, r, p in inside if _rank(r, p) == tops[track]]
+                    ups.append(reached[-1] - start if reached else 0.0)
         phase: dict[str, Any] = {
             "t_s": round(start - t0, 2),
             "end_s": round(stop - t0, 2),
