@@ -210,12 +210,13 @@ def analyse_subscriber(
             "end_s": round(stop - t0, 2),
             **state.to_json(),
             "change": "worse" if worse else "better" if better else None,
-            "switch_down_s": _slowest(downs) if worse else None,
-            "back_to_top_s": _slowest(ups) if better else None,
+            "switch_down_s": _round(_slowest(downs)) if worse else None,
+            "back_to_top_s": _round(_slowest(ups)) if better else None,
             "layer_switches": switches,
             **_window(timeline, start + SETTLE_S, stop),
             "freezes": _freezes(timeline, start, stop),
         }
+        phase["_back"] = _slowest(ups) if better else None  # unrounded, for the summary
         phases.append(phase)
     summary: dict[str, Any] = {
         "switch_down_s": None,
@@ -240,8 +241,8 @@ def analyse_subscriber(
             None,
         )
         if lift is not None:
-            back = phases[lift]["back_to_top_s"]
-            summary["back_to_top_s"] = back
+            back = phases[lift]["_back"]
+            summary["back_to_top_s"] = _round(back)
             until = changes[lift][0] + (back if back is not None else end - changes[lift][0])
             summary["layer_switches_between"] = sum(
                 1
@@ -249,6 +250,8 @@ def analyse_subscriber(
                 for t, _, _ in events
                 if changes[first_worse][0] < t <= until
             )
+    for phase in phases:
+        del phase["_back"]
     freezes = _freezes(timeline, timeline[0][0] if timeline else t0, end)
     return {
         **summary,
@@ -270,4 +273,8 @@ def _slowest(values: list[float | None]) -> float | None:
     """The slowest track's time (None when some track never got there, or no track)."""
     if not values or any(v is None for v in values):
         return None
-    return round(max(v for v in values if v is not None), 2)
+    return max(v for v in values if v is not None)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)

@@ -76,13 +76,15 @@ def test_never_switching_down_and_paused_tracks() -> None:
     flapping = analyse_subscriber(
         changes,
         [(1.0, "v", "f", False), (6.0, "v", "h", False), (14.0, "v", "f", False),
-         (16.0, "v", "h", False), (19.0, "v", "f", False)],
+         (16.0, "v", "h", False), (19.0049, "v", "f", False)],
         _timeline(0, 20, 0, 0),
         0.0,
         20.0,
     )  # fmt: skip
-    # on top when the link recovered, but only for good 4 s later
+    # on top when the link recovered, but only for good 4 s later (the last switch counts
+    # even when the times do not round evenly)
     assert flapping["back_to_top_s"] == 4.0 and flapping["layer_switches_between"] == 4
+    assert flapping["phases"][2]["back_to_top_s"] == 4.0
 
 
 def test_a_stream_resumed_after_another_layer_does_not_count_the_gap_as_loss() -> None:
