@@ -482,7 +482,7 @@ class UplinkControl:
     layers: int
     high: float = 0.10
     low: float = 0.02
-    settle: float = 2.0
+    settle: float = 3.0
     calm: float = 6.0
     max_calm: float = 60.0
     active: int = 0

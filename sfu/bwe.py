@@ -7,7 +7,8 @@ sending leg, and confirmed by probing:
   receives: about 1x at first, growing about 8 %/s up to 1.5x while all is well, and
   cut to 0.85x when queues build up on the path (overuse). So REMB is read as a
   congestion *signal*: a REMB that drops (by more than ``remb_drop``) to below
-  ``remb_limiting`` x what is sent caps the estimate at that REMB; any drop during a
+  ``remb_limiting`` x what is sent, and drops again at least ``remb_confirm`` seconds
+  later, caps the estimate at that REMB; any drop during a
   probe fails the probe. A REMB far below what is sent right after a switch up, with
   no drop, only means it has not caught up.
 * **Loss** in receiver reports (RFC 3550 fraction lost, for the video SSRCs), as in
@@ -36,6 +37,10 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class BweSettings:
     remb_drop: float = 0.05
+    #: a REMB drop counts when another follows at least ``remb_confirm`` s after it
+    #: (within ``remb_confirm_window`` s)
+    remb_confirm: float = 0.2
+    remb_confirm_window: float = 2.0
     remb_limiting: float = 0.9
     loss_low: float = 0.02
     loss_high: float = 0.10
@@ -78,6 +83,7 @@ class BandwidthEstimator:
         self.probes_ok = 0
         self._last_decrease = -1e9
         self._last_loss_decrease = -1e9
+        self._remb_drop_at: float | None = None
         #: since when a cap has stood (without being lifted)
         self._capped_since: float | None = None
         #: (time, what, cap) of every change of the cap, newest last (bounded)
@@ -98,7 +104,13 @@ class BandwidthEstimator:
         if previous is None or bitrate >= (1 - s.remb_drop) * previous:
             return
         if bitrate < s.remb_limiting * self.sent:
-            self._decrease(bitrate, now, "remb")
+            # confirmed by a second drop a little later: a receiver whose process
+            # stalled for a moment reports one dip, a congested path keeps dropping
+            first = self._remb_drop_at
+            if first is not None and now - first >= s.remb_confirm:
+                self._decrease(bitrate, now, "remb")
+            elif first is None or now - first > s.remb_confirm_window:
+                self._remb_drop_at = now
         elif self.probe is not None:
             self._signal(now)  # the receiver saw queues build up during a probe
 
@@ -176,6 +188,10 @@ class BandwidthEstimator:
         if probe is None or not probe.sending(now, self.settings.probe_duration):
             return 0.0
         return probe.rate
+
+    def congested(self, now: float, within: float = 5.0) -> bool:
+        """Whether a congestion signal lowered the cap within ``within`` seconds."""
+        return now - self._last_decrease <= within
 
     def may_pause(self, now: float) -> bool:
         """Whether the cap may pause video altogether: when packets are actually lost (a

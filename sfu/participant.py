@@ -751,7 +751,7 @@ class Participant:
         packets would feed the loss), send what receivers cannot repair twice: audio
         packets (receivers do not NACK audio) and video retransmissions (they NACK a
         packet once); 5 % random loss becomes 0.25 %."""
-        if self.bwe.cap is not None:
+        if self.bwe.congested(now):
             return
         self._lossy_at = now
         for sub in self.subscriptions.values():
@@ -819,7 +819,7 @@ class Participant:
     def _measure(self, now: float) -> None:
         """Once a second: layer bitrates of published tracks, video sent to this subscriber."""
         lossy = self._lossy_at
-        if lossy is not None and (now - lossy > REDUNDANCY_HOLD or self.bwe.cap is not None):
+        if lossy is not None and (now - lossy > REDUNDANCY_HOLD or self.bwe.congested(now)):
             self._lossy_at = None
             for sub in self.subscriptions.values():
                 sub.forwarder.redundant = False

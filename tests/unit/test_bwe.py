@@ -23,7 +23,9 @@ def test_a_remb_drop_below_what_is_sent_caps_the_estimate():
     bwe.on_remb(2_400_000, 0.5)
     bwe.on_remb(2_300_000, 1.0)  # -4 %: not a drop
     assert bwe.estimate(1.0) is None
-    bwe.on_remb(260_000, 1.5)  # overuse
+    bwe.on_remb(1_000_000, 1.2)  # a first drop: one dip is not enough
+    assert bwe.estimate(1.2) is None
+    bwe.on_remb(260_000, 1.5)  # dropping on: overuse
     assert bwe.estimate(1.5) == 260_000
     assert bwe.events[-1][1] == "remb"
 
@@ -51,9 +53,10 @@ def test_heavy_loss_caps_at_sent_times_one_minus_half_the_loss():
 def _capped(cap: float = 200_000) -> BandwidthEstimator:
     bwe = BandwidthEstimator(BweSettings(hold=1.5, probe_duration=0.6, settle=0.6, probe_step=1.0))
     bwe.on_sent(cap * 2, 0.0)
-    bwe.on_remb(cap * 1.5, 0.0)
-    bwe.on_remb(cap, 0.1)
-    assert bwe.estimate(0.1) == cap
+    bwe.on_remb(cap * 2, 0.0)
+    bwe.on_remb(cap * 1.5, 0.05)
+    bwe.on_remb(cap, 0.3)
+    assert bwe.estimate(0.3) == cap
     return bwe
 
 
@@ -106,6 +109,7 @@ def test_only_loss_may_pause_video():
     bwe = BandwidthEstimator()
     bwe.on_sent(1_000_000, 0.0)
     bwe.on_remb(1_200_000, 0.0)
+    bwe.on_remb(500_000, 0.2)
     bwe.on_remb(100_000, 0.5)  # a delay signal: capped, but no pause
     assert bwe.estimate(0.5) == 100_000 and not bwe.may_pause(0.5)
     bwe.on_loss(0.5, 1.5)
@@ -117,6 +121,7 @@ def test_a_short_delay_signal_does_not_pause():
     bwe = BandwidthEstimator()
     bwe.on_sent(1_000_000, 0.0)
     bwe.on_remb(1_200_000, 0.0)
+    bwe.on_remb(500_000, 0.2)
     bwe.on_remb(100_000, 0.5)
     assert not bwe.may_pause(2.4)
     assert bwe.may_pause(2.6)
@@ -132,3 +137,15 @@ def test_moderate_loss_must_show_twice():
     assert bwe.estimate(3.0) is None
     bwe.on_loss(0.15, 4.0)  # twice in a row: congestion
     assert bwe.estimate(4.0) == pytest.approx(1_000_000 * (1 - 0.075))
+
+
+def test_a_single_remb_dip_is_ignored():
+    bwe = BandwidthEstimator()
+    bwe.on_sent(1_000_000, 0.0)
+    bwe.on_remb(1_200_000, 0.0)
+    bwe.on_remb(300_000, 1.0)  # one dip (the receiver stalled)
+    bwe.on_remb(1_100_000, 1.3)
+    bwe.on_remb(1_150_000, 1.6)
+    assert bwe.estimate(2.0) is None
+    bwe.on_remb(900_000, 4.0)  # much later: a new first drop, not a confirmation
+    assert bwe.estimate(4.0) is None
