@@ -168,6 +168,11 @@ class Forwarder:
         return self.current or self.target or self.layers[0]
 
     @property
+    def target_index(self) -> int | None:
+        """Position of ``target`` in ``layers`` (None: nothing wanted)."""
+        return self.layers.index(self.target) if self.target is not None else None
+
+    @property
     def paused(self) -> bool:
         return self.request.paused
 
@@ -353,7 +358,7 @@ class Forwarder:
         if not 0 < ((out_seq - rw.out_seq) & 0xFFFF) < 0x8000:
             out_seq = rw.seq(pkt.seq)  # late: it may predate a drop that shifted the mapping
         out, out_ts, pid, tl0 = self._render(pkt, vp8, out_seq, now)
-        sink = self._sink
+        sink = self._sink  # inline, not via a helper: this runs per forwarded packet
         twice = self.redundant and not self.is_video
         if sink.send_rtp_twice(out) if twice else sink.send_rtp(out):
             self.packets_sent += 1

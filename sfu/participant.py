@@ -716,9 +716,7 @@ class Participant:
             return
         current_levels: list[int | None] = []
         for forwarder, _, choices, _ in plans:
-            index = (
-                forwarder.layers.index(forwarder.target) if forwarder.target is not None else None
-            )
+            index = forwarder.target_index
             level = next((i for i, c in enumerate(choices) if c.index == index), None)
             current_levels.append(level)
         speaker = self.room.active_speaker
@@ -741,8 +739,7 @@ class Participant:
             proposed = choices[level].index if level >= 0 else None
             rank = {info.index: pos for pos, info in enumerate(ordered(infos))}
             # what is decided already: the target (a switch may be waiting for a keyframe)
-            committed = forwarder.target
-            current = forwarder.layers.index(committed) if committed is not None else None
+            current = forwarder.target_index
             chosen = forwarder.selector.decide(proposed, choices[-1].index, current, rank, now)
             forwarder.set_target(forwarder.layers[chosen] if chosen is not None else None, now)
 

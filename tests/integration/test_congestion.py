@@ -14,10 +14,14 @@ from aiohttp import web
 
 from loadgen.impair import ImpairedLink, Shape
 from sfu.config import IceConfig, SfuConfig
+from sfu.forwarder import Forwarder
+from sfu.participant import Participant
 from sfu.room import Sfu
 from signaling.server import SFU_KEY, ServerConfig, create_app
 
 ROOM = "congested"
+#: ``parley bot`` in its own process (so bots do not share the server's event loop)
+BOT = [sys.executable, "-m", "signaling.cli", "bot", "--room", ROOM]
 
 
 async def _serve(addresses: tuple[str, ...]) -> tuple[web.AppRunner, Sfu, int]:
@@ -32,17 +36,26 @@ async def _serve(addresses: tuple[str, ...]) -> tuple[web.AppRunner, Sfu, int]:
     return runner, app[SFU_KEY], port
 
 
-def _video_rid(sfu: Sfu, name: str) -> str | None:
+def _participant(sfu: Sfu, name: str) -> Participant | None:
     room = sfu.rooms.get(ROOM)
     if room is None:
         return None
-    for p in room.participants.values():
-        if p.name == name:
-            for sub in p.subscriptions.values():
-                f = sub.forwarder
-                if f.is_video:
-                    return f.current.rid if f.current is not None else "paused"
-    return None
+    return next((p for p in room.participants.values() if p.name == name), None)
+
+
+def _video_forwarder(sfu: Sfu, name: str) -> Forwarder | None:
+    """The forwarder of the (only) remote video track subscriber ``name`` receives."""
+    p = _participant(sfu, name)
+    if p is None:
+        return None
+    return next((s.forwarder for s in p.subscriptions.values() if s.forwarder.is_video), None)
+
+
+def _video_rid(sfu: Sfu, name: str) -> str | None:
+    f = _video_forwarder(sfu, name)
+    if f is None:
+        return None
+    return f.current.rid if f.current is not None else "paused"
 
 
 def _audio_loss(summary: dict[str, Any], after_ms: float) -> tuple[int, int]:
@@ -68,13 +81,12 @@ async def test_a_subscriber_behind_300_kbits_drops_layers_and_recovers(tmp_path:
 async def _run_scenario(link: ImpairedLink, sfu: Sfu, port: int, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     # every bot in its own process: the server's event loop stays the server's
-    bot = [sys.executable, "-m", "signaling.cli", "bot", "--room", ROOM]
     publisher = await asyncio.create_subprocess_exec(
-        *bot, "--url", url, "--name", "cam", "--simulcast", "--duration", "42",
+        *BOT, "--url", url, "--name", "cam", "--simulcast", "--duration", "42",
         "--json", str(tmp_path / "cam.json"),
     )  # fmt: skip
     free = await asyncio.create_subprocess_exec(
-        *bot, "--url", url, "--name", "free", "--no-publish", "--duration", "40",
+        *BOT, "--url", url, "--name", "free", "--no-publish", "--duration", "40",
         "--json", str(tmp_path / "free.json"),
     )  # fmt: skip
     await asyncio.sleep(1.0)
@@ -82,8 +94,7 @@ async def _run_scenario(link: ImpairedLink, sfu: Sfu, port: int, tmp_path: Path)
     slow = await asyncio.create_subprocess_exec(
         *link.command(
             [
-                sys.executable, "-m", "signaling.cli", "bot",
-                "--url", f"http://{link.host_address}:{port}", "--room", ROOM,
+                *BOT, "--url", f"http://{link.host_address}:{port}",
                 "--name", "slow", "--no-publish", "--duration", "38",
                 "--ice-address", link.peer_address, "--json", str(summary_path),
             ]
@@ -95,10 +106,9 @@ async def _run_scenario(link: ImpairedLink, sfu: Sfu, port: int, tmp_path: Path)
     async def watch(until: float) -> None:
         while time.monotonic() < until:
             trace.append((time.monotonic(), _video_rid(sfu, "slow"), _video_rid(sfu, "free")))
-            room = sfu.rooms.get(ROOM)
-            slow_p = [p for p in room.participants.values() if p.name == "slow"] if room else []
-            if slow_p:
-                estimator[:] = slow_p[0].bwe.events
+            slow_p = _participant(sfu, "slow")
+            if slow_p is not None:
+                estimator[:] = slow_p.bwe.events
             await asyncio.sleep(0.1)
 
     t0 = time.monotonic()
@@ -153,9 +163,8 @@ async def test_five_percent_loss_is_repaired(tmp_path: Path) -> None:
         try:
             await asyncio.to_thread(link.shape, Shape(loss=0.05))
             url = f"http://127.0.0.1:{port}"
-            bot = [sys.executable, "-m", "signaling.cli", "bot", "--room", ROOM]
             publisher = await asyncio.create_subprocess_exec(
-                *bot, "--url", url, "--name", "cam", "--duration", "24",
+                *BOT, "--url", url, "--name", "cam", "--duration", "24",
                 "--json", str(tmp_path / "cam.json"),
             )  # fmt: skip
             await asyncio.sleep(1.0)
@@ -163,7 +172,7 @@ async def test_five_percent_loss_is_repaired(tmp_path: Path) -> None:
             lossy = await asyncio.create_subprocess_exec(
                 *link.command(
                     [
-                        *bot, "--url", f"http://{link.host_address}:{port}",
+                        *BOT, "--url", f"http://{link.host_address}:{port}",
                         "--name", "lossy", "--no-publish", "--duration", "20",
                         "--ice-address", link.peer_address, "--json", str(summary_path),
                     ]
@@ -202,11 +211,10 @@ async def test_a_publisher_behind_a_narrow_uplink_keeps_the_layers_that_arrive(
         try:
             await asyncio.to_thread(link.shape, None, Shape(rate_kbit=1500))
             url = f"http://127.0.0.1:{port}"
-            bot = [sys.executable, "-m", "signaling.cli", "bot", "--room", ROOM]
             cam = await asyncio.create_subprocess_exec(
                 *link.command(
                     [
-                        *bot, "--url", f"http://{link.host_address}:{port}", "--name", "cam",
+                        *BOT, "--url", f"http://{link.host_address}:{port}", "--name", "cam",
                         "--simulcast", "--duration", "24", "--ice-address", link.peer_address,
                         "--json", str(tmp_path / "cam.json"),
                     ]
@@ -215,7 +223,7 @@ async def test_a_publisher_behind_a_narrow_uplink_keeps_the_layers_that_arrive(
             await asyncio.sleep(1.0)
             watchers = [
                 await asyncio.create_subprocess_exec(
-                    *bot,
+                    *BOT,
                     "--url",
                     url,
                     "--name",
@@ -236,15 +244,10 @@ async def test_a_publisher_behind_a_narrow_uplink_keeps_the_layers_that_arrive(
                 loop = asyncio.get_running_loop()
                 for _ in range(42):
                     await asyncio.sleep(0.5)
-                    room = sfu.rooms.get(ROOM)
-                    for p in room.participants.values() if room else ():
-                        if p.name != "h720":
-                            continue
-                        for sub in p.subscriptions.values():
-                            f = sub.forwarder
-                            if f.is_video:
-                                rid = f.current.rid if f.current is not None else None
-                                log.append((loop.time(), rid, f.packets_sent))
+                    f = _video_forwarder(sfu, "h720")
+                    if f is not None:
+                        rid = f.current.rid if f.current is not None else None
+                        log.append((loop.time(), rid, f.packets_sent))
 
             await asyncio.gather(cam.wait(), *(w.wait() for w in watchers), watch_720())
         finally:
