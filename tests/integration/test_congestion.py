@@ -245,7 +245,7 @@ async def test_a_publisher_behind_a_narrow_uplink_keeps_the_layers_that_arrive(
                 for _ in range(42):
                     await asyncio.sleep(0.5)
                     f = _video_forwarder(sfu, "h720")
-                    if f is not None:
+                    if f is not None and not f.closed:  # (closed: the watcher is leaving)
                         rid = f.current.rid if f.current is not None else None
                         log.append((loop.time(), rid, f.packets_sent))
 
