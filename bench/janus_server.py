@@ -74,12 +74,16 @@ class Namespace:
         ):
             _run(*self.enter(*cmd))
         self.interface = theirs
+        self._ours = ours
 
     def enter(self, *cmd: str) -> list[str]:
         """``cmd`` to run inside the namespace (nsenter execs it: the pid stays the same)."""
         return ["nsenter", f"--net={self.netns}", *cmd]
 
     def close(self) -> None:
+        from loadgen.impair import remove_interface
+
+        remove_interface(self._ours)  # at once, not when the namespace is torn down
         if self.holder.poll() is None:
             self.holder.terminate()
             self.holder.wait(5)

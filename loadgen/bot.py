@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import RtpPacket
 from av import AudioFrame, VideoFrame
 
 from sfu.aiortc_adapter import (
@@ -37,6 +38,7 @@ from sfu.aiortc_adapter import (
     create_peer_connection,
     describe_remote_media,
     hook_sender,
+    observe_received_rtp,
 )
 from sfu.config import IceConfig, IceServer
 
@@ -63,6 +65,71 @@ _FID_GROUP = re.compile(r"^a=ssrc-group:FID (\d+) (\d+)", re.MULTILINE)
 
 
 # ------------------------------------------------------------------ statistics
+
+
+def _bump(counts: list[int], second: int, by: int) -> None:
+    if 0 <= second < 3600:
+        if len(counts) <= second:
+            counts.extend([0] * (second + 1 - len(counts)))
+        counts[second] += by
+
+
+@dataclass(slots=True)
+class PacketLoss:
+    """Unique RTP packets received and missing on one stream, per second (pure: the
+    caller passes the second). A hole filled later (reordering) is taken back from the
+    second it was counted in; duplicates count once; a forward jump of more than
+    ``max_jump`` packets or a new SSRC starts over (a new stream, not a loss)."""
+
+    horizon: int = 1000
+    max_jump: int = 3000
+    received: int = 0
+    missing: int = 0
+    received_per_second: list[int] = field(default_factory=list)
+    missing_per_second: list[int] = field(default_factory=list)
+    _ssrc: int | None = None
+    _highest: int | None = None
+    #: extended sequence number of each hole -> the second it was counted in (ascending)
+    _holes: dict[int, int] = field(default_factory=dict)
+
+    def on_packet(self, ssrc: int, seq: int, second: int) -> None:
+        highest = self._highest
+        if ssrc != self._ssrc or highest is None:
+            self._ssrc, self._highest = ssrc, seq
+            self._holes.clear()
+            self._received(second)
+            return
+        delta = (seq - highest) & 0xFFFF
+        if delta == 0:
+            return  # a duplicate of the newest
+        if delta < 0x8000:
+            ext = highest + delta
+            if delta > self.max_jump:
+                self._holes.clear()
+            else:
+                for hole in range(highest + 1, ext):
+                    self._holes[hole] = second
+                    self.missing += 1
+                    _bump(self.missing_per_second, second, 1)
+            self._highest = ext
+            self._received(second)
+            holes = self._holes
+            while holes:
+                oldest = next(iter(holes))
+                if oldest >= ext - self.horizon:
+                    break
+                del holes[oldest]  # too old to arrive now: final
+            return
+        counted = self._holes.pop(highest - (0x10000 - delta), None)
+        if counted is None:
+            return  # a duplicate, or older than the horizon
+        self.missing -= 1
+        _bump(self.missing_per_second, counted, -1)
+        self._received(second)
+
+    def _received(self, second: int) -> None:
+        self.received += 1
+        _bump(self.received_per_second, second, 1)
 
 
 @dataclass(slots=True)
@@ -93,6 +160,10 @@ class TrackStats:
     audio_frames_missing: int = 0
     missing_per_second: list[int] = field(default_factory=list)
     _last_audio_pts: int | None = None
+    #: audio packets that never arrived (RTP sequence numbers, a duplicate counted
+    #: once), per second: what the link and the SFU lost, before aiortc's jitter buffer
+    #: (which discards the frames it had prefetched around each hole, up to 5 per loss)
+    audio_packets: PacketLoss = field(default_factory=PacketLoss)
     #: (ms since the start of joining, packets, packets lost) at each statistics sample
     timeline: list[tuple[float, int, int]] = field(default_factory=list)
     #: Changes of what the server forwards (``layer`` messages) after the first one.
@@ -206,6 +277,13 @@ class TrackStats:
             "frames_per_second": list(self.frames_per_second),
             "audio_frames_missing": self.audio_frames_missing if self.kind == "audio" else None,
             "missing_per_second": list(self.missing_per_second),
+            "audio_packets_missing": (self.audio_packets.missing if self.kind == "audio" else None),
+            "audio_packets_per_second": (
+                list(self.audio_packets.received_per_second) if self.kind == "audio" else []
+            ),
+            "audio_packets_missing_per_second": (
+                list(self.audio_packets.missing_per_second) if self.kind == "audio" else []
+            ),
             "unpublished": self.unpublished_at is not None,
             "required": self.required(end, grace),
         }
@@ -299,6 +377,7 @@ class Bot:
         #: Subscribe mid -> raw counters when its current mapping began.
         self._stats_base: dict[str, tuple[int, int, int]] = {}
         self._rtx_ssrcs: set[int] = set()
+        self._observed: set[RTCRtpReceiver] = set()
         self._errors: list[dict[str, Any]] = []
         self._events: list[dict[str, Any]] = []
         self._left_reason: str | None = None
@@ -873,7 +952,25 @@ class Bot:
         if mid is None:
             self._error("internal", f"no transceiver for remote {track.kind} track")
             return
+        if track.kind == "audio":
+            self._observe(transceiver.receiver, mid)
         self._spawn(self._consume(track, mid))
+
+    def _observe(self, receiver: RTCRtpReceiver, mid: str) -> None:
+        """Count the audio packets ``receiver`` is handed (once per receiver: an m-line
+        reused for another track keeps its receiver)."""
+        if receiver in self._observed:
+            return
+        self._observed.add(receiver)
+
+        def on_packet(packet: RtpPacket) -> None:
+            key = self._mid_map.get(mid)
+            stats = self._tracks.get(key) if key is not None else None
+            if stats is not None and stats.kind == "audio":
+                second = int(self._clock() - stats.started_at)
+                stats.audio_packets.on_packet(packet.ssrc, packet.sequence_number, second)
+
+        observe_received_rtp(receiver, on_packet)
 
     async def _consume(self, track: MediaStreamTrack, mid: str) -> None:
         """Decode ``track`` until it ends, crediting frames to what ``mid`` carries now.

@@ -37,6 +37,25 @@ class Shape:
     loss: float = 0.0
 
 
+def remove_interface(name: str, timeout: float = 5.0) -> None:
+    """Delete our end of a veth pair and wait until it is gone.
+
+    Killing the process that holds the other end's namespace removes the pair too, but
+    the kernel does that later, on its own schedule: a caller checking for a namespace
+    with only ``lo`` right after would still see the interface. Deleting it here takes
+    both ends at once.
+    """
+    import socket
+    import time
+
+    subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
+    deadline = time.monotonic() + timeout
+    while any(n == name for _, n in socket.if_nameindex()):
+        if time.monotonic() > deadline:
+            raise LinkError(f"interface {name} is still there after {timeout:.0f} s")
+        time.sleep(0.02)
+
+
 def _run(args: list[str]) -> None:
     result = subprocess.run(args, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -163,12 +182,13 @@ class ImpairedLink:
             )  # fmt: skip
 
     def close(self) -> None:
+        # our end first: the pair goes at once, not whenever the kernel tears the
+        # namespace down after its holder dies
+        remove_interface(self.host_if)
         holder, self._holder = self._holder, None
         if holder is not None:
             holder.kill()
             holder.wait()
-        # the veth pair goes with the namespace; remove our end if it is still there
-        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True, check=False)
 
     def __enter__(self) -> ImpairedLink:
         self.start()

@@ -16,6 +16,8 @@ Hooks, all installed per instance (nothing is patched globally):
   to Parley in the same call, skipping aioice's queue and the DTLS receive task.
 * Receivers: ``RTCRtpReceiver.receive`` is replaced so no decoder thread and no
   RTCP task start; Parley learns the negotiated parameters instead.
+* Observing receivers (bots that decode): ``RTCRtpReceiver._handle_rtp_packet`` is
+  wrapped so the bot sees each packet before aiortc's jitter buffer.
 * Senders: ``RTCRtpSender.send`` is replaced so the track-less sender never starts
   its 50 Hz polling RTP loop nor its empty sender reports; it keeps its SDP role
   (SSRC, RTX SSRC, msid) and Parley learns the negotiated parameters.
@@ -53,6 +55,7 @@ from aiortc.rtcrtpparameters import (
     RTCRtpHeaderExtensionParameters,
     RTCRtpParameters,
 )
+from aiortc.rtp import RtpPacket
 from pylibsrtp._binding import ffi as srtp_ffi
 from pylibsrtp._binding import lib as srtp_lib
 
@@ -69,6 +72,7 @@ HOOKED_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (RTCDtlsTransport, "_rx_srtp"),
     (RTCDtlsTransport, "_tx_srtp"),
     (RTCRtpReceiver, "receive"),
+    (RTCRtpReceiver, "_handle_rtp_packet"),
     (RTCRtpSender, "send"),
     (RTCRtpSender, "_ssrc"),
     (RTCRtpSender, "_rtx_ssrc"),
@@ -284,6 +288,19 @@ def hook_receiver(receiver: RTCRtpReceiver, on_parameters: Callable[[NegotiatedR
         on_parameters(_negotiated(kind, parameters, ssrcs))
 
     receiver.receive = receive  # type: ignore[method-assign]
+
+
+def observe_received_rtp(receiver: RTCRtpReceiver, on_packet: Callable[[RtpPacket], None]) -> None:
+    """Call ``on_packet`` with every RTP packet ``receiver`` is handed, before aiortc's
+    jitter buffer (a receiving peer that decodes: the bot). Duplicates and
+    retransmissions (still RTX-wrapped) are seen as they arrive."""
+    handle = receiver._handle_rtp_packet
+
+    async def observed(packet: RtpPacket, arrival_time_ms: int) -> None:
+        on_packet(packet)
+        await handle(packet, arrival_time_ms)
+
+    receiver._handle_rtp_packet = observed  # type: ignore[method-assign]
 
 
 def hook_sender(sender: RTCRtpSender, on_parameters: Callable[[NegotiatedRtp], None]) -> None:
