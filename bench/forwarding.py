@@ -3,6 +3,7 @@
     python bench/forwarding.py --fanouts 1,4,16 --json out.json
     python bench/forwarding.py --sweep --fanouts 1,4,16       # also find saturation
     python bench/forwarding.py --profile --fanouts 4,16       # also py-spy the SFU
+    python bench/forwarding.py --target parley,janus --isolated --fanouts 4,16   # vs Janus
 
 Runs everything itself, inside a network namespace that has only ``lo`` (it re-executes
 itself under ``unshare --net --map-root-user`` unless it already is in one): the Parley
@@ -31,6 +32,15 @@ from /proc/PID/stat) of the SFU and of every client process, and per-socket UDP 
 from /proc/net/udp (to tell drops at the SFU's sockets from drops at the clients').
 Results go to a table on stdout and to JSON (``--json``).
 
+``--target janus`` drives Janus's VideoRoom (Debian ``janus``) with the same publisher,
+subscribers, packets, pinning, windows and formulas; ``--target parley,janus`` measures
+both, fan-out by fan-out, and reports the Parley / Janus ratios. Janus skips loopback when
+it gathers ICE candidates, so it runs in a network namespace of its own joined to the
+bench's by a veth pair (``bench/janus_server.py``: server 10.77.0.2, clients 10.77.0.1);
+its CPU is read from /proc/PID/stat of the janus process (all threads), its socket drops
+from /proc/PID/net/udp. ``--isolated`` runs Parley the same way (``parley serve`` in its
+own namespace over the veth), so both servers pay the same network path.
+
 This is a benchmark, not a test: it is not collected by pytest.
 """
 
@@ -52,7 +62,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +82,25 @@ SRTP_PROFILE_NAMES = {
     "aes128cm": b"SRTP_AES128_CM_SHA1_80",
 }
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+TARGETS = ("parley", "janus")
+#: The VideoRoom room the bench creates in Janus (request ``create``). No bitrate cap
+#: (no REMB limit to the publisher), no periodic keyframe requests, no simulcast, no
+#: recording, none of the optional header extensions a browser would use; VP8 only.
+JANUS_ROOM: dict[str, Any] = {
+    "publishers": 4,
+    "bitrate": 0,
+    "bitrate_cap": False,
+    "fir_freq": 0,
+    "videocodec": "vp8",
+    "audiocodec": "opus",
+    "notify_joining": False,
+    "audiolevel_ext": False,
+    "audiolevel_event": False,
+    "videoorient_ext": False,
+    "playoutdelay_ext": False,
+    "transport_wide_cc_ext": False,
+    "record": False,
+}
 
 
 # =============================================================== namespace
@@ -151,10 +180,13 @@ def socket_inodes(pid: int) -> set[int]:
     return inodes
 
 
-def udp_drops() -> dict[int, int]:
-    """inode -> cumulative receive drops of every UDP socket in this namespace."""
+def udp_drops(path: str = "/proc/net/udp") -> dict[int, int]:
+    """inode -> cumulative receive drops of every UDP socket in this namespace.
+
+    ``/proc/PID/net/udp`` gives those of the namespace of process PID instead.
+    """
     out: dict[int, int] = {}
-    with open("/proc/net/udp") as f:
+    with open(path) as f:
         next(f)
         for line in f:
             parts = line.split()
@@ -162,8 +194,8 @@ def udp_drops() -> dict[int, int]:
     return out
 
 
-def udp_snmp() -> dict[str, int]:
-    with open("/proc/net/snmp") as f:
+def udp_snmp(path: str = "/proc/net/snmp") -> dict[str, int]:
+    with open(path) as f:
         lines = [line.split() for line in f if line.startswith("Udp:")]
     return dict(zip(lines[0][1:], (int(v) for v in lines[1][1:]), strict=True))
 
@@ -248,7 +280,7 @@ def _drain_readers(dtls: Any) -> None:
 
     loop = asyncio.get_running_loop()
     for protocol in ice_connection(dtls)._protocols:
-        sock = protocol.transport._sock
+        sock = protocol.transport._sock  # type: ignore[attr-defined]
 
         def drain(sock: socket.socket = sock, protocol: Any = protocol) -> None:
             for _ in range(512):
@@ -263,19 +295,45 @@ def _drain_readers(dtls: Any) -> None:
         loop._add_reader(sock.fileno(), drain)  # type: ignore[attr-defined]
 
 
-class SignalingClient:
-    """Just enough of the Parley protocol: join, then hand every message to ``handle``."""
+#: A subscriber's answer to a server offer: offer SDP -> answer SDP.
+OfferAnswerer = Callable[[str], Awaitable[str]]
 
-    def __init__(self, url: str, room: str, name: str) -> None:
+
+class SignalingClient:
+    """Just enough of the Parley protocol: join, publish, answer subscribe offers."""
+
+    def __init__(
+        self, url: str, room: str, name: str, on_offer: OfferAnswerer | None = None
+    ) -> None:
         self.url = url.rstrip("/") + "/ws"
         self.room = room
         self.name = name
         self.ws: Any = None
-        self.joined = asyncio.get_running_loop().create_future()
-        self.handlers: dict[str, Callable[[dict[str, Any]], Any]] = {}
+        loop = asyncio.get_running_loop()
+        self.joined: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self.answered: asyncio.Future[str] = loop.create_future()
+        self.on_offer = on_offer
+        self.handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "publish_answer": self._on_publish_answer,
+            "subscribe_offer": self._on_subscribe_offer,
+        }
         self._reader: asyncio.Task[None] | None = None
 
-    async def connect(self, session: Any) -> None:
+    async def publish(self, sdp: str) -> str:
+        """Send the publish offer; return the answer's SDP."""
+        await self.send({"type": "publish_offer", "sdp": sdp})
+        return await asyncio.wait_for(asyncio.shield(self.answered), 20)
+
+    def _on_publish_answer(self, message: dict[str, Any]) -> None:
+        if not self.answered.done():
+            self.answered.set_result(str(message["sdp"]))
+
+    async def _on_subscribe_offer(self, message: dict[str, Any]) -> None:
+        if self.on_offer is not None:
+            answer = await self.on_offer(str(message["sdp"]))
+            await self.send({"type": "subscribe_answer", "sdp": answer})
+
+    async def connect(self, session: Any, publisher: bool = False) -> None:
         self.ws = await session.ws_connect(self.url, autoping=True, heartbeat=None)
         self._reader = asyncio.ensure_future(self._read())
         await self.send({"type": "join", "room": self.room, "name": self.name})
@@ -315,14 +373,91 @@ class SignalingClient:
                 await self.ws.close()
 
 
+def _bench_janus_session(url: str, on_offer: Callable[[str, list[Any]], Awaitable[str]]) -> Any:
+    """``loadgen.load_janus.JanusSession`` creating its room with the bench's settings."""
+    from loadgen.load_janus import JanusError, JanusSession
+
+    class BenchJanusSession(JanusSession):
+        async def _ensure_room(self) -> None:
+            try:
+                await self._plugin({"request": "create", "room": self.room, **JANUS_ROOM})
+            except JanusError as exc:
+                if "error 427" not in str(exc):  # 427: the room exists already
+                    raise
+
+    return BenchJanusSession(url, on_offer)
+
+
+class JanusSignaling:
+    """The same roles against Janus's VideoRoom, via ``loadgen.load_janus.JanusSession``.
+
+    A subscriber joins as a subscriber to the publisher's feed (so after the publisher
+    publishes): Janus sends the offer, ``on_offer`` answers it, the session sends
+    ``start`` with the answer and the end of candidates.
+    """
+
+    def __init__(
+        self, url: str, room: str, name: str, on_offer: OfferAnswerer | None = None
+    ) -> None:
+        self.url = url
+        self.room = room
+        self.name = name
+        self.on_offer = on_offer
+        self.session: Any = None
+
+    async def _answer(self, sdp: str, tracks: list[Any]) -> str:
+        if self.on_offer is None:
+            raise RuntimeError(f"{self.name}: unexpected offer from Janus")
+        return await self.on_offer(sdp)
+
+    async def connect(self, session: Any, publisher: bool = False) -> None:
+        from loadgen.load_janus import JanusError
+
+        deadline = time.monotonic() + 20
+        while True:
+            self.session = _bench_janus_session(self.url, self._answer)
+            try:
+                await self.session.join(self.room, self.name, publisher, 20.0)
+                return
+            except JanusError as exc:
+                # the publisher's feed is listed once Janus has it set up: retry a little
+                if "no publisher" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                await self.session.close()
+                await asyncio.sleep(0.2)
+
+    async def publish(self, sdp: str) -> str:
+        answer: str = await self.session.publish(sdp, 20.0)
+        return answer
+
+    async def close(self) -> None:
+        if self.session is not None:
+            self.session.stopping = True
+            with contextlib.suppress(Exception):
+                await self.session.close()
+
+
+def make_signaling(
+    args: argparse.Namespace, name: str, on_offer: OfferAnswerer | None = None
+) -> SignalingClient | JanusSignaling:
+    if args.protocol == "janus":
+        return JanusSignaling(args.url, args.room, name, on_offer)
+    return SignalingClient(args.url, args.room, name, on_offer)
+
+
+def _client_ice(args: argparse.Namespace) -> Any:
+    from sfu.config import IceConfig
+
+    return IceConfig(addresses=(args.ice_address,))
+
+
 class Subscriber:
     """One subscribing participant: answers subscribe offers, marks the indexes it gets."""
 
     def __init__(self, name: str, args: argparse.Namespace) -> None:
         self.name = name
         self.args = args
-        self.signaling = SignalingClient(args.url, args.room, name)
-        self.signaling.handlers["subscribe_offer"] = self._on_offer
+        self.signaling = make_signaling(args, name, self.answer)
         self.pc: Any = None
         self.port: Any = None
         self.dtls: Any = None
@@ -346,14 +481,14 @@ class Subscriber:
     def on_rtcp(self, data: bytes, now: float) -> None:
         pass
 
-    async def _on_offer(self, message: dict[str, Any]) -> None:
+    async def answer(self, sdp: str) -> str:
+        """Answer a server offer with hooked receivers; return the answer SDP."""
         from aiortc import RTCSessionDescription
 
         from sfu import aiortc_adapter as adapter
-        from sfu.config import IceConfig
 
         if self.pc is None:
-            self.pc = adapter.create_peer_connection(IceConfig(addresses=("127.0.0.1",)))
+            self.pc = adapter.create_peer_connection(_client_ice(self.args))
             pc = self.pc
 
             @pc.on("connectionstatechange")
@@ -374,7 +509,7 @@ class Subscriber:
                     _emit({"event": "error", "who": self.name, "message": "peer connection failed"})
 
         pc = self.pc
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         for transceiver in pc.getTransceivers():
             if id(transceiver.receiver) not in self.hooked:
                 adapter.hook_receiver(transceiver.receiver, lambda _params: None)
@@ -385,7 +520,7 @@ class Subscriber:
             self.port = adapter.MediaPort(self.dtls, self.on_rtp, self.on_rtcp)
         await pc.setLocalDescription(await pc.createAnswer())
         _grow_rcvbuf(self.dtls, self.args.client_rcvbuf)
-        await self.signaling.send({"type": "subscribe_answer", "sdp": pc.localDescription.sdp})
+        return str(pc.localDescription.sdp)
 
     def count(self, start: int, end: int) -> int:
         return self.flags[start:end].count(1)
@@ -407,13 +542,11 @@ class Publisher:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.signaling = SignalingClient(args.url, args.room, "publisher")
-        self.signaling.handlers["publish_answer"] = self._on_answer
+        self.signaling = make_signaling(args, "publisher")
         self.pc: Any = None
         self.dtls: Any = None
         self.port: Any = None
         self.negotiated: Any = None
-        self.answered = asyncio.get_running_loop().create_future()
         self.connected = asyncio.get_running_loop().create_future()
         self.pps = float(args.pps)
         self.index = 0  # packets sent (next packet index)
@@ -422,11 +555,12 @@ class Publisher:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, session: Any) -> None:
-        from sfu import aiortc_adapter as adapter
-        from sfu.config import IceConfig
+        from aiortc import RTCSessionDescription
 
-        await self.signaling.connect(session)
-        pc = adapter.create_peer_connection(IceConfig(addresses=("127.0.0.1",)))
+        from sfu import aiortc_adapter as adapter
+
+        await self.signaling.connect(session, publisher=True)
+        pc = adapter.create_peer_connection(_client_ice(self.args))
         self.pc = pc
         transceiver = pc.addTransceiver("video", direction="sendonly")
         self.sender = transceiver.sender
@@ -445,8 +579,8 @@ class Publisher:
                 self.connected.set_exception(ConnectionError("publish peer connection failed"))
 
         await pc.setLocalDescription(await pc.createOffer())
-        await self.signaling.send({"type": "publish_offer", "sdp": pc.localDescription.sdp})
-        await asyncio.wait_for(asyncio.shield(self.answered), 20)
+        answer = await self.signaling.publish(pc.localDescription.sdp)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         await asyncio.wait_for(asyncio.shield(self.connected), 20)
         for _ in range(200):  # the hooked sender learns its parameters right after DTLS
             if self.negotiated is not None:
@@ -470,13 +604,6 @@ class Publisher:
 
     def _on_parameters(self, params: Any) -> None:
         self.negotiated = params
-
-    async def _on_answer(self, message: dict[str, Any]) -> None:
-        from aiortc import RTCSessionDescription
-
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="answer"))
-        if not self.answered.done():
-            self.answered.set_result(message)
 
     def _prepare(self) -> None:
         from sfu import aiortc_adapter as adapter
@@ -680,10 +807,12 @@ def run_server(args: argparse.Namespace) -> None:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    config = ServerConfig(sfu=SfuConfig(ice=IceConfig(addresses=("127.0.0.1",))))
+    config = ServerConfig(sfu=SfuConfig(ice=IceConfig(addresses=(args.ice_address,))))
     if args.gc_log:
         _log_gc_pauses()
-    web.run_app(create_app(config, freeze_gc=True), host="127.0.0.1", port=args.port, print=None)
+    web.run_app(
+        create_app(config, freeze_gc=True), host=args.ice_address, port=args.port, print=None
+    )
 
 
 def worker_main(args: argparse.Namespace) -> int:
@@ -819,25 +948,72 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class IsolatedHandle:
+    """A server in a network namespace of its own (``bench/janus_server.IsolatedServer``)."""
+
+    name = "server"
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.pid: int = server.pid
+        self.url: str = server.url
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.server.close)
+
+
+def _janus_server_module() -> Any:
+    bench_dir = str(Path(__file__).resolve().parent)
+    if bench_dir not in sys.path:
+        sys.path.insert(0, bench_dir)
+    import janus_server
+
+    return janus_server
+
+
+def isolated(args: argparse.Namespace, target: str) -> bool:
+    """Whether ``target`` runs in a namespace of its own (Janus always; Parley with --isolated)."""
+    return target == "janus" or bool(args.isolated)
+
+
+async def start_isolated_server(args: argparse.Namespace, target: str) -> IsolatedHandle:
+    js = _janus_server_module()
+    log = Path(args.json).resolve().with_suffix(f".{target}.log")
+    server = await asyncio.to_thread(
+        js.IsolatedServer,
+        target,
+        event_loops=args.janus_event_loops,
+        log=log,
+        cpu=SERVER_CPU if args.pin else None,
+    )
+    if target == "janus":
+        args.janus_config_files = server.config_files
+    return IsolatedHandle(server)
+
+
 @dataclass
 class Scenario:
     """One server, one publisher and K subscribers, connected and forwarding."""
 
     fanout: int
-    server: Worker
+    server: Worker | IsolatedHandle
     publisher: Worker
     sub_workers: list[Worker]
+    target: str = "parley"
+    #: the server's pid when it runs in a namespace of its own (its sockets are there)
+    netns_pid: int | None = None
     publish_info: dict[str, Any] = field(default_factory=dict)
     sub_profiles: dict[str, str | None] = field(default_factory=dict)
     source_digest: str = ""
 
     @property
-    def workers(self) -> list[Worker]:
+    def workers(self) -> list[Worker | IsolatedHandle]:
         return [self.server, self.publisher, *self.sub_workers]
 
     async def stop(self) -> None:
         for worker in [self.publisher, *self.sub_workers]:
-            await worker.stop()
+            if worker is not None:
+                await worker.stop()
         await self.server.stop()
 
 
@@ -862,12 +1038,31 @@ async def _expect(
             on(event)
 
 
-async def start_scenario(args: argparse.Namespace, fanout: int, pps: float) -> Scenario:
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
+async def start_scenario(
+    args: argparse.Namespace, fanout: int, pps: float, target: str = "parley"
+) -> Scenario:
+    """Start the server, the subscribers and the publisher; return once all receive media.
+
+    Parley: the subscribers join first and get offers when the publisher publishes.
+    Janus: subscribers join as subscribers to a feed, so the publisher comes first.
+    """
     room = f"bench-{fanout}"
+    digest = source_digest()
+    server: Worker | IsolatedHandle
+    if isolated(args, target):
+        server = await start_isolated_server(args, target)
+        url, ice_address = server.url, _janus_server_module().CLIENT_ADDRESS
+        netns_pid: int | None = server.pid
+    else:
+        port = _free_port()
+        server = await start_server(args, port)
+        url, ice_address, netns_pid = f"http://127.0.0.1:{port}", "127.0.0.1", None
     common = [] if args.batch_reads else ["--no-batch-reads"]
     common += [
+        "--protocol",
+        target,
+        "--ice-address",
+        ice_address,
         "--url",
         url,
         "--room",
@@ -879,12 +1074,11 @@ async def start_scenario(args: argparse.Namespace, fanout: int, pps: float) -> S
     ]
     if args.pin:
         common += ["--cpu", str(CLIENT_CPU)]
-    digest = source_digest()
-    server = await start_server(args, port)
-    scenario = Scenario(fanout, server, None, [])  # type: ignore[arg-type]
-    try:
-        procs = max(1, min(args.client_procs, fanout))
-        sizes = [fanout // procs + (1 if i < fanout % procs else 0) for i in range(procs)]
+    scenario = Scenario(fanout, server, None, [], target, netns_pid)  # type: ignore[arg-type]
+    procs = max(1, min(args.client_procs, fanout))
+    sizes = [fanout // procs + (1 if i < fanout % procs else 0) for i in range(procs)]
+
+    async def spawn_subscribers() -> None:
         for i, size in enumerate(sizes):
             worker = await Worker.spawn(
                 f"subs{i}",
@@ -899,8 +1093,8 @@ async def start_scenario(args: argparse.Namespace, fanout: int, pps: float) -> S
                 ],
             )
             scenario.sub_workers.append(worker)
-        for worker in scenario.sub_workers:
-            await _expect(worker, "joined", 30)
+
+    async def spawn_publisher() -> None:
         scenario.publisher = await Worker.spawn(
             "publisher",
             [
@@ -914,6 +1108,16 @@ async def start_scenario(args: argparse.Namespace, fanout: int, pps: float) -> S
             ],
         )
         scenario.publish_info = await _expect(scenario.publisher, "publishing", 40)
+
+    try:
+        if target == "janus":
+            await spawn_publisher()
+            await spawn_subscribers()
+        else:
+            await spawn_subscribers()
+            for worker in scenario.sub_workers:
+                await _expect(worker, "joined", 30)
+            await spawn_publisher()
         for worker, size in zip(scenario.sub_workers, sizes, strict=True):
             receiving = 0
             connected: dict[str, Any] = {}
@@ -923,7 +1127,7 @@ async def start_scenario(args: argparse.Namespace, fanout: int, pps: float) -> S
                     connected[event["who"]] = event.get("srtp_profile")
 
             while receiving < size:
-                await _expect(worker, "receiving", 40, on_event)
+                await _expect(worker, "receiving", 40 + 2 * size, on_event)
                 receiving += 1
             # "connected" events precede media; drain any left in the queue
             while not worker.events.empty():
@@ -932,9 +1136,7 @@ async def start_scenario(args: argparse.Namespace, fanout: int, pps: float) -> S
         scenario.source_digest = digest
         return scenario
     except BaseException:
-        for worker in scenario.workers:
-            if worker is not None:
-                await worker.stop()
+        await scenario.stop()
         raise
 
 
@@ -1005,10 +1207,23 @@ async def measure(
     """One measurement window on a running scenario."""
     pids = _pids(scenario, extra_pids)
     inodes = {name: socket_inodes(pid) for name, pid in pids.items()}
+    ns = scenario.netns_pid
+
+    def drops_now() -> dict[int, int]:
+        """Ours, and those of the server's namespace when it has one (inodes are global)."""
+        out = udp_drops()
+        if ns is not None:
+            out.update(udp_drops(f"/proc/{ns}/net/udp"))
+        return out
+
+    def server_snmp() -> dict[str, int]:
+        return udp_snmp(f"/proc/{ns}/net/snmp") if ns is not None else {}
+
     cpu0 = {name: read_cpu(pid) for name, pid in pids.items()}
     cores0 = read_core_busy()
-    drops0 = udp_drops()
+    drops0 = drops_now()
     snmp0 = udp_snmp()
+    server_snmp0 = server_snmp()
     mark0 = await scenario.publisher.request({"cmd": "mark"})
     t0 = time.monotonic()
     await asyncio.sleep(window)
@@ -1016,8 +1231,9 @@ async def measure(
     cores1 = read_core_busy()
     mark1 = await scenario.publisher.request({"cmd": "mark"})
     t1 = time.monotonic()
-    drops1 = udp_drops()
+    drops1 = drops_now()
     snmp1 = udp_snmp()
+    server_snmp1 = server_snmp()
     await asyncio.sleep(args.drain)
     counts: dict[str, int] = {}
     fast_path: dict[str, bool] = {}
@@ -1074,6 +1290,7 @@ async def measure(
         for name, n in sorted(counts.items())
     }
     return {
+        "target": scenario.target,
         "fanout": scenario.fanout,
         "window_s": round(elapsed, 3),
         "target_pps": mark1.get("pps"),
@@ -1097,6 +1314,11 @@ async def measure(
         "udp_drops_server_sockets": server_drops,
         "udp_drops_client_sockets": client_drops,
         "udp_rcvbuf_errors_ns": snmp1.get("RcvbufErrors", 0) - snmp0.get("RcvbufErrors", 0),
+        "udp_rcvbuf_errors_server_ns": (
+            server_snmp1.get("RcvbufErrors", 0) - server_snmp0.get("RcvbufErrors", 0)
+            if ns is not None
+            else None
+        ),
         "publisher_skipped": mark1["skipped"] - mark0["skipped"],
         "publisher_send_failures": mark1["send_failures"] - mark0["send_failures"],
         "cpu": cpu,
@@ -1108,6 +1330,12 @@ async def measure(
     }
 
 
+def server_mode(args: argparse.Namespace, target: str) -> str:
+    if isolated(args, target):
+        return "isolated: own network namespace, veth 10.77.0.1 <-> 10.77.0.2"
+    return "loopback: same namespace as the clients, 127.0.0.1"
+
+
 def fanout_pps(args: argparse.Namespace, fanout: int) -> float:
     """The publisher rate for ``fanout``: ``--pps``, capped by ``--max-forwarded-pps`` / K."""
     pps = float(args.pps)
@@ -1116,10 +1344,12 @@ def fanout_pps(args: argparse.Namespace, fanout: int) -> float:
     return round(pps)
 
 
-async def run_fanout(args: argparse.Namespace, fanout: int) -> dict[str, Any]:
+async def run_fanout(
+    args: argparse.Namespace, fanout: int, target: str = "parley"
+) -> dict[str, Any]:
     """Measure ``--repeat`` windows; keep the one least disturbed by other load."""
     pps = fanout_pps(args, fanout)
-    scenario = await start_scenario(args, fanout, pps)
+    scenario = await start_scenario(args, fanout, pps, target)
     try:
         await asyncio.sleep(args.warmup)
         windows = []
@@ -1128,6 +1358,7 @@ async def run_fanout(args: argparse.Namespace, fanout: int) -> dict[str, Any]:
             windows.append(await measure(args, scenario, args.window))
         result = dict(min(windows, key=lambda w: w["foreign_load_pct"]["total"]))
         result["target_pps"] = pps
+        result["server_mode"] = server_mode(args, target)
         result["srtp_profile_publisher"] = scenario.publish_info.get("srtp_profile")
         result["srtp_profiles_subscribers"] = sorted(
             {str(p) for p in scenario.sub_profiles.values()}
@@ -1153,7 +1384,9 @@ async def run_fanout(args: argparse.Namespace, fanout: int) -> dict[str, Any]:
         await scenario.stop()
 
 
-async def run_sweep(args: argparse.Namespace, fanout: int) -> dict[str, Any]:
+async def run_sweep(
+    args: argparse.Namespace, fanout: int, target: str = "parley"
+) -> dict[str, Any]:
     """Raise the rate step by step on one running scenario.
 
     Records the first rate with SFU-caused loss above ``--loss-threshold`` and goes on
@@ -1163,7 +1396,7 @@ async def run_sweep(args: argparse.Namespace, fanout: int) -> dict[str, Any]:
     rate = (
         float(args.sweep_start) if args.sweep_start > 0 else max(100.0, round(4000.0 / fanout, -1))
     )
-    scenario = await start_scenario(args, fanout, rate)
+    scenario = await start_scenario(args, fanout, rate, target)
     steps: list[dict[str, Any]] = []
     verdict = "max rate reached"
     try:
@@ -1202,6 +1435,8 @@ async def run_sweep(args: argparse.Namespace, fanout: int) -> dict[str, Any]:
     below = steps[: steps.index(first_loss)] if first_loss is not None else steps
     best = max(below, key=lambda s: s["in_pps"]) if below else None
     return {
+        "target": target,
+        "server_mode": server_mode(args, target),
         "fanout": fanout,
         "loss_threshold_pct": args.loss_threshold,
         "stopped_by": verdict,
@@ -1364,7 +1599,7 @@ async def run_profile(args: argparse.Namespace, fanout: int, out_dir: Path) -> d
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not os.path.exists(spy):
         return {"fanout": fanout, "error": "py-spy not installed (pip install py-spy)"}
-    scenario = await start_scenario(args, fanout, fanout_pps(args, fanout))
+    scenario = await start_scenario(args, fanout, fanout_pps(args, fanout), "parley")
     raw = out_dir / f"profile-fanout{fanout}.txt"
     try:
         await asyncio.sleep(args.warmup)
@@ -1517,9 +1752,27 @@ def calibrate(n: int = 20000) -> dict[str, float]:
         def source_has_missing(self, source: Any) -> None:
             pass
 
-    class Sink:
+        def keyframe_deferred(self, source: Any, at: float) -> None:
+            pass
+
+    class Sink:  # sfu.forwarder.PacketSink; nothing is sent
         def send_rtp(self, data: bytes) -> bool:
             return True
+
+        def send_rtp_twice(self, data: bytes) -> bool:
+            return True
+
+        def send_video(self, data: bytes, now: float) -> bool:
+            return True
+
+        def room_for_frame(self) -> bool:
+            return True
+
+        def layer_changed(self, forwarder: Any) -> None:
+            pass
+
+        def frame_dropped(self, forwarder: Any, now: float) -> None:
+            pass
 
     def best(fn: Callable[[], None], count: int = n) -> float:
         times = []
@@ -1565,7 +1818,7 @@ def calibrate(n: int = 20000) -> dict[str, float]:
 
     def rewrite() -> None:  # one Forwarder.forward (header/descriptor rewrite, extensions)
         source = Source(params, Owner())
-        fwd = Forwarder(source, Sink(), "s")
+        fwd = Forwarder([source], Sink(), "s")
         fwd.configure(
             EgressParams(
                 mid="0",
@@ -1576,8 +1829,9 @@ def calibrate(n: int = 20000) -> dict[str, float]:
                 extensions={FWD_MID_URI: 1, ABS_SEND_TIME_URI: 3},
             )
         )
+        fwd.start(0.0)  # the m-line is negotiated: forward the only layer
         for i, (v, d) in enumerate(zip(views, vp8s, strict=True)):
-            fwd.forward(v, d, i * 0.0002)
+            fwd.forward(source, v, d, i * 0.0002)
 
     out["SRTP protect (AES-256-GCM)"] = best(protect)
     out["SRTP unprotect (AES-256-GCM)"] = best(unprotect)
@@ -1692,7 +1946,7 @@ def _fmt(value: Any, spec: str = "") -> str:
 
 def _print_step(step: dict[str, Any]) -> None:
     print(
-        f"  sweep K={step['fanout']:>2} target {step['target_pps']:>7.0f} pps: in {step['in_pps']:>8.0f} "
+        f"  sweep {step['target']} K={step['fanout']:>2} target {step['target_pps']:>7.0f} pps: in {step['in_pps']:>8.0f} "
         f"fwd {step['forwarded_pps']:>8.0f} SFU {step['sfu_core_pct']:>5.1f}% "
         f"{_fmt(step['sfu_us_per_fwd'], '.1f')} us/fwd  SFU loss {_fmt(step['sfu_loss_pct'], '.3f')}% "
         f"(client sockets dropped {step['udp_drops_client_sockets']}) clients {step['clients_core_pct']:.0f}%",
@@ -1702,7 +1956,7 @@ def _print_step(step: dict[str, Any]) -> None:
 
 def print_table(results: list[dict[str, Any]]) -> None:
     head = (
-        f"{'K':>3} {'in pps':>8} {'fwd pps':>9} {'SFU %core':>9} {'us/in':>7} {'us/fwd':>7} "
+        f"{'server':>6} {'K':>3} {'in pps':>8} {'fwd pps':>9} {'SFU %core':>9} {'us/in':>7} {'us/fwd':>7} "
         f"{'loss %':>7} {'SFU loss %':>10} {'srv drops':>9} {'cli drops':>9} {'pub %':>6} {'subs %':>7}"
     )
     print(head)
@@ -1710,7 +1964,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
     for r in results:
         subs = sum(v["core_pct"] for k, v in r["cpu"].items() if k.startswith("subs"))
         print(
-            f"{r['fanout']:>3} {r['in_pps']:>8.0f} {r['forwarded_pps']:>9.0f} {r['sfu_core_pct']:>9.1f} "
+            f"{r['target']:>6} {r['fanout']:>3} {r['in_pps']:>8.0f} {r['forwarded_pps']:>9.0f} {r['sfu_core_pct']:>9.1f} "
             f"{_fmt(r['sfu_us_per_in'], '.2f'):>7} {_fmt(r['sfu_us_per_fwd'], '.2f'):>7} "
             f"{_fmt(r['loss_pct'], '.3f'):>7} {_fmt(r['sfu_loss_pct'], '.3f'):>10} "
             f"{r['udp_drops_server_sockets']:>9} {r['udp_drops_client_sockets']:>9} "
@@ -1719,16 +1973,79 @@ def print_table(results: list[dict[str, Any]]) -> None:
     for r in results:
         if r["saturated_clients"]:
             print(
-                f"  K={r['fanout']}: client process(es) above 90% of a core: {', '.join(r['saturated_clients'])}"
+                f"  {r['target']} K={r['fanout']}: client process(es) above 90% of a core: {', '.join(r['saturated_clients'])}"
             )
         if r["clients_core_pct"] > 90:
             print(
-                f"  K={r['fanout']}: the client processes together used {r['clients_core_pct']}% of a core"
+                f"  {r['target']} K={r['fanout']}: the client processes together used {r['clients_core_pct']}% of a core"
             )
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return round(a / b, 3)
+
+
+def ratios(report: dict[str, Any]) -> dict[str, Any]:
+    """Parley / Janus per fan-out (same rates, same run): CPU per packet, and the sweeps'."""
+    out: dict[str, Any] = {}
+    by = {(r["target"], r["fanout"]): r for r in report["results"]}
+    for (target, fanout), parley in sorted(by.items(), key=lambda kv: kv[0][1]):
+        janus = by.get(("janus", fanout))
+        if target != "parley" or janus is None:
+            continue
+        out[f"fanout_{fanout}"] = {
+            "in_pps": [parley["in_pps"], janus["in_pps"]],
+            "parley_us_per_fwd": parley["sfu_us_per_fwd"],
+            "janus_us_per_fwd": janus["sfu_us_per_fwd"],
+            "us_per_fwd": _ratio(parley["sfu_us_per_fwd"], janus["sfu_us_per_fwd"]),
+            "us_per_in": _ratio(parley["sfu_us_per_in"], janus["sfu_us_per_in"]),
+            "sfu_loss_pct": [parley["sfu_loss_pct"], janus["sfu_loss_pct"]],
+        }
+    sweeps = {(s["target"], s["fanout"]): s for s in report.get("sweep", [])}
+    for (target, fanout), parley in sorted(sweeps.items(), key=lambda kv: kv[0][1]):
+        janus = sweeps.get(("janus", fanout))
+        if target != "parley" or janus is None:
+            continue
+        out[f"sweep_fanout_{fanout}"] = {
+            "max_clean_forwarded_pps": _ratio(
+                parley["max_clean_forwarded_pps"], janus["max_clean_forwarded_pps"]
+            ),
+            "stopped_by": [parley["stopped_by"], janus["stopped_by"]],
+        }
+    return out
+
+
+def janus_info(args: argparse.Namespace) -> dict[str, Any]:
+    """What the JSON records about the Janus under test."""
+    import subprocess
+
+    version = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        text = subprocess.run(
+            ["janus", "--version"], capture_output=True, text=True, timeout=10
+        ).stdout
+        match = re.search(r"Janus version:\s*(\S+)\s*\(([^)]*)\)", text)
+        version = match.group(2) if match else text.strip().splitlines()[0]
+    return {
+        "version": version,
+        "event_loops": args.janus_event_loops,
+        "pinned_cpu": SERVER_CPU if args.pin else None,
+        "room": JANUS_ROOM,
+        "signaling": "websockets transport (janus-protocol), loadgen.load_janus.JanusSession",
+        "notes": (
+            "janus.jcfg from bench/janus_server.py: only the VideoRoom plugin and the "
+            "websockets transport loaded, event handlers off, debug_level 3, ICE only on "
+            "the veth (ice_enforce_list), no full trickle; the VideoRoom's own jcfg is empty"
+        ),
+        "config_files": getattr(args, "janus_config_files", None),
+    }
 
 
 async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     fanouts = [int(x) for x in args.fanouts.split(",") if x.strip()]
+    targets = [t.strip() for t in args.target.split(",") if t.strip()]
     out_dir = Path(args.json).resolve().parent
     out_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
@@ -1742,6 +2059,8 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             ]
         ),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "targets": targets,
+        "server_mode": {t: server_mode(args, t) for t in targets},
         "machine": machine_info(args),
         "git": git_state(),
         "sfu_source_digest_at_start": source_digest(),
@@ -1754,6 +2073,7 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             "pps": args.pps,
             "warmup_s": args.warmup,
             "window_s": args.window,
+            "windows_per_fanout": args.repeat,
             "client_procs": args.client_procs,
             "srtp_requested": args.srtp,
         },
@@ -1762,7 +2082,8 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     if args.pin:
         _pin(CLIENT_CPU)
     print(
-        f"forwarding bench: {len(os.sched_getaffinity(0)) if not args.pin else os.cpu_count()} CPUs; "
+        f"forwarding bench ({', '.join(f'{t}: {server_mode(args, t)}' for t in targets)}): "
+        f"{len(os.sched_getaffinity(0)) if not args.pin else os.cpu_count()} CPUs; "
         + (
             f"SFU pinned to core {SERVER_CPU}, clients (and this script) to core {CLIENT_CPU}"
             if args.pin
@@ -1770,7 +2091,7 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         ),
         flush=True,
     )
-    if args.calibrate:
+    if args.calibrate and "parley" in targets:
         if args.pin:
             _pin(SERVER_CPU)
         report["calibration_us_per_packet"] = calibrate()
@@ -1780,21 +2101,22 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             print(f"  {k:<52} {v:>6.2f}", flush=True)
     profiles: set[str] = set()
     for fanout in fanouts:
-        print(
-            f"fan-out {fanout}: {fanout_pps(args, fanout):.0f} pps, warm-up {args.warmup} s, "
-            f"window {args.window} s ...",
-            flush=True,
-        )
-        result = await run_fanout(args, fanout)
-        report["results"].append(result)
-        profiles.add(str(result["srtp_profile_publisher"]))
-        profiles.update(result["srtp_profiles_subscribers"])
-        print(
-            f"  in {result['in_pps']:.0f} pps, fwd {result['forwarded_pps']:.0f} pps, "
-            f"SFU {result['sfu_us_per_in']} us/in, {result['sfu_us_per_fwd']} us/fwd, "
-            f"SFU loss {result['sfu_loss_pct']}%",
-            flush=True,
-        )
+        for target in targets:
+            print(
+                f"{target} fan-out {fanout}: {fanout_pps(args, fanout):.0f} pps, "
+                f"warm-up {args.warmup} s, window {args.window} s ...",
+                flush=True,
+            )
+            result = await run_fanout(args, fanout, target)
+            report["results"].append(result)
+            profiles.add(str(result["srtp_profile_publisher"]))
+            profiles.update(result["srtp_profiles_subscribers"])
+            print(
+                f"  in {result['in_pps']:.0f} pps, fwd {result['forwarded_pps']:.0f} pps, "
+                f"SFU {result['sfu_us_per_in']} us/in, {result['sfu_us_per_fwd']} us/fwd, "
+                f"SFU loss {result['sfu_loss_pct']}%",
+                flush=True,
+            )
     report["machine"]["srtp_profile_negotiated"] = sorted(profiles)
     if args.sweep:
         report["sweep"] = []
@@ -1802,19 +2124,20 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             int(x) for x in (args.sweep_fanouts or args.fanouts).split(",") if x.strip()
         ]
         for fanout in sweep_fanouts:
-            print(
-                f"sweep fan-out {fanout} (x{args.sweep_factor} per step) ...",
-                flush=True,
-            )
-            sweep = await run_sweep(args, fanout)
-            report["sweep"].append(sweep)
-            print(
-                f"  no SFU loss up to {sweep['max_clean_in_pps']} pps in "
-                f"({sweep['max_clean_forwarded_pps']} forwarded); first loss at "
-                f"{sweep['first_loss_in_pps']} pps; stopped by: {sweep['stopped_by']}",
-                flush=True,
-            )
-    if args.profile:
+            for target in targets:
+                print(
+                    f"sweep {target} fan-out {fanout} (x{args.sweep_factor} per step) ...",
+                    flush=True,
+                )
+                sweep = await run_sweep(args, fanout, target)
+                report["sweep"].append(sweep)
+                print(
+                    f"  no SFU loss up to {sweep['max_clean_in_pps']} pps in "
+                    f"({sweep['max_clean_forwarded_pps']} forwarded); first loss at "
+                    f"{sweep['first_loss_in_pps']} pps; stopped by: {sweep['stopped_by']}",
+                    flush=True,
+                )
+    if args.profile and "parley" in targets:
         report["profile"] = []
         profile_fanouts = [
             int(x) for x in (args.profile_fanouts or args.fanouts).split(",") if x.strip()
@@ -1822,9 +2145,24 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         for fanout in profile_fanouts:
             print(f"profiling the SFU at fan-out {fanout} with py-spy ...", flush=True)
             report["profile"].append(await run_profile(args, fanout, out_dir))
+    if "janus" in targets:
+        report["janus"] = janus_info(args)
     print()
     print_table(report["results"])
     print(f"SRTP profile negotiated: {', '.join(sorted(profiles))}")
+    if len(targets) > 1:
+        report["ratios_parley_over_janus"] = ratios(report)
+        for key, value in report["ratios_parley_over_janus"].items():
+            if key.startswith("fanout_"):
+                print(
+                    f"Parley / Janus at K={key[7:]}: {value['us_per_fwd']} "
+                    f"({value['parley_us_per_fwd']} / {value['janus_us_per_fwd']} us per forwarded packet)"
+                )
+            else:
+                print(
+                    f"Parley / Janus sweep K={key[13:]}: max clean forwarded pps ratio "
+                    f"{value['max_clean_forwarded_pps']} (stopped by: {' / '.join(value['stopped_by'])})"
+                )
     for p in report.get("profile", []):
         if "error" in p:
             print(f"profile K={p['fanout']}: {p['error']}")
@@ -1849,6 +2187,24 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument(
+        "--target",
+        default="parley",
+        help="server(s) to measure, comma-separated: parley, janus or parley,janus (each "
+        "fan-out runs against each in turn; with both, the JSON has Parley / Janus ratios)",
+    )
+    p.add_argument(
+        "--isolated",
+        action="store_true",
+        help="run Parley in a network namespace of its own over a veth pair, as Janus always "
+        "is (bench/janus_server.py), so both servers pay the same network path",
+    )
+    p.add_argument(
+        "--janus-event-loops",
+        type=int,
+        default=0,
+        help="Janus's event_loops setting (default 0: Janus's default, a thread per handle)",
+    )
     p.add_argument(
         "--fanouts", default="1,4,16", help="comma-separated subscriber counts (default 1,4,16)"
     )
@@ -1957,6 +2313,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--worker", choices=["server", "publisher", "subscribers"], help=argparse.SUPPRESS
     )
     p.add_argument("--cpu", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--protocol", choices=TARGETS, default="parley", help=argparse.SUPPRESS)
+    p.add_argument("--ice-address", default="127.0.0.1", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--url", default="", help=argparse.SUPPRESS)
     p.add_argument("--room", default="bench", help=argparse.SUPPRESS)
@@ -1982,9 +2340,18 @@ async def _main_async(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.worker:
         return worker_main(args)
+    targets = [t.strip() for t in args.target.split(",") if t.strip()]
+    if not targets or any(t not in TARGETS for t in targets) or len(set(targets)) != len(targets):
+        parser.error(f"--target: one or more of {', '.join(TARGETS)}, comma-separated")
+    needs = ["ip", "nsenter", "taskset"] if "janus" in targets or args.isolated else []
+    needs += ["janus"] if "janus" in targets else []
+    missing = [tool for tool in needs if shutil.which(tool) is None]
+    if missing:
+        parser.error(f"not installed: {', '.join(missing)} (janus: apt-get install -y janus)")
     ensure_loopback_namespace()
     if args.pin and len(os.sched_getaffinity(0)) < 2:
         print("forwarding bench: fewer than 2 CPUs available, not pinning", file=sys.stderr)

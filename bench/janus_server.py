@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -50,6 +52,15 @@ def _run(*cmd: str) -> None:
     subprocess.run(cmd, check=True)
 
 
+def _running(interface: str) -> bool:
+    """IFF_RUNNING of an interface of this namespace (the link has carrier)."""
+    siocgifflags, iff_running = 0x8913, 0x40
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = struct.pack("16sH14s", interface.encode(), 0, b"")
+        flags = struct.unpack("16sH14s", fcntl.ioctl(s.fileno(), siocgifflags, ifreq))[1]
+    return bool(flags & iff_running)
+
+
 class Namespace:
     """A network namespace (held by a sleeping process) joined to ours by a veth pair."""
 
@@ -75,6 +86,27 @@ class Namespace:
             _run(*self.enter(*cmd))
         self.interface = theirs
         self._ours = ours
+        self._wait_running(ours, theirs)
+
+    def _wait_running(self, ours: str, theirs: str, timeout: float = 10.0) -> None:
+        """Wait until the veth carries traffic (a moment after both ends are up).
+
+        Until then the server's end is still DOWN, and Janus, which looks for the
+        addresses to gather ICE candidates on when a peer connection starts, finds none
+        ("Error gathering candidates", API error 490).
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            peer = subprocess.run(
+                self.enter("ip", "-o", "link", "show", "dev", theirs),
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout
+            if _running(ours) and "LOWER_UP" in peer and "state UP" in peer:
+                return
+            time.sleep(0.02)
+        raise RuntimeError(f"the veth pair {ours}/{theirs} did not come up within {timeout} s")
 
     def enter(self, *cmd: str) -> list[str]:
         """``cmd`` to run inside the namespace (nsenter execs it: the pid stays the same)."""
@@ -164,12 +196,23 @@ def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: flo
 
 
 class IsolatedServer:
-    """Janus or Parley in its own namespace. ``url``, ``pid``; ``close()`` stops it."""
+    """Janus or Parley in its own namespace. ``url``, ``pid``; ``close()`` stops it.
 
-    def __init__(self, kind: str, event_loops: int = 0, log: Path | None = None) -> None:
+    ``event_loops`` is Janus's ``event_loops`` (0: Janus's default, a thread per handle).
+    ``cpu`` pins the server to that core from its start (``taskset``, so every thread
+    Janus creates inherits it). ``config_files`` holds the text of the configuration
+    written for Janus (file name -> text).
+    """
+
+    def __init__(
+        self, kind: str, event_loops: int = 0, log: Path | None = None, cpu: int | None = None
+    ) -> None:
         if kind not in ("janus", "parley"):
             raise ValueError(kind)
         self.kind = kind
+        self.event_loops = event_loops
+        self.cpu = cpu
+        self.config_files: dict[str, str] = {}
         self.namespace = Namespace()
         self._tmp = Path(tempfile.mkdtemp(prefix=f"parley-{kind}-"))
         output = open(log or self._tmp / "server.log", "wb")  # noqa: SIM115 - closed in close()
@@ -182,6 +225,9 @@ class IsolatedServer:
                     self._tmp / "conf", self.namespace.interface, event_loops
                 )
                 cmd = ["janus", "-C", str(config), "-F", str(config.parent), "-N"]
+                self.config_files = {
+                    f.name: f.read_text(encoding="utf-8") for f in sorted(config.parent.iterdir())
+                }
                 port = JANUS_WS_PORT
                 self.url = f"ws://{SERVER_ADDRESS}:{port}"
             else:
@@ -191,6 +237,8 @@ class IsolatedServer:
                     "--port", str(port), "--ice-address", SERVER_ADDRESS, "--log-level", "WARNING",
                 ]  # fmt: skip
                 self.url = f"http://{SERVER_ADDRESS}:{port}"
+            if cpu is not None:  # taskset execs the server: the pid stays the same
+                cmd = ["taskset", "--cpu-list", str(cpu), *cmd]
             self.proc = subprocess.Popen(
                 self.namespace.enter(*cmd), stdout=output, stderr=subprocess.STDOUT, cwd=REPO
             )

@@ -15,6 +15,9 @@ sending leg, and confirmed by probing:
   libwebrtc's loss-based controller: above ``loss_high`` (10 %) in two reports in a
   row, or above twice that in one, the cap becomes ``sent x (1 - loss / 2)``; between
   ``loss_low`` and ``loss_high`` it holds.
+* **Queue overflow** (``sfu/pacer.py``): the pacer's queue over budget, or the
+  socket refusing a packet, means the link takes less than is sent: the cap becomes
+  ``overflow_backoff`` x what is sent (at most once per ``decrease_interval``).
 * **Probing.** A capped subscriber whose allocation wants more is probed once the link
   has been calm for ``hold`` seconds (doubled after each failed probe, up to 4x): the
   SFU sends padding at ``probe_step`` x the cap (halved after each failed probe, at
@@ -52,6 +55,7 @@ class BweSettings:
     probe_duration: float = 0.5
     settle: float = 0.5
     min_bitrate: float = 30_000.0
+    overflow_backoff: float = 0.85
     max_bitrate: float = 20_000_000.0
     #: how recent (s) a loss-based decrease must be for the cap to pause video
     pause_evidence: float = 5.0
@@ -127,6 +131,15 @@ class BandwidthEstimator:
                 self._decrease(self.sent * (1 - fraction / 2), now, "loss")
         elif fraction >= s.loss_low:
             self._signal(now)  # hold: no probing while losing a little
+
+    def on_overflow(self, now: float) -> bool:
+        """The pacer's queue (or the socket) is full; returns whether the cap dropped."""
+        s = self.settings
+        if now - self._last_decrease < s.decrease_interval or self.sent <= s.min_bitrate:
+            return False
+        self._last_loss_decrease = now  # frames are being lost: pausing may be needed
+        self._decrease(self.sent * s.overflow_backoff, now, "overflow")
+        return True
 
     def _signal(self, now: float) -> None:
         self.last_signal = now

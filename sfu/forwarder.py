@@ -43,6 +43,18 @@ class PacketSink(Protocol):
         """What the forwarder sends changed layer, or paused / resumed."""
         ...
 
+    def send_video(self, data: bytes, now: float) -> bool:
+        """Send a video packet, or queue it behind the pacer (``sfu/pacer.py``)."""
+        ...
+
+    def room_for_frame(self) -> bool:
+        """Whether a new video frame may start: the pacer's queue is within budget."""
+        ...
+
+    def frame_dropped(self, forwarder: Forwarder, now: float) -> None:
+        """A frame found no room and was dropped whole: the link is short."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class EgressParams:
@@ -114,6 +126,12 @@ class Forwarder:
         self.retransmitted = 0
         self.send_failures = 0
         self.keyframes_requested = 0
+        #: frames dropped whole for want of room in the pacer's queue, and the delta
+        #: frames after them (until a keyframe)
+        self.frames_dropped = 0
+        #: dropping the rest of a frame / waiting for a keyframe after a dropped frame
+        self._dropping = False
+        self._broken = False
         #: (fraction lost 0..1, cumulative lost, rtt s or None) from the last receiver report
         self.fraction_lost = 0.0
         self.rtt: float | None = None
@@ -131,6 +149,7 @@ class Forwarder:
         self._ext_plain = (b"", b"")
         self._ext_with_level = (b"", b"")
         self._sr_sent: dict[int, float] = {}
+        self._rr_mark: tuple[int, int, int] | None = None
 
     # ------------------------------------------------------------ configuration
 
@@ -335,6 +354,7 @@ class Forwarder:
         previous = self.current
         self.current = source
         self.switched_at = now
+        self._dropping = self._broken = False  # a switch starts on a keyframe
         if previous is not source:
             if previous is not None:
                 previous.remove_forwarder(self)
@@ -354,19 +374,53 @@ class Forwarder:
 
     def _send(self, pkt: RtpView, vp8: Vp8Descriptor | None, now: float) -> None:
         rw = self.rewriter
+        if self.is_video and (self._dropping or self._broken or not self._mid_frame):
+            if not self._admit(pkt, vp8, now):
+                return
         out_seq = (pkt.seq + rw.seq_offset) & 0xFFFF
         if not 0 < ((out_seq - rw.out_seq) & 0xFFFF) < 0x8000:
             out_seq = rw.seq(pkt.seq)  # late: it may predate a drop that shifted the mapping
         out, out_ts, pid, tl0 = self._render(pkt, vp8, out_seq, now)
         sink = self._sink  # inline, not via a helper: this runs per forwarded packet
-        twice = self.redundant and not self.is_video
-        if sink.send_rtp_twice(out) if twice else sink.send_rtp(out):
+        if self.is_video:
+            ok = sink.send_video(out, now)
+        else:
+            ok = sink.send_rtp_twice(out) if self.redundant else sink.send_rtp(out)
+        if ok:
             self.packets_sent += 1
             self.bytes_sent += len(out)
             rw.sent(out_seq, out_ts, now, pid, tl0)
             self._mid_frame = not pkt.marker
         else:
             self.send_failures += 1
+
+    def _admit(self, pkt: RtpView, vp8: Vp8Descriptor | None, now: float) -> bool:
+        """Video at a frame boundary, or while frames are being dropped: whether this
+        packet goes out. A frame starts only when the pacer's queue has room; one
+        that does not is dropped whole (its sequence numbers closed up, so the
+        receiver NACKs nothing) and delta frames are dropped until a keyframe."""
+        if self._dropping:
+            self._drop(pkt)
+            return False
+        if self._broken and not (vp8 is not None and vp8.keyframe):
+            self.frames_dropped += 1
+            self._drop(pkt)
+            source = self.target or self.current
+            if source is not None and self._sink.room_for_frame():
+                source.request_keyframe(now)  # (a keyframe into a full queue is lost)
+            return False
+        if not self._sink.room_for_frame():
+            self.frames_dropped += 1
+            self._broken = True
+            self._drop(pkt)
+            self._sink.frame_dropped(self, now)
+            return False
+        self._broken = False
+        return True
+
+    def _drop(self, pkt: RtpView) -> None:
+        self.rewriter.drop(pkt.seq)
+        self._dropping = not pkt.marker
 
     def continue_from(self, previous: Forwarder) -> None:
         """Take over ``previous``'s outgoing stream (the same m-line, reused): the
@@ -431,6 +485,20 @@ class Forwarder:
         wanted = self.target or self.current
         if wanted is not None:
             wanted.request_keyframe(now)
+
+    def link_loss(self, highest: int, cumulative_lost: int) -> float | None:
+        """The fraction of packets the subscriber's own link lost since the previous
+        report, from a report block's extended highest sequence number and cumulative
+        lost count, less what never left the SFU (lost upstream: ``skipped``)."""
+        mark = (highest, cumulative_lost, self.rewriter.skipped)
+        previous, self._rr_mark = self._rr_mark, mark
+        if previous is None:
+            return None
+        expected = (highest - previous[0]) & 0xFFFFFFFF
+        if not 0 < expected < 0x8000:
+            return None
+        lost = (cumulative_lost - previous[1]) - (mark[2] - previous[2])
+        return min(1.0, max(0.0, lost / expected))
 
     def on_receiver_report(self, fraction_lost: int, lsr: int, dlsr: int, now: float) -> None:
         self.fraction_lost = fraction_lost / 256.0

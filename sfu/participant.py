@@ -37,6 +37,7 @@ from .bwe import BandwidthEstimator
 from .config import SfuConfig
 from .forwarder import EgressParams, Forwarder
 from .layers import ACTIVE_TIMEOUT, LayerRequest, allocate, allowed, ordered, priority
+from .pacer import Pacer
 from .routing import IngressRouter
 from .rtp.packet import RtpError, RtpView
 from .rtp.rtcp import build_nack, normalize_lost, parse_rtcp
@@ -178,6 +179,9 @@ class Participant:
         self._wants_more = False
         self._probe_timer: asyncio.TimerHandle | None = None
         self._padding_bytes = 0
+        #: paces video while the estimate has a cap (``sfu/pacer.py``)
+        self.pacer = Pacer()
+        self._pacer_timer: asyncio.TimerHandle | None = None
         self._task = asyncio.ensure_future(self._run())
         self._close_task: asyncio.Task[None] | None = None
         self.counters = {
@@ -189,6 +193,9 @@ class Participant:
             "rtx_sent": 0,
             "probes": 0,
             "padding_packets": 0,
+            "paced_packets": 0,
+            "frames_dropped": 0,
+            "send_failures": 0,
         }
 
     # =============================================================== publish
@@ -652,6 +659,53 @@ class Participant:
         port = self._sub_port
         return port is not None and port.send_rtp_twice(data)
 
+    def send_video(self, data: bytes, now: float) -> bool:
+        port = self._sub_port
+        if port is None:
+            return False
+        pacer = self.pacer
+        if pacer.byte_rate is None and not pacer.queue:
+            return port.send_rtp(data)  # nothing limits the link: no queue
+        if pacer.offer(data, now):
+            if port.send_rtp(data):
+                return True
+            self._send_failed(now)
+            return False
+        self.counters["paced_packets"] += 1
+        if self._pacer_timer is None:
+            self._pacer_timer = self._loop.call_later(pacer.settings.tick, self._pace)
+        return True
+
+    def room_for_frame(self) -> bool:
+        return self.pacer.has_room()
+
+    def frame_dropped(self, forwarder: Forwarder, now: float) -> None:
+        """The pacer's queue is over budget: the link takes less than is sent. Lower
+        the estimate so a lower layer is chosen (the frame was dropped whole)."""
+        self.counters["frames_dropped"] += 1
+        if self.bwe.on_overflow(now):
+            self.update_layers(now)
+
+    def _send_failed(self, now: float) -> None:
+        """The socket refused a packet (its buffer is full): as a queue overflow."""
+        self.counters["send_failures"] += 1
+        if self.bwe.on_overflow(now):
+            self.update_layers(now)
+
+    def _pace(self) -> None:
+        """Send what the pacer lets out now; re-arm while it holds packets."""
+        self._pacer_timer = None
+        port = self._sub_port
+        if self.closed or port is None:
+            self.pacer.clear()
+            return
+        now = self._loop.time()
+        for packet in self.pacer.due(now):
+            if not port.send_rtp(packet):
+                self._send_failed(now)
+        if self.pacer.queue:
+            self._pacer_timer = self._loop.call_later(self.pacer.settings.tick, self._pace)
+
     def layer_changed(self, forwarder: Forwarder) -> None:
         if self.closed:
             return
@@ -721,6 +775,7 @@ class Participant:
             current_levels.append(level)
         speaker = self.room.active_speaker
         budget = self.layer_budget()
+        self.pacer.set_rate(budget, now)
         levels = allocate(
             budget,
             [[max(c.bitrate, 1.0) for c in choices] for _, _, choices, _ in plans],
@@ -852,16 +907,20 @@ class Participant:
                         )
                         params = forwarder.params
                         media = params is not None and report.ssrc == params.ssrc
+                        if not media:
+                            continue
                         # what the subscriber's own link lost: packets lost upstream
                         # (publisher to SFU) are gaps in what the SFU forwards, too
-                        source = forwarder.current
-                        upstream = source.upstream_loss if source is not None else 0.0
-                        lost = max(0.0, report.fraction_lost / 256.0 - upstream)
-                        if forwarder.is_video and media and self._loss_counts(forwarder, now):
+                        lost = forwarder.link_loss(report.highest_sequence, report.packets_lost)
+                        if lost is None:  # the first report: upstream loss as the SFU saw it
+                            source = forwarder.current
+                            upstream = source.upstream_loss if source is not None else 0.0
+                            lost = max(0.0, report.fraction_lost / 256.0 - upstream)
+                        if forwarder.is_video and self._loss_counts(forwarder, now):
                             # (the media stream only: an RTX stream's few packets make
                             # its fraction lost too noisy to act on)
                             self.bwe.on_loss(lost, now)
-                        if media and lost > LOSS_REDUNDANT / 256.0:
+                        if lost > LOSS_REDUNDANT / 256.0:
                             self._lossy(now)
             elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
                 forwarder = self._by_out_ssrc.get(packet.media_ssrc)
@@ -981,6 +1040,9 @@ class Participant:
             self._nack_timer.cancel()
         if self._probe_timer is not None:
             self._probe_timer.cancel()
+        if self._pacer_timer is not None:
+            self._pacer_timer.cancel()
+        self.pacer.clear()
         for timer in self._timers:
             timer.cancel()
         self._task.cancel()

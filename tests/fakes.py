@@ -24,6 +24,9 @@ class RecordingSink:
         self.refused: list[bytes] = []
         #: (current, target) of the forwarder at each ``layer_changed``
         self.layers: list[tuple[Source | None, Source | None]] = []
+        #: what ``room_for_frame`` answers (False: the pacer's queue is full)
+        self.room = True
+        self.frames_dropped: list[float] = []
 
     def send_rtp(self, data: bytes) -> bool:
         if not self.accept:
@@ -40,6 +43,15 @@ class RecordingSink:
 
     def layer_changed(self, forwarder: Forwarder) -> None:
         self.layers.append((forwarder.current, forwarder.target))
+
+    def send_video(self, data: bytes, now: float) -> bool:
+        return self.send_rtp(data)
+
+    def room_for_frame(self) -> bool:
+        return self.room
+
+    def frame_dropped(self, forwarder: Forwarder, now: float) -> None:
+        self.frames_dropped.append(now)
 
     def views(self) -> list[RtpView]:
         return [RtpView(p) for p in self.packets]

@@ -18,6 +18,7 @@ _U32 = 0xFFFFFFFF
 class StreamRewriter:
     __slots__ = (
         "clock_rate",
+        "skipped",
         "started",
         "in_ssrc",
         "switch_in_seq",
@@ -61,6 +62,10 @@ class StreamRewriter:
         self.out_seq = (first_seq - 1) & _U16
         #: ``out_seq`` extended (it never wraps), to order the history entries.
         self.out_ext = self.out_seq
+        #: output sequence numbers skipped (input lost before the SFU), less those
+        #: filled later by a late packet: what a receiver counts lost that its own
+        #: link did not lose
+        self.skipped = 0
         self.out_ts = first_ts & _U32
         #: first_pid None: the first input keeps its picture ids and TL0PICIDX (no
         #: descriptor rewrite until an input switch needs one)
@@ -166,6 +171,10 @@ class StreamRewriter:
     ) -> None:
         """Record a packet as sent; only the newest one moves the continuation point."""
         d = seq_diff(out_seq, self.out_seq)
+        if d > 1:
+            self.skipped += d - 1
+        elif d < 0:
+            self.skipped -= 1
         if d > 0:
             self.out_seq = out_seq
             self.out_ext += d

@@ -1,0 +1,134 @@
+"""Pacing of one subscriber's video (pure: time is passed in, the caller sends).
+
+While the bandwidth estimator (``sfu/bwe.py``) has no cap, video goes out as it
+arrives: nothing says the link is short, and a queue would only add latency. Once
+there is a cap, video leaves at ``factor`` times it (a token bucket), so a keyframe's
+burst is spread out instead of hitting the bottleneck's queue at once. Audio, probes
+and retransmissions never wait here.
+
+The queue is bounded: ``max_delay`` seconds at the pacing rate (at least
+``min_queue_bytes``). The forwarders ask :meth:`Pacer.has_room` at the start of each
+frame; a frame that finds the queue over budget is dropped whole (never half a frame),
+the stream waits for a keyframe, and the estimate is lowered so a lower layer is
+chosen (``Forwarder`` and ``Participant`` do that part).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class PacerSettings:
+    #: pace at this multiple of the estimate: bursts above it are smoothed, not clipped
+    factor: float = 1.5
+    #: the queue's budget, in seconds at the pacing rate
+    max_delay: float = 0.5
+    #: and at least this many bytes (a keyframe of a middle layer: the frames after a
+    #: keyframe must not find the queue full because of it)
+    min_queue_bytes: int = 40_000
+    #: tokens an idle pacer may save up, in seconds at the pacing rate (at least one
+    #: full packet)
+    burst: float = 0.01
+    #: how often a non-empty queue is served
+    tick: float = 0.005
+
+
+class Pacer:
+    def __init__(self, settings: PacerSettings | None = None) -> None:
+        self.settings = settings or PacerSettings()
+        #: pacing rate in bytes/s, or None: not pacing
+        self.byte_rate: float | None = None
+        self.queue: deque[bytes] = deque()
+        self.queued_bytes = 0
+        self._tokens = 0.0
+        self._last = 0.0
+        #: the cap went away while packets were queued: stop pacing once they are out
+        self._release = False
+        #: packets that waited in the queue, and frames refused for want of room
+        self.paced_packets = 0
+        self.overflows = 0
+
+    @property
+    def active(self) -> bool:
+        return self.byte_rate is not None or bool(self.queue)
+
+    def set_rate(self, bitrate: float | None, now: float) -> None:
+        """The estimate (bit/s) the video must fit, or None when nothing limits it. A
+        queue left when the cap goes away drains at the last rate."""
+        self._refill(now)
+        if bitrate is None:
+            if self.queue:
+                self._release = True
+            else:
+                self.byte_rate = None
+            return
+        self._release = False
+        self.byte_rate = max(1.0, bitrate) * self.settings.factor / 8
+
+    def limit(self) -> int:
+        """The queue's budget in bytes."""
+        s = self.settings
+        rate = self.byte_rate
+        if rate is None:
+            return s.min_queue_bytes
+        return max(s.min_queue_bytes, int(rate * s.max_delay))
+
+    def has_room(self) -> bool:
+        """Whether a new frame may start: the queue is within its budget."""
+        if self.byte_rate is None and not self.queue:
+            return True
+        if self.queued_bytes < self.limit():
+            return True
+        self.overflows += 1
+        return False
+
+    def delay(self) -> float:
+        """Seconds the queue holds at the pacing rate."""
+        rate = self.byte_rate
+        return self.queued_bytes / rate if rate else 0.0
+
+    def offer(self, packet: bytes, now: float) -> bool:
+        """True: send ``packet`` now. False: it was queued (send what :meth:`due`
+        returns later)."""
+        if self.byte_rate is None and not self.queue:
+            return True
+        self._refill(now)
+        if not self.queue and self._tokens > 0:
+            self._tokens -= len(packet)
+            return True
+        self.queue.append(packet)
+        self.queued_bytes += len(packet)
+        self.paced_packets += 1
+        return False
+
+    def due(self, now: float) -> list[bytes]:
+        """The queued packets that may leave now, in order."""
+        self._refill(now)
+        out: list[bytes] = []
+        queue = self.queue
+        while queue and self._tokens > 0:
+            packet = queue.popleft()
+            self.queued_bytes -= len(packet)
+            self._tokens -= len(packet)
+            out.append(packet)
+        if not queue and self._release:
+            self._release = False
+            self.byte_rate = None
+        return out
+
+    def clear(self) -> None:
+        self.queue.clear()
+        self.queued_bytes = 0
+
+    def _refill(self, now: float) -> None:
+        elapsed = now - self._last
+        self._last = now
+        rate = self.byte_rate
+        if rate is None or elapsed <= 0:
+            return
+        # idle: at most ``burst`` saved up; with a queue, a late tick may catch up on
+        # a few ticks' worth, not on a whole stall
+        saved = self.settings.burst if not self.queue else 4 * self.settings.tick
+        self._tokens = min(max(1500.0, rate * saved), self._tokens + rate * elapsed)
