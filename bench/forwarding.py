@@ -60,6 +60,7 @@ import shutil
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -979,13 +980,18 @@ def isolated(args: argparse.Namespace, target: str) -> bool:
 async def start_isolated_server(args: argparse.Namespace, target: str) -> IsolatedHandle:
     js = _janus_server_module()
     log = Path(args.json).resolve().with_suffix(f".{target}.log")
-    server = await asyncio.to_thread(
-        js.IsolatedServer,
-        target,
-        event_loops=args.janus_event_loops,
-        log=log,
-        cpu=SERVER_CPU if args.pin else None,
-    )
+    try:
+        server = await asyncio.to_thread(
+            js.IsolatedServer,
+            target,
+            event_loops=args.janus_event_loops,
+            log=log,
+            cpu=SERVER_CPU if args.pin else None,
+        )
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        raise BenchError(
+            f"could not start {target} in its own namespace: {exc} (log: {log})"
+        ) from exc
     if target == "janus":
         args.janus_config_files = server.config_files
     return IsolatedHandle(server)
@@ -1879,7 +1885,6 @@ def source_digest() -> str:
 
 
 def git_state() -> dict[str, Any]:
-    import subprocess
 
     def git(*argv: str) -> str:
         try:
@@ -2019,7 +2024,6 @@ def ratios(report: dict[str, Any]) -> dict[str, Any]:
 
 def janus_info(args: argparse.Namespace) -> dict[str, Any]:
     """What the JSON records about the Janus under test."""
-    import subprocess
 
     version = None
     with contextlib.suppress(OSError, subprocess.SubprocessError):

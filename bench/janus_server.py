@@ -68,25 +68,31 @@ class Namespace:
         if not only_loopback():
             raise RuntimeError("run inside a namespace that has only lo (scripts/in_netns.py)")
         self.holder = subprocess.Popen(["unshare", "--net", "sleep", "1000000"])
-        path = Path(f"/proc/{self.holder.pid}/ns/net")
-        own = Path("/proc/self/ns/net").resolve()
-        deadline = time.monotonic() + 5
-        while path.resolve() == own and time.monotonic() < deadline:
-            time.sleep(0.01)  # unshare has not switched yet
-        self.netns = str(path)
         ours, theirs = f"{name}0", f"{name}1"
-        _run("ip", "link", "add", ours, "type", "veth", "peer", "name", theirs, "netns", self.netns)
-        _run("ip", "addr", "add", f"{CLIENT_ADDRESS}/{_PREFIX}", "dev", ours)
-        _run("ip", "link", "set", ours, "up")
-        for cmd in (
-            ("ip", "addr", "add", f"{SERVER_ADDRESS}/{_PREFIX}", "dev", theirs),
-            ("ip", "link", "set", theirs, "up"),
-            ("ip", "link", "set", "lo", "up"),
-        ):
-            _run(*self.enter(*cmd))
-        self.interface = theirs
         self._ours = ours
-        self._wait_running(ours, theirs)
+        self.interface = theirs
+        try:
+            path = f"/proc/{self.holder.pid}/ns/net"
+            own = os.readlink("/proc/self/ns/net")  # "net:[inode]"
+            deadline = time.monotonic() + 5
+            while os.readlink(path) == own:  # unshare has not switched yet
+                if time.monotonic() > deadline or self.holder.poll() is not None:
+                    raise RuntimeError("unshare --net did not create a namespace")
+                time.sleep(0.005)
+            self.netns = path
+            _run("ip", "link", "add", ours, "type", "veth", "peer", "name", theirs, "netns", path)
+            _run("ip", "addr", "add", f"{CLIENT_ADDRESS}/{_PREFIX}", "dev", ours)
+            _run("ip", "link", "set", ours, "up")
+            for cmd in (
+                ("ip", "addr", "add", f"{SERVER_ADDRESS}/{_PREFIX}", "dev", theirs),
+                ("ip", "link", "set", theirs, "up"),
+                ("ip", "link", "set", "lo", "up"),
+            ):
+                _run(*self.enter(*cmd))
+            self._wait_running(ours, theirs)
+        except BaseException:
+            self.close()
+            raise
 
     def _wait_running(self, ours: str, theirs: str, timeout: float = 10.0) -> None:
         """Wait until the veth carries traffic (a moment after both ends are up).
@@ -115,10 +121,12 @@ class Namespace:
     def close(self) -> None:
         from loadgen.impair import remove_interface
 
-        remove_interface(self._ours)  # at once, not when the namespace is torn down
-        if self.holder.poll() is None:
-            self.holder.terminate()
-            self.holder.wait(5)
+        try:
+            remove_interface(self._ours)  # at once, not when the namespace is torn down
+        finally:
+            if self.holder.poll() is None:
+                self.holder.terminate()
+                self.holder.wait(5)
 
 
 def write_janus_config(folder: Path, interface: str, event_loops: int = 0) -> Path:

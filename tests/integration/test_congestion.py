@@ -103,6 +103,7 @@ async def _run_scenario(link: ImpairedLink, sfu: Sfu, port: int, tmp_path: Path)
     )  # fmt: skip
     trace: list[tuple[float, str | None, str | None]] = []
     estimator: list[Any] = []
+    pacing: list[tuple[float, int]] = []
 
     async def watch(until: float) -> None:
         while time.monotonic() < until:
@@ -110,6 +111,7 @@ async def _run_scenario(link: ImpairedLink, sfu: Sfu, port: int, tmp_path: Path)
             slow_p = _participant(sfu, "slow")
             if slow_p is not None:
                 estimator[:] = slow_p.bwe.events
+                pacing.append((time.monotonic(), slow_p.counters["paced_packets"]))
             await asyncio.sleep(0.1)
 
     t0 = time.monotonic()
@@ -131,6 +133,9 @@ async def _run_scenario(link: ImpairedLink, sfu: Sfu, port: int, tmp_path: Path)
     def first(after: float, wanted: set[str]) -> float | None:
         return next((t - after for t, s, _ in trace if t >= after and s in wanted), None)
 
+    # the pacer held video back while the link was limited (keyframes spread out)
+    paced = [n for t, n in pacing if limited_at <= t <= lifted_at]
+    assert paced and paced[-1] > paced[0], (paced, context)
     down = first(limited_at, {"q", "paused"})
     assert down is not None and down < 3.0, (down, context)
     # the unconstrained subscriber keeps the top layer all along
