@@ -2149,6 +2149,8 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         for fanout in profile_fanouts:
             print(f"profiling the SFU at fan-out {fanout} with py-spy ...", flush=True)
             report["profile"].append(await run_profile(args, fanout, out_dir))
+    if args.profile and "parley" not in targets:
+        print("--profile samples Parley with py-spy: nothing to profile for Janus", flush=True)
     if "janus" in targets:
         report["janus"] = janus_info(args)
     print()
