@@ -19,6 +19,7 @@ import json
 import logging
 import random
 import re
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterable
@@ -1092,7 +1093,96 @@ def build_parser() -> argparse.ArgumentParser:
         help="amplitude of the published tone, 0 (silent) to 1 (default 0.25)",
     )
     parser.add_argument("-v", "--verbose", action="store_true")
+    link = parser.add_argument_group(
+        "impaired link",
+        "run the bot in a network namespace of its own behind a veth pair (10.99.N.2; the "
+        "server is reached at 10.99.N.1 on the URL's port, and must gather ICE there: "
+        "parley serve --host 0.0.0.0 --ice-address 127.0.0.1 --ice-address 10.99.N.1). "
+        "Needs CAP_NET_ADMIN: root, or scripts/in_netns.py.",
+    )
+    link.add_argument("--link", type=int, default=None, metavar="N", help="link number 0-255")
+    link.add_argument(
+        "--link-rate", type=int, default=None, metavar="KBIT", help="server to bot (tbf)"
+    )
+    link.add_argument(
+        "--link-loss", type=float, default=0.0, metavar="PCT", help="server to bot, random %%"
+    )
+    link.add_argument(
+        "--uplink-rate", type=int, default=None, metavar="KBIT", help="bot to server (tbf)"
+    )
+    link.add_argument(
+        "--uplink-loss", type=float, default=0.0, metavar="PCT", help="bot to server, random %%"
+    )
     return parser
+
+
+_LINK_OPTIONS = ("--link", "--link-rate", "--link-loss", "--uplink-rate", "--uplink-loss")
+
+
+def _without_link_options(argv: list[str]) -> list[str]:
+    """``argv`` less the impaired-link options and their values."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _LINK_OPTIONS:
+            skip = True
+        elif not arg.startswith(tuple(f"{o}=" for o in _LINK_OPTIONS)):
+            out.append(arg)
+    return out
+
+
+def run_behind_link(args: argparse.Namespace, argv: list[str]) -> int:
+    """Make impaired link ``args.link``, run this bot inside its namespace, remove it.
+
+    The summary gets a ``link`` key: the addresses and both directions' impairment."""
+    from urllib.parse import urlsplit
+
+    from .impair import ImpairedLink, LinkError, Shape
+
+    index = args.link or 0
+    url = urlsplit(args.url)
+    if url.port is None:
+        print("parley bot: --link needs a URL with a port", file=sys.stderr)
+        return 2
+    down = Shape(args.link_rate, args.link_loss / 100)
+    up = Shape(args.uplink_rate, args.uplink_loss / 100)
+    link = ImpairedLink(index)
+    try:
+        link.start()
+        link.shape(down=down, up=up)
+    except (LinkError, OSError, ValueError) as exc:
+        link.close()
+        print(
+            "parley bot: an impaired link needs CAP_NET_ADMIN (a network namespace, a veth "
+            f"pair, tc and iptables): run as root or under scripts/in_netns.py. ({exc})",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        child = [
+            *link.command([sys.executable, "-m", "signaling.cli", "bot"]),
+            *_without_link_options(argv),
+            "--url", f"{url.scheme}://{link.host_address}:{url.port}",
+            "--ice-address", link.peer_address,
+        ]  # fmt: skip
+        code = subprocess.run(child, check=False).returncode
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        link.close()
+    if args.json_path and Path(args.json_path).exists():
+        summary = json.loads(Path(args.json_path).read_text())
+        summary["link"] = {
+            "index": index,
+            "server_address": link.host_address,
+            "bot_address": link.peer_address,
+            "down": {"rate_kbit": down.rate_kbit, "loss_pct": args.link_loss},
+            "up": {"rate_kbit": up.rate_kbit, "loss_pct": args.uplink_loss},
+        }
+        write_summary(args.json_path, summary)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1106,6 +1196,17 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error("--fps must be positive")
     if not 0.0 <= args.volume <= 1.0:
         build_parser().error("--volume must be within [0, 1]")
+    linked = args.link is not None or any(
+        v for v in (args.link_rate, args.link_loss, args.uplink_rate, args.uplink_loss)
+    )
+    if linked:
+        if args.link is not None and not 0 <= args.link <= 255:
+            build_parser().error("--link must be within 0-255")
+        if not (0 <= args.link_loss < 100 and 0 <= args.uplink_loss < 100):
+            build_parser().error("--link-loss and --uplink-loss must be within [0, 100)")
+        if any(r is not None and r <= 0 for r in (args.link_rate, args.uplink_rate)):
+            build_parser().error("--link-rate and --uplink-rate must be positive")
+        return run_behind_link(args, list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

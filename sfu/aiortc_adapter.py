@@ -610,6 +610,12 @@ class MediaPort:
         self.tx_packets += 1
         return True
 
+    @property
+    def remote_address(self) -> str | None:
+        """The peer's address on the nominated ICE pair, or None before there is one."""
+        pair = ice_connection(self._dtls)._nominated.get(1)
+        return None if pair is None else str(pair.remote_addr[0])
+
     def write_buffer_size(self) -> int:
         pair = ice_connection(self._dtls)._nominated.get(1)
         if pair is None:

@@ -454,16 +454,21 @@ class Forwarder:
 
     # ------------------------------------------------------------ feedback
 
-    def on_nack(self, seqs: list[int], now: float) -> int:
-        """Retransmit what the subscriber lost; returns the number of packets resent."""
+    def on_nack(
+        self, seqs: list[int], now: float, max_bytes: float | None = None
+    ) -> tuple[int, int]:
+        """Retransmit what the subscriber lost, oldest first, within ``max_bytes`` (None:
+        no limit); returns (packets resent, bytes)."""
         if self.params is None or self.closed:
-            return 0
+            return 0, 0
         rw = self.rewriter
         source = self.current
         if source is None:
-            return 0
-        sent = 0
+            return 0, 0
+        sent = spent = 0
         for out_seq in seqs:
+            if max_bytes is not None and spent >= max_bytes:
+                break
             original = rw.original(out_seq)
             if original is None or original[0] != rw.in_ssrc:
                 continue  # from a stream left behind: its timestamps no longer map
@@ -477,8 +482,9 @@ class Forwarder:
             sink = self._sink
             if sink.send_rtp_twice(out) if self.redundant else sink.send_rtp(out):
                 sent += 1
+                spent += len(out) * (2 if self.redundant else 1)
         self.retransmitted += sent
-        return sent
+        return sent, spent
 
     def on_keyframe_request(self, now: float) -> None:
         self.keyframes_requested += 1

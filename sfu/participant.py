@@ -61,6 +61,10 @@ NACK_INTERVAL = 0.02
 #: for REDUNDANCY_HOLD seconds.
 LOSS_REDUNDANT = 2
 REDUNDANCY_HOLD = 10.0
+#: Retransmissions may use at most this share of the estimate (of what is sent, and at
+#: least RTX_FLOOR bit/s, while there is no cap).
+RTX_SHARE = 0.3
+RTX_FLOOR = 1_000_000.0
 #: Receiver-report loss is ignored this long (s) after a forwarder switches or resumes.
 LOSS_SETTLE = 2.0
 #: A bandwidth probe's padding goes out in slices this far apart (s).
@@ -196,7 +200,12 @@ class Participant:
             "paced_packets": 0,
             "frames_dropped": 0,
             "send_failures": 0,
+            "rtx_limited": 0,
         }
+        #: retransmission budget (bytes) while the estimate has a cap: RTX may take at
+        #: most RTX_SHARE of it, so repairs do not feed the congestion they repair
+        self._rtx_tokens = 0.0
+        self._rtx_at = 0.0
 
     # =============================================================== publish
 
@@ -650,6 +659,12 @@ class Participant:
         if self._sub_dirty and not self.closed:
             self.listener.subscriptions_changed()
 
+    @property
+    def remote_address(self) -> str | None:
+        """Where this participant's subscribe connection sends to (its ICE peer)."""
+        port = self._sub_port
+        return port.remote_address if port is not None else None
+
     # PacketSink
     def send_rtp(self, data: bytes) -> bool:
         port = self._sub_port
@@ -685,6 +700,18 @@ class Participant:
         self.counters["frames_dropped"] += 1
         if self.bwe.on_overflow(now):
             self.update_layers(now)
+
+    def _rtx_budget(self, now: float) -> float:
+        """Bytes retransmissions may use now: RTX_SHARE of the cap, or without one of
+        what is sent (at least RTX_FLOOR bit/s): NACKs from a link that loses most of
+        what it gets must not multiply the load."""
+        cap = self.bwe.estimate(now)
+        base = cap if cap is not None else max(self.bwe.sent, RTX_FLOOR)
+        rate = base * RTX_SHARE / 8
+        elapsed = max(0.0, now - self._rtx_at)
+        self._rtx_at = now
+        self._rtx_tokens = min(rate * 0.2, self._rtx_tokens + rate * elapsed)
+        return max(0.0, self._rtx_tokens)
 
     def _send_failed(self, now: float) -> None:
         """The socket refused a packet (its buffer is full): as a queue overflow."""
@@ -908,6 +935,14 @@ class Participant:
                         params = forwarder.params
                         media = params is not None and report.ssrc == params.ssrc
                         if not media:
+                            # the RTX stream: a probe's padding travels there, so its
+                            # loss during a probe (paused video has no other) fails it
+                            probing = self.bwe.probe is not None
+                            if (
+                                probing
+                                and report.fraction_lost / 256 >= self.bwe.settings.loss_high
+                            ):
+                                self.bwe.hold(now)
                             continue
                         # what the subscriber's own link lost: packets lost upstream
                         # (publisher to SFU) are gaps in what the SFU forwards, too
@@ -916,17 +951,25 @@ class Participant:
                             source = forwarder.current
                             upstream = source.upstream_loss if source is not None else 0.0
                             lost = max(0.0, report.fraction_lost / 256.0 - upstream)
-                        if forwarder.is_video and self._loss_counts(forwarder, now):
+                        if forwarder.is_video:
                             # (the media stream only: an RTX stream's few packets make
                             # its fraction lost too noisy to act on)
-                            self.bwe.on_loss(lost, now)
+                            if self._loss_counts(forwarder, now):
+                                self.bwe.on_loss(lost, now)
+                            elif lost >= self.bwe.settings.loss_low:
+                                self.bwe.hold(now)  # no probing into a lossy link
                         if lost > LOSS_REDUNDANT / 256.0:
                             self._lossy(now)
             elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
                 forwarder = self._by_out_ssrc.get(packet.media_ssrc)
                 if forwarder is not None:
                     self.counters["nacks_in"] += 1
-                    self.counters["rtx_sent"] += forwarder.on_nack(normalize_lost(packet.lost), now)
+                    budget = self._rtx_budget(now)
+                    sent, spent = forwarder.on_nack(normalize_lost(packet.lost), now, budget)
+                    self.counters["rtx_sent"] += sent
+                    self._rtx_tokens -= spent
+                    if spent >= budget:
+                        self.counters["rtx_limited"] += 1
             elif isinstance(packet, RtcpPsfbPacket):
                 if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
                     targets = [packet.media_ssrc]

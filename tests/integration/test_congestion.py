@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sys
 import time
 from pathlib import Path
@@ -279,3 +280,46 @@ async def test_a_publisher_behind_a_narrow_uplink_keeps_the_layers_that_arrive(
     last = [(rid, sent) for t, rid, sent in log if t >= end - 5.0]
     assert {rid for rid, _ in last} <= {"h", "f"}, log
     assert last[-1][1] - last[0][1] > 100, log
+
+
+async def test_parley_bot_runs_behind_an_impaired_link_of_its_own(tmp_path: Path) -> None:
+    """``parley bot --link 3 --link-rate 300``: the bot makes the namespace, the veth pair
+    and the rate limit itself, joins from 10.99.3.2 and gets the lowest layer."""
+    runner, sfu, port = await _serve(("127.0.0.1", "10.99.3.1"))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        cam = await asyncio.create_subprocess_exec(
+            *BOT, "--url", url, "--name", "cam", "--simulcast", "--duration", "18",
+            "--json", str(tmp_path / "cam.json"),
+        )  # fmt: skip
+        await asyncio.sleep(1.0)
+        summary_path = tmp_path / "slow.json"
+        slow = await asyncio.create_subprocess_exec(
+            *BOT, "--url", url, "--name", "slow", "--no-publish", "--duration", "14",
+            "--link", "3", "--link-rate", "300", "--json", str(summary_path),
+        )  # fmt: skip
+        addresses: set[str] = set()
+
+        async def watch() -> None:
+            while slow.returncode is None:
+                p = _participant(sfu, "slow")
+                if p is not None and p.remote_address is not None:
+                    addresses.add(p.remote_address)
+                await asyncio.sleep(0.5)
+
+        await asyncio.gather(slow.wait(), cam.wait(), watch())
+    finally:
+        await runner.cleanup()
+    summary = json.loads(summary_path.read_text())
+    __import__("shutil").copy(summary_path, "/tmp/slow_summary.json")
+    assert summary["ok"], {k: v for k, v in summary.items() if k not in ("events",)}
+    assert slow.returncode == 0
+    assert summary["link"]["bot_address"] == "10.99.3.2", summary["link"]
+    assert summary["link"]["down"]["rate_kbit"] == 300
+    assert addresses == {"10.99.3.2"}, addresses
+    (video,) = [t for t in summary["tracks"] if t["kind"] == "video"]
+    assert video["frames_decoded"] > 0, video
+    layers = [e["rid"] for e in summary["events"] if e["type"] == "layer"]
+    assert "q" in layers, layers
+    assert video["resolutions"][-1] == [320, 180], video
+    assert "pl3h" not in {name for _, name in socket.if_nameindex()}  # the link is gone

@@ -294,7 +294,7 @@ def test_nack_answered_as_rtx():
     sent = sink.views()
     sink.clear()
     target = sent[2]
-    assert fwd.on_nack([target.seq], 1.0) == 1
+    assert fwd.on_nack([target.seq], 1.0)[0] == 1
     (rtx,) = sink.views()
     assert rtx.payload_type == 101 and rtx.ssrc == OUT_RTX
     assert int.from_bytes(rtx.payload()[:2], "big") == target.seq  # OSN
@@ -302,7 +302,7 @@ def test_nack_answered_as_rtx():
     assert rtx.timestamp == target.timestamp and rtx.marker == target.marker
     assert rtx.extensions()[OUT_MID] == b"5"
     # RTX has its own consecutive sequence numbers
-    assert fwd.on_nack([sent[0].seq, sent[4].seq], 1.1) == 2
+    assert fwd.on_nack([sent[0].seq, sent[4].seq], 1.1)[0] == 2
     rtx_seqs = [v.seq for v in sink.views()]
     assert rtx_seqs == [rtx.seq, u16(rtx.seq + 1), u16(rtx.seq + 2)]
     assert [int.from_bytes(v.payload()[:2], "big") for v in sink.views()[1:]] == [
@@ -320,7 +320,7 @@ def test_nack_plain_retransmission_without_rtx():
     sent = list(sink.packets)
     sink.clear()
     seqs = [RtpView(p).seq for p in sent]
-    assert fwd.on_nack([seqs[1], seqs[3]], 2.0) == 2
+    assert fwd.on_nack([seqs[1], seqs[3]], 2.0)[0] == 2
     assert sink.packets == [sent[1], sent[3]]
 
 
@@ -328,7 +328,7 @@ def test_nack_for_unknown_sequence_numbers():
     _, _, sink, fwd = _started()
     seqs = [v.seq for v in sink.views()]
     sink.clear()
-    assert fwd.on_nack([u16(seqs[-1] + 1), u16(seqs[-1] + 100), u16(seqs[0] - 1)], 1.0) == 0
+    assert fwd.on_nack([u16(seqs[-1] + 1), u16(seqs[-1] + 100), u16(seqs[0] - 1)], 1.0)[0] == 0
     assert sink.packets == []
 
 
@@ -337,9 +337,9 @@ def test_nack_before_start_or_unconfigured():
     source = video_source(owner)
     sink = RecordingSink()
     fwd = Forwarder([source], sink, "x")
-    assert fwd.on_nack([1, 2, 3], 0.0) == 0
+    assert fwd.on_nack([1, 2, 3], 0.0)[0] == 0
     fwd.configure(egress())
-    assert fwd.on_nack([1, 2, 3], 0.0) == 0
+    assert fwd.on_nack([1, 2, 3], 0.0)[0] == 0
     assert sink.packets == []
 
 
@@ -347,8 +347,8 @@ def test_nack_for_packet_evicted_from_the_cache():
     _, _, sink, fwd = _started(n=20, cache_size=8)
     seqs = [v.seq for v in sink.views()]
     sink.clear()
-    assert fwd.on_nack([seqs[0]], 1.0) == 0
-    assert fwd.on_nack([seqs[-1]], 1.0) == 1
+    assert fwd.on_nack([seqs[0]], 1.0)[0] == 0
+    assert fwd.on_nack([seqs[-1]], 1.0)[0] == 1
 
 
 def test_nack_for_packet_of_a_previous_input_is_not_answered():
@@ -356,8 +356,8 @@ def test_nack_for_packet_of_a_previous_input_is_not_answered():
     old = [v.seq for v in sink.views()]
     feed(source, video(1, 0, 1, 1, ssrc=PUB2, keyframe=True), 1.0)
     sink.clear()
-    assert fwd.on_nack(old, 1.1) == 0
-    assert fwd.on_nack([u16(old[-1] + 1)], 1.1) == 1
+    assert fwd.on_nack(old, 1.1)[0] == 0
+    assert fwd.on_nack([u16(old[-1] + 1)], 1.1)[0] == 1
 
 
 def test_nack_across_a_padding_drop():
@@ -369,7 +369,7 @@ def test_nack_across_a_padding_drop():
     out = sink.views()
     assert [u16(v.seq - out[0].seq) for v in out] == [0, 1, 2]
     sink.clear()
-    assert fwd.on_nack([out[2].seq, out[1].seq], 0.1) == 2
+    assert fwd.on_nack([out[2].seq, out[1].seq], 0.1)[0] == 2
     rtx = sink.views()
     assert [int.from_bytes(v.payload()[:2], "big") for v in rtx] == [out[2].seq, out[1].seq]
     assert [v.payload()[2:] for v in rtx] == [out[2].payload(), out[1].payload()]
@@ -523,7 +523,7 @@ def test_closed_or_unconfigured_forwarder_sends_nothing():
     assert fwd.closed and fwd not in source.forwarders
     fwd.forward(source, RtpView(video(3, 0, 1, 1, keyframe=True)), None, 0.2)
     assert len(sink.packets) == 1
-    assert fwd.on_nack([RtpView(sink.packets[0]).seq], 0.3) == 0
+    assert fwd.on_nack([RtpView(sink.packets[0]).seq], 0.3)[0] == 0
     fwd.close()  # idempotent
 
 
@@ -577,7 +577,7 @@ def test_long_running_stream_keeps_flowing_and_answering_nacks():
     first, last = RtpView(sink.packets[0]), RtpView(sink.packets[-1])
     assert last.seq == u16(first.seq + n - 1)
     sink.clear()
-    assert fwd.on_nack([u16(last.seq - 5)], n / 50) == 1
+    assert fwd.on_nack([u16(last.seq - 5)], n / 50)[0] == 1
     assert sink.views()[0].payload() == b"%d" % (n - 6)
 
 
@@ -591,3 +591,15 @@ def test_redundant_forwarder_sends_each_packet_twice():
     seqs = [v.seq for v in sink.views()]
     assert seqs == [seqs[0], seqs[0] + 1, seqs[0] + 1, seqs[0] + 2]
     assert fwd.packets_sent == 3
+
+
+def test_nack_retransmissions_stop_at_the_byte_budget():
+    _, _, sink, fwd = _started(rtx=False, extensions={MID_URI: 4})
+    sent = list(sink.packets)
+    sink.clear()
+    seqs = [RtpView(p).seq for p in sent]
+    count, spent = fwd.on_nack(seqs[:4], 2.0, max_bytes=len(sent[0]) + 1)
+    # the budget is checked before each packet: the second one still goes
+    assert count == 2 and spent == len(sent[0]) + len(sent[1])
+    assert fwd.on_nack(seqs[:4], 2.0, max_bytes=0) == (0, 0)
+    assert fwd.on_nack(seqs[:4], 2.0)[0] == 4

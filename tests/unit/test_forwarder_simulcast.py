@@ -200,8 +200,8 @@ def test_nack_after_a_switch_repairs_only_the_current_layer():
     fwd.set_target(pub.layers["h"], 0.1)
     pub.send("h", pub.frame("h", 0.1, keyframe=True), 0.1)
     old, new = sink.views()[0].seq, sink.views()[1].seq
-    assert fwd.on_nack([old], 0.2) == 0  # timestamps of the old layer no longer map
-    assert fwd.on_nack([new], 0.2) == 1
+    assert fwd.on_nack([old], 0.2)[0] == 0  # timestamps of the old layer no longer map
+    assert fwd.on_nack([new], 0.2)[0] == 1
 
 
 @settings(max_examples=60, deadline=None)
