@@ -13,8 +13,7 @@ sending leg, and confirmed by probing:
   no drop, only means it has not caught up.
 * **Loss** in receiver reports (RFC 3550 fraction lost, for the video SSRCs), as in
   libwebrtc's loss-based controller: above ``loss_high`` (10 %) in two reports in a
-  row, or above twice that in one, the cap becomes ``sent x (1 - loss / 2)`` (above
-  ``loss_heavy``, at most what got through: ``sent x (1 - loss) x 1.1``); between
+  row, or above twice that in one, the cap becomes ``sent x (1 - loss / 2)``; between
   ``loss_low`` and ``loss_high`` it holds.
 * **Queue overflow** (``sfu/pacer.py``): the pacer's queue over budget, or the
   socket refusing a packet, means the link takes less than is sent: the cap becomes
@@ -57,8 +56,6 @@ class BweSettings:
     settle: float = 0.5
     min_bitrate: float = 30_000.0
     overflow_backoff: float = 0.85
-    #: above this fraction lost, the cap is what got through (+10 %), not sent x (1 - loss/2)
-    loss_heavy: float = 0.3
     max_bitrate: float = 20_000_000.0
     #: how recent (s) a loss-based decrease must be for the cap to pause video
     pause_evidence: float = 5.0
@@ -131,11 +128,7 @@ class BandwidthEstimator:
             # (a stream that has just been paused still reports its last losses)
             if now - self._last_decrease >= s.decrease_interval and self.sent > s.min_bitrate:
                 self._last_loss_decrease = now
-                # libwebrtc's rule; under heavy loss, what got through is the better bound
-                value = self.sent * (1 - fraction / 2)
-                if fraction > s.loss_heavy:
-                    value = min(value, self.sent * (1 - fraction) * 1.1)
-                self._decrease(value, now, "loss")
+                self._decrease(self.sent * (1 - fraction / 2), now, "loss")
         elif fraction >= s.loss_low:
             self._signal(now)  # hold: no probing while losing a little
 

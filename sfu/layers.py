@@ -38,6 +38,22 @@ class LayerInfo:
     active: bool
 
 
+def expected_bitrate(info: LayerInfo, position: int) -> float:
+    """The layer's measured bitrate, or before it is measured a typical one for its
+    height (or, height unknown too, for its ``position`` from the lowest): an unmeasured
+    layer must not look free to the allocation."""
+    if info.bitrate > 0:
+        return info.bitrate
+    height = info.height
+    if height <= 0:
+        return _NOMINAL[min(position, len(_NOMINAL) - 1)][1]
+    return next((rate for top, rate in _NOMINAL if height <= top), _NOMINAL[-1][1])
+
+
+#: (up to this height, typical bit/s) of VP8 simulcast layers (Chromium's defaults)
+_NOMINAL = ((180, 150_000.0), (360, 500_000.0), (540, 1_000_000.0), (10_000, 1_800_000.0))
+
+
 @dataclass(frozen=True, slots=True)
 class LayerRequest:
     """What a subscriber asked for one track (``set_layer``)."""

@@ -36,7 +36,15 @@ from . import aiortc_adapter as adapter
 from .bwe import BandwidthEstimator
 from .config import SfuConfig
 from .forwarder import EgressParams, Forwarder
-from .layers import ACTIVE_TIMEOUT, LayerRequest, allocate, allowed, ordered, priority
+from .layers import (
+    ACTIVE_TIMEOUT,
+    LayerRequest,
+    allocate,
+    allowed,
+    expected_bitrate,
+    ordered,
+    priority,
+)
 from .pacer import Pacer
 from .routing import IngressRouter
 from .rtp.packet import RtpError, RtpView
@@ -805,7 +813,7 @@ class Participant:
         self.pacer.set_rate(budget, now)
         levels = allocate(
             budget,
-            [[max(c.bitrate, 1.0) for c in choices] for _, _, choices, _ in plans],
+            [[expected_bitrate(c, i) for i, c in enumerate(choices)] for _, _, choices, _ in plans],
             current_levels,
             priorities=[
                 priority(f.request, speaker is not None and publisher == speaker.id)

@@ -405,10 +405,10 @@ async def test_lost_packets_are_repaired_from_the_sfu_cache(server: RunningServe
         assert await _wait_for(ready, 10.0)
         lossy = next(p for p in server.sfu.rooms["r5"].participants.values() if p.name == "lossy")
         watched["participant"] = lossy
-        original = lossy.send_rtp
+        original = lossy.send_video
         counter = {"video": 0}
 
-        def lossy_send(data: bytes) -> bool:
+        def lossy_send(data: bytes, now: float) -> bool:
             # media packets of the video m-line only (payload type of VP8 as negotiated, not RTX)
             forwarders = [
                 s.forwarder for s in lossy.subscriptions.values() if s.track.kind == "video"
@@ -419,9 +419,9 @@ async def test_lost_packets_are_repaired_from_the_sfu_cache(server: RunningServe
                 if counter["video"] % 25 == 0:
                     dropped.append(int.from_bytes(data[2:4], "big"))
                     return True  # pretend it was sent: it is lost on the "network"
-            return original(data)
+            return original(data, now)
 
-        lossy.send_rtp = lossy_send  # type: ignore[method-assign]
+        lossy.send_video = lossy_send  # type: ignore[method-assign]
 
     results = await asyncio.gather(
         run_bot(BotConfig(url=server.url, room="r5", name="sender", duration=10.0)),

@@ -11,6 +11,7 @@ from sfu.layers import (
     LayerSelector,
     allocate,
     allowed,
+    expected_bitrate,
     ordered,
     priority,
 )
@@ -209,3 +210,13 @@ def test_allocate_floor_keeps_every_lowest_layer():
     demand = [150_000, 500_000, 1_500_000]
     assert allocate(10_000, [demand, demand], [None, None], floor=True) == [0, 0]
     assert allocate(800_000, [demand, demand], [None, None], floor=True) == [1, 0]
+
+
+def test_an_unmeasured_layer_costs_a_typical_bitrate_for_its_height() -> None:
+    assert expected_bitrate(LayerInfo(0, 320, 180, 123_000.0, True), 0) == 123_000.0
+    assert expected_bitrate(LayerInfo(0, 320, 180, 0.0, True), 0) == 150_000.0
+    assert expected_bitrate(LayerInfo(1, 640, 360, 0.0, True), 1) == 500_000.0
+    assert expected_bitrate(LayerInfo(2, 1280, 720, 0.0, True), 2) == 1_800_000.0
+    # size unknown too (no keyframe yet): by position from the lowest
+    assert expected_bitrate(LayerInfo(2, 0, 0, 0.0, True), 2) == 1_000_000.0
+    assert expected_bitrate(LayerInfo(0, 0, 0, 0.0, True), 0) == 150_000.0
