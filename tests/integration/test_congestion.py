@@ -273,7 +273,12 @@ async def test_a_publisher_behind_a_narrow_uplink_keeps_the_layers_that_arrive(
         assert summary["ok"], summary
         (video,) = [t for t in summary["tracks"] if t["kind"] == "video"]
         assert video["resolutions"][-1] == size, (height, video)
-        assert video["frames_decoded"] > 60, video
+        # (not "many frames": packets the publisher's uplink lost for good leave holes in
+        # what the SFU forwards, and aiortc's video jitter buffer releases nothing past a
+        # hole until 512 packets later; measured: 5-9 frames in some runs, 150-300 in
+        # others. Browsers drop the incomplete frame and go on. What the SFU forwards is
+        # checked below.)
+        assert video["frames_decoded"] > 0, video
     # the SFU forwards the one asking for 720 what arrives, to the end, without a pause:
     # h, or f while the publisher tries it again
     end = log[-1][0]
