@@ -69,6 +69,7 @@ _FID_GROUP = re.compile(r"^a=ssrc-group:FID (\d+) (\d+)", re.MULTILINE)
 
 
 def _bump(counts: list[int], second: int, by: int) -> None:
+    """Add ``by`` to ``counts[second]`` (seconds since the start; the first hour kept)."""
     if 0 <= second < 3600:
         if len(counts) <= second:
             counts.extend([0] * (second + 1 - len(counts)))
@@ -190,11 +191,7 @@ class TrackStats:
     def on_frame(self, now: float, width: int | None = None, height: int | None = None) -> None:
         """One decoded frame at ``now``; ``width``/``height`` for video frames."""
         self.frames_decoded += 1
-        second = int(now - self.started_at)
-        if 0 <= second < 3600:
-            if len(self.frames_per_second) <= second:
-                self.frames_per_second.extend([0] * (second + 1 - len(self.frames_per_second)))
-            self.frames_per_second[second] += 1
+        _bump(self.frames_per_second, int(now - self.started_at), 1)
         if self.first_frame_at is None:
             self.first_frame_at = now
         if self.last_frame_at is not None:
@@ -216,12 +213,7 @@ class TrackStats:
             missing = step // samples - 1
             if 0 < missing < 500:  # a larger jump is a new stream, not a loss
                 self.audio_frames_missing += missing
-                second = int(now - self.started_at)
-                if 0 <= second < 3600:
-                    gaps = self.missing_per_second
-                    if len(gaps) <= second:
-                        gaps.extend([0] * (second + 1 - len(gaps)))
-                    gaps[second] += missing
+                _bump(self.missing_per_second, int(now - self.started_at), missing)
         self._last_audio_pts = pts
 
     def on_packets(self, packets: int, packets_lost: int, now: float | None = None) -> None:

@@ -77,7 +77,7 @@ class Pacer:
 
     def has_room(self) -> bool:
         """Whether a new frame may start: the queue is within its budget."""
-        if self.byte_rate is None and not self.queue:
+        if not self.active:
             return True
         if self.queued_bytes < self.limit():
             return True
@@ -92,7 +92,7 @@ class Pacer:
     def offer(self, packet: bytes, now: float) -> bool:
         """True: send ``packet`` now. False: it was queued (send what :meth:`due`
         returns later)."""
-        if self.byte_rate is None and not self.queue:
+        if not self.active:
             return True
         self._refill(now)
         if not self.queue and self._tokens > 0:

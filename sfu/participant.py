@@ -205,7 +205,6 @@ class Participant:
             "rtx_sent": 0,
             "probes": 0,
             "padding_packets": 0,
-            "paced_packets": 0,
             "frames_dropped": 0,
             "send_failures": 0,
             "rtx_limited": 0,
@@ -687,27 +686,24 @@ class Participant:
         if port is None:
             return False
         pacer = self.pacer
-        if pacer.byte_rate is None and not pacer.queue:
+        if not pacer.active:
             return port.send_rtp(data)  # nothing limits the link: no queue
-        if pacer.offer(data, now):
-            if port.send_rtp(data):
-                return True
-            self._send_failed(now)
-            return False
-        self.counters["paced_packets"] += 1
-        if self._pacer_timer is None:
-            self._pacer_timer = self._loop.call_later(pacer.settings.tick, self._pace)
-        return True
+        if not pacer.offer(data, now):  # queued behind the pacer
+            if self._pacer_timer is None:
+                self._pacer_timer = self._loop.call_later(pacer.settings.tick, self._pace)
+            return True
+        if port.send_rtp(data):
+            return True
+        self._send_failed(now)
+        return False
 
     def room_for_frame(self) -> bool:
         return self.pacer.has_room()
 
     def frame_dropped(self, forwarder: Forwarder, now: float) -> None:
-        """The pacer's queue is over budget: the link takes less than is sent. Lower
-        the estimate so a lower layer is chosen (the frame was dropped whole)."""
+        """The pacer's queue is over budget (the frame was dropped whole)."""
         self.counters["frames_dropped"] += 1
-        if self.bwe.on_overflow(now):
-            self.update_layers(now)
+        self._overflow(now)
 
     def _rtx_budget(self, now: float) -> float:
         """Bytes retransmissions may use now: RTX_SHARE of the cap, or without one of
@@ -724,6 +720,11 @@ class Participant:
     def _send_failed(self, now: float) -> None:
         """The socket refused a packet (its buffer is full): as a queue overflow."""
         self.counters["send_failures"] += 1
+        self._overflow(now)
+
+    def _overflow(self, now: float) -> None:
+        """The link takes less than is sent: lower the estimate so a lower layer is
+        chosen."""
         if self.bwe.on_overflow(now):
             self.update_layers(now)
 

@@ -112,7 +112,7 @@ async def _run_scenario(link: ImpairedLink, sfu: Sfu, port: int, tmp_path: Path)
             slow_p = _participant(sfu, "slow")
             if slow_p is not None:
                 estimator[:] = slow_p.bwe.events
-                pacing.append((time.monotonic(), slow_p.counters["paced_packets"]))
+                pacing.append((time.monotonic(), slow_p.pacer.paced_packets))
             await asyncio.sleep(0.1)
 
     t0 = time.monotonic()
