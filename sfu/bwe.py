@@ -47,9 +47,15 @@ class BweSettings:
     remb_limiting: float = 0.9
     loss_low: float = 0.02
     loss_high: float = 0.10
-    #: seconds without a congestion signal before probing
+    #: seconds without a congestion signal before probing (doubled after a failed
+    #: probe, at most ``max_backoff`` times)
     hold: float = 1.0
+    max_backoff: int = 1
     probe_step: float = 1.0
+    #: after this many successful probes in a row, each probe is ``probe_growth`` times
+    #: larger: a link that keeps taking more is probably free (a link that was lifted)
+    probe_streak: int = 2
+    probe_growth: float = 2.0
     min_probe: float = 60_000.0
     max_probe: float = 1_500_000.0
     probe_duration: float = 0.5
@@ -85,6 +91,8 @@ class BandwidthEstimator:
         self.probe: Probe | None = None
         self.failed_probes = 0
         self.probes_ok = 0
+        #: successful probes since the last failure or decrease
+        self.ok_streak = 0
         self._last_decrease = -1e9
         self._last_loss_decrease = -1e9
         self._remb_drop_at: float | None = None
@@ -148,6 +156,7 @@ class BandwidthEstimator:
 
     def _signal(self, now: float) -> None:
         self.last_signal = now
+        self.ok_streak = 0
         if self.probe is not None:
             self.probe = None
             self.failed_probes += 1
@@ -174,6 +183,7 @@ class BandwidthEstimator:
         self.probe = None
         self.failed_probes = 0
         self.probes_ok += 1
+        self.ok_streak += 1
         if self.cap is not None:
             self.cap += probe.rate
             if self.cap > s.max_bitrate:
@@ -191,11 +201,14 @@ class BandwidthEstimator:
         self._settle(now)
         if self.cap is None or not wanted or self.probe is not None:
             return None
-        wait = s.hold * 2 ** min(self.failed_probes, 2)
+        wait = s.hold * 2 ** min(self.failed_probes, s.max_backoff)
         if self.last_signal is not None and now - self.last_signal < wait:
             return None
-        # after failures, smaller steps: the link is near its limit
+        # after failures, smaller steps: the link is near its limit; after a run of
+        # successes, larger ones
         step = s.probe_step / 2 ** min(self.failed_probes, 3)
+        if self.ok_streak >= s.probe_streak:
+            step *= s.probe_growth
         rate = min(s.max_probe, max(s.min_probe, self.cap * step))
         self.probe = Probe(now, rate)
         return rate

@@ -233,6 +233,11 @@ class LayerSelector:
         by_rank = {pos: index for index, pos in rank.items()}
         return by_rank.get(c + 1, proposed)
 
+    def relax(self) -> None:
+        """The link has shown it takes more (a run of successful probes): a step that
+        failed on it earlier says nothing now, so climb at the base pace again."""
+        self.up_delay = self.base_up_delay
+
     def _bandwidth_down(self, now: float) -> None:
         last_up = self.last_step_up
         last_down = self.last_bandwidth_down

@@ -73,6 +73,8 @@ REDUNDANCY_HOLD = 10.0
 #: least RTX_FLOOR bit/s, while there is no cap).
 RTX_SHARE = 0.3
 RTX_FLOOR = 1_000_000.0
+#: Probing goes on until the estimate is this many times what the allocation sends.
+PROBE_HEADROOM = 1.5
 #: Receiver-report loss is ignored this long (s) after a forwarder switches or resumes.
 LOSS_SETTLE = 2.0
 #: A bandwidth probe's padding goes out in slices this far apart (s).
@@ -804,6 +806,9 @@ class Participant:
         if not plans:
             self._wants_more = False
             return
+        if self.bwe.ok_streak >= self.bwe.settings.probe_streak:
+            for forwarder, _, _, _ in plans:
+                forwarder.selector.relax()
         current_levels: list[int | None] = []
         for forwarder, _, choices, _ in plans:
             index = forwarder.target_index
@@ -812,9 +817,12 @@ class Participant:
         speaker = self.room.active_speaker
         budget = self.layer_budget()
         self.pacer.set_rate(budget, now)
+        demands = [
+            [expected_bitrate(c, i) for i, c in enumerate(choices)] for _, _, choices, _ in plans
+        ]
         levels = allocate(
             budget,
-            [[expected_bitrate(c, i) for i, c in enumerate(choices)] for _, _, choices, _ in plans],
+            demands,
             current_levels,
             priorities=[
                 priority(f.request, speaker is not None and publisher == speaker.id)
@@ -822,9 +830,16 @@ class Participant:
             ],
             floor=not self.bwe.may_pause(now),
         )
-        self._wants_more = budget is not None and any(
-            level < len(choices) - 1
-            for (_, _, choices, _), level in zip(plans, levels, strict=True)
+        # probe while a track could have more, and on until the cap leaves headroom over
+        # what is sent: a cap just above the top layer turns its every keyframe into a
+        # switch down (and a probe and a switch back up)
+        allocated = sum(d[level] for d, level in zip(demands, levels, strict=True) if level >= 0)
+        self._wants_more = budget is not None and (
+            any(
+                level < len(choices) - 1
+                for (_, _, choices, _), level in zip(plans, levels, strict=True)
+            )
+            or allocated * PROBE_HEADROOM > budget
         )
         for (forwarder, infos, choices, _), level in zip(plans, levels, strict=True):
             proposed = choices[level].index if level >= 0 else None

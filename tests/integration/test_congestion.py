@@ -130,6 +130,9 @@ async def _run_scenario(link: ImpairedLink, sfu: Sfu, port: int, tmp_path: Path)
     changes = [c for i, c in enumerate(compact) if i == 0 or c[1:] != compact[i - 1][1:]]
     events = [(round(t - t0, 1), what, cap and round(cap)) for t, what, cap in estimator]
     context = (round(limited_at - t0, 1), round(lifted_at - t0, 1), changes, events)
+    # printed whole (pytest shows a failing test's output; assertion messages are cut)
+    print("limited, lifted, layer changes, estimator events:", context)
+    print("paced packets:", [(round(t - t0, 1), n) for t, n in pacing[::5]])
 
     def first(after: float, wanted: set[str]) -> float | None:
         return next((t - after for t, s, _ in trace if t >= after and s in wanted), None)

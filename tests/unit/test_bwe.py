@@ -98,6 +98,22 @@ def test_probes_climb_from_300k_to_two_megabits_within_fifteen_seconds():
     assert t < 15.0
 
 
+def test_a_run_of_successful_probes_makes_them_larger_and_a_signal_ends_the_run():
+    bwe = _capped(100_000)
+    sizes = []
+    t = 2.0
+    for _ in range(3):
+        sizes.append(bwe.start_probe(t, wanted=True))
+        t += 1.3  # probe (0.6 s) and settle (0.6 s) over: the next call settles it
+        bwe.estimate(t)
+    # as much again as the cap twice, then twice the cap (after probe_streak = 2 successes)
+    assert sizes == [pytest.approx(100_000), pytest.approx(200_000), pytest.approx(800_000)]
+    assert bwe.ok_streak == 3 and bwe.estimate(t) == pytest.approx(1_200_000)
+    bwe.hold(t)  # loss: no longer a free link
+    assert bwe.ok_streak == 0
+    assert bwe.start_probe(t + 1.6, wanted=True) == pytest.approx(1_200_000)
+
+
 def test_the_cap_never_goes_below_the_minimum():
     bwe = BandwidthEstimator(BweSettings(min_bitrate=30_000))
     bwe.on_sent(40_000, 0.0)

@@ -168,6 +168,19 @@ def test_selector_backs_off_when_going_up_keeps_failing():
     assert sel.up_delay == 2.0
 
 
+def test_relax_takes_the_penalty_of_failed_steps_away():
+    sel = LayerSelector(up_delay=1.0, max_up_delay=8.0)
+    sel.decide(0, 2, 2, RANK, 0.0)
+    assert sel.decide(1, 2, 0, RANK, 1.0) == 0
+    assert sel.decide(1, 2, 0, RANK, 2.0) == 1
+    sel.decide(0, 2, 1, RANK, 3.0)  # the step failed
+    assert sel.up_delay == 2.0
+    sel.relax()  # probes since showed the link takes more
+    assert sel.up_delay == 1.0
+    assert sel.decide(1, 2, 0, RANK, 4.0) == 0
+    assert sel.decide(1, 2, 0, RANK, 5.0) == 1  # after the base hold, not twice it
+
+
 def test_selector_switches_at_once_when_the_current_layer_disappears():
     sel = LayerSelector()
     sel.decide(0, 2, 2, RANK, 0.0)
