@@ -267,6 +267,8 @@ async def test_the_page_rejoins_when_the_server_drops_its_peer_connection(
         return list(tiles) == [new_id] and tiles[new_id]["name"] == "Ada"
 
     assert await wait_for(swapped, 5.0), await bob.remote_tiles()
+    # ...and receives her new video and audio on the m-lines her old tracks left
+    await _sees_media_of(bob, {new_id})
 
 
 async def test_the_page_rejoins_when_its_ice_connection_fails(
