@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test lint bench clean typecheck-web
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,14 @@ lint: $(VENV)/.installed
 test: $(VENV)/.installed lint
 	$(PY) scripts/in_netns.py $(PY) -m pytest -q
 
+# needs node and npm; installs TypeScript 5 under .tsc/ (not part of `make test`)
+typecheck-web:
+	test -x .tsc/node_modules/.bin/tsc || npm install --silent --no-audit --no-fund --prefix .tsc typescript@5
+	.tsc/node_modules/.bin/tsc --allowJs --checkJs --strict --noEmit --target es2022 \
+		--module es2022 --lib es2022,dom,dom.iterable web/app.js web/parley-client.js
+
 bench: $(VENV)/.installed
 	$(PY) bench/forwarding.py --json bench/results/forwarding.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info .tsc
