@@ -1,26 +1,38 @@
 """The report of ``parley load``: JSON, the summary table, the saturation verdict. Pure.
 
 :func:`build_report` takes what the run collected (worker results, per-second progress,
-server samples) and returns the JSON document described in ``docs/loadgen.md``.
+server samples) and returns the JSON document described in ``docs/loadgen.md``; its JSON
+Schema is ``loadgen/report.schema.json`` (:func:`report_schema`).
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 from .load_impaired import LinkState, analyse_subscriber
 from .load_metrics import KINDS, FreezeStats, Interval, LatencyHistogram, nearest_rank
 
 REPORT_VERSION = 1
+#: The report's JSON Schema (draft 2020-12), shipped with the package.
+SCHEMA_FILE = "report.schema.json"
 #: A worker above this share of one core (steady window mean) is saturated.
 WORKER_CPU_LIMIT = 85.0
 #: A worker whose event loop wakes up this late (p99, ms) is saturated.
 LOOP_LAG_LIMIT_MS = 50.0
 #: Machine CPU (server + load generator) above this share of all cores is saturated.
 MACHINE_CPU_LIMIT = 95.0
+
+
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema every report of this version satisfies."""
+    text = resources.files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 @dataclass(slots=True)

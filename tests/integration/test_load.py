@@ -1,6 +1,6 @@
-"""``parley load`` end to end: it starts a real server, runs bots (2 simulcast publishers,
-3 subscribers) over loopback in two worker processes and writes a report whose every
-documented key has a sane value."""
+"""``parley load`` end to end: it starts a real server, runs bots (2 rooms, each with 2
+simulcast publishers and 3 subscribers) over loopback in two worker processes and writes a
+report that matches its documented schema and whose every key has a sane value."""
 
 from __future__ import annotations
 
@@ -8,6 +8,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+from jsonschema import Draft202012Validator
+
+from loadgen.load_report import report_schema
+
+
+def validator() -> Draft202012Validator:
+    return Draft202012Validator(report_schema())
 
 
 def test_parley_load_reports_latency_join_loss_and_server_cost(tmp_path: Path) -> None:
@@ -19,7 +27,7 @@ def test_parley_load_reports_latency_join_loss_and_server_cost(tmp_path: Path) -
             "signaling.cli",
             "load",
             "--rooms",
-            "1",
+            "2",
             "--publishers",
             "2",
             "--subscribers",
@@ -42,6 +50,8 @@ def test_parley_load_reports_latency_join_loss_and_server_cost(tmp_path: Path) -
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "latency audio" in proc.stdout  # the summary table
     report = json.loads(report_path.read_text())
+    errors = [f"{list(e.path)}: {e.message}" for e in validator().iter_errors(report)]
+    assert errors == [], errors  # the documented schema (loadgen/report.schema.json)
     assert (tmp_path / "load.html").read_text().count("<svg") == 3
 
     for kind in ("audio", "video"):
@@ -52,13 +62,13 @@ def test_parley_load_reports_latency_join_loss_and_server_cost(tmp_path: Path) -
         assert report["loss_pct"][kind] is not None and report["loss_pct"][kind] < 1.0
 
     join = report["join_ms"]
-    assert join["count"] == 3 and join["missing"] == 0
+    assert join["count"] == 6 and join["missing"] == 0
     assert 0 < join["p50"] <= join["p95"] <= join["max"] < 5000
 
     assert report["freezes"]["count"] == 0, report["freezes"]
     assert isinstance(report["layer_switches"], int)
     packets = report["packets"]
-    assert packets["sent"] > 0 and packets["received"] > packets["sent"]  # fan-out 3
+    assert packets["sent"] > 0 and packets["received"] > packets["sent"]  # fan-out 4
     assert packets["forwarded_per_s"] > 100
 
     server = report["server"]
@@ -69,16 +79,23 @@ def test_parley_load_reports_latency_join_loss_and_server_cost(tmp_path: Path) -
     assert isinstance(report["loadgen_saturated"], bool)
     assert report["loadgen"]["processes"] == 2
     assert report["e2e_ms"] is None  # only with --e2e
-    assert report["bots"]["joined"] == 5 and not report["bots"]["errors"]
+    assert report["bots"]["joined"] == 10 and not report["bots"]["errors"]
+    assert {b["room"] for b in report["bots"]["list"]} == {"load-0", "load-1"}
     # publishers answer the server's offers too (each receives the other's media)
     publishers = [b for b in report["bots"]["list"] if b["role"] == "publisher"]
     assert all(b["packets_received"] > 0 and b["media_started"] for b in publishers)
 
     # subscribers asked for 180, 360 and 720: each got that simulcast layer of both tracks
-    layers = {
-        b["max_height"]: b["layers"] for b in report["bots"]["list"] if b["role"] == "subscriber"
-    }
-    assert layers == {180: [2], 360: [3], 720: [4]}
+    layers = sorted(
+        (b["room"], b["max_height"], b["layers"])
+        for b in report["bots"]["list"]
+        if b["role"] == "subscriber"
+    )
+    assert layers == [
+        (room, height, [code])
+        for room in ("load-0", "load-1")
+        for height, code in ((180, 2), (360, 3), (720, 4))
+    ]
 
 
 def test_parley_load_e2e_reads_capture_time_back_from_decoded_frames(tmp_path: Path) -> None:
@@ -104,6 +121,7 @@ def test_parley_load_e2e_reads_capture_time_back_from_decoded_frames(tmp_path: P
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(report_path.read_text())
+    assert list(validator().iter_errors(report)) == []  # e2e_ms filled in
     e2e = report["e2e_ms"]
     assert e2e["count"] > 20 and e2e["unreadable"] == 0
     assert 0 < e2e["p50"] <= e2e["max"] < 2000

@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from jsonschema import Draft202012Validator
+
+from loadgen.load_report import report_schema
+
 
 def test_a_subscriber_behind_300_kbits_switches_down_and_back_up(tmp_path: Path) -> None:
     report_path = tmp_path / "impaired.json"
@@ -25,6 +29,7 @@ def test_a_subscriber_behind_300_kbits_switches_down_and_back_up(tmp_path: Path)
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(report_path.read_text())
+    assert list(Draft202012Validator(report_schema()).iter_errors(report)) == []
     impaired = report["impaired"]
     (link,) = impaired["links"]
     assert [c["rate_kbit"] for c in link["changes"]] == [None, 300, None], link

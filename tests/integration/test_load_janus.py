@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
+
+from loadgen.load_report import report_schema
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -55,6 +58,7 @@ def test_parley_load_drives_janus_videoroom_with_simulcast(tmp_path: Path) -> No
         server.close()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(report_path.read_text())
+    assert list(Draft202012Validator(report_schema()).iter_errors(report)) == []
     for kind in ("audio", "video"):
         assert 0 < report["latency_ms"][kind]["p50"] < 50
         assert report["loss_pct"][kind] < 1.0

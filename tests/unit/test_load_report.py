@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import struct
 from pathlib import Path
+
+from jsonschema import Draft202012Validator
 
 from loadgen.load_media import ClipPlayer, OutStream, read_clip, vp8_payloads, write_clip
 from loadgen.load_metrics import (
@@ -15,7 +19,14 @@ from loadgen.load_metrics import (
     parse_tag,
     stream_id,
 )
-from loadgen.load_report import RunData, ServerSample, build_report, saturation, summary_table
+from loadgen.load_report import (
+    RunData,
+    ServerSample,
+    build_report,
+    report_schema,
+    saturation,
+    summary_table,
+)
 from loadgen.load_run import LoadConfig, plan_bots
 from sfu.rtp.packet import parse_rtp
 
@@ -164,7 +175,14 @@ def _run(cpu: float = 10.0, lag_ms: float = 1.0) -> RunData:
         ],
     }
     return RunData(
-        config={"target": "parley"},
+        config={
+            "target": "parley",
+            "rooms": 1,
+            "publishers": 1,
+            "subscribers": 1,
+            "simulcast": False,
+            "processes": 1,
+        },
         started=1000.0,
         steady_from=1001.0,
         end=1005.0,
@@ -209,6 +227,27 @@ def test_report_has_every_documented_key() -> None:
     assert report["latency_cdf"]["audio"][-1][1] == 1.0
     text = summary_table(report)
     assert "latency audio" in text and "load generator saturated" in text
+
+
+def test_report_matches_its_json_schema_and_the_schema_rejects_a_broken_one() -> None:
+    schema = report_schema()
+    Draft202012Validator.check_schema(schema)
+    validator = Draft202012Validator(schema)
+    report = json.loads(json.dumps(build_report(_run())))  # as written to disk
+    assert list(validator.iter_errors(report)) == []
+    broken = copy.deepcopy(report)
+    del broken["latency_ms"]["video"]["p99"]
+    broken["loss_pct"]["audio"] = "none"
+    broken["loadgen_saturated"] = 0
+    paths = sorted(".".join(map(str, e.path)) for e in validator.iter_errors(broken))
+    assert paths == ["latency_ms.video", "loadgen_saturated", "loss_pct.audio"]
+
+
+def test_every_top_level_key_of_the_schema_is_documented() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "loadgen.md").read_text(encoding="utf-8")
+    section = doc[doc.index("## The JSON report") : doc.index("## Impaired links")]
+    for key in report_schema()["properties"]:
+        assert f'"{key}"' in section or f"`{key}" in section, key
 
 
 def test_saturation_verdicts() -> None:
