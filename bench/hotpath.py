@@ -54,6 +54,21 @@ class _UdpSink:
         self._sock.sendto(self._session.protect(data), self._addr)
         return True
 
+    def send_rtp_twice(self, data: bytes) -> bool:
+        return self.send_rtp(data) and self.send_rtp(data)
+
+    def send_video(self, data: bytes, now: float) -> bool:
+        return self.send_rtp(data)  # no cap: the pacer is inactive, as in the benchmark
+
+    def room_for_frame(self) -> bool:
+        return True
+
+    def layer_changed(self, forwarder: Forwarder) -> None:
+        pass
+
+    def frame_dropped(self, forwarder: Forwarder, now: float) -> None:
+        pass
+
 
 def make_packets(count: int, size: int) -> list[bytes]:
     """VP8 packets of ``size`` bytes, 10 per frame, every frame a keyframe start."""
@@ -154,7 +169,7 @@ def main() -> None:
         )
         source = Source(params, _Owner(), cache_size=1024)
         for i in range(k):
-            f = Forwarder(source, _UdpSink(send_sock, addr), f"s{i}")
+            f = Forwarder([source], _UdpSink(send_sock, addr), f"s{i}")
             f.configure(
                 EgressParams(
                     mid=str(i),
@@ -168,7 +183,7 @@ def main() -> None:
                     },
                 )
             )
-            source.add_forwarder(f, 0.0)
+            f.start(0.0)
 
         def make_handler(
             ingest: Callable[[RtpView, float], None], unprotect: Callable[[bytes], bytes]
