@@ -230,12 +230,16 @@ async def test_a_publisher_behind_a_narrow_uplink_keeps_the_layers_that_arrive(
                 *link.command(
                     [
                         *BOT, "--url", f"http://{link.host_address}:{port}", "--name", "cam",
-                        "--simulcast", "--duration", "24", "--ice-address", link.peer_address,
+                        "--simulcast", "--duration", "28", "--ice-address", link.peer_address,
                         "--json", str(tmp_path / "cam.json"),
                     ]
                 )
             )  # fmt: skip
-            await asyncio.sleep(1.0)
+            # the watchers join once the publisher has seen its uplink and dropped f: the
+            # first seconds, all three layers at once through 1.5 Mbit/s, lose packets of
+            # q and h that may never be repaired, and aiortc's video jitter buffer stalls
+            # on such a hole for 512 packets (half a minute of q); browsers would not
+            await asyncio.sleep(5.0)
             watchers = [
                 await asyncio.create_subprocess_exec(
                     *BOT,
@@ -255,14 +259,17 @@ async def test_a_publisher_behind_a_narrow_uplink_keeps_the_layers_that_arrive(
             ]
             log: list[tuple[float, str | None, int]] = []
 
+            log_180: list[tuple[float, str | None, int]] = []
+
             async def watch_720() -> None:
                 loop = asyncio.get_running_loop()
                 for _ in range(42):
                     await asyncio.sleep(0.5)
-                    f = _video_forwarder(sfu, "h720")
-                    if f is not None and not f.closed:  # (closed: the watcher is leaving)
-                        rid = f.current.rid if f.current is not None else None
-                        log.append((loop.time(), rid, f.packets_sent))
+                    for name, into in (("h720", log), ("h180", log_180)):
+                        f = _video_forwarder(sfu, name)
+                        if f is not None and not f.closed:  # (closed: the watcher leaves)
+                            rid = f.current.rid if f.current is not None else None
+                            into.append((loop.time(), rid, f.packets_sent))
 
             await asyncio.gather(cam.wait(), *(w.wait() for w in watchers), watch_720())
         finally:
@@ -289,6 +296,10 @@ async def test_a_publisher_behind_a_narrow_uplink_keeps_the_layers_that_arrive(
     last = [(rid, sent) for t, rid, sent in log if t >= end - 5.0]
     assert {rid for rid, _ in last} <= {"h", "f"}, log
     assert last[-1][1] - last[0][1] > 100, log
+    # and the one asking for 180 q, all along once it started
+    started = [(rid, sent) for _, rid, sent in log_180 if rid is not None]
+    assert started and {rid for rid, _ in started} == {"q"}, log_180
+    assert started[-1][1] - started[0][1] > 100, log_180
 
 
 async def test_parley_bot_runs_behind_an_impaired_link_of_its_own(tmp_path: Path) -> None:
