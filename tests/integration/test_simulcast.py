@@ -111,7 +111,7 @@ async def test_subscribers_get_the_layer_they_ask_for(
     assert _decode_failures(caplog) == []
 
 
-async def test_a_layer_nobody_wants_is_not_forwarded_and_a_subscriber_switches_up(
+async def test_a_layer_nobody_wants_is_not_forwarded_and_a_subscriber_switches_up_and_down(
     server: RunningServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
@@ -134,6 +134,10 @@ async def test_a_layer_nobody_wants_is_not_forwarded_and_a_subscriber_switches_u
         await changer.set_max_height(None, 720)
         await asyncio.sleep(1.5)
         checks["after"] = [len(layer.forwarders) for layer in track.layers]
+        await asyncio.sleep(2.0)
+        await changer.set_max_height(None, 180)  # and back down
+        await asyncio.sleep(1.5)
+        checks["down"] = [len(layer.forwarders) for layer in track.layers]
 
     pub_task = asyncio.ensure_future(run_bot(publisher))
     await asyncio.sleep(1.0)
@@ -143,11 +147,13 @@ async def test_a_layer_nobody_wants_is_not_forwarded_and_a_subscriber_switches_u
     assert checks["before"] == [2, 0, 0], checks
     assert all(n > 20 for n in checks["packets"]), checks
     assert checks["after"] == [1, 0, 1], checks
+    assert checks["down"] == [2, 0, 0], checks
     assert small_summary["ok"] and changer_summary["ok"]
     video = _video_from(changer_summary, pub_summary["id"])
-    assert video["resolutions"] == [[320, 180], [1280, 720]], video
-    assert video["layer_switches"] == 1, video
-    # switching waits for a keyframe of the new layer: no long freeze, no decoder error
+    assert video["resolutions"] == [[320, 180], [1280, 720], [320, 180]], video
+    assert video["layer_switches"] == 2, video
+    # switching (up, then down) waits for a keyframe of the new layer: no long freeze, no
+    # decoder error
     assert video["max_freeze_ms"] < 1500, video
     assert _video_from(small_summary, pub_summary["id"])["resolutions"] == [[320, 180]]
     assert _decode_failures(caplog) == []
