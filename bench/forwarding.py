@@ -83,7 +83,8 @@ SRTP_PROFILE_NAMES = {
     "aes128cm": b"SRTP_AES128_CM_SHA1_80",
 }
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
-TARGETS = ("parley", "janus")
+TARGETS = ("parley", "parley-py", "janus")
+#: parley-py: Parley with PARLEY_NATIVE=0, its forwarding loop in Python instead of C
 #: The VideoRoom room the bench creates in Janus (request ``create``). No bitrate cap
 #: (no REMB limit to the publisher), no periodic keyframe requests, no simulcast, no
 #: recording, none of the optional header extensions a browser would use; VP8 only.
@@ -800,6 +801,9 @@ def _log_gc_pauses(threshold: float = 0.005) -> None:
 def run_server(args: argparse.Namespace) -> None:
     import logging
 
+    if args.python_path:  # before sfu is imported: sfu.native reads it once
+        os.environ["PARLEY_NATIVE"] = "0"
+
     from aiohttp import web
 
     from sfu.config import IceConfig, SfuConfig
@@ -920,10 +924,12 @@ class Worker:
             await self._reader
 
 
-async def start_server(args: argparse.Namespace, port: int) -> Worker:
+async def start_server(args: argparse.Namespace, port: int, target: str = "parley") -> Worker:
     import aiohttp
 
     argv = ["--worker", "server", "--port", str(port)]
+    if target == "parley-py":
+        argv.append("--python-path")
     if args.gc_log:
         argv.append("--gc-log")
     if args.pin:
@@ -1061,12 +1067,12 @@ async def start_scenario(
         netns_pid: int | None = server.pid
     else:
         port = _free_port()
-        server = await start_server(args, port)
+        server = await start_server(args, port, target)
         url, ice_address, netns_pid = f"http://127.0.0.1:{port}", "127.0.0.1", None
     common = [] if args.batch_reads else ["--no-batch-reads"]
     common += [
         "--protocol",
-        target,
+        "janus" if target == "janus" else "parley",
         "--ice-address",
         ice_address,
         "--url",
@@ -1992,32 +1998,32 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3)
 
 
-def ratios(report: dict[str, Any]) -> dict[str, Any]:
-    """Parley / Janus per fan-out (same rates, same run): CPU per packet, and the sweeps'."""
+def ratios(report: dict[str, Any], other: str = "janus") -> dict[str, Any]:
+    """Parley / ``other`` per fan-out (same rates, same run): CPU per packet, and the sweeps'."""
     out: dict[str, Any] = {}
     by = {(r["target"], r["fanout"]): r for r in report["results"]}
     for (target, fanout), parley in sorted(by.items(), key=lambda kv: kv[0][1]):
-        janus = by.get(("janus", fanout))
-        if target != "parley" or janus is None:
+        theirs = by.get((other, fanout))
+        if target != "parley" or theirs is None:
             continue
         out[f"fanout_{fanout}"] = {
-            "in_pps": [parley["in_pps"], janus["in_pps"]],
+            "in_pps": [parley["in_pps"], theirs["in_pps"]],
             "parley_us_per_fwd": parley["sfu_us_per_fwd"],
-            "janus_us_per_fwd": janus["sfu_us_per_fwd"],
-            "us_per_fwd": _ratio(parley["sfu_us_per_fwd"], janus["sfu_us_per_fwd"]),
-            "us_per_in": _ratio(parley["sfu_us_per_in"], janus["sfu_us_per_in"]),
-            "sfu_loss_pct": [parley["sfu_loss_pct"], janus["sfu_loss_pct"]],
+            f"{other.replace('-', '_')}_us_per_fwd": theirs["sfu_us_per_fwd"],
+            "us_per_fwd": _ratio(parley["sfu_us_per_fwd"], theirs["sfu_us_per_fwd"]),
+            "us_per_in": _ratio(parley["sfu_us_per_in"], theirs["sfu_us_per_in"]),
+            "sfu_loss_pct": [parley["sfu_loss_pct"], theirs["sfu_loss_pct"]],
         }
     sweeps = {(s["target"], s["fanout"]): s for s in report.get("sweep", [])}
     for (target, fanout), parley in sorted(sweeps.items(), key=lambda kv: kv[0][1]):
-        janus = sweeps.get(("janus", fanout))
-        if target != "parley" or janus is None:
+        theirs = sweeps.get((other, fanout))
+        if target != "parley" or theirs is None:
             continue
         out[f"sweep_fanout_{fanout}"] = {
             "max_clean_forwarded_pps": _ratio(
-                parley["max_clean_forwarded_pps"], janus["max_clean_forwarded_pps"]
+                parley["max_clean_forwarded_pps"], theirs["max_clean_forwarded_pps"]
             ),
-            "stopped_by": [parley["stopped_by"], janus["stopped_by"]],
+            "stopped_by": [parley["stopped_by"], theirs["stopped_by"]],
         }
     return out
 
@@ -2156,17 +2162,21 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     print()
     print_table(report["results"])
     print(f"SRTP profile negotiated: {', '.join(sorted(profiles))}")
-    if len(targets) > 1:
-        report["ratios_parley_over_janus"] = ratios(report)
-        for key, value in report["ratios_parley_over_janus"].items():
+    for other, label in (("janus", "Janus"), ("parley-py", "parley-py")):
+        if "parley" not in targets or other not in targets:
+            continue
+        key_name = f"ratios_parley_over_{other.replace('-', '_')}"
+        report[key_name] = ratios(report, other)
+        for key, value in report[key_name].items():
             if key.startswith("fanout_"):
                 print(
-                    f"Parley / Janus at K={key[7:]}: {value['us_per_fwd']} "
-                    f"({value['parley_us_per_fwd']} / {value['janus_us_per_fwd']} us per forwarded packet)"
+                    f"Parley / {label} at K={key[7:]}: {value['us_per_fwd']} "
+                    f"({value['parley_us_per_fwd']} / "
+                    f"{value[other.replace('-', '_') + '_us_per_fwd']} us per forwarded packet)"
                 )
             else:
                 print(
-                    f"Parley / Janus sweep K={key[13:]}: max clean forwarded pps ratio "
+                    f"Parley / {label} sweep K={key[13:]}: max clean forwarded pps ratio "
                     f"{value['max_clean_forwarded_pps']} (stopped by: {' / '.join(value['stopped_by'])})"
                 )
     for p in report.get("profile", []):
@@ -2196,8 +2206,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--target",
         default="parley",
-        help="server(s) to measure, comma-separated: parley, janus or parley,janus (each "
-        "fan-out runs against each in turn; with both, the JSON has Parley / Janus ratios)",
+        help="server(s) to measure, comma-separated: parley, parley-py (Parley with "
+        "PARLEY_NATIVE=0: forwarding in Python, not C), janus; e.g. parley,janus (each "
+        "fan-out runs against each in turn; the JSON has Parley / Janus and Parley / "
+        "parley-py ratios where both ran)",
     )
     p.add_argument(
         "--isolated",
@@ -2319,6 +2331,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--worker", choices=["server", "publisher", "subscribers"], help=argparse.SUPPRESS
     )
     p.add_argument("--cpu", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--python-path", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--protocol", choices=TARGETS, default="parley", help=argparse.SUPPRESS)
     p.add_argument("--ice-address", default="127.0.0.1", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)

@@ -206,7 +206,8 @@ def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: flo
 class IsolatedServer:
     """Janus or Parley in its own namespace. ``url``, ``pid``; ``close()`` stops it.
 
-    ``event_loops`` is Janus's ``event_loops`` (0: Janus's default, a thread per handle).
+    ``kind``: "janus", "parley", or "parley-py" (Parley with ``PARLEY_NATIVE=0``: its
+    Python forwarding path instead of the C one). ``event_loops`` is Janus's ``event_loops`` (0: Janus's default, a thread per handle).
     ``cpu`` pins the server to that core from its start (``taskset``, so every thread
     Janus creates inherits it). ``config_files`` holds the text of the configuration
     written for Janus (file name -> text).
@@ -215,7 +216,7 @@ class IsolatedServer:
     def __init__(
         self, kind: str, event_loops: int = 0, log: Path | None = None, cpu: int | None = None
     ) -> None:
-        if kind not in ("janus", "parley"):
+        if kind not in ("janus", "parley", "parley-py"):
             raise ValueError(kind)
         self.kind = kind
         self.event_loops = event_loops
@@ -247,8 +248,15 @@ class IsolatedServer:
                 self.url = f"http://{SERVER_ADDRESS}:{port}"
             if cpu is not None:  # taskset execs the server: the pid stays the same
                 cmd = ["taskset", "--cpu-list", str(cpu), *cmd]
+            env = dict(os.environ)
+            if kind == "parley-py":  # Parley without its C fast path (sfu/native.py)
+                env["PARLEY_NATIVE"] = "0"
             self.proc = subprocess.Popen(
-                self.namespace.enter(*cmd), stdout=output, stderr=subprocess.STDOUT, cwd=REPO
+                self.namespace.enter(*cmd),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                env=env,
             )
             _wait_port(SERVER_ADDRESS, port, self.proc, 20)
         except BaseException:

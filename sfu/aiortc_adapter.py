@@ -59,6 +59,7 @@ from aiortc.rtp import RtpPacket
 from pylibsrtp._binding import ffi as srtp_ffi
 from pylibsrtp._binding import lib as srtp_lib
 
+from . import native
 from .config import IceConfig
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,10 @@ HOOKED_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (aioice_ice.StunProtocol, "datagram_received"),
     (pylibsrtp.Session, "_srtp"),
 )
+
+
+#: libsrtp 2's srtp_protect/srtp_unprotect, as cffi prints it; sfu/_native.c relies on it
+SRTP_SIGNATURE = "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)"
 
 
 class AdapterError(RuntimeError):
@@ -141,6 +146,9 @@ def check_hooks() -> None:
     for name in ("srtp_protect", "srtp_unprotect"):
         if not hasattr(srtp_lib, name):
             missing.append(f"pylibsrtp._binding.lib.{name}")
+        elif SRTP_SIGNATURE not in str(srtp_ffi.typeof(getattr(srtp_lib, name))):
+            # sfu/_native.c calls srtp_protect through this exact (libsrtp 2) signature
+            missing.append(f"pylibsrtp._binding.lib.{name} with signature {SRTP_SIGNATURE}")
     if missing:
         raise AdapterError(
             "aiortc/aioice attributes Parley hooks are missing: " + ", ".join(missing)
@@ -409,6 +417,30 @@ def srtp_transform(session: pylibsrtp.Session, protect: bool) -> Callable[[bytes
     return srtp_transform_packet
 
 
+def _egress(
+    tx: pylibsrtp.Session, sock: socket.socket | None, pair: aioice_ice.CandidatePair
+) -> Any:
+    """Protect + send for one nominated pair: ``sfu.native.Egress`` (libsrtp's
+    ``srtp_protect`` and the session's context handed to C by address; ``tx`` is kept
+    alive by it) when the C module is built and Parley owns a handle on the socket,
+    else ``sfu.native.PyEgress``. Neither blocks: a packet a full socket buffer
+    refuses is dropped and counted, as the network would drop it."""
+    remote = pair.remote_addr
+    if native.NATIVE and sock is not None:
+        context = int(srtp_ffi.cast("uintptr_t", tx._srtp[0]))
+        protect_fn = int(srtp_ffi.cast("uintptr_t", srtp_ffi.addressof(srtp_lib, "srtp_protect")))
+        return native.Egress(sock, tuple(remote), context, protect_fn, tx)
+    protect = srtp_transform(tx, protect=True)
+    # Straight to the socket: asyncio's DatagramTransport.sendto adds only checks and
+    # a buffer for a socket that would block.
+    sendto = sock.sendto if sock is not None else pair.protocol.transport.sendto
+
+    def send(packet: bytes) -> None:
+        sendto(packet, remote)
+
+    return native.PyEgress(protect, send, (pylibsrtp.Error, OSError))
+
+
 class MediaPort:
     """Raw decrypted RTP/RTCP in and out of one DTLS transport.
 
@@ -427,10 +459,11 @@ class MediaPort:
         self._closed = False
         self.rx_packets = 0
         self.rx_errors = 0
-        self.tx_packets = 0
-        self.tx_errors = 0
-        self._send_rtp: Callable[[bytes], None] | None = None
-        self._send_rtp_twice: Callable[[bytes], None] | None = None
+        self._tx_packets = 0
+        self._tx_errors = 0
+        #: protect + sendto on the nominated pair once the fast path is up: the C
+        #: ``sfu.native.Egress`` (forwarders use it directly), else ``PyEgress``
+        self.egress: Any = None
         self._sockets: list[socket.socket] = []
 
         async def handle_rtp(data: bytes, arrival_time_ms: int) -> None:
@@ -506,25 +539,7 @@ class MediaPort:
 
         pair = connection._nominated.get(1)
         if pair is not None:
-            protect = srtp_transform(dtls._tx_srtp, protect=True)
-            remote = pair.remote_addr
-            sock = own_sockets.get(pair.protocol)
-            # Straight to the socket: asyncio's DatagramTransport.sendto adds only checks
-            # and a buffer for a socket that would block (a UDP send rarely does; such a
-            # packet is dropped and counted, as the network would).
-            sendto = sock.sendto if sock is not None else pair.protocol.transport.sendto
-
-            def send_rtp(data: bytes) -> None:
-                sendto(protect(data), remote)
-
-            def send_rtp_twice(data: bytes) -> None:
-                # protected once: libsrtp refuses to protect the same index twice
-                packet = protect(data)
-                sendto(packet, remote)
-                sendto(packet, remote)
-
-            self._send_rtp = send_rtp
-            self._send_rtp_twice = send_rtp_twice
+            self.egress = _egress(dtls._tx_srtp, own_sockets.get(pair.protocol), pair)
         self._fast_path = True
         return True
 
@@ -563,32 +578,32 @@ class MediaPort:
         self._loop.add_reader(sock.fileno(), read_ready)
         return sock
 
+    @property
+    def tx_packets(self) -> int:
+        """Datagrams sent (RTP and RTCP, both paths)."""
+        egress = self.egress
+        return self._tx_packets + (egress.tx_packets if egress is not None else 0)
+
+    @property
+    def tx_errors(self) -> int:
+        """Packets that could not be protected or sent."""
+        egress = self.egress
+        return self._tx_errors + (egress.tx_errors if egress is not None else 0)
+
     def send_rtp(self, data: bytes) -> bool:
         """Protect and send one RTP packet (the per-forwarded-packet path)."""
-        fast = self._send_rtp
-        if fast is None or self._closed:
+        egress = self.egress
+        if egress is None or self._closed:
             return self.send(data)
-        try:
-            fast(data)
-        except (pylibsrtp.Error, OSError):  # OSError: a full socket buffer (BlockingIOError)
-            self.tx_errors += 1
-            return False
-        self.tx_packets += 1
-        return True
+        return bool(egress.send(data))
 
     def send_rtp_twice(self, data: bytes) -> bool:
         """Protect one RTP packet and send it twice (redundancy against random loss:
         the receiver drops the duplicate). Once only before the fast path is up."""
-        twice = self._send_rtp_twice
-        if twice is None or self._closed:
+        egress = self.egress
+        if egress is None or self._closed:
             return self.send(data)
-        try:
-            twice(data)
-        except (pylibsrtp.Error, OSError):
-            self.tx_errors += 1
-            return False
-        self.tx_packets += 2
-        return True
+        return bool(egress.send_twice(data))
 
     def send(self, data: bytes) -> bool:
         """Protect and send one RTP or RTCP packet."""
@@ -604,10 +619,10 @@ class MediaPort:
             else:
                 packet = dtls._tx_srtp.protect(data)
         except pylibsrtp.Error:
-            self.tx_errors += 1
+            self._tx_errors += 1
             return False
         pair.protocol.transport.sendto(packet, pair.remote_addr)
-        self.tx_packets += 1
+        self._tx_packets += 1
         return True
 
     @property
@@ -624,8 +639,8 @@ class MediaPort:
 
     def close(self) -> None:
         self._closed = True
-        self._send_rtp = None
-        self._send_rtp_twice = None
+        if self.egress is not None:
+            self.egress.close()  # before its socket closes: no send on a reused fd
         for sock in self._sockets:
             self._loop.remove_reader(sock.fileno())
             sock.close()  # only our duplicate: the transport closes the original

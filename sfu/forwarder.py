@@ -15,12 +15,16 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from struct import Struct
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from .layers import LayerInfo, LayerRequest, LayerSelector
+from .native import ForwarderCore
 from .rtp.packet import RtpView, Vp8Descriptor, abs_send_time, build_vp8_descriptor
 from .rtp.rewrite import StreamRewriter
 from .source import Source
+
+if TYPE_CHECKING:
+    from .pacer import Pacer
 
 _HDR = Struct("!BBHII")
 _EXT_HDR = Struct("!HH")
@@ -78,7 +82,7 @@ def _element(ext_id: int, value_len: int) -> int:
     return (ext_id << 4) | (value_len - 1)
 
 
-class Forwarder:
+class Forwarder(ForwarderCore):
     """Forwards one published track to one subscriber m-line.
 
     ``layers`` are the track's Sources: one, or one per simulcast layer. The forwarder
@@ -86,6 +90,11 @@ class Forwarder:
     and, while a switch is pending, to the layer it wants (``target``): a layer no
     forwarder wants costs no forwarding work. A switch happens on the target layer's
     keyframe, after the current layer's frame in flight has ended.
+
+    Its hot fields live in the base class (``sfu.native.ForwarderCore``): with
+    ``egress`` (the subscriber transport's ``sfu.native.Egress``) and ``pacer`` set,
+    ``sfu.native.fanout`` serves the steady state in C and calls :meth:`forward` for
+    everything else.
     """
 
     def __init__(self, layers: Sequence[Source], sink: PacketSink, subscriber_id: str) -> None:
@@ -118,6 +127,12 @@ class Forwarder:
             first_tl0=None,
         )
         self.closed = False
+        #: the subscriber transport's native egress and the pacer whose ``idle`` gates
+        #: video on the native path (None: every packet takes :meth:`forward`)
+        self.egress: Any = None
+        self.pacer: Pacer | None = None
+        #: packets the native path sent (also counted in ``packets_sent``)
+        self.native_packets = 0
         #: the subscriber loses packets at random: send audio packets twice (receivers do
         #: not NACK audio) and video retransmissions twice (receivers NACK a packet once)
         self.redundant = False

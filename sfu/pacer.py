@@ -49,6 +49,12 @@ class Pacer:
         #: packets that waited in the queue, and frames refused for want of room
         self.paced_packets = 0
         self.overflows = 0
+        #: not ``active``, as a plain attribute: the native forwarding path
+        #: (``sfu/_native.c``) sends video directly only while it is True
+        self.idle = True
+
+    def _update_idle(self) -> None:
+        self.idle = self.byte_rate is None and not self.queue
 
     @property
     def active(self) -> bool:
@@ -63,9 +69,10 @@ class Pacer:
                 self._release = True
             else:
                 self.byte_rate = None
-            return
-        self._release = False
-        self.byte_rate = max(1.0, bitrate) * self.settings.factor / 8
+        else:
+            self._release = False
+            self.byte_rate = max(1.0, bitrate) * self.settings.factor / 8
+        self._update_idle()
 
     def limit(self) -> int:
         """The queue's budget in bytes."""
@@ -101,6 +108,7 @@ class Pacer:
         self.queue.append(packet)
         self.queued_bytes += len(packet)
         self.paced_packets += 1
+        self.idle = False
         return False
 
     def due(self, now: float) -> list[bytes]:
@@ -116,11 +124,13 @@ class Pacer:
         if not queue and self._release:
             self._release = False
             self.byte_rate = None
+        self._update_idle()
         return out
 
     def clear(self) -> None:
         self.queue.clear()
         self.queued_bytes = 0
+        self._update_idle()
 
     def _refill(self, now: float) -> None:
         elapsed = now - self._last

@@ -535,6 +535,7 @@ class Participant:
         if self.closed or track.id in self.subscriptions:
             return
         forwarder = Forwarder(track.layers, self, self.id)
+        self._wire_native(forwarder)
         self.subscriptions[track.id] = Subscription(publisher, track, forwarder)
         self._mark_dirty()
 
@@ -698,6 +699,13 @@ class Participant:
             return True
         self._send_failed(now)
         return False
+
+    def _wire_native(self, forwarder: Forwarder) -> None:
+        """Give ``forwarder`` what the native path needs: this subscriber's egress (once
+        its transport is up) and its pacer (``sfu/native.py``)."""
+        forwarder.pacer = self.pacer
+        port = self._sub_port
+        forwarder.egress = port.egress if port is not None else None
 
     def room_for_frame(self) -> bool:
         return self.pacer.has_room()
@@ -1055,6 +1063,8 @@ class Participant:
                 for port in (self._pub_port, self._sub_port):
                     if port is not None:
                         port.install_fast_path()
+                for sub in self.subscriptions.values():
+                    self._wire_native(sub.forwarder)
             elif state in ("failed", "closed") and not self.closed:
                 logger.info("participant %s: peer connection %s", self.id, state)
                 self.close_soon(f"peer connection {state}")

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import secrets
 
+from . import native
 from .config import SfuConfig
 from .participant import Participant, ParticipantListener, PublishedTrack
 from .speaker import ActiveSpeakerDetector
@@ -117,6 +118,8 @@ class Sfu:
         self.config = config or SfuConfig()
         self.rooms: dict[str, Room] = {}
         self.closed = False
+        if not native.NATIVE:
+            logger.warning("forwarding in Python, 2-3x slower: %s", native.NATIVE_ERROR)
 
     def join(self, room_id: str, name: str, listener: ParticipantListener) -> Participant:
         if self.closed:
@@ -137,6 +140,12 @@ class Sfu:
             "participants": len(participants),
             "published_tracks": sum(len(p.tracks) for p in participants),
             "forwarders": sum(len(p.subscriptions) for p in participants),
+            # whether the C forwarding loop is in use (sfu/native.py), and the packets
+            # it sent for the forwarders alive now
+            "native_forwarding": native.NATIVE,
+            "native_packets": sum(
+                s.forwarder.native_packets for p in participants for s in p.subscriptions.values()
+            ),
         }
 
     async def close(self) -> None:

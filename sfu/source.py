@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from .nack import NackGenerator
+from .native import fanout
 from .packet_cache import PacketCache
 from .receive_stats import ReceiveStatistics
 from .rtp.packet import RtpError, RtpView, Vp8Descriptor, abs_send_time
@@ -139,8 +140,7 @@ class Source:
         forwarders = self.forwarders
         if forwarders:
             pkt.abs_send_time = abs_send_time(now)
-            for forwarder in forwarders:
-                forwarder.forward(self, pkt, vp8, now)
+            fanout(self, pkt, vp8, now, forwarders)  # C for steady forwarders (sfu/native.py)
 
     def on_rtx(self, pkt: RtpView, now: float) -> None:
         """An RTX packet: forwarded only when it repairs a loss we asked for."""

@@ -9,35 +9,20 @@ that passed, and VP8 picture ids / TL0PICIDX continue.
 
 from __future__ import annotations
 
+from ..native import RewriterCore
 from ..seq import seq_diff
 
 _U16 = 0xFFFF
 _U32 = 0xFFFFFFFF
 
 
-class StreamRewriter:
-    __slots__ = (
-        "clock_rate",
-        "skipped",
-        "started",
-        "in_ssrc",
-        "switch_in_seq",
-        "seq_offset",
-        "ts_offset",
-        "pid_offset",
-        "tl0_offset",
-        "pid_bits",
-        "in_pid_last",
-        "in_pid_ext",
-        "out_seq",
-        "out_ext",
-        "out_ts",
-        "out_pid",
-        "out_tl0",
-        "out_time",
-        "history",
-        "keep_first",
-    )
+class StreamRewriter(RewriterCore):
+    """Its hot fields (sequence and timestamp offsets, the continuation point, the
+    picture-id mapping) live in the base class, ``sfu.native.RewriterCore``, which
+    the C fast path (``sfu/_native.c``) updates in place; the methods here are the
+    reference for what that path does."""
+
+    __slots__ = ("clock_rate", "history")
 
     def __init__(
         self,

@@ -422,6 +422,11 @@ async def test_lost_packets_are_repaired_from_the_sfu_cache(server: RunningServe
             return original(data, now)
 
         lossy.send_video = lossy_send  # type: ignore[method-assign]
+        # the native path (sfu/native.py) sends without calling send_video: keep this
+        # subscriber's forwarders on the Python path, where the patch sees every packet
+        lossy._wire_native = lambda forwarder: None  # type: ignore[method-assign]
+        for sub in lossy.subscriptions.values():
+            sub.forwarder.egress = None
 
     results = await asyncio.gather(
         run_bot(BotConfig(url=server.url, room="r5", name="sender", duration=10.0)),
