@@ -1017,6 +1017,8 @@ class Scenario:
     publish_info: dict[str, Any] = field(default_factory=dict)
     sub_profiles: dict[str, str | None] = field(default_factory=dict)
     source_digest: str = ""
+    #: the server's signaling URL
+    url: str = ""
 
     @property
     def workers(self) -> list[Worker | IsolatedHandle]:
@@ -1087,6 +1089,7 @@ async def start_scenario(
     if args.pin:
         common += ["--cpu", str(CLIENT_CPU)]
     scenario = Scenario(fanout, server, None, [], target, netns_pid)  # type: ignore[arg-type]
+    scenario.url = url
     procs = max(1, min(args.client_procs, fanout))
     sizes = [fanout // procs + (1 if i < fanout % procs else 0) for i in range(procs)]
 
@@ -1377,6 +1380,8 @@ async def run_fanout(
         )
         result["payload_type"] = scenario.publish_info.get("payload_type")
         result["sfu_source_digest"] = scenario.source_digest
+        if target != "janus":  # whether the C loop served it (sfu/native.py)
+            result["server_stats"] = await server_stats(scenario.url)
         result["windows"] = [
             {
                 k: w[k]
@@ -1394,6 +1399,18 @@ async def run_fanout(
         return result
     finally:
         await scenario.stop()
+
+
+async def server_stats(url: str) -> dict[str, Any]:
+    """Parley's ``/healthz`` (rooms, forwarders, ``native_forwarding``, ``native_packets``)."""
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{url}/healthz", timeout=aiohttp.ClientTimeout(5)) as r:
+                return dict(await r.json())
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 async def run_sweep(

@@ -417,26 +417,29 @@ def srtp_transform(session: pylibsrtp.Session, protect: bool) -> Callable[[bytes
     return srtp_transform_packet
 
 
-def _egress(
-    tx: pylibsrtp.Session, sock: socket.socket | None, pair: aioice_ice.CandidatePair
+def make_egress(
+    tx: pylibsrtp.Session,
+    remote: tuple[Any, ...],
+    sock: socket.socket | None,
+    fallback_sendto: Callable[[bytes, tuple[Any, ...]], object] | None = None,
 ) -> Any:
-    """Protect + send for one nominated pair: ``sfu.native.Egress`` (libsrtp's
-    ``srtp_protect`` and the session's context handed to C by address; ``tx`` is kept
-    alive by it) when the C module is built and Parley owns a handle on the socket,
-    else ``sfu.native.PyEgress``. Neither blocks: a packet a full socket buffer
-    refuses is dropped and counted, as the network would drop it."""
-    remote = pair.remote_addr
+    """Protect + send to ``remote`` with ``tx``: ``sfu.native.Egress`` (libsrtp's
+    ``srtp_protect`` and the session's context handed to C by address; the Egress keeps
+    ``tx`` and ``sock`` alive) when the C module is built and there is a socket, else
+    ``sfu.native.PyEgress`` over ``sock.sendto`` (or ``fallback_sendto``). Neither
+    blocks: a packet a full socket buffer refuses is dropped and counted, as the
+    network would drop it."""
     if native.NATIVE and sock is not None:
         context = int(srtp_ffi.cast("uintptr_t", tx._srtp[0]))
         protect_fn = int(srtp_ffi.cast("uintptr_t", srtp_ffi.addressof(srtp_lib, "srtp_protect")))
         return native.Egress(sock, tuple(remote), context, protect_fn, tx)
+    sendto = sock.sendto if sock is not None else fallback_sendto
+    if sendto is None:
+        raise ValueError("make_egress needs a socket or a fallback sendto")
     protect = srtp_transform(tx, protect=True)
-    # Straight to the socket: asyncio's DatagramTransport.sendto adds only checks and
-    # a buffer for a socket that would block.
-    sendto = sock.sendto if sock is not None else pair.protocol.transport.sendto
 
-    def send(packet: bytes) -> None:
-        sendto(packet, remote)
+    def send(packet: bytes, _sendto: Callable[[bytes, tuple[Any, ...]], object] = sendto) -> None:
+        _sendto(packet, remote)
 
     return native.PyEgress(protect, send, (pylibsrtp.Error, OSError))
 
@@ -539,7 +542,13 @@ class MediaPort:
 
         pair = connection._nominated.get(1)
         if pair is not None:
-            self.egress = _egress(dtls._tx_srtp, own_sockets.get(pair.protocol), pair)
+            # asyncio's DatagramTransport.sendto only when Parley has no handle on the socket
+            self.egress = make_egress(
+                dtls._tx_srtp,
+                pair.remote_addr,
+                own_sockets.get(pair.protocol),
+                pair.protocol.transport.sendto,
+            )
         self._fast_path = True
         return True
 

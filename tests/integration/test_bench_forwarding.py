@@ -28,3 +28,7 @@ def test_forwarding_benchmark_short_run(tmp_path: Path) -> None:
     assert result["sfu_loss_pct"] == 0.0
     assert result["sfu_us_per_fwd"] > 0 and result["sfu_cpu_s"] > 0
     assert result["srtp_profiles_subscribers"] == ["SRTP_AEAD_AES_256_GCM"]
+    # the C forwarding loop served the steady state (sfu/native.py)
+    stats = result["server_stats"]
+    assert stats["native_forwarding"] is True, stats
+    assert stats["native_packets"] >= result["received"] - 2 * 20, stats
