@@ -8,7 +8,8 @@ PY := $(VENV)/bin/python
 
 .PHONY: serve test lint bench clean typecheck-web
 
-$(VENV)/.installed: pyproject.toml
+# sfu/_native.c: pip builds the C forwarding loop in place (sfu/_native.*.so)
+$(VENV)/.installed: pyproject.toml sfu/_native.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
@@ -35,4 +36,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/forwarding.py --json bench/results/forwarding.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info .tsc
+	rm -rf $(VENV) .pytest_cache build *.egg-info .tsc sfu/_native.*.so

@@ -1496,6 +1496,7 @@ _CATEGORIES = (
     "parse (RTP header, VP8 descriptor)",
     "ingress bookkeeping (stats, NACK, cache)",
     "per-subscriber rewrite",
+    "native loop (sfu/_native.c: rewrite, bookkeeping)",
     "dispatch (fast path, demux, send wrapper)",
     "SRTP protect",
     "sendto (syscall incl. loopback delivery)",
@@ -1503,13 +1504,28 @@ _CATEGORIES = (
     "other",
 )
 
-_FRAME = re.compile(r"^(?P<func>.*) \((?P<file>.*):(?P<line>\d+)\)$")
+# Python frames: "func (file:line)"; native ones (py-spy --native): "func (library)"
+_FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
 def _frame_category(func: str, path: str, line: int) -> str | None:
     """The category of one frame, or None to decide from its caller."""
     short = func.rsplit(".", 1)[-1]
     base = os.path.basename(path)
+    if short.startswith("srtp_unprotect"):  # libsrtp itself (native frames)
+        return "SRTP unprotect"
+    if short.startswith("srtp_protect"):
+        return "SRTP protect"
+    if base.startswith("_native."):  # sfu/_native.c; its calls into libsrtp/libc are leaves
+        return "native loop (sfu/_native.c: rewrite, bookkeeping)"
+    if base.startswith("libc.so"):
+        if "sendto" in short or "sendmsg" in short:
+            return "sendto (syscall incl. loopback delivery)"
+        if "recvfrom" in short or "recvmsg" in short:
+            return "recvfrom (syscall + asyncio read)"
+        if "epoll" in short:  # asleep, or the syscall: what the measured CPU leaves
+            return _EPOLL_WAIT
+        return None
     if "pylibsrtp" in path:
         if short.startswith("unprotect"):
             return "SRTP unprotect"
@@ -1562,6 +1578,8 @@ def _frame_category(func: str, path: str, line: int) -> str | None:
             return "ingress bookkeeping (stats, NACK, cache)"
         if base == "source.py":
             if short == "on_rtp":
+                if "fanout(" in text:
+                    return "native loop (sfu/_native.c: rewrite, bookkeeping)"
                 if "forward(" in text or "for forwarder" in text:
                     return "dispatch (fast path, demux, send wrapper)"
                 if "Vp8Descriptor(" in text:
@@ -1604,7 +1622,7 @@ def summarise_profile(raw_path: Path) -> dict[str, Any]:
         for part in stack_text.split(";"):
             match = _FRAME.match(part)
             if match:
-                frames.append((match["func"], match["file"], int(match["line"])))
+                frames.append((match["func"], match["file"], int(match["line"] or 0)))
         if not frames:
             continue
         category = _categorize(frames)
@@ -1650,6 +1668,8 @@ async def run_profile(args: argparse.Namespace, fanout: int, out_dir: Path) -> d
         ]
         if not args.profile_blocking:
             cmd.append("--nonblocking")
+        else:  # py-spy samples native frames only while it stops the process
+            cmd.append("--native")  # frames inside sfu/_native.c, libsrtp and libc too
         proc = await asyncio.create_subprocess_exec(
             *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
         )

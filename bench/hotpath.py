@@ -3,6 +3,8 @@
 No peer connections: real SRTP sessions (pylibsrtp, AEAD_AES_256_GCM), a real UDP
 socket on 127.0.0.1, and Parley's own Source/Forwarder code. It answers "where does
 the time go per incoming packet" without the noise of ICE/DTLS and other processes.
+Each fan-out runs twice: through the native loop (``sfu/_native.c``, forwarders with an
+``Egress``, as in the server) and through the Python path (no ``Egress``).
 
     python bench/hotpath.py --packets 50000 --fanouts 1,4,16 --json bench/results/hotpath.json
 """
@@ -20,7 +22,10 @@ from pathlib import Path
 
 from pylibsrtp import Policy, Session
 
+from sfu import native
+from sfu.aiortc_adapter import make_egress
 from sfu.forwarder import EgressParams, Forwarder
+from sfu.pacer import Pacer
 from sfu.rtp.packet import RtpView, Vp8Descriptor
 from sfu.source import Source, SourceParams
 
@@ -97,6 +102,72 @@ def per_packet_us(fn: Callable[[bytes], object], packets: list[bytes]) -> float:
     return (time.perf_counter() - start) / len(packets) * 1e6
 
 
+def run_fanout(
+    k: int,
+    path_name: str,
+    protected: list[bytes],
+    rx_policy: Policy,
+    send_sock: socket.socket,
+    addr: tuple[str, int],
+    drain: Callable[[], None],
+    args: argparse.Namespace,
+) -> float:
+    """µs per incoming packet through ingest + K forwarders (``path_name``: native/python)."""
+    params = SourceParams(
+        track_id="t", kind="video", codec="vp8", clock_rate=90000, payload_type=96, ssrc=SSRC
+    )
+    source = Source(params, _Owner(), cache_size=1024)
+    egresses = []
+    for i in range(k):
+        f = Forwarder([source], _UdpSink(send_sock, addr), f"s{i}")
+        f.configure(
+            EgressParams(
+                mid=str(i),
+                payload_type=97,
+                ssrc=1000 + i,
+                rtx_payload_type=98,
+                rtx_ssrc=2000 + i,
+                extensions={
+                    "urn:ietf:params:rtp-hdrext:sdes:mid": 1,
+                    "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time": 3,
+                },
+            )
+        )
+        if path_name == "native":  # as Participant wires it
+            policy = Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=PROFILE)
+            f.egress = make_egress(Session(policy), addr, send_sock)
+            f.pacer = Pacer()
+            egresses.append(f.egress)
+        f.start(0.0)
+
+    clock = [0.0]
+    unprotect = Session(rx_policy).unprotect
+
+    def ingest_one(data: bytes) -> None:
+        clock[0] += 0.0002
+        source.on_rtp(RtpView(unprotect(data)), clock[0])
+
+    n = max(2000, args.packets // k)
+    total = 0.0
+    done = 0
+    for chunk in range(0, n, 2000):
+        batch = protected[chunk : chunk + 2000]
+        total += per_packet_us(ingest_one, batch) * len(batch)
+        done += len(batch)
+        drain()
+    forwarders = source.forwarders
+    sent = sum(f.packets_sent for f in forwarders)
+    natively = sum(f.native_packets for f in forwarders)
+    if sent != k * done:  # every packet reaches every forwarder
+        raise SystemExit(f"fan-out {k}: {sent} packets sent, expected {k * done}")
+    if path_name == "native" and natively < sent * 0.8:
+        raise SystemExit(f"native path served only {natively} of {sent} packets")
+    source.close()
+    for e in egresses:
+        e.close()
+    return total / done
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packets", type=int, default=50_000)
@@ -160,66 +231,34 @@ def main() -> None:
         "nproc": os.cpu_count(),
     }
     print("stage                       µs/packet")
-    for k, v in stages.items():
-        print(f"  {k:24s} {v:8.2f}")
+    for stage, us in stages.items():
+        print(f"  {stage:24s} {us:8.2f}")
 
-    for k in [int(x) for x in args.fanouts.split(",")]:
-        params = SourceParams(
-            track_id="t", kind="video", codec="vp8", clock_rate=90000, payload_type=96, ssrc=SSRC
-        )
-        source = Source(params, _Owner(), cache_size=1024)
-        for i in range(k):
-            f = Forwarder([source], _UdpSink(send_sock, addr), f"s{i}")
-            f.configure(
-                EgressParams(
-                    mid=str(i),
-                    payload_type=97,
-                    ssrc=1000 + i,
-                    rtx_payload_type=98,
-                    rtx_ssrc=2000 + i,
-                    extensions={
-                        "urn:ietf:params:rtp-hdrext:sdes:mid": 1,
-                        "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time": 3,
-                    },
-                )
+    paths = ["native", "python"] if native.NATIVE else ["python"]
+    results["native_available"] = native.NATIVE
+    rows: list[dict[str, float]] = []
+    for fanout in [int(x) for x in args.fanouts.split(",")]:
+        row: dict[str, float] = {"fanout": fanout}
+        for path_name in paths:
+            per_in = run_fanout(
+                fanout, path_name, protected, rx_policy, send_sock, addr, drain, args
             )
-            f.start(0.0)
-
-        def make_handler(
-            ingest: Callable[[RtpView, float], None], unprotect: Callable[[bytes], bytes]
-        ) -> Callable[[bytes], None]:
-            clock = [0.0]
-
-            def ingest_one(data: bytes) -> None:
-                clock[0] += 0.0002
-                ingest(RtpView(unprotect(data)), clock[0])
-
-            return ingest_one
-
-        handle = make_handler(source.on_rtp, Session(rx_policy).unprotect)
-
-        n = max(2000, args.packets // k)
-        total = 0.0
-        done = 0
-        for chunk in range(0, n, 2000):
-            batch = protected[chunk : chunk + 2000]
-            total += per_packet_us(handle, batch) * len(batch)
-            done += len(batch)
-            drain()
-        per_in = total / done
-        per_fwd = per_in / k
-        sent = sum(f.packets_sent for f in source.forwarders)
-        print(
-            f"fan-out {k:3d}: {per_in:7.2f} µs per incoming packet, {per_fwd:6.2f} µs per forwarded packet ({sent} sent)"
-        )
-        results["fanouts"].append(  # type: ignore[union-attr]
-            {
-                "fanout": k,
-                "us_per_incoming": round(per_in, 2),
-                "us_per_forwarded": round(per_fwd, 2),
-            }
-        )
-        source.close()
+            per_fwd = per_in / fanout
+            print(
+                f"fan-out {fanout:3d} {path_name:6s}: {per_in:7.2f} µs per incoming packet, "
+                f"{per_fwd:6.2f} µs per forwarded packet"
+            )
+            row[f"{path_name}_us_per_incoming"] = round(per_in, 2)
+            row[f"{path_name}_us_per_forwarded"] = round(per_fwd, 2)
+        # the path the server takes: native when built
+        row["us_per_incoming"] = row[f"{paths[0]}_us_per_incoming"]
+        row["us_per_forwarded"] = row[f"{paths[0]}_us_per_forwarded"]
+        if len(paths) == 2:
+            row["native_over_python"] = round(
+                row["native_us_per_forwarded"] / row["python_us_per_forwarded"], 3
+            )
+        rows.append(row)
+    results["fanouts"] = rows
 
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
