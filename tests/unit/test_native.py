@@ -437,3 +437,29 @@ def test_egress_rejects_bad_arguments() -> None:
             native.Egress(wire.sender, "127.0.0.1:9", 1, 1)
     finally:
         wire.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    payloads=st.lists(st.binary(min_size=1, max_size=40), min_size=1, max_size=12),
+    markers=st.lists(st.booleans(), min_size=12, max_size=12),
+)
+def test_arbitrary_vp8_payloads_match_and_never_crash(
+    payloads: list[bytes], markers: list[bool]
+) -> None:
+    """Whatever descriptor bytes a publisher sends (after a real keyframe), the C loop
+    sends what the Python path sends, or declines: no crash, no read past the packet."""
+    t = Twins(layers=1)
+    try:
+        t.start(0.0)
+        t.feed(0, t.packets(0, 1, keyframe=True, now=0.0), 0.0)
+        now = 0.0
+        for payload, marker in zip(payloads, markers, strict=False):
+            now += 0.005
+            data = rtp(t.seq[0], t.ts[0], ssrc=t.layers[0].ssrc or 0, pt=96, payload=payload,
+                       marker=int(marker))  # fmt: skip
+            t.seq[0] = (t.seq[0] + 1) & 0xFFFF
+            t.feed(0, [RtpView(data)], now)
+        t.check()
+    finally:
+        t.close()
