@@ -140,8 +140,14 @@ async def test_muted_audio_stops_reaching_the_others_and_a_leaver_disappears(
     assert await bob.evaluate(
         "(id) => !document.querySelector(`.tile[data-participant='${id}']`)", ada_id
     )
-    # Ada is back at the form, told she left
-    assert await ada.evaluate("() => !document.getElementById('lobby').hidden")
+
+    # Ada is back at the form, told she left. Her page gets there once it has the
+    # server's "left" reply and has closed its peer connections, which can come after Bob
+    # already saw her go (about 0.1 s later with Chromium 150).
+    async def ada_in_lobby() -> bool:
+        return bool(await ada.evaluate("() => !document.getElementById('lobby').hidden"))
+
+    assert await wait_for(ada_in_lobby, 3.0)
     assert (await ada.notice() or "").startswith("You left w2."), await ada.notice()
     assert list(server.sfu.rooms["w2"].participants) == [bob_id]
 
