@@ -15,7 +15,10 @@ import gc
 import os
 import random
 import socket
+import subprocess
+import sys
 import weakref
+from pathlib import Path
 
 import pylibsrtp
 import pytest
@@ -463,3 +466,18 @@ def test_arbitrary_vp8_payloads_match_and_never_crash(
         t.check()
     finally:
         t.close()
+
+
+def test_the_python_stand_ins_pass_these_tests_too() -> None:
+    """Without the C module (no compiler at install time, or PARLEY_NATIVE=0), Parley runs
+    on the stand-ins in sfu/native.py: this file's tests must hold for them as well."""
+    if os.environ.get("PARLEY_NATIVE") == "0":
+        return  # this is that run
+    env = dict(os.environ, PARLEY_NATIVE="0")
+    root = Path(__file__).parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+        capture_output=True, text=True, timeout=300, cwd=root, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and "failed" not in proc.stdout, proc.stdout[-500:]
