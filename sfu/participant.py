@@ -187,6 +187,8 @@ class Participant:
         #: bit/s of video the SFU sends this subscriber, measured each second
         self.egress_bitrate = 0.0
         self._egress_mark: tuple[float, int] | None = None
+        #: the subscribe transport's refused packets already counted (``_measure``)
+        self._tx_errors_mark = 0
         #: what this subscriber's link takes, from its REMB and receiver reports
         self.bwe = BandwidthEstimator()
         #: the allocation is held back by the estimate (so probing is worth it)
@@ -728,8 +730,8 @@ class Participant:
         return max(0.0, self._rtx_tokens)
 
     def _send_failed(self, now: float) -> None:
-        """The socket refused a packet (its buffer is full): as a queue overflow."""
-        self.counters["send_failures"] += 1
+        """The socket refused a paced packet (its buffer is full): as a queue overflow, at
+        once. ``_measure`` counts it, with every other refused packet."""
         self._overflow(now)
 
     def _overflow(self, now: float) -> None:
@@ -950,6 +952,16 @@ class Participant:
             )
             self.bwe.on_sent(rate, now)
         self._egress_mark = (now, sent)
+        # Packets the subscribe transport could not send, on any path (the C loop, the
+        # pacer, RTX, probes): counted, and an overflow, with a cap or without one.
+        port = self._sub_port
+        if port is not None:
+            errors = port.tx_errors
+            refused = errors - self._tx_errors_mark
+            self._tx_errors_mark = errors
+            if refused > 0:
+                self.counters["send_failures"] += refused
+                self._overflow(now)
 
     def _on_subscriber_rtp(self, data: bytes, now: float) -> None:
         pass  # a subscribe connection carries no media towards the SFU

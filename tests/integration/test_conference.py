@@ -469,3 +469,44 @@ async def test_a_reused_m_line_carries_the_next_publisher(server: RunningServer)
             assert t["frames_decoded"] > 10, (who["name"], t)
             mids.setdefault(who["name"], set()).add(t["mid"])
     assert mids["first"] == mids["second"], mids  # the same m-lines were reused
+
+
+async def test_a_transport_that_refuses_packets_is_counted_and_lowers_the_estimate(
+    server: RunningServer,
+) -> None:
+    """Once the subscribe transport refuses what it is given (here: its egress closed under
+    it), the refused packets are counted and the subscriber's estimate gets a cap, with
+    no cap before: the C loop's failures count as an overflow too."""
+    seen: dict[str, Any] = {}
+
+    async def break_the_transport() -> None:
+        def watcher_flowing() -> bool:
+            room = server.sfu.rooms.get("r7")
+            if room is None:
+                return False
+            for p in room.participants.values():
+                if p.name == "watcher" and p._sub_port is not None and p._sub_port.egress:
+                    subs = p.subscriptions.values()
+                    if any(s.forwarder.is_video and s.forwarder.packets_sent > 50 for s in subs):
+                        seen["participant"] = p
+                        return True
+            return False
+
+        assert await _wait_for(watcher_flowing, 10.0)
+        watcher = seen["participant"]
+        assert watcher.bwe.cap is None  # nothing limits this loopback link
+        assert watcher.counters["send_failures"] == 0
+        watcher._sub_port.egress.close()
+        await asyncio.sleep(2.5)  # the per-second accounting runs at least twice
+        seen["failures"] = watcher.counters["send_failures"]
+        seen["cap"] = watcher.bwe.cap
+        seen["native"] = sum(s.forwarder.native_packets for s in watcher.subscriptions.values())
+
+    await asyncio.gather(
+        run_bot(BotConfig(url=server.url, room="r7", name="sender", duration=8.0)),
+        run_bot(BotConfig(url=server.url, room="r7", name="watcher", duration=8.0, publish=False)),
+        break_the_transport(),
+    )
+    assert seen["failures"] > 20, seen
+    assert seen["cap"] is not None, seen
+    assert seen["native"] > 0, seen  # the C loop carried the media before
