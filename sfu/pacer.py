@@ -19,6 +19,31 @@ from collections import deque
 from dataclasses import dataclass
 
 
+class TokenBucket:
+    """Bytes that may be sent: refilled at a rate up to a capacity (pure: time passed in).
+
+    ``tokens`` may go negative: a packet larger than what is left is still sent, and the
+    debt is paid by the next refills."""
+
+    __slots__ = ("tokens", "_last")
+
+    def __init__(self) -> None:
+        self.tokens = 0.0
+        self._last = 0.0
+
+    def refill(self, rate: float | None, capacity: float, now: float) -> float:
+        """Add ``rate`` bytes/s for the time since the last call (none when ``rate`` is None
+        or time went backwards), at most up to ``capacity``; returns ``tokens``."""
+        elapsed = now - self._last
+        self._last = now
+        if rate is not None and elapsed > 0:
+            self.tokens = min(capacity, self.tokens + rate * elapsed)
+        return self.tokens
+
+    def spend(self, size: float) -> None:
+        self.tokens -= size
+
+
 @dataclass(frozen=True, slots=True)
 class PacerSettings:
     #: pace at this multiple of the estimate: bursts above it are smoothed, not clipped
@@ -42,8 +67,7 @@ class Pacer:
         self.byte_rate: float | None = None
         self.queue: deque[bytes] = deque()
         self.queued_bytes = 0
-        self._tokens = 0.0
-        self._last = 0.0
+        self._bucket = TokenBucket()
         #: the cap went away while packets were queued: stop pacing once they are out
         self._release = False
         #: packets that waited in the queue, and frames refused for want of room
@@ -102,8 +126,8 @@ class Pacer:
         if not self.active:
             return True
         self._refill(now)
-        if not self.queue and self._tokens > 0:
-            self._tokens -= len(packet)
+        if not self.queue and self._bucket.tokens > 0:
+            self._bucket.spend(len(packet))
             return True
         self.queue.append(packet)
         self.queued_bytes += len(packet)
@@ -116,10 +140,11 @@ class Pacer:
         self._refill(now)
         out: list[bytes] = []
         queue = self.queue
-        while queue and self._tokens > 0:
+        bucket = self._bucket
+        while queue and bucket.tokens > 0:
             packet = queue.popleft()
             self.queued_bytes -= len(packet)
-            self._tokens -= len(packet)
+            bucket.spend(len(packet))
             out.append(packet)
         if not queue and self._release:
             self._release = False
@@ -133,12 +158,8 @@ class Pacer:
         self._update_idle()
 
     def _refill(self, now: float) -> None:
-        elapsed = now - self._last
-        self._last = now
         rate = self.byte_rate
-        if rate is None or elapsed <= 0:
-            return
         # idle: at most ``burst`` saved up; with a queue, a late tick may catch up on
         # a few ticks' worth, not on a whole stall
         saved = self.settings.burst if not self.queue else 4 * self.settings.tick
-        self._tokens = min(max(1500.0, rate * saved), self._tokens + rate * elapsed)
+        self._bucket.refill(rate, max(1500.0, (rate or 0.0) * saved), now)

@@ -45,7 +45,7 @@ from .layers import (
     ordered,
     priority,
 )
-from .pacer import Pacer
+from .pacer import Pacer, TokenBucket
 from .routing import IngressRouter
 from .rtp.packet import RtpError, RtpView
 from .rtp.rtcp import build_nack, normalize_lost, parse_rtcp
@@ -215,8 +215,8 @@ class Participant:
         }
         #: retransmission budget (bytes) while the estimate has a cap: RTX may take at
         #: most RTX_SHARE of it, so repairs do not feed the congestion they repair
-        self._rtx_tokens = 0.0
-        self._rtx_at = 0.0
+        #: bytes retransmissions may still use (``_rtx_budget``)
+        self._rtx_bucket = TokenBucket()
 
     # =============================================================== publish
 
@@ -724,10 +724,7 @@ class Participant:
         cap = self.bwe.estimate(now)
         base = cap if cap is not None else max(self.bwe.sent, RTX_FLOOR)
         rate = base * RTX_SHARE / 8
-        elapsed = max(0.0, now - self._rtx_at)
-        self._rtx_at = now
-        self._rtx_tokens = min(rate * 0.2, self._rtx_tokens + rate * elapsed)
-        return max(0.0, self._rtx_tokens)
+        return max(0.0, self._rtx_bucket.refill(rate, rate * 0.2, now))
 
     def _send_failed(self, now: float) -> None:
         """The socket refused a paced packet (its buffer is full): as a queue overflow, at
@@ -1011,7 +1008,7 @@ class Participant:
                     budget = self._rtx_budget(now)
                     sent, spent = forwarder.on_nack(normalize_lost(packet.lost), now, budget)
                     self.counters["rtx_sent"] += sent
-                    self._rtx_tokens -= spent
+                    self._rtx_bucket.spend(spent)
                     if spent >= budget:
                         self.counters["rtx_limited"] += 1
             elif isinstance(packet, RtcpPsfbPacket):

@@ -6,7 +6,7 @@ import pytest
 
 from sfu.bwe import BandwidthEstimator
 from sfu.forwarder import EgressParams, Forwarder
-from sfu.pacer import Pacer, PacerSettings
+from sfu.pacer import Pacer, PacerSettings, TokenBucket
 from sfu.rtp.packet import RtpView, Vp8Descriptor
 from sfu.source import Source, SourceParams
 from tests.fakes import RecordingOwner, RecordingSink, rtp
@@ -149,3 +149,14 @@ def test_audio_is_never_held_back() -> None:
     for i in range(10):
         source.on_rtp(RtpView(rtp(100 + i, 960 * i, ssrc=0x5555, pt=111)), i * 0.02)
     assert len(sink.packets) == 10
+
+
+def test_token_bucket_refills_up_to_its_capacity_and_carries_debt() -> None:
+    bucket = TokenBucket()
+    assert bucket.refill(1000.0, 500.0, 0.1) == 100.0  # 0.1 s at 1000 B/s
+    assert bucket.refill(1000.0, 500.0, 10.0) == 500.0  # capped
+    bucket.spend(700.0)
+    assert bucket.tokens == -200.0  # a debt the next refills pay
+    assert bucket.refill(None, 500.0, 11.0) == -200.0  # no rate: nothing added
+    assert bucket.refill(1000.0, 500.0, 10.5) == -200.0  # time went backwards: nothing
+    assert bucket.refill(1000.0, 500.0, 10.6) == pytest.approx(-100.0)
