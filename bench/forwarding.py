@@ -801,9 +801,6 @@ def _log_gc_pauses(threshold: float = 0.005) -> None:
 def run_server(args: argparse.Namespace) -> None:
     import logging
 
-    if args.python_path:  # before sfu is imported: sfu.native reads it once
-        os.environ["PARLEY_NATIVE"] = "0"
-
     from aiohttp import web
 
     from sfu.config import IceConfig, SfuConfig
@@ -858,7 +855,7 @@ class Worker:
         self._reader = asyncio.ensure_future(self._read())
 
     @classmethod
-    async def spawn(cls, name: str, argv: list[str]) -> Worker:
+    async def spawn(cls, name: str, argv: list[str], env: dict[str, str] | None = None) -> Worker:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             str(Path(__file__).resolve()),
@@ -866,6 +863,7 @@ class Worker:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             cwd=str(REPO),
+            env=env,
         )
         return cls(name, proc)
 
@@ -928,13 +926,13 @@ async def start_server(args: argparse.Namespace, port: int, target: str = "parle
     import aiohttp
 
     argv = ["--worker", "server", "--port", str(port)]
-    if target == "parley-py":
-        argv.append("--python-path")
     if args.gc_log:
         argv.append("--gc-log")
     if args.pin:
         argv += ["--cpu", str(SERVER_CPU)]
-    server = await Worker.spawn("server", argv)
+    # parley-py: the same server forwarding in Python (as bench/janus_server.py does it)
+    env = dict(os.environ, PARLEY_NATIVE="0") if target == "parley-py" else None
+    server = await Worker.spawn("server", argv, env)
     deadline = time.monotonic() + 30
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
@@ -2202,14 +2200,15 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     for other, label in (("janus", "Janus"), ("parley-py", "parley-py")):
         if "parley" not in targets or other not in targets:
             continue
-        key_name = f"ratios_parley_over_{other.replace('-', '_')}"
+        suffix = other.replace("-", "_")
+        key_name = f"ratios_parley_over_{suffix}"
         report[key_name] = ratios(report, other)
         for key, value in report[key_name].items():
             if key.startswith("fanout_"):
                 print(
                     f"Parley / {label} at K={key[7:]}: {value['us_per_fwd']} "
                     f"({value['parley_us_per_fwd']} / "
-                    f"{value[other.replace('-', '_') + '_us_per_fwd']} us per forwarded packet)"
+                    f"{value[suffix + '_us_per_fwd']} us per forwarded packet)"
                 )
             else:
                 print(
@@ -2368,7 +2367,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--worker", choices=["server", "publisher", "subscribers"], help=argparse.SUPPRESS
     )
     p.add_argument("--cpu", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--python-path", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--protocol", choices=TARGETS, default="parley", help=argparse.SUPPRESS)
     p.add_argument("--ice-address", default="127.0.0.1", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)

@@ -207,7 +207,8 @@ class IsolatedServer:
     """Janus or Parley in its own namespace. ``url``, ``pid``; ``close()`` stops it.
 
     ``kind``: "janus", "parley", or "parley-py" (Parley with ``PARLEY_NATIVE=0``: its
-    Python forwarding path instead of the C one). ``event_loops`` is Janus's ``event_loops`` (0: Janus's default, a thread per handle).
+    Python forwarding path instead of the C one). ``event_loops`` is Janus's
+    ``event_loops`` (0: Janus's default, a thread per handle).
     ``cpu`` pins the server to that core from its start (``taskset``, so every thread
     Janus creates inherits it). ``config_files`` holds the text of the configuration
     written for Janus (file name -> text).

@@ -182,13 +182,10 @@ static PyObject *egress_send_copies(EgressObject *self, PyObject *arg, int copie
     unsigned char buf[BUFFER_SIZE];
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
         return NULL;
-    int ok = 0;
-    if (view.len <= PLAIN_LIMIT) {
-        memcpy(buf, view.buf, (size_t)view.len);
-        ok = egress_emit(self, buf, (int)view.len, copies);
-    } else {
-        self->tx_errors++;
-    }
+    int len = view.len > PLAIN_LIMIT ? PLAIN_LIMIT + 1 : (int)view.len;
+    if (len <= PLAIN_LIMIT)
+        memcpy(buf, view.buf, (size_t)len);
+    int ok = egress_emit(self, buf, len, copies); /* refuses (and counts) a longer one */
     PyBuffer_Release(&view);
     return PyBool_FromLong(ok);
 }
@@ -577,7 +574,6 @@ static int forward_fast(ForwarderObject *fw, PyObject *source, PyObject *vp8, In
     put16(buf + 2, out_seq);
     put32(buf + 4, out_ts);
     put32(buf + 8, fw->ssrc);
-    int fits = 1;
     if (fw->has_ext) {
         long long level = fw->al_id ? in->audio_level : -1;
         PyObject *layout = level >= 0 ? fw->ext_with_level : fw->ext_plain;
@@ -639,21 +635,14 @@ static int forward_fast(ForwarderObject *fw, PyObject *source, PyObject *vp8, In
     if (n < 0 || body < 0 || in->payload_end > in->data_len)
         return 0;
     if (pos + n > PLAIN_LIMIT) {
-        fits = 0;
+        pos = PLAIN_LIMIT + 1; /* egress_emit refuses and counts it, as protect would */
     } else {
         memcpy(buf + pos, in->data + body, (size_t)n);
         pos += (int)n;
     }
 
     int copies = (!fw->is_video && fw->redundant) ? 2 : 1;
-    int ok;
-    if (fits) {
-        ok = egress_emit(eg, buf, pos, copies);
-    } else {
-        eg->tx_errors++; /* as the Python path: protect refuses it */
-        ok = 0;
-    }
-    if (!ok) {
+    if (!egress_emit(eg, buf, pos, copies)) {
         fw->send_failures++;
         return 1;
     }

@@ -10,7 +10,7 @@ of ``StreamRewriter`` and ``Forwarder`` (their base classes), so Python reads an
 writes the same state.
 
 ``PARLEY_NATIVE=0`` in the environment selects the Python stand-ins below (used by
-``bench/forwarding.py --compare-native`` and by tests); ``NATIVE`` says which is in
+``bench/forwarding.py --target parley-py`` and by tests); ``NATIVE`` says which is in
 use and ``NATIVE_ERROR`` why the C module is not.
 """
 
@@ -26,6 +26,7 @@ __all__ = [
     "Egress",
     "ForwarderCore",
     "PyEgress",
+    "REWRITER_FIELDS",
     "RewriterCore",
     "fanout",
 ]
@@ -71,29 +72,33 @@ class PyEgress:
         self.closed = True
 
 
+#: The fields of ``RewriterCore`` (the C type's members, the stand-in's slots)
+REWRITER_FIELDS = (
+    "started",
+    "keep_first",
+    "in_ssrc",
+    "switch_in_seq",
+    "seq_offset",
+    "ts_offset",
+    "pid_offset",
+    "tl0_offset",
+    "pid_bits",
+    "in_pid_last",
+    "in_pid_ext",
+    "out_seq",
+    "out_ext",
+    "out_ts",
+    "out_pid",
+    "out_tl0",
+    "skipped",
+    "out_time",
+)
+
+
 class _PyRewriterCore:
     """Stand-in for the C ``RewriterCore``: the same fields, as slots."""
 
-    __slots__ = (
-        "started",
-        "keep_first",
-        "in_ssrc",
-        "switch_in_seq",
-        "seq_offset",
-        "ts_offset",
-        "pid_offset",
-        "tl0_offset",
-        "pid_bits",
-        "in_pid_last",
-        "in_pid_ext",
-        "out_seq",
-        "out_ext",
-        "out_ts",
-        "out_pid",
-        "out_tl0",
-        "skipped",
-        "out_time",
-    )
+    __slots__ = REWRITER_FIELDS
 
 
 class _PyForwarderCore:
@@ -114,26 +119,19 @@ if TYPE_CHECKING:
     Egress = Any
     fanout = _py_fanout
     NATIVE = False
-elif os.environ.get("PARLEY_NATIVE", "1") == "0":
-    RewriterCore, ForwarderCore, Egress, fanout = (
-        _PyRewriterCore,
-        _PyForwarderCore,
-        None,
-        _py_fanout,
-    )
-    NATIVE = False
-    NATIVE_ERROR = "disabled by PARLEY_NATIVE=0"
 else:
-    try:
-        from ._native import Egress, ForwarderCore, RewriterCore, fanout
-    except ImportError as exc:  # not built (no compiler at install time)
+    if os.environ.get("PARLEY_NATIVE", "1") == "0":
+        NATIVE_ERROR = "disabled by PARLEY_NATIVE=0"
+    else:
+        try:
+            from ._native import Egress, ForwarderCore, RewriterCore, fanout
+        except ImportError as exc:  # not built (no compiler at install time)
+            NATIVE_ERROR = f"sfu._native is not built: {exc}"
+    NATIVE = NATIVE_ERROR is None
+    if not NATIVE:
         RewriterCore, ForwarderCore, Egress, fanout = (
             _PyRewriterCore,
             _PyForwarderCore,
             None,
             _py_fanout,
         )
-        NATIVE = False
-        NATIVE_ERROR = f"sfu._native is not built: {exc}"
-    else:
-        NATIVE = True
