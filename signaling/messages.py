@@ -320,6 +320,19 @@ class Left(_Message):
 
 
 @dataclass(frozen=True, slots=True)
+class ServerShutdown(_Message):
+    """The server is stopping: every session ends now and the websocket closes (1001).
+
+    ``retry_after_ms`` is the server's hint for when to rejoin (a restart takes about that
+    long); clients rejoin with their own backoff from then on.
+    """
+
+    type: ClassVar[str] = "server_shutdown"
+    reason: str
+    retry_after_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Pong(_Message):
     type: ClassVar[str] = "pong"
     request_id: RequestId | None = None
@@ -349,6 +362,7 @@ ServerMessage: TypeAlias = (
     | Layer
     | ActiveSpeaker
     | Left
+    | ServerShutdown
     | Pong
     | ErrorMessage
 )
@@ -608,6 +622,9 @@ _SERVER_PARSERS: Final[Mapping[str, Callable[[_Reader], ServerMessage]]] = Mappi
         ),
         ActiveSpeaker.type: lambda r: ActiveSpeaker(r.req("participant", _optional(_ID))),
         Left.type: lambda r: Left(r.req("reason", _TEXT), r.request_id),
+        ServerShutdown.type: lambda r: ServerShutdown(
+            r.req("reason", _TEXT), r.req("retry_after_ms", _integer(0, 3_600_000))
+        ),
         Pong.type: lambda r: Pong(r.request_id),
         ErrorMessage.type: lambda r: ErrorMessage(
             r.req("code", _CODE), r.req("message", _TEXT), r.opt("request", _ID), r.request_id

@@ -166,7 +166,7 @@ async def test_bad_publish_offer_leaves_the_session_usable(server: RunningServer
         await pc.close()
 
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 async def test_simulcast_offers_bad_and_real(server: RunningServer) -> None:

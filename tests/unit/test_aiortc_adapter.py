@@ -20,7 +20,7 @@ from sfu.aiortc_adapter import (
 )
 from sfu.config import IceConfig, IceServer
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SIMULCAST_OFFER = FIXTURES / "chromium_simulcast_offer.sdp"
 
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"

@@ -39,7 +39,7 @@ from sfu.aiortc_adapter import describe_remote_media
 from sfu.rtp.packet import RtpView, Vp8Descriptor
 from sfu.rtp.rtcp import build_nack
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 CHROMIUM_OFFER = FIXTURES / "chromium_simulcast_offer.sdp"
 
 RIDS = ["q", "h", "f"]

@@ -9,7 +9,7 @@ from sfu.rtp.packet import RtpView
 from sfu.source import Source, SourceParams
 from tests.fakes import RecordingOwner, load_capture, rtp
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 HEADER, RECORDS = load_capture(FIXTURES / "chromium_publish_rtp.jsonl")
 MID, RID, RRID = 9, 10, 11
 

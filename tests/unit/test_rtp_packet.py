@@ -24,7 +24,7 @@ from sfu.rtp.packet import (
 )
 from tests.fakes import load_capture, rtp, vp8_payload
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PUBLISH_CAPTURE = FIXTURES / "chromium_publish_rtp.jsonl"
 
 MID, ABS_SEND_TIME, RID, RRID, AUDIO_LEVEL = 9, 2, 10, 11, 12
@@ -33,7 +33,7 @@ MID, ABS_SEND_TIME, RID, RRID, AUDIO_LEVEL = 9, 2, 10, 11, 12
 @pytest.fixture(scope="module")
 def capture():
     assert PUBLISH_CAPTURE.exists(), (
-        f"fixture missing: {PUBLISH_CAPTURE} (clone shared/ beside the repo)"
+        f"fixture missing: {PUBLISH_CAPTURE} (tests/fixtures/ is part of the repository)"
     )
     header, records = load_capture(PUBLISH_CAPTURE)
     rtp_records = [r for r in records if r["kind"] == "rtp"]

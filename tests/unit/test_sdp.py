@@ -9,7 +9,7 @@ import pytest
 from sfu.aiortc_adapter import describe_remote_media
 from sfu.sdp import SimulcastError, SimulcastOffer, read_simulcast, write_simulcast_answer
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 OFFER = (FIXTURES / "chromium_simulcast_offer.sdp").read_text()
 ANSWER = (FIXTURES / "chromium_publish_answer.sdp").read_bytes().decode()
 

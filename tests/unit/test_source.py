@@ -11,7 +11,7 @@ from sfu.rtp.packet import RtpView, Vp8Descriptor
 from sfu.source import Source, SourceParams
 from tests.fakes import RecordingOwner, RecordingSink, load_capture, rtp, vp8_payload
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PUBLISH_CAPTURE = FIXTURES / "chromium_publish_rtp.jsonl"
 
 SSRC, RTX_SSRC = 0x12345678, 0x87654321
