@@ -2,6 +2,9 @@
 
 Embedders call :func:`setup_parley` on their own ``web.Application``;
 :func:`create_app` does the same on a fresh one (that is what ``parley serve`` runs).
+When the application shuts down (``on_shutdown``), every client is sent
+``server_shutdown`` and its websocket is closed (1001) at once, and the SFU is closed,
+so no handler keeps the process alive.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import cast
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from sfu.config import SfuConfig
 from sfu.participant import NegotiationError, Participant, PublishedTrack, Subscription
@@ -48,6 +51,13 @@ class ServerConfig:
     #: Seconds a client may take between opening the websocket and joining.
     join_timeout: float = 30.0
     authorize: Authorize | None = None
+    #: What ``server_shutdown`` tells clients when the application stops.
+    shutdown_reason: str = "server is shutting down"
+    #: ``server_shutdown``'s hint of when to rejoin: about what a restart takes.
+    shutdown_retry_after_ms: int = 2000
+    #: Seconds a client gets to take its ``server_shutdown`` and close frame before its
+    #: connection is cut (a client that stopped reading must not hold the shutdown up).
+    shutdown_grace: float = 0.3
 
 
 #: Server messages queued for one client before it is considered gone (it stopped reading).
@@ -56,6 +66,43 @@ MAX_QUEUED_MESSAGES = 1000
 SFU_KEY = web.AppKey("parley_sfu", Sfu)
 CONFIG_KEY = web.AppKey("parley_config", ServerConfig)
 SESSIONS_KEY = web.AppKey("parley_sessions", set)
+#: Set when the application starts shutting down: no new websocket is accepted.
+STOPPING_KEY = web.AppKey("parley_stopping", asyncio.Event)
+
+#: Files of the page served under ``/static/``: nothing else of the ``web`` package.
+STATIC_SUFFIXES = frozenset({".html", ".js", ".css", ".png", ".svg", ".ico"})
+
+
+def _log_failure(task: asyncio.Task[object]) -> None:
+    """Done-callback: retrieve a background task's exception so none goes unretrieved."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.error("background task failed", exc_info=exc)
+
+
+class ParleyWebSocket(web.WebSocketResponse):
+    """A server websocket that bounds frames while reading and says why it closes 1009.
+
+    aiohttp's reader refuses a frame whose header announces more than ``max_msg_size``
+    bytes before buffering its payload, and closes with 1009 itself; this subclass sends
+    the protocol's ``too_large`` error first, so the client learns why.
+    """
+
+    def __init__(self, max_message_bytes: int, heartbeat: float) -> None:
+        # aiohttp refuses payloads >= max_msg_size: the protocol allows exactly the limit
+        super().__init__(max_msg_size=max_message_bytes + 1, heartbeat=heartbeat)
+        self.max_message_bytes = max_message_bytes
+
+    async def close(
+        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
+    ) -> bool:
+        if code == WSCloseCode.MESSAGE_TOO_BIG and not self.closed:
+            error = m.ProtocolError(
+                "too_large", f"message exceeds the limit of {self.max_message_bytes} bytes"
+            )
+            with contextlib.suppress(Exception):
+                await self.send_str(m.serialize(error.to_message()))
+            message = message or b"message too large"
+        return await super().close(code=code, message=message, drain=drain)
 
 
 class Session:
@@ -72,10 +119,19 @@ class Session:
         self.state = "new"
         self._out: asyncio.Queue[m.ServerMessage | None] = asyncio.Queue()
         self._writer = asyncio.ensure_future(self._write_loop())
+        self._writer.add_done_callback(_log_failure)
         self._renegotiate_task: asyncio.Task[None] | None = None
         self._publishing = False
         self._leave_request_id: m.RequestId | None = None
         self._overflowed = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        """Run ``coro`` in the background, keeping a reference and retrieving its outcome."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
 
     # ------------------------------------------------------------ sending
 
@@ -85,7 +141,7 @@ class Session:
             if not self._overflowed:
                 self._overflowed = True
                 logger.warning("closing a websocket whose client stopped reading")
-                asyncio.ensure_future(self.ws.close(code=1008, message=b"not reading"))
+                self._spawn(self._close_ws(1008, b"not reading"))
             return
         if self.state != "closed" or isinstance(message, (m.Left, m.ErrorMessage)):
             self._out.put_nowait(message)
@@ -145,13 +201,14 @@ class Session:
     def subscriptions_changed(self) -> None:
         if self._renegotiate_task is None or self._renegotiate_task.done():
             self._renegotiate_task = asyncio.ensure_future(self._renegotiate())
+            self._renegotiate_task.add_done_callback(_log_failure)
 
     def closed(self, reason: str) -> None:
         if self.state == "joined":
             self.send(m.Left(reason=reason, request_id=self._leave_request_id))
             self.state = "closed"
             # the websocket is closed once the goodbye is written
-            asyncio.ensure_future(self._flush_and_close())
+            self._spawn(self._flush_and_close())
 
     async def _flush_and_close(self, code: int = 1000, message: bytes = b"") -> None:
         """Write what is queued, then close the websocket with ``code``."""
@@ -159,6 +216,35 @@ class Session:
         with contextlib.suppress(Exception):
             await self._writer
             await self.ws.close(code=code, message=message)
+
+    async def _close_ws(self, code: int, message: bytes) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=code, message=message)
+
+    async def shutdown(self, reason: str, retry_after_ms: int, grace: float) -> None:
+        """The server stops: send ``server_shutdown``, close the websocket (1001), leave.
+
+        Whatever was still queued for the client is dropped (it is moot now); a client
+        that does not take the goodbye and the close frame within ``grace`` seconds has
+        its connection cut. Then the participant leaves the room. Idempotent.
+        """
+        if self.state != "closed":
+            self.state = "closed"  # nothing but the goodbye goes out from now on
+            while not self._out.empty():
+                self._out.get_nowait()
+            self._out.put_nowait(m.ServerShutdown(reason=reason, retry_after_ms=retry_after_ms))
+            self._out.put_nowait(None)
+            try:
+                async with asyncio.timeout(grace):
+                    with contextlib.suppress(Exception):
+                        await self._writer
+                        await self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+            except TimeoutError:
+                logger.info("cutting a client that did not take its server_shutdown in time")
+                transport = self.request.transport
+                if transport is not None:
+                    transport.close()
+        await self.close()
 
     async def _renegotiate(self) -> None:
         await asyncio.sleep(0)  # let a burst of changes coalesce (and `joined` go out first)
@@ -312,7 +398,9 @@ def _participant_info(p: Participant) -> m.ParticipantInfo:
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     sfu = request.app[SFU_KEY]
     config = request.app[CONFIG_KEY]
-    ws = web.WebSocketResponse(max_msg_size=0, heartbeat=20.0)
+    if request.app[STOPPING_KEY].is_set():
+        raise web.HTTPServiceUnavailable(text=config.shutdown_reason)
+    ws = ParleyWebSocket(config.max_message_bytes, heartbeat=20.0)
     await ws.prepare(request)
     session = Session(ws, request, sfu, config)
     sessions = request.app[SESSIONS_KEY]
@@ -361,15 +449,72 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(web_root() / "index.html")
 
 
+def page_files() -> list[Path]:
+    """The files of the page (``web/``) that ``/static/`` serves: no Python, no dotfiles."""
+    return sorted(
+        path
+        for path in web_root().iterdir()
+        if path.is_file() and path.suffix in STATIC_SUFFIXES and not path.name.startswith(".")
+    )
+
+
+def _file_handler(path: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def serve_file(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(path)
+
+    return serve_file
+
+
+def _redirect_handler(location: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        query = f"?{request.query_string}" if request.query_string else ""
+        raise web.HTTPPermanentRedirect(location + query)
+
+    return redirect
+
+
+async def shutdown_sessions(app: web.Application) -> None:
+    """``on_shutdown``: tell every client why, close every websocket and session, close the SFU.
+
+    aiohttp waits for running handlers (up to its ``shutdown_timeout``, 60 s by default)
+    before ``on_cleanup``; a websocket handler runs as long as its client stays connected,
+    so the sessions must end here, at once, or stopping hangs until clients give up.
+    """
+    config = app[CONFIG_KEY]
+    app[STOPPING_KEY].set()
+    sessions = list(cast("set[Session]", app[SESSIONS_KEY]))
+    if sessions:
+        logger.info("shutting down: closing %d session(s)", len(sessions))
+    results = await asyncio.gather(
+        *(
+            s.shutdown(
+                config.shutdown_reason, config.shutdown_retry_after_ms, config.shutdown_grace
+            )
+            for s in sessions
+        ),
+        app[SFU_KEY].close(),
+        return_exceptions=True,
+    )
+    for result in results:
+        if isinstance(result, Exception):
+            logger.error("closing a session at shutdown failed", exc_info=result)
+
+
 def setup_parley(
     app: web.Application,
     config: ServerConfig | None = None,
     prefix: str = "",
 ) -> None:
-    """Mount Parley's routes under ``prefix`` on ``app`` and tie the SFU's life to it."""
+    """Mount Parley's routes under ``prefix`` on ``app`` and tie the SFU's life to it.
+
+    Routes: ``{prefix}/ws``, ``{prefix}/healthz``, the page at ``{prefix}/`` (``{prefix}``
+    redirects there) and its files under ``{prefix}/static/``. The SFU is created at
+    start-up; at shutdown every client gets ``server_shutdown`` and the SFU is closed.
+    """
     config = config or ServerConfig()
     app[CONFIG_KEY] = config
     app[SESSIONS_KEY] = set()
+    app[STOPPING_KEY] = asyncio.Event()
 
     async def sfu_context(app: web.Application) -> AsyncIterator[None]:
         sfu = Sfu(config.sfu)
@@ -378,10 +523,14 @@ def setup_parley(
         await sfu.close()
 
     app.cleanup_ctx.append(sfu_context)
+    app.on_shutdown.append(shutdown_sessions)
     app.router.add_get(f"{prefix}/ws", websocket_handler)
     app.router.add_get(f"{prefix}/healthz", healthz)
     app.router.add_get(f"{prefix}/", index)
-    app.router.add_static(f"{prefix}/static/", web_root(), show_index=False)
+    if prefix:
+        app.router.add_get(prefix, _redirect_handler(f"{prefix}/"))
+    for path in page_files():
+        app.router.add_get(f"{prefix}/static/{path.name}", _file_handler(path))
 
 
 async def freeze_startup_objects(app: web.Application) -> None:
