@@ -766,7 +766,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="parley",
         help="the server's protocol: parley, or janus (VideoRoom over ws://HOST:PORT)",
     )
-    parser.add_argument("--rooms", type=int, default=1)
+    parser.add_argument(
+        "--rooms", type=int, default=1, help="rooms, each with its own bots (default 1)"
+    )
     parser.add_argument("--publishers", type=int, default=1, help="per room (default 1)")
     parser.add_argument("--subscribers", type=int, default=2, help="per room (default 2)")
     parser.add_argument(
@@ -783,7 +785,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--processes", type=int, default=1, metavar="K", help="worker processes (default 1)"
     )
-    parser.add_argument("--server-pid", type=int, default=None, metavar="PID")
+    parser.add_argument(
+        "--server-pid",
+        type=int,
+        default=None,
+        metavar="PID",
+        help="with --url: the server's process id, to report its CPU and memory "
+        "(a server started by parley load is measured without it)",
+    )
     parser.add_argument("--json", dest="json_path", metavar="PATH", help="write the report here")
     parser.add_argument(
         "--html", dest="html_path", metavar="PATH", help="write an HTML report with plots"
@@ -794,8 +803,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="glass to glass: publishers encode live frames stamped with their capture time, "
         "subscribers decode them and read it back",
     )
-    parser.add_argument("--fps", type=float, default=15.0)
-    parser.add_argument("--ice-address", default="127.0.0.1")
+    parser.add_argument(
+        "--fps", type=float, default=15.0, help="publishers' video frame rate (default 15)"
+    )
+    parser.add_argument(
+        "--ice-address",
+        default="127.0.0.1",
+        help="local address the bots' ICE gathers candidates on (default 127.0.0.1)",
+    )
     parser.add_argument("--cache-dir", default=None, help="where encoded clips are cached")
     parser.add_argument(
         "--find-capacity",
@@ -821,7 +836,7 @@ def build_parser() -> argparse.ArgumentParser:
         "impaired links",
         "participants in their own network namespace behind a veth pair with a tbf rate "
         "limit and iptables random loss (needs CAP_NET_ADMIN: run under "
-        "scripts/in_netns.py); STATE is none, KBIT, P%% or KBIT+P%%",
+        "scripts/in_netns.py); STATE is none, KBIT, P% or KBIT+P%",
     )
     links.add_argument(
         "--impaired-subscribers",
