@@ -11,6 +11,21 @@ sending leg, and confirmed by probing:
   later, caps the estimate at that REMB; any drop during a
   probe fails the probe. A REMB far below what is sent right after a switch up, with
   no drop, only means it has not caught up.
+* **The acknowledged rate** (``sfu/delivery_rate.py``: what the receiver's own
+  receiver reports show it got, in bit/s, the fraction its link lost, and the share of
+  what was sent that it acknowledged) decides whether a REMB drop is believed, as
+  libwebrtc's ``goog_cc`` bounds its delay-based decrease by the acknowledged bitrate.
+  While the link **keeps up** (at most ``loss_low`` lost, at least ``keep_up`` of what
+  was sent acknowledged over the last seconds: no queue is building), a REMB drop is
+  not believed: it neither caps, nor confirms a drop, nor fails a probe, and a REMB
+  below ``acked_trust`` x the acknowledged rate is not passed on to publishers. (An
+  aiortc receiver's estimate, fed by arrival times taken in a busy process, falls to
+  30 kbit/s while it receives 1 Mbit/s without loss; a receiver whose process stalls
+  reports one too.) When the link does not keep up, a REMB drop caps as below, but
+  never under ``acked_trust`` x the acknowledged rate: on a link that really carries
+  less, that rate falls with it. And while the link keeps up, a cap below
+  ``acked_trust`` x the acknowledged rate rises to it. Before anything is measured (no
+  receiver reports yet), REMB is read as below.
 * **Loss** in receiver reports (RFC 3550 fraction lost, for the video SSRCs), as in
   libwebrtc's loss-based controller: above ``loss_high`` (10 %) in two reports in a
   row, or above twice that in one, the cap becomes ``sent x (1 - loss / 2)``; between
@@ -35,6 +50,8 @@ says the link is limited.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .delivery_rate import Delivery, DeliveryRate, DeliverySettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +86,12 @@ class BweSettings:
     remb_persist: float = 2.0
     #: at most one loss-based decrease per this many seconds (about one RR interval)
     decrease_interval: float = 0.9
+    #: a REMB below this times the acknowledged rate is not believed while the receiver
+    #: reports no loss, and no REMB caps below it (``sfu/delivery_rate.py``)
+    acked_trust: float = 0.85
+    #: a link keeps up when its receiver acknowledges at least this share of what was
+    #: sent (over the delivery window) and loses at most ``loss_low``
+    keep_up: float = 0.8
 
 
 @dataclass(slots=True)
@@ -81,7 +104,9 @@ class Probe:
 
 
 class BandwidthEstimator:
-    def __init__(self, settings: BweSettings | None = None) -> None:
+    def __init__(
+        self, settings: BweSettings | None = None, delivery: DeliverySettings | None = None
+    ) -> None:
         self.settings = settings or BweSettings()
         self.cap: float | None = None
         self.sent = 0.0
@@ -100,6 +125,10 @@ class BandwidthEstimator:
         self._capped_since: float | None = None
         #: (time, what, cap) of every change of the cap, newest last (bounded)
         self.events: list[tuple[float, str, float | None]] = []
+        #: what the receiver's reports acknowledge (``on_report``)
+        self.delivery = DeliveryRate(delivery)
+        #: REMB drops not believed (the link kept up: ``link_keeps_up``)
+        self.rembs_ignored = 0
 
     # ------------------------------------------------------------------ signals
 
@@ -109,12 +138,75 @@ class BandwidthEstimator:
         self.sent = bitrate
         self._settle(now)
 
-    def on_remb(self, bitrate: float, now: float) -> None:
+    def on_report(
+        self,
+        stream: int,
+        now: float,
+        *,
+        highest: int,
+        cumulative_lost: int,
+        packets_sent: int,
+        bytes_sent: int,
+        not_sent: int = 0,
+    ) -> None:
+        """A receiver report block of one of the subscriber's video streams, with what
+        the SFU has sent on it (``DeliveryRate.on_report``). While the link keeps up, a
+        cap below ``acked_trust`` x the acknowledged rate rises to it."""
+        self.delivery.on_report(
+            stream, now, highest=highest, cumulative_lost=cumulative_lost,
+            packets_sent=packets_sent, bytes_sent=bytes_sent, not_sent=not_sent,
+        )  # fmt: skip
+        measured = self.delivery.measure(now)
+        if measured is None or self.cap is None or not self._keeps_up(measured):
+            return
+        floor = self.settings.acked_trust * measured.rate
+        if floor > self.cap:
+            self.cap = floor
+            self.events.append((now, "acked", self.cap))
+            del self.events[:-32]
+
+    def acked(self, now: float) -> Delivery | None:
+        """What the receiver acknowledged receiving (bit/s, loss), or None before it is
+        measured."""
+        return self.delivery.measure(now)
+
+    def link_keeps_up(self, now: float) -> bool:
+        """Whether the receiver's own reports show its link taking everything sent to it:
+        no more than ``loss_low`` lost and at least ``keep_up`` of what was sent
+        acknowledged over the delivery window. False before anything is measured."""
+        return self._keeps_up(self.delivery.measure(now))
+
+    def _keeps_up(self, measured: Delivery | None) -> bool:
         s = self.settings
+        return (
+            measured is not None
+            and measured.loss <= s.loss_low
+            and measured.acked_share >= s.keep_up
+        )
+
+    def on_remb(self, bitrate: float, now: float) -> bool:
+        """A REMB from the receiver. A drop is not believed while its link keeps up
+        (``link_keeps_up``); one that is caps no lower than ``acked_trust`` x the
+        acknowledged rate. Returns whether the value may be passed on to publishers:
+        unless it is below ``acked_trust`` x the acknowledged rate while the link keeps
+        up."""
+        s = self.settings
+        measured = self.delivery.measure(now)
+        keeps_up = self._keeps_up(measured)
+        plausible = not keeps_up or (
+            measured is not None and bitrate >= s.acked_trust * measured.rate
+        )
         previous = self.remb
         self.remb = bitrate
         if previous is None or bitrate >= (1 - s.remb_drop) * previous:
-            return
+            return plausible
+        if keeps_up:
+            self.rembs_ignored += 1
+            return plausible
+        if measured is not None:
+            # a queue builds or packets are lost: a cap no lower than what the link
+            # was measured to carry
+            bitrate = max(bitrate, s.acked_trust * measured.rate)
         if bitrate < s.remb_limiting * self.sent:
             # confirmed by a second drop a little later: a receiver whose process
             # stalled for a moment reports one dip, a congested path keeps dropping
@@ -125,6 +217,7 @@ class BandwidthEstimator:
                 self._remb_drop_at = now
         elif self.probe is not None:
             self._signal(now)  # the receiver saw queues build up during a probe
+        return plausible
 
     def on_loss(self, fraction: float, now: float) -> None:
         """Fraction lost (0..1) from a receiver report block of a video stream."""

@@ -49,7 +49,14 @@ from .pacer import Pacer, TokenBucket
 from .routing import IngressRouter
 from .rtp.packet import RtpError, RtpView
 from .rtp.rtcp import build_nack, normalize_lost, parse_rtcp
-from .sdp import REPAIRED_RID_URI, RID_URI, SimulcastError, read_simulcast, write_simulcast_answer
+from .sdp import (
+    REPAIRED_RID_URI,
+    RID_URI,
+    SimulcastError,
+    check_transport,
+    read_simulcast,
+    write_simulcast_answer,
+)
 from .source import Source, SourceParams
 
 if TYPE_CHECKING:
@@ -226,6 +233,7 @@ class Participant:
             raise NegotiationError("wrong_state", "participant is closed")
         try:
             media = adapter.describe_remote_media(offer_sdp)
+            check_transport(offer_sdp)
             simulcast = read_simulcast(offer_sdp)
         except SimulcastError as exc:
             raise NegotiationError("bad_sdp", str(exc)) from exc
@@ -993,6 +1001,17 @@ class Participant:
                             upstream = source.upstream_loss if source is not None else 0.0
                             lost = max(0.0, report.fraction_lost / 256.0 - upstream)
                         if forwarder.is_video:
+                            # what the receiver acknowledges receiving bounds what its
+                            # REMB may do (``sfu/delivery_rate.py``)
+                            self.bwe.on_report(
+                                report.ssrc,
+                                now,
+                                highest=report.highest_sequence,
+                                cumulative_lost=report.packets_lost,
+                                packets_sent=forwarder.packets_sent,
+                                bytes_sent=forwarder.bytes_sent,
+                                not_sent=forwarder.rewriter.skipped,
+                            )
                             # (the media stream only: an RTX stream's few packets make
                             # its fraction lost too noisy to act on)
                             if self._loss_counts(forwarder, now):
@@ -1029,10 +1048,12 @@ class Participant:
                     except ValueError:
                         continue
                     self.remb_bitrate = bitrate
-                    self.bwe.on_remb(bitrate, now)
+                    # a REMB far below what the receiver acknowledged without loss is
+                    # not believed: it lowers neither the cap nor the publisher's rate
+                    believed = self.bwe.on_remb(bitrate, now)
                     for ssrc in ssrcs:
                         forwarder = self._by_out_ssrc.get(ssrc)
-                        if forwarder is not None:
+                        if forwarder is not None and believed:
                             forwarder.remb = bitrate
                     self.update_layers(now)
 
