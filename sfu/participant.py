@@ -49,14 +49,7 @@ from .pacer import Pacer, TokenBucket
 from .routing import IngressRouter
 from .rtp.packet import RtpError, RtpView
 from .rtp.rtcp import build_nack, normalize_lost, parse_rtcp
-from .sdp import (
-    REPAIRED_RID_URI,
-    RID_URI,
-    SimulcastError,
-    check_transport,
-    read_simulcast,
-    write_simulcast_answer,
-)
+from .sdp import REPAIRED_RID_URI, RID_URI, SimulcastError, read_simulcast, write_simulcast_answer
 from .source import Source, SourceParams
 
 if TYPE_CHECKING:
@@ -233,7 +226,6 @@ class Participant:
             raise NegotiationError("wrong_state", "participant is closed")
         try:
             media = adapter.describe_remote_media(offer_sdp)
-            check_transport(offer_sdp)
             simulcast = read_simulcast(offer_sdp)
         except SimulcastError as exc:
             raise NegotiationError("bad_sdp", str(exc)) from exc
