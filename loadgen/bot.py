@@ -42,8 +42,19 @@ from sfu.aiortc_adapter import (
     observe_received_rtp,
 )
 from sfu.config import IceConfig, IceServer
+from signaling.messages import ProtocolError, ServerShutdown, parse_server_message
 
+from .bot_verdict import (
+    MAX_FREEZE_MS,
+    MAX_LOSS_PCT,
+    Failure,
+    Limits,
+    RunFacts,
+    evaluate,
+    verdict_line,
+)
 from .media import PatternTrack, ToneTrack
+from .reconnect import Backoff, Reconnect
 from .simulcast import (
     DEFAULT_LAYERS,
     URI_RID,
@@ -61,6 +72,8 @@ TrackKey = tuple[str, str]
 
 #: A track must have been published this long (s) before the end to count for ``ok``.
 DEFAULT_GRACE = 3.0
+#: Gaps between decoded video frames at least this long (s) are kept (``TrackStats.gaps``).
+GAP_RECORD_S = 0.2
 
 _FID_GROUP = re.compile(r"^a=ssrc-group:FID (\d+) (\d+)", re.MULTILINE)
 
@@ -172,6 +185,12 @@ class TrackStats:
     layer_switches: int = 0
     #: The last ``layer`` message's ``rid``, ``width``, ``height``, ``paused``.
     layer: dict[str, Any] | None = None
+    #: Which connection of the bot saw this track (0, then 1 after a reconnect, ...).
+    session: int = 0
+    #: When that connection was lost (the track ended with it), if it was.
+    ended_at: float | None = None
+    #: (start, length) of every gap of at least GAP_RECORD_S between decoded video frames
+    gaps: list[tuple[float, float]] = field(default_factory=list)
 
     def on_layer(
         self, rid: str | None, paused: bool, width: int | None = None, height: int | None = None
@@ -195,7 +214,10 @@ class TrackStats:
         if self.first_frame_at is None:
             self.first_frame_at = now
         if self.last_frame_at is not None:
-            self.max_gap = max(self.max_gap, now - self.last_frame_at)
+            gap = now - self.last_frame_at
+            self.max_gap = max(self.max_gap, gap)
+            if gap >= GAP_RECORD_S and self.kind == "video" and len(self.gaps) < 1000:
+                self.gaps.append((self.last_frame_at, gap))
         self.last_frame_at = now
         if width is not None and height is not None:
             size = (width, height)
@@ -227,6 +249,45 @@ class TrackStats:
         if self.unpublished_at is None:
             self.unpublished_at = now
 
+    def on_session_end(self, now: float) -> None:
+        """The bot lost the connection that carried this track (it ends with it)."""
+        if self.ended_at is None and self.unpublished_at is None:
+            self.ended_at = now
+
+    def trailing_gap(self, end: float) -> float:
+        """Seconds from the last decoded video frame to ``end`` when the track was still
+        live then (published, its connection up) and had shown a frame; else 0."""
+        if (
+            self.kind != "video"
+            or self.last_frame_at is None
+            or self.unpublished_at is not None
+            or self.ended_at is not None
+        ):
+            return 0.0
+        return max(end - self.last_frame_at, 0.0)
+
+    def longest_freeze(self, end: float) -> tuple[float, float] | None:
+        """(start, length) of the longest gap in this video track's decoded frames, the
+        time from the last frame to ``end`` included when the track was still live then;
+        before the first frame and after the track ended nothing counts. None without
+        frames or for audio."""
+        if self.kind != "video" or self.last_frame_at is None:
+            return None
+        best = max(self.gaps, key=lambda g: g[1], default=None)
+        if best is None or best[1] < self.max_gap:  # a gap shorter than GAP_RECORD_S
+            best = (self.last_frame_at, self.max_gap)
+        trailing = self.trailing_gap(end)
+        if trailing > best[1]:
+            best = (self.last_frame_at, trailing)
+        return best
+
+    def loss_pct(self) -> float | None:
+        """Packets lost of those expected, in %, from the receiver's counters."""
+        if self.packets is None or self.packets_lost is None:
+            return None
+        expected = self.packets + max(self.packets_lost, 0)
+        return 100.0 * max(self.packets_lost, 0) / expected if expected > 0 else None
+
     def on_published(self, now: float) -> None:
         """(Re)published: an earlier unpublish no longer applies."""
         if self.unpublished_at is not None:
@@ -247,11 +308,20 @@ class TrackStats:
         return self.max_gap * 1000.0
 
     def required(self, end: float, grace: float = DEFAULT_GRACE) -> bool:
-        """Whether this track must have decoded a frame for the run to be ``ok``:
-        still published at ``end`` and published at least ``grace`` seconds before it."""
-        return self.unpublished_at is None and end - self.published_at >= grace
+        """Whether this track must have decoded a frame for the run to be ``ok``: not
+        unpublished, and published at least ``grace`` seconds before ``end`` (or before
+        the bot lost the connection that carried it)."""
+        until = self.ended_at if self.ended_at is not None else end
+        return self.unpublished_at is None and until - self.published_at >= grace
 
-    def to_json(self, end: float, grace: float = DEFAULT_GRACE) -> dict[str, Any]:
+    def to_json(
+        self, end: float, grace: float = DEFAULT_GRACE, freeze_limit: float = 1.0
+    ) -> dict[str, Any]:
+        """JSON of this track; ``freezes`` lists the gaps longer than ``freeze_limit`` s."""
+        freezes = [g for g in self.gaps if g[1] > freeze_limit]
+        trailing = self.trailing_gap(end)
+        if trailing > freeze_limit and self.last_frame_at is not None:
+            freezes.append((self.last_frame_at, trailing))
         return {
             "participant": self.participant,
             "participant_name": self.participant_name,
@@ -279,6 +349,12 @@ class TrackStats:
             ),
             "unpublished": self.unpublished_at is not None,
             "required": self.required(end, grace),
+            "session": self.session,
+            "ended_with_connection": self.ended_at is not None,
+            "loss_pct": _round(self.loss_pct()),
+            "freezes": [
+                [round((t - self.started_at) * 1000, 1), round(g * 1000, 1)] for t, g in freezes
+            ],
         }
 
 
@@ -289,7 +365,8 @@ def _round(value: float | None) -> float | None:
 def evaluate_ok(
     joined: bool, tracks: Iterable[TrackStats], end: float, grace: float = DEFAULT_GRACE
 ) -> bool:
-    """The summary's ``ok``: joined, and every required track decoded at least one frame."""
+    """Joined, and every required track decoded at least one frame: the media part of
+    the summary's ``ok`` (the whole verdict is :func:`loadgen.bot_verdict.evaluate`)."""
     return joined and all(t.frames_decoded > 0 for t in tracks if t.required(end, grace))
 
 
@@ -320,6 +397,12 @@ class BotConfig:
     volume: float = 0.25
     #: Frame rate of the published video (both paths).
     fps: float = 15.0
+    #: Rejoin (with backoff) when the connection drops or the server shuts down.
+    reconnect: bool = False
+    #: ``ok`` needs no gap longer than this between decoded frames of a video track (ms).
+    max_freeze_ms: float = MAX_FREEZE_MS
+    #: ``ok`` needs each remote track to lose at most this share of its packets (%).
+    max_loss_pct: float = MAX_LOSS_PCT
 
     @property
     def ws_url(self) -> str:
@@ -346,14 +429,34 @@ class Bot:
         self._pub_pc: RTCPeerConnection | None = None
         self._sub_pc: RTCPeerConnection | None = None
         self._local_tracks: list[MediaStreamTrack] = []
+        #: tasks of the bot's whole life (statistics), and of the current connection
         self._tasks: set[asyncio.Task[None]] = set()
+        self._session_tasks: set[asyncio.Task[None]] = set()
         #: Resolves to None once joined, or to why the join failed.
         self._joined: asyncio.Future[str | None] | None = None
-        self._stop = asyncio.Event()
+        #: Set when the current connection ends: the websocket closed, the server shut
+        #: down or removed the bot (``_drop`` says which), or the bot is closed.
+        self._session_over = asyncio.Event()
+        self._drop: tuple[str, str] | None = None
+        self._retry_after_ms: int | None = None
         self._leaving = False
         self._left = asyncio.Event()
         self._ran = False
         self._closed = False
+        self._rng = random.Random()
+        #: connection number (0, 1 after the first reconnect, ...) and its join time
+        self._session_index = 0
+        self._session_joined_at: float | None = None
+        #: tracks of earlier connections (ended with them)
+        self._archived: list[TrackStats] = []
+        self._reconnects: list[Reconnect] = []
+        #: (code, message, when) of a connection lost and not recovered
+        self._lost: tuple[str, str, float] | None = None
+        self._failed_connections: list[str] = []
+        self._fatal: str | None = None
+        self._join_error: str | None = None
+        self._deadline = 0.0
+        self._started_unix = 0.0
 
         self._started_at = 0.0
         self._joined_at: float | None = None
@@ -392,33 +495,49 @@ class Bot:
     async def run(self) -> dict[str, Any]:
         """Join, publish, subscribe for ``duration`` seconds, leave; return the summary.
 
-        The summary is also written to ``config.json_path`` when set.
+        With ``config.reconnect`` a lost connection (websocket closed, ``server_shutdown``,
+        removed by the server) is followed by rejoining with backoff until the duration
+        ends. The summary is also written to ``config.json_path`` when set.
         """
         if self._ran:
             raise RuntimeError("Bot.run() may only be called once")
         self._ran = True
         cfg = self.config
         self._started_at = self._clock()
-        deadline = self._started_at + cfg.duration
+        self._started_unix = time.time()
+        deadline = self._deadline = self._started_at + cfg.duration
         try:
-            await self._join()
-            if cfg.publish:
-                await self._publish()
-            self._spawn(self._sample_periodically())
-            remaining = deadline - self._clock()
-            if remaining > 0:
+            await self._connect()
+            self._spawn(self._sample_periodically(), session=False)
+            while True:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    break
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), remaining)
+                    await asyncio.wait_for(self._session_over.wait(), remaining)
+                drop = self._drop
+                if not self._session_over.is_set() or drop is None or self._closed:
+                    break  # the duration is over, or the bot was closed
+                now = self._clock()
+                if not cfg.reconnect:
+                    self._lost = (*drop, now)
+                    break
+                if not await self._reconnect(drop, deadline):
+                    break
             self._end = self._clock()
-            await self._sample_stats()
-            await self._leave()
+            if self._lost is None:
+                await self._sample_stats()
+                await self._leave()
         except JoinFailed as exc:
+            self._join_error = str(exc)
             self._error("join_failed", str(exc))
         except (aiohttp.ClientError, OSError) as exc:
-            self._error("connection", f"{type(exc).__name__}: {exc}")
+            self._fatal = f"{type(exc).__name__}: {exc}"
+            self._error("connection", self._fatal)
         except Exception as exc:  # the summary must still be written
             logger.exception("bot %s failed", cfg.name)
-            self._error("internal", f"{type(exc).__name__}: {exc}")
+            self._fatal = f"{type(exc).__name__}: {exc}"
+            self._error("internal", self._fatal)
         finally:
             if self._end is None:
                 self._end = self._clock()
@@ -430,45 +549,179 @@ class Bot:
             except OSError as exc:
                 logger.error("bot %s: cannot write %s: %s", cfg.name, cfg.json_path, exc)
                 summary["errors"].append({"code": "summary", "message": str(exc)})
+                summary["failed"].append({"code": "summary", "message": str(exc)})
                 summary["ok"] = False
         return summary
+
+    async def _connect(self) -> None:
+        """Join (and publish): one connection to the server."""
+        await self._join()
+        if self.config.publish:
+            await self._publish()
+
+    async def _reconnect(self, drop: tuple[str, str], deadline: float) -> bool:
+        """The connection was lost (``drop``: code, message): tear it down and rejoin
+        with backoff until back in the room (True) or the duration is over (False)."""
+        now = self._clock()
+        publishers = sorted(
+            {
+                stats.participant_name or stats.participant
+                for stats in self._tracks.values()
+                if stats.frames_decoded > 0 and stats.unpublished_at is None
+            }
+        )
+        record = Reconnect(drop[0], drop[1], now, publishers)
+        self._reconnects.append(record)
+        self._event(now, "disconnected", code=drop[0], message=drop[1])
+        logger.warning("bot %s: %s: %s; rejoining", self.config.name, drop[0], drop[1])
+        retry_after_ms = self._retry_after_ms
+        await self._end_session(now)
+        self._session_index += 1
+        backoff = Backoff.after(retry_after_ms)
+        while not self._closed:
+            delay = backoff.next_delay(self._rng)
+            if self._clock() + delay >= deadline:
+                break
+            await asyncio.sleep(delay)
+            record.attempts += 1
+            try:
+                await self._connect_again(record, deadline)
+            except (JoinFailed, aiohttp.ClientError, OSError, RuntimeError, TimeoutError) as exc:
+                record.last_error = f"{type(exc).__name__}: {exc}"
+                logger.debug("bot %s: attempt %d: %s", self.config.name, record.attempts, exc)
+                await self._end_session(self._clock())
+                continue
+            if self._session_over.is_set():  # lost again at once: the main loop retries
+                return True
+            record.joined_at = self._session_joined_at
+            self._event(self._clock(), "reconnected", attempts=record.attempts)
+            return True
+        self._lost = (drop[0], drop[1], now)
+        return False
+
+    async def _connect_again(self, record: Reconnect, deadline: float) -> None:
+        timeout = max(min(self.config.join_timeout, deadline - self._clock()), 0.1)
+        await self._join(timeout, on_connected=record)
+        if self.config.publish:
+            await asyncio.wait_for(self._publish(), timeout)
+
+    async def _end_session(self, now: float) -> None:
+        """Close the current connection (peer connections, media, websocket) and start
+        the books of the next one: its tracks are archived, ended at ``now``."""
+        async with self._stats_lock:
+            for stats in self._tracks.values():
+                stats.on_session_end(now)
+                self._archived.append(stats)
+            self._tracks = {}
+            self._mid_map = {}
+            self._raw_stats = {}
+            self._stats_base = {}
+            self._rtx_ssrcs = set()
+            self._observed = set()
+            self._offered_tracks = set()
+            self._max_height_sent = {}
+            pcs = (self._pub_pc, self._sub_pc)
+            self._pub_pc = self._sub_pc = None
+        await self._close_media(pcs)
+        await self._cancel(self._session_tasks)
+        await self._close_websocket()
+        self._id = None
+        self._published = False
+        self._published_tracks = []
+        self._session_joined_at = None
+        self._failed_connections = []
+        self._drop = None
+        self._retry_after_ms = None
+        self._leaving = False
+        self._left = asyncio.Event()
+        self._session_over = asyncio.Event()
+
+    async def _close_media(self, pcs: Iterable[RTCPeerConnection | None]) -> None:
+        video, port = self._simulcast_video, self._media_port
+        self._simulcast_video = self._media_port = None
+        self._munged = None
+        self._video_sender = None
+        if video is not None:
+            await video.close()
+        if port is not None:
+            port.close()
+        for pc in pcs:
+            if pc is not None:
+                with contextlib.suppress(Exception):
+                    await pc.close()
+        for track in self._local_tracks:
+            track.stop()
+        self._local_tracks = []
+
+    @staticmethod
+    async def _cancel(tasks: set[asyncio.Task[None]]) -> None:
+        pending = list(tasks)
+        for task in pending:
+            task.cancel()
+        for result in await asyncio.gather(*pending, return_exceptions=True):
+            if isinstance(result, Exception):
+                logger.warning("bot task failed: %r", result)
+        tasks.clear()
+
+    async def _close_websocket(self) -> None:
+        ws, session = self._ws, self._session
+        self._ws = self._session = None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        if session is not None:
+            await session.close()
 
     async def close(self) -> None:
         """Close both peer connections, stop all tasks, close the websocket and session."""
         if self._closed:
             return
         self._closed = True
-        self._stop.set()
-        if self._simulcast_video is not None:
-            await self._simulcast_video.close()
-        if self._media_port is not None:
-            self._media_port.close()
-        for pc in (self._pub_pc, self._sub_pc):
-            if pc is not None:
-                with contextlib.suppress(Exception):
-                    await pc.close()
-        for track in self._local_tracks:
-            track.stop()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for result in await asyncio.gather(*tasks, return_exceptions=True):
-            if isinstance(result, Exception):
-                logger.warning("bot task failed: %r", result)
-        self._tasks.clear()
-        if self._ws is not None:
-            with contextlib.suppress(Exception):
-                await self._ws.close()
-        if self._session is not None:
-            await self._session.close()
+        self._session_over.set()
+        await self._close_media((self._pub_pc, self._sub_pc))
+        await self._cancel(self._session_tasks)
+        await self._cancel(self._tasks)
+        await self._close_websocket()
+
+    def _all_tracks(self) -> list[TrackStats]:
+        return [*self._archived, *self._tracks.values()]
+
+    def verdict(self) -> list[Failure]:
+        """The conditions of ``ok`` that failed (empty: the call was good)."""
+        end = self._end if self._end is not None else self._clock()
+        last = self._reconnects[-1] if self._reconnects else None
+        facts = RunFacts(
+            started_at=self._started_at,
+            end=end,
+            deadline=self._deadline,
+            joined=self._joined_at is not None,
+            join_error=self._join_error,
+            publish=self.config.publish,
+            published=self._published,
+            session_joined_at=self._session_joined_at,
+            lost=self._lost,
+            reconnect=self.config.reconnect,
+            attempts=last.attempts if last is not None else 0,
+            last_attempt_error=last.last_error if last is not None else None,
+            failed_connections=list(self._failed_connections),
+            error=self._fatal,
+        )
+        return evaluate(facts, self._all_tracks(), self._limits())
+
+    def _limits(self) -> Limits:
+        cfg = self.config
+        return Limits(cfg.max_freeze_ms, cfg.max_loss_pct, cfg.grace)
 
     def summary(self) -> dict[str, Any]:
         end = self._end if self._end is not None else self._clock()
         grace = self.config.grace
-        for stats in self._tracks.values():
+        freeze_limit = self.config.max_freeze_ms / 1000.0
+        for stats in self._all_tracks():
             if stats.participant_name is None:
                 stats.participant_name = self._names.get(stats.participant)
-        tracks = sorted(self._tracks.values(), key=lambda t: (t.participant, t.kind, t.track))
+        tracks = sorted(
+            self._all_tracks(), key=lambda t: (t.session, t.participant, t.kind, t.track)
+        )
         joined = self._joined_at is not None
         simulcast: dict[str, Any] | None = None
         if self._simulcast is not None:
@@ -481,6 +734,7 @@ class Bot:
                 simulcast["encode_ms_per_frame"] = _round(
                     video.encode_seconds * 1000 / frames if frames else None
                 )
+        failures = self.verdict()
         return {
             "name": self.config.name,
             "room": self.config.room,
@@ -491,27 +745,41 @@ class Bot:
             ),
             "published": self._published,
             "published_tracks": list(self._published_tracks),
+            "started_unix": round(self._started_unix, 3),
             "duration_s": round(end - self._started_at, 3),
-            "tracks": [t.to_json(end, grace) for t in tracks],
+            "tracks": [t.to_json(end, grace, freeze_limit) for t in tracks],
             "events": list(self._events),
             "left_reason": self._left_reason,
             "unattributed_frames": self._unattributed_frames,
             "errors": list(self._errors),
             "simulcast": simulcast,
-            "ok": evaluate_ok(joined, tracks, end, grace),
+            "reconnects": [r.to_json(self._started_at) for r in self._reconnects],
+            "limits": {
+                "max_freeze_ms": self.config.max_freeze_ms,
+                "max_loss_pct": self.config.max_loss_pct,
+            },
+            "ok": not failures,
+            "failed": [f.to_json() for f in failures],
+            "verdict": verdict_line(failures),
         }
 
     # ------------------------------------------------------------- signaling
 
-    async def _join(self) -> None:
+    async def _join(
+        self, timeout: float | None = None, on_connected: Reconnect | None = None
+    ) -> None:
+        """Open the websocket and join; ``on_connected`` notes when the server answered."""
         cfg = self.config
+        timeout = cfg.join_timeout if timeout is None else timeout
         self._session = aiohttp.ClientSession()
         try:
             self._ws = await asyncio.wait_for(
-                self._session.ws_connect(cfg.ws_url, autoping=True), cfg.join_timeout
+                self._session.ws_connect(cfg.ws_url, autoping=True), timeout
             )
         except TimeoutError:
-            raise JoinFailed(f"no websocket within {cfg.join_timeout} s") from None
+            raise JoinFailed(f"no websocket within {timeout:.1f} s") from None
+        if on_connected is not None and on_connected.connected_at is None:
+            on_connected.connected_at = self._clock()
         self._joined = asyncio.get_running_loop().create_future()
         self._spawn(self._read_loop())
         message: dict[str, Any] = {"type": "join", "room": cfg.room, "name": cfg.name}
@@ -519,9 +787,9 @@ class Bot:
             message["token"] = cfg.token
         await self._send(message)
         try:
-            failure = await asyncio.wait_for(asyncio.shield(self._joined), cfg.join_timeout)
+            failure = await asyncio.wait_for(asyncio.shield(self._joined), timeout)
         except TimeoutError:
-            raise JoinFailed(f"no joined within {cfg.join_timeout} s") from None
+            raise JoinFailed(f"no joined within {timeout:.1f} s") from None
         if failure is not None:
             raise JoinFailed(failure)
 
@@ -644,6 +912,9 @@ class Bot:
                 if not isinstance(message, dict) or not isinstance(message.get("type"), str):
                     self._error("not_object", "server sent a message without a type")
                     continue
+                if message["type"] == "server_shutdown":
+                    self._on_server_shutdown(msg.data)
+                    continue
                 try:
                     await self._handle(message)
                 except asyncio.CancelledError:
@@ -654,12 +925,34 @@ class Bot:
                     )
                     self._error("internal", f"handling {message['type']}: {exc!r}")
         finally:
-            if not self._leaving and not self._closed:
-                self._error("connection_closed", f"websocket closed (code {ws.close_code})")
+            if not self._leaving and not self._closed and self._drop is None:
+                self._drop = ("connection_lost", f"websocket closed (code {ws.close_code})")
             if self._joined is not None and not self._joined.done():
                 self._joined.set_result("websocket closed before joined")
             self._left.set()
-            self._stop.set()
+            self._session_over.set()
+
+    def _on_server_shutdown(self, raw: str) -> None:
+        """``server_shutdown``: the server is going away and closes the websocket next."""
+        try:
+            message = parse_server_message(raw)
+        except ProtocolError as exc:
+            self._error("bad_message", f"server_shutdown: {exc}")
+            return
+        if not isinstance(message, ServerShutdown):
+            return
+        now = self._clock()
+        self._event(
+            now, "server_shutdown", reason=message.reason, retry_after_ms=message.retry_after_ms
+        )
+        if self._leaving or self._closed:
+            return
+        if self._drop is None:
+            self._drop = ("server_shutdown", f"the server shut down ({message.reason})")
+        self._retry_after_ms = message.retry_after_ms
+        if self._joined is not None and not self._joined.done():
+            self._joined.set_result(f"server_shutdown: {message.reason}")
+        self._session_over.set()
 
     async def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -702,7 +995,12 @@ class Bot:
             self._left.set()
             if not self._leaving:
                 self._event(now, kind, reason=self._left_reason)
-                self._stop.set()
+                if self._drop is None:
+                    if self._left_reason == "room closed":  # an older server's shutdown
+                        self._drop = ("server_shutdown", "the server closed the room")
+                    else:
+                        self._drop = ("removed", f"removed by the server ({self._left_reason})")
+                self._session_over.set()
         elif kind == "layer":
             self._on_layer(message, now)
         elif kind == "active_speaker":
@@ -714,7 +1012,9 @@ class Bot:
 
     def _on_joined(self, message: dict[str, Any], now: float) -> None:
         self._id = str(message.get("id"))
-        self._joined_at = now
+        if self._joined_at is None:
+            self._joined_at = now
+        self._session_joined_at = now
         servers = []
         for server in message.get("ice_servers") or []:
             urls = server.get("urls", [])
@@ -903,6 +1203,7 @@ class Bot:
             started_at=self._started_at,
             published_at=now,
             participant_name=self._names.get(key[0]),
+            session=self._session_index,
         )
         self._tracks[key] = stats
         return stats
@@ -919,18 +1220,22 @@ class Bot:
     def _ice_config(self) -> IceConfig:
         return IceConfig(servers=self._ice_servers, addresses=(self.config.ice_address,))
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], session: bool = True) -> None:
+        """Run ``coro`` as a task of the current connection (cancelled with it), or of
+        the bot's whole life (``session=False``)."""
+        tasks = self._session_tasks if session else self._tasks
         task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     def _watch(self, pc: RTCPeerConnection, role: str) -> None:
         @pc.on("connectionstatechange")
         def on_state() -> None:
             state = pc.connectionState
             logger.debug("bot %s: %s connection %s", self.config.name, role, state)
-            if state == "failed" and not self._closed:
+            if state == "failed" and not self._closed and pc in (self._pub_pc, self._sub_pc):
                 self._error("ice_failed", f"{role} peer connection failed")
+                self._failed_connections.append(role)
 
     # ------------------------------------------------------------- receiving
 
@@ -982,12 +1287,15 @@ class Bot:
             stats = self._tracks.get(key) if key is not None else None
             if stats is None:
                 self._unattributed_frames += 1
-            elif isinstance(frame, VideoFrame):
+                continue
+            if isinstance(frame, VideoFrame):
                 stats.on_frame(now, frame.width, frame.height)
             else:
                 stats.on_frame(now)
                 if isinstance(frame, AudioFrame) and frame.pts is not None:
                     stats.on_audio_pts(now, frame.pts, frame.samples)
+            if self._reconnects:
+                self._reconnects[-1].on_frame(stats.participant_name, now)
 
     async def _sample_periodically(self) -> None:
         while True:
@@ -1051,8 +1359,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="parley bot", description="A synthetic participant for load and end-to-end tests."
     )
     parser.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8080")
-    parser.add_argument("--room", required=True)
-    parser.add_argument("--name", required=True)
+    parser.add_argument("--room", required=True, help="room to join (letters, digits, _ . -)")
+    parser.add_argument("--name", required=True, help="display name the others see")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds (default 10)")
     parser.add_argument("--json", dest="json_path", metavar="PATH", help="write the summary here")
     parser.add_argument("--no-publish", dest="publish", action="store_false", help="only subscribe")
@@ -1062,7 +1370,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="local address ICE gathers host candidates on (default 127.0.0.1)",
     )
     parser.add_argument("--token", default=None, help="join token, if the server wants one")
-    parser.add_argument("--join-timeout", type=float, default=10.0)
+    parser.add_argument(
+        "--join-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds to wait for the websocket and for joined (default 10)",
+    )
+    parser.add_argument(
+        "--reconnect",
+        action="store_true",
+        help="when the connection drops or the server shuts down, rejoin the room with "
+        "backoff (0.3 s doubling to 2 s, with jitter) until the duration ends",
+    )
+    parser.add_argument(
+        "--max-freeze-ms",
+        type=float,
+        default=MAX_FREEZE_MS,
+        metavar="MS",
+        help="ok needs no video freeze (gap between decoded frames) longer than this "
+        f"(default {MAX_FREEZE_MS:g})",
+    )
+    parser.add_argument(
+        "--max-loss",
+        type=float,
+        default=MAX_LOSS_PCT,
+        metavar="PCT",
+        help=f"ok needs every remote track to lose at most PCT %% of its packets "
+        f"(default {MAX_LOSS_PCT:g})",
+    )
     parser.add_argument(
         "--simulcast",
         action="store_true",
@@ -1084,7 +1420,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.25,
         help="amplitude of the published tone, 0 (silent) to 1 (default 0.25)",
     )
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging (default: warnings only)"
+    )
     link = parser.add_argument_group(
         "impaired link",
         "run the bot in a network namespace of its own behind a veth pair (10.99.N.2; the "
@@ -1188,6 +1526,10 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error("--fps must be positive")
     if not 0.0 <= args.volume <= 1.0:
         build_parser().error("--volume must be within [0, 1]")
+    if args.max_freeze_ms <= 0:
+        build_parser().error("--max-freeze-ms must be positive")
+    if not 0.0 <= args.max_loss <= 100.0:
+        build_parser().error("--max-loss must be within [0, 100]")
     linked = args.link is not None or any(
         v for v in (args.link_rate, args.link_loss, args.uplink_rate, args.uplink_loss)
     )
@@ -1217,9 +1559,13 @@ def main(argv: list[str] | None = None) -> int:
         max_height=args.max_height,
         fps=args.fps,
         volume=args.volume,
+        reconnect=args.reconnect,
+        max_freeze_ms=args.max_freeze_ms,
+        max_loss_pct=args.max_loss,
     )
     summary = asyncio.run(run_bot(config))
     if not args.json_path:
         json.dump(summary, sys.stdout, indent=2)
         sys.stdout.write("\n")
+    print(f"parley bot {args.name}: {summary['verdict']}", file=sys.stderr)
     return 0 if summary["ok"] else 1
