@@ -5,8 +5,12 @@ health check and page are mounted beside them with :func:`setup_parley`, and an
 authorisation callback decides who may join which room. ``parley serve`` is built
 on the same ``setup_parley`` call.
 
-Run it:  python examples/embed_app.py --port 8081
+Run it:  python examples/embed_app.py   (http://127.0.0.1:8081/parley: loopback only, and
+not ``make serve``'s 8080)
 Join with a bot:  parley bot --url http://127.0.0.1:8081/parley --room demo --name me --token letmein
+
+Stopping it (Ctrl-C, SIGTERM) sends every client ``server_shutdown`` and ends its session
+at once: ``setup_parley`` registers that ``on_shutdown`` hook.
 """
 
 from __future__ import annotations
@@ -51,10 +55,13 @@ def create_embedding_app(tokens: dict[str, set[str]]) -> web.Application:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="listen address (default 127.0.0.1, loopback only)"
+    )
+    parser.add_argument("--port", type=int, default=8081, help="HTTP port (default 8081)")
     args = parser.parse_args()
     app = create_embedding_app({"letmein": {"*"}, "demo-only": {"demo"}})
-    web.run_app(app, host="127.0.0.1", port=args.port)
+    web.run_app(app, host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

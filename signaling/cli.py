@@ -31,9 +31,9 @@ SHUTDOWN_TIMEOUT = 0.5
 
 #: The subcommands, with the one line ``parley --help`` shows for each.
 COMMANDS: dict[str, str] = {
-    "serve": "run the Parley server (signaling, SFU and the web page)",
-    "bot": "a headless participant: join a room, publish test media, report what it decoded",
-    "load": "many synthetic participants against a server: latency, loss, capacity",
+    "serve": "run the server: signaling, SFU and the web page",
+    "bot": "a headless participant that publishes and decodes media",
+    "load": "many synthetic participants: latency, loss, capacity",
 }
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import json
+import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +16,9 @@ from aiohttp import web
 
 from loadgen.bot import BotConfig, run_bot
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "embed_app.py"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "embed_app.py"
+README = ROOT / "README.md"
 
 
 def _load_example():  # noqa: ANN202 - a module object
@@ -94,3 +99,84 @@ async def test_admitted_bots_talk_through_the_embedded_sfu(embedded: str) -> Non
     )
     assert not refused["joined"] and not refused["ok"]
     assert refused["errors"][0]["code"] == "join_refused"
+
+
+def _readme_embedding_snippet() -> str:
+    text = README.read_text()
+    section = text[text.index("## Embedding") :]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start : section.index("```", start)]
+
+
+async def _wait_until_serving(url: str, proc: asyncio.subprocess.Process) -> None:
+    async with aiohttp.ClientSession() as http, asyncio.timeout(30):
+        while True:
+            assert proc.returncode is None, "the application exited"
+            try:
+                async with http.get(f"{url}/parley/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+
+
+async def _refused(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return True
+    writer.close()
+    return False
+
+
+@pytest.mark.parametrize("program", ["readme", "example"])
+async def test_embedded_app_on_loopback_redirects_and_stops_at_once(program: str) -> None:
+    """The README's snippet and examples/embed_app.py listen on 127.0.0.1:8081 only,
+    /parley reaches the page, and SIGTERM (aiohttp's run_app, its default 60 s
+    shutdown_timeout) sends a joined client server_shutdown and exits within 1 s."""
+    if program == "readme":
+        snippet = _readme_embedding_snippet()
+        assert "0.0.0.0" not in snippet
+        argv = [sys.executable, "-c", snippet]
+        token = "secret"
+    else:
+        argv = [sys.executable, str(EXAMPLE)]
+        token = "letmein"
+    proc = await asyncio.create_subprocess_exec(
+        *argv, cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    url = "http://127.0.0.1:8081"
+    try:
+        await _wait_until_serving(url, proc)
+        assert await _refused("127.0.0.2", 8081), "listens beyond 127.0.0.1"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/parley?room=demo", allow_redirects=False) as resp:
+                assert resp.status in (301, 308), resp.status
+                assert resp.headers["Location"] == "/parley/?room=demo"
+            async with http.get(f"{url}/parley") as resp:
+                assert resp.status == 200 and "Parley" in await resp.text()
+            async with http.get(f"{url}/parley/static/app.js") as resp:
+                assert resp.status == 200
+            async with http.ws_connect(f"{url}/parley/ws") as ws:
+                await ws.send_json({"type": "join", "room": "demo", "name": "a", "token": token})
+                assert (await ws.receive_json(timeout=5))["type"] == "joined"
+                loop = asyncio.get_running_loop()
+                signalled = loop.time()
+                proc.send_signal(signal.SIGTERM)
+                goodbye = await ws.receive(timeout=5)
+                closing = await ws.receive(timeout=5)
+                async with asyncio.timeout(10):
+                    await proc.wait()
+                exited_after = loop.time() - signalled
+        assert goodbye.type == aiohttp.WSMsgType.TEXT, goodbye
+        assert json.loads(goodbye.data)["type"] == "server_shutdown"
+        assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1001, closing
+        assert exited_after <= 1.0, f"exited {exited_after:.2f} s after SIGTERM"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.stderr is not None
+    log = (await proc.stderr.read()).decode()
+    assert "Traceback" not in log and "never retrieved" not in log, log

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +201,39 @@ async def test_simulcast_offers_bad_and_real(server: RunningServer) -> None:
         assert track["kind"] == "video"
         participant = next(iter(server.sfu.rooms["sim"].participants.values()))
         assert participant.tracks[track["mid"]].rids == ("q", "h", "f")
+
+
+async def test_unparseable_sdp_says_which_line(server: RunningServer) -> None:
+    """aiortc's parser fails on some lines with a bare assert: the error still names the line."""
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"{server.url}/ws") as ws:
+        await ws.send_json({"type": "join", "room": "sdp", "name": "typo"})
+        assert (await ws.receive_json(timeout=5))["type"] == "joined"
+        cases = {
+            "v=0\r\nm=audio\r\n": "line 2 ('m=audio') is malformed",
+            "v=0\r\nc=IN\r\n": "line 2 ('c=IN') is malformed",
+            "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ssrc:x cname:y\r\n": (
+                "line 3 ('a=ssrc:x cname:y'): invalid literal for int()"
+            ),
+        }
+        for sdp, detail in cases.items():
+            await ws.send_json({"type": "publish_offer", "sdp": sdp, "request_id": "typo"})
+            reply = await ws.receive_json(timeout=5)
+            assert reply["type"] == "error" and reply["code"] == "bad_sdp", reply
+            assert reply["message"].startswith("unparseable SDP: " + detail), reply
+
+
+async def test_static_serves_only_the_page(server: RunningServer) -> None:
+    async with aiohttp.ClientSession() as http:
+        for name in ("app.js", "parley-client.js", "style.css"):
+            async with http.get(f"{server.url}/static/{name}") as resp:
+                assert resp.status == 200, name
+                assert len(await resp.read()) > 100
+        for name in ("__init__.py", "__pycache__/", "../signaling/server.py", "", "nope.js"):
+            async with http.get(f"{server.url}/static/{name}") as resp:
+                assert resp.status == 404, (name, resp.status)
+        # everything the page links to is there
+        async with http.get(f"{server.url}/") as resp:
+            page = await resp.text()
+        for link in re.findall(r'(?:src|href)="(static/[^"]+)"', page):
+            async with http.get(f"{server.url}/{link}") as resp:
+                assert resp.status == 200, link
