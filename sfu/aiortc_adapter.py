@@ -678,6 +678,43 @@ class RemoteMedia:
     codecs: list[str] = field(default_factory=list)
 
 
+#: Longest description whose offending line is looked for (a bisection of re-parses).
+_LOCATE_MAX_LINES = 1000
+
+
+def _parse_failure(exc: Exception, sdp_text: str) -> str:
+    """Why aiortc's SDP parser failed, and on which line: many of its errors are bare
+    asserts with no text. The line is the last of the shortest failing prefix (bisection)."""
+    from aiortc import sdp as aiortc_sdp
+
+    why = str(exc) or ("malformed" if isinstance(exc, AssertionError) else type(exc).__name__)
+    lines = sdp_text.splitlines()
+    if not lines or len(lines) > _LOCATE_MAX_LINES:
+        return why
+
+    def fails(count: int) -> bool:
+        try:
+            aiortc_sdp.SessionDescription.parse("\r\n".join(lines[:count]) + "\r\n")
+        except Exception:
+            return True
+        return False
+
+    ok, bad = 0, len(lines)  # a prefix of `ok` lines parses, the whole text does not
+    while bad - ok > 1:
+        middle = (ok + bad) // 2
+        if fails(middle):
+            bad = middle
+        else:
+            ok = middle
+    line = lines[bad - 1].strip()
+    shown = line if len(line) <= 100 else line[:100] + "..."
+    return (
+        f"line {bad} ({shown!r}) is malformed"
+        if why == "malformed"
+        else f"line {bad} ({shown!r}): {why}"
+    )
+
+
 def describe_remote_media(sdp_text: str) -> list[RemoteMedia]:
     """Parse a remote description with aiortc's SDP parser (raises ValueError on junk)."""
     from aiortc import sdp as aiortc_sdp
@@ -685,7 +722,7 @@ def describe_remote_media(sdp_text: str) -> list[RemoteMedia]:
     try:
         description = aiortc_sdp.SessionDescription.parse(sdp_text)
     except Exception as exc:  # aiortc raises assorted errors on malformed SDP
-        raise ValueError(f"unparseable SDP: {exc}") from exc
+        raise ValueError(f"unparseable SDP: {_parse_failure(exc, sdp_text)}") from exc
     out: list[RemoteMedia] = []
     for index, media in enumerate(description.media):
         rtx_of: dict[int, int] = {}
