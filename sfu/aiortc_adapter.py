@@ -67,6 +67,7 @@ logger = logging.getLogger(__name__)
 #: (class, attribute) pairs this module relies on. Checked by ``check_hooks``.
 HOOKED_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (RTCPeerConnection, "_RTCPeerConnection__createDtlsTransport"),
+    (RTCPeerConnection, "_RTCPeerConnection__connect"),
     (RTCDtlsTransport, "_handle_rtp_data"),
     (RTCDtlsTransport, "_handle_rtcp_data"),
     (RTCDtlsTransport, "_send_rtp"),
@@ -183,6 +184,7 @@ def create_peer_connection(ice: IceConfig) -> RTCPeerConnection:
         return dtls
 
     pc._RTCPeerConnection__createDtlsTransport = create_dtls_transport  # type: ignore[attr-defined]
+    _guard_connect(pc)
     return pc
 
 
@@ -200,39 +202,97 @@ def _restrict_gathering(connection: aioice_ice.Connection, addresses: list[str])
     connection.gather_candidates = gather_candidates  # type: ignore[method-assign]
 
 
+#: Retransmissions of one consent check (at 0.5 s and 1.5 s): a check stays open for
+#: 3.5 s, so a peer that stalls for a few seconds and then answers the requests queued
+#: meanwhile still proves it is alive.
+CONSENT_RETRANSMISSIONS = 2
+#: A consent loop that wakes up this much later than it asked (s) was itself stalled
+#: (a busy server): the silence it measured says nothing about the peer.
+CONSENT_STALL = 1.0
+
+
 def _configure_consent(
     connection: aioice_ice.Connection, interval: float, failures_allowed: int
 ) -> None:
-    """RFC 7675 consent freshness with Parley's interval and failure count.
+    """RFC 7675 consent freshness with Parley's interval and timeout.
 
-    aioice checks every 5 s and gives up after 6 failures (30 s of silence); a peer
-    that goes silent is then closed, which closes its peer connection and so its
-    participant.
+    aioice checks every 5 s and gives up after 6 failures (30 s of silence). Here a
+    check goes out every ``interval`` seconds (0.8-1.2x, randomised) without waiting for
+    the previous one, and consent expires when none has been answered for ``interval x
+    failures_allowed`` seconds; the connection is then closed, which closes its peer
+    connection and so its participant. Every check task is awaited before this returns.
     """
+    timeout = interval * failures_allowed
+
+    async def check(pair: Any, answered: list[float]) -> None:
+        request = connection.build_request(pair, nominate=False)
+        try:
+            await pair.protocol.request(
+                request,
+                pair.remote_addr,
+                integrity_key=(connection.remote_password or "").encode("utf8"),
+                retransmissions=CONSENT_RETRANSMISSIONS,
+            )
+        except (aioice_stun.TransactionError, ConnectionError, OSError):
+            return  # unanswered (or the socket is gone): no consent from this check
+        answered[0] = asyncio.get_running_loop().time()
 
     async def query_consent() -> None:
-        failures = 0
-        while True:
-            await asyncio.sleep(interval * (0.8 + 0.4 * random.random()))
-            for pair in list(connection._nominated.values()):
-                request = connection.build_request(pair, nominate=False)
-                try:
-                    await pair.protocol.request(
-                        request,
-                        pair.remote_addr,
-                        integrity_key=(connection.remote_password or "").encode("utf8"),
-                        retransmissions=0,
-                    )
-                    failures = 0
-                except aioice_stun.TransactionError:
-                    failures += 1
-            if failures >= failures_allowed:
-                logger.info("ICE consent expired after %d failed checks", failures)
-                connection._query_consent_task = None
-                await connection.close()
-                return
+        loop = asyncio.get_running_loop()
+        answered = [loop.time()]
+        checks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                delay = interval * (0.8 + 0.4 * random.random())
+                woke_due = loop.time() + delay
+                await asyncio.sleep(delay)
+                now = loop.time()
+                if now - woke_due > CONSENT_STALL:
+                    answered[0] = now  # our own stall: give the peer a fresh chance
+                if now - answered[0] >= timeout:
+                    logger.info("ICE consent expired: no check answered for %.1f s", timeout)
+                    connection._query_consent_task = None
+                    await connection.close()
+                    return
+                for pair in list(connection._nominated.values()):
+                    task = asyncio.ensure_future(check(pair, answered))
+                    checks.add(task)
+                    task.add_done_callback(checks.discard)
+        finally:
+            for task in list(checks):
+                task.cancel()
+            if checks:
+                await asyncio.gather(*checks, return_exceptions=True)
 
     connection.query_consent = query_consent  # type: ignore[method-assign]
+
+
+def _guard_connect(pc: RTCPeerConnection) -> None:
+    """Retrieve the exception of every ICE/DTLS connect task aiortc spawns.
+
+    ``setLocalDescription`` and ``setRemoteDescription`` start ``__connect`` with a bare
+    ``ensure_future`` nobody awaits. When the connection is closed while that task is
+    between two steps it raises (``InvalidStateError: RTCIceTransport is closed``), and
+    an offer aiortc cannot use makes it raise too; unretrieved, asyncio logs "Task
+    exception was never retrieved". Here it is awaited: after a close the exception is
+    expected (debug), otherwise the connection can never carry media and is closed.
+    """
+    connect = pc._RTCPeerConnection__connect  # type: ignore[attr-defined]
+
+    async def guarded_connect() -> None:
+        try:
+            await connect()
+        except Exception as exc:
+            if pc.signalingState == "closed":
+                logger.debug("peer connection closed while connecting: %r", exc)
+                return
+            logger.warning("peer connection setup failed, closing it: %r", exc)
+            try:
+                await pc.close()
+            except Exception:
+                logger.exception("closing a failed peer connection failed")
+
+    pc._RTCPeerConnection__connect = guarded_connect  # type: ignore[attr-defined]
 
 
 def ice_connection(dtls: RTCDtlsTransport) -> aioice_ice.Connection:
@@ -380,6 +440,9 @@ RECV_SIZE = 2048
 #: Receive buffer asked for the media sockets (the kernel caps it at net.core.rmem_max).
 RECV_BUFFER_BYTES = 4 * 1024 * 1024
 
+#: At most one log line per this many seconds (s) about failing packet handlers.
+HANDLER_ERROR_LOG_INTERVAL = 10.0
+
 RtpHandler = Callable[[bytes, float], None]
 RtcpHandler = Callable[[bytes, float], None]
 
@@ -461,7 +524,10 @@ class MediaPort:
         self._fast_path = False
         self._closed = False
         self.rx_packets = 0
+        #: packets that could not be unprotected, or whose handler raised
         self.rx_errors = 0
+        self._error_logged_at: float | None = None
+        self._unlogged_errors = 0
         self._tx_packets = 0
         self._tx_errors = 0
         #: protect + sendto on the nominated pair once the fast path is up: the C
@@ -487,15 +553,39 @@ class MediaPort:
         try:
             self._on_rtp(data, self._loop.time())
         except Exception:  # a bad packet must never kill the transport
-            self.rx_errors += 1
-            logger.exception("RTP handler failed")
+            self._handler_failed("RTP")
 
     def _rtcp_in(self, data: bytes) -> None:
         try:
             self._on_rtcp(data, self._loop.time())
         except Exception:
-            self.rx_errors += 1
-            logger.exception("RTCP handler failed")
+            self._handler_failed("RTCP")
+
+    def _handler_failed(self, kind: str) -> None:
+        """A handler raised: a bug, since malformed packets are dropped where they are
+        parsed. The first failure is logged with its traceback, then at most one line
+        per HANDLER_ERROR_LOG_INTERVAL, so that a peer repeating the packet cannot
+        flood the log nor spend the server's CPU on tracebacks."""
+        self.rx_errors += 1
+        self._unlogged_errors += 1
+        now = self._loop.time()
+        last = self._error_logged_at
+        if last is None:
+            logger.exception(
+                "%s handler failed (later failures: one line per %g s)",
+                kind,
+                HANDLER_ERROR_LOG_INTERVAL,
+            )
+        elif now - last >= HANDLER_ERROR_LOG_INTERVAL:
+            logger.error(
+                "%d more RTP/RTCP handler failures (%d in all)",
+                self._unlogged_errors,
+                self.rx_errors,
+            )
+        else:
+            return
+        self._error_logged_at = now
+        self._unlogged_errors = 0
 
     def install_fast_path(self) -> bool:
         """Handle SRTP synchronously in the UDP protocol once DTLS is connected.

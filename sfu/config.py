@@ -34,10 +34,19 @@ class IceConfig:
 
     servers: tuple[IceServer, ...] = ()
     addresses: tuple[str, ...] = ("127.0.0.1",)
-    #: RFC 7675 consent checks: seconds between checks, and how many may fail in a row
-    #: before the peer is considered gone (default 5 s x 6, as aioice: 30 s of silence).
-    consent_interval: float = 5.0
+    #: RFC 7675 consent freshness. A check goes out every ``consent_interval`` seconds
+    #: (randomised to 0.8-1.2x, as RFC 7675 asks); consent expires, and the peer
+    #: connection closes, when no check has been answered for ``consent_interval x
+    #: consent_failures`` seconds. Default 1 s x 6: a frozen or vanished peer is gone
+    #: after about 6 s (browsers: about 5 s; aioice's own default is 5 s x 6 = 30 s),
+    #: while a stall of up to about 4 s is survived (``sfu/aiortc_adapter.py``).
+    consent_interval: float = 1.0
     consent_failures: int = 6
+
+    @property
+    def consent_timeout(self) -> float:
+        """Seconds without an answered consent check after which the peer is gone."""
+        return self.consent_interval * self.consent_failures
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,3 +62,13 @@ class SfuConfig:
     packet_cache_size: int = 1024
     #: A client that leaves a subscribe offer unanswered this long (s) is removed.
     subscribe_answer_timeout: float = 20.0
+    #: The signaling websocket's heartbeat (s): after this long without a frame from the
+    #: client the server pings, and closes the websocket (the participant leaves) when
+    #: no pong comes within half of it. 10 s: a pong is awaited for 5 s, about as long
+    #: as ICE consent waits (``IceConfig.consent_failures``), so a stall shorter than
+    #: that never costs anyone their seat, and a frozen client without media is gone
+    #: within 15 s (one with media is gone with its ICE consent, after about 6 s).
+    websocket_heartbeat: float = 10.0
+    #: Malformed RTP/RTCP from a peer is dropped and counted; at most one log line per
+    #: participant per this many seconds says how many and why (``sfu/rtp/malformed.py``).
+    malformed_log_interval: float = 10.0

@@ -20,6 +20,7 @@ from aiortc.rtp import (
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
+    AnyRtcpPacket,
     RtcpPsfbPacket,
     RtcpReceiverInfo,
     RtcpRrPacket,
@@ -47,9 +48,17 @@ from .layers import (
 )
 from .pacer import Pacer, TokenBucket
 from .routing import IngressRouter
+from .rtp.malformed import MalformedLog
 from .rtp.packet import RtpError, RtpView
-from .rtp.rtcp import build_nack, normalize_lost, parse_rtcp
-from .sdp import REPAIRED_RID_URI, RID_URI, SimulcastError, read_simulcast, write_simulcast_answer
+from .rtp.rtcp import build_nack, normalize_lost, parse_rtcp_checked
+from .sdp import (
+    REPAIRED_RID_URI,
+    RID_URI,
+    SimulcastError,
+    check_transport,
+    read_simulcast,
+    write_simulcast_answer,
+)
 from .source import Source, SourceParams
 
 if TYPE_CHECKING:
@@ -204,6 +213,7 @@ class Participant:
             "rtp_in": 0,
             "rtp_unknown": 0,
             "rtp_malformed": 0,
+            "rtcp_malformed": 0,
             "rtcp_in": 0,
             "nacks_in": 0,
             "rtx_sent": 0,
@@ -217,6 +227,11 @@ class Participant:
         #: most RTX_SHARE of it, so repairs do not feed the congestion they repair
         #: bytes retransmissions may still use (``_rtx_budget``)
         self._rtx_bucket = TokenBucket()
+        #: malformed RTP/RTCP from this client's peer connections: dropped, counted by
+        #: reason, logged at most once per interval (``sfu/rtp/malformed.py``)
+        self.malformed = MalformedLog(
+            f"participant {participant_id} ({name!r})", config.malformed_log_interval, logger
+        )
 
     # =============================================================== publish
 
@@ -226,6 +241,7 @@ class Participant:
             raise NegotiationError("wrong_state", "participant is closed")
         try:
             media = adapter.describe_remote_media(offer_sdp)
+            check_transport(offer_sdp)
             simulcast = read_simulcast(offer_sdp)
         except SimulcastError as exc:
             raise NegotiationError("bad_sdp", str(exc)) from exc
@@ -372,6 +388,7 @@ class Participant:
                         self,
                         cache_size=self.config.packet_cache_size,
                         keyframe_interval=self.config.keyframe_request_interval,
+                        on_malformed=self._malformed_rtp,
                     )
                 )
             track = PublishedTrack(id=track_id, kind=m.kind, mid=m.mid, layers=tuple(sources))
@@ -397,8 +414,8 @@ class Participant:
     def _on_publisher_rtp(self, data: bytes, now: float) -> None:
         try:
             pkt = RtpView(data)
-        except RtpError:
-            self.counters["rtp_malformed"] += 1
+        except RtpError as exc:
+            self._malformed_rtp(str(exc), now)
             return
         self.counters["rtp_in"] += 1
         source = self._by_ssrc.get(pkt.ssrc)
@@ -413,7 +430,11 @@ class Participant:
 
     def _learn_ssrc(self, pkt: RtpView, now: float) -> None:
         """A packet of an SSRC not bound yet: bind it from its MID / RID extensions."""
-        hit = self._router.learn(pkt)
+        try:
+            hit = self._router.learn(pkt)
+        except RtpError as exc:  # its extension elements overrun their block
+            self._malformed_rtp(str(exc), now)
+            return
         if hit is None:
             self.counters["rtp_unknown"] += 1
             return
@@ -427,9 +448,23 @@ class Participant:
             source.last_keyframe_request = -1e9
             source.request_keyframe(now)
 
+    def _malformed_rtp(self, reason: str, now: float) -> None:
+        """A malformed RTP packet was dropped where it was parsed (here, the router or a
+        Source): counted, and logged at most once per interval."""
+        self.counters["rtp_malformed"] += 1
+        self.malformed.add("rtp", reason, now)
+
+    def _parse_rtcp(self, data: bytes, now: float) -> list[AnyRtcpPacket]:
+        """A compound RTCP packet's parts; a malformed one is dropped and counted."""
+        packets, reason = parse_rtcp_checked(data)
+        if reason is not None:
+            self.counters["rtcp_malformed"] += 1
+            self.malformed.add("rtcp", reason, now)
+        return packets
+
     def _on_publisher_rtcp(self, data: bytes, now: float) -> None:
         self.counters["rtcp_in"] += 1
-        for packet in parse_rtcp(data):
+        for packet in self._parse_rtcp(data, now):
             if isinstance(packet, RtcpSrPacket):
                 source = self._by_ssrc.get(packet.ssrc)
                 if source is not None:
@@ -965,7 +1000,7 @@ class Participant:
 
     def _on_subscriber_rtcp(self, data: bytes, now: float) -> None:
         self.counters["rtcp_in"] += 1
-        for packet in parse_rtcp(data):
+        for packet in self._parse_rtcp(data, now):
             if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
                 for report in packet.reports:
                     forwarder = self._by_out_ssrc.get(report.ssrc)
@@ -1103,6 +1138,7 @@ class Participant:
                 self._send_receiver_reports(now)
                 self._send_sender_reports(now)
                 self._check_subscribe_answer(now)
+                self.malformed.flush(now)
         except asyncio.CancelledError:
             pass
         except Exception:
@@ -1123,6 +1159,7 @@ class Participant:
             return
         self.closed = True
         self.close_reason = reason
+        self.malformed.flush(self._loop.time(), force=True)
         for track in list(self.tracks.values()):
             self._remove_track(track)
         for sub in list(self.subscriptions.values()):

@@ -94,6 +94,7 @@ class Room:
     def participant_closed(self, participant: Participant) -> None:
         if self.participants.pop(participant.id, None) is None:
             return
+        self.sfu._retire(participant)
         for other in self._others(participant):
             other.listener.participant_left(participant)
         if not self.participants:
@@ -118,6 +119,8 @@ class Sfu:
         self.config = config or SfuConfig()
         self.rooms: dict[str, Room] = {}
         self.closed = False
+        #: malformed packets dropped from participants that have left
+        self._retired_malformed = {"rtp": 0, "rtcp": 0}
         if not native.NATIVE:
             logger.warning(
                 "forwarding in Python (1.3-2x the CPU per packet): %s", native.NATIVE_ERROR
@@ -135,8 +138,16 @@ class Sfu:
         if self.rooms.get(room.id) is room:
             del self.rooms[room.id]
 
+    def _retire(self, participant: Participant) -> None:
+        for kind, count in participant.malformed.totals.items():
+            self._retired_malformed[kind] = self._retired_malformed.get(kind, 0) + count
+
     def stats(self) -> dict[str, object]:
         participants = [p for r in self.rooms.values() for p in r.participants.values()]
+        malformed = dict(self._retired_malformed)
+        for p in participants:
+            for kind, count in p.malformed.totals.items():
+                malformed[kind] = malformed.get(kind, 0) + count
         return {
             "rooms": len(self.rooms),
             "participants": len(participants),
@@ -148,6 +159,10 @@ class Sfu:
             "native_packets": sum(
                 s.forwarder.native_packets for p in participants for s in p.subscriptions.values()
             ),
+            # malformed RTP / RTCP dropped since start, from every participant
+            # (per participant and reason: Participant.malformed, sfu/rtp/malformed.py)
+            "rtp_malformed": malformed["rtp"],
+            "rtcp_malformed": malformed["rtcp"],
         }
 
     async def close(self) -> None:

@@ -51,7 +51,8 @@ class IngressRouter:
 
         A packet naming a layer that is already bound to another SSRC (the publisher
         restarted that stream) moves the binding. The payload type must match the
-        source's media or RTX payload type.
+        source's media or RTX payload type. Raises ``RtpError``, before binding
+        anything, when the packet's header-extension elements are malformed.
         """
         mid_value = pkt.extension(self.mid_ext) if self.mid_ext else None
         if not mid_value:

@@ -1,9 +1,14 @@
-"""Simulcast in SDP text: what aiortc's SDP model drops (pure functions, no aiortc).
+"""SDP text checks aiortc does not make, and simulcast, which its model drops (pure
+functions, no aiortc).
 
 aiortc parses and regenerates descriptions from its own model, which has no
 ``a=rid`` nor ``a=simulcast`` (RFC 8851 / RFC 8853). Parley therefore reads the RIDs
 a publisher offers from the raw offer text and writes the matching ``recv`` lines
 into the raw answer text it sends back.
+
+aiortc also answers offers it can never connect with (no ``a=fingerprint``, a
+fingerprint of an algorithm it cannot check): its connect task then dies in the
+background. :func:`check_transport` refuses those before anything is answered.
 """
 
 from __future__ import annotations
@@ -22,6 +27,96 @@ MAX_LAYERS = 8
 
 class SimulcastError(ValueError):
     """An offer's simulcast description cannot be used."""
+
+
+class TransportError(ValueError):
+    """An offer's ICE/DTLS attributes cannot give a connection."""
+
+
+#: Fingerprint hash functions aiortc's DTLS can check, with their digest size in bytes.
+FINGERPRINT_ALGORITHMS = {"sha-256": 32, "sha-384": 48, "sha-512": 64}
+#: ``a=setup`` values of an offer (RFC 8842): the offerer must let the answerer choose
+#: (actpass) or choose itself (active / passive); holdconn is not for WebRTC.
+SETUP_VALUES = ("actpass", "active", "passive")
+#: The m-line kinds aiortc connects (others it ignores).
+_TRANSPORT_KINDS = ("audio", "video", "application")
+_HEX_PAIR = re.compile(r"^[0-9A-Fa-f]{2}$")
+
+
+def _attributes(lines: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in lines:
+        if line.startswith("a="):
+            name, _, value = line[2:].partition(":")
+            out.setdefault(name.strip(), []).append(value.strip())
+    return out
+
+
+def check_transport(sdp_text: str) -> None:
+    """Raise :class:`TransportError` unless every audio, video and application m-line
+    has what a WebRTC connection needs (RFC 8829 / 8842 / 8839), each at media level or
+    at session level: ``a=ice-ufrag`` and ``a=ice-pwd``, an ``a=setup`` of actpass,
+    active or passive, and at least one well-formed ``a=fingerprint`` of a hash aiortc
+    can check (sha-256, sha-384, sha-512). Audio and video also need ``a=rtcp-mux`` (a media attribute).
+    """
+    session: list[str] = []
+    sections: list[list[str]] = []
+    for raw in sdp_text.splitlines():
+        line = raw.strip()
+        if line.startswith("m="):
+            sections.append([line])
+        elif sections:
+            sections[-1].append(line)
+        else:
+            session.append(line)
+    top = _attributes(session)
+    for index, lines in enumerate(sections):
+        kind = lines[0][2:].split(" ", 1)[0]
+        if kind not in _TRANSPORT_KINDS:
+            continue
+        attrs = _attributes(lines[1:])
+        mid = (attrs.get("mid") or [str(index)])[0]
+        where = f"m-line {index} (mid {mid})"
+
+        def value(name: str, attrs: dict[str, list[str]] = attrs) -> list[str]:
+            return attrs.get(name) or top.get(name) or []
+
+        for name in ("ice-ufrag", "ice-pwd"):
+            if not any(value(name)):
+                raise TransportError(f"{where}: no a={name}: ICE needs the offerer's credentials")
+        setup = value("setup")
+        if not setup:
+            raise TransportError(f"{where}: no a=setup: the DTLS role must be offered")
+        if setup[0] not in SETUP_VALUES:
+            raise TransportError(
+                f"{where}: a=setup:{setup[0]} is not one of {', '.join(SETUP_VALUES)}"
+            )
+        fingerprints = value("fingerprint")
+        if not fingerprints:
+            raise TransportError(
+                f"{where}: no a=fingerprint: DTLS cannot authenticate the peer without one"
+            )
+        usable = 0
+        for fingerprint in fingerprints:
+            parts = fingerprint.split()
+            if len(parts) != 2:
+                raise TransportError(f"{where}: malformed a=fingerprint:{fingerprint}")
+            algorithm, digest = parts[0].lower(), parts[1].split(":")
+            size = FINGERPRINT_ALGORITHMS.get(algorithm)
+            if size is None:
+                continue
+            if len(digest) != size or not all(_HEX_PAIR.match(b) for b in digest):
+                raise TransportError(
+                    f"{where}: a=fingerprint:{fingerprint} is not a {algorithm} digest"
+                )
+            usable += 1
+        if not usable:
+            raise TransportError(
+                f"{where}: no a=fingerprint of a supported hash"
+                f" ({', '.join(FINGERPRINT_ALGORITHMS)})"
+            )
+        if kind != "application" and "rtcp-mux" not in attrs:
+            raise TransportError(f"{where}: no a=rtcp-mux: RTP and RTCP must share a port")
 
 
 @dataclass(frozen=True, slots=True)

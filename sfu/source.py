@@ -8,6 +8,7 @@ tracking and throttled keyframe requests. Forwarders subscribe to it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -56,8 +57,13 @@ class Source:
         owner: SourceOwner,
         cache_size: int = 1024,
         keyframe_interval: float = 0.5,
+        on_malformed: Callable[[str, float], None] | None = None,
     ) -> None:
         self.params = params
+        #: told (reason, now) of each malformed packet dropped here
+        self._on_malformed = on_malformed
+        #: malformed packets dropped here
+        self.malformed = 0
         self.track_id = params.track_id
         self.kind = params.kind
         self.is_video = params.kind == "video"
@@ -100,11 +106,30 @@ class Source:
 
     # ------------------------------------------------------------------ ingress
 
+    def _malformed(self, exc: RtpError, now: float) -> None:
+        self.dropped += 1
+        self.malformed += 1
+        if self._on_malformed is not None:
+            self._on_malformed(str(exc), now)
+
     def on_rtp(self, pkt: RtpView, now: float) -> None:
-        """One media packet of this source (hot path)."""
+        """One media packet of this source (hot path).
+
+        A malformed packet (header-extension elements that overrun their block, a bad
+        VP8 descriptor) is dropped here and reported to ``on_malformed``; one whose
+        extensions are malformed changes nothing, one with a bad VP8 descriptor counts
+        as received (it is not asked for again) but is neither cached nor forwarded.
+        """
         if pkt.payload_type != self.payload_type:
             self.dropped += 1
             return
+        level = None
+        if self._audio_level_ext and pkt.ext_profile:
+            try:
+                level = pkt.extension(self._audio_level_ext)
+            except RtpError as exc:
+                self._malformed(exc, now)
+                return
         seq = pkt.seq
         self.stats.add(seq, pkt.timestamp, now)
         self.nack.add(seq, now)
@@ -118,18 +143,16 @@ class Source:
             for forwarder in self.forwarders:
                 forwarder.skip(pkt)
             return
-        if self._audio_level_ext:
-            level = pkt.extension(self._audio_level_ext)
-            if level:
-                pkt.audio_level = level[0]
-                self.loudness_sum += 127 - (level[0] & 0x7F)
-                self.loudness_packets += 1
+        if level:
+            pkt.audio_level = level[0]
+            self.loudness_sum += 127 - (level[0] & 0x7F)
+            self.loudness_packets += 1
         vp8 = None
         if self.is_vp8:
             try:
                 vp8 = Vp8Descriptor(pkt.data, pkt.payload_start, pkt.payload_end)
-            except RtpError:
-                self.dropped += 1
+            except RtpError as exc:
+                self._malformed(exc, now)
                 return
             if vp8.keyframe:
                 self.last_keyframe_time = now

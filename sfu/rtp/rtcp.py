@@ -27,7 +27,13 @@ def normalize_lost(lost: list[int]) -> list[int]:
 
 def parse_rtcp(data: bytes) -> list[AnyRtcpPacket]:
     """A compound RTCP packet parsed with aiortc's parser; [] when it is malformed."""
+    return parse_rtcp_checked(data)[0]
+
+
+def parse_rtcp_checked(data: bytes) -> tuple[list[AnyRtcpPacket], str | None]:
+    """A compound RTCP packet parsed with aiortc's parser, and None; or ``[]`` and why
+    it is malformed (the whole compound is dropped, as RFC 3550 §6.1 wants)."""
     try:
-        return RtcpPacket.parse(data)
-    except (ValueError, IndexError, struct.error):
-        return []
+        return RtcpPacket.parse(data), None
+    except (ValueError, IndexError, struct.error) as exc:
+        return [], str(exc)[:80] or type(exc).__name__
