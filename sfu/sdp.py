@@ -53,11 +53,16 @@ def _attributes(lines: list[str]) -> dict[str, list[str]]:
 
 
 def check_transport(sdp_text: str) -> None:
-    """Raise :class:`TransportError` unless every audio, video and application m-line
-    has what a WebRTC connection needs (RFC 8829 / 8842 / 8839), each at media level or
-    at session level: ``a=ice-ufrag`` and ``a=ice-pwd``, an ``a=setup`` of actpass,
-    active or passive, and at least one well-formed ``a=fingerprint`` of a hash aiortc
-    can check (sha-256, sha-384, sha-512). Audio and video also need ``a=rtcp-mux`` (a media attribute).
+    """Raise :class:`TransportError` unless the offer has what aiortc needs to connect
+    (RFC 8829 / 8842 / 8839 / 8843), each attribute at media or at session level:
+
+    * every audio, video and application m-line: ``a=ice-ufrag`` and ``a=ice-pwd``, and
+      an ``a=setup`` of actpass, active or passive; audio and video ``a=rtcp-mux`` (a
+      media attribute);
+    * the first such m-line, and any outside a BUNDLE group, also at least one
+      well-formed ``a=fingerprint`` of a hash aiortc can check (sha-256, sha-384,
+      sha-512). The other m-lines of a bundle share the first one's DTLS transport
+      (GStreamer's bundle-only sections carry no fingerprint).
     """
     session: list[str] = []
     sections: list[list[str]] = []
@@ -70,6 +75,13 @@ def check_transport(sdp_text: str) -> None:
         else:
             session.append(line)
     top = _attributes(session)
+    bundled = {
+        mid
+        for group in top.get("group", [])
+        if group.split()[:1] == ["BUNDLE"]
+        for mid in group.split()[1:]
+    }
+    first = True
     for index, lines in enumerate(sections):
         kind = lines[0][2:].split(" ", 1)[0]
         if kind not in _TRANSPORT_KINDS:
@@ -91,32 +103,36 @@ def check_transport(sdp_text: str) -> None:
             raise TransportError(
                 f"{where}: a=setup:{setup[0]} is not one of {', '.join(SETUP_VALUES)}"
             )
-        fingerprints = value("fingerprint")
-        if not fingerprints:
-            raise TransportError(
-                f"{where}: no a=fingerprint: DTLS cannot authenticate the peer without one"
-            )
-        usable = 0
-        for fingerprint in fingerprints:
-            parts = fingerprint.split()
-            if len(parts) != 2:
-                raise TransportError(f"{where}: malformed a=fingerprint:{fingerprint}")
-            algorithm, digest = parts[0].lower(), parts[1].split(":")
-            size = FINGERPRINT_ALGORITHMS.get(algorithm)
-            if size is None:
-                continue
-            if len(digest) != size or not all(_HEX_PAIR.match(b) for b in digest):
-                raise TransportError(
-                    f"{where}: a=fingerprint:{fingerprint} is not a {algorithm} digest"
-                )
-            usable += 1
-        if not usable:
-            raise TransportError(
-                f"{where}: no a=fingerprint of a supported hash"
-                f" ({', '.join(FINGERPRINT_ALGORITHMS)})"
-            )
         if kind != "application" and "rtcp-mux" not in attrs:
             raise TransportError(f"{where}: no a=rtcp-mux: RTP and RTCP must share a port")
+        if first or mid not in bundled:
+            _check_fingerprints(value("fingerprint"), where)
+        first = False
+
+
+def _check_fingerprints(fingerprints: list[str], where: str) -> None:
+    if not fingerprints:
+        raise TransportError(
+            f"{where}: no a=fingerprint: DTLS cannot authenticate the peer without one"
+        )
+    usable = 0
+    for fingerprint in fingerprints:
+        parts = fingerprint.split()
+        if len(parts) != 2:
+            raise TransportError(f"{where}: malformed a=fingerprint:{fingerprint}")
+        algorithm, digest = parts[0].lower(), parts[1].split(":")
+        size = FINGERPRINT_ALGORITHMS.get(algorithm)
+        if size is None:
+            continue
+        if len(digest) != size or not all(_HEX_PAIR.match(b) for b in digest):
+            raise TransportError(
+                f"{where}: a=fingerprint:{fingerprint} is not a {algorithm} digest"
+            )
+        usable += 1
+    if not usable:
+        raise TransportError(
+            f"{where}: no a=fingerprint of a supported hash ({', '.join(FINGERPRINT_ALGORITHMS)})"
+        )
 
 
 @dataclass(frozen=True, slots=True)

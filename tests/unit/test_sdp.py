@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from sfu.aiortc_adapter import describe_remote_media
-from sfu.sdp import SimulcastError, SimulcastOffer, read_simulcast, write_simulcast_answer
+from sfu.sdp import (
+    SimulcastError,
+    SimulcastOffer,
+    TransportError,
+    check_transport,
+    read_simulcast,
+    write_simulcast_answer,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 OFFER = (FIXTURES / "chromium_simulcast_offer.sdp").read_text()
@@ -92,3 +99,76 @@ def test_too_many_layers_raise():
     text = _offer(*(f"a=rid:{r} send" for r in rids), "a=simulcast:send " + ";".join(rids))
     with pytest.raises(SimulcastError, match="more than"):
         read_simulcast(text)
+
+
+# ------------------------------------------------------------------ check_transport
+
+GSTREAMER_OFFER = (FIXTURES / "gstreamer_webrtcbin_publish_offer.sdp").read_text()
+
+
+def _drop(text: str, *prefixes: str) -> str:
+    return "\r\n".join(line for line in text.splitlines() if not line.startswith(prefixes))
+
+
+def _drop_second_fingerprint(text: str) -> str:
+    """GStreamer's offer without the video (second, bundled) m-line's fingerprint."""
+    head, _, tail = text.partition("m=video")
+    return head + "m=video" + _drop(tail, "a=fingerprint")
+
+
+def test_real_offers_have_what_a_connection_needs():
+    check_transport(OFFER)  # Chromium
+    check_transport(GSTREAMER_OFFER)  # webrtcbin: audio, and a bundle-only video m-line
+    # a bundled m-line other than the first shares the first one's DTLS transport
+    check_transport(_drop_second_fingerprint(GSTREAMER_OFFER))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (_drop(OFFER, "a=fingerprint"), "m-line 0 (mid 0): no a=fingerprint"),
+        (_drop(GSTREAMER_OFFER, "a=fingerprint"), "m-line 0 (mid audio0): no a=fingerprint"),
+        (_drop(OFFER, "a=setup"), "no a=setup"),
+        (OFFER.replace("a=setup:actpass", "a=setup:holdconn"), "a=setup:holdconn is not one"),
+        (_drop(OFFER, "a=ice-ufrag"), "no a=ice-ufrag"),
+        (_drop(GSTREAMER_OFFER, "a=ice-pwd"), "m-line 0 (mid audio0): no a=ice-pwd"),
+        (_drop(OFFER, "a=rtcp-mux"), "no a=rtcp-mux"),
+        (OFFER.replace("a=fingerprint:sha-256", "a=fingerprint:md5"), "of a supported hash"),
+        (OFFER.replace("a=fingerprint:sha-256 6C:45", "a=fingerprint:sha-256 6C"), "not a sha-256"),
+        (OFFER.replace("a=fingerprint:sha-256 6C:45", "a=fingerprint:sha-256 ZZ:45"), "not a sha"),
+        (OFFER.replace("a=fingerprint:sha-256 ", "a=fingerprint:sha-256"), "malformed"),
+        # out of the bundle, the video m-line needs a fingerprint of its own
+        (
+            _drop_second_fingerprint(GSTREAMER_OFFER).replace(
+                "BUNDLE audio0 video1", "BUNDLE audio0"
+            ),
+            "m-line 1 (mid video1): no a=fingerprint",
+        ),
+    ],
+)
+def test_offers_aiortc_cannot_connect_with_are_refused(text: str, message: str) -> None:
+    with pytest.raises(TransportError) as caught:
+        check_transport(text)
+    assert message in str(caught.value)
+
+
+def test_session_level_attributes_count_for_every_m_line():
+    lines = OFFER.splitlines()
+    moved = [line for line in lines if line.startswith(("a=fingerprint", "a=setup", "a=ice-"))]
+    rest = [line for line in lines if line not in moved]
+    at = rest.index(next(line for line in rest if line.startswith("m=")))
+    check_transport("\r\n".join(rest[:at] + moved + rest[at:]))
+
+
+def test_an_unknown_hash_next_to_a_supported_one_is_fine():
+    line = next(x for x in OFFER.splitlines() if x.startswith("a=fingerprint:"))
+    check_transport(OFFER.replace(line, "a=fingerprint:sha-1 AA:BB\r\n" + line))
+
+
+def test_data_m_lines_need_no_rtcp_mux_and_other_kinds_are_not_checked():
+    data = "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:9\r\n"
+    data += "a=setup:actpass\r\na=ice-ufrag:u\r\na=ice-pwd:p\r\n"
+    text = OFFER.rstrip() + "\r\nm=text 9 RTP/AVP 0\r\n" + data
+    check_transport(text.replace("a=group:BUNDLE 0", "a=group:BUNDLE 0 9"))
+    with pytest.raises(TransportError, match=r"\(mid 9\): no a=fingerprint"):
+        check_transport(text)  # not bundled: a DTLS transport of its own
