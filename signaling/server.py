@@ -400,7 +400,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG_KEY]
     if request.app[STOPPING_KEY].is_set():
         raise web.HTTPServiceUnavailable(text=config.shutdown_reason)
-    ws = ParleyWebSocket(config.max_message_bytes, heartbeat=20.0)
+    ws = ParleyWebSocket(config.max_message_bytes, heartbeat=config.sfu.websocket_heartbeat)
     await ws.prepare(request)
     session = Session(ws, request, sfu, config)
     sessions = request.app[SESSIONS_KEY]
