@@ -203,6 +203,13 @@ let statsTimer;
 /** @type {ReturnType<typeof setInterval> | undefined} */
 let levelTimer;
 let currentRoom = "";
+/**
+ * Where the reconnect loop is: attempt `attempt` starts at `at` (performance.now()), or
+ * runs now (`trying`). Shown as a countdown in the status line.
+ */
+const reconnectView = { attempt: 0, at: 0, trying: false };
+/** @type {ReturnType<typeof setInterval> | undefined} ticks the countdown */
+let reconnectTicker;
 
 const params = new URLSearchParams(location.search);
 
@@ -386,6 +393,10 @@ function onTrackRemoved(remote) {
 // ------------------------------------------------------------------ status
 
 function updateStatus() {
+  if (client?.state !== "reconnecting") {
+    clearInterval(reconnectTicker);
+    reconnectTicker = undefined;
+  }
   if (!client) {
     setStatus("idle", "Not connected");
     return;
@@ -395,9 +406,21 @@ function updateStatus() {
     case "joining":
       setStatus("connecting", "Connecting…");
       return;
-    case "reconnecting":
-      setStatus("reconnecting", `Connection lost. Reconnecting (attempt ${client.reconnectAttempt})…`);
+    case "reconnecting": {
+      // a countdown to the next attempt, then "now": the line never stands still
+      reconnectTicker ??= setInterval(updateStatus, 200);
+      const { attempt, at, trying } = reconnectView;
+      const left = Math.max(0, at - performance.now()) / 1000;
+      setStatus(
+        "reconnecting",
+        attempt === 0
+          ? "Connection lost. Reconnecting…"
+          : trying || left === 0
+            ? `Connection lost. Reconnecting now (attempt ${attempt})…`
+            : `Connection lost. Reconnecting in ${left.toFixed(1)} s (attempt ${attempt})…`,
+      );
       return;
+    }
     case "closed":
       setStatus("idle", "Not connected");
       return;
@@ -604,7 +627,8 @@ async function join(request) {
     try {
       await c.publish(localStream);
     } catch (error) {
-      if (client === c && c.state !== "closed") {
+      // (lost meanwhile: the rejoin republishes, nothing to tell)
+      if (client === c && c.state === "joined") {
         showNotice(`Your camera and microphone could not be sent: ${error instanceof Error ? error.message : String(error)}`);
       }
     }
@@ -645,14 +669,24 @@ function wireClient(c) {
   });
   c.on("reconnecting", (e) => {
     if (!mine()) return;
-    const seconds = (e.detail.delayMs / 1000).toFixed(1);
-    setStatus("reconnecting", `Connection lost. Reconnecting in ${seconds} s (attempt ${e.detail.attempt})…`);
-    ui.retryNow.hidden = false;
+    Object.assign(reconnectView, { attempt: e.detail.attempt, at: performance.now() + e.detail.delayMs, trying: false });
+    updateStatus();
+  });
+  c.on("reconnectattempt", (e) => {
+    if (!mine()) return;
+    Object.assign(reconnectView, { attempt: e.detail.attempt, at: performance.now(), trying: true });
+    updateStatus();
+  });
+  c.on("servershutdown", (e) => {
+    if (!mine()) return;
+    // said at once: the websocket's close may take a moment, or never come
+    showNotice(`The server stopped: ${e.detail.reason}. You will rejoin as soon as it is back.`, "info");
   });
   c.on("reconnected", () => {
     if (!mine()) return;
+    Object.assign(reconnectView, { attempt: 0, at: 0, trying: false });
     showNotice("Reconnected.", "info");
-    setTimeout(() => ui.notice.dataset.kind === "info" && clearNotice(), 3000);
+    setTimeout(() => ui.notice.dataset.kind === "info" && ui.noticeText.textContent === "Reconnected." && clearNotice(), 3000);
     updateStatus();
   });
   c.on("servererror", (e) => {

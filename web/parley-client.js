@@ -111,13 +111,15 @@ export const DEFAULT_SIMULCAST_ENCODINGS = Object.freeze([
  *     defaults to the page's origin. The websocket is `{url}/ws`.
  * @property {number} [gatherTimeoutMs=5000]  longest wait for ICE gathering (the
  *     server does not trickle: SDPs carry their candidates)
- * @property {number} [requestTimeoutMs=10000]  longest wait for a reply
+ * @property {number} [requestTimeoutMs=10000]  longest wait for a reply, and for the
+ *     browser to apply an SDP
+ * @property {number} [connectTimeoutMs=5000]  longest wait for the websocket to open
  * @property {boolean} [reconnect=true]  after the websocket or ICE drops (or the server
- *     ends our participation on its own), join the same room again with the same name
- *     and republish, backing off between attempts
- * @property {number} [reconnectMinDelayMs=500]  first wait before a rejoin attempt
- * @property {number} [reconnectMaxDelayMs=8000]  longest wait between attempts (the wait
- *     doubles each attempt, with ±20% jitter)
+ *     ends our participation on its own, or says it shuts down), join the same room
+ *     again with the same name and republish, backing off between attempts
+ * @property {number} [reconnectMinDelayMs=250]  first wait before a rejoin attempt
+ * @property {number} [reconnectMaxDelayMs=2000]  longest wait between attempts (the wait
+ *     doubles each attempt up to this, with ±25% jitter; it never stops trying)
  * @property {number} [keepaliveIntervalMs=10000]  a `ping` this often while joined; no
  *     `pong` within `requestTimeoutMs` counts as a lost connection (0: no pings)
  * @property {number} [iceDisconnectedTimeoutMs=5000]  a peer connection "disconnected"
@@ -150,6 +152,10 @@ export const DEFAULT_SIMULCAST_ENCODINGS = Object.freeze([
  * @property {CustomEvent<{state: ClientState, previous: ClientState}>} statechange
  * @property {CustomEvent<{attempt: number, delayMs: number, reason: string}>} reconnecting  the
  *     session was lost; attempt `attempt` starts in `delayMs`
+ * @property {CustomEvent<{attempt: number}>} reconnectattempt  attempt `attempt` starts now
+ * @property {CustomEvent<{reason: string, retryAfterMs: number}>} servershutdown  the server
+ *     said it is stopping (`server_shutdown`); the session ends at once and, unless
+ *     reconnecting is off, the first rejoin waits about `retryAfterMs`
  * @property {CustomEvent<{id: string, attempts: number}>} reconnected  joined again (and
  *     republished); `id` is our new participant id
  * @property {CustomEvent<{participant: string | null}>} activespeaker  the server's
@@ -202,19 +208,36 @@ export class SignalingChannel {
     this._abortOpen = () => {};
   }
 
-  /** Opens the websocket; resolves once it is open. */
-  open() {
+  /**
+   * Opens the websocket; resolves once it is open, rejects (`connection_failed`) when it
+   * cannot be opened or is not open within `timeoutMs` (a server that accepts the TCP
+   * connection but never answers must not hold a reconnect attempt forever).
+   * @param {number} [timeoutMs=10000]
+   */
+  open(timeoutMs = 10_000) {
     return new Promise((resolve, reject) => {
       const ws = new this._WebSocket(this.url);
       this.socket = ws;
-      this._abortOpen = reject;
       let opened = false;
+      const timer = setTimeout(() => {
+        ws.onopen = null;
+        ws.onclose = null;
+        ws.onmessage = null;
+        ws.close();
+        reject(new ParleyError("connection_failed", `no answer from ${this.url} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this._abortOpen = (error) => {
+        clearTimeout(timer);
+        reject(error);
+      };
       ws.onopen = () => {
+        clearTimeout(timer);
         opened = true;
         resolve(undefined);
       };
       ws.onmessage = (event) => this._receive(event.data);
       ws.onclose = (event) => {
+        clearTimeout(timer);
         this._failPending(new ParleyError("connection_closed", `websocket closed (${event.code})`));
         if (!opened) reject(new ParleyError("connection_failed", `cannot open ${this.url}`));
         else this.onclose(event.code, event.reason);
@@ -368,6 +391,76 @@ function toParticipant(info) {
   };
 }
 
+// ------------------------------------------------------------------ session scope
+
+/**
+ * What lives and dies with one session (one websocket, its peer connections): the queue
+ * its server messages are handled in, its publish negotiations, and every wait on the
+ * browser. A peer-connection promise in flight when the connection is closed never
+ * settles in Chromium (`setRemoteDescription`, `createOffer`, `setLocalDescription`: the
+ * spec says to "abort these steps"), so nothing of a session may wait on one without
+ * `guard`: when the session ends, or after a timeout, the wait fails instead of hanging,
+ * and the next session starts with queues of its own.
+ */
+export class SessionScope {
+  constructor() {
+    this.over = false;
+    /** Server messages of this session, handled one at a time, in order. */
+    this.inbox = Promise.resolve();
+    /** Publish negotiations of this session (one `publish_offer` in flight). @type {Promise<unknown>} */
+    this.publishChain = Promise.resolve();
+    /** @type {(error: Error) => void} */
+    let end = () => {};
+    /** Rejects when the session ends. @type {Promise<never>} */
+    this.ended = new Promise((_, reject) => {
+      end = reject;
+    });
+    this.ended.catch(() => {});
+    this._end = end;
+  }
+
+  /** Ends the session: every guarded wait fails with `closed`. Idempotent. */
+  end() {
+    if (this.over) return;
+    this.over = true;
+    this._end(new ParleyError("closed", "session ended"));
+  }
+
+  /**
+   * `promise`, unless the session ends first (rejects `closed`) or `timeoutMs` passes
+   * (rejects `timeout`, naming `what`).
+   * @template T
+   * @param {Promise<T>} promise
+   * @param {string} what
+   * @param {number} timeoutMs
+   * @returns {Promise<T>}
+   */
+  guard(promise, what, timeoutMs) {
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    let timer;
+    /** @type {Promise<never>} */
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new ParleyError("timeout", `${what}: nothing within ${timeoutMs} ms`)), timeoutMs);
+    });
+    return Promise.race([promise, this.ended, timeout]).finally(() => clearTimeout(timer));
+  }
+}
+
+/**
+ * The wait before rejoin attempt `attempt` (1, 2, …): `min` doubled each attempt up to
+ * `max`, times a random factor in [0.75, 1.25) so that the clients of a restarted server
+ * do not all come back at once. With a server hint (`server_shutdown`'s
+ * `retry_after_ms`) the first wait is the hint times [1, 1.25) instead.
+ * @param {number} attempt
+ * @param {{min: number, max: number, hintMs?: number | null, random?: () => number}} options
+ * @returns {number} milliseconds
+ */
+export function reconnectDelay(attempt, { min, max, hintMs = null, random = Math.random }) {
+  if (attempt === 1 && hintMs !== null && hintMs > 0) return Math.round(hintMs * (1 + 0.25 * random()));
+  const base = Math.min(max, min * 2 ** Math.min(30, attempt - 1));
+  return Math.round(base * (0.75 + 0.5 * random()));
+}
+
 // ------------------------------------------------------------------ client
 
 /**
@@ -380,9 +473,10 @@ export class ParleyClient extends EventTarget {
     this.options = {
       gatherTimeoutMs: 5000,
       requestTimeoutMs: 10_000,
+      connectTimeoutMs: 5000,
       reconnect: true,
-      reconnectMinDelayMs: 500,
-      reconnectMaxDelayMs: 8000,
+      reconnectMinDelayMs: 250,
+      reconnectMaxDelayMs: 2000,
       iceDisconnectedTimeoutMs: 5000,
       keepaliveIntervalMs: 10_000,
       url: globalThis.location ? globalThis.location.origin : "",
@@ -408,6 +502,8 @@ export class ParleyClient extends EventTarget {
     this._layerRequests = new Map();
 
     // The session: rebuilt from scratch by `_startSession()`.
+    /** @type {SessionScope | null} the current session's queues and waits */
+    this._scope = null;
     /** @type {SignalingChannel | null} */
     this.signaling = null;
     /** @type {string | null} our participant id */
@@ -426,10 +522,6 @@ export class ParleyClient extends EventTarget {
     this._remoteByMid = new Map();
     /** @type {Map<string, LayerInfo>} by remote track id */
     this._layers = new Map();
-    /** Server messages are handled one at a time, in order. */
-    this._inbox = Promise.resolve();
-    /** Publish negotiations are serialised (one `publish_offer` in flight). @type {Promise<unknown>} */
-    this._publishChain = Promise.resolve();
     this._leaving = false;
     this._leftReason = "left";
     /** @type {string | null} set when the server sent `left` on its own */
@@ -652,22 +744,29 @@ export class ParleyClient extends EventTarget {
       WebSocketImpl: this.options.WebSocketImpl,
       requestTimeoutMs: this.options.requestTimeoutMs,
     });
+    // a session of our own: nothing left over from the last one (a handler stuck on its
+    // closed peer connection, say) can hold this one up
+    const scope = new SessionScope();
+    this._scope = scope;
     this.signaling = signaling;
-    signaling.onmessage = (message) => this._enqueue(message);
+    signaling.onmessage = (message) => {
+      // handled at once, not behind the queue: the session is over
+      if (message.type === "server_shutdown") this._onServerShutdown(signaling, message);
+      else this._enqueue(message);
+    };
     signaling.onclose = (code, reason) => this._onSignalingClosed(signaling, code, reason);
     try {
-      await signaling.open();
+      await signaling.open(this.options.connectTimeoutMs);
       /** @type {Message} */
       const join = { type: "join", room: this.options.room, name: this.options.name };
       if (this.options.token !== undefined) join.token = this.options.token;
       await signaling.request(join, ["joined"]);
-      // `joined` was handled by the inbox before the request settled
-      await this._inbox;
+      // `joined` went into the inbox before the request settled
+      await scope.guard(scope.inbox, "handling joined", this.options.requestTimeoutMs);
+      if (this._scope !== scope) throw new ParleyError("closed", "session ended");
     } catch (error) {
-      if (this.signaling === signaling) {
-        this._teardownSession();
-        this._setState(rejoin ? "reconnecting" : "new");
-      }
+      if (this._scope === scope) this._teardownSession();
+      if (this._scope === null && this._stateNow() !== "closed") this._setState(rejoin ? "reconnecting" : "new");
       throw error;
     }
     if (this._localStream) await this._negotiatePublish();
@@ -676,6 +775,9 @@ export class ParleyClient extends EventTarget {
 
   /** Drops everything of the current session (not the user's wishes). */
   _teardownSession() {
+    const scope = this._scope;
+    this._scope = null;
+    if (scope) scope.end();
     const signaling = this.signaling;
     this.signaling = null;
     if (signaling) signaling.close();
@@ -716,18 +818,45 @@ export class ParleyClient extends EventTarget {
     }
     const why = this._serverLeft ?? `websocket closed (${code}${reason ? ` ${reason}` : ""})`;
     if (this._serverLeft === null) this._emit("disconnected", { code, reason });
-    this._sessionLost(why);
+    this._sessionLost(why, null, this._serverLeft !== null ? this._leftReason : "disconnected");
   }
 
   /**
-   * The session is gone (websocket closed, ICE failed, the server ended it): reconnect,
-   * or close when reconnecting is off.
-   * @param {string} reason
+   * The server says it stops (`server_shutdown`): the session is over now, whether or
+   * not the websocket's close follows; rejoin after about the server's `retry_after_ms`.
+   * @param {SignalingChannel} signaling
+   * @param {Message} message
    */
-  _sessionLost(reason) {
+  _onServerShutdown(signaling, message) {
+    if (signaling !== this.signaling || this.state === "closed") return;
+    const reason = typeof message.reason === "string" && message.reason ? message.reason : "server shutdown";
+    const hint = Number(message.retry_after_ms);
+    // a hint is a hint: never more than a minute, whatever the server says
+    const retryAfterMs = Number.isFinite(hint) ? Math.min(60_000, Math.max(0, Math.round(hint))) : 0;
+    this._emit("servershutdown", { reason, retryAfterMs });
+    if (this._leaving) {
+      this.close(this._leftReason);
+      return;
+    }
+    this._sessionLost(`the server is shutting down: ${reason}`, retryAfterMs, reason);
+  }
+
+  /**
+   * The session is gone (websocket closed, ICE failed, the server ended it or shuts
+   * down): reconnect, or close (with `closeReason`) when reconnecting is off. A join()
+   * still in progress fails instead (the caller decides).
+   * @param {string} reason
+   * @param {number | null} [retryAfterMs]  the server's hint for the first wait
+   * @param {string} [closeReason]
+   */
+  _sessionLost(reason, retryAfterMs = null, closeReason = "disconnected") {
     if (this.state === "closed" || this._leaving) return;
+    if (this.state === "new" || this.state === "joining") {
+      this._teardownSession(); // join() sees its session end and rejects
+      return;
+    }
     if (!this.options.reconnect) {
-      this.close(this._serverLeft !== null ? this._leftReason : "disconnected");
+      this.close(closeReason);
       return;
     }
     if (this._reconnecting) {
@@ -737,18 +866,23 @@ export class ParleyClient extends EventTarget {
     }
     this._teardownSession();
     this._setState("reconnecting");
-    this._reconnecting = this._reconnectLoop(reason).finally(() => {
+    this._reconnecting = this._reconnectLoop(reason, retryAfterMs).finally(() => {
       this._reconnecting = null;
     });
   }
 
-  /** @param {string} reason why the last session (or attempt) ended */
-  async _reconnectLoop(reason) {
+  /**
+   * Rejoins until it works, `join_refused`, or `close()`. Every wait in it ends: the
+   * backoff's timer, and each step of an attempt (websocket open, join, publish) has a
+   * timeout or fails when its session ends.
+   * @param {string} reason why the last session (or attempt) ended
+   * @param {number | null} hintMs  the server's `retry_after_ms`, if it sent one
+   */
+  async _reconnectLoop(reason, hintMs) {
     const { reconnectMinDelayMs: min, reconnectMaxDelayMs: max } = this.options;
     for (let attempt = 1; ; attempt++) {
       this.reconnectAttempt = attempt;
-      const base = Math.min(max, min * 2 ** (attempt - 1));
-      const delayMs = Math.round(base * (0.8 + 0.4 * Math.random()));
+      const delayMs = reconnectDelay(attempt, { min, max, hintMs });
       this._emit("reconnecting", { attempt, delayMs, reason });
       await new Promise((resolve) => {
         const timer = setTimeout(resolve, delayMs);
@@ -759,6 +893,7 @@ export class ParleyClient extends EventTarget {
       });
       this._wakeReconnect = () => {};
       if (this._stateNow() !== "reconnecting") return;
+      this._emit("reconnectattempt", { attempt });
       try {
         const id = await this._startSession();
         if (this._stateNow() !== "joined") throw new ParleyError("connection_closed", "lost again while rejoining");
@@ -826,26 +961,31 @@ export class ParleyClient extends EventTarget {
 
   /** @returns {Promise<PublishedTrackInfo[]>} */
   _negotiatePublish() {
+    const scope = this._scope;
+    if (!scope) return Promise.reject(new ParleyError("wrong_state", "not joined"));
     const run = async () => {
       const signaling = this.signaling;
       const stream = this._localStream;
-      if (!signaling || !stream) throw new ParleyError("wrong_state", "not joined");
+      if (this._scope !== scope || !signaling) throw new ParleyError("closed", "session ended");
+      if (!stream) throw new ParleyError("wrong_state", "nothing to publish");
+      const timeout = this.options.requestTimeoutMs;
       const pc = this.publishConnection ?? this._newPeerConnection("publish", this.iceServers);
       this.publishConnection = pc;
       if (pc.getTransceivers().length === 0) this._addLocalTracks(pc, stream);
-      await pc.setLocalDescription(await pc.createOffer());
-      await waitForIceGathering(pc, this.options.gatherTimeoutMs);
-      const offer = /** @type {RTCSessionDescription} */ (pc.localDescription);
-      const answer = await signaling.request({ type: "publish_offer", sdp: offer.sdp }, ["publish_answer"]);
-      if (this.signaling !== signaling) throw new ParleyError("closed", "session ended");
-      await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+      const offer = await scope.guard(pc.createOffer(), "creating the publish offer", timeout);
+      await scope.guard(pc.setLocalDescription(offer), "applying the publish offer", timeout);
+      await scope.guard(waitForIceGathering(pc, this.options.gatherTimeoutMs), "gathering", timeout);
+      const local = /** @type {RTCSessionDescription} */ (pc.localDescription);
+      const answer = await signaling.request({ type: "publish_offer", sdp: local.sdp }, ["publish_answer"]);
+      if (this._scope !== scope) throw new ParleyError("closed", "session ended");
+      await scope.guard(pc.setRemoteDescription({ type: "answer", sdp: answer.sdp }), "applying the publish answer", timeout);
       this.publishedTracks = /** @type {PublishedTrackInfo[]} */ (answer.tracks ?? []);
       for (const kind of /** @type {TrackKind[]} */ (["audio", "video"])) await this._applyMute(kind);
       this._emit("published", this.publishedTracks);
       return this.publishedTracks;
     };
-    const result = this._publishChain.then(run, run);
-    this._publishChain = result.catch(() => {});
+    const result = scope.publishChain.then(run, run);
+    scope.publishChain = result.catch(() => {});
     return result;
   }
 
@@ -870,18 +1010,29 @@ export class ParleyClient extends EventTarget {
     }
   }
 
-  /** @param {TrackKind} kind */
+  /**
+   * Puts the wish for `kind` (muted or the local track) on our sender. A session that
+   * ends meanwhile is no failure: the next one applies the wish when it publishes.
+   * @param {TrackKind} kind
+   */
   async _applyMute(kind) {
     const pc = this.publishConnection;
+    const scope = this._scope;
     const stream = this._localStream;
-    if (!pc || !stream) return;
+    if (!pc || !scope || !stream) return;
     const local = kind === "audio" ? stream.getAudioTracks()[0] : stream.getVideoTracks()[0];
     if (!local) return;
     for (const transceiver of pc.getTransceivers()) {
       const sender = transceiver.sender;
       if (transceiver.receiver.track.kind !== kind || transceiver.currentDirection === "stopped") continue;
       const wanted = this._muted[kind] ? null : local;
-      if (sender.track !== wanted) await sender.replaceTrack(wanted);
+      if (sender.track === wanted) continue;
+      try {
+        await scope.guard(sender.replaceTrack(wanted), `replacing the ${kind} track`, this.options.requestTimeoutMs);
+      } catch (error) {
+        if (!scope.over) throw error;
+        return;
+      }
     }
   }
 
@@ -889,12 +1040,14 @@ export class ParleyClient extends EventTarget {
 
   /** @param {Message} message */
   _enqueue(message) {
-    const signaling = this.signaling;
-    this._inbox = this._inbox
+    const scope = this._scope;
+    if (!scope) return;
+    scope.inbox = scope.inbox
       .then(() => {
-        if (this.signaling === signaling) return this._handle(message);
+        if (this._scope === scope) return this._handle(message, scope);
       })
       .catch((error) => {
+        if (scope.over) return; // the session ended under it: nothing to report
         // a failure to apply a server message must not stop the ones after it
         this._emit("clienterror", {
           during: message.type,
@@ -903,8 +1056,11 @@ export class ParleyClient extends EventTarget {
       });
   }
 
-  /** @param {Message} message */
-  async _handle(message) {
+  /**
+   * @param {Message} message
+   * @param {SessionScope} scope  the session it came in
+   */
+  async _handle(message, scope) {
     switch (message.type) {
       case "joined":
         return this._onJoined(message);
@@ -939,7 +1095,7 @@ export class ParleyClient extends EventTarget {
         });
       }
       case "subscribe_offer":
-        return this._onSubscribeOffer(message);
+        return this._onSubscribeOffer(message, scope);
       case "layer": {
         /** @type {LayerInfo} */
         const layer = {
@@ -996,16 +1152,21 @@ export class ParleyClient extends EventTarget {
     });
   }
 
-  /** @param {Message} message */
-  async _onSubscribeOffer(message) {
+  /**
+   * @param {Message} message
+   * @param {SessionScope} scope
+   */
+  async _onSubscribeOffer(message, scope) {
     const signaling = this.signaling;
     if (!signaling) return;
+    const timeout = this.options.requestTimeoutMs;
     const pc = this.subscribeConnection ?? this._newPeerConnection("subscribe", this.iceServers);
     this.subscribeConnection = pc;
-    await pc.setRemoteDescription({ type: "offer", sdp: message.sdp });
-    await pc.setLocalDescription(await pc.createAnswer());
-    await waitForIceGathering(pc, this.options.gatherTimeoutMs);
-    if (this.signaling !== signaling) return;
+    await scope.guard(pc.setRemoteDescription({ type: "offer", sdp: message.sdp }), "applying a subscribe offer", timeout);
+    const answer = await scope.guard(pc.createAnswer(), "creating a subscribe answer", timeout);
+    await scope.guard(pc.setLocalDescription(answer), "applying a subscribe answer", timeout);
+    await scope.guard(waitForIceGathering(pc, this.options.gatherTimeoutMs), "gathering", timeout);
+    if (this._scope !== scope) return;
     signaling.send({
       type: "subscribe_answer",
       sdp: /** @type {RTCSessionDescription} */ (pc.localDescription).sdp,
