@@ -173,7 +173,9 @@ class BandwidthEstimator:
     def link_keeps_up(self, now: float) -> bool:
         """Whether the receiver's own reports show its link taking everything sent to it:
         no more than ``loss_low`` lost and at least ``keep_up`` of what was sent
-        acknowledged over the delivery window. False before anything is measured."""
+        acknowledged over the delivery window. False before anything is measured, and
+        while no video is sent (paused video says nothing about the link: a probe's
+        padding alone must not look like a link that keeps up)."""
         return self._keeps_up(self.delivery.measure(now))
 
     def _keeps_up(self, measured: Delivery | None) -> bool:
@@ -181,6 +183,7 @@ class BandwidthEstimator:
         return (
             measured is not None
             and measured.loss <= s.loss_low
+            and measured.acked_share is not None
             and measured.acked_share >= s.keep_up
         )
 

@@ -73,11 +73,12 @@ class Delivery:
     """Acknowledged bit/s and the fraction lost, over the spans of ``DeliveryRate``, and
     how much of what the SFU sent over the ``window`` the receiver acknowledged
     (``acked_share``: about 1 while the link keeps up, less while a queue builds or
-    packets are lost)."""
+    packets are lost; None when nothing was sent over the window, so nothing says
+    whether the link keeps up)."""
 
     rate: float
     loss: float
-    acked_share: float
+    acked_share: float | None
 
 
 class DeliveryRate:
@@ -198,4 +199,4 @@ class DeliveryRate:
                 sent += b.sent_bytes - a.sent_bytes
         if total is None:
             return None
-        return Delivery(total, loss, acked / sent if sent > 0 else 1.0)
+        return Delivery(total, loss, acked / sent if sent > 0 else None)

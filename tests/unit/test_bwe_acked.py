@@ -363,3 +363,22 @@ def test_an_unbelieved_remb_drop_does_not_fail_a_probe() -> None:
     assert bwe.probes_ok == 1 and bwe.failed_probes == 0
     cap = bwe.estimate(7.2)
     assert cap is not None and cap > 1_000_000
+
+
+def test_paused_video_does_not_look_like_a_link_that_keeps_up() -> None:
+    """With every track paused nothing is sent and nothing acknowledged: that says
+    nothing about the link, so a REMB drop during a probe (its padding is all that
+    flows) still fails it."""
+    bwe = BandwidthEstimator()
+    link = Link(bwe)
+    link.run(4.0)
+    bwe._decrease(100_000, 4.0, "loss")  # capped below the lowest layer: paused
+    link.sent = 0.0
+    link.run(8.0)
+    m = bwe.acked(8.0)
+    assert m is not None and m.acked_share is None
+    assert not bwe.link_keeps_up(8.0)
+    assert bwe.start_probe(8.0, wanted=True) is not None
+    link.remb = _collapse(8.1, 300_000, 100_000, 0.3)
+    link.run(8.5)
+    assert bwe.probe is None and bwe.failed_probes == 1
