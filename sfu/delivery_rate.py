@@ -154,9 +154,6 @@ class DeliveryRate:
                 first = i
         del s.marks[:first]
 
-    def forget(self, stream: int) -> None:
-        self._streams.pop(stream, None)
-
     def _prune(self, now: float) -> None:
         old = [k for k, s in self._streams.items() if now - s.marks[-1].at > self.settings.forget]
         for k in old:
