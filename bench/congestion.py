@@ -65,7 +65,8 @@ def run_scenario(name: str, out_dir: Path, processes: int) -> dict[str, Any]:
     ]  # fmt: skip
     started = time.monotonic()
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0 or not path.exists():
+    # exit code 1: the run missed parley load's service levels, as impaired links make it
+    if proc.returncode not in (0, 1) or not path.exists():
         raise SystemExit(f"{name}: parley load failed\n{proc.stdout}\n{proc.stderr}")
     report: dict[str, Any] = json.loads(path.read_text())
     report["bench"] = {"command": command[1:], "wall_s": round(time.monotonic() - started, 1)}

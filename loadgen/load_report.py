@@ -16,6 +16,7 @@ from typing import Any
 
 from .load_impaired import LinkState, analyse_subscriber
 from .load_metrics import KINDS, FreezeStats, Interval, LatencyHistogram, nearest_rank
+from .load_verdict import verdict_section
 
 REPORT_VERSION = 1
 #: The report's JSON Schema (draft 2020-12), shipped with the package.
@@ -246,7 +247,7 @@ def build_report(data: RunData) -> dict[str, Any]:
     }
     saturated, loadgen = saturation(data)
     run_s = data.end - data.started
-    return {
+    report = {
         "version": REPORT_VERSION,
         "config": data.config,
         "duration_s": round(run_s, 2),
@@ -297,6 +298,8 @@ def build_report(data: RunData) -> dict[str, Any]:
         "join_ms_values": [round(v, 1) for v in sorted(join_values)],
         "impaired": impaired,
     }
+    report.update(verdict_section(report))
+    return report
 
 
 def _fmt(value: Any, unit: str = "") -> str:
@@ -347,13 +350,14 @@ def summary_table(report: dict[str, Any]) -> str:
             if report.get("e2e_ms")
             else []
         ),
-        ("packets sent / received", f"{packets['sent']} / {packets['received']}"),
+        ("packets sent by publishers", packets_sent_line(packets)),
+        ("packets received by subscribers", packets_received_line(packets)),
         ("forwarded packets/s (steady)", _fmt(packets["forwarded_per_s"])),
+        ("server CPU % (mean/max), RSS MB", server_line(server)),
         (
-            "server CPU % (mean/max), RSS MB",
-            f"{_fmt(server['cpu_pct'])}/{_fmt(server['cpu_pct_max'])}, {_fmt(server['rss_mb'])}",
+            "server CPU µs per forwarded packet",
+            _fmt(server["cpu_us_per_forwarded_packet"]) if server["samples"] else "-",
         ),
-        ("server CPU µs per forwarded packet", _fmt(server["cpu_us_per_forwarded_packet"])),
         (
             "load generator saturated",
             "YES: " + "; ".join(report["loadgen"]["reasons"])
@@ -363,13 +367,60 @@ def summary_table(report: dict[str, Any]) -> str:
     ]
     for sub in (report.get("impaired") or {}).get("subscribers", []):
         rows.append((f"{sub['name']} (link of {sub['link']})", impaired_line(sub)))
+    if "verdict" in report:
+        level = report["service_level"]
+        levels = (
+            f"p99 <= {level['p99_ms']:g} ms, loss <= {level['loss_pct']:g} %, "
+            f"freeze <= {level['max_freeze_ms']:g} ms"
+        )
+        failures = "; ".join(f"{f['code']}: {f['message']}" for f in report["failed"])
+        rows.append(
+            (
+                "service level",
+                f"met ({levels})" if report["ok"] else f"NOT MET ({levels}): {failures}",
+            )
+        )
     width = max(len(name) for name, _ in rows)
     lines = [f"{name.ljust(width)}  {value}" for name, value in rows]
+    lines.append(PACKETS_NOTE)
     if report["bots"]["errors"]:
         lines.append(
             f"errors ({len(report['bots']['errors'])}): " + "; ".join(report["bots"]["errors"][:5])
         )
     return "\n".join(lines)
+
+
+#: What the two packet rows count (printed under the table).
+PACKETS_NOTE = (
+    '(packets: "sent" counts every media packet the publishers sent, every simulcast layer;\n'
+    ' "received" and "expected" are summed over subscribers, each expecting the packets of\n'
+    " the streams it got from its first packet to its last, so expected is not sent x subscribers\n"
+    " when subscribers join late or get one simulcast layer of three)"
+)
+
+
+def packets_sent_line(packets: dict[str, Any]) -> str:
+    return f"{packets['sent']} (audio {packets['audio']['sent']}, video {packets['video']['sent']})"
+
+
+def packets_received_line(packets: dict[str, Any]) -> str:
+    """Received of expected, lost, and how much of it retransmissions repaired."""
+    expected = sum(packets[k]["expected"] for k in KINDS)
+    lost = sum(packets[k]["lost"] for k in KINDS)
+    repaired = sum(packets[k].get("repaired", 0) for k in KINDS)
+    share = f" ({100.0 * packets['received'] / expected:.2f} %)" if expected else ""
+    return f"{packets['received']} of {expected} expected{share}, {lost} lost" + (
+        f", {repaired} repaired by retransmission" if repaired else ""
+    )
+
+
+def server_line(server: dict[str, Any]) -> str:
+    """The server's CPU and RSS, or why they were not measured."""
+    if server["pid"] is None:
+        return "not measured: pass --server-pid PID (or let parley load start the server)"
+    if not server["samples"]:
+        return f"not measured: no samples of pid {server['pid']} (gone, or /proc not readable)"
+    return f"{_fmt(server['cpu_pct'])}/{_fmt(server['cpu_pct_max'])}, {_fmt(server['rss_mb'])}"
 
 
 def impaired_line(sub: dict[str, Any]) -> str:

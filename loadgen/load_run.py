@@ -34,6 +34,7 @@ from .load_impaired import LinkState, parse_schedule
 from .load_media import default_cache_dir, prepare_media
 from .load_metrics import KINDS, Interval
 from .load_report import RunData, ServerSample, build_report, summary_table
+from .load_verdict import verdict_section
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ class LoadConfig:
     capacity_limit: int = 200
     slo_p99_ms: float = 50.0
     slo_loss_pct: float = 1.0
+    #: service level: the longest video freeze (ms); with the two above, the exit code
+    slo_freeze_ms: float = 1000.0
     #: Subscribers' receiver reports and NACKs (loadgen/load_rtcp.py).
     feedback: bool = True
     #: Per room: subscribers added behind an impaired link each (loadgen/impair.py).
@@ -603,6 +606,7 @@ class LoadRun:
         report = build_report(data)
         if self.search is not None:
             report["capacity"] = self.search.to_json()
+            report.update(verdict_section(report))
         return report
 
     def _wait_until(self, when: float) -> None:
@@ -824,8 +828,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-subscribers", type=int, default=200, help="per room; the search stops there"
     )
-    parser.add_argument("--slo-p99-ms", type=float, default=50.0, help="service level: p99 latency")
-    parser.add_argument("--slo-loss-pct", type=float, default=1.0, help="service level: loss")
+    parser.add_argument(
+        "--slo-p99-ms",
+        type=float,
+        default=50.0,
+        help="service level: p99 one-way latency of each kind, ms (default 50)",
+    )
+    parser.add_argument(
+        "--slo-loss-pct",
+        type=float,
+        default=1.0,
+        help="service level: loss of each kind, %% (default 1)",
+    )
+    parser.add_argument(
+        "--slo-freeze-ms",
+        type=float,
+        default=1000.0,
+        help="service level: the longest video freeze, ms (default 1000). The exit code is "
+        "0 when the run met its service levels and every bot joined, 1 otherwise",
+    )
     parser.add_argument(
         "--no-feedback",
         dest="feedback",
@@ -879,6 +900,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def write_json(path: str, report: dict[str, Any]) -> None:
     target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     tmp.replace(target)
@@ -915,6 +937,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name} must be at least 1")
     if args.subscribers < 0 or args.duration <= 0 or args.ramp <= 0 or args.fps <= 0:
         parser.error("--subscribers must be >= 0; --duration, --ramp and --fps positive")
+    if args.slo_p99_ms <= 0 or args.slo_freeze_ms <= 0 or not 0 <= args.slo_loss_pct <= 100:
+        parser.error(
+            "--slo-p99-ms and --slo-freeze-ms must be positive, --slo-loss-pct in [0, 100]"
+        )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = LoadConfig(
         url=args.url,
@@ -940,6 +966,7 @@ def main(argv: list[str] | None = None) -> int:
         capacity_limit=args.max_subscribers,
         slo_p99_ms=args.slo_p99_ms,
         slo_loss_pct=args.slo_loss_pct,
+        slo_freeze_ms=args.slo_freeze_ms,
         feedback=args.feedback,
         impaired_subscribers=args.impaired_subscribers,
         impaired_publishers=args.impaired_publishers,
@@ -967,8 +994,5 @@ def main(argv: list[str] | None = None) -> int:
     print(summary_table(report))
     if "capacity" in report:
         print(capacity_summary(report["capacity"]))
-    return (
-        0
-        if report["bots"]["joined"] == report["bots"]["publishers"] + report["bots"]["subscribers"]
-        else 1
-    )
+    print(f"parley load: {report['verdict']}", file=sys.stderr)
+    return 0 if report["ok"] else 1

@@ -261,19 +261,103 @@ def test_saturation_verdicts() -> None:
 # ------------------------------------------------------------------------ html
 
 
-def test_html_report_has_three_plots_and_survives_an_empty_run() -> None:
+def test_html_report_has_four_plots_and_survives_an_empty_run() -> None:
     from loadgen.load_html import join_histogram, render_html
 
     page = render_html(build_report(_run()))
-    assert page.count("<svg") == 3
-    assert "One-way latency over time" in page and "Latency CDF" in page
-    assert "<polyline" in page and "<rect x=" in page
+    images = _png_images(page)
+    assert len(images) == 4
+    for image in images:
+        assert image.size == (880, 360)
+    assert "Service level:" in page
     empty = _run()
     empty.progress = []
     empty.results = []
     page = render_html(build_report(empty))
-    assert page.count("no data") == 3
+    assert len(_png_images(page)) == 4  # each says "no data"
     assert join_histogram([]) == []
     assert join_histogram([5.0, 5.0]) == [(5.0, 2.0)] + [(5.0 + i, 0.0) for i in range(1, 20)]
     hist = join_histogram([0.0, 10.0, 20.0], bins=2)
     assert hist == [(0.0, 1.0), (10.0, 2.0)]
+
+
+def _png_images(page: str) -> list:
+    """The page's images, decoded; every one must be embedded (a data: URL)."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    sources = re.findall(r'<img[^>]*\ssrc="([^"]*)"', page)
+    assert page.count("<img") == len(sources)
+    images = []
+    for source in sources:
+        assert source.startswith("data:image/png;base64,"), source[:40]
+        images.append(Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))))
+    return images
+
+
+def test_html_report_loads_nothing_from_the_network() -> None:
+    """Self-contained: no attribute or style pulls a resource from http(s) when viewed
+    (the configuration's server URL is text, not a reference)."""
+    import re
+
+    from loadgen.load_html import render_html
+
+    page = render_html(build_report(_run()))
+    assert not re.search(r"""(src|href|action|data)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
+    assert not re.search(r"url\(\s*[\"']?\s*(https?:)?//", page, re.I)
+    assert "@import" not in page and "<script" not in page and "<link" not in page
+    assert "<iframe" not in page and "<object" not in page and "<embed" not in page
+
+
+def test_plots_have_labelled_axes_with_several_ticks_and_legends_off_the_lines() -> None:
+    """The CDF used to have one tick and a legend over its lines: every plot now has
+    labels on both axes, several tick labels each, and its legend above the axes."""
+    from loadgen.load_html import PLOTS
+
+    report = build_report(_run())
+    for title, draw in PLOTS:
+        fig = draw(report)
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        assert ax.get_xlabel() and ax.get_ylabel(), title
+        for axis in (ax.xaxis, ax.yaxis):
+            labels = [t.get_text() for t in axis.get_ticklabels() if t.get_text()]
+            assert len(labels) >= 3, (title, labels)
+        legend = ax.get_legend()
+        assert legend is not None, title
+        box = legend.get_window_extent()
+        plot_area = ax.get_window_extent()
+        assert box.y0 >= plot_area.y1 - 1, (title, box, plot_area)  # above, not over
+
+
+def test_cdf_ticks_read_as_milliseconds_not_powers_of_ten() -> None:
+    from loadgen.load_html import latency_cdf
+
+    fig = latency_cdf(build_report(_run()))
+    fig.canvas.draw()
+    labels = [t.get_text() for t in fig.axes[0].xaxis.get_ticklabels() if t.get_text()]
+    assert labels and all(re_number(label) for label in labels), labels
+
+
+def re_number(text: str) -> bool:
+    import re
+
+    return re.fullmatch(r"[0-9][0-9,]*(\.[0-9]+)?", text) is not None
+
+
+def test_summary_explains_packet_counts_and_unmeasured_server_cpu() -> None:
+    report = build_report(_run())
+    text = summary_table(report)
+    assert "packets sent by publishers" in text and "(audio 500, video 500)" in text
+    assert "packets received by subscribers" in text and "1000 of 1000 expected" in text
+    assert "summed over subscribers" in text and "not sent x subscribers" in text
+    assert "server CPU % (mean/max), RSS MB" in text and "23.50/25.00, 85.00" in text
+    unmeasured = _run()
+    unmeasured.server = []
+    unmeasured.server_pid = None
+    text = summary_table(build_report(unmeasured))
+    assert "not measured: pass --server-pid PID (or let parley load start the server)" in text
+    assert "-/-" not in text
