@@ -140,3 +140,54 @@ async def test_without_reconnect_a_dead_server_ends_the_run_not_ok(tmp_path: Pat
         assert summary["reconnects"] == [], brief
         # media did flow before: the failure is the lost connection alone
         assert all(t["frames_decoded"] > 0 for t in summary["tracks"]), summary["tracks"]
+
+
+async def test_server_shutdown_is_named_and_a_reconnecting_bot_comes_back(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM: the server says ``server_shutdown`` (with its reason) before it goes. A bot
+    without --reconnect ends not ok with ``server_shutdown`` and that reason; one with
+    --reconnect rejoins the restarted server (backoff from ``retry_after_ms``) and is ok."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server, _ = await start_server(port)
+    plain = await asyncio.create_subprocess_exec(
+        *PARLEY, "bot", "--url", url, "--room", "bye", "--name", "plain",
+        "--duration", "20", "--json", str(tmp_path / "plain.json"),
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    again = await asyncio.create_subprocess_exec(
+        *PARLEY, "bot", "--url", url, "--room", "bye", "--name", "again", "--reconnect",
+        "--duration", "16", "--json", str(tmp_path / "again.json"),
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    restarted = None
+    try:
+        await wait_for_forwarders(url, 4, 15.0)
+        await asyncio.sleep(1.5)
+        server.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(server.wait(), 10.0) is not None
+        plain_code = await asyncio.wait_for(plain.wait(), 10.0)
+        assert plain.stderr is not None
+        plain_line = (await plain.stderr.read()).decode()
+        restarted, _ = await start_server(port)
+        again_code = await asyncio.wait_for(again.wait(), 30.0)
+    finally:
+        for proc in (server, restarted, plain, again):
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    summary = json.loads((tmp_path / "plain.json").read_text())
+    brief = {k: v for k, v in summary.items() if k not in ("tracks",)}
+    assert plain_code == 1 and summary["ok"] is False, brief
+    assert [f["code"] for f in summary["failed"]] == ["server_shutdown"], brief
+    assert "server is shutting down" in summary["failed"][0]["message"], brief
+    assert "not ok: server_shutdown:" in plain_line, plain_line
+    (event,) = [e for e in summary["events"] if e["type"] == "server_shutdown"]
+    assert event["retry_after_ms"] > 0, event
+    summary = json.loads((tmp_path / "again.json").read_text())
+    brief = {k: v for k, v in summary.items() if k not in ("tracks", "events")}
+    assert again_code == 0 and summary["ok"], brief
+    (reconnect,) = summary["reconnects"]
+    assert reconnect["code"] == "server_shutdown" and reconnect["recovered"], brief
+    assert "server is shutting down" in reconnect["message"], reconnect
