@@ -707,7 +707,7 @@ class MediaPort:
     def send(self, data: bytes) -> bool:
         """Protect and send one RTP or RTCP packet."""
         dtls = self._dtls
-        if self._closed or dtls.state != "connected":
+        if self._closed or dtls.state != "connected" or len(data) < 8:
             return False
         pair = ice_connection(dtls)._nominated.get(1)
         if pair is None:
