@@ -80,6 +80,8 @@ const ui = {
   cam: byId("cam", HTMLButtonElement),
   micSelect: byId("mic-select", HTMLSelectElement),
   camSelect: byId("cam-select", HTMLSelectElement),
+  pickers: byId("device-pickers", HTMLElement),
+  devicesToggle: byId("devices-toggle", HTMLButtonElement),
   statsToggle: byId("stats-toggle", HTMLButtonElement),
   copyLink: byId("copy-link", HTMLButtonElement),
   enableSound: byId("enable-sound", HTMLButtonElement),
@@ -109,6 +111,25 @@ function setStatus(state, text) {
   ui.status.dataset.state = state;
   ui.status.textContent = text;
   ui.retryNow.hidden = state !== "reconnecting";
+}
+
+/**
+ * A control's words: its label (shown on wide screens, read by screen readers) and its
+ * tooltip.
+ * @param {HTMLButtonElement} button
+ * @param {string} text
+ */
+function setLabel(button, text) {
+  const label = button.querySelector(".label");
+  if (label) label.textContent = text;
+  else button.textContent = text;
+  button.title = text;
+}
+
+/** @param {boolean} open */
+function showPickers(open) {
+  ui.pickers.classList.toggle("open", open);
+  ui.devicesToggle.setAttribute("aria-expanded", String(open));
 }
 
 /** @param {string} name */
@@ -167,6 +188,14 @@ class Tile {
     this.lastSample = null;
     this.stalledSamples = 0;
     this.video.addEventListener("resize", () => this.scheduleLayerRequest(0));
+    if (!self) {
+      // the whole picture (letterboxed) by default; a double click fills the tile (cropped)
+      this.el.title = "Double-click: fill the tile / show the whole picture";
+      this.el.addEventListener("dblclick", () => {
+        this.el.classList.toggle("fill");
+        this.scheduleLayerRequest(0);
+      });
+    }
   }
 
   /** @param {string} text @param {boolean} on */
@@ -242,8 +271,9 @@ function tileOf(target) {
 }
 
 /**
- * What a tile needs of its video: its rendered size × devicePixelRatio, as the video
- * covers it (object-fit: cover), with headroom; paused when out of view.
+ * What a tile needs of its video: the size the video is shown at × devicePixelRatio,
+ * with headroom; paused when out of view. A remote video fits inside its tile
+ * (object-fit: contain) unless the user made it fill the tile (cover).
  * @param {Tile} tile
  * @returns {Required<LayerRequest>}
  */
@@ -253,8 +283,9 @@ function layerRequestFor(tile) {
   const aspect = tile.video.videoWidth && tile.video.videoHeight
     ? tile.video.videoWidth / tile.video.videoHeight
     : 16 / 9;
-  // the video covers the tile: its shown size is the tile scaled up to its aspect
-  const scale = Math.max(rect.width / aspect, rect.height);
+  // contain: the tile scaled down to the video's aspect; cover: scaled up to it
+  const fill = tile.self || tile.el.classList.contains("fill");
+  const scale = fill ? Math.max(rect.width / aspect, rect.height) : Math.min(rect.width / aspect, rect.height);
   const width = Math.ceil(scale * aspect * dpr * LAYER_HEADROOM);
   const height = Math.ceil(scale * dpr * LAYER_HEADROOM);
   return {
@@ -535,9 +566,13 @@ async function refreshDevices() {
       option.selected = device.deviceId === currentId;
       select.append(option);
     }
+    // one device is still a choice to show (not greyed out): it names what is in use
     select.hidden = n === 0 || !current;
-    select.disabled = n < 2;
+    select.disabled = false;
+    select.title = select.selectedOptions[0]?.textContent ?? "";
   }
+  ui.devicesToggle.hidden = ui.micSelect.hidden && ui.camSelect.hidden;
+  if (ui.devicesToggle.hidden) showPickers(false);
 }
 
 /**
@@ -743,6 +778,7 @@ function leaveCall() {
   ui.lobby.hidden = false;
   ui.joinButton.disabled = false;
   ui.enableSound.hidden = true;
+  showPickers(false);
   document.title = "Parley";
   setStatus("idle", "Not connected");
 }
@@ -770,9 +806,9 @@ function updateControls() {
   ui.cam.disabled = !c || !video;
   const micMuted = !!c && c.isMuted("audio");
   const camMuted = !!c && c.isMuted("video");
-  ui.mic.textContent = !audio ? "No microphone" : micMuted ? "Unmute" : "Mute";
+  setLabel(ui.mic, !audio ? "No microphone" : micMuted ? "Unmute" : "Mute");
   ui.mic.setAttribute("aria-pressed", String(micMuted));
-  ui.cam.textContent = !video ? "No camera" : camMuted ? "Start video" : "Stop video";
+  setLabel(ui.cam, !video ? "No camera" : camMuted ? "Start video" : "Stop video");
   ui.cam.setAttribute("aria-pressed", String(camMuted));
   if (selfTile) {
     selfTile.badge("muted", !audio || micMuted);
@@ -950,6 +986,13 @@ ui.mic.addEventListener("click", () => void toggleMute("audio"));
 ui.cam.addEventListener("click", () => void toggleMute("video"));
 ui.micSelect.addEventListener("change", () => void switchDevice("audio", ui.micSelect.value));
 ui.camSelect.addEventListener("change", () => void switchDevice("video", ui.camSelect.value));
+ui.devicesToggle.addEventListener("click", () => showPickers(!ui.pickers.classList.contains("open")));
+// the narrow layout's pickers panel closes on Escape and on a click elsewhere
+document.addEventListener("keydown", (event) => event.key === "Escape" && showPickers(false));
+document.addEventListener("pointerdown", (event) => {
+  const target = event.target instanceof Node ? event.target : null;
+  if (target && !ui.pickers.contains(target) && !ui.devicesToggle.contains(target)) showPickers(false);
+});
 ui.statsToggle.addEventListener("click", () => showStats(!document.body.classList.contains("show-stats")));
 ui.leave.addEventListener("click", () => void leave());
 ui.noticeClose.addEventListener("click", clearNotice);
