@@ -1152,6 +1152,12 @@ class Participant:
     def close_soon(self, reason: str) -> None:
         if self._close_task is None and not self.closed:
             self._close_task = asyncio.ensure_future(self.close(reason))
+            self._close_task.add_done_callback(self._close_done)
+
+    def _close_done(self, task: asyncio.Task[None]) -> None:
+        """Retrieve the outcome of a ``close_soon`` task: nobody awaits it."""
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("participant %s: closing failed: %r", self.id, task.exception())
 
     async def close(self, reason: str = "left") -> None:
         """Leave the room: unpublish, unsubscribe, close both peer connections. Idempotent."""

@@ -65,6 +65,7 @@ class Vandal:
         self.streams: dict[str, tuple[int, int, dict[str, int]]] = {}
         self.sent = 0
         self.refused = 0  # libsrtp would not protect it (it checks header lengths too)
+        self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.http = aiohttp.ClientSession()
@@ -91,6 +92,14 @@ class Vandal:
             await asyncio.sleep(0.05)
         transport = self.pc.getTransceivers()[0].sender.transport
         self.port = MediaPort(transport, lambda _d, _t: None, lambda _d, _t: None)
+        # keep reading the websocket, as any client does: that is also what answers the
+        # server's heartbeat pings
+        self._reader = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        assert self.ws is not None
+        async for _ in self.ws:
+            pass
 
     async def _next(self, wanted: str) -> dict[str, Any]:
         assert self.ws is not None
@@ -111,6 +120,8 @@ class Vandal:
             self.refused += 1
 
     async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
         if self.port is not None:
             self.port.close()
         if self.ws is not None:
@@ -279,9 +290,11 @@ def _good_call(summary: dict[str, Any], peers: set[str]) -> None:
     tracks = [t for t in summary["tracks"] if t["participant_name"] in peers]
     assert len(tracks) == 2 * len(peers), summary["tracks"]
     for track in tracks:
-        assert track["frames_decoded"] > 20, track
+        said = {k: track.get(k) for k in ("participant_name", "kind", "packets", "packets_lost")}
+        said.update({k: track.get(k) for k in ("frames_decoded", "max_freeze_ms")})
+        assert track["frames_decoded"] > 20, said
         if track["kind"] == "video":
-            assert track["max_freeze_ms"] < 1500, track
+            assert track["max_freeze_ms"] < 1500, said
 
 
 @pytest.fixture
@@ -368,11 +381,16 @@ async def test_media_fuzz_inside_srtp_leaves_every_call_untouched(
     server_factory: ServerFactory, caplog: pytest.LogCaptureFixture, unretrieved: Any
 ) -> None:
     caplog.set_level(logging.INFO)
-    server = await server_factory(ServerConfig(sfu=SfuConfig(malformed_log_interval=LOG_INTERVAL)))
     rng = random.Random(int(os.environ.get("PARLEY_MEDIA_FUZZ_SEED", "12")))
     rtp, rtcp, extmap = capture_packets()
-    rate = 1500.0  # packets per second
+    # packets per second; a long run goes slower, so that the in-process bots (which try
+    # to decode every junk frame forwarded to them) keep up for minutes
+    rate = 1500.0 if FUZZ_PACKETS <= 5000 else 500.0
     duration = 5.0 + FUZZ_PACKETS / rate
+    # (the vandal never answers its subscribe offer: in a long run it must not be removed
+    # for that)
+    sfu = SfuConfig(malformed_log_interval=LOG_INTERVAL, subscribe_answer_timeout=duration + 60)
+    server = await server_factory(ServerConfig(sfu=sfu))
     configs = [
         BotConfig(url=server.url, room=room, name=name, duration=duration)
         for room, name in (("calm", "ann"), ("calm", "bob"), ("fuzz", "carol"), ("fuzz", "dave"))
@@ -405,7 +423,8 @@ async def test_media_fuzz_inside_srtp_leaves_every_call_untouched(
             await asyncio.sleep(0.02)
         elapsed = loop.time() - started
         await asyncio.sleep(0.5)
-        assert not participant.closed  # junk is dropped, not a reason to close anyone
+        # junk is dropped, not a reason to close anyone
+        assert not participant.closed, participant.close_reason
         counters = participant.counters
         malformed = counters["rtp_malformed"] + counters["rtcp_malformed"]
         # (libsrtp refuses to protect some mutations, e.g. CSRC lists past the end, and
