@@ -1142,6 +1142,12 @@ export class ParleyClient extends EventTarget {
       const participant = toParticipant(info);
       this.participants.set(participant.id, participant);
     }
+    // layer requests are kept across a rejoin for the tracks still there (they are
+    // re-sent when the new subscribe offers map them); the others' tracks are gone for
+    // good (after a server restart every track id is new)
+    for (const trackId of [...this._layerRequests.keys()]) {
+      if (![...this.participants.values()].some((p) => p.tracks.has(trackId))) this._layerRequests.delete(trackId);
+    }
     this._setState("joined");
     this._startKeepalive();
     this._emit("joined", {

@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 from playwright.async_api import Page
 
-from .conftest import AppPage, OpenApp, wait_for
+from .conftest import AppPage, OpenApp, OpenClient, RunningServer, wait_for
 
 #: Repetitions of kill + restart per signal (the issue asks for 5).
 REPETITIONS = 5
@@ -263,3 +263,25 @@ async def test_pages_and_a_bot_are_back_with_media_within_5_s_of_a_restart(
                     bot.kill()
                     await bot.wait()
                 await server.close()
+
+
+async def test_the_backoff_is_capped_jittered_and_never_stops(
+    server: RunningServer, open_client: OpenClient
+) -> None:
+    page = await open_client(server)
+    delays = await page.evaluate(
+        """() => {
+          const {reconnectDelay} = window.Parley;
+          const run = (random, hintMs = null) => Array.from({length: 40}, (_, i) =>
+            reconnectDelay(i + 1, {min: 250, max: 2000, hintMs, random: () => random}));
+          return {low: run(0), high: run(0.999), hinted: run(0, 3000), client:
+            new window.Parley.ParleyClient({room: "r", name: "n"}).options};
+        }"""
+    )
+    # 0.25 s doubling to the 2 s cap, x0.75-1.25, for ever (attempt 40 as attempt 4)
+    assert delays["low"][:5] == [188, 375, 750, 1500, 1500], delays["low"]
+    assert set(delays["low"][3:]) == {1500} and set(delays["high"][3:]) == {2499}, delays
+    # the server's retry_after_ms is the first wait (x1-1.25), then the usual schedule
+    assert delays["hinted"][:2] == [3000, 375], delays["hinted"]
+    options = delays["client"]
+    assert (options["reconnectMinDelayMs"], options["reconnectMaxDelayMs"]) == (250, 2000)
