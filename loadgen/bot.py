@@ -74,6 +74,9 @@ TrackKey = tuple[str, str]
 DEFAULT_GRACE = 3.0
 #: Gaps between decoded video frames at least this long (s) are kept (``TrackStats.gaps``).
 GAP_RECORD_S = 0.2
+#: The websocket is pinged this often (s) and given half as long to answer: a server that
+#: vanished without closing the connection is noticed within 1.5x this.
+WS_HEARTBEAT = 10.0
 
 _FID_GROUP = re.compile(r"^a=ssrc-group:FID (\d+) (\d+)", re.MULTILINE)
 
@@ -774,7 +777,8 @@ class Bot:
         self._session = aiohttp.ClientSession()
         try:
             self._ws = await asyncio.wait_for(
-                self._session.ws_connect(cfg.ws_url, autoping=True), timeout
+                self._session.ws_connect(cfg.ws_url, autoping=True, heartbeat=WS_HEARTBEAT),
+                timeout,
             )
         except TimeoutError:
             raise JoinFailed(f"no websocket within {timeout:.1f} s") from None
