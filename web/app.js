@@ -104,13 +104,33 @@ function clearNotice() {
 }
 
 /**
+ * The status line (an aria-live region). `spoken`, when given, is what screen readers
+ * get instead of `text`: a countdown ticks in `text` several times a second, and only
+ * changes of `spoken` are announced.
  * @param {"idle" | "connecting" | "connected" | "reconnecting" | "error"} state
  * @param {string} text
+ * @param {string} [spoken]
  */
-function setStatus(state, text) {
+function setStatus(state, text, spoken) {
   ui.status.dataset.state = state;
-  ui.status.textContent = text;
   ui.retryNow.hidden = state !== "reconnecting";
+  // "Connection lost. " is left out on narrow windows (the rest says enough)
+  const lost = "Connection lost. ";
+  const shown = text.startsWith(lost) ? [element("span", "wide-only", lost), text.slice(lost.length)] : [text];
+  if (spoken === undefined) {
+    if (ui.status.textContent !== text) ui.status.replaceChildren(...shown);
+    return;
+  }
+  let visual = ui.status.querySelector(".visual");
+  let said = ui.status.querySelector(".sr-only");
+  if (!visual || !said) {
+    visual = element("span", "visual");
+    visual.setAttribute("aria-hidden", "true");
+    said = element("span", "sr-only");
+    ui.status.replaceChildren(visual, said);
+  }
+  visual.replaceChildren(...shown);
+  if (said.textContent !== spoken) said.textContent = spoken;
 }
 
 /**
@@ -449,6 +469,7 @@ function updateStatus() {
           : trying || left === 0
             ? `Connection lost. Reconnecting now (attempt ${attempt})…`
             : `Connection lost. Reconnecting in ${left.toFixed(1)} s (attempt ${attempt})…`,
+        attempt === 0 ? "Connection lost. Reconnecting." : `Connection lost. Reconnecting, attempt ${attempt}.`,
       );
       return;
     }
