@@ -557,10 +557,17 @@ class Bot:
         return summary
 
     async def _connect(self) -> None:
-        """Join (and publish): one connection to the server."""
+        """Join (and publish): the first connection to the server. A connection lost
+        while publishing is left to :meth:`run` (it rejoins with ``--reconnect``)."""
         await self._join()
         if self.config.publish:
-            await self._publish()
+            try:
+                await self._publish()
+            except (aiohttp.ClientError, OSError, RuntimeError):
+                with contextlib.suppress(TimeoutError):  # the read loop names the cause
+                    await asyncio.wait_for(self._session_over.wait(), 1.0)
+                if self._drop is None:
+                    raise
 
     async def _reconnect(self, drop: tuple[str, str], deadline: float) -> bool:
         """The connection was lost (``drop``: code, message): tear it down and rejoin
