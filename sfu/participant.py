@@ -696,6 +696,7 @@ class Participant:
             raise NegotiationError("wrong_state", "no subscribe offer is outstanding")
         try:
             adapter.describe_remote_media(answer_sdp)
+            check_transport(answer_sdp)
             await self._sub_pc.setRemoteDescription(
                 RTCSessionDescription(sdp=answer_sdp, type="answer")
             )

@@ -44,8 +44,9 @@ async def test_offers_without_usable_transport_attributes_get_bad_sdp(
         "no a=ice-ufrag": _without(good, "a=ice-ufrag:"),
         "no a=ice-pwd": _without(good, "a=ice-pwd:"),
         "holdconn": good.replace("a=setup:actpass", "a=setup:holdconn"),
-        "no a=fingerprint of a supported hash": good.replace(
-            fingerprint, "a=fingerprint:md5 " + fingerprint.split()[1]
+        "no a=fingerprint of a supported hash": "\r\n".join(
+            "a=fingerprint:md5 " + line.split()[1] if line.startswith("a=fingerprint:") else line
+            for line in good.split("\r\n")
         ),
         "is not a sha-256 digest": good.replace(fingerprint, fingerprint[:-3]),
     }
@@ -156,3 +157,35 @@ async def _wait_empty(server: RunningServer) -> bool:
             return True
         await asyncio.sleep(0.1)
     return False
+
+
+async def test_a_subscribe_answer_without_fingerprint_gets_bad_sdp(server: RunningServer) -> None:
+    """The same check on the answer a subscriber sends (aiortc would apply it and its
+    connect task would die; the subscriber would never get media)."""
+    publisher = create_peer_connection(IceConfig())
+    publisher.addTransceiver("audio", direction="sendonly")
+    await publisher.setLocalDescription(await publisher.createOffer())
+    subscriber = create_peer_connection(IceConfig())
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(f"{server.url}/ws") as pub,
+            http.ws_connect(f"{server.url}/ws") as sub,
+        ):
+            await pub.send_json({"type": "join", "room": "answers", "name": "pub"})
+            assert (await _next(pub))["type"] == "joined"
+            await sub.send_json({"type": "join", "room": "answers", "name": "sub"})
+            assert (await _next(sub))["type"] == "joined"
+            await pub.send_json({"type": "publish_offer", "sdp": publisher.localDescription.sdp})
+            while (msg := await _next(sub))["type"] != "subscribe_offer":
+                pass
+            await subscriber.setRemoteDescription(RTCSessionDescription(msg["sdp"], "offer"))
+            await subscriber.setLocalDescription(await subscriber.createAnswer())
+            answer = _without(subscriber.localDescription.sdp, "a=fingerprint:")
+            await sub.send_json({"type": "subscribe_answer", "sdp": answer})
+            while (reply := await _next(sub))["type"] != "error":
+                pass
+            assert reply["code"] == "bad_sdp" and "no a=fingerprint" in reply["message"], reply
+    finally:
+        await publisher.close()
+        await subscriber.close()
