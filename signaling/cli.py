@@ -16,12 +16,14 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from aiohttp import web
+# aiohttp, aiortc and the SFU are imported when a command runs, not with this module:
+# `parley --help` answers at once, and a Ctrl-C during start-up lands in main()
+if TYPE_CHECKING:
+    from aiohttp import web
 
-from sfu.config import IceConfig, IceServer, SfuConfig
-
-from .server import ServerConfig, create_app
+    from sfu.config import IceServer
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -39,6 +41,8 @@ COMMANDS: dict[str, str] = {
 
 def _ice_server(text: str) -> IceServer:
     """``stun:host:port`` or ``turn:host:port?transport=udp,user,password``."""
+    from sfu.config import IceServer
+
     parts = text.split(",")
     if len(parts) == 3:
         return IceServer(urls=(parts[0],), username=parts[1], credential=parts[2])
@@ -132,6 +136,8 @@ class ListenError(Exception):
 
 
 async def _listen(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, list[str]]:
+    from aiohttp import web
+
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -182,6 +188,10 @@ async def _serve(app: web.Application, host: str, port: int, out: Callable[[str]
 
 def serve_main(argv: list[str]) -> int:
     args = build_serve_parser().parse_args(argv)
+    from sfu.config import IceConfig, SfuConfig
+
+    from .server import ServerConfig, create_app
+
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -213,7 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     if argv[0] in commands:
-        return commands[argv[0]](argv[1:])
+        try:
+            return commands[argv[0]](argv[1:])
+        except KeyboardInterrupt:  # Ctrl-C before a command installed its own handling
+            return 130
     parser.parse_args(argv)  # --help prints the commands and exits 0; anything else is an error
     parser.error(f"unknown command {argv[0]!r}")
 

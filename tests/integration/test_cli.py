@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
+import time
+from pathlib import Path
 
 from ._parley_process import parley_command
 
@@ -86,3 +89,22 @@ def test_unknown_host_is_one_clear_line() -> None:
     (line,) = run.stderr.splitlines()
     assert line.startswith("parley serve: cannot listen on 'no-such-host.invalid'"), line
     assert line.endswith("pass --host"), line
+
+
+def test_ctrl_c_while_starting_is_quiet() -> None:
+    """Ctrl-C during start-up (imports, before the server listens) ends without a traceback."""
+    proc = subprocess.Popen(
+        [*parley_command(), "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # wait until main() is importing the server (aiohttp's C parser is mapped), then press
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.monotonic() + 30
+    while "aiohttp/_http_parser" not in maps.read_text() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode in (0, 130), (proc.returncode, err)
+    assert "Traceback" not in err, err
