@@ -124,6 +124,7 @@ async def test_a_sigstopped_bot_is_gone_within_8_s_and_a_3_s_stall_is_survived(
                 "the frozen bot was not removed"
             )
             left = watcher.arrivals("participant_left")[0] - stopped
+            print(f"participant_left {left:.1f} s after SIGSTOP")  # shown with pytest -s
             assert 4.0 <= left <= 8.0, f"participant_left {left:.1f} s after SIGSTOP"
             assert participant.close_reason is not None
             assert participant.close_reason.startswith("peer connection"), participant.close_reason
