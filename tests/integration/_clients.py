@@ -14,7 +14,8 @@ import json
 from typing import Any
 
 import aiohttp
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
 
 from loadgen.media import PatternTrack, ToneTrack
 from sfu.aiortc_adapter import create_peer_connection
@@ -37,6 +38,7 @@ class Client:
         self.sub_pc: RTCPeerConnection | None = None
         self._arrived = asyncio.Condition()
         self._reader: asyncio.Task[None] | None = None
+        self._drains: list[asyncio.Task[None]] = []
 
     async def connect(self) -> Client:
         self.ws = await self.http.ws_connect(f"{self.url}/ws", autoping=True)
@@ -102,10 +104,20 @@ class Client:
     async def _answer(self, offer: dict[str, Any]) -> None:
         if self.sub_pc is None:
             self.sub_pc = create_peer_connection(IceConfig())
+            # aiortc decodes what it receives into an unbounded queue per track: drain it
+            self.sub_pc.on("track", self._drain)
         pc = self.sub_pc
         await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
         await pc.setLocalDescription(await pc.createAnswer())
         await self.send({"type": "subscribe_answer", "sdp": pc.localDescription.sdp})
+
+    def _drain(self, track: MediaStreamTrack) -> None:
+        async def discard() -> None:
+            with contextlib.suppress(MediaStreamError):
+                while True:
+                    await track.recv()
+
+        self._drains.append(asyncio.ensure_future(discard()))
 
     async def packets_received(self) -> int:
         """RTP packets received so far on the subscribe connection (all tracks)."""
@@ -128,3 +140,6 @@ class Client:
         for pc in (self.pub_pc, self.sub_pc):
             if pc is not None:
                 await pc.close()
+        for drain in self._drains:
+            drain.cancel()
+        await asyncio.gather(*self._drains, return_exceptions=True)

@@ -79,13 +79,20 @@ async def _read_frames(reader: asyncio.StreamReader, reply: Reply) -> None:
 
 
 async def _send_huge_frame(port: int, size: int) -> Reply:
-    """Announce a text frame of ``size`` bytes and stream it until the server stops us."""
+    """Announce a text frame of ``size`` bytes, give the server a moment to answer, then
+    stream the payload until the server stops us (or all of it went).
+
+    The header goes alone first: a server that closes a socket holding unread data resets
+    it, and the reset can destroy the reply before this client reads it.
+    """
     reader, writer = await _handshake(port)
     reply = Reply()
     replies = asyncio.ensure_future(_read_frames(reader, reply))
     chunk = b"a" * MB
     try:
         writer.write(_text_frame_header(size))
+        await writer.drain()
+        await asyncio.wait({replies}, timeout=3.0)
         while reply.sent_bytes < size and not replies.done():
             writer.write(chunk)
             await writer.drain()
