@@ -18,6 +18,9 @@ acknowledged (delivered) rate. Tests and the server run in a loopback-only netwo
 namespace: the script re-executes itself under ``scripts/in_netns.py``.
 
     .venv/bin/python bench/three_bots.py [--runs 10] [--duration 60] [--only plain,stalled]
+                                         [--cpus 0]
+
+``--cpus 0`` pins the server and the bots to one core: a busy machine on demand.
 
 It prints one line per run and receiver and a summary, and writes
 ``bench/results/three_bots.json``. See ``docs/congestion.md``.
@@ -75,19 +78,32 @@ async def stall(proc: asyncio.subprocess.Process, start: float, stop: float) -> 
 
 
 def sample(
-    sfu: Any, room: str, now: float, t: float, samples: dict[str, list[list[float | None]]]
+    sfu: Any,
+    room: str,
+    now: float,
+    t: float,
+    samples: dict[str, list[list[float | None]]],
+    events: dict[str, list[list[Any]]],
 ) -> None:
     """One row per subscriber at ``t`` s into the run (``now`` on the loop's clock):
-    (t, remb, cap, acknowledged bit/s, sent bit/s)."""
+    (t, remb, cap, acknowledged bit/s, sent bit/s, loss, share acknowledged); and the
+    estimator's cap changes (t, reason, cap)."""
     r = sfu.rooms.get(room)
     if r is None:
         return
     for p in r.participants.values():
         bwe = p.bwe
-        acked = bwe.acked(now) if hasattr(bwe, "acked") else None
-        rate = None if acked is None else round(acked.rate)
-        row = [round(t, 2), p.remb_bitrate, bwe.cap, rate, round(bwe.sent)]
+        acked = bwe.acked(now)
+        row = [round(t, 2), p.remb_bitrate, bwe.cap, round(bwe.sent)]
+        if acked is None:
+            row[3:3] = [None]
+            row += [None, None]
+        else:
+            share = acked.acked_share
+            row[3:3] = [round(acked.rate)]
+            row += [round(acked.loss, 3), None if share is None else round(share, 3)]
         samples.setdefault(p.name, []).append(row)
+        events[p.name] = [[round(at - now + t, 2), why, cap] for at, why, cap in bwe.events]
 
 
 def track_figures(summary: dict[str, Any], names: dict[str, str]) -> list[dict[str, Any]]:
@@ -136,6 +152,7 @@ async def one_run(scenario: str, duration: float, index: int, tmp: Path) -> dict
     room = f"{scenario}{index}"
     loop = asyncio.get_running_loop()
     samples: dict[str, list[list[float | None]]] = {}
+    events: dict[str, list[list[Any]]] = {}
     procs = []
     paths = []
     try:
@@ -155,7 +172,7 @@ async def one_run(scenario: str, duration: float, index: int, tmp: Path) -> dict
         t0 = loop.time()
         sfu = app[SFU_KEY]
         while any(p.returncode is None for p in procs):
-            sample(sfu, room, loop.time(), loop.time() - t0, samples)
+            sample(sfu, room, loop.time(), loop.time() - t0, samples, events)
             waits = [asyncio.ensure_future(p.wait()) for p in procs if p.returncode is None]
             await asyncio.wait(waits, timeout=0.25)
             for w in waits:
@@ -182,6 +199,7 @@ async def one_run(scenario: str, duration: float, index: int, tmp: Path) -> dict
             "min_cap": min(caps, default=None),
             "capped_s": round(0.25 * len(caps), 2),
             "median_acked": sorted(acks)[len(acks) // 2] if acks else None,
+            "cap_changes": events.get(name, []),
         }
     return {
         "scenario": scenario,
@@ -266,7 +284,16 @@ async def main_async(args: argparse.Namespace) -> int:
     for r in results:
         if not args.keep_samples:
             r.pop("samples", None)
-    out.write_text(json.dumps({"summary": summary, "runs": results}, indent=1) + "\n")
+    setup = {
+        "runs": args.runs,
+        "duration_s": args.duration,
+        "cpus": args.cpus,
+        "cores": os.cpu_count(),
+        "loadavg_end": list(os.getloadavg()),
+    }
+    out.write_text(
+        json.dumps({"setup": setup, "summary": summary, "runs": results}, indent=1) + "\n"
+    )
     print(f"written {out}")
     return 0 if all(r["verdict"]["ok"] for r in results) else 1
 
@@ -284,12 +311,20 @@ def main() -> int:
         help="where to write the results (default bench/results/three_bots.json)",
     )
     parser.add_argument(
+        "--cpus",
+        default=None,
+        help="run the server and the bots on these CPUs only, e.g. 0 (a busy machine: "
+        "three bots and the server sharing one core)",
+    )
+    parser.add_argument(
         "--keep-samples",
         action="store_true",
         help="keep the estimator's samples (every 0.25 s) in the JSON",
     )
     args = parser.parse_args()
     reexec_in_netns()
+    if args.cpus is not None:
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})  # bots inherit it
     return asyncio.run(main_async(args))
 
 

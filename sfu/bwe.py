@@ -25,7 +25,9 @@ sending leg, and confirmed by probing:
   never under ``acked_trust`` x the acknowledged rate: on a link that really carries
   less, that rate falls with it. And while the link keeps up, a cap below
   ``acked_trust`` x the acknowledged rate rises to it. Before anything is measured (no
-  receiver reports yet), REMB is read as below.
+  receiver reports yet), REMB is read as below; once the reports have been measured, a
+  REMB that comes while they have stopped (stale: the receiver's process is starved)
+  is not believed either.
 * **Loss** in receiver reports (RFC 3550 fraction lost, for the video SSRCs), as in
   libwebrtc's loss-based controller: above ``loss_high`` (10 %) in two reports in a
   row, or above twice that in one, the cap becomes ``sent x (1 - loss / 2)``; between
@@ -195,7 +197,10 @@ class BandwidthEstimator:
         up."""
         s = self.settings
         measured = self.delivery.measure(now)
-        keeps_up = self._keeps_up(measured)
+        # reports measured before that have stopped (every stream stale): the receiver
+        # is silent or behind, which is no evidence of congestion on the path either
+        silent = measured is None and self.delivery.measured
+        keeps_up = silent or self._keeps_up(measured)
         plausible = not keeps_up or (
             measured is not None and bitrate >= s.acked_trust * measured.rate
         )

@@ -20,10 +20,13 @@ Rates are taken over the arrival times of the reports, per stream, then summed:
   seconds that averages out; a link that suddenly carries less shows in the last
   interval at once. So the rate follows a fall at once and a rise over ``window``.
 * ``loss``: the fraction the receiver's link lost over the same two spans (the higher).
-* ``acked_share``: the bytes acknowledged over the ``window`` against the bytes the SFU
-  sent on those streams between the same two reports. A link that keeps up
-  acknowledges about all of it (what is in flight at either end cancels out); a link
-  whose queue builds, or that drops packets, acknowledges less.
+* ``acked_share``: the bytes acknowledged over the last ``share_window`` seconds of
+  reports against the bytes the SFU sent on those streams between the same two
+  reports. A link that keeps up acknowledges about all of it (what is in flight at
+  either end cancels out); a link whose queue builds, or that drops packets,
+  acknowledges less, and goes on acknowledging less. A receiver whose process is
+  starved of CPU for a moment (its packets wait in its socket buffer) acknowledges less
+  for a second and then catches up: over ``share_window`` that mostly cancels out.
 
 A stream whose last report is older than ``stale`` seconds no longer counts (its
 receiver acknowledges nothing); one silent for ``forget`` seconds is dropped. Reports
@@ -39,6 +42,7 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True, slots=True)
 class DeliverySettings:
     window: float = 2.0
+    share_window: float = 4.0
     recent: float = 0.5
     #: a stream's rate needs reports at least this far apart (s)
     min_span: float = 0.4
@@ -71,9 +75,9 @@ class _Stream:
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """Acknowledged bit/s and the fraction lost, over the spans of ``DeliveryRate``, and
-    how much of what the SFU sent over the ``window`` the receiver acknowledged
+    how much of what the SFU sent over the ``share_window`` the receiver acknowledged
     (``acked_share``: about 1 while the link keeps up, less while a queue builds or
-    packets are lost; None when nothing was sent over the window, so nothing says
+    packets are lost; None when nothing was sent over it, so nothing says
     whether the link keeps up)."""
 
     rate: float
@@ -89,6 +93,8 @@ class DeliveryRate:
         self._streams: dict[int, _Stream] = {}
         #: reports ignored because their sequence numbers went backwards or jumped
         self.restarts = 0
+        #: whether a rate has ever been measured (``measure`` returned something)
+        self.measured = False
 
     def on_report(
         self,
@@ -147,7 +153,7 @@ class DeliveryRate:
         s.highest, s.cumulative_lost = highest, cumulative_lost
         s.packets_sent, s.bytes_sent, s.not_sent = packets_sent, bytes_sent, not_sent
         # keep the marks the window needs: the newest one at or before its start, and after
-        cut = s.marks[-1].at - self.settings.window
+        cut = s.marks[-1].at - max(self.settings.window, self.settings.share_window)
         first = 0
         for i, mark in enumerate(s.marks):
             if mark.at <= cut:
@@ -190,10 +196,12 @@ class DeliveryRate:
             for a, b in spans:
                 if b.expected > a.expected:
                     loss = max(loss, (b.lost - a.lost) / (b.expected - a.expected))
-            if window is not None:
-                a, b = window
+            share = self._span(s, st.share_window)
+            if share is not None:
+                a, b = share
                 acked += b.acked_bytes - a.acked_bytes
                 sent += b.sent_bytes - a.sent_bytes
         if total is None:
             return None
+        self.measured = True
         return Delivery(total, loss, acked / sent if sent > 0 else None)

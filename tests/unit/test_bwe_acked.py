@@ -374,11 +374,42 @@ def test_paused_video_does_not_look_like_a_link_that_keeps_up() -> None:
     link.run(4.0)
     bwe._decrease(100_000, 4.0, "loss")  # capped below the lowest layer: paused
     link.sent = 0.0
-    link.run(8.0)
-    m = bwe.acked(8.0)
+    link.run(10.0)
+    m = bwe.acked(10.0)
     assert m is not None and m.acked_share is None
-    assert not bwe.link_keeps_up(8.0)
-    assert bwe.start_probe(8.0, wanted=True) is not None
-    link.remb = _collapse(8.1, 300_000, 100_000, 0.3)
-    link.run(8.5)
+    assert not bwe.link_keeps_up(10.0)
+    assert bwe.start_probe(10.0, wanted=True) is not None
+    link.remb = _collapse(10.1, 300_000, 100_000, 0.3)
+    link.run(10.5)
     assert bwe.probe is None and bwe.failed_probes == 1
+
+
+def test_a_receiver_starved_of_cpu_for_a_second_keeps_its_video() -> None:
+    """On a loaded machine a receiver's process may not run for a second: its packets
+    wait in its socket buffer, its reports come late and show it behind, and its REMB
+    falls. It then catches up: no cap."""
+    bwe = BandwidthEstimator()
+    link = Link(bwe)
+    link.run(10.0)
+    link.rate = 0.0  # nothing is read from the socket...
+    link.report_delay = lambda t: max(0.0, 11.2 - t)  # ...and no report leaves
+    link.remb = _collapse(10.0, 900_000, 60_000, 1.5)
+    link.run(11.2)
+    link.rate = 100_000_000.0  # it runs again and catches up
+    link.run(30.0)
+    assert bwe.estimate(30.0) is None, bwe.events
+
+
+def test_a_remb_while_the_reports_have_stopped_is_not_believed() -> None:
+    """A receiver starved for several seconds sends nothing; when it runs again its
+    REMB may come before its next receiver report. Reports measured before and now
+    stale are no evidence of congestion: the REMB drop is not believed."""
+    bwe = BandwidthEstimator()
+    link = Link(bwe)
+    link.run(10.0)
+    link.report_delay = lambda t: max(0.0, 15.0 - t)  # no report leaves from 10 to 15 s
+    link.remb = lambda t: None if t < 14.0 else _collapse(14.0, 900_000, 60_000, 0.6)(t)
+    link.run(14.8)
+    assert bwe.acked(14.8) is None  # stale
+    assert bwe.estimate(14.8) is None
+    assert bwe.rembs_ignored >= 2
