@@ -168,14 +168,14 @@ class BandwidthEstimator:
             del self.events[:-32]
 
     def acked(self, now: float) -> Delivery | None:
-        """What the receiver acknowledged receiving (bit/s, loss), or None before it is
-        measured."""
+        """What the receiver acknowledged receiving (bit/s, loss, share of what was
+        sent), or None before it is measured or while its reports are stale."""
         return self.delivery.measure(now)
 
     def link_keeps_up(self, now: float) -> bool:
         """Whether the receiver's own reports show its link taking everything sent to it:
         no more than ``loss_low`` lost and at least ``keep_up`` of what was sent
-        acknowledged over the delivery window. False before anything is measured, and
+        acknowledged (``Delivery.acked_share``). False before anything is measured, and
         while no video is sent (paused video says nothing about the link: a probe's
         padding alone must not look like a link that keeps up)."""
         return self._keeps_up(self.delivery.measure(now))
