@@ -58,6 +58,8 @@ class ServerConfig:
     #: Seconds a client gets to take its ``server_shutdown`` and close frame before its
     #: connection is cut (a client that stopped reading must not hold the shutdown up).
     shutdown_grace: float = 0.3
+    #: Seconds the whole shutdown of sessions may take; what is left is cancelled.
+    shutdown_timeout: float = 0.7
 
 
 #: Server messages queued for one client before it is considered gone (it stopped reading).
@@ -125,6 +127,8 @@ class Session:
         self._leave_request_id: m.RequestId | None = None
         self._overflowed = False
         self._tasks: set[asyncio.Task[None]] = set()
+        #: the task running this session's websocket handler
+        self.handler: asyncio.Task[object] | None = None
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         """Run ``coro`` in the background, keeping a reference and retrieving its outcome."""
@@ -403,6 +407,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     ws = ParleyWebSocket(config.max_message_bytes, heartbeat=config.sfu.websocket_heartbeat)
     await ws.prepare(request)
     session = Session(ws, request, sfu, config)
+    session.handler = asyncio.current_task()
     sessions = request.app[SESSIONS_KEY]
     sessions.add(session)
     loop = asyncio.get_running_loop()
@@ -485,19 +490,29 @@ async def shutdown_sessions(app: web.Application) -> None:
     sessions = list(cast("set[Session]", app[SESSIONS_KEY]))
     if sessions:
         logger.info("shutting down: closing %d session(s)", len(sessions))
-    results = await asyncio.gather(
-        *(
+    closing = [
+        asyncio.ensure_future(
             s.shutdown(
                 config.shutdown_reason, config.shutdown_retry_after_ms, config.shutdown_grace
             )
-            for s in sessions
-        ),
-        app[SFU_KEY].close(),
-        return_exceptions=True,
-    )
-    for result in results:
-        if isinstance(result, Exception):
-            logger.error("closing a session at shutdown failed", exc_info=result)
+        )
+        for s in sessions
+    ]
+    closing.append(asyncio.ensure_future(app[SFU_KEY].close()))
+    # the websocket handlers end once their session is closed; aiohttp would wait for
+    # them up to its shutdown_timeout (60 s by default), so they are waited for here
+    handlers = [s.handler for s in sessions if s.handler is not None]
+    # goodbyes are bounded by shutdown_grace and closing peer connections takes
+    # milliseconds, but nothing that hangs may keep the process from exiting
+    done, pending = await asyncio.wait([*closing, *handlers], timeout=config.shutdown_timeout)
+    for task in pending:
+        task.cancel()
+    if pending:
+        logger.warning("shutting down: %d task(s) did not end in time, cancelled", len(pending))
+        await asyncio.wait(pending, timeout=0.1)
+    for task in done:
+        if task in closing and not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error("closing a session at shutdown failed", exc_info=exc)
 
 
 def setup_parley(

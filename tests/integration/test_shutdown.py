@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
+import sys
 
 import aiohttp
 import pytest
@@ -81,6 +83,7 @@ async def test_stop_tells_every_client_and_exits_within_a_second(signum: int) ->
         assert exited_after <= EXIT_WITHIN, f"exited {exited_after:.2f} s after the signal"
         assert returncode == 0, (returncode, server.stderr[-20:])
         assert server.problems() == [], server.problems()
+        assert not [line for line in server.stderr if "did not end in time" in line]
         assert any("shutting down" in line for line in server.stdout), server.stdout
 
 
@@ -126,3 +129,66 @@ async def test_a_client_that_stopped_reading_does_not_hold_the_shutdown() -> Non
         assert listener.messages[-1]["type"] == "server_shutdown", listener.messages
         assert listener.close_code == 1001
         assert exited_after <= EXIT_WITHIN, f"exited {exited_after:.2f} s after the signal"
+
+
+HUNG_AUTHORIZE_APP = """
+import asyncio, sys
+from aiohttp import web
+from signaling.server import ServerConfig, setup_parley
+
+async def authorize(join):
+    await asyncio.Event().wait()  # an authorisation service that never answers
+
+app = web.Application()
+setup_parley(app, ServerConfig(authorize=authorize), prefix="/parley")
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]))  # aiohttp's 60 s shutdown_timeout
+"""
+
+
+async def test_an_embedding_app_stops_even_with_a_handler_stuck() -> None:
+    """A session stuck in the embedder's authorisation callback does not hold run_app's
+    shutdown (60 s by default): the client still hears why, the process exits at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        HUNG_AUTHORIZE_APP,
+        str(port),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}/parley"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with asyncio.timeout(30):
+                while True:
+                    try:
+                        async with http.get(f"{url}/healthz") as resp:
+                            if resp.status == 200:
+                                break
+                    except aiohttp.ClientConnectionError:
+                        await asyncio.sleep(0.1)
+            stuck = await Client(http, url).connect()
+            await stuck.send({"type": "join", "room": "r", "name": "waits"})
+            await asyncio.sleep(0.3)  # the handler is now inside authorize()
+            loop = asyncio.get_running_loop()
+            signalled = loop.time()
+            proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(10):
+                await proc.wait()
+            exited_after = loop.time() - signalled
+            async with asyncio.timeout(5):
+                await stuck.ended.wait()
+            await stuck.close()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert [m["type"] for m in stuck.messages] == ["server_shutdown"], stuck.messages
+    assert stuck.close_code == 1001
+    assert exited_after <= EXIT_WITHIN, f"exited {exited_after:.2f} s after SIGTERM"
+    assert proc.stderr is not None
+    log = (await proc.stderr.read()).decode()
+    assert "Traceback" not in log and "never retrieved" not in log, log
