@@ -32,6 +32,7 @@ from signaling.messages import (
     PublishAnswer,
     PublishedTrack,
     PublishOffer,
+    ServerShutdown,
     SetLayer,
     SubscribeAnswer,
     SubscribedTrack,
@@ -466,6 +467,10 @@ SERVER_EXAMPLES: list[tuple[object, dict[str, Any]]] = [
     (ActiveSpeaker(None), {"type": "active_speaker", "participant": None}),
     (Left("left", "bye"), {"type": "left", "reason": "left", "request_id": "bye"}),
     (Left("removed"), {"type": "left", "reason": "removed"}),
+    (
+        ServerShutdown("server is shutting down", 2000),
+        {"type": "server_shutdown", "reason": "server is shutting down", "retry_after_ms": 2000},
+    ),
     (Pong(), {"type": "pong"}),
     (Pong(7), {"type": "pong", "request_id": 7}),
     (
@@ -513,6 +518,7 @@ def test_every_server_message_type_is_covered():
         PublishAnswer,
         SubscribeOffer,
         Left,
+        ServerShutdown,
         Pong,
         ErrorMessage,
     }
