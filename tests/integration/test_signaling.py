@@ -237,3 +237,30 @@ async def test_static_serves_only_the_page(server: RunningServer) -> None:
         for link in re.findall(r'(?:src|href)="(static/[^"]+)"', page):
             async with http.get(f"{server.url}/{link}") as resp:
                 assert resp.status == 200, link
+
+
+async def test_bundle_naming_a_missing_mid_is_refused(server: RunningServer) -> None:
+    """An offer whose BUNDLE group names an m-line that is not there (found by the fuzz
+    test): refused as bad_sdp, and the session stays usable and can leave (it used to
+    get `internal`, and its peer connection's close then hung for good)."""
+    pc = create_peer_connection(IceConfig())
+    try:
+        pc.addTransceiver("audio", direction="sendonly")
+        pc.addTransceiver("video", direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        lines = pc.localDescription.sdp.split("\r\n")
+        audio = next(i for i, line in enumerate(lines) if line.startswith("m=audio"))
+        del lines[audio]  # a=group:BUNDLE 0 1 stays, mid 0 is gone
+        async with aiohttp.ClientSession() as http, http.ws_connect(f"{server.url}/ws") as ws:
+            await ws.send_json({"type": "join", "room": "bundle", "name": "half"})
+            assert (await ws.receive_json(timeout=5))["type"] == "joined"
+            await ws.send_json({"type": "publish_offer", "sdp": "\r\n".join(lines)})
+            reply = await ws.receive_json(timeout=5)
+            assert reply["type"] == "error" and reply["code"] == "bad_sdp", reply
+            assert "BUNDLE" in reply["message"] and "mid 0" in reply["message"], reply
+            await ws.send_json({"type": "leave", "request_id": "bye"})
+            left = await ws.receive_json(timeout=5)
+            assert left == {"type": "left", "reason": "left", "request_id": "bye"}
+        assert "bundle" not in server.sfu.rooms
+    finally:
+        await pc.close()
