@@ -335,6 +335,13 @@ class Participant:
             m = by_mid.get(transceiver.mid or "")
             if m is None or m.port == 0 or m.direction not in ("sendonly", "sendrecv"):
                 continue
+            if m.kind != transceiver.kind:
+                # a mid that aiortc gave another m-line (duplicate or missing a=mid):
+                # never announce a track with the other kind's codec
+                logger.info(
+                    "participant %s: mid %s is not %s, not published", self.id, m.mid, m.kind
+                )
+                continue
             codecs = adapter.negotiated_codecs(transceiver)
             primary = codecs[0]
             assert primary.payloadType is not None  # negotiated codecs always have one

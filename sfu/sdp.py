@@ -59,7 +59,7 @@ def check_transport(sdp_text: str) -> None:
     * every audio, video and application m-line: ``a=ice-ufrag`` and ``a=ice-pwd``, and
       an ``a=setup`` of actpass, active or passive; audio and video ``a=rtcp-mux`` (a
       media attribute);
-    * every mid a BUNDLE group names is the mid of an m-line;
+    * no two m-lines share a mid, and every mid a BUNDLE group names is an m-line's;
     * the first such m-line, and any outside a BUNDLE group, also at least one
       well-formed ``a=fingerprint`` of a hash aiortc can check (sha-256, sha-384,
       sha-512). The other m-lines of a bundle share the first one's DTLS transport
@@ -82,10 +82,14 @@ def check_transport(sdp_text: str) -> None:
         if group.split()[:1] == ["BUNDLE"]
         for mid in group.split()[1:]
     }
-    mids = {
+    all_mids = [
         (_attributes(lines[1:]).get("mid") or [str(index)])[0]
         for index, lines in enumerate(sections)
-    }
+    ]
+    mids = set(all_mids)
+    if len(mids) != len(all_mids):
+        twice = next(mid for mid in all_mids if all_mids.count(mid) > 1)
+        raise TransportError(f"two m-lines have mid {twice}: each needs its own")
     missing = sorted(bundled - mids)
     if missing:  # aiortc would bundle onto a transport that does not exist (None)
         raise TransportError(f"a=group:BUNDLE names mid {missing[0]}, which no m-line has")

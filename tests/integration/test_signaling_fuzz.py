@@ -49,6 +49,8 @@ SEED = int(os.environ.get("PARLEY_FUZZ_SEED", "20261206"))
 CLIENTS = 6
 ROOMS = 3
 LIMIT = 65_536  # --max-message-bytes for this server: oversized frames stay cheap to send
+#: Seconds the server may take to answer one input (and the ping after it).
+INPUT_TIMEOUT = 10.0
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -111,6 +113,12 @@ class Mutator:
     #: track ids and the latest subscribe_offer SDP this client has seen
     tracks: list[str] = field(default_factory=list)
     offer_sdp: str | None = None
+    #: picks among what the server sent (which depends on timing), so that ``rng`` draws
+    #: the same sequence of decisions in every run of a seed
+    pick: random.Random = field(default_factory=lambda: random.Random(0))
+
+    def __post_init__(self) -> None:
+        self._r = self.rng
 
     # ---- valid messages
 
@@ -121,14 +129,15 @@ class Mutator:
         return self.rng.choice([self.rng.randrange(10**6), f"r{self.rng.randrange(10**6)}"])
 
     def _answer_sdp(self) -> str:
-        if self.offer_sdp is not None and self.rng.random() < 0.7:
+        fallback = self.rng.choice(self.corpus.answers)
+        if self.rng.random() < 0.7 and self.offer_sdp is not None:
             # the server's own offer turned into a plausible answer
             return (
                 self.offer_sdp.replace("a=sendonly", "a=recvonly")
                 .replace("a=setup:actpass", "a=setup:active")
                 .replace("a=ice-ufrag:", "a=ice-ufrag:x")
             )
-        return self.rng.choice(self.corpus.answers)
+        return fallback
 
     def valid(self) -> dict[str, Any]:
         kind = self.rng.choices(
@@ -145,7 +154,7 @@ class Mutator:
         elif kind == "subscribe_answer":
             message["sdp"] = self._answer_sdp()
         elif kind == "set_layer":
-            message["track"] = self.rng.choice(self.tracks or ["v-none"])
+            message["track"] = self.pick.choice(self.tracks or ["v-none"])
             for key, top in (("max_width", 7680), ("max_height", 4320)):
                 if self.rng.random() < 0.6:
                     message[key] = self.rng.randrange(top + 1)
@@ -159,51 +168,51 @@ class Mutator:
 
     def _mutate_sdp(self, sdp: str) -> str:
         lines = sdp.split("\r\n")
-        for _ in range(self.rng.randint(1, 4)):
+        for _ in range(self._r.randint(1, 4)):
             if not lines:
                 break
-            i = self.rng.randrange(len(lines))
-            op = self.rng.randrange(9)
+            i = self._r.randrange(len(lines))
+            op = self._r.randrange(9)
             if op == 0:
                 del lines[i]
             elif op == 1:
                 lines.insert(i, lines[i])
             elif op == 2:
-                j = self.rng.randrange(len(lines))
+                j = self._r.randrange(len(lines))
                 lines[i], lines[j] = lines[j], lines[i]
             elif op == 3:
-                lines[i] = lines[i][: self.rng.randrange(len(lines[i]) + 1)]
+                lines[i] = lines[i][: self._r.randrange(len(lines[i]) + 1)]
             elif op == 4:
                 lines[i] = "".join(
-                    self.rng.choice(string.printable) if self.rng.random() < 0.2 else c
+                    self._r.choice(string.printable) if self._r.random() < 0.2 else c
                     for c in lines[i]
                 )
             elif op == 5:
                 lines[i] = "".join(
-                    str(self.rng.choice([0, 1, 65535, 99999999999, -1])) if c.isdigit() else c
+                    str(self._r.choice([0, 1, 65535, 99999999999, -1])) if c.isdigit() else c
                     for c in lines[i]
                 )
             elif op == 6:
-                lines = [ln for ln in lines if not ln.startswith(self.rng.choice(_PREFIXES))]
+                lines = [ln for ln in lines if not ln.startswith(self._r.choice(_PREFIXES))]
             elif op == 7:
-                lines.insert(i, self.rng.choice(_GARBAGE_LINES))
+                lines.insert(i, self._r.choice(_GARBAGE_LINES))
             else:
-                return "\r\n".join(lines)[: self.rng.randrange(len(sdp) + 1)]
+                return "\r\n".join(lines)[: self._r.randrange(len(sdp) + 1)]
         return "\r\n".join(lines)
 
     def _mutate_fields(self, message: dict[str, Any]) -> dict[str, Any]:
         message = dict(message)
-        for _ in range(self.rng.randint(1, 3)):
-            op = self.rng.randrange(6)
+        for _ in range(self._r.randint(1, 3)):
+            op = self._r.randrange(6)
             keys = [k for k in message if k != "type"]
             if op == 0 and keys:
-                del message[self.rng.choice(keys)]
+                del message[self._r.choice(keys)]
             elif op == 1 and keys:
-                message[self.rng.choice(keys)] = self.rng.choice(ODD_VALUES)
+                message[self._r.choice(keys)] = self._r.choice(ODD_VALUES)
             elif op == 2:
-                message["type"] = self.rng.choice(_TYPES)
+                message["type"] = self._r.choice(_TYPES)
             elif op == 3:
-                message[self.rng.choice(_FIELDS)] = self.rng.choice(ODD_VALUES)
+                message[self._r.choice(_FIELDS)] = self._r.choice(ODD_VALUES)
             elif op == 4 and isinstance(message.get("sdp"), str):
                 message["sdp"] = self._mutate_sdp(message["sdp"])
             elif op == 5:
@@ -211,26 +220,30 @@ class Mutator:
         return message
 
     def _mutate_text(self, text: str) -> Frame:
-        op = self.rng.randrange(7)
+        op = self._r.randrange(7)
         if op == 0:
-            return text[: self.rng.randrange(len(text) + 1)]
+            return text[: self._r.randrange(len(text) + 1)]
         if op == 1:
-            i = self.rng.randrange(len(text) + 1)
+            i = self._r.randrange(len(text) + 1)
             return (
-                text[:i] + self.rng.choice(["{", "}", '"', "\\", ",", "\x00", "\ufeff"]) + text[i:]
+                text[:i] + self._r.choice(["{", "}", '"', "\\", ",", "\x00", "\ufeff"]) + text[i:]
             )
         if op == 2:
-            return self.rng.choice(["[" + text + "]", '"' + text + '"', "null", "1e999", "NaN"])
+            return self._r.choice(["[" + text + "]", '"' + text + '"', "null", "1e999", "NaN"])
         if op == 3:
             return text.encode()  # the same message as a binary frame
         if op == 4:
-            return "[" * self.rng.randrange(1, 5000) + "]" * self.rng.randrange(5000)
+            return "[" * self._r.randrange(1, 5000) + "]" * self._r.randrange(5000)
         if op == 5:
-            return bytes(self.rng.randrange(256) for _ in range(self.rng.randrange(64)))
+            return bytes(self._r.randrange(256) for _ in range(self._r.randrange(64)))
         return json.dumps({"type": "ping", "pad": "x" * LIMIT})  # over the limit
 
     def next_frame(self) -> Frame:
         message = self.valid()
+        # a message built from what the server sent is mutated by `pick`, the rest by `rng`
+        fixed = message.get("sdp") in self.corpus.offers + self.corpus.answers
+        runtime = message["type"] == "set_layer" or ("sdp" in message and not fixed)
+        self._r = self.pick if runtime else self.rng
         roll = self.rng.random()
         if roll < 0.15:
             return json.dumps(message)
@@ -375,13 +388,20 @@ class Fuzzer:
             self.pings += 1
             marker = f"{self.name}-{self.pings}"
             try:
-                if isinstance(frame, bytes):
-                    await ws.send_bytes(frame)
-                else:
-                    await ws.send_str(frame)
-                await ws.send_str(json.dumps({"type": "ping", "request_id": marker}))
-                closed = await self._replies_until(ws, marker, frame)
+                async with asyncio.timeout(INPUT_TIMEOUT):
+                    if isinstance(frame, bytes):
+                        await ws.send_bytes(frame)
+                    else:
+                        await ws.send_str(frame)
+                    await ws.send_str(json.dumps({"type": "ping", "request_id": marker}))
+                    closed = await self._replies_until(ws, marker, frame)
             except (ConnectionError, aiohttp.ClientError):
+                closed = True
+            except TimeoutError:
+                self.stats.failures[f"timeout {marker}"] = (
+                    f"no pong within {INPUT_TIMEOUT} s after {repr(frame)[:4000]}\n"
+                    "server log:\n" + "\n".join(self.server_log()[-40:])
+                )
                 closed = True
             if closed:
                 ws = await self._connect()
@@ -448,7 +468,7 @@ async def test_fuzzed_messages_get_valid_replies_and_harm_nobody() -> None:
                 Fuzzer(
                     http,
                     server.url,
-                    Mutator(random.Random(SEED * 1000 + i), corpus),
+                    Mutator(random.Random(SEED * 1000 + i), corpus, pick=random.Random(SEED + i)),
                     stats,
                     f"fuzzer-{i}",
                     lambda: server.stderr,
@@ -459,6 +479,12 @@ async def test_fuzzed_messages_get_valid_replies_and_harm_nobody() -> None:
 
             def counted() -> None:
                 stats.inputs += 1
+                if stats.inputs % 10_000 == 0:
+                    print(
+                        f"fuzz: {stats.inputs} inputs, {time.monotonic() - started:.0f} s, "
+                        f"{len(stats.failures)} bad replies",
+                        flush=True,
+                    )
 
             await asyncio.gather(*(f.run(n, counted) for f, n in zip(fuzzers, share, strict=True)))
             took = time.monotonic() - started
