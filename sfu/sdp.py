@@ -82,10 +82,12 @@ def check_transport(sdp_text: str) -> None:
         if group.split()[:1] == ["BUNDLE"]
         for mid in group.split()[1:]
     }
-    all_mids = [
-        (_attributes(lines[1:]).get("mid") or [str(index)])[0]
-        for index, lines in enumerate(sections)
-    ]
+    all_mids = []
+    for index, lines in enumerate(sections):
+        declared = _attributes(lines[1:]).get("mid") or [str(index)]
+        if len(declared) > 1:
+            raise TransportError(f"m-line {index} has {len(declared)} a=mid lines")
+        all_mids.append(declared[0])
     mids = set(all_mids)
     if len(mids) != len(all_mids):
         twice = next(mid for mid in all_mids if all_mids.count(mid) > 1)
