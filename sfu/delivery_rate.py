@@ -13,13 +13,14 @@ interval (dozens of packets) is within a few percent of it.
 
 Rates are taken over the arrival times of the reports, per stream, then summed:
 
-* ``rate``: the lower of the rate over the last ``window`` seconds of reports (at
-  least; from the newest report back to the last one at or before ``window`` earlier)
-  and over the most recent ``recent`` seconds (the last report interval or two). A
-  receiver whose process stalls sends its reports late and bunched: over a couple of
-  seconds that averages out; a link that suddenly carries less shows in the last
-  interval at once. So the rate follows a fall at once and a rise over ``window``.
-* ``loss``: the fraction the receiver's link lost over the same two spans (the higher).
+* ``rate``: the rate over the last ``window`` seconds of reports (at least; from the
+  newest report back to the last one at or before ``window`` earlier). A receiver
+  whose process stalls sends its reports late and bunched: over a couple of seconds
+  that averages out. (A link that suddenly carries less also loses packets, and the
+  loss rule of ``sfu/bwe.py`` acts on each report at once.)
+* ``loss``: the fraction the receiver's link lost over the last ``share_window``
+  seconds, all streams together: a few packets a starved receiver's socket buffer
+  dropped once are a small fraction of that, a congested link's loss is not.
 * ``acked_share``: the bytes acknowledged over the last ``share_window`` seconds of
   reports against the bytes the SFU sent on those streams between the same two
   reports. A link that keeps up acknowledges about all of it (what is in flight at
@@ -43,7 +44,6 @@ from dataclasses import dataclass, field
 class DeliverySettings:
     window: float = 2.0
     share_window: float = 4.0
-    recent: float = 0.5
     #: a stream's rate needs reports at least this far apart (s)
     min_span: float = 0.4
     stale: float = 3.0
@@ -182,26 +182,24 @@ class DeliveryRate:
         on over at least ``min_span`` seconds (or every stream's reports are stale)."""
         st = self.settings
         total: float | None = None
-        loss = 0.0
         acked = sent = 0.0
+        expected = lost = 0
         for s in self._streams.values():
             if now - s.marks[-1].at > st.stale:
                 continue
             window = self._span(s, st.window)
-            spans = [x for x in (window, self._span(s, st.recent)) if x is not None]
-            if not spans:
+            if window is None:
                 continue
-            rate = min((b.acked_bytes - a.acked_bytes) * 8 / (b.at - a.at) for a, b in spans)
+            a, b = window
+            rate = (b.acked_bytes - a.acked_bytes) * 8 / (b.at - a.at)
             total = rate if total is None else total + rate
-            for a, b in spans:
-                if b.expected > a.expected:
-                    loss = max(loss, (b.lost - a.lost) / (b.expected - a.expected))
-            share = self._span(s, st.share_window)
-            if share is not None:
-                a, b = share
-                acked += b.acked_bytes - a.acked_bytes
-                sent += b.sent_bytes - a.sent_bytes
+            a, b = self._span(s, st.share_window) or window
+            acked += b.acked_bytes - a.acked_bytes
+            sent += b.sent_bytes - a.sent_bytes
+            expected += b.expected - a.expected
+            lost += b.lost - a.lost
         if total is None:
             return None
         self.measured = True
+        loss = lost / expected if expected > 0 else 0.0
         return Delivery(total, loss, acked / sent if sent > 0 else None)
