@@ -59,7 +59,8 @@ class ServerConfig:
     #: connection is cut (a client that stopped reading must not hold the shutdown up).
     shutdown_grace: float = 0.3
     #: Seconds the whole shutdown of sessions may take; what is left is cancelled.
-    shutdown_timeout: float = 0.7
+    #: (0.5 s leaves the process room to exit within a second of the signal on a busy host.)
+    shutdown_timeout: float = 0.5
 
 
 #: Server messages queued for one client before it is considered gone (it stopped reading).
