@@ -94,6 +94,11 @@ class BweSettings:
     #: a link keeps up when its receiver acknowledges at least this share of what was
     #: sent (over the delivery window) and loses at most ``loss_low``
     keep_up: float = 0.8
+    #: ... and at least this share over the newest report interval alone (a link that
+    #: has just narrowed: the longer window still holds the time before). Lower than
+    #: ``keep_up``: a receiver whose report came late (its process stalled) shows about
+    #: 0.75 there, a 300 kbit/s link under 1.5 Mbit/s about 0.2
+    keep_up_recent: float = 0.5
 
 
 @dataclass(slots=True)
@@ -187,7 +192,14 @@ class BandwidthEstimator:
             and measured.loss <= s.loss_low
             and measured.acked_share is not None
             and measured.acked_share >= s.keep_up
+            and not self._narrowing(measured)
         )
+
+    def _narrowing(self, measured: Delivery) -> bool:
+        """The link has just narrowed: its newest report interval acknowledged far less
+        than was sent."""
+        share = measured.recent_share
+        return share is not None and share < self.settings.keep_up_recent
 
     def on_remb(self, bitrate: float, now: float) -> bool:
         """A REMB from the receiver. A drop is not believed while its link keeps up
@@ -213,8 +225,14 @@ class BandwidthEstimator:
             return plausible
         if measured is not None:
             # a queue builds or packets are lost: a cap no lower than what the link
-            # was measured to carry
-            bitrate = max(bitrate, s.acked_trust * measured.rate)
+            # was measured to carry; while it loses many packets, what it carried over
+            # the newest report interval (the window's rate still holds the time before
+            # the link narrowed)
+            carried = measured.rate
+            narrow = measured.loss > s.loss_high or self._narrowing(measured)
+            if narrow and measured.recent_rate is not None:
+                carried = min(carried, measured.recent_rate)
+            bitrate = max(bitrate, s.acked_trust * carried)
         if bitrate < s.remb_limiting * self.sent:
             # confirmed by a second drop a little later: a receiver whose process
             # stalled for a moment reports one dip, a congested path keeps dropping

@@ -83,6 +83,12 @@ class Delivery:
     rate: float
     loss: float
     acked_share: float | None
+    #: the acknowledged rate over the newest report interval alone (at least ``min_span``):
+    #: where the rate is heading while the link loses packets (``rate`` lags by a window)
+    recent_rate: float | None = None
+    #: ``acked_share`` over the newest report interval alone: a link that has just
+    #: narrowed shows here a report or two before the longer window says so
+    recent_share: float | None = None
 
 
 class DeliveryRate:
@@ -182,7 +188,8 @@ class DeliveryRate:
         on over at least ``min_span`` seconds (or every stream's reports are stale)."""
         st = self.settings
         total: float | None = None
-        acked = sent = 0.0
+        recent: float | None = None
+        acked = sent = recent_acked = recent_sent = 0.0
         expected = lost = 0
         for s in self._streams.values():
             if now - s.marks[-1].at > st.stale:
@@ -193,6 +200,11 @@ class DeliveryRate:
             a, b = window
             rate = (b.acked_bytes - a.acked_bytes) * 8 / (b.at - a.at)
             total = rate if total is None else total + rate
+            a, b = self._span(s, st.min_span) or window
+            rate = (b.acked_bytes - a.acked_bytes) * 8 / (b.at - a.at)
+            recent = rate if recent is None else recent + rate
+            recent_acked += b.acked_bytes - a.acked_bytes
+            recent_sent += b.sent_bytes - a.sent_bytes
             a, b = self._span(s, st.share_window) or window
             acked += b.acked_bytes - a.acked_bytes
             sent += b.sent_bytes - a.sent_bytes
@@ -202,4 +214,10 @@ class DeliveryRate:
             return None
         self.measured = True
         loss = lost / expected if expected > 0 else 0.0
-        return Delivery(total, loss, acked / sent if sent > 0 else None)
+        return Delivery(
+            total,
+            loss,
+            acked / sent if sent > 0 else None,
+            recent,
+            recent_acked / recent_sent if recent_sent > 0 else None,
+        )

@@ -334,6 +334,26 @@ def test_a_real_collapse_with_loss_follows_the_delivered_rate_down() -> None:
     assert "remb" in reasons
 
 
+def test_a_link_that_narrows_is_followed_within_two_seconds() -> None:
+    """1.5 Mbit/s into a link that narrows to 300 kbit/s at 10 s and loses what it
+    cannot carry. The window's acknowledged rate still holds the time before the
+    narrowing for 2 s: while the link loses that much, the REMB's floor is what it
+    carried over the newest report interval, so within 2 s the cap is below what a
+    500 kbit/s layer needs (not held near 0.85 x the 2 s average)."""
+    bwe = BandwidthEstimator()
+    link = Link(bwe)
+    link.sent = 1_500_000
+    link.queue = 40  # packets
+    link.remb = lambda t: 2_850_000 if t < 10.3 else _collapse(10.3, 2_850_000, 122_000, 2.0)(t)
+    link.run(10.0)
+    link.rate = 300_000
+    link.run(12.0)
+    cap = bwe.estimate(12.0)
+    assert cap is not None and cap < 450_000, bwe.events
+    # and never below what the link carries
+    assert cap >= 0.8 * 0.85 * 300_000, bwe.events
+
+
 def test_a_queue_building_without_loss_is_believed() -> None:
     """1.2 Mbit/s into an 800 kbit/s link with a deep queue: nothing is lost yet, but
     the receiver acknowledges only two thirds of what is sent, so its REMB drop caps
