@@ -182,7 +182,8 @@ class Participant:
     # ------------------------------------------------------------ subscribe
 
     def subscribe(self, publisher: Participant, track: PublishedTrack) -> None:
-        self.subscribe_side.subscribe(publisher, track)
+        if not self.closed:
+            self.subscribe_side.subscribe(publisher, track)
 
     def unsubscribe(self, track: PublishedTrack) -> None:
         self.subscribe_side.unsubscribe(track)
