@@ -12,19 +12,12 @@ import secrets
 from collections.abc import Callable
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.rtp import (
-    RTCP_PSFB_APP,
-    RTCP_PSFB_PLI,
-    RtcpPsfbPacket,
-    RtcpReceiverInfo,
-    RtcpRrPacket,
-    RtcpSrPacket,
-    pack_remb_fci,
-)
+from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket, RtcpSrPacket
 
 from . import aiortc_adapter as adapter
 from .config import SfuConfig
 from .ports import Clock, NegotiationError, Timer
+from .publish_rtcp import publish_bitrate, receiver_reports
 from .routing import IngressRouter
 from .rtp.extensions import AUDIO_LEVEL_URI, MID_URI, REPAIRED_RID_URI, RID_URI
 from .rtp.malformed import MalformedLog
@@ -377,54 +370,16 @@ class PublishSide:
         """RR for every stream received, and REMB for the video ones."""
         if self.port is None:
             return
-        reports = []
-        video_ssrcs = []
-        for source in (layer for track in self.tracks.values() for layer in track.layers):
-            if source.ssrc is None or source.packets == 0:
-                continue
-            block = source.stats.report_block(source.ssrc, now)
-            source.upstream_loss = block.fraction_lost / 256.0
-            reports.append(
-                RtcpReceiverInfo(
-                    ssrc=source.ssrc,
-                    fraction_lost=block.fraction_lost,
-                    packets_lost=block.packets_lost,
-                    highest_sequence=block.highest_seq,
-                    jitter=block.jitter,
-                    lsr=block.lsr,
-                    dlsr=block.dlsr,
-                )
-            )
-            if source.is_video:
-                video_ssrcs.append(source.ssrc)
-        if not reports:
-            return
-        payload = b"".join(
-            bytes(RtcpRrPacket(ssrc=self._rtcp_ssrc, reports=reports[i : i + 31]))
-            for i in range(0, len(reports), 31)
-        )
-        if video_ssrcs:
-            remb = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=self._rtcp_ssrc, media_ssrc=0)
-            remb.fci = pack_remb_fci(self.publish_bitrate(), video_ssrcs)
-            payload += bytes(remb)
-        self.port.send(payload)
+        lo, hi = self.config.min_publish_bitrate, self.config.max_publish_bitrate
+        tracks = list(self.tracks.values())
+        payload = receiver_reports(tracks, self._rtcp_ssrc, publish_bitrate(tracks, lo, hi), now)
+        if payload:
+            self.port.send(payload)
 
     def publish_bitrate(self) -> int:
-        """What to ask of this publisher's video: the lowest subscriber estimate, bounded."""
+        """What to ask of this publisher's video (``publish_rtcp.publish_bitrate``)."""
         lo, hi = self.config.min_publish_bitrate, self.config.max_publish_bitrate
-        if any(len(track.layers) > 1 for track in self.tracks.values()):
-            # simulcast: every layer is wanted by someone, whatever one subscriber's link
-            return hi
-        estimates = [
-            f.remb
-            for track in self.tracks.values()
-            if track.source.is_video
-            for f in track.source.forwarders
-            if f.remb is not None
-        ]
-        if not estimates:
-            return hi
-        return max(lo, min(hi, min(estimates)))
+        return publish_bitrate(list(self.tracks.values()), lo, hi)
 
     # ------------------------------------------------------------ lifecycle
 

@@ -23,6 +23,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "sfu.congestion": {"asyncio", "aiortc", "aioice", "socket", "sfu.aiortc_adapter"},
     "sfu.egress": {"sfu.congestion", "sfu.bwe", "sfu.delivery_rate", "sfu.participant"},
     "sfu.publish_side": {"sfu.forwarder", "sfu.congestion", "sfu.room", "sfu.subscribe_side"},
+    "sfu.publish_rtcp": {"sfu.forwarder", "sfu.congestion", "sfu.room", "sfu.subscribe_side"},
     "sfu.subscribe_side": {"sfu.publish_side", "sfu.room", "sfu.participant"},
     "sfu.subscribe_rtcp": {"sfu.publish_side", "sfu.room", "sfu.participant"},
     "sfu.participant": {"sfu.room"},
