@@ -1531,7 +1531,7 @@ def _frame_category(func: str, path: str, line: int) -> str | None:
             return "SRTP protect"
         return None
     text = linecache.getline(path, line) if line > 0 else ""
-    if base == "aiortc_adapter.py":
+    if base in ("aiortc_adapter.py", "media_port.py"):  # sfu/aiortc_adapter/media_port.py
         if short == "srtp_unprotect":
             return "SRTP unprotect"
         if short == "srtp_protect":
@@ -1584,8 +1584,8 @@ def _frame_category(func: str, path: str, line: int) -> str | None:
                     return "parse (RTP header, VP8 descriptor)"
                 return "ingress bookkeeping (stats, NACK, cache)"
             return "RTCP, timers, control"
-        if base == "participant.py":
-            if short == "_on_publisher_rtp":
+        if base in ("participant.py", "publish_side.py", "egress.py"):
+            if short in ("_on_publisher_rtp", "on_rtp"):  # PublishSide.on_rtp
                 if "RtpView(" in text:
                     return "parse (RTP header, VP8 descriptor)"
                 return "dispatch (fast path, demux, send wrapper)"

@@ -39,7 +39,7 @@ class IceConfig:
     #: connection closes, when no check has been answered for ``consent_interval x
     #: consent_failures`` seconds. Default 1 s x 6: a frozen or vanished peer is gone
     #: after about 6 s (browsers: about 5 s; aioice's own default is 5 s x 6 = 30 s),
-    #: while a stall of up to about 4 s is survived (``sfu/aiortc_adapter.py``).
+    #: while a stall of up to about 4 s is survived (``sfu/aiortc_adapter/ice.py``).
     consent_interval: float = 1.0
     consent_failures: int = 6
 

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from struct import Struct
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any
 
+from .egress_params import EgressParams
+from .forwarder_feedback import ForwarderFeedback
 from .layers import LayerInfo, LayerRequest, LayerSelector
 from .native import ForwarderCore
+from .ports import PacketSink
+from .rtp.extensions import ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, MID_URI
 from .rtp.packet import RtpView, Vp8Descriptor, abs_send_time, build_vp8_descriptor
 from .rtp.rewrite import StreamRewriter
 from .source import Source
@@ -26,50 +29,10 @@ from .source import Source
 if TYPE_CHECKING:
     from .pacer import Pacer
 
+__all__ = ["ABS_SEND_TIME_URI", "AUDIO_LEVEL_URI", "MID_URI", "EgressParams", "Forwarder"]
+
 _HDR = Struct("!BBHII")
 _EXT_HDR = Struct("!HH")
-
-MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
-AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
-ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
-
-
-class PacketSink(Protocol):
-    """Where a forwarder's packets go (the subscriber's transport)."""
-
-    def send_rtp(self, data: bytes) -> bool: ...
-
-    def send_rtp_twice(self, data: bytes) -> bool:
-        """Send one packet twice (redundancy against random loss)."""
-        ...
-
-    def layer_changed(self, forwarder: Forwarder) -> None:
-        """What the forwarder sends changed layer, or paused / resumed."""
-        ...
-
-    def send_video(self, data: bytes, now: float) -> bool:
-        """Send a video packet, or queue it behind the pacer (``sfu/pacer.py``)."""
-        ...
-
-    def room_for_frame(self) -> bool:
-        """Whether a new video frame may start: the pacer's queue is within budget."""
-        ...
-
-    def frame_dropped(self, forwarder: Forwarder, now: float) -> None:
-        """A frame found no room and was dropped whole: the link is short."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class EgressParams:
-    """What the subscriber's m-line negotiated."""
-
-    mid: str
-    payload_type: int
-    ssrc: int
-    rtx_payload_type: int | None
-    rtx_ssrc: int | None
-    extensions: dict[str, int]
 
 
 #: While a switch waits for the old layer's frame to end, at most this many packets of
@@ -82,7 +45,7 @@ def _element(ext_id: int, value_len: int) -> int:
     return (ext_id << 4) | (value_len - 1)
 
 
-class Forwarder(ForwarderCore):
+class Forwarder(ForwarderFeedback, ForwarderCore):
     """Forwards one published track to one subscriber m-line.
 
     ``layers`` are the track's Sources: one, or one per simulcast layer. The forwarder
@@ -97,7 +60,9 @@ class Forwarder(ForwarderCore):
     everything else.
     """
 
-    def __init__(self, layers: Sequence[Source], sink: PacketSink, subscriber_id: str) -> None:
+    def __init__(
+        self, layers: Sequence[Source], sink: PacketSink[Forwarder], subscriber_id: str
+    ) -> None:
         if not layers:
             raise ValueError("a forwarder needs at least one layer")
         self.layers: tuple[Source, ...] = tuple(layers)
@@ -466,83 +431,6 @@ class Forwarder(ForwarderCore):
     def skip(self, pkt: RtpView) -> None:
         if pkt.ssrc == self.rewriter.in_ssrc:
             self.rewriter.drop(pkt.seq)
-
-    # ------------------------------------------------------------ feedback
-
-    def on_nack(
-        self, seqs: list[int], now: float, max_bytes: float | None = None
-    ) -> tuple[int, int]:
-        """Retransmit what the subscriber lost, oldest first, within ``max_bytes`` (None:
-        no limit); returns (packets resent, bytes)."""
-        if self.params is None or self.closed:
-            return 0, 0
-        rw = self.rewriter
-        source = self.current
-        if source is None:
-            return 0, 0
-        sent = spent = 0
-        for out_seq in seqs:
-            if max_bytes is not None and spent >= max_bytes:
-                break
-            original = rw.original(out_seq)
-            if original is None or original[0] != rw.in_ssrc:
-                continue  # from a stream left behind: its timestamps no longer map
-            entry = source.cache.get(original[1])
-            if entry is None:
-                continue
-            pkt, vp8 = cast("tuple[RtpView, Vp8Descriptor | None]", entry[1])
-            if pkt.ssrc != original[0]:
-                continue
-            out, _, _, _ = self._render(pkt, vp8, out_seq, now, rtx=True)
-            sink = self._sink
-            if sink.send_rtp_twice(out) if self.redundant else sink.send_rtp(out):
-                sent += 1
-                spent += len(out) * (2 if self.redundant else 1)
-        self.retransmitted += sent
-        return sent, spent
-
-    def on_keyframe_request(self, now: float) -> None:
-        self.keyframes_requested += 1
-        wanted = self.target or self.current
-        if wanted is not None:
-            wanted.request_keyframe(now)
-
-    def link_loss(self, highest: int, cumulative_lost: int) -> float | None:
-        """The fraction of packets the subscriber's own link lost since the previous
-        report, from a report block's extended highest sequence number and cumulative
-        lost count, less what never left the SFU (lost upstream: ``skipped``)."""
-        mark = (highest, cumulative_lost, self.rewriter.skipped)
-        previous, self._rr_mark = self._rr_mark, mark
-        if previous is None:
-            return None
-        expected = (highest - previous[0]) & 0xFFFFFFFF
-        if not 0 < expected < 0x8000:
-            return None
-        lost = (cumulative_lost - previous[1]) - (mark[2] - previous[2])
-        return min(1.0, max(0.0, lost / expected))
-
-    def on_receiver_report(self, fraction_lost: int, lsr: int, dlsr: int, now: float) -> None:
-        self.fraction_lost = fraction_lost / 256.0
-        sent_at = self._sr_sent.get(lsr)
-        if lsr and sent_at is not None:
-            self.rtt = max(0.0, now - sent_at - dlsr / 65536.0)
-
-    def sender_report(self, now: float) -> tuple[int, int, int, int] | None:
-        """(ntp64, rtp timestamp, packets, octets) for an SR, or None before there is a mapping."""
-        if self.current is None:
-            return None
-        sr = self.current.sender_report
-        if sr is None or not self.rewriter.started or self.packets_sent == 0:
-            return None
-        ntp, rtp_ts, arrival = sr
-        elapsed = now - arrival
-        ntp_out = (ntp + int(elapsed * (1 << 32))) & 0xFFFFFFFFFFFFFFFF
-        rtp_out = (rtp_ts + int(elapsed * self.clock_rate) + self.rewriter.ts_offset) & 0xFFFFFFFF
-        lsr_key = (ntp_out >> 16) & 0xFFFFFFFF
-        self._sr_sent[lsr_key] = now
-        if len(self._sr_sent) > 16:
-            del self._sr_sent[next(iter(self._sr_sent))]
-        return ntp_out, rtp_out, self.packets_sent & 0xFFFFFFFF, self.bytes_sent & 0xFFFFFFFF
 
     # ------------------------------------------------------------ lifecycle
 

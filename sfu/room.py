@@ -13,8 +13,10 @@ import secrets
 
 from . import native
 from .config import SfuConfig
-from .participant import Participant, ParticipantListener, PublishedTrack
+from .participant import Listener as ParticipantListener
+from .participant import Participant
 from .speaker import ActiveSpeakerDetector
+from .tracks import PublishedTrack
 
 #: How often (s) a room samples its participants' audio levels.
 SPEAKER_INTERVAL = 0.3

@@ -16,9 +16,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
-REPAIRED_RID_URI = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
-
 #: RFC 8851: rid-id = 1*(alpha-numeric / "-" / "_"); Parley keeps them short.
 _RID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 #: At most this many layers per m-line (browsers send 3, RFC allows more).

@@ -10,28 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
 
 from .nack import NackGenerator
 from .native import fanout
 from .packet_cache import PacketCache
+from .ports import SourceOwner, SourceSubscriber
 from .receive_stats import ReceiveStatistics
 from .rtp.packet import RtpError, RtpView, Vp8Descriptor, abs_send_time
 
-if TYPE_CHECKING:
-    from .forwarder import Forwarder
-
-
-class SourceOwner(Protocol):
-    """What a Source needs from the publisher side (its transport)."""
-
-    def request_keyframe(self, source: Source) -> None: ...
-
-    def source_has_missing(self, source: Source) -> None: ...
-
-    def keyframe_deferred(self, source: Source, at: float) -> None:
-        """A throttled keyframe request is pending: call ``source.poll(now)`` at ``at``."""
-        ...
+__all__ = ["Source", "SourceOwner", "SourceParams"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +41,7 @@ class Source:
     def __init__(
         self,
         params: SourceParams,
-        owner: SourceOwner,
+        owner: SourceOwner[Source],
         cache_size: int = 1024,
         keyframe_interval: float = 0.5,
         on_malformed: Callable[[str, float], None] | None = None,
@@ -79,7 +66,7 @@ class Source:
         self.stats = ReceiveStatistics(params.clock_rate)
         self.nack = NackGenerator()
         #: replaced, never mutated, so that iterating it while forwarding is safe
-        self.forwarders: tuple[Forwarder, ...] = ()
+        self.forwarders: tuple[SourceSubscriber, ...] = ()
         self.keyframe_interval = keyframe_interval
         self.last_keyframe_request = -1e9
         self.keyframe_pending = False
@@ -220,14 +207,14 @@ class Source:
         if self.keyframe_pending:
             self.request_keyframe(now)
 
-    def add_forwarder(self, forwarder: Forwarder, now: float) -> None:
+    def add_forwarder(self, forwarder: SourceSubscriber, now: float) -> None:
         if forwarder in self.forwarders or self.closed:
             return
         self.forwarders = (*self.forwarders, forwarder)
         if self.is_video:
             self.request_keyframe(now)
 
-    def remove_forwarder(self, forwarder: Forwarder) -> None:
+    def remove_forwarder(self, forwarder: SourceSubscriber) -> None:
         if forwarder in self.forwarders:
             self.forwarders = tuple(f for f in self.forwarders if f is not forwarder)
 

@@ -147,3 +147,84 @@ def load_capture(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         record["data"] = bytes.fromhex(record["hex"])
         records.append(record)
     return header, records
+
+
+class FakeTimer:
+    """A timer of :class:`FakeClock` (``sfu.ports.Timer``)."""
+
+    def __init__(self, when: float, callback: Any) -> None:
+        self._when = when
+        self.callback = callback
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def when(self) -> float:
+        return self._when
+
+
+class FakeClock:
+    """An ``sfu.ports.Clock`` whose time moves only when told (:meth:`advance`)."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+        self.timers: list[FakeTimer] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_later(self, delay: float, callback: Any, /) -> FakeTimer:
+        return self.call_at(self.now + delay, callback)
+
+    def call_at(self, when: float, callback: Any, /) -> FakeTimer:
+        timer = FakeTimer(when, callback)
+        self.timers.append(timer)
+        return timer
+
+    def pending(self) -> list[FakeTimer]:
+        return [t for t in self.timers if not t.cancelled()]
+
+    def advance(self, seconds: float) -> None:
+        """Move time on by ``seconds``, running every timer that falls due, in order."""
+        end = self.now + seconds
+        while True:
+            due = sorted(
+                (t for t in self.timers if not t.cancelled() and t.when() <= end),
+                key=FakeTimer.when,
+            )
+            if not due:
+                break
+            timer = due[0]
+            self.timers.remove(timer)
+            self.now = max(self.now, timer.when())
+            timer.callback()
+        self.now = end
+
+
+class FakePort:
+    """A ``MediaPort`` stand-in: keeps what is sent (RTCP and RTP alike)."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.egress = None
+        self.tx_errors = 0
+        self.remote_address = "127.0.0.1"
+        self.closed = False
+
+    def send(self, data: bytes) -> bool:
+        self.sent.append(data)
+        return True
+
+    def send_rtp(self, data: bytes) -> bool:
+        return self.send(data)
+
+    def send_rtp_twice(self, data: bytes) -> bool:
+        self.sent.append(data)
+        return self.send(data)
+
+    def close(self) -> None:
+        self.closed = True

@@ -8,6 +8,7 @@ from struct import pack
 from aiortc.rtp import AnyRtcpPacket, RtcpPacket
 
 from ..nack import pack_nack_items
+from .malformed import MalformedLog
 
 RTCP_RTPFB = 205
 RTCP_RTPFB_NACK = 1
@@ -37,3 +38,15 @@ def parse_rtcp_checked(data: bytes) -> tuple[list[AnyRtcpPacket], str | None]:
         return RtcpPacket.parse(data), None
     except (ValueError, IndexError, struct.error) as exc:
         return [], str(exc)[:80] or type(exc).__name__
+
+
+def parse_rtcp_counted(
+    data: bytes, now: float, counters: dict[str, int], log: MalformedLog
+) -> list[AnyRtcpPacket]:
+    """A compound RTCP packet's parts; a malformed one is dropped, counted in
+    ``counters["rtcp_malformed"]`` and ``log``."""
+    packets, reason = parse_rtcp_checked(data)
+    if reason is not None:
+        counters["rtcp_malformed"] += 1
+        log.add("rtcp", reason, now)
+    return packets

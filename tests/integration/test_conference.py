@@ -405,7 +405,8 @@ async def test_lost_packets_are_repaired_from_the_sfu_cache(server: RunningServe
         assert await _wait_for(ready, 10.0)
         lossy = next(p for p in server.sfu.rooms["r5"].participants.values() if p.name == "lossy")
         watched["participant"] = lossy
-        original = lossy.send_video
+        egress = lossy.subscribe_side.egress  # the subscriber's packet sink (sfu/egress.py)
+        original = egress.send_video
         counter = {"video": 0}
 
         def lossy_send(data: bytes, now: float) -> bool:
@@ -421,10 +422,10 @@ async def test_lost_packets_are_repaired_from_the_sfu_cache(server: RunningServe
                     return True  # pretend it was sent: it is lost on the "network"
             return original(data, now)
 
-        lossy.send_video = lossy_send  # type: ignore[method-assign]
+        egress.send_video = lossy_send  # type: ignore[method-assign]
         # the native path (sfu/native.py) sends without calling send_video: keep this
         # subscriber's forwarders on the Python path, where the patch sees every packet
-        lossy._wire_native = lambda forwarder: None  # type: ignore[method-assign]
+        egress.wire = lambda forwarder: None  # type: ignore[method-assign]
         for sub in lossy.subscriptions.values():
             sub.forwarder.egress = None
 

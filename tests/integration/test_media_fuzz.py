@@ -36,6 +36,7 @@ from loadgen.bot import BotConfig, run_bot
 from sfu.aiortc_adapter import MediaPort, create_peer_connection, describe_remote_media
 from sfu.config import IceConfig, SfuConfig
 from sfu.participant import Participant
+from sfu.rtp.extensions import AUDIO_LEVEL_URI, MID_URI
 from sfu.rtp.packet import RtpView, build_extension_block, build_rtp_header
 from signaling.server import ServerConfig
 from tests.fakes import load_capture
@@ -46,8 +47,6 @@ CAPTURE = Path(__file__).resolve().parents[1] / "fixtures" / "chromium_publish_r
 FUZZ_PACKETS = int(os.environ.get("PARLEY_MEDIA_FUZZ_PACKETS", "3000"))
 #: the server's malformed-packet log interval in these tests (s)
 LOG_INTERVAL = 2.0
-AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
-MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 
 
 class Vandal:

@@ -19,13 +19,11 @@ from sfu.aiortc_adapter import (
     rtc_configuration,
 )
 from sfu.config import IceConfig, IceServer
+from sfu.rtp.extensions import ABS_SEND_TIME_URI as AST_URI
+from sfu.rtp.extensions import MID_URI, RID_URI
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SIMULCAST_OFFER = FIXTURES / "chromium_simulcast_offer.sdp"
-
-MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
-RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
-AST_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sfu.forwarder import MID_URI, EgressParams, Forwarder
+from sfu.forwarder import EgressParams, Forwarder
+from sfu.rtp.extensions import MID_URI
 from sfu.rtp.packet import RtpView, Vp8Descriptor
 from sfu.source import Source, SourceParams
 from tests.fakes import RecordingOwner, RecordingSink, rtp, vp8_payload

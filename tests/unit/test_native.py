@@ -27,8 +27,9 @@ from hypothesis import strategies as st
 
 from sfu import native
 from sfu.aiortc_adapter import make_egress
-from sfu.forwarder import ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, MID_URI, EgressParams, Forwarder
+from sfu.forwarder import EgressParams, Forwarder
 from sfu.pacer import Pacer
+from sfu.rtp.extensions import ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, MID_URI
 from sfu.rtp.packet import RtpView
 from sfu.source import Source, SourceParams
 from tests.fakes import RecordingOwner, RecordingSink, rtp, vp8_payload

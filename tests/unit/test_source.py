@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sfu.forwarder import MID_URI, EgressParams, Forwarder
+from sfu.forwarder import EgressParams, Forwarder
+from sfu.rtp.extensions import MID_URI
 from sfu.rtp.packet import RtpView, Vp8Descriptor
 from sfu.source import Source, SourceParams
 from tests.fakes import RecordingOwner, RecordingSink, load_capture, rtp, vp8_payload

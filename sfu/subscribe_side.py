@@ -1,0 +1,402 @@
+"""A participant's subscribe side: what it receives of the others' tracks.
+
+The SFU offers on the client's *subscribe* connection and renegotiates it as remote
+tracks come and go. Each subscription is a ``Forwarder`` on a ``sendonly`` m-line;
+a track that goes away leaves its m-line ``inactive`` for the next track of the same
+kind. This side also applies the subscriber's congestion control
+(``sfu/congestion.py``) to its forwarders: layer allocation and bandwidth probes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
+
+from . import aiortc_adapter as adapter
+from .config import SfuConfig
+from .congestion import PROBE_TICK, CongestionController, Demand
+from .egress import Egress
+from .forwarder import EgressParams, Forwarder
+from .layers import ACTIVE_TIMEOUT, LayerRequest, allowed, expected_bitrate, ordered, priority
+from .ports import Clock, NegotiationError, Peer, Timer
+from .rtp.malformed import MalformedLog
+from .sdp import check_transport
+from .subscribe_rtcp import SubscriberRtcp, sender_report
+from .tracks import PublishedTrack, Subscription
+
+logger = logging.getLogger(__name__)
+
+
+class SubscribeSide:
+    def __init__(
+        self,
+        participant_id: str,
+        config: SfuConfig,
+        clock: Clock,
+        counters: dict[str, int],
+        malformed: MalformedLog,
+        on_changed: Callable[[], None],
+        on_layer_changed: Callable[[Subscription], None],
+        active_speaker: Callable[[], str | None],
+    ) -> None:
+        self.id = participant_id
+        self.config = config
+        self._clock = clock
+        self.counters = counters
+        self._on_changed = on_changed
+        self._on_layer_changed = on_layer_changed
+        self._active_speaker = active_speaker
+        self.subscriptions: dict[str, Subscription] = {}  # by publisher track id
+        self.pc: RTCPeerConnection | None = None
+        self._by_out_ssrc: dict[int, Forwarder] = {}
+        self._offer_pending = False
+        self._offer_at = 0.0
+        self._dirty = False
+        self._transceivers: dict[RTCRtpTransceiver, Subscription | None] = {}
+        #: the last forwarder of each inactive m-line (its stream continues on reuse)
+        self._previous: dict[RTCRtpTransceiver, Forwarder] = {}
+        self.congestion = CongestionController()
+        self.egress = Egress(clock, self._overflow, self._layer_changed, counters)
+        self.rtcp = SubscriberRtcp(
+            self.congestion, self._by_out_ssrc, counters, malformed, self._lossy, self.update_layers
+        )
+        self._probe_timer: Timer | None = None
+        self.closed = False
+
+    # ------------------------------------------------------------ subscriptions
+
+    def subscribe(self, publisher: Peer, track: PublishedTrack) -> None:
+        if self.closed or track.id in self.subscriptions:
+            return
+        forwarder = Forwarder(track.layers, self.egress, self.id)
+        self.egress.wire(forwarder)
+        self.subscriptions[track.id] = Subscription(publisher, track, forwarder)
+        self._mark_dirty()
+
+    def unsubscribe(self, track: PublishedTrack) -> None:
+        sub = self.subscriptions.pop(track.id, None)
+        if sub is None:
+            return
+        sub.forwarder.close()
+        if sub.transceiver is not None:
+            self._transceivers[sub.transceiver] = None
+            # what the m-line sent last, for the track that reuses it
+            self._previous[sub.transceiver] = sub.forwarder
+            for ssrc in adapter.sender_ssrcs(sub.transceiver.sender):
+                self._by_out_ssrc.pop(ssrc, None)
+        self._mark_dirty()
+
+    def _mark_dirty(self) -> None:
+        self._dirty = True
+        if not self.closed:
+            self._on_changed()
+
+    def rewire(self) -> None:
+        """The transport is up: every forwarder may use the native path."""
+        for sub in self.subscriptions.values():
+            self.egress.wire(sub.forwarder)
+
+    def _layer_changed(self, forwarder: Forwarder) -> None:
+        for sub in self.subscriptions.values():
+            if sub.forwarder is forwarder:
+                self._on_layer_changed(sub)
+                return
+
+    # ------------------------------------------------------------ negotiation
+
+    async def create_offer(
+        self, create_pc: Callable[[], RTCPeerConnection]
+    ) -> tuple[str, dict[str, dict[str, str]]] | None:
+        """Offer the current subscriptions; None when nothing changed or an offer is in flight."""
+        if self.closed or self._offer_pending or not self._dirty:
+            return None
+        self._dirty = False
+        if self.pc is None:
+            if not self.subscriptions:
+                return None
+            self.pc = create_pc()
+        pc = self.pc
+        for transceiver, sub in self._transceivers.items():
+            if sub is None and transceiver.direction != "inactive":
+                transceiver.direction = "inactive"
+        for sub in self.subscriptions.values():
+            if sub.transceiver is None:
+                self._assign_transceiver(pc, sub)
+        self._offer_pending = True
+        self._offer_at = self._clock.time()
+        try:
+            offer = await pc.createOffer()
+            await pc.setLocalDescription(offer)
+        except Exception:
+            self._offer_pending = False
+            raise
+        if self.egress.port is None:
+            transceivers = pc.getTransceivers()
+            self.egress.port = adapter.MediaPort(
+                transceivers[0].sender.transport, self._on_rtp, self.rtcp.on_rtcp
+            )
+        mapping: dict[str, dict[str, str]] = {}
+        for transceiver, sub in self._transceivers.items():
+            if sub is not None and transceiver.mid is not None:
+                mapping[transceiver.mid] = {
+                    "participant": sub.publisher.id,
+                    "track": sub.track.id,
+                    "kind": sub.track.kind,
+                }
+        return pc.localDescription.sdp, mapping
+
+    def _assign_transceiver(self, pc: RTCPeerConnection, sub: Subscription) -> None:
+        kind = sub.track.kind
+        transceiver = next(
+            (
+                t
+                for t, s in self._transceivers.items()
+                if s is None and t.kind == kind and t.mid is not None
+            ),
+            None,
+        )
+        if transceiver is None:
+            transceiver = pc.addTransceiver(kind, direction="sendonly")
+            capabilities = RTCRtpSender.getCapabilities(kind)
+            wanted = f"{kind}/{sub.track.source.params.codec}".lower()
+            transceiver.setCodecPreferences(
+                [c for c in capabilities.codecs if c.mimeType.lower() in (wanted, f"{kind}/rtx")]
+            )
+            adapter.hook_sender(transceiver.sender, self._sender_negotiated(transceiver))
+        else:
+            transceiver.direction = "sendonly"
+            previous = self._previous.pop(transceiver, None)
+            if previous is not None:
+                sub.forwarder.continue_from(previous)
+        adapter.set_sender_msid(transceiver.sender, sub.publisher.id, sub.track.id)
+        self._transceivers[transceiver] = sub
+        sub.transceiver = transceiver
+        for ssrc in adapter.sender_ssrcs(transceiver.sender):
+            self._by_out_ssrc[ssrc] = sub.forwarder
+
+    def _sender_negotiated(
+        self, transceiver: RTCRtpTransceiver
+    ) -> Callable[[adapter.NegotiatedRtp], None]:
+        def on_parameters(params: adapter.NegotiatedRtp) -> None:
+            sub = self._transceivers.get(transceiver)
+            if sub is None or self.closed:
+                return
+            ssrc, rtx_ssrc = adapter.sender_ssrcs(transceiver.sender)
+            primary = params.primary_codec
+            assert primary.payloadType is not None  # negotiated codecs always have one
+            sub.forwarder.configure(
+                EgressParams(
+                    mid=params.mid,
+                    payload_type=primary.payloadType,
+                    ssrc=ssrc,
+                    rtx_payload_type=params.rtx_payload_type(primary.payloadType),
+                    rtx_ssrc=rtx_ssrc,
+                    extensions=params.extensions,
+                )
+            )
+            if not sub.negotiated:
+                sub.negotiated = True
+                now = self._clock.time()
+                self.update_layers(now)
+                sub.forwarder.start(now)
+
+        return on_parameters
+
+    async def apply_answer(self, answer_sdp: str) -> None:
+        if self.pc is None or not self._offer_pending:
+            raise NegotiationError("wrong_state", "no subscribe offer is outstanding")
+        try:
+            adapter.describe_remote_media(answer_sdp)
+            check_transport(answer_sdp)
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+        except Exception as exc:
+            raise NegotiationError("bad_sdp", f"cannot apply answer: {exc}") from exc
+        finally:
+            self._offer_pending = False
+        if self._dirty and not self.closed:
+            self._on_changed()
+
+    def answer_overdue(self, now: float) -> bool:
+        """An offer has waited longer than ``subscribe_answer_timeout`` for its answer."""
+        return self._offer_pending and now - self._offer_at > self.config.subscribe_answer_timeout
+
+    def _on_rtp(self, data: bytes, now: float) -> None:
+        pass  # a subscribe connection carries no media towards the SFU
+
+    # ------------------------------------------------------------ layer selection
+
+    def set_layer_request(
+        self,
+        track_id: str,
+        *,
+        max_width: int | None = None,
+        max_height: int | None = None,
+        paused: bool | None = None,
+    ) -> None:
+        """Update what this subscriber wants of one track; absent values are kept.
+
+        Raises KeyError when not subscribed to ``track_id``.
+        """
+        forwarder = self.subscriptions[track_id].forwarder
+        old = forwarder.request
+        forwarder.request = LayerRequest(
+            max_width=old.max_width if max_width is None else max_width,
+            max_height=old.max_height if max_height is None else max_height,
+            paused=old.paused if paused is None else paused,
+        )
+        self.update_layers(self._clock.time())
+
+    def update_layers(self, now: float) -> None:
+        """Choose the layer of every subscribed track: request, activity, bandwidth."""
+        if self.closed:
+            return
+        plans = []
+        for sub in self.subscriptions.values():
+            forwarder = sub.forwarder
+            if not sub.negotiated and sub.transceiver is None:
+                continue
+            if forwarder.request.paused:
+                forwarder.set_target(None, now)
+                continue
+            if not forwarder.is_video:
+                forwarder.set_target(forwarder.layers[0], now)  # audio is never held back
+                continue
+            infos = forwarder.layer_infos(now, ACTIVE_TIMEOUT)
+            choices = allowed(infos, forwarder.request)
+            if not choices:
+                # nothing is being sent yet: wait on the first layer
+                if forwarder.target is None:
+                    forwarder.set_target(forwarder.layers[0], now)
+                continue
+            plans.append((forwarder, infos, choices, sub.publisher.id))
+        if not plans:
+            self.congestion.nothing_to_allocate()
+            return
+        speaker = self._active_speaker()
+        demands = []
+        for forwarder, _, choices, publisher in plans:
+            index = forwarder.target_index
+            level = next((i for i, c in enumerate(choices) if c.index == index), None)
+            demands.append(
+                Demand(
+                    bitrates=[expected_bitrate(c, i) for i, c in enumerate(choices)],
+                    current=level,
+                    priority=priority(forwarder.request, publisher == speaker),
+                )
+            )
+        allocation = self.congestion.allocate(demands, now)
+        if allocation.relax:
+            for forwarder, _, _, _ in plans:
+                forwarder.selector.relax()
+        self.egress.pacer.set_rate(allocation.budget, now)
+        for (forwarder, infos, choices, _), level in zip(plans, allocation.levels, strict=True):
+            proposed = choices[level].index if level >= 0 else None
+            rank = {info.index: pos for pos, info in enumerate(ordered(infos))}
+            # what is decided already: the target (a switch may be waiting for a keyframe)
+            current = forwarder.target_index
+            chosen = forwarder.selector.decide(proposed, choices[-1].index, current, rank, now)
+            forwarder.set_target(forwarder.layers[chosen] if chosen is not None else None, now)
+
+    # ------------------------------------------------------------ congestion glue
+
+    def _lossy(self) -> None:
+        """The receiver loses at random: send what it cannot repair twice (audio
+        packets, video retransmissions) until the loss stops."""
+        for sub in self.subscriptions.values():
+            sub.forwarder.redundant = True
+
+    def _overflow(self, now: float) -> None:
+        """The link takes less than is sent: lower the estimate so a lower layer is
+        chosen."""
+        if self.congestion.on_overflow(now):
+            self.update_layers(now)
+
+    def measure(self, now: float) -> None:
+        """Once a second: the video sent to this subscriber, and what its transport refused."""
+        sent = sum(
+            sub.forwarder.bytes_sent
+            for sub in self.subscriptions.values()
+            if sub.forwarder.is_video
+        )
+        result = self.congestion.measure(now, sent, self.egress.tx_errors)
+        if result.redundancy_off:
+            for sub in self.subscriptions.values():
+                sub.forwarder.redundant = False
+        if result.refused > 0:
+            self.counters["send_failures"] += result.refused
+        if result.reallocate:
+            self.update_layers(now)
+
+    def maybe_probe(self) -> None:
+        """Start a bandwidth probe when the estimator wants one (``sfu/bwe.py``)."""
+        if self.closed or self._probe_timer is not None:
+            return
+        now = self._clock.time()
+        self.update_layers(now)  # a probe that just ended may have raised the estimate
+        if self.congestion.start_probe(now) is None:
+            return
+        self.counters["probes"] += 1
+        self._probe_tick()
+
+    def _probe_tick(self) -> None:
+        """Send one slice of the probe's padding; re-arm until the probe is over."""
+        self._probe_timer = None
+        if self.closed:
+            return
+        now = self._clock.time()
+        step = self.congestion.probe_step(now)
+        if step.padding <= 0:
+            if step.result_at is not None:
+                self._probe_timer = self._clock.call_at(step.result_at, self._probe_result)
+            return
+        carrier = next(
+            (
+                sub.forwarder
+                for sub in self.subscriptions.values()
+                if sub.forwarder.is_video and sub.forwarder.params is not None
+            ),
+            None,
+        )
+        if carrier is not None:
+            budget = step.padding
+            while budget > 0:
+                packet = carrier.padding(255, now)
+                if packet is None or not self.egress.send_rtp(packet):
+                    break
+                self.counters["padding_packets"] += 1
+                self.congestion.padding_sent(len(packet))
+                budget -= len(packet)
+        self._probe_timer = self._clock.call_later(PROBE_TICK, self._probe_tick)
+
+    def _probe_result(self) -> None:
+        self._probe_timer = None
+        self.maybe_probe()
+
+    def send_sender_reports(self, now: float) -> None:
+        port = self.egress.port
+        if port is None:
+            return
+        for sub in self.subscriptions.values():
+            packet = sender_report(sub.forwarder, sub.publisher.id, now)
+            if packet is not None:
+                port.send(packet)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Close every forwarder (the transport stays up until ``stop``)."""
+        self.closed = True
+        self.egress.closed = True
+        for sub in list(self.subscriptions.values()):
+            sub.forwarder.close()
+        self.subscriptions.clear()
+        self._by_out_ssrc.clear()
+        self._previous.clear()
+
+    def stop(self) -> None:
+        """Close the transport's port, cancel the timers."""
+        self.egress.close()
+        if self._probe_timer is not None:
+            self._probe_timer.cancel()
