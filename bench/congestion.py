@@ -60,7 +60,7 @@ def reexec_in_netns() -> None:
 def run_scenario(name: str, out_dir: Path, processes: int) -> dict[str, Any]:
     path = out_dir / f"congestion-{name}.json"
     command = [
-        sys.executable, "-m", "signaling.cli", "load", *COMMON, *SCENARIOS[name],
+        sys.executable, "-m", "parley", "load", *COMMON, *SCENARIOS[name],
         "--processes", str(processes), "--json", str(path),
     ]  # fmt: skip
     started = time.monotonic()

@@ -243,7 +243,7 @@ class IsolatedServer:
             else:
                 port = 8080
                 cmd = [
-                    sys.executable, "-m", "signaling.cli", "serve", "--host", SERVER_ADDRESS,
+                    sys.executable, "-m", "parley", "serve", "--host", SERVER_ADDRESS,
                     "--port", str(port), "--ice-address", SERVER_ADDRESS, "--log-level", "WARNING",
                 ]  # fmt: skip
                 self.url = f"http://{SERVER_ADDRESS}:{port}"

@@ -161,7 +161,7 @@ async def one_run(scenario: str, duration: float, index: int, tmp: Path) -> dict
             paths.append(path)
             procs.append(
                 await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "signaling.cli", "bot", "--url", url, "--room", room,
+                    sys.executable, "-m", "parley", "bot", "--url", url, "--room", room,
                     "--name", name, "--duration", str(duration), "--json", str(path),
                     cwd=REPO, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
                 )

@@ -1503,7 +1503,7 @@ def run_behind_link(args: argparse.Namespace, argv: list[str]) -> int:
         return 2
     try:
         child = [
-            *link.command([sys.executable, "-m", "signaling.cli", "bot"]),
+            *link.command([sys.executable, "-m", "parley", "bot"]),
             *_without_link_options(argv),
             "--url", f"{url.scheme}://{link.host_address}:{url.port}",
             "--ice-address", link.peer_address,

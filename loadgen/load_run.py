@@ -169,7 +169,7 @@ def start_server(
         [
             sys.executable,
             "-m",
-            "signaling.cli",
+            "parley",
             "serve",
             "--host",
             host,

@@ -18,7 +18,7 @@ def test_a_subscriber_behind_300_kbits_switches_down_and_back_up(tmp_path: Path)
     report_path = tmp_path / "impaired.json"
     proc = subprocess.run(
         [
-            sys.executable, "-m", "signaling.cli", "load",
+            sys.executable, "-m", "parley", "load",
             "--simulcast", "--subscribers", "1", "--impaired-subscribers", "1",
             "--link-schedule", "5:300,13:none", "--duration", "29",
             "--json", str(report_path), "--quiet",

@@ -31,7 +31,7 @@ def test_parley_load_drives_janus_videoroom_with_simulcast(tmp_path: Path) -> No
             [
                 sys.executable,
                 "-m",
-                "signaling.cli",
+                "parley",
                 "load",
                 "--target",
                 "janus",

@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from loadgen import bot, load_run
-from signaling import cli
+from parley import cli
 
 PARSERS = {
     "parley": cli.build_main_parser,

@@ -1,9 +1,10 @@
 """``parley``: the command line (``serve``, ``bot``, ``load``).
 
-``parley serve`` runs the server until SIGTERM or Ctrl-C (SIGINT). Stopping sends every
-client ``server_shutdown`` and closes its session at once (:func:`signaling.server.
-shutdown_sessions`), so the process is gone within about a second even with clients
-connected; a second signal during that second stops it without waiting.
+It lives above ``signaling`` (the server), ``sfu`` and ``loadgen`` (bots, load) and imports
+each only when its command runs. ``parley serve`` runs the server until SIGTERM or Ctrl-C
+(SIGINT). Stopping sends every client ``server_shutdown`` and closes its session at once
+(:func:`signaling.server.shutdown_sessions`), so the process is gone within about a second
+even with clients connected; a second signal during that second stops it without waiting.
 """
 
 from __future__ import annotations
@@ -189,8 +190,7 @@ async def _serve(app: web.Application, host: str, port: int, out: Callable[[str]
 def serve_main(argv: list[str]) -> int:
     args = build_serve_parser().parse_args(argv)
     from sfu.config import IceConfig, SfuConfig
-
-    from .server import ServerConfig, create_app
+    from signaling.server import ServerConfig, create_app
 
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
