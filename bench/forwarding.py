@@ -302,77 +302,39 @@ OfferAnswerer = Callable[[str], Awaitable[str]]
 
 
 class SignalingClient:
-    """Just enough of the Parley protocol: join, publish, answer subscribe offers."""
+    """The Parley protocol roles the benchmark needs (join, publish, answer subscribe
+    offers), on :class:`parley_client.ProtocolClient`."""
 
     def __init__(
         self, url: str, room: str, name: str, on_offer: OfferAnswerer | None = None
     ) -> None:
-        self.url = url.rstrip("/") + "/ws"
+        from parley_client import ProtocolClient
+
         self.room = room
         self.name = name
-        self.ws: Any = None
-        loop = asyncio.get_running_loop()
-        self.joined: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self.answered: asyncio.Future[str] = loop.create_future()
         self.on_offer = on_offer
-        self.handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
-            "publish_answer": self._on_publish_answer,
-            "subscribe_offer": self._on_subscribe_offer,
-        }
-        self._reader: asyncio.Task[None] | None = None
+        self.client = ProtocolClient(url, on_message=self._on_message)
 
     async def publish(self, sdp: str) -> str:
         """Send the publish offer; return the answer's SDP."""
-        await self.send({"type": "publish_offer", "sdp": sdp})
-        return await asyncio.wait_for(asyncio.shield(self.answered), 20)
+        answer = await self.client.publish(sdp, 20)
+        return answer.sdp
 
-    def _on_publish_answer(self, message: dict[str, Any]) -> None:
-        if not self.answered.done():
-            self.answered.set_result(str(message["sdp"]))
+    async def _on_message(self, message: Any) -> None:
+        from signaling.messages import ErrorMessage, SubscribeOffer
 
-    async def _on_subscribe_offer(self, message: dict[str, Any]) -> None:
-        if self.on_offer is not None:
-            answer = await self.on_offer(str(message["sdp"]))
-            await self.send({"type": "subscribe_answer", "sdp": answer})
+        if isinstance(message, ErrorMessage):
+            _log(f"{self.name}: server error {message.to_json()}")
+            _emit({"event": "error", "who": self.name, "message": message.to_json()})
+        elif isinstance(message, SubscribeOffer) and self.on_offer is not None:
+            await self.client.answer(await self.on_offer(message.sdp))
 
     async def connect(self, session: Any, publisher: bool = False) -> None:
-        self.ws = await session.ws_connect(self.url, autoping=True, heartbeat=None)
-        self._reader = asyncio.ensure_future(self._read())
-        await self.send({"type": "join", "room": self.room, "name": self.name})
-        await asyncio.wait_for(asyncio.shield(self.joined), 20)
-
-    async def send(self, message: dict[str, Any]) -> None:
-        await self.ws.send_str(json.dumps(message))
-
-    async def _read(self) -> None:
-        import aiohttp
-
-        async for msg in self.ws:
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                continue
-            message = json.loads(msg.data)
-            kind = message.get("type")
-            if kind == "joined" and not self.joined.done():
-                self.joined.set_result(message)
-            elif kind == "error":
-                _log(f"{self.name}: server error {message}")
-                _emit({"event": "error", "who": self.name, "message": message})
-            handler = self.handlers.get(kind)
-            if handler is not None:
-                result = handler(message)
-                if asyncio.iscoroutine(result):
-                    await result
-        if not self.joined.done():
-            self.joined.set_exception(ConnectionError("websocket closed before joined"))
+        await self.client.connect(20)
+        await self.client.join(self.room, self.name, 20)
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(BaseException):
-                await self._reader
-        if self.ws is not None:
-            with contextlib.suppress(Exception):
-                await self.ws.close()
+        await self.client.close()
 
 
 def _bench_janus_session(url: str, on_offer: Callable[[str, list[Any]], Awaitable[str]]) -> Any:

@@ -33,6 +33,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtpPacket
 from av import AudioFrame, VideoFrame
 
+from parley_client import ClientClosed, ProtocolClient, RequestFailed
 from sfu.aiortc_adapter import (
     MediaPort,
     NegotiatedRtp,
@@ -42,7 +43,16 @@ from sfu.aiortc_adapter import (
     observe_received_rtp,
 )
 from sfu.config import IceConfig, IceServer
-from signaling.messages import ProtocolError, ServerShutdown, parse_server_message
+from signaling.messages import (
+    ClientMessage,
+    Leave,
+    ProtocolError,
+    PublishOffer,
+    ServerMessage,
+    ServerShutdown,
+    SetLayer,
+    SubscribeAnswer,
+)
 
 from .bot_verdict import (
     MAX_FREEZE_MS,
@@ -425,9 +435,8 @@ class Bot:
     def __init__(self, config: BotConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self._clock = clock
-        self._session: aiohttp.ClientSession | None = None
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._send_lock = asyncio.Lock()
+        #: the signaling connection of the current session
+        self._client: ProtocolClient | None = None
         self._stats_lock = asyncio.Lock()
         self._pub_pc: RTCPeerConnection | None = None
         self._sub_pc: RTCPeerConnection | None = None
@@ -435,8 +444,6 @@ class Bot:
         #: tasks of the bot's whole life (statistics), and of the current connection
         self._tasks: set[asyncio.Task[None]] = set()
         self._session_tasks: set[asyncio.Task[None]] = set()
-        #: Resolves to None once joined, or to why the join failed.
-        self._joined: asyncio.Future[str | None] | None = None
         #: Set when the current connection ends: the websocket closed, the server shut
         #: down or removed the bot (``_drop`` says which), or the bot is closed.
         self._session_over = asyncio.Event()
@@ -674,13 +681,9 @@ class Bot:
         tasks.clear()
 
     async def _close_websocket(self) -> None:
-        ws, session = self._ws, self._session
-        self._ws = self._session = None
-        if ws is not None:
-            with contextlib.suppress(Exception):
-                await ws.close()
-        if session is not None:
-            await session.close()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
 
     async def close(self) -> None:
         """Close both peer connections, stop all tasks, close the websocket and session."""
@@ -781,28 +784,31 @@ class Bot:
         """Open the websocket and join; ``on_connected`` notes when the server answered."""
         cfg = self.config
         timeout = cfg.join_timeout if timeout is None else timeout
-        self._session = aiohttp.ClientSession()
+        client = ProtocolClient(
+            cfg.url,
+            on_message=self._on_message,
+            on_invalid=self._on_invalid,
+            heartbeat=WS_HEARTBEAT,
+        )
+        self._client = client
         try:
-            self._ws = await asyncio.wait_for(
-                self._session.ws_connect(cfg.ws_url, autoping=True, heartbeat=WS_HEARTBEAT),
-                timeout,
-            )
+            await client.connect(timeout)
         except TimeoutError:
             raise JoinFailed(f"no websocket within {timeout:.1f} s") from None
         if on_connected is not None and on_connected.connected_at is None:
             on_connected.connected_at = self._clock()
-        self._joined = asyncio.get_running_loop().create_future()
-        self._spawn(self._read_loop())
-        message: dict[str, Any] = {"type": "join", "room": cfg.room, "name": cfg.name}
-        if cfg.token is not None:
-            message["token"] = cfg.token
-        await self._send(message)
+        self._spawn(self._watch_connection(client))
         try:
-            failure = await asyncio.wait_for(asyncio.shield(self._joined), timeout)
+            await client.join(cfg.room, cfg.name, timeout, token=cfg.token)
         except TimeoutError:
             raise JoinFailed(f"no joined within {timeout:.1f} s") from None
-        if failure is not None:
-            raise JoinFailed(failure)
+        except RequestFailed as exc:
+            raise JoinFailed(f"{exc.error.code}: {exc.error.message}") from None
+        except ClientClosed:
+            shutdown = client.server_shutdown
+            if shutdown is not None:
+                raise JoinFailed(f"server_shutdown: {shutdown.reason}") from None
+            raise JoinFailed("websocket closed before joined") from None
 
     async def _publish(self) -> None:
         pc = create_peer_connection(self._ice_config())
@@ -815,7 +821,7 @@ class Bot:
             self._local_tracks.append(track)
             pc.addTransceiver(track, direction="sendonly")
         await pc.setLocalDescription(await pc.createOffer())  # gathers before returning
-        await self._send({"type": "publish_offer", "sdp": pc.localDescription.sdp})
+        await self._send(PublishOffer(pc.localDescription.sdp))
 
     async def _publish_simulcast(self, pc: RTCPeerConnection) -> None:
         """Audio through aiortc's sender; video as three encodings sent by
@@ -840,7 +846,7 @@ class Bot:
         self._simulcast = SimulcastSender.create(
             DEFAULT_LAYERS, munged.mid, munged.extensions, random.Random()
         )
-        await self._send({"type": "publish_offer", "sdp": munged.sdp})
+        await self._send(PublishOffer(munged.sdp))
 
     def _on_video_negotiated(self, negotiated: NegotiatedRtp) -> None:
         """aiortc would start the video sender now (DTLS is up): start the simulcast path."""
@@ -890,68 +896,51 @@ class Bot:
                 self._media_port.install_fast_path()
 
     async def _leave(self) -> None:
-        ws = self._ws
-        if ws is None or ws.closed:
+        client = self._client
+        if client is None or not client.connected:
             return
         self._leaving = True
         try:
-            await self._send({"type": "leave"})
-        except (aiohttp.ClientError, ConnectionError, RuntimeError):
+            await client.send(Leave())
+        except ClientClosed:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._left.wait(), self.config.leave_timeout)
 
-    async def _send(self, message: dict[str, Any]) -> None:
-        ws = self._ws
-        if ws is None:
+    async def _send(self, message: ClientMessage) -> None:
+        client = self._client
+        if client is None:
             raise RuntimeError("not connected")
-        async with self._send_lock:
-            await ws.send_str(json.dumps(message))
+        await client.send(message)
 
-    async def _read_loop(self) -> None:
-        ws = self._ws
-        assert ws is not None
+    def _on_invalid(self, exc: ProtocolError) -> None:
+        if exc.code == "unknown_type":
+            logger.debug("bot %s: ignoring a message: %s", self.config.name, exc)
+            return
+        self._error(exc.code, f"server sent an invalid message: {exc}")
+
+    async def _on_message(self, message: ServerMessage) -> None:
+        if isinstance(message, ServerShutdown):
+            self._on_server_shutdown(message)
+            return
         try:
-            async for msg in ws:
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    continue
-                try:
-                    message = json.loads(msg.data)
-                except ValueError:
-                    self._error("bad_json", "server sent invalid JSON")
-                    continue
-                if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-                    self._error("not_object", "server sent a message without a type")
-                    continue
-                if message["type"] == "server_shutdown":
-                    self._on_server_shutdown(msg.data)
-                    continue
-                try:
-                    await self._handle(message)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    logger.exception(
-                        "bot %s: handling %s failed", self.config.name, message["type"]
-                    )
-                    self._error("internal", f"handling {message['type']}: {exc!r}")
-        finally:
-            if not self._leaving and not self._closed and self._drop is None:
-                self._drop = ("connection_lost", f"websocket closed (code {ws.close_code})")
-            if self._joined is not None and not self._joined.done():
-                self._joined.set_result("websocket closed before joined")
-            self._left.set()
-            self._session_over.set()
+            await self._handle(message.to_json())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("bot %s: handling %s failed", self.config.name, message.type)
+            self._error("internal", f"handling {message.type}: {exc!r}")
 
-    def _on_server_shutdown(self, raw: str) -> None:
+    async def _watch_connection(self, client: ProtocolClient) -> None:
+        """When the websocket closes, the session is over; unexpected, it is a drop."""
+        await client.closed.wait()
+        if not self._leaving and not self._closed and self._drop is None:
+            self._drop = ("connection_lost", f"websocket closed (code {client.close_code})")
+        self._left.set()
+        self._session_over.set()
+
+    def _on_server_shutdown(self, message: ServerShutdown) -> None:
         """``server_shutdown``: the server is going away and closes the websocket next."""
-        try:
-            message = parse_server_message(raw)
-        except ProtocolError as exc:
-            self._error("bad_message", f"server_shutdown: {exc}")
-            return
-        if not isinstance(message, ServerShutdown):
-            return
         now = self._clock()
         self._event(
             now, "server_shutdown", reason=message.reason, retry_after_ms=message.retry_after_ms
@@ -961,8 +950,6 @@ class Bot:
         if self._drop is None:
             self._drop = ("server_shutdown", f"the server shut down ({message.reason})")
         self._retry_after_ms = message.retry_after_ms
-        if self._joined is not None and not self._joined.done():
-            self._joined.set_result(f"server_shutdown: {message.reason}")
         self._session_over.set()
 
     async def _handle(self, message: dict[str, Any]) -> None:
@@ -1039,8 +1026,6 @@ class Bot:
         self._ice_servers = tuple(servers)
         for participant in message.get("participants") or []:
             self._add_participant(participant, now)
-        if self._joined is not None and not self._joined.done():
-            self._joined.set_result(None)
 
     def _on_layer(self, message: dict[str, Any], now: float) -> None:
         track = str(message.get("track"))
@@ -1097,17 +1082,11 @@ class Bot:
             height = self._wanted_max_height(track_id)
             if height is None or (not force and self._max_height_sent.get(track_id) == height):
                 continue
-            if self._ws is None or self._ws.closed or self._leaving or self._closed:
+            client = self._client
+            if client is None or not client.connected or self._leaving or self._closed:
                 return
             self._max_height_sent[track_id] = height
-            await self._send(
-                {
-                    "type": "set_layer",
-                    "track": track_id,
-                    "max_height": height,
-                    "request_id": f"set_layer:{track_id}",
-                }
-            )
+            await self._send(SetLayer(track_id, height, request_id=f"set_layer:{track_id}"))
             self._event(self._clock(), "set_layer", track=track_id, max_height=height)
 
     def _on_error(self, message: dict[str, Any]) -> None:
@@ -1124,9 +1103,6 @@ class Bot:
         if request is not None:
             entry["request"] = request
         self._errors.append(entry)
-        joining = self._joined
-        if joining is not None and not joining.done() and request in ("join", None):
-            joining.set_result(f"{code}: {text}")
 
     async def _on_publish_answer(self, message: dict[str, Any]) -> None:
         pc = self._pub_pc
@@ -1173,7 +1149,7 @@ class Bot:
 
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
-        await self._send({"type": "subscribe_answer", "sdp": pc.localDescription.sdp})
+        await self._send(SubscribeAnswer(pc.localDescription.sdp))
         # (Re)send set_layer once per video track when it first reaches us: an earlier
         # request may have come before the server had subscribed us to it.
         fresh = [

@@ -19,7 +19,9 @@ from typing import Any
 
 import aiohttp
 
+from parley_client import ClientClosed, ProtocolClient, RequestFailed
 from sfu.config import IceServer
+from signaling.messages import ErrorMessage, Layer, Leave, ServerMessage, SubscribeOffer
 
 logger = logging.getLogger(__name__)
 
@@ -137,89 +139,62 @@ class WebSocketJson:
         self.closed.set()
 
 
-def ice_servers_of(message: dict[str, Any]) -> tuple[IceServer, ...]:
-    servers = []
-    for server in message.get("ice_servers") or []:
-        urls = server.get("urls", [])
-        servers.append(
-            IceServer(
-                urls=(urls,) if isinstance(urls, str) else tuple(urls),
-                username=server.get("username"),
-                credential=server.get("credential"),
-            )
-        )
-    return tuple(servers)
-
-
 class ParleySession(ServerSession):
-    """Parley's protocol over ``{url}/ws``."""
+    """Parley's protocol over ``{url}/ws``, through :class:`parley_client.ProtocolClient`."""
 
     def __init__(self, url: str, on_offer: OfferHandler) -> None:
         super().__init__(url, on_offer)
-        self.ws = WebSocketJson(url.rstrip("/") + "/ws", self._dispatch)
-        self.closed = self.ws.closed
-        self._joined: asyncio.Future[str | None] | None = None
-        self._answer: asyncio.Future[str] | None = None
+        self.client = ProtocolClient(url, on_message=self._dispatch)
+        self.closed = self.client.closed
         self._is_joined = False
 
     async def join(self, room: str, name: str, publisher: bool, timeout: float) -> None:
-        await self.ws.connect(timeout)
-        self._joined = asyncio.get_running_loop().create_future()
-        await self.ws.send({"type": "join", "room": room, "name": name})
-        failure = await asyncio.wait_for(self._joined, timeout)
-        if failure is not None:
-            raise RuntimeError(failure)
+        await self.client.connect(timeout)
+        try:
+            joined = await self.client.join(room, name, timeout)
+        except RequestFailed as exc:
+            raise RuntimeError(_error_text(exc.error)) from None
+        except ClientClosed:
+            raise RuntimeError("websocket closed before joined") from None
+        self.ice_servers = joined.ice_servers
         self._is_joined = True
 
     async def publish(self, sdp: str, timeout: float) -> str:
-        self._answer = asyncio.get_running_loop().create_future()
-        await self.ws.send({"type": "publish_offer", "sdp": sdp})
-        return await asyncio.wait_for(self._answer, timeout)
+        try:
+            answer = await self.client.publish(sdp, timeout)
+        except RequestFailed as exc:
+            raise RuntimeError(_error_text(exc.error)) from None
+        return answer.sdp
 
     async def set_layer(self, track: OfferedTrack, max_height: int) -> None:
-        await self.ws.send({"type": "set_layer", "track": track.track, "max_height": max_height})
+        with contextlib.suppress(ClientClosed):
+            await self.client.set_layer(track.track, max_height=max_height)
 
-    async def _dispatch(self, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        if kind == "joined":
-            self.ice_servers = ice_servers_of(message)
-            if self._joined is not None and not self._joined.done():
-                self._joined.set_result(None)
-        elif kind == "publish_answer":
-            if self._answer is not None and not self._answer.done():
-                self._answer.set_result(str(message["sdp"]))
-        elif kind == "subscribe_offer":
+    async def _dispatch(self, message: ServerMessage) -> None:
+        if isinstance(message, SubscribeOffer):
             tracks = [
-                OfferedTrack(str(info.get("track")), str(info.get("kind")), str(mid))
-                for mid, info in (message.get("tracks") or {}).items()
+                OfferedTrack(info.track, info.kind, mid) for mid, info in message.tracks.items()
             ]
-            answer = await self.on_offer(str(message["sdp"]), tracks)
-            await self.ws.send({"type": "subscribe_answer", "sdp": answer})
-        elif kind == "layer":
-            rid = message.get("rid")
-            event = (
-                time.monotonic(),
-                str(message.get("track")),
-                None if rid is None else str(rid),
-                bool(message.get("paused")),
-            )
+            answer = await self.on_offer(message.sdp, tracks)
+            with contextlib.suppress(ClientClosed):
+                await self.client.answer(answer)
+        elif isinstance(message, Layer):
+            event = (time.monotonic(), message.track, message.rid, message.paused)
             self.layer_events.append(event)
             if self.on_layer is not None:
-                self.on_layer(*event[1:])
-        elif kind == "error":
-            text = (
-                f"server error {message.get('code')} ({message.get('request')}): "
-                f"{message.get('message')}"
-            )
-            if self._joined is not None and not self._joined.done():
-                self._joined.set_result(text)
-            elif self._answer is not None and not self._answer.done():
-                self._answer.set_exception(RuntimeError(text))
-            elif message.get("code") != "not_found":
-                self.errors.append(text)
+                self.on_layer(message.track, message.rid, message.paused)
+        elif isinstance(message, ErrorMessage):
+            # an error answering join or publish_offer fails that request instead
+            if not self.client.answers_request(message) and message.code != "not_found":
+                self.errors.append(_error_text(message))
 
     async def close(self) -> None:
-        if self._is_joined and not self.ws.closed.is_set():
+        if self._is_joined and self.client.connected:
             self._is_joined = False
-            await self.ws.send({"type": "leave"})
-        await self.ws.close()
+            with contextlib.suppress(ClientClosed):
+                await self.client.send(Leave())
+        await self.client.close()
+
+
+def _error_text(error: ErrorMessage) -> str:
+    return f"server error {error.code} ({error.request}): {error.message}"

@@ -38,6 +38,7 @@ from loadgen.simulcast import (
 from sfu.aiortc_adapter import describe_remote_media
 from sfu.rtp.packet import RtpView, Vp8Descriptor
 from sfu.rtp.rtcp import build_nack
+from signaling.messages import ClientMessage
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 CHROMIUM_OFFER = FIXTURES / "chromium_simulcast_offer.sdp"
@@ -371,8 +372,8 @@ class RecordingBot(Bot):
         super().__init__(config, clock=lambda: 100.0)
         self.sent: list[dict[str, Any]] = []
 
-    async def _send(self, message: dict[str, Any]) -> None:
-        self.sent.append(message)
+    async def _send(self, message: ClientMessage) -> None:
+        self.sent.append(message.to_json())
 
 
 async def test_layer_messages_become_switches_and_events_of_the_right_track():
@@ -409,10 +410,10 @@ async def test_max_height_is_requested_for_every_remote_video_track_and_can_chan
         "tracks": [{"id": "v1", "kind": "video"}, {"id": "a1", "kind": "audio"}],
     }
 
-    class OpenWs:
-        closed = False
+    class Connected:
+        connected = True
 
-    bot._ws = OpenWs()  # type: ignore[assignment]
+    bot._client = Connected()  # type: ignore[assignment]
     await bot._handle({"type": "joined", "id": "me", "participants": [participant]})
     await bot._handle(
         {"type": "track_published", "participant": "p2", "track": {"id": "v2", "kind": "video"}}
@@ -436,7 +437,7 @@ async def test_max_height_is_requested_for_every_remote_video_track_and_can_chan
     summary = bot.summary()
     assert summary["errors"] == []
     assert any(e["type"] == "set_layer_not_found" for e in summary["events"])
-    bot._ws = None
+    bot._client = None
     await bot.close()
 
 

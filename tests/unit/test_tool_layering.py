@@ -16,6 +16,7 @@ FORBIDDEN = {
     "sfu": {"signaling", "loadgen", "bench", "parley", "parley_client"},
     "signaling": {"loadgen", "bench", "parley", "parley_client"},
     "loadgen": {"parley", "bench"},
+    "parley_client": {"loadgen", "bench", "parley"},
 }
 
 
