@@ -50,7 +50,6 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
-import fcntl
 import json
 import linecache
 import os
@@ -72,11 +71,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-NETNS_MARK = "PARLEY_BENCH_NETNS"
+from loadgen import netns, procfs, server_process  # noqa: E402
+
 PACKET_SIZE = 1000
 SERVER_CPU = 0
 CLIENT_CPU = 1
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 SRTP_PROFILE_NAMES = {
     "aes256gcm": b"SRTP_AEAD_AES_256_GCM",
     "aes128gcm": b"SRTP_AEAD_AES_128_GCM",
@@ -108,30 +107,13 @@ JANUS_ROOM: dict[str, Any] = {
 # =============================================================== namespace
 
 
-def _only_loopback() -> bool:
-    return [name for _, name in socket.if_nameindex()] == ["lo"]
-
-
-def _bring_loopback_up() -> None:
-    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        ifreq = struct.pack("16sH14s", b"lo", 0, b"")
-        flags = struct.unpack("16sH14s", fcntl.ioctl(s.fileno(), siocgifflags, ifreq))[1]
-        fcntl.ioctl(s.fileno(), siocsifflags, struct.pack("16sH14s", b"lo", flags | iff_up, b""))
-
-
 def ensure_loopback_namespace() -> None:
     """Re-exec under ``unshare -rn`` unless only ``lo`` exists; then bring ``lo`` up."""
-    if not _only_loopback():
-        if os.environ.get(NETNS_MARK) == "1":
-            sys.exit("forwarding bench: still see non-loopback interfaces after unshare; refusing")
-        unshare = shutil.which("unshare")
-        if unshare is None:
-            sys.exit("forwarding bench: 'unshare' (util-linux) is required to isolate the network")
-        env = dict(os.environ, **{NETNS_MARK: "1"})
-        argv = [unshare, "--net", "--map-root-user", sys.executable, str(Path(__file__).resolve())]
-        os.execve(unshare, argv + sys.argv[1:], env)
-    _bring_loopback_up()
+    netns.ensure_loopback_namespace(
+        [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]],
+        who="forwarding bench",
+        strict=True,
+    )
 
 
 def _die_with_parent() -> None:
@@ -145,61 +127,6 @@ def _pin(cpu: int | None) -> None:
     if cpu is not None:
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, {cpu})
-
-
-# =============================================================== /proc readers
-
-
-def read_cpu(pid: int) -> tuple[float, float]:
-    """(utime, stime) of a process, all threads, in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
-
-
-def read_core_busy() -> dict[int, tuple[float, float]]:
-    """Per CPU: (busy seconds incl. irq/softirq, total seconds) from /proc/stat."""
-    out: dict[int, tuple[float, float]] = {}
-    with open("/proc/stat") as f:
-        for line in f:
-            if line.startswith("cpu") and line[3].isdigit():
-                parts = line.split()
-                values = [int(v) for v in parts[1:9]]
-                idle = values[3] + values[4]
-                total = sum(values)
-                out[int(parts[0][3:])] = ((total - idle) / CLK_TCK, total / CLK_TCK)
-    return out
-
-
-def socket_inodes(pid: int) -> set[int]:
-    inodes: set[int] = set()
-    with contextlib.suppress(OSError):
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if target.startswith("socket:["):
-                    inodes.add(int(target[8:-1]))
-    return inodes
-
-
-def udp_drops(path: str = "/proc/net/udp") -> dict[int, int]:
-    """inode -> cumulative receive drops of every UDP socket in this namespace.
-
-    ``/proc/PID/net/udp`` gives those of the namespace of process PID instead.
-    """
-    out: dict[int, int] = {}
-    with open(path) as f:
-        next(f)
-        for line in f:
-            parts = line.split()
-            out[int(parts[9])] = int(parts[-1])
-    return out
-
-
-def udp_snmp(path: str = "/proc/net/snmp") -> dict[str, int]:
-    with open(path) as f:
-        lines = [line.split() for line in f if line.startswith("Udp:")]
-    return dict(zip(lines[0][1:], (int(v) for v in lines[1][1:]), strict=True))
 
 
 # =============================================================== workers (clients)
@@ -885,7 +812,6 @@ class Worker:
 
 
 async def start_server(args: argparse.Namespace, port: int, target: str = "parley") -> Worker:
-    import aiohttp
 
     argv = ["--worker", "server", "--port", str(port)]
     if args.gc_log:
@@ -895,24 +821,15 @@ async def start_server(args: argparse.Namespace, port: int, target: str = "parle
     # parley-py: the same server forwarding in Python (as bench/janus_server.py does it)
     env = dict(os.environ, PARLEY_NATIVE="0") if target == "parley-py" else None
     server = await Worker.spawn("server", argv, env)
-    deadline = time.monotonic() + 30
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if server.proc.returncode is not None:
-                raise BenchError("the server exited at start")
-            with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
-                    if response.status == 200:
-                        return server
-            await asyncio.sleep(0.1)
-    await server.stop()
-    raise BenchError("the server did not answer /healthz within 30 s")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await asyncio.to_thread(
+            server_process.wait_for_healthz, url, lambda: server.proc.returncode is None, 30
+        )
+    except server_process.ServerStartError as exc:
+        await server.stop()
+        raise BenchError(str(exc)) from None
+    return server
 
 
 class IsolatedHandle:
@@ -1028,7 +945,7 @@ async def start_scenario(
         url, ice_address = server.url, _janus_server_module().CLIENT_ADDRESS
         netns_pid: int | None = server.pid
     else:
-        port = _free_port()
+        port = server_process.free_port()
         server = await start_server(args, port, target)
         url, ice_address, netns_pid = f"http://127.0.0.1:{port}", "127.0.0.1", None
     common = [] if args.batch_reads else ["--no-batch-reads"]
@@ -1151,12 +1068,12 @@ async def wait_for_quiet(args: argparse.Namespace, scenario: Scenario) -> dict[s
     said = False
     while True:
         pids = _pids(scenario)
-        cpu0 = {n: sum(read_cpu(p)) for n, p in pids.items()}
-        cores0 = read_core_busy()
+        cpu0 = {n: sum(procfs.process_cpu_times(p)) for n, p in pids.items()}
+        cores0 = procfs.core_busy()
         t0 = time.monotonic()
         await asyncio.sleep(1.0)
-        cpu1 = {n: sum(read_cpu(p)) for n, p in pids.items()}
-        cores1 = read_core_busy()
+        cpu1 = {n: sum(procfs.process_cpu_times(p)) for n, p in pids.items()}
+        cores1 = procfs.core_busy()
         deltas = {n: cpu1[n] - cpu0[n] for n in pids}
         foreign = _foreign(
             cores0, cores1, _ours_by_core(args, deltas), sum(deltas.values()), time.monotonic() - t0
@@ -1181,33 +1098,33 @@ async def measure(
 ) -> dict[str, Any]:
     """One measurement window on a running scenario."""
     pids = _pids(scenario, extra_pids)
-    inodes = {name: socket_inodes(pid) for name, pid in pids.items()}
+    inodes = {name: procfs.socket_inodes(pid) for name, pid in pids.items()}
     ns = scenario.netns_pid
 
     def drops_now() -> dict[int, int]:
         """Ours, and those of the server's namespace when it has one (inodes are global)."""
-        out = udp_drops()
+        out = procfs.udp_drops()
         if ns is not None:
-            out.update(udp_drops(f"/proc/{ns}/net/udp"))
+            out.update(procfs.udp_drops(f"/proc/{ns}/net/udp"))
         return out
 
     def server_snmp() -> dict[str, int]:
-        return udp_snmp(f"/proc/{ns}/net/snmp") if ns is not None else {}
+        return procfs.udp_snmp(f"/proc/{ns}/net/snmp") if ns is not None else {}
 
-    cpu0 = {name: read_cpu(pid) for name, pid in pids.items()}
-    cores0 = read_core_busy()
+    cpu0 = {name: procfs.process_cpu_times(pid) for name, pid in pids.items()}
+    cores0 = procfs.core_busy()
     drops0 = drops_now()
-    snmp0 = udp_snmp()
+    snmp0 = procfs.udp_snmp()
     server_snmp0 = server_snmp()
     mark0 = await scenario.publisher.request({"cmd": "mark"})
     t0 = time.monotonic()
     await asyncio.sleep(window)
-    cpu1 = {name: read_cpu(pid) for name, pid in pids.items()}
-    cores1 = read_core_busy()
+    cpu1 = {name: procfs.process_cpu_times(pid) for name, pid in pids.items()}
+    cores1 = procfs.core_busy()
     mark1 = await scenario.publisher.request({"cmd": "mark"})
     t1 = time.monotonic()
     drops1 = drops_now()
-    snmp1 = udp_snmp()
+    snmp1 = procfs.udp_snmp()
     server_snmp1 = server_snmp()
     await asyncio.sleep(args.drain)
     counts: dict[str, int] = {}

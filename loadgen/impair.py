@@ -24,6 +24,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+from .netns import HeldNamespace, NamespaceError
+
 
 class LinkError(RuntimeError):
     """The namespace, the veth pair or a qdisc/rule could not be set up."""
@@ -76,33 +78,30 @@ class ImpairedLink:
         self.peer_address = f"10.99.{index}.2"
         self.host_if = f"pl{index}h"
         self.peer_if = f"pl{index}p"
-        self._holder: subprocess.Popen[bytes] | None = None
+        self._namespace: HeldNamespace | None = None
         self.down = Shape()
         self.up = Shape()
 
     @property
     def netns(self) -> str:
-        if self._holder is None:
+        if self._namespace is None:
             raise LinkError("the link is not started")
-        return f"/proc/{self._holder.pid}/ns/net"
+        return self._namespace.path
 
     def command(self, args: list[str]) -> list[str]:
         """``args`` wrapped to run inside the participant's namespace."""
         return ["nsenter", f"--net={self.netns}", *args]
 
     def start(self) -> None:
-        if self._holder is not None:
+        if self._namespace is not None:
             return
-        self._holder = subprocess.Popen(
-            ["unshare", "--net", "sleep", "infinity"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
         try:
-            self._wait_for_namespace()
+            self._namespace = HeldNamespace()
+        except NamespaceError as exc:
+            raise LinkError(str(exc)) from None
+        try:
             _run(["ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.peer_if])
-            _run(["ip", "link", "set", self.peer_if, "netns", str(self._holder.pid)])
+            _run(["ip", "link", "set", self.peer_if, "netns", str(self._namespace.pid)])
             _run(["ip", "addr", "add", f"{self.host_address}/30", "dev", self.host_if])
             _run(["ip", "link", "set", self.host_if, "up"])
             inside = self.command
@@ -112,25 +111,6 @@ class ImpairedLink:
         except BaseException:
             self.close()
             raise
-
-    def _wait_for_namespace(self) -> None:
-        import os
-        import time
-
-        assert self._holder is not None
-        mine = os.readlink("/proc/self/ns/net")
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline:
-            if self._holder.poll() is not None:
-                err = self._holder.stderr.read().decode() if self._holder.stderr else ""
-                raise LinkError(f"unshare --net failed: {err.strip()}")
-            try:
-                if os.readlink(self.netns) != mine:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.01)
-        raise LinkError("the namespace did not appear")
 
     def shape(self, down: Shape | None = None, up: Shape | None = None) -> None:
         """Set either direction's impairment (None: leave that direction as it is)."""
@@ -185,10 +165,9 @@ class ImpairedLink:
         # our end first: the pair goes at once, not whenever the kernel tears the
         # namespace down after its holder dies
         remove_interface(self.host_if)
-        holder, self._holder = self._holder, None
-        if holder is not None:
-            holder.kill()
-            holder.wait()
+        namespace, self._namespace = self._namespace, None
+        if namespace is not None:
+            namespace.close()
 
     def __enter__(self) -> ImpairedLink:
         self.start()

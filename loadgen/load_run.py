@@ -35,13 +35,13 @@ from .load_media import default_cache_dir, prepare_media
 from .load_metrics import KINDS, Interval
 from .load_report import RunData, ServerSample, build_report, summary_table
 from .load_verdict import verdict_section
+from .procfs import machine_cpu, process_cpu_seconds, process_rss_mb
+from .server_process import start_server, stop_server
 
 logger = logging.getLogger(__name__)
 
 #: Heights subscribers ask for in turn when publishers use simulcast.
 LAYER_HEIGHTS = (180, 360, 720)
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass(slots=True)
@@ -101,26 +101,6 @@ class LoadConfig:
 # ----------------------------------------------------------------- /proc sampling
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` (and its reaped children are not counted)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-
-
-def process_rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/statm", encoding="ascii") as f:
-        return int(f.read().split()[1]) * _PAGE / 1e6
-
-
-def machine_cpu() -> tuple[float, float]:
-    """(busy, total) jiffies of the whole machine, from ``/proc/stat``."""
-    with open("/proc/stat", encoding="ascii") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return float(sum(values) - idle), float(sum(values))
-
-
 class ProcSampler:
     """CPU % (of one core) and RSS of one process, one sample per :meth:`sample` call."""
 
@@ -144,67 +124,6 @@ class ProcSampler:
 
 
 # ----------------------------------------------------------------------- server
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(
-    ice_address: str,
-    timeout: float = 20.0,
-    extra_ice_addresses: tuple[str, ...] = (),
-    host: str = "127.0.0.1",
-) -> tuple[subprocess.Popen[bytes], str]:
-    """``parley serve`` on a free port (answering at 127.0.0.1); returns (process, base
-    URL). ``extra_ice_addresses``: more addresses ICE gathers on (impaired links' host
-    ends), ``host``: where it listens (``0.0.0.0`` to be reachable over them too)."""
-    port = _free_port()
-    ice = [
-        arg for address in (ice_address, *extra_ice_addresses) for arg in ("--ice-address", address)
-    ]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "parley",
-            "serve",
-            "--host",
-            host,
-            "--port",
-            str(port),
-            *ice,
-            "--log-level",
-            "WARNING",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"parley serve exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=1) as response:
-                if response.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(0.1)
-    proc.terminate()
-    proc.wait(5)
-    raise RuntimeError("parley serve did not answer /healthz in time")
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # ------------------------------------------------------------------------ plan
