@@ -153,44 +153,33 @@ def _restrict_srtp(dtls: Any, profile: str) -> None:
     """Offer/accept only one DTLS-SRTP profile on a client's DTLS transport."""
     if profile == "any" or dtls.state != "new":
         return
-    from aiortc import rtcdtlstransport
+    from sfu import aiortc_adapter
 
-    wanted = SRTP_PROFILE_NAMES[profile]
-    chosen = [p for p in rtcdtlstransport.SRTP_PROFILES if p.openssl_profile == wanted]
-    if not chosen:
-        raise RuntimeError(f"this libsrtp/aiortc build does not support {wanted.decode()}")
-    dtls._srtp_profiles = chosen
+    try:
+        aiortc_adapter.restrict_srtp_profiles(dtls, SRTP_PROFILE_NAMES[profile])
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from None
 
 
 def _selected_profile(dtls: Any) -> str | None:
-    ssl = getattr(dtls, "_ssl", None)
-    if ssl is None:
-        return None
-    with contextlib.suppress(Exception):
-        value = ssl.get_selected_srtp_profile()
-        return value.decode() if value else None
-    return None
+    from sfu import aiortc_adapter
+
+    return aiortc_adapter.selected_srtp_profile(dtls)
 
 
 def _ice_ports(dtls: Any) -> list[int]:
-    from sfu.aiortc_adapter import ice_connection
+    from sfu import aiortc_adapter
 
-    ports = []
-    for protocol in ice_connection(dtls)._protocols:
-        transport = getattr(protocol, "transport", None)
-        if transport is not None:
-            ports.append(transport.get_extra_info("sockname")[1])
-    return ports
+    return [int(sock.getsockname()[1]) for sock in aiortc_adapter.ice_sockets(dtls)]
 
 
 def _grow_rcvbuf(dtls: Any, size: int) -> None:
     """Bigger receive buffers on a *client's* ICE sockets (SO_RCVBUFFORCE works as ns root)."""
-    from sfu.aiortc_adapter import ice_connection
+    from sfu import aiortc_adapter
 
     if size <= 0:
         return
-    for protocol in ice_connection(dtls)._protocols:
-        sock = protocol.transport.get_extra_info("socket")
+    for sock in aiortc_adapter.ice_sockets(dtls):
         try:
             sock.setsockopt(socket.SOL_SOCKET, 33, size)  # SO_RCVBUFFORCE
         except OSError:
@@ -205,23 +194,9 @@ def _drain_readers(dtls: Any) -> None:
     bottleneck. The packets still go through ``StunProtocol.datagram_received`` (the
     MediaPort fast path: SRTP unprotect, then ``on_rtp``).
     """
-    from sfu.aiortc_adapter import ice_connection
+    from sfu import aiortc_adapter
 
-    loop = asyncio.get_running_loop()
-    for protocol in ice_connection(dtls)._protocols:
-        sock = protocol.transport._sock  # type: ignore[attr-defined]
-
-        def drain(sock: socket.socket = sock, protocol: Any = protocol) -> None:
-            for _ in range(512):
-                try:
-                    data, addr = sock.recvfrom(4096)
-                except (BlockingIOError, InterruptedError):
-                    return
-                except OSError:
-                    return
-                protocol.datagram_received(data, addr)
-
-        loop._add_reader(sock.fileno(), drain)  # type: ignore[attr-defined]
+    aiortc_adapter.drain_datagrams_per_wakeup(dtls, 512)
 
 
 #: A subscriber's answer to a server offer: offer SDP -> answer SDP.
