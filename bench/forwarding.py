@@ -240,8 +240,8 @@ class SignalingClient:
 
 
 def _bench_janus_session(url: str, on_offer: Callable[[str, list[Any]], Awaitable[str]]) -> Any:
-    """``loadgen.load_janus.JanusSession`` creating its room with the bench's settings."""
-    from loadgen.load_janus import JanusError, JanusSession
+    """``loadgen.load.janus.JanusSession`` creating its room with the bench's settings."""
+    from loadgen.load.janus import JanusError, JanusSession
 
     class BenchJanusSession(JanusSession):
         async def _ensure_room(self) -> None:
@@ -255,7 +255,7 @@ def _bench_janus_session(url: str, on_offer: Callable[[str, list[Any]], Awaitabl
 
 
 class JanusSignaling:
-    """The same roles against Janus's VideoRoom, via ``loadgen.load_janus.JanusSession``.
+    """The same roles against Janus's VideoRoom, via ``loadgen.load.janus.JanusSession``.
 
     A subscriber joins as a subscriber to the publisher's feed (so after the publisher
     publishes): Janus sends the offer, ``on_offer`` answers it, the session sends
@@ -277,7 +277,7 @@ class JanusSignaling:
         return await self.on_offer(sdp)
 
     async def connect(self, session: Any, publisher: bool = False) -> None:
-        from loadgen.load_janus import JanusError
+        from loadgen.load.janus import JanusError
 
         deadline = time.monotonic() + 20
         while True:
@@ -1932,7 +1932,7 @@ def janus_info(args: argparse.Namespace) -> dict[str, Any]:
         "event_loops": args.janus_event_loops,
         "pinned_cpu": SERVER_CPU if args.pin else None,
         "room": JANUS_ROOM,
-        "signaling": "websockets transport (janus-protocol), loadgen.load_janus.JanusSession",
+        "signaling": "websockets transport (janus-protocol), loadgen.load.janus.JanusSession",
         "notes": (
             "janus.jcfg from bench/janus_server.py: only the VideoRoom plugin and the "
             "websockets transport loaded, event handlers off, debug_level 3, ICE only on "

@@ -114,7 +114,7 @@ class Namespace:
         return self.held.enter(*cmd)
 
     def close(self) -> None:
-        from loadgen.impair import remove_interface
+        from loadgen.impair.link import remove_interface
 
         try:
             remove_interface(self._ours)  # at once, not when the namespace is torn down

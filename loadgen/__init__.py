@@ -16,10 +16,10 @@ _LAZY = {
     "evaluate_ok": "bot",
     "main": "bot",
     "run_bot": "bot",
-    "PatternTrack": "media",
-    "ToneTrack": "media",
-    "draw_counter": "media",
-    "read_counter": "media",
+    "PatternTrack": "media.synthetic",
+    "ToneTrack": "media.synthetic",
+    "draw_counter": "media.synthetic",
+    "read_counter": "media.synthetic",
 }
 
 __all__ = sorted(_LAZY)

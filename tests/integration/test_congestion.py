@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from loadgen.impair import ImpairedLink, Shape
+from loadgen.impair.link import ImpairedLink, Shape
 from sfu.config import IceConfig, SfuConfig
 from sfu.forwarder import Forwarder
 from sfu.participant import Participant

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from jsonschema import Draft202012Validator
 
-from loadgen.load_report import report_schema
+from loadgen.report.build import report_schema
 
 
 def validator() -> Draft202012Validator:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from jsonschema import Draft202012Validator
 
-from loadgen.load_report import report_schema
+from loadgen.report.build import report_schema
 
 
 def test_a_subscriber_behind_300_kbits_switches_down_and_back_up(tmp_path: Path) -> None:

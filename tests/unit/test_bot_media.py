@@ -23,7 +23,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from loadgen.bot import Bot, BotConfig, TrackStats, evaluate_ok, main
-from loadgen.media import (
+from loadgen.media.synthetic import (
     COUNTER_HEIGHT,
     COUNTER_WIDTH,
     PatternTrack,

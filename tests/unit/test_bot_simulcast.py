@@ -20,8 +20,7 @@ from aiortc import sdp as aiortc_sdp
 from aiortc.rtp import RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket, pack_remb_fci
 
 from loadgen.bot import Bot, BotConfig, TrackStats
-from loadgen.media import read_counter
-from loadgen.simulcast import (
+from loadgen.media.simulcast import (
     DEFAULT_LAYERS,
     URI_MID,
     URI_REPAIRED_RID,
@@ -35,6 +34,7 @@ from loadgen.simulcast import (
     vp8_is_keyframe,
     vp8_packetize,
 )
+from loadgen.media.synthetic import read_counter
 from sfu.aiortc_adapter import describe_remote_media
 from sfu.rtp.packet import RtpView, Vp8Descriptor
 from sfu.rtp.rtcp import build_nack
@@ -325,7 +325,7 @@ def test_rtx_needs_a_cached_packet_and_a_negotiated_rtx_payload_type():
 
 @pytest.mark.parametrize("spec", DEFAULT_LAYERS, ids=lambda s: s.rid)
 def test_each_layer_encodes_a_decodable_pattern_with_a_readable_counter(spec: LayerSpec):
-    from loadgen.media import PatternTrack
+    from loadgen.media.synthetic import PatternTrack
 
     pattern = PatternTrack(spec.width, spec.height, paced=False)
     encoder = Vp8LayerEncoder(spec.width, spec.height, spec.bitrate, 15.0)
@@ -442,7 +442,7 @@ async def test_max_height_is_requested_for_every_remote_video_track_and_can_chan
 
 
 def test_uplink_control_drops_the_top_layer_on_loss_and_brings_it_back():
-    from loadgen.simulcast import UplinkControl
+    from loadgen.media.simulcast import UplinkControl
 
     up = UplinkControl(3, settle=2.0, calm=6.0)
     assert up.active == 3

@@ -6,7 +6,8 @@ import argparse
 
 import pytest
 
-from loadgen import bot, load_run
+from loadgen import bot
+from loadgen.load import run as load_run
 from parley import cli
 
 PARSERS = {

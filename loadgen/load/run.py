@@ -2,8 +2,8 @@
 
 The parent process plans the bots, encodes the media once (cached on disk), starts the
 server when no ``--url`` is given, samples the server's CPU and RSS from ``/proc``,
-spreads the bots over ``--processes`` worker processes (:mod:`loadgen.load_worker`),
-shows live progress and writes the report (:mod:`loadgen.load_report`). See
+spreads the bots over ``--processes`` worker processes (:mod:`loadgen.load.worker`),
+shows live progress and writes the report (:mod:`loadgen.report.build`). See
 ``docs/loadgen.md``.
 """
 
@@ -28,15 +28,15 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from .load_bots import BotSpec
-from .load_capacity import CapacitySearch, ServiceLevel, measure_step
-from .load_impaired import LinkState, parse_schedule
-from .load_media import default_cache_dir, prepare_media
-from .load_metrics import KINDS, Interval
-from .load_report import RunData, ServerSample, build_report, summary_table
-from .load_verdict import verdict_section
-from .procfs import machine_cpu, process_cpu_seconds, process_rss_mb
-from .server_process import start_server, stop_server
+from loadgen.impair.schedule import LinkState, parse_schedule
+from loadgen.load.bots import BotSpec
+from loadgen.load.capacity import CapacitySearch, ServiceLevel, measure_step
+from loadgen.load.metrics import KINDS, Interval
+from loadgen.load.verdict import verdict_section
+from loadgen.media.prepared import default_cache_dir, prepare_media
+from loadgen.procfs import machine_cpu, process_cpu_seconds, process_rss_mb
+from loadgen.report.build import RunData, ServerSample, build_report, summary_table
+from loadgen.server_process import start_server, stop_server
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class LoadConfig:
     ice_address: str = "127.0.0.1"
     cache_dir: str | None = None
     quiet: bool = False
-    #: Glass to glass: publishers encode live, subscribers decode (loadgen/load_e2e.py).
+    #: Glass to glass: publishers encode live, subscribers decode (loadgen/load/e2e.py).
     e2e: bool = False
     #: "parley" or "janus" (Janus's VideoRoom; ``url`` is then its websocket, ws://HOST:8188)
     target: str = "parley"
@@ -77,16 +77,16 @@ class LoadConfig:
     slo_loss_pct: float = 1.0
     #: service level: the longest video freeze (ms); with the two above, the exit code
     slo_freeze_ms: float = 1000.0
-    #: Subscribers' receiver reports and NACKs (loadgen/load_rtcp.py).
+    #: Subscribers' receiver reports and NACKs (loadgen/load/rtcp.py).
     feedback: bool = True
-    #: Per room: subscribers added behind an impaired link each (loadgen/impair.py).
+    #: Per room: subscribers added behind an impaired link each (loadgen/impair/link.py).
     impaired_subscribers: int = 0
     #: Per room: the first publishers put behind an impaired link each.
     impaired_publishers: int = 0
     #: The impaired subscribers' downlink at the start: kbit/s (None: unlimited), loss %.
     link_rate: int | None = None
     link_loss: float = 0.0
-    #: "SECONDS:STATE,..." changes of the subscribers' downlinks (loadgen/load_impaired.py).
+    #: "SECONDS:STATE,..." changes of the subscribers' downlinks (loadgen/impair/schedule.py).
     link_schedule: str = ""
     #: The impaired publishers' uplink at the start, and its changes.
     uplink_rate: int | None = None
@@ -210,7 +210,7 @@ class RunLink:
     bot: str
     room: str
     role: str  # "subscriber" (its downlink is shaped) or "publisher" (its uplink)
-    link: Any  # loadgen.impair.ImpairedLink
+    link: Any  # loadgen.impair.link.ImpairedLink
     initial: LinkState
     #: relative to the schedule's zero until the run knows it, then time.monotonic()
     schedule: list[tuple[float, LinkState]]
@@ -219,7 +219,7 @@ class RunLink:
     worker: Any = None  # LinkWorker
 
     def apply(self, state: LinkState) -> None:
-        from .impair import Shape
+        from loadgen.impair.link import Shape
 
         shape = Shape(state.rate_kbit, state.loss_pct / 100.0)
         if self.role == "subscriber":
@@ -246,10 +246,10 @@ class LinkWorker:
     pair: looks like a ``multiprocessing.Process`` to the run, its commands like a queue."""
 
     def __init__(self, link: Any, reports: Any, worker_args: dict[str, Any]) -> None:
-        from .load_worker import ConnectionQueue
+        from loadgen.load.worker import ConnectionQueue
 
         ours, theirs = socket.socketpair()
-        command = [sys.executable, "-m", "loadgen.load_worker", "--fd", str(theirs.fileno())]
+        command = [sys.executable, "-m", "loadgen.load.worker", "--fd", str(theirs.fileno())]
         self.proc = subprocess.Popen(link.command(command), pass_fds=(theirs.fileno(),))
         theirs.close()
         self.commands = ConnectionQueue(Connection(ours.detach()))
@@ -331,7 +331,7 @@ class LoadRun:
             self._say(f"started parley serve (pid {pid}) at {self.url}")
         if pid is not None:
             self.sampler = ProcSampler(pid)
-        from .load_worker import worker_main
+        from loadgen.load.worker import worker_main
 
         for w in range(cfg.processes):
             commands = self.ctx.Queue()
@@ -373,7 +373,7 @@ class LoadRun:
 
     def _start_links(self) -> None:
         """One impaired link (namespace, veth, tc, iptables) per impaired bot."""
-        from .impair import ImpairedLink, LinkError
+        from loadgen.impair.link import ImpairedLink, LinkError
 
         cfg = self.config
         down = LinkState(cfg.link_rate, cfg.link_loss)
@@ -907,7 +907,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_path:
         write_json(args.json_path, report)
     if args.html_path:
-        from .load_html import write_html
+        from loadgen.report.html import write_html
 
         write_html(args.html_path, report)
     print(summary_table(report))

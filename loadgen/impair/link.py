@@ -24,7 +24,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from .netns import HeldNamespace, NamespaceError
+from loadgen.netns import HeldNamespace, NamespaceError
 
 
 class LinkError(RuntimeError):

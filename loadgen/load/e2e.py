@@ -2,7 +2,7 @@
 
 Publishers encode live: each frame of the test pattern carries its capture time
 (``time.monotonic_ns()`` in units of 100 µs, modulo 2**32) drawn as two 16-bit block
-counters (:func:`draw_timestamp`, built on :func:`loadgen.media.draw_counter`), and is
+counters (:func:`draw_timestamp`, built on :func:`loadgen.media.synthetic.draw_counter`), and is
 encoded right then with libvpx (:class:`LiveEncoder`, a worker thread per publisher).
 Subscribers put each decodable frame back together from its packets
 (:class:`FrameAssembler`: VP8 descriptor and tag stripped), decode it with PyAV in a
@@ -23,11 +23,10 @@ from typing import Any
 import av
 import numpy as np
 
+from loadgen.load.metrics import FLAG_FRAME_START, TAG_SIZE, Tag
+from loadgen.media.simulcast import LayerSpec, Vp8LayerEncoder
+from loadgen.media.synthetic import COUNTER_HEIGHT, PatternTrack, draw_counter, read_counter
 from sfu.rtp.packet import RtpError, RtpView, Vp8Descriptor
-
-from .load_metrics import FLAG_FRAME_START, TAG_SIZE, Tag
-from .media import COUNTER_HEIGHT, PatternTrack, draw_counter, read_counter
-from .simulcast import LayerSpec, Vp8LayerEncoder
 
 #: Timestamp unit: 100 µs; the drawn value wraps every 2**32 units (about 5 days).
 UNIT_NS = 100_000

@@ -9,7 +9,7 @@ worker's own CPU and event-loop lag) and ``"result"`` once at the end.
 
 A worker for a participant behind an impaired link runs inside the link's network
 namespace (``nsenter``), so it is not a ``multiprocessing`` child: the parent starts
-``python -m loadgen.load_worker --fd N`` with one end of a socket pair, sends the
+``python -m loadgen.load.worker --fd N`` with one end of a socket pair, sends the
 :func:`worker_main` arguments first and then the same commands; reports come back the
 same way (:class:`ConnectionQueue`).
 """
@@ -29,10 +29,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from .load_bots import BotSpec, LoadPublisher, LoadSubscriber, SessionFactory, WorkerMetrics
-from .load_media import prepare_media
-from .load_metrics import FreezeStats, LatencyHistogram
-from .load_session import ParleySession
+from loadgen.load.bots import BotSpec, LoadPublisher, LoadSubscriber, SessionFactory, WorkerMetrics
+from loadgen.load.metrics import FreezeStats, LatencyHistogram
+from loadgen.load.session import ParleySession
+from loadgen.media.prepared import prepare_media
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class Worker:
         self.worker = worker
         self.session_factory: SessionFactory = ParleySession
         if target == "janus":
-            from .load_janus import JanusSession
+            from loadgen.load.janus import JanusSession
 
             self.session_factory = JanusSession
         self.url = url
@@ -250,8 +250,8 @@ class ConnectionQueue:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m loadgen.load_worker --fd N``: a worker talking over an inherited socket."""
-    parser = argparse.ArgumentParser(prog="python -m loadgen.load_worker")
+    """``python -m loadgen.load.worker --fd N``: a worker talking over an inherited socket."""
+    parser = argparse.ArgumentParser(prog="python -m loadgen.load.worker")
     parser.add_argument("--fd", type=int, required=True, help="inherited socket (from the parent)")
     args = parser.parse_args(argv)
     channel = ConnectionQueue(Connection(args.fd))

@@ -20,7 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from .load_report import summary_table
+from loadgen.report.build import summary_table
 
 #: Figure size (inches) and resolution: 880 x 360 pixels, readable on a laptop screen.
 FIGSIZE = (8.8, 3.6)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .bot_verdict import Failure, verdict_line
+from loadgen.bot.verdict import Failure, verdict_line
 
 KINDS = ("audio", "video")
 

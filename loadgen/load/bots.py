@@ -5,9 +5,9 @@ Both speak the signaling protocol of ``docs/protocol.md`` (the web page's) over
 ``{url}/ws``. Peer connections come from :func:`sfu.aiortc_adapter.create_peer_connection`
 (ICE only on the given address, no public STUN) and carry media through
 :class:`sfu.aiortc_adapter.MediaPort`: aiortc negotiates, but neither encodes nor
-decodes. A publisher sends tagged RTP (:class:`loadgen.load_media.OutStream`); a
+decodes. A publisher sends tagged RTP (:class:`loadgen.media.prepared.OutStream`); a
 subscriber reads each packet's tag right after SRTP decryption, records its one-way
-latency and feeds :class:`loadgen.load_metrics.TrackRx`. Publishers answer PLI/FIR
+latency and feeds :class:`loadgen.load.metrics.TrackRx`. Publishers answer PLI/FIR
 with a keyframe and NACK with RTX; subscribers send a PLI when a frame breaks.
 """
 
@@ -28,21 +28,8 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtp import RtcpPsfbPacket, RtcpRrPacket, RtcpRtpfbPacket, RtcpSrPacket
 
-from sfu.aiortc_adapter import (
-    MediaPort,
-    NegotiatedRtp,
-    create_peer_connection,
-    describe_remote_media,
-    hook_receiver,
-    hook_sender,
-)
-from sfu.config import IceConfig
-from sfu.rtp.packet import abs_send_time
-from sfu.rtp.rtcp import normalize_lost, parse_rtcp
-
-from .load_e2e import FrameAssembler, FrameDecoder, LiveEncoder
-from .load_media import OPUS_FRAME, SINGLE_LAYER, ClipPlayer, MediaSet, OutStream
-from .load_metrics import (
+from loadgen.load.e2e import FrameAssembler, FrameDecoder, LiveEncoder
+from loadgen.load.metrics import (
     CODE_NAMES,
     FLAG_VIDEO,
     KINDS,
@@ -58,9 +45,10 @@ from .load_metrics import (
     split_stream_id,
     stream_id,
 )
-from .load_rtcp import NACK_RETRY, ReceiverFeedback, rtp_header, rtx_original_seq
-from .load_session import OfferedTrack, OfferHandler, ParleySession, ServerSession
-from .simulcast import (
+from loadgen.load.rtcp import NACK_RETRY, ReceiverFeedback, rtp_header, rtx_original_seq
+from loadgen.load.session import OfferedTrack, OfferHandler, ParleySession, ServerSession
+from loadgen.media.prepared import OPUS_FRAME, SINGLE_LAYER, ClipPlayer, MediaSet, OutStream
+from loadgen.media.simulcast import (
     DEFAULT_LAYERS,
     URI_ABS_SEND_TIME,
     URI_MID,
@@ -69,6 +57,17 @@ from .simulcast import (
     munge_simulcast_offer,
     vp8_is_keyframe,
 )
+from sfu.aiortc_adapter import (
+    MediaPort,
+    NegotiatedRtp,
+    create_peer_connection,
+    describe_remote_media,
+    hook_receiver,
+    hook_sender,
+)
+from sfu.config import IceConfig
+from sfu.rtp.packet import abs_send_time
+from sfu.rtp.rtcp import normalize_lost, parse_rtcp
 
 logger = logging.getLogger(__name__)
 
@@ -91,12 +90,12 @@ class BotSpec:
     start_at: float  # time.monotonic() when it starts joining
     simulcast: bool = False
     max_height: int | None = None
-    #: glass to glass: publishers encode live, subscribers decode (``loadgen/load_e2e.py``)
+    #: glass to glass: publishers encode live, subscribers decode (``loadgen/load/e2e.py``)
     e2e: bool = False
     #: subscribers: keep a per-second timeline and the server's ``layer`` messages
-    #: (the analysis of impaired links, ``loadgen/load_impaired.py``)
+    #: (the analysis of impaired links, ``loadgen/impair/schedule.py``)
     watch: bool = False
-    #: subscribers: send receiver reports and NACKs (``loadgen/load_rtcp.py``)
+    #: subscribers: send receiver reports and NACKs (``loadgen/load/rtcp.py``)
     feedback: bool = True
 
 
@@ -336,7 +335,7 @@ class LoadPublisher(_LoadBot):
         self._sim_ext: SimulcastExtensions | None = None
         self._answer: str | None = None
         self._start = 0.0
-        #: simulcast: the loss-based uplink control a browser has (``loadgen/simulcast.py``)
+        #: simulcast: the loss-based uplink control a browser has (``loadgen/media/simulcast.py``)
         self.uplink: UplinkControl | None = None
 
     async def started(self) -> None:

@@ -1,9 +1,9 @@
 """How a load bot talks to a server: one :class:`ServerSession` per bot.
 
-The bots of :mod:`loadgen.load_bots` only need four things from a server's signaling:
+The bots of :mod:`loadgen.load.bots` only need four things from a server's signaling:
 join a room, publish an offer and get the answer, answer the server's offers for what
 to receive, and ask for a layer. :class:`ParleySession` does it with Parley's protocol
-(``docs/protocol.md``); :class:`loadgen.load_janus.JanusSession` with Janus's VideoRoom.
+(``docs/protocol.md``); :class:`loadgen.load.janus.JanusSession` with Janus's VideoRoom.
 """
 
 from __future__ import annotations

@@ -12,18 +12,14 @@ servers the server announces in ``joined``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
 import logging
 import random
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +29,26 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtpPacket
 from av import AudioFrame, VideoFrame
 
+from loadgen.bot.config import BotConfig, JoinFailed
+from loadgen.bot.reconnect import Backoff, Reconnect
+from loadgen.bot.stats import TrackKey, TrackStats, _round
+from loadgen.bot.verdict import (
+    Failure,
+    Limits,
+    RunFacts,
+    evaluate,
+    verdict_line,
+)
+from loadgen.media.simulcast import (
+    DEFAULT_LAYERS,
+    URI_RID,
+    MungedOffer,
+    SimulcastExtensions,
+    SimulcastSender,
+    SimulcastVideo,
+    munge_simulcast_offer,
+)
+from loadgen.media.synthetic import PatternTrack, ToneTrack
 from parley_client import ClientClosed, ProtocolClient, RequestFailed
 from sfu.aiortc_adapter import (
     MediaPort,
@@ -54,376 +70,14 @@ from signaling.messages import (
     SubscribeAnswer,
 )
 
-from .bot_verdict import (
-    MAX_FREEZE_MS,
-    MAX_LOSS_PCT,
-    Failure,
-    Limits,
-    RunFacts,
-    evaluate,
-    verdict_line,
-)
-from .media import PatternTrack, ToneTrack
-from .reconnect import Backoff, Reconnect
-from .simulcast import (
-    DEFAULT_LAYERS,
-    URI_RID,
-    MungedOffer,
-    SimulcastExtensions,
-    SimulcastSender,
-    SimulcastVideo,
-    munge_simulcast_offer,
-)
-
 logger = logging.getLogger(__name__)
 
-#: A remote track: (participant id, track id).
-TrackKey = tuple[str, str]
 
-#: A track must have been published this long (s) before the end to count for ``ok``.
-DEFAULT_GRACE = 3.0
-#: Gaps between decoded video frames at least this long (s) are kept (``TrackStats.gaps``).
-GAP_RECORD_S = 0.2
 #: The websocket is pinged this often (s) and given half as long to answer: a server that
 #: vanished without closing the connection is noticed within 1.5x this.
 WS_HEARTBEAT = 10.0
 
 _FID_GROUP = re.compile(r"^a=ssrc-group:FID (\d+) (\d+)", re.MULTILINE)
-
-
-# ------------------------------------------------------------------ statistics
-
-
-def _bump(counts: list[int], second: int, by: int) -> None:
-    """Add ``by`` to ``counts[second]`` (seconds since the start; the first hour kept)."""
-    if 0 <= second < 3600:
-        if len(counts) <= second:
-            counts.extend([0] * (second + 1 - len(counts)))
-        counts[second] += by
-
-
-@dataclass(slots=True)
-class PacketLoss:
-    """Unique RTP packets received and missing on one stream, per second (pure: the
-    caller passes the second). A hole filled later (reordering) is taken back from the
-    second it was counted in; duplicates count once; a forward jump of more than
-    ``max_jump`` packets or a new SSRC starts over (a new stream, not a loss)."""
-
-    horizon: int = 1000
-    max_jump: int = 3000
-    received: int = 0
-    missing: int = 0
-    received_per_second: list[int] = field(default_factory=list)
-    missing_per_second: list[int] = field(default_factory=list)
-    _ssrc: int | None = None
-    _highest: int | None = None
-    #: extended sequence number of each hole -> the second it was counted in (ascending)
-    _holes: dict[int, int] = field(default_factory=dict)
-
-    def on_packet(self, ssrc: int, seq: int, second: int) -> None:
-        highest = self._highest
-        if ssrc != self._ssrc or highest is None:
-            self._ssrc, self._highest = ssrc, seq
-            self._holes.clear()
-            self._received(second)
-            return
-        delta = (seq - highest) & 0xFFFF
-        if delta == 0:
-            return  # a duplicate of the newest
-        if delta < 0x8000:
-            ext = highest + delta
-            if delta > self.max_jump:
-                self._holes.clear()
-            else:
-                for hole in range(highest + 1, ext):
-                    self._holes[hole] = second
-                    self.missing += 1
-                    _bump(self.missing_per_second, second, 1)
-            self._highest = ext
-            self._received(second)
-            holes = self._holes
-            while holes:
-                oldest = next(iter(holes))
-                if oldest >= ext - self.horizon:
-                    break
-                del holes[oldest]  # too old to arrive now: final
-            return
-        counted = self._holes.pop(highest - (0x10000 - delta), None)
-        if counted is None:
-            return  # a duplicate, or older than the horizon
-        self.missing -= 1
-        _bump(self.missing_per_second, counted, -1)
-        self._received(second)
-
-    def _received(self, second: int) -> None:
-        self.received += 1
-        _bump(self.received_per_second, second, 1)
-
-
-@dataclass(slots=True)
-class TrackStats:
-    """What the bot saw of one remote track. Pure: every time is passed in (seconds)."""
-
-    participant: str
-    track: str
-    kind: str
-    #: Reference for ``first_frame_ms``: when the bot started joining.
-    started_at: float
-    #: When the bot learned the track was published (or first saw it offered).
-    published_at: float
-    participant_name: str | None = None
-    unpublished_at: float | None = None
-    #: The subscribe m-line that last carried this track.
-    mid: str | None = None
-    frames_decoded: int = 0
-    resolutions: list[tuple[int, int]] = field(default_factory=list)
-    first_frame_at: float | None = None
-    last_frame_at: float | None = None
-    max_gap: float = 0.0
-    packets: int | None = None
-    packets_lost: int | None = None
-    #: decoded frames in each second since the start of joining (index: the second)
-    frames_per_second: list[int] = field(default_factory=list)
-    #: audio frames that never arrived (gaps in RTP timestamps), in total and per second
-    audio_frames_missing: int = 0
-    missing_per_second: list[int] = field(default_factory=list)
-    _last_audio_pts: int | None = None
-    #: audio packets that never arrived (RTP sequence numbers, a duplicate counted
-    #: once), per second: what the link and the SFU lost, before aiortc's jitter buffer
-    #: (which discards the frames it had prefetched around each hole, up to 5 per loss)
-    audio_packets: PacketLoss = field(default_factory=PacketLoss)
-    #: (ms since the start of joining, packets, packets lost) at each statistics sample
-    timeline: list[tuple[float, int, int]] = field(default_factory=list)
-    #: Changes of what the server forwards (``layer`` messages) after the first one.
-    layer_switches: int = 0
-    #: The last ``layer`` message's ``rid``, ``width``, ``height``, ``paused``.
-    layer: dict[str, Any] | None = None
-    #: Which connection of the bot saw this track (0, then 1 after a reconnect, ...).
-    session: int = 0
-    #: When that connection was lost (the track ended with it), if it was.
-    ended_at: float | None = None
-    #: (start, length) of every gap of at least GAP_RECORD_S between decoded video frames
-    gaps: list[tuple[float, float]] = field(default_factory=list)
-
-    def on_layer(
-        self, rid: str | None, paused: bool, width: int | None = None, height: int | None = None
-    ) -> bool:
-        """A ``layer`` message from the server; returns whether it is a switch (the rid or
-        ``paused`` differ from the previous message's; the first message is no switch)."""
-        previous = self.layer
-        switched = previous is not None and (previous["rid"], previous["paused"]) != (
-            rid,
-            paused,
-        )
-        if switched:
-            self.layer_switches += 1
-        self.layer = {"rid": rid, "width": width, "height": height, "paused": paused}
-        return switched
-
-    def on_frame(self, now: float, width: int | None = None, height: int | None = None) -> None:
-        """One decoded frame at ``now``; ``width``/``height`` for video frames."""
-        self.frames_decoded += 1
-        _bump(self.frames_per_second, int(now - self.started_at), 1)
-        if self.first_frame_at is None:
-            self.first_frame_at = now
-        if self.last_frame_at is not None:
-            gap = now - self.last_frame_at
-            self.max_gap = max(self.max_gap, gap)
-            if gap >= GAP_RECORD_S and self.kind == "video" and len(self.gaps) < 1000:
-                self.gaps.append((self.last_frame_at, gap))
-        self.last_frame_at = now
-        if width is not None and height is not None:
-            size = (width, height)
-            if not self.resolutions or self.resolutions[-1] != size:
-                self.resolutions.append(size)  # every change, in order
-
-    def on_audio_pts(self, now: float, pts: int, samples: int) -> None:
-        """An audio frame's RTP timestamp (``pts``): a jump of more than one frame means
-        frames never arrived (duplicates and late ones are not counted twice)."""
-        last = self._last_audio_pts
-        if last is not None and samples > 0:
-            step = (pts - last) & 0xFFFFFFFF
-            if step >= 0x80000000:
-                return  # older than the newest: not a loss
-            missing = step // samples - 1
-            if 0 < missing < 500:  # a larger jump is a new stream, not a loss
-                self.audio_frames_missing += missing
-                _bump(self.missing_per_second, int(now - self.started_at), missing)
-        self._last_audio_pts = pts
-
-    def on_packets(self, packets: int, packets_lost: int, now: float | None = None) -> None:
-        """The latest receive counters attributed to this track (sampled at ``now``)."""
-        self.packets = packets
-        self.packets_lost = packets_lost
-        if now is not None:
-            self.timeline.append((round((now - self.started_at) * 1000, 1), packets, packets_lost))
-
-    def on_unpublished(self, now: float) -> None:
-        if self.unpublished_at is None:
-            self.unpublished_at = now
-
-    def on_session_end(self, now: float) -> None:
-        """The bot lost the connection that carried this track (it ends with it)."""
-        if self.ended_at is None and self.unpublished_at is None:
-            self.ended_at = now
-
-    def trailing_gap(self, end: float) -> float:
-        """Seconds from the last decoded video frame to ``end`` when the track was still
-        live then (published, its connection up) and had shown a frame; else 0."""
-        if (
-            self.kind != "video"
-            or self.last_frame_at is None
-            or self.unpublished_at is not None
-            or self.ended_at is not None
-        ):
-            return 0.0
-        return max(end - self.last_frame_at, 0.0)
-
-    def longest_freeze(self, end: float) -> tuple[float, float] | None:
-        """(start, length) of the longest gap in this video track's decoded frames, the
-        time from the last frame to ``end`` included when the track was still live then;
-        before the first frame and after the track ended nothing counts. None without
-        frames or for audio."""
-        if self.kind != "video" or self.last_frame_at is None:
-            return None
-        best = max(self.gaps, key=lambda g: g[1], default=None)
-        if best is None or best[1] < self.max_gap:  # a gap shorter than GAP_RECORD_S
-            best = (self.last_frame_at, self.max_gap)
-        trailing = self.trailing_gap(end)
-        if trailing > best[1]:
-            best = (self.last_frame_at, trailing)
-        return best
-
-    def loss_pct(self) -> float | None:
-        """Packets lost of those expected, in %, from the receiver's counters."""
-        if self.packets is None or self.packets_lost is None:
-            return None
-        expected = self.packets + max(self.packets_lost, 0)
-        return 100.0 * max(self.packets_lost, 0) / expected if expected > 0 else None
-
-    def on_published(self, now: float) -> None:
-        """(Re)published: an earlier unpublish no longer applies."""
-        if self.unpublished_at is not None:
-            self.unpublished_at = None
-            self.published_at = now
-
-    @property
-    def first_frame_ms(self) -> float | None:
-        if self.first_frame_at is None:
-            return None
-        return (self.first_frame_at - self.started_at) * 1000.0
-
-    @property
-    def max_freeze_ms(self) -> float | None:
-        """Longest gap between consecutive decoded frames (video only)."""
-        if self.kind != "video" or self.frames_decoded == 0:
-            return None
-        return self.max_gap * 1000.0
-
-    def required(self, end: float, grace: float = DEFAULT_GRACE) -> bool:
-        """Whether this track must have decoded a frame for the run to be ``ok``: not
-        unpublished, and published at least ``grace`` seconds before ``end`` (or before
-        the bot lost the connection that carried it)."""
-        until = self.ended_at if self.ended_at is not None else end
-        return self.unpublished_at is None and until - self.published_at >= grace
-
-    def to_json(
-        self, end: float, grace: float = DEFAULT_GRACE, freeze_limit: float = 1.0
-    ) -> dict[str, Any]:
-        """JSON of this track; ``freezes`` lists the gaps longer than ``freeze_limit`` s."""
-        freezes = [g for g in self.gaps if g[1] > freeze_limit]
-        trailing = self.trailing_gap(end)
-        if trailing > freeze_limit and self.last_frame_at is not None:
-            freezes.append((self.last_frame_at, trailing))
-        return {
-            "participant": self.participant,
-            "participant_name": self.participant_name,
-            "track": self.track,
-            "kind": self.kind,
-            "mid": self.mid,
-            "frames_decoded": self.frames_decoded,
-            "resolutions": [list(r) for r in self.resolutions],
-            "first_frame_ms": _round(self.first_frame_ms),
-            "max_freeze_ms": _round(self.max_freeze_ms),
-            "packets": self.packets,
-            "packets_lost": self.packets_lost,
-            "layer_switches": self.layer_switches,
-            "layer": None if self.layer is None else dict(self.layer),
-            "timeline": [list(sample) for sample in self.timeline],
-            "frames_per_second": list(self.frames_per_second),
-            "audio_frames_missing": self.audio_frames_missing if self.kind == "audio" else None,
-            "missing_per_second": list(self.missing_per_second),
-            "audio_packets_missing": (self.audio_packets.missing if self.kind == "audio" else None),
-            "audio_packets_per_second": (
-                list(self.audio_packets.received_per_second) if self.kind == "audio" else []
-            ),
-            "audio_packets_missing_per_second": (
-                list(self.audio_packets.missing_per_second) if self.kind == "audio" else []
-            ),
-            "unpublished": self.unpublished_at is not None,
-            "required": self.required(end, grace),
-            "session": self.session,
-            "ended_with_connection": self.ended_at is not None,
-            "loss_pct": _round(self.loss_pct()),
-            "freezes": [
-                [round((t - self.started_at) * 1000, 1), round(g * 1000, 1)] for t, g in freezes
-            ],
-        }
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
-
-
-def evaluate_ok(
-    joined: bool, tracks: Iterable[TrackStats], end: float, grace: float = DEFAULT_GRACE
-) -> bool:
-    """Joined, and every required track decoded at least one frame: the media part of
-    the summary's ``ok`` (the whole verdict is :func:`loadgen.bot_verdict.evaluate`)."""
-    return joined and all(t.frames_decoded > 0 for t in tracks if t.required(end, grace))
-
-
-# ---------------------------------------------------------------------- config
-
-
-@dataclass(slots=True)
-class BotConfig:
-    url: str
-    room: str
-    name: str
-    duration: float = 10.0
-    json_path: str | None = None
-    publish: bool = True
-    ice_address: str = "127.0.0.1"
-    token: str | None = None
-    join_timeout: float = 10.0
-    #: Seconds between two receive-statistics samples.
-    stats_interval: float = 1.0
-    grace: float = DEFAULT_GRACE
-    #: How long to wait for ``left`` after sending ``leave``.
-    leave_timeout: float = 1.0
-    #: Publish video as three VP8 simulcast encodings (q/h/f), like Chromium.
-    simulcast: bool = False
-    #: Ask the server for at most this height of every remote video track (``set_layer``).
-    max_height: int | None = None
-    #: Amplitude of the published tone, 0 (silence) to 1.
-    volume: float = 0.25
-    #: Frame rate of the published video (both paths).
-    fps: float = 15.0
-    #: Rejoin (with backoff) when the connection drops or the server shuts down.
-    reconnect: bool = False
-    #: ``ok`` needs no gap longer than this between decoded frames of a video track (ms).
-    max_freeze_ms: float = MAX_FREEZE_MS
-    #: ``ok`` needs each remote track to lose at most this share of its packets (%).
-    max_loss_pct: float = MAX_LOSS_PCT
-
-    @property
-    def ws_url(self) -> str:
-        return self.url.rstrip("/") + "/ws"
-
-
-class JoinFailed(Exception):
-    """The server refused the join, or it did not answer in time."""
 
 
 # ------------------------------------------------------------------------- bot
@@ -1321,238 +975,9 @@ class Bot:
                 stats.on_packets(raw[1], raw[2], self._clock())
 
 
-# ------------------------------------------------------------------ entry points
-
-
 def write_summary(path: str | Path, summary: dict[str, Any]) -> None:
     """Write ``summary`` as JSON, atomically (a reader never sees half a file)."""
     target = Path(path)
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     tmp.replace(target)
-
-
-async def run_bot(config: BotConfig) -> dict[str, Any]:
-    """Run one bot to completion and return its summary."""
-    bot = Bot(config)
-    try:
-        return await bot.run()
-    finally:
-        await bot.close()
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="parley bot", description="A synthetic participant for load and end-to-end tests."
-    )
-    parser.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8080")
-    parser.add_argument("--room", required=True, help="room to join (letters, digits, _ . -)")
-    parser.add_argument("--name", required=True, help="display name the others see")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds (default 10)")
-    parser.add_argument("--json", dest="json_path", metavar="PATH", help="write the summary here")
-    parser.add_argument("--no-publish", dest="publish", action="store_false", help="only subscribe")
-    parser.add_argument(
-        "--ice-address",
-        default="127.0.0.1",
-        help="local address ICE gathers host candidates on (default 127.0.0.1)",
-    )
-    parser.add_argument("--token", default=None, help="join token, if the server wants one")
-    parser.add_argument(
-        "--join-timeout",
-        type=float,
-        default=10.0,
-        metavar="S",
-        help="seconds to wait for the websocket and for joined (default 10)",
-    )
-    parser.add_argument(
-        "--reconnect",
-        action="store_true",
-        help="when the connection drops or the server shuts down, rejoin the room with "
-        "backoff (0.3 s doubling to 2 s, with jitter) until the duration ends",
-    )
-    parser.add_argument(
-        "--max-freeze-ms",
-        type=float,
-        default=MAX_FREEZE_MS,
-        metavar="MS",
-        help="ok needs no video freeze (gap between decoded frames) longer than this "
-        f"(default {MAX_FREEZE_MS:g})",
-    )
-    parser.add_argument(
-        "--max-loss",
-        type=float,
-        default=MAX_LOSS_PCT,
-        metavar="PCT",
-        help=f"ok needs every remote track to lose at most PCT %% of its packets "
-        f"(default {MAX_LOSS_PCT:g})",
-    )
-    parser.add_argument(
-        "--simulcast",
-        action="store_true",
-        help="publish video as three VP8 encodings q/h/f (320x180, 640x360, 1280x720)",
-    )
-    parser.add_argument(
-        "--max-height",
-        type=int,
-        default=None,
-        metavar="H",
-        help="ask the server for at most H pixels of height of every remote video track",
-    )
-    parser.add_argument(
-        "--fps", type=float, default=15.0, help="frame rate of the published video (default 15)"
-    )
-    parser.add_argument(
-        "--volume",
-        type=float,
-        default=0.25,
-        help="amplitude of the published tone, 0 (silent) to 1 (default 0.25)",
-    )
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="debug logging (default: warnings only)"
-    )
-    link = parser.add_argument_group(
-        "impaired link",
-        "run the bot in a network namespace of its own behind a veth pair (10.99.N.2; the "
-        "server is reached at 10.99.N.1 on the URL's port, and must gather ICE there: "
-        "parley serve --host 0.0.0.0 --ice-address 127.0.0.1 --ice-address 10.99.N.1). "
-        "Needs CAP_NET_ADMIN: root, or scripts/in_netns.py.",
-    )
-    link.add_argument("--link", type=int, default=None, metavar="N", help="link number 0-255")
-    link.add_argument(
-        "--link-rate", type=int, default=None, metavar="KBIT", help="server to bot (tbf)"
-    )
-    link.add_argument(
-        "--link-loss", type=float, default=0.0, metavar="PCT", help="server to bot, random %%"
-    )
-    link.add_argument(
-        "--uplink-rate", type=int, default=None, metavar="KBIT", help="bot to server (tbf)"
-    )
-    link.add_argument(
-        "--uplink-loss", type=float, default=0.0, metavar="PCT", help="bot to server, random %%"
-    )
-    return parser
-
-
-_LINK_OPTIONS = ("--link", "--link-rate", "--link-loss", "--uplink-rate", "--uplink-loss")
-
-
-def _without_link_options(argv: list[str]) -> list[str]:
-    """``argv`` less the impaired-link options and their values."""
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in _LINK_OPTIONS:
-            skip = True
-        elif not arg.startswith(tuple(f"{o}=" for o in _LINK_OPTIONS)):
-            out.append(arg)
-    return out
-
-
-def run_behind_link(args: argparse.Namespace, argv: list[str]) -> int:
-    """Make impaired link ``args.link``, run this bot inside its namespace, remove it.
-
-    The summary gets a ``link`` key: the addresses and both directions' impairment."""
-    from urllib.parse import urlsplit
-
-    from .impair import ImpairedLink, LinkError, Shape
-
-    index = args.link or 0
-    url = urlsplit(args.url)
-    if url.port is None:
-        print("parley bot: --link needs a URL with a port", file=sys.stderr)
-        return 2
-    down = Shape(args.link_rate, args.link_loss / 100)
-    up = Shape(args.uplink_rate, args.uplink_loss / 100)
-    link = ImpairedLink(index)
-    try:
-        link.start()
-        link.shape(down=down, up=up)
-    except (LinkError, OSError, ValueError) as exc:
-        link.close()
-        print(
-            "parley bot: an impaired link needs CAP_NET_ADMIN (a network namespace, a veth "
-            f"pair, tc and iptables): run as root or under scripts/in_netns.py. ({exc})",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        child = [
-            *link.command([sys.executable, "-m", "parley", "bot"]),
-            *_without_link_options(argv),
-            "--url", f"{url.scheme}://{link.host_address}:{url.port}",
-            "--ice-address", link.peer_address,
-        ]  # fmt: skip
-        code = subprocess.run(child, check=False).returncode
-    except KeyboardInterrupt:
-        code = 130
-    finally:
-        link.close()
-    if args.json_path and Path(args.json_path).exists():
-        summary = json.loads(Path(args.json_path).read_text())
-        summary["link"] = {
-            "index": index,
-            "server_address": link.host_address,
-            "bot_address": link.peer_address,
-            "down": {"rate_kbit": down.rate_kbit, "loss_pct": args.link_loss},
-            "up": {"rate_kbit": up.rate_kbit, "loss_pct": args.uplink_loss},
-        }
-        write_summary(args.json_path, summary)
-    return code
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``parley bot``: exit code 0 when the summary is ``ok``, 1 otherwise."""
-    args = build_parser().parse_args(argv)
-    if args.duration < 0:
-        build_parser().error("--duration must not be negative")
-    if args.max_height is not None and args.max_height <= 0:
-        build_parser().error("--max-height must be positive")
-    if args.fps <= 0:
-        build_parser().error("--fps must be positive")
-    if not 0.0 <= args.volume <= 1.0:
-        build_parser().error("--volume must be within [0, 1]")
-    if args.max_freeze_ms <= 0:
-        build_parser().error("--max-freeze-ms must be positive")
-    if not 0.0 <= args.max_loss <= 100.0:
-        build_parser().error("--max-loss must be within [0, 100]")
-    linked = args.link is not None or any(
-        v for v in (args.link_rate, args.link_loss, args.uplink_rate, args.uplink_loss)
-    )
-    if linked:
-        if args.link is not None and not 0 <= args.link <= 255:
-            build_parser().error("--link must be within 0-255")
-        if not (0 <= args.link_loss < 100 and 0 <= args.uplink_loss < 100):
-            build_parser().error("--link-loss and --uplink-loss must be within [0, 100)")
-        if any(r is not None and r <= 0 for r in (args.link_rate, args.uplink_rate)):
-            build_parser().error("--link-rate and --uplink-rate must be positive")
-        return run_behind_link(args, list(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    config = BotConfig(
-        url=args.url,
-        room=args.room,
-        name=args.name,
-        duration=args.duration,
-        json_path=args.json_path,
-        publish=args.publish,
-        ice_address=args.ice_address,
-        token=args.token,
-        join_timeout=args.join_timeout,
-        simulcast=args.simulcast,
-        max_height=args.max_height,
-        fps=args.fps,
-        volume=args.volume,
-        reconnect=args.reconnect,
-        max_freeze_ms=args.max_freeze_ms,
-        max_loss_pct=args.max_loss,
-    )
-    summary = asyncio.run(run_bot(config))
-    if not args.json_path:
-        json.dump(summary, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    print(f"parley bot {args.name}: {summary['verdict']}", file=sys.stderr)
-    return 0 if summary["ok"] else 1

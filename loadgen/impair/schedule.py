@@ -1,6 +1,6 @@
 """Impaired links in ``parley load``: the schedule of link changes and what the
 subscribers went through. Pure: no clock, no sockets (the links themselves are
-``loadgen/impair.py``; ``loadgen/load_run.py`` sets them up and applies the schedule).
+``loadgen/impair/link.py``; ``loadgen/load/run.py`` sets them up and applies the schedule).
 
 A *link state* is a rate limit in kbit/s (None: unlimited) and a random loss in percent.
 A schedule is ``"SECONDS:STATE,SECONDS:STATE,..."`` with STATE ``none`` (no limit, no

@@ -2,7 +2,7 @@
 
 Pure: :class:`CapacitySearch` is told what each step measured and answers whether to
 add more subscribers; :func:`measure_step` turns the per-second progress of a window
-into a :class:`StepResult`. The run (:mod:`loadgen.load_run`) does the I/O.
+into a :class:`StepResult`. The run (:mod:`loadgen.load.run`) does the I/O.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .load_metrics import KINDS, Interval
-from .load_report import LOOP_LAG_LIMIT_MS, WORKER_CPU_LIMIT
+from loadgen.load.metrics import KINDS, Interval
+from loadgen.report.build import LOOP_LAG_LIMIT_MS, WORKER_CPU_LIMIT
 
 
 @dataclass(frozen=True, slots=True)

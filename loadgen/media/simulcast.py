@@ -47,10 +47,9 @@ from aiortc.rtp import (
 )
 from av import VideoFrame
 
+from loadgen.media.synthetic import VIDEO_CLOCK_RATE, PatternTrack
 from sfu.rtp.packet import abs_send_time, build_extension_block, build_rtp_header
 from sfu.rtp.rtcp import normalize_lost, parse_rtcp
-
-from .media import VIDEO_CLOCK_RATE, PatternTrack
 
 URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"

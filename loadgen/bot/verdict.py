@@ -23,7 +23,7 @@ MIN_PACKETS_FOR_LOSS = 50
 
 
 class TrackView(Protocol):
-    """What the verdict reads of a remote track (``loadgen.bot.TrackStats``)."""
+    """What the verdict reads of a remote track (``loadgen.bot.participant.TrackStats``)."""
 
     participant: str
     participant_name: str | None

@@ -17,7 +17,7 @@ import itertools
 import re
 from typing import Any
 
-from .load_session import OfferedTrack, OfferHandler, ServerSession, WebSocketJson
+from loadgen.load.session import OfferedTrack, OfferHandler, ServerSession, WebSocketJson
 
 JANUS_ROOM_BASE = 4200
 KEEPALIVE_S = 20.0

@@ -7,7 +7,7 @@
   clean keyframe and the clip wraps around on a keyframe too.
 * :class:`ClipPlayer` walks a clip in a loop; :class:`OutStream` (pure) turns payloads
   into RTP packets for one SSRC, appending the 20-byte tag of
-  :mod:`loadgen.load_metrics` to every payload, keeps the last packets for NACKs and
+  :mod:`loadgen.load.metrics` to every payload, keeps the last packets for NACKs and
   builds RTX and sender reports.
 """
 
@@ -26,9 +26,7 @@ import av
 import numpy as np
 from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
 
-from sfu.rtp.packet import build_extension_block, build_rtp_header
-
-from .load_metrics import (
+from loadgen.load.metrics import (
     FLAG_FRAME_END,
     FLAG_FRAME_START,
     FLAG_KEYFRAME,
@@ -36,9 +34,16 @@ from .load_metrics import (
     TAG_SIZE,
     pack_tag,
 )
-from .media import AUDIO_SAMPLE_RATE, PatternTrack, ToneTrack
-from .simulcast import DEFAULT_LAYERS, MAX_PAYLOAD, LayerSpec, Vp8LayerEncoder, vp8_is_keyframe
-from .simulcast import vp8_packetize as _vp8_packetize
+from loadgen.media.simulcast import (
+    DEFAULT_LAYERS,
+    MAX_PAYLOAD,
+    LayerSpec,
+    Vp8LayerEncoder,
+    vp8_is_keyframe,
+)
+from loadgen.media.simulcast import vp8_packetize as _vp8_packetize
+from loadgen.media.synthetic import AUDIO_SAMPLE_RATE, PatternTrack, ToneTrack
+from sfu.rtp.packet import build_extension_block, build_rtp_header
 
 #: Samples per Opus packet (20 ms at 48 kHz) and the Opus bitrate.
 OPUS_FRAME = 960

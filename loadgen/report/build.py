@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from .load_impaired import LinkState, analyse_subscriber
-from .load_metrics import KINDS, FreezeStats, Interval, LatencyHistogram, nearest_rank
-from .load_verdict import verdict_section
+from loadgen.impair.schedule import LinkState, analyse_subscriber
+from loadgen.load.metrics import KINDS, FreezeStats, Interval, LatencyHistogram, nearest_rank
+from loadgen.load.verdict import verdict_section
 
 REPORT_VERSION = 1
 #: The report's JSON Schema (draft 2020-12), shipped with the package.
@@ -31,7 +31,7 @@ MACHINE_CPU_LIMIT = 95.0
 
 def report_schema() -> dict[str, Any]:
     """The JSON Schema every report of this version satisfies."""
-    text = resources.files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
+    text = resources.files("loadgen").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 
@@ -67,7 +67,7 @@ class RunData:
 
 def impaired_section(data: RunData, bots: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The report's ``impaired`` key: the links, and what each watched subscriber went
-    through (``loadgen/load_impaired.py``). Takes the raw ``watch`` data out of ``bots``."""
+    through (``loadgen/impair/schedule.py``). Takes the raw ``watch`` data out of ``bots``."""
     watched = {b["name"]: b.pop("watch") for b in bots if "watch" in b}
     if not data.links:
         return None
