@@ -31,7 +31,7 @@ from av import AudioFrame, VideoFrame
 
 from loadgen.bot.config import BotConfig, JoinFailed
 from loadgen.bot.reconnect import Backoff, Reconnect
-from loadgen.bot.stats import TrackKey, TrackStats, _round
+from loadgen.bot.stats import TrackKey, TrackStats, round_tenth
 from loadgen.bot.verdict import (
     Failure,
     Limits,
@@ -398,7 +398,7 @@ class Bot:
                 frames = max((layer.stats.frames for layer in self._simulcast.layers), default=0)
                 simulcast["frames_skipped"] = video.frames_skipped
                 simulcast["send_failures"] = video.send_failures
-                simulcast["encode_ms_per_frame"] = _round(
+                simulcast["encode_ms_per_frame"] = round_tenth(
                     video.encode_seconds * 1000 / frames if frames else None
                 )
         failures = self.verdict()
@@ -407,7 +407,7 @@ class Bot:
             "room": self.config.room,
             "id": self._id,
             "joined": joined,
-            "join_ms": _round(
+            "join_ms": round_tenth(
                 None if self._joined_at is None else (self._joined_at - self._started_at) * 1000
             ),
             "published": self._published,

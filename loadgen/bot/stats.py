@@ -265,8 +265,8 @@ class TrackStats:
             "mid": self.mid,
             "frames_decoded": self.frames_decoded,
             "resolutions": [list(r) for r in self.resolutions],
-            "first_frame_ms": _round(self.first_frame_ms),
-            "max_freeze_ms": _round(self.max_freeze_ms),
+            "first_frame_ms": round_tenth(self.first_frame_ms),
+            "max_freeze_ms": round_tenth(self.max_freeze_ms),
             "packets": self.packets,
             "packets_lost": self.packets_lost,
             "layer_switches": self.layer_switches,
@@ -286,14 +286,15 @@ class TrackStats:
             "required": self.required(end, grace),
             "session": self.session,
             "ended_with_connection": self.ended_at is not None,
-            "loss_pct": _round(self.loss_pct()),
+            "loss_pct": round_tenth(self.loss_pct()),
             "freezes": [
                 [round((t - self.started_at) * 1000, 1), round(g * 1000, 1)] for t, g in freezes
             ],
         }
 
 
-def _round(value: float | None) -> float | None:
+def round_tenth(value: float | None) -> float | None:
+    """One decimal, as the summary shows figures (None stays None)."""
     return None if value is None else round(value, 1)
 
 
