@@ -238,7 +238,7 @@ def _bot_main(argv: list[str]) -> int:
 
 
 def _load_main(argv: list[str]) -> int:
-    from loadgen.load.run import main as load_main
+    from loadgen.load.cli import main as load_main
 
     return load_main(argv)
 

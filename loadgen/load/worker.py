@@ -29,9 +29,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from loadgen.load.bots import BotSpec, LoadPublisher, LoadSubscriber, SessionFactory, WorkerMetrics
+from loadgen.load.bots import BotSpec, SessionFactory, WorkerMetrics
 from loadgen.load.metrics import FreezeStats, LatencyHistogram
+from loadgen.load.publisher import LoadPublisher
 from loadgen.load.session import ParleySession
+from loadgen.load.subscriber import LoadSubscriber
 from loadgen.media.prepared import prepare_media
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from loadgen import bot
-from loadgen.load import run as load_run
+from loadgen.load import cli as load_run
 from parley import cli
 
 PARSERS = {

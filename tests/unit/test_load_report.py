@@ -9,6 +9,7 @@ from pathlib import Path
 
 from jsonschema import Draft202012Validator
 
+from loadgen.load.config import LoadConfig
 from loadgen.load.metrics import (
     FLAG_FRAME_END,
     FLAG_FRAME_START,
@@ -18,7 +19,7 @@ from loadgen.load.metrics import (
     parse_tag,
     stream_id,
 )
-from loadgen.load.run import LoadConfig, plan_bots
+from loadgen.load.plan import plan_bots
 from loadgen.media.prepared import ClipPlayer, OutStream, read_clip, vp8_payloads, write_clip
 from loadgen.report.build import (
     RunData,
