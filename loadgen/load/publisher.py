@@ -84,7 +84,7 @@ class LoadPublisher(LoadBot):
         self._sim_ext: SimulcastExtensions | None = None
         self._answer: str | None = None
         self._start = 0.0
-        #: simulcast: the loss-based uplink control a browser has (``loadgen/media/simulcast.py``)
+        #: simulcast: the loss-based uplink control a browser has (``loadgen/media/simulcast/``)
         self.uplink: UplinkControl | None = None
 
     async def started(self) -> None:
