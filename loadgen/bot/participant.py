@@ -60,14 +60,28 @@ from sfu.aiortc_adapter import (
 )
 from sfu.config import IceConfig, IceServer
 from signaling.messages import (
+    ActiveSpeaker,
     ClientMessage,
+    ErrorMessage,
+    Joined,
+    Layer,
     Leave,
+    Left,
+    ParticipantInfo,
+    ParticipantJoined,
+    ParticipantLeft,
+    Pong,
     ProtocolError,
+    PublishAnswer,
     PublishOffer,
     ServerMessage,
     ServerShutdown,
     SetLayer,
     SubscribeAnswer,
+    SubscribeOffer,
+    TrackInfo,
+    TrackPublished,
+    TrackUnpublished,
 )
 
 logger = logging.getLogger(__name__)
@@ -574,11 +588,8 @@ class Bot:
         self._error(exc.code, f"server sent an invalid message: {exc}")
 
     async def _on_message(self, message: ServerMessage) -> None:
-        if isinstance(message, ServerShutdown):
-            self._on_server_shutdown(message)
-            return
         try:
-            await self._handle(message.to_json())
+            await self._handle(message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -606,90 +617,73 @@ class Bot:
         self._retry_after_ms = message.retry_after_ms
         self._session_over.set()
 
-    async def _handle(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
+    async def _handle(self, message: ServerMessage) -> None:
         now = self._clock()
-        if (self._leaving or self._closed) and kind in ("subscribe_offer", "publish_answer"):
+        if (self._leaving or self._closed) and isinstance(message, SubscribeOffer | PublishAnswer):
             return  # negotiations racing our own departure are moot
-        if kind == "joined":
-            self._on_joined(message, now)
-            await self._request_layers(self._known_video_tracks())
-        elif kind == "error":
-            self._on_error(message)
-        elif kind == "publish_answer":
-            await self._on_publish_answer(message)
-        elif kind == "subscribe_offer":
-            await self._on_subscribe_offer(message, now)
-        elif kind == "participant_joined":
-            participant = message.get("participant") or {}
-            self._add_participant(participant, now)
-            self._event(now, kind, id=participant.get("id"), name=participant.get("name"))
-        elif kind == "participant_left":
-            pid = str(message.get("id"))
-            for stats in self._tracks.values():
-                if stats.participant == pid:
-                    stats.on_unpublished(now)
-            self._event(now, kind, id=pid)
-        elif kind == "track_published":
-            pid = str(message.get("participant"))
-            track = message.get("track") or {}
-            self._add_track(pid, track, now)
-            self._event(now, kind, participant=pid, track=track.get("id"), kind=track.get("kind"))
-            if track.get("kind") == "video" and pid != self._id:
-                await self._request_layers([str(track.get("id"))])
-        elif kind == "track_unpublished":
-            key = (str(message.get("participant")), str(message.get("track")))
-            if key in self._tracks:
-                self._tracks[key].on_unpublished(now)
-            self._event(now, kind, participant=key[0], track=key[1])
-        elif kind == "left":
-            self._left_reason = str(message.get("reason"))
-            self._left.set()
-            if not self._leaving:
-                self._event(now, kind, reason=self._left_reason)
-                if self._drop is None:
-                    if self._left_reason == "room closed":  # an older server's shutdown
-                        self._drop = ("server_shutdown", "the server closed the room")
-                    else:
-                        self._drop = ("removed", f"removed by the server ({self._left_reason})")
-                self._session_over.set()
-        elif kind == "layer":
-            self._on_layer(message, now)
-        elif kind == "active_speaker":
-            self._event(now, kind, participant=message.get("participant"))
-        elif kind == "pong":
-            pass
-        else:
-            logger.debug("bot %s: ignoring message type %s", self.config.name, kind)
+        match message:
+            case Joined():
+                self._on_joined(message, now)
+                await self._request_layers(self._known_video_tracks())
+            case ErrorMessage():
+                self._on_error(message)
+            case PublishAnswer():
+                await self._on_publish_answer(message)
+            case SubscribeOffer():
+                await self._on_subscribe_offer(message, now)
+            case ParticipantJoined(participant=participant):
+                self._add_participant(participant, now)
+                self._event(now, message.type, id=participant.id, name=participant.name)
+            case ParticipantLeft(id=pid):
+                for stats in self._tracks.values():
+                    if stats.participant == pid:
+                        stats.on_unpublished(now)
+                self._event(now, message.type, id=pid)
+            case TrackPublished(participant=pid, track=track):
+                self._add_track(pid, track, now)
+                self._event(now, message.type, participant=pid, track=track.id, kind=track.kind)
+                if track.kind == "video" and pid != self._id:
+                    await self._request_layers([track.id])
+            case TrackUnpublished(participant=pid, track=track_id):
+                key = (pid, track_id)
+                if key in self._tracks:
+                    self._tracks[key].on_unpublished(now)
+                self._event(now, message.type, participant=pid, track=track_id)
+            case Left(reason=reason):
+                self._on_left(reason, now)
+            case Layer():
+                self._on_layer(message, now)
+            case ActiveSpeaker(participant=participant):
+                self._event(now, message.type, participant=participant)
+            case ServerShutdown():
+                self._on_server_shutdown(message)
+            case Pong():
+                pass
 
-    def _on_joined(self, message: dict[str, Any], now: float) -> None:
-        self._id = str(message.get("id"))
+    def _on_left(self, reason: str, now: float) -> None:
+        self._left_reason = reason
+        self._left.set()
+        if not self._leaving:
+            self._event(now, "left", reason=reason)
+            if self._drop is None:
+                if reason == "room closed":  # an older server's shutdown
+                    self._drop = ("server_shutdown", "the server closed the room")
+                else:
+                    self._drop = ("removed", f"removed by the server ({reason})")
+            self._session_over.set()
+
+    def _on_joined(self, message: Joined, now: float) -> None:
+        self._id = message.id
         if self._joined_at is None:
             self._joined_at = now
         self._session_joined_at = now
-        servers = []
-        for server in message.get("ice_servers") or []:
-            urls = server.get("urls", [])
-            servers.append(
-                IceServer(
-                    urls=(urls,) if isinstance(urls, str) else tuple(urls),
-                    username=server.get("username"),
-                    credential=server.get("credential"),
-                )
-            )
-        self._ice_servers = tuple(servers)
-        for participant in message.get("participants") or []:
+        self._ice_servers = message.ice_servers
+        for participant in message.participants:
             self._add_participant(participant, now)
 
-    def _on_layer(self, message: dict[str, Any], now: float) -> None:
-        track = str(message.get("track"))
-        rid = message.get("rid")
-        rid = rid if isinstance(rid, str) else None
-        paused = message.get("paused") is True
-        width = message.get("width")
-        height = message.get("height")
-        width = width if isinstance(width, int) else None
-        height = height if isinstance(height, int) else None
+    def _on_layer(self, message: Layer, now: float) -> None:
+        track, rid, paused = message.track, message.rid, message.paused
+        width, height = message.width, message.height
         switched = False
         for stats in self._tracks.values():
             if stats.track == track:
@@ -743,14 +737,12 @@ class Bot:
             await self._send(SetLayer(track_id, height, request_id=f"set_layer:{track_id}"))
             self._event(self._clock(), "set_layer", track=track_id, max_height=height)
 
-    def _on_error(self, message: dict[str, Any]) -> None:
-        code = str(message.get("code"))
-        text = str(message.get("message"))
-        request = message.get("request")
+    def _on_error(self, message: ErrorMessage) -> None:
+        code, text, request = message.code, message.message, message.request
         if request == "set_layer" and code == "not_found":
             # a set_layer that raced the subscription: it is sent again when the track
             # first appears in a subscribe_offer
-            self._event(self._clock(), "set_layer_not_found", request_id=message.get("request_id"))
+            self._event(self._clock(), "set_layer_not_found", request_id=message.request_id)
             return
         logger.warning("bot %s: server error %s (%s): %s", self.config.name, code, request, text)
         entry: dict[str, Any] = {"code": code, "message": text}
@@ -758,27 +750,27 @@ class Bot:
             entry["request"] = request
         self._errors.append(entry)
 
-    async def _on_publish_answer(self, message: dict[str, Any]) -> None:
+    async def _on_publish_answer(self, message: PublishAnswer) -> None:
         pc = self._pub_pc
         if pc is None:
             self._error("protocol", "publish_answer without a publish_offer")
             return
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="answer"))
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=message.sdp, type="answer"))
         if self.config.simulcast:
-            self._apply_simulcast_answer(message["sdp"])
+            self._apply_simulcast_answer(message.sdp)
         self._published = True
-        self._published_tracks = [dict(t) for t in message.get("tracks") or []]
+        self._published_tracks = [t.to_json() for t in message.tracks]
 
-    async def _on_subscribe_offer(self, message: dict[str, Any], now: float) -> None:
-        sdp = message["sdp"]
+    async def _on_subscribe_offer(self, message: SubscribeOffer, now: float) -> None:
+        sdp = message.sdp
         mapping: dict[str, TrackKey] = {}
-        for mid, info in (message.get("tracks") or {}).items():
-            key = (str(info["participant"]), str(info["track"]))
-            mapping[str(mid)] = key
+        for mid, info in message.tracks.items():
+            key = (info.participant, info.track)
+            mapping[mid] = key
             stats = self._tracks.get(key)
             if stats is None:
-                stats = self._new_stats(key, str(info.get("kind", "")), now)
-            stats.mid = str(mid)
+                stats = self._new_stats(key, info.kind, now)
+            stats.mid = mid
 
         pc = self._sub_pc
         if pc is None:
@@ -818,21 +810,18 @@ class Bot:
 
     # ------------------------------------------------------------ bookkeeping
 
-    def _add_participant(self, participant: dict[str, Any], now: float) -> None:
-        pid = str(participant.get("id"))
-        name = participant.get("name")
-        if isinstance(name, str):
-            self._names[pid] = name
-        for track in participant.get("tracks") or []:
-            self._add_track(pid, track, now)
+    def _add_participant(self, participant: ParticipantInfo, now: float) -> None:
+        self._names[participant.id] = participant.name
+        for track in participant.tracks:
+            self._add_track(participant.id, track, now)
 
-    def _add_track(self, pid: str, track: dict[str, Any], now: float) -> None:
+    def _add_track(self, pid: str, track: TrackInfo, now: float) -> None:
         if pid == self._id:
             return
-        key = (pid, str(track.get("id")))
+        key = (pid, track.id)
         stats = self._tracks.get(key)
         if stats is None:
-            self._new_stats(key, str(track.get("kind", "")), now)
+            self._new_stats(key, track.kind, now)
         else:
             stats.on_published(now)
 

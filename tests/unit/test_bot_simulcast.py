@@ -7,6 +7,7 @@ encoders' output (decoded with the counter read back), ``layer`` messages counte
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import struct
@@ -38,7 +39,7 @@ from loadgen.media.synthetic import read_counter
 from sfu.aiortc_adapter import describe_remote_media
 from sfu.rtp.packet import RtpView, Vp8Descriptor
 from sfu.rtp.rtcp import build_nack
-from signaling.messages import ClientMessage
+from signaling.messages import ClientMessage, ServerMessage, parse_server_message
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 CHROMIUM_OFFER = FIXTURES / "chromium_simulcast_offer.sdp"
@@ -376,6 +377,11 @@ class RecordingBot(Bot):
         self.sent.append(message.to_json())
 
 
+def _wire(message: dict[str, Any]) -> ServerMessage:
+    """A server message as the bot gets it: parsed from its wire form."""
+    return parse_server_message(json.dumps(message))
+
+
 async def test_layer_messages_become_switches_and_events_of_the_right_track():
     bot = RecordingBot(BotConfig(url="http://x", room="r", name="me"))
     participant = {
@@ -383,10 +389,29 @@ async def test_layer_messages_become_switches_and_events_of_the_right_track():
         "name": "alice",
         "tracks": [{"id": "v1", "kind": "video"}, {"id": "a1", "kind": "audio"}],
     }
-    await bot._handle({"type": "joined", "id": "me", "participants": [participant]})
+    await bot._handle(
+        _wire(
+            {
+                "type": "joined",
+                "id": "me",
+                "room": "r",
+                "participants": [participant],
+                "ice_servers": [],
+            }
+        )
+    )
     for rid, paused in (("f", False), ("q", False), ("q", True)):
         await bot._handle(
-            {"type": "layer", "track": "v1", "rid": rid, "width": 1, "height": 1, "paused": paused}
+            _wire(
+                {
+                    "type": "layer",
+                    "track": "v1",
+                    "rid": rid,
+                    "width": 1,
+                    "height": 1,
+                    "paused": paused,
+                }
+            )
         )
     summary = bot.summary()
     by_track = {t["track"]: t for t in summary["tracks"]}
@@ -407,6 +432,7 @@ async def test_max_height_is_requested_for_every_remote_video_track_and_can_chan
     bot = RecordingBot(BotConfig(url="http://x", room="r", name="me", max_height=360))
     participant = {
         "id": "p1",
+        "name": "alice",
         "tracks": [{"id": "v1", "kind": "video"}, {"id": "a1", "kind": "audio"}],
     }
 
@@ -414,12 +440,30 @@ async def test_max_height_is_requested_for_every_remote_video_track_and_can_chan
         connected = True
 
     bot._client = Connected()  # type: ignore[assignment]
-    await bot._handle({"type": "joined", "id": "me", "participants": [participant]})
     await bot._handle(
-        {"type": "track_published", "participant": "p2", "track": {"id": "v2", "kind": "video"}}
+        _wire(
+            {
+                "type": "joined",
+                "id": "me",
+                "room": "r",
+                "participants": [participant],
+                "ice_servers": [],
+            }
+        )
     )
     await bot._handle(
-        {"type": "track_published", "participant": "me", "track": {"id": "mine", "kind": "video"}}
+        _wire(
+            {"type": "track_published", "participant": "p2", "track": {"id": "v2", "kind": "video"}}
+        )
+    )
+    await bot._handle(
+        _wire(
+            {
+                "type": "track_published",
+                "participant": "me",
+                "track": {"id": "mine", "kind": "video"},
+            }
+        )
     )
     assert [(m["track"], m["max_height"]) for m in bot.sent] == [("v1", 360), ("v2", 360)]
     assert {m["type"] for m in bot.sent} == {"set_layer"}
@@ -432,7 +476,7 @@ async def test_max_height_is_requested_for_every_remote_video_track_and_can_chan
     bot.sent.clear()
     # a not_found for a set_layer that raced the subscription is an event, not an error
     await bot._handle(
-        {"type": "error", "code": "not_found", "message": "x", "request": "set_layer"}
+        _wire({"type": "error", "code": "not_found", "message": "x", "request": "set_layer"})
     )
     summary = bot.summary()
     assert summary["errors"] == []
