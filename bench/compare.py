@@ -32,7 +32,7 @@ def run_load(target: str, args: argparse.Namespace, out: Path) -> dict[str, Any]
     server = IsolatedServer(target, event_loops=args.janus_event_loops)
     try:
         cmd = [
-            sys.executable, "-m", "signaling.cli", "load", "--target", target,
+            sys.executable, "-m", "parley", "load", "--target", target,
             "--url", server.url, "--server-pid", str(server.pid),
             "--ice-address", CLIENT_ADDRESS, "--rooms", str(args.rooms),
             "--publishers", str(args.publishers), "--subscribers", str(args.subscribers),

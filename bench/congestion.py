@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -30,6 +29,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+
+from loadgen.netns import ensure_loopback_namespace  # noqa: E402
 
 SCENARIOS: dict[str, list[str]] = {
     "limit": ["--impaired-subscribers", "1", "--link-schedule", "8:300,20:none", "--duration", "40"],
@@ -51,16 +54,14 @@ COLUMNS = (
 
 
 def reexec_in_netns() -> None:
-    """Run again inside scripts/in_netns.py unless already there."""
-    if os.environ.get("PARLEY_NETNS") != "1":
-        script = REPO / "scripts" / "in_netns.py"
-        os.execv(sys.executable, [sys.executable, str(script), sys.executable, *sys.argv])
+    """Run again inside a fresh loopback-only namespace unless already there."""
+    ensure_loopback_namespace(who="congestion")
 
 
 def run_scenario(name: str, out_dir: Path, processes: int) -> dict[str, Any]:
     path = out_dir / f"congestion-{name}.json"
     command = [
-        sys.executable, "-m", "signaling.cli", "load", *COMMON, *SCENARIOS[name],
+        sys.executable, "-m", "parley", "load", *COMMON, *SCENARIOS[name],
         "--processes", str(processes), "--json", str(path),
     ]  # fmt: skip
     started = time.monotonic()

@@ -118,8 +118,10 @@ def run_fanout(
     )
     source = Source(params, _Owner(), cache_size=1024)
     egresses = []
+    forwarders: list[Forwarder] = []
     for i in range(k):
         f = Forwarder([source], _UdpSink(send_sock, addr), f"s{i}")
+        forwarders.append(f)
         f.configure(
             EgressParams(
                 mid=str(i),
@@ -155,7 +157,6 @@ def run_fanout(
         total += per_packet_us(ingest_one, batch) * len(batch)
         done += len(batch)
         drain()
-    forwarders = source.forwarders
     sent = sum(f.packets_sent for f in forwarders)
     natively = sum(f.native_packets for f in forwarders)
     if sent != k * done:  # every packet reaches every forwarder

@@ -32,6 +32,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+
+from loadgen.netns import HeldNamespace, ensure_loopback_namespace, only_loopback  # noqa: E402
+from loadgen.server_process import serve_command, wait_for_port  # noqa: E402
+
 SERVER_ADDRESS = "10.77.0.2"
 CLIENT_ADDRESS = "10.77.0.1"
 _PREFIX = 24
@@ -42,10 +48,6 @@ _OTHER_PLUGINS = (
 )
 _OTHER_TRANSPORTS = "http mqtt nanomsg pfunix rabbitmq"
 _EVENT_HANDLERS = "gelfevh mqttevh nanomsgevh rabbitmqevh sampleevh wsevh"
-
-
-def only_loopback() -> bool:
-    return [name for _, name in socket.if_nameindex()] == ["lo"]
 
 
 def _run(*cmd: str) -> None:
@@ -67,19 +69,12 @@ class Namespace:
     def __init__(self, name: str = "pj") -> None:
         if not only_loopback():
             raise RuntimeError("run inside a namespace that has only lo (scripts/in_netns.py)")
-        self.holder = subprocess.Popen(["unshare", "--net", "sleep", "1000000"])
+        self.held = HeldNamespace()
         ours, theirs = f"{name}0", f"{name}1"
         self._ours = ours
         self.interface = theirs
         try:
-            path = f"/proc/{self.holder.pid}/ns/net"
-            own = os.readlink("/proc/self/ns/net")  # "net:[inode]"
-            deadline = time.monotonic() + 5
-            while os.readlink(path) == own:  # unshare has not switched yet
-                if time.monotonic() > deadline or self.holder.poll() is not None:
-                    raise RuntimeError("unshare --net did not create a namespace")
-                time.sleep(0.005)
-            self.netns = path
+            path = self.netns = self.held.path
             _run("ip", "link", "add", ours, "type", "veth", "peer", "name", theirs, "netns", path)
             _run("ip", "addr", "add", f"{CLIENT_ADDRESS}/{_PREFIX}", "dev", ours)
             _run("ip", "link", "set", ours, "up")
@@ -116,17 +111,15 @@ class Namespace:
 
     def enter(self, *cmd: str) -> list[str]:
         """``cmd`` to run inside the namespace (nsenter execs it: the pid stays the same)."""
-        return ["nsenter", f"--net={self.netns}", *cmd]
+        return self.held.enter(*cmd)
 
     def close(self) -> None:
-        from loadgen.impair import remove_interface
+        from loadgen.impair.link import remove_interface
 
         try:
             remove_interface(self._ours)  # at once, not when the namespace is torn down
         finally:
-            if self.holder.poll() is None:
-                self.holder.terminate()
-                self.holder.wait(5)
+            self.held.close()
 
 
 def write_janus_config(folder: Path, interface: str, event_loops: int = 0) -> Path:
@@ -190,19 +183,6 @@ admin: {{
     return folder / "janus.jcfg"
 
 
-def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        with socket.socket() as s:
-            s.settimeout(0.2)
-            if s.connect_ex((host, port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout} s")
-
-
 class IsolatedServer:
     """Janus or Parley in its own namespace. ``url``, ``pid``; ``close()`` stops it.
 
@@ -242,10 +222,7 @@ class IsolatedServer:
                 self.url = f"ws://{SERVER_ADDRESS}:{port}"
             else:
                 port = 8080
-                cmd = [
-                    sys.executable, "-m", "signaling.cli", "serve", "--host", SERVER_ADDRESS,
-                    "--port", str(port), "--ice-address", SERVER_ADDRESS, "--log-level", "WARNING",
-                ]  # fmt: skip
+                cmd = serve_command(SERVER_ADDRESS, port, (SERVER_ADDRESS,))
                 self.url = f"http://{SERVER_ADDRESS}:{port}"
             if cpu is not None:  # taskset execs the server: the pid stays the same
                 cmd = ["taskset", "--cpu-list", str(cpu), *cmd]
@@ -259,7 +236,7 @@ class IsolatedServer:
                 cwd=REPO,
                 env=env,
             )
-            _wait_port(SERVER_ADDRESS, port, self.proc, 20)
+            wait_for_port(SERVER_ADDRESS, port, lambda: self.proc.poll() is None, 20)
         except BaseException:
             self.close()
             raise
@@ -284,9 +261,7 @@ class IsolatedServer:
 
 def reexec_in_netns() -> None:
     """Re-run this script inside a fresh loopback-only namespace unless already in one."""
-    if not only_loopback() and os.environ.get("PARLEY_NETNS") != "1":
-        script = REPO / "scripts" / "in_netns.py"
-        os.execv(sys.executable, [sys.executable, str(script), sys.executable, *sys.argv])
+    ensure_loopback_namespace(who="janus_server")
 
 
 def main() -> int:

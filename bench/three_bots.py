@@ -43,6 +43,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from loadgen.netns import ensure_loopback_namespace  # noqa: E402
+
 FPS = 15.0
 NAMES = ("ann", "bob", "cy")
 STALL_ON = 0.3
@@ -50,10 +52,8 @@ STALL_PERIOD = 1.0
 
 
 def reexec_in_netns() -> None:
-    """Run again inside scripts/in_netns.py unless already there."""
-    if os.environ.get("PARLEY_NETNS") != "1":
-        script = REPO / "scripts" / "in_netns.py"
-        os.execv(sys.executable, [sys.executable, str(script), sys.executable, *sys.argv])
+    """Run again inside a fresh loopback-only namespace unless already there."""
+    ensure_loopback_namespace(who="three_bots")
 
 
 async def stall(proc: asyncio.subprocess.Process, start: float, stop: float) -> int:
@@ -161,7 +161,7 @@ async def one_run(scenario: str, duration: float, index: int, tmp: Path) -> dict
             paths.append(path)
             procs.append(
                 await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "signaling.cli", "bot", "--url", url, "--room", room,
+                    sys.executable, "-m", "parley", "bot", "--url", url, "--room", room,
                     "--name", name, "--duration", str(duration), "--json", str(path),
                     cwd=REPO, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
                 )

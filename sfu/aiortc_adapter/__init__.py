@@ -47,6 +47,12 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from pylibsrtp._binding import ffi as srtp_ffi
 from pylibsrtp._binding import lib as srtp_lib
 
+from .bench_hooks import (
+    drain_datagrams_per_wakeup,
+    ice_sockets,
+    restrict_srtp_profiles,
+    selected_srtp_profile,
+)
 from .ice import (
     CONSENT_RETRANSMISSIONS,
     CONSENT_STALL,
@@ -97,6 +103,8 @@ __all__ = [
     "check_hooks",
     "create_peer_connection",
     "describe_remote_media",
+    "drain_datagrams_per_wakeup",
+    "ice_sockets",
     "hook_receiver",
     "hook_sender",
     "ice_connection",
@@ -104,7 +112,9 @@ __all__ = [
     "negotiated_codecs",
     "observe_received_rtp",
     "restrict_codecs",
+    "restrict_srtp_profiles",
     "rtc_configuration",
+    "selected_srtp_profile",
     "sender_ssrcs",
     "set_sender_msid",
     "srtp_transform",
@@ -142,6 +152,11 @@ HOOKED_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (aioice_ice.Connection, "remote_password"),
     (aioice_ice.StunProtocol, "datagram_received"),
     (pylibsrtp.Session, "_srtp"),
+    # benchmark clients only (bench/forwarding.py, through bench_hooks.py)
+    (RTCDtlsTransport, "_srtp_profiles"),
+    (RTCDtlsTransport, "_ssl"),
+    (asyncio.selector_events._SelectorTransport, "_sock"),  # type: ignore[attr-defined]
+    (asyncio.selector_events.BaseSelectorEventLoop, "_add_reader"),
 )
 
 
@@ -178,7 +193,7 @@ def check_hooks() -> None:
                 pylibsrtp.Session: pylibsrtp.Session(),
             }
             for cls, name in HOOKED_ATTRIBUTES:
-                obj = instances[cls]
+                obj = instances.get(cls, cls)
                 if not hasattr(obj, name) and not hasattr(cls, name):
                     missing.append(f"{cls.__module__}.{cls.__qualname__}.{name}")
         finally:

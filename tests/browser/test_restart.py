@@ -58,7 +58,7 @@ class ServerProcess:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "signaling.cli",
+            "parley",
             "serve",
             "--port",
             str(self.port),
@@ -105,7 +105,7 @@ async def _bot(url: str, room: str, log: IO[bytes]) -> asyncio.subprocess.Proces
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "signaling.cli",
+        "parley",
         "bot",
         "--url",
         url,

@@ -17,7 +17,7 @@ import aiohttp
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from loadgen.media import PatternTrack, ToneTrack
+from loadgen.media.synthetic import PatternTrack, ToneTrack
 from sfu.aiortc_adapter import create_peer_connection
 from sfu.config import IceConfig
 

@@ -35,7 +35,7 @@ def parley_command() -> list[str]:
     script = Path(sys.executable).with_name("parley")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", "signaling.cli"]
+    return [sys.executable, "-m", "parley"]
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 #: the installed command's module, in a process of its own like a user's
-PARLEY = [sys.executable, "-m", "signaling.cli"]
+PARLEY = [sys.executable, "-m", "parley"]
 
 
 def free_port() -> int:

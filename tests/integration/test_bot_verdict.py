@@ -15,7 +15,7 @@ from loadgen.bot import BotConfig, run_bot
 from tests.integration.conftest import RunningServer
 from tests.integration.test_bot_reconnect import free_port, start_server, wait_for_forwarders
 
-PARLEY = [sys.executable, "-m", "signaling.cli"]
+PARLEY = [sys.executable, "-m", "parley"]
 
 
 async def _wait_for(predicate: object, timeout: float) -> bool:

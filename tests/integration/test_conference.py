@@ -127,7 +127,7 @@ async def test_killed_bot_is_cleaned_up(server: RunningServer, tmp_path: Path) -
     victim = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "signaling.cli",
+        "parley",
         "bot",
         "--url",
         server.url,
@@ -340,7 +340,7 @@ async def test_silent_peer_is_removed_by_ice_consent(server_factory: Any, tmp_pa
     frozen = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "signaling.cli",
+        "parley",
         "bot",
         "--url",
         srv.url,

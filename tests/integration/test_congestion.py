@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from loadgen.impair import ImpairedLink, Shape
+from loadgen.impair.link import ImpairedLink, Shape
 from sfu.config import IceConfig, SfuConfig
 from sfu.forwarder import Forwarder
 from sfu.participant import Participant
@@ -22,7 +22,7 @@ from signaling.server import SFU_KEY, ServerConfig, create_app
 
 ROOM = "congested"
 #: ``parley bot`` in its own process (so bots do not share the server's event loop)
-BOT = [sys.executable, "-m", "signaling.cli", "bot", "--room", ROOM]
+BOT = [sys.executable, "-m", "parley", "bot", "--room", ROOM]
 
 
 async def _serve(addresses: tuple[str, ...]) -> tuple[web.AppRunner, Sfu, int]:

@@ -27,7 +27,7 @@ NAMES = ("ann", "bob", "cy")
 
 async def _start_bot(url: str, room: str, name: str, out: Path) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "signaling.cli", "bot", "--url", url, "--room", room,
+        sys.executable, "-m", "parley", "bot", "--url", url, "--room", room,
         "--name", name, "--duration", str(DURATION), "--fps", str(int(FPS)),
         "--json", str(out), cwd=REPO,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,

@@ -68,7 +68,7 @@ async def test_a_sigstopped_bot_is_gone_within_8_s_and_a_3_s_stall_is_survived(
     bot = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "signaling.cli",
+        "parley",
         "bot",
         "--url",
         srv.url,

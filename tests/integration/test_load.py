@@ -11,7 +11,7 @@ from pathlib import Path
 
 from jsonschema import Draft202012Validator
 
-from loadgen.load_report import report_schema
+from loadgen.report.build import report_schema
 
 
 def validator() -> Draft202012Validator:
@@ -24,7 +24,7 @@ def test_parley_load_reports_latency_join_loss_and_server_cost(tmp_path: Path) -
         [
             sys.executable,
             "-m",
-            "signaling.cli",
+            "parley",
             "load",
             "--rooms",
             "2",
@@ -114,7 +114,7 @@ def test_parley_load_exits_1_and_names_the_level_it_missed(tmp_path: Path) -> No
     report_path = tmp_path / "tight.json"
     proc = subprocess.run(
         [
-            sys.executable, "-m", "signaling.cli", "load", "--subscribers", "1",
+            sys.executable, "-m", "parley", "load", "--subscribers", "1",
             "--duration", "3", "--slo-p99-ms", "0.01", "--json", str(report_path), "--quiet",
         ],
         capture_output=True,
@@ -139,7 +139,7 @@ def test_parley_load_e2e_reads_capture_time_back_from_decoded_frames(tmp_path: P
         [
             sys.executable,
             "-m",
-            "signaling.cli",
+            "parley",
             "load",
             "--subscribers",
             "1",

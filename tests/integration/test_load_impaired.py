@@ -11,14 +11,14 @@ from pathlib import Path
 
 from jsonschema import Draft202012Validator
 
-from loadgen.load_report import report_schema
+from loadgen.report.build import report_schema
 
 
 def test_a_subscriber_behind_300_kbits_switches_down_and_back_up(tmp_path: Path) -> None:
     report_path = tmp_path / "impaired.json"
     proc = subprocess.run(
         [
-            sys.executable, "-m", "signaling.cli", "load",
+            sys.executable, "-m", "parley", "load",
             "--simulcast", "--subscribers", "1", "--impaired-subscribers", "1",
             "--link-schedule", "5:300,13:none", "--duration", "29",
             "--json", str(report_path), "--quiet",

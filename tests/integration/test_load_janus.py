@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from loadgen.load_report import report_schema
+from loadgen.report.build import report_schema
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -31,7 +31,7 @@ def test_parley_load_drives_janus_videoroom_with_simulcast(tmp_path: Path) -> No
             [
                 sys.executable,
                 "-m",
-                "signaling.cli",
+                "parley",
                 "load",
                 "--target",
                 "janus",

@@ -10,7 +10,7 @@ import aiohttp
 from aiortc import RTCSessionDescription
 
 from loadgen.bot import BotConfig, run_bot
-from loadgen.media import PatternTrack, ToneTrack
+from loadgen.media.synthetic import PatternTrack, ToneTrack
 from sfu.aiortc_adapter import create_peer_connection
 from sfu.config import IceConfig
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import aiohttp
 
-from loadgen.media import PatternTrack, ToneTrack
+from loadgen.media.synthetic import PatternTrack, ToneTrack
 from sfu.aiortc_adapter import create_peer_connection
 from sfu.config import IceConfig
 from signaling import messages as m

@@ -1,4 +1,4 @@
-"""The bot's packet-level loss count (``loadgen.bot.PacketLoss``): pure, seconds passed in."""
+"""The bot's packet-level loss count (``loadgen.bot.participant.PacketLoss``): pure, seconds passed in."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ encoders' output (decoded with the counter read back), ``layer`` messages counte
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import struct
@@ -20,8 +21,7 @@ from aiortc import sdp as aiortc_sdp
 from aiortc.rtp import RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket, pack_remb_fci
 
 from loadgen.bot import Bot, BotConfig, TrackStats
-from loadgen.media import read_counter
-from loadgen.simulcast import (
+from loadgen.media.simulcast import (
     DEFAULT_LAYERS,
     URI_MID,
     URI_REPAIRED_RID,
@@ -35,9 +35,11 @@ from loadgen.simulcast import (
     vp8_is_keyframe,
     vp8_packetize,
 )
+from loadgen.media.synthetic import read_counter
 from sfu.aiortc_adapter import describe_remote_media
 from sfu.rtp.packet import RtpView, Vp8Descriptor
 from sfu.rtp.rtcp import build_nack
+from signaling.messages import ClientMessage, ServerMessage, parse_server_message
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 CHROMIUM_OFFER = FIXTURES / "chromium_simulcast_offer.sdp"
@@ -324,7 +326,7 @@ def test_rtx_needs_a_cached_packet_and_a_negotiated_rtx_payload_type():
 
 @pytest.mark.parametrize("spec", DEFAULT_LAYERS, ids=lambda s: s.rid)
 def test_each_layer_encodes_a_decodable_pattern_with_a_readable_counter(spec: LayerSpec):
-    from loadgen.media import PatternTrack
+    from loadgen.media.synthetic import PatternTrack
 
     pattern = PatternTrack(spec.width, spec.height, paced=False)
     encoder = Vp8LayerEncoder(spec.width, spec.height, spec.bitrate, 15.0)
@@ -371,8 +373,13 @@ class RecordingBot(Bot):
         super().__init__(config, clock=lambda: 100.0)
         self.sent: list[dict[str, Any]] = []
 
-    async def _send(self, message: dict[str, Any]) -> None:
-        self.sent.append(message)
+    async def _send(self, message: ClientMessage) -> None:
+        self.sent.append(message.to_json())
+
+
+def _wire(message: dict[str, Any]) -> ServerMessage:
+    """A server message as the bot gets it: parsed from its wire form."""
+    return parse_server_message(json.dumps(message))
 
 
 async def test_layer_messages_become_switches_and_events_of_the_right_track():
@@ -382,10 +389,29 @@ async def test_layer_messages_become_switches_and_events_of_the_right_track():
         "name": "alice",
         "tracks": [{"id": "v1", "kind": "video"}, {"id": "a1", "kind": "audio"}],
     }
-    await bot._handle({"type": "joined", "id": "me", "participants": [participant]})
+    await bot._handle(
+        _wire(
+            {
+                "type": "joined",
+                "id": "me",
+                "room": "r",
+                "participants": [participant],
+                "ice_servers": [],
+            }
+        )
+    )
     for rid, paused in (("f", False), ("q", False), ("q", True)):
         await bot._handle(
-            {"type": "layer", "track": "v1", "rid": rid, "width": 1, "height": 1, "paused": paused}
+            _wire(
+                {
+                    "type": "layer",
+                    "track": "v1",
+                    "rid": rid,
+                    "width": 1,
+                    "height": 1,
+                    "paused": paused,
+                }
+            )
         )
     summary = bot.summary()
     by_track = {t["track"]: t for t in summary["tracks"]}
@@ -406,19 +432,38 @@ async def test_max_height_is_requested_for_every_remote_video_track_and_can_chan
     bot = RecordingBot(BotConfig(url="http://x", room="r", name="me", max_height=360))
     participant = {
         "id": "p1",
+        "name": "alice",
         "tracks": [{"id": "v1", "kind": "video"}, {"id": "a1", "kind": "audio"}],
     }
 
-    class OpenWs:
-        closed = False
+    class Connected:
+        connected = True
 
-    bot._ws = OpenWs()  # type: ignore[assignment]
-    await bot._handle({"type": "joined", "id": "me", "participants": [participant]})
+    bot._client = Connected()  # type: ignore[assignment]
     await bot._handle(
-        {"type": "track_published", "participant": "p2", "track": {"id": "v2", "kind": "video"}}
+        _wire(
+            {
+                "type": "joined",
+                "id": "me",
+                "room": "r",
+                "participants": [participant],
+                "ice_servers": [],
+            }
+        )
     )
     await bot._handle(
-        {"type": "track_published", "participant": "me", "track": {"id": "mine", "kind": "video"}}
+        _wire(
+            {"type": "track_published", "participant": "p2", "track": {"id": "v2", "kind": "video"}}
+        )
+    )
+    await bot._handle(
+        _wire(
+            {
+                "type": "track_published",
+                "participant": "me",
+                "track": {"id": "mine", "kind": "video"},
+            }
+        )
     )
     assert [(m["track"], m["max_height"]) for m in bot.sent] == [("v1", 360), ("v2", 360)]
     assert {m["type"] for m in bot.sent} == {"set_layer"}
@@ -431,17 +476,17 @@ async def test_max_height_is_requested_for_every_remote_video_track_and_can_chan
     bot.sent.clear()
     # a not_found for a set_layer that raced the subscription is an event, not an error
     await bot._handle(
-        {"type": "error", "code": "not_found", "message": "x", "request": "set_layer"}
+        _wire({"type": "error", "code": "not_found", "message": "x", "request": "set_layer"})
     )
     summary = bot.summary()
     assert summary["errors"] == []
     assert any(e["type"] == "set_layer_not_found" for e in summary["events"])
-    bot._ws = None
+    bot._client = None
     await bot.close()
 
 
 def test_uplink_control_drops_the_top_layer_on_loss_and_brings_it_back():
-    from loadgen.simulcast import UplinkControl
+    from loadgen.media.simulcast import UplinkControl
 
     up = UplinkControl(3, settle=2.0, calm=6.0)
     assert up.active == 3

@@ -1,4 +1,4 @@
-"""The bot's verdict (loadgen/bot_verdict.py) and reconnection backoff (loadgen/reconnect.py):
+"""The bot's verdict (loadgen/bot/verdict.py) and reconnection backoff (loadgen/bot/reconnect.py):
 pure logic on TrackStats fed with explicit times."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import random
 import pytest
 
 from loadgen.bot import TrackStats
-from loadgen.bot_verdict import Limits, RunFacts, evaluate, verdict_line
-from loadgen.reconnect import MAX_DELAY, Backoff, Reconnect
+from loadgen.bot.reconnect import MAX_DELAY, Backoff, Reconnect
+from loadgen.bot.verdict import Limits, RunFacts, evaluate, verdict_line
 
 T0 = 100.0
 END = 130.0

@@ -6,8 +6,9 @@ import argparse
 
 import pytest
 
-from loadgen import bot, load_run
-from signaling import cli
+from loadgen import bot
+from loadgen.load import cli as load_run
+from parley import cli
 
 PARSERS = {
     "parley": cli.build_main_parser,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from loadgen.load_capacity import CapacitySearch, ServiceLevel, StepResult, measure_step
-from loadgen.load_metrics import Interval
-from loadgen.load_run import LoadConfig, subscriber_specs
+from loadgen.load.capacity import CapacitySearch, ServiceLevel, StepResult, measure_step
+from loadgen.load.config import LoadConfig
+from loadgen.load.metrics import Interval
+from loadgen.load.plan import subscriber_specs
 
 
 def _step(

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from loadgen.load_e2e import (
+from loadgen.load.e2e import (
     UNIT_NS,
     FrameAssembler,
     FrameDecoder,
@@ -18,9 +18,9 @@ from loadgen.load_e2e import (
     read_timestamp,
     timestamp_units,
 )
-from loadgen.load_media import OutStream
-from loadgen.load_metrics import Tag, TrackRx, parse_tag, stream_id
-from loadgen.simulcast import LayerSpec
+from loadgen.load.metrics import Tag, TrackRx, parse_tag, stream_id
+from loadgen.media.prepared import OutStream
+from loadgen.media.simulcast import LayerSpec
 
 
 def test_timestamp_round_trip_and_wrap() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from loadgen.load_impaired import LinkState, analyse_subscriber, parse_schedule, parse_state
-from loadgen.load_metrics import StreamRx
+from loadgen.impair.schedule import LinkState, analyse_subscriber, parse_schedule, parse_state
+from loadgen.load.metrics import StreamRx
 
 
 def test_states_and_schedules_parse() -> None:

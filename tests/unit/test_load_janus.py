@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from loadgen.load_janus import JANUS_ROOM_BASE, janus_room, substream_for
+from loadgen.load.janus import JANUS_ROOM_BASE, janus_room, substream_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from loadgen.load_metrics import (
+from loadgen.load.metrics import (
     FLAG_FRAME_END,
     FLAG_FRAME_START,
     FLAG_KEYFRAME,

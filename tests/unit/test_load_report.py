@@ -9,8 +9,8 @@ from pathlib import Path
 
 from jsonschema import Draft202012Validator
 
-from loadgen.load_media import ClipPlayer, OutStream, read_clip, vp8_payloads, write_clip
-from loadgen.load_metrics import (
+from loadgen.load.config import LoadConfig
+from loadgen.load.metrics import (
     FLAG_FRAME_END,
     FLAG_FRAME_START,
     FLAG_KEYFRAME,
@@ -19,7 +19,9 @@ from loadgen.load_metrics import (
     parse_tag,
     stream_id,
 )
-from loadgen.load_report import (
+from loadgen.load.plan import plan_bots
+from loadgen.media.prepared import ClipPlayer, OutStream, read_clip, vp8_payloads, write_clip
+from loadgen.report.build import (
     RunData,
     ServerSample,
     build_report,
@@ -27,7 +29,6 @@ from loadgen.load_report import (
     saturation,
     summary_table,
 )
-from loadgen.load_run import LoadConfig, plan_bots
 from sfu.rtp.packet import parse_rtp
 
 # ----------------------------------------------------------------------- media
@@ -151,7 +152,7 @@ def _interval(latency_ms: float, received: int, lost: int = 0) -> Interval:
 
 
 def _run(cpu: float = 10.0, lag_ms: float = 1.0) -> RunData:
-    from loadgen.load_metrics import LatencyHistogram
+    from loadgen.load.metrics import LatencyHistogram
 
     lag = LatencyHistogram()
     lag.record(lag_ms)
@@ -262,7 +263,7 @@ def test_saturation_verdicts() -> None:
 
 
 def test_html_report_has_four_plots_and_survives_an_empty_run() -> None:
-    from loadgen.load_html import join_histogram, render_html
+    from loadgen.report.html import join_histogram, render_html
 
     page = render_html(build_report(_run()))
     images = _png_images(page)
@@ -303,7 +304,7 @@ def test_html_report_loads_nothing_from_the_network() -> None:
     (the configuration's server URL is text, not a reference)."""
     import re
 
-    from loadgen.load_html import render_html
+    from loadgen.report.html import render_html
 
     page = render_html(build_report(_run()))
     assert not re.search(r"""(src|href|action|data)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
@@ -315,7 +316,7 @@ def test_html_report_loads_nothing_from_the_network() -> None:
 def test_plots_have_labelled_axes_with_several_ticks_and_legends_off_the_lines() -> None:
     """The CDF used to have one tick and a legend over its lines: every plot now has
     labels on both axes, several tick labels each, and its legend above the axes."""
-    from loadgen.load_html import PLOTS
+    from loadgen.report.html import PLOTS
 
     report = build_report(_run())
     for title, draw in PLOTS:
@@ -334,7 +335,7 @@ def test_plots_have_labelled_axes_with_several_ticks_and_legends_off_the_lines()
 
 
 def test_cdf_ticks_read_as_milliseconds_not_powers_of_ten() -> None:
-    from loadgen.load_html import latency_cdf
+    from loadgen.report.html import latency_cdf
 
     fig = latency_cdf(build_report(_run()))
     fig.canvas.draw()

@@ -6,7 +6,7 @@ import struct
 
 from aiortc.rtp import RtcpRrPacket, RtcpRtpfbPacket, RtcpSenderInfo, RtcpSrPacket
 
-from loadgen.load_rtcp import (
+from loadgen.load.rtcp import (
     NACK_TRIES,
     ReceiverFeedback,
     SsrcStats,

@@ -1,4 +1,4 @@
-"""``parley load``'s verdict (loadgen/load_verdict.py): the report's service levels decide
+"""``parley load``'s verdict (loadgen/load/verdict.py): the report's service levels decide
 ``ok``, ``failed`` and the exit code."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from loadgen.load_report import build_report, report_schema
-from loadgen.load_verdict import LoadLevels, evaluate_load, verdict_section
+from loadgen.load.verdict import LoadLevels, evaluate_load, verdict_section
+from loadgen.report.build import build_report, report_schema
 from tests.unit.test_load_report import _run
 
 

@@ -1,0 +1,54 @@
+"""What the forwarding benchmark's processes share: paths, constants, the JSON-lines
+channel to the orchestrator (:func:`emit_json`) and the log (:func:`log_stderr`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+#: The script every process of the benchmark runs (workers with ``--worker``).
+BENCH_SCRIPT = REPO / "bench" / "forwarding.py"
+
+PACKET_SIZE = 1000
+SERVER_CPU = 0
+CLIENT_CPU = 1
+SRTP_PROFILE_NAMES = {
+    "aes256gcm": b"SRTP_AEAD_AES_256_GCM",
+    "aes128gcm": b"SRTP_AEAD_AES_128_GCM",
+    "aes128cm": b"SRTP_AES128_CM_SHA1_80",
+}
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+TARGETS = ("parley", "parley-py", "janus")
+#: parley-py: Parley with PARLEY_NATIVE=0, its forwarding loop in Python instead of C
+#: The VideoRoom room the bench creates in Janus (request ``create``). No bitrate cap
+#: (no REMB limit to the publisher), no periodic keyframe requests, no simulcast, no
+#: recording, none of the optional header extensions a browser would use; VP8 only.
+JANUS_ROOM: dict[str, Any] = {
+    "publishers": 4,
+    "bitrate": 0,
+    "bitrate_cap": False,
+    "fir_freq": 0,
+    "videocodec": "vp8",
+    "audiocodec": "opus",
+    "notify_joining": False,
+    "audiolevel_ext": False,
+    "audiolevel_event": False,
+    "videoorient_ext": False,
+    "playoutdelay_ext": False,
+    "transport_wide_cc_ext": False,
+    "record": False,
+}
+
+
+def emit_json(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def log_stderr(text: str) -> None:
+    sys.stderr.write(f"[{os.getpid()}] {text}\n")
+    sys.stderr.flush()

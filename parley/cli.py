@@ -1,0 +1,247 @@
+"""``parley``: the command line (``serve``, ``bot``, ``load``).
+
+It lives above ``signaling`` (the server), ``sfu`` and ``loadgen`` (bots, load) and imports
+each only when its command runs. ``parley serve`` runs the server until SIGTERM or Ctrl-C
+(SIGINT). Stopping sends every client ``server_shutdown`` and closes its session at once
+(:func:`signaling.server.shutdown_sessions`), so the process is gone within about a second
+even with clients connected; a second signal during that second stops it without waiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+# aiohttp, aiortc and the SFU are imported when a command runs, not with this module:
+# `parley --help` answers at once, and a Ctrl-C during start-up lands in main()
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from sfu.config import IceServer
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+#: Seconds aiohttp waits for request handlers still running at shutdown. Websocket
+#: sessions end in Parley's own ``on_shutdown`` hook; this only bounds a stray request.
+SHUTDOWN_TIMEOUT = 0.5
+
+#: The subcommands, with the one line ``parley --help`` shows for each.
+COMMANDS: dict[str, str] = {
+    "serve": "run the server: signaling, SFU and the web page",
+    "bot": "a headless participant that publishes and decodes media",
+    "load": "many synthetic participants: latency, loss, capacity",
+}
+
+
+def _ice_server(text: str) -> IceServer:
+    """``stun:host:port`` or ``turn:host:port?transport=udp,user,password``."""
+    from sfu.config import IceServer
+
+    parts = text.split(",")
+    if len(parts) == 3:
+        return IceServer(urls=(parts[0],), username=parts[1], credential=parts[2])
+    if len(parts) == 1:
+        return IceServer(urls=(parts[0],))
+    raise argparse.ArgumentTypeError("expected URL or URL,USERNAME,CREDENTIAL")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be between 0 and 65535, not {port}")
+    return port
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {value}")
+    return value
+
+
+def build_main_parser() -> argparse.ArgumentParser:
+    """``parley``: lists the subcommands (each parses its own options)."""
+    parser = argparse.ArgumentParser(
+        prog="parley",
+        description="Parley, a WebRTC selective forwarding unit.",
+        epilog="Run `parley COMMAND --help` for a command's options.",
+    )
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+    for name, summary in COMMANDS.items():
+        commands.add_parser(name, help=summary, add_help=False)
+    return parser
+
+
+def build_serve_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="parley serve",
+        description="Run the Parley server until SIGTERM or Ctrl-C; stopping sends every "
+        "client server_shutdown and closes its session.",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="HTTP listen address (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=8080,
+        help="HTTP port (default 8080; 0 picks a free one, printed at start)",
+    )
+    parser.add_argument(
+        "--ice-address",
+        action="append",
+        default=None,
+        help="local address ICE gathers candidates on (repeatable; default 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--ice-server",
+        action="append",
+        type=_ice_server,
+        default=None,
+        help="STUN/TURN server given to every peer connection (repeatable; default none)",
+    )
+    parser.add_argument(
+        "--max-message-bytes",
+        type=_positive_int,
+        default=262_144,
+        metavar="N",
+        help="largest signaling frame accepted, in bytes; a larger one is refused while "
+        "it is read and the websocket closed with 1009 (default 262144)",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default="INFO",
+        metavar="LEVEL",
+        help="one of " + ", ".join(LOG_LEVELS) + " (default INFO)",
+    )
+    return parser
+
+
+class ListenError(Exception):
+    """The server could not listen where it was asked to; the message says what to do."""
+
+
+async def _listen(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, list[str]]:
+    from aiohttp import web
+
+    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        if exc.errno == errno.EADDRINUSE:
+            raise ListenError(f"port {port} is in use; pass --port") from None
+        if exc.errno == errno.EACCES:
+            raise ListenError(f"no permission to listen on port {port}; pass --port") from None
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+            raise ListenError(f"cannot listen on {host!r}: {exc.strerror}; pass --host") from None
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    urls = []
+    for address in runner.addresses:  # the bound sockets: the real port when --port 0
+        host_shown = f"[{address[0]}]" if ":" in address[0] else address[0]
+        urls.append(f"http://{host_shown}:{address[1]}")
+    return runner, urls
+
+
+async def _serve(app: web.Application, host: str, port: int, out: Callable[[str], None]) -> None:
+    runner, urls = await _listen(app, host, port)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():  # a second Ctrl-C: stop waiting for the graceful part
+            main_task.cancel()
+            return
+        out(f"{signal.Signals(signum).name}: shutting down")
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        out("Parley serving on " + ", ".join(urls) + " (SIGTERM or Ctrl-C stops it)")
+        await stop.wait()
+    finally:
+        try:
+            await runner.cleanup()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+
+def serve_main(argv: list[str]) -> int:
+    args = build_serve_parser().parse_args(argv)
+    from sfu.config import IceConfig, SfuConfig
+    from signaling.server import ServerConfig, create_app
+
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    ice = IceConfig(
+        servers=tuple(args.ice_server or ()),
+        addresses=tuple(args.ice_address or ("127.0.0.1",)),
+    )
+    config = ServerConfig(sfu=SfuConfig(ice=ice), max_message_bytes=args.max_message_bytes)
+    app = create_app(config, freeze_gc=True)
+    try:
+        asyncio.run(_serve(app, args.host, args.port, lambda s: print(s, flush=True)))
+    except ListenError as exc:
+        print(f"parley serve: {exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return 130
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands: dict[str, Callable[[list[str]], int]] = {
+        "serve": serve_main,
+        "bot": _bot_main,
+        "load": _load_main,
+    }
+    parser = build_main_parser()
+    if not argv:
+        parser.print_help(sys.stderr)
+        return 2
+    if argv[0] in commands:
+        try:
+            return commands[argv[0]](argv[1:])
+        except KeyboardInterrupt:  # Ctrl-C before a command installed its own handling
+            return 130
+    parser.parse_args(argv)  # --help prints the commands and exits 0; anything else is an error
+    parser.error(f"unknown command {argv[0]!r}")
+
+
+def _bot_main(argv: list[str]) -> int:
+    from loadgen.bot import main as bot_main
+
+    return bot_main(argv)
+
+
+def _load_main(argv: list[str]) -> int:
+    from loadgen.load.cli import main as load_main
+
+    return load_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
