@@ -26,6 +26,7 @@ from sfu import native
 from sfu.aiortc_adapter import make_egress
 from sfu.forwarder import EgressParams, Forwarder
 from sfu.pacer import Pacer
+from sfu.rtp.extensions import ABS_SEND_TIME_URI, MID_URI
 from sfu.rtp.packet import RtpView, Vp8Descriptor
 from sfu.source import Source, SourceParams
 
@@ -130,8 +131,8 @@ def run_fanout(
                 rtx_payload_type=98,
                 rtx_ssrc=2000 + i,
                 extensions={
-                    "urn:ietf:params:rtp-hdrext:sdes:mid": 1,
-                    "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time": 3,
+                    MID_URI: 1,
+                    ABS_SEND_TIME_URI: 3,
                 },
             )
         )

@@ -46,8 +46,9 @@ def calibrate(n: int = 20000) -> dict[str, float]:
     import pylibsrtp
     from aiortc.rtcdtlstransport import SRTP_AEAD_AES_256_GCM
 
-    from sfu.forwarder import ABS_SEND_TIME_URI, EgressParams, Forwarder
-    from sfu.forwarder import MID_URI as FWD_MID_URI
+    from sfu.forwarder import EgressParams, Forwarder
+    from sfu.rtp.extensions import ABS_SEND_TIME_URI
+    from sfu.rtp.extensions import MID_URI as FWD_MID_URI
     from sfu.rtp.packet import RtpView, Vp8Descriptor
     from sfu.source import Source, SourceParams
 

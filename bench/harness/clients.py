@@ -16,12 +16,12 @@ from typing import Any
 
 from harness.common import (
     JANUS_ROOM,
-    MID_URI,
     PACKET_SIZE,
     SRTP_PROFILE_NAMES,
     emit_json,
     log_stderr,
 )
+from sfu.rtp.extensions import MID_URI
 
 
 def _restrict_srtp(dtls: Any, profile: str) -> None:

@@ -21,7 +21,6 @@ SRTP_PROFILE_NAMES = {
     "aes128gcm": b"SRTP_AEAD_AES_128_GCM",
     "aes128cm": b"SRTP_AES128_CM_SHA1_80",
 }
-MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 TARGETS = ("parley", "parley-py", "janus")
 #: parley-py: Parley with PARLEY_NATIVE=0, its forwarding loop in Python instead of C
 #: The VideoRoom room the bench creates in Janus (request ``create``). No bitrate cap

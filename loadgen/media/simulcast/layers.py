@@ -6,10 +6,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
-URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
-URI_REPAIRED_RID = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
-URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+from sfu.rtp.extensions import ABS_SEND_TIME_URI as URI_ABS_SEND_TIME
+from sfu.rtp.extensions import MID_URI as URI_MID
+from sfu.rtp.extensions import REPAIRED_RID_URI as URI_REPAIRED_RID
+from sfu.rtp.extensions import RID_URI as URI_RID
+
+__all__ = ["URI_ABS_SEND_TIME", "URI_MID", "URI_REPAIRED_RID", "URI_RID"]
 
 #: Largest VP8 payload (descriptor included) per RTP packet.
 MAX_PAYLOAD = 1200
