@@ -34,6 +34,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 /* Same limits as the Python path (srtp_transform): room for libsrtp's trailer. */
 #define PLAIN_LIMIT (1500 - 144)
@@ -53,7 +54,23 @@ static inline long long seq_diff(long long a, long long b, int bits)
     return ((a - b + half) & mask) - half;
 }
 
+static inline void put16(unsigned char *p, long long v)
+{
+    p[0] = (unsigned char)((v >> 8) & 0xFF);
+    p[1] = (unsigned char)(v & 0xFF);
+}
+
 /* ------------------------------------------------------------------ Egress */
+
+/* Transport-wide sequence numbers (transport-cc): the send history's size, a power of
+ * two. 16384 entries of 24 bytes, allocated when twcc_id is first set. */
+#define TWCC_RING 16384
+
+typedef struct {
+    long long seq; /* unwrapped transport-wide sequence number, -1: empty */
+    double sent;   /* CLOCK_MONOTONIC seconds */
+    long long size;
+} TwccEntry;
 
 typedef struct {
     PyObject_HEAD
@@ -66,6 +83,9 @@ typedef struct {
     PyObject *keep; /* the socket and the libsrtp session: kept alive */
     long long tx_packets;
     long long tx_errors;
+    int twcc_id;         /* the transport-cc extension id, 0: off */
+    long long twcc_next; /* the next unwrapped transport-wide sequence number */
+    TwccEntry *twcc_ring;
 } EgressObject;
 
 static int egress_traverse(EgressObject *self, visitproc visit, void *arg)
@@ -84,6 +104,8 @@ static void egress_dealloc(EgressObject *self)
 {
     PyObject_GC_UnTrack(self);
     egress_clear(self);
+    PyMem_Free(self->twcc_ring);
+    self->twcc_ring = NULL;
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -149,17 +171,44 @@ static int egress_init(EgressObject *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-/* Protect buf[0:len] in place and send it `copies` times. 1: sent, 0: failed (counted). */
+/* The packet's first header extension element is the transport-cc placeholder:
+ * X bit set, no CSRC, a one-byte-header block (0xBEDE) whose first element is
+ * (twcc_id << 4) | 1. Nothing else is looked at (the forwarder puts it first). */
+static inline int twcc_slot(const EgressObject *self, const unsigned char *buf, int len)
+{
+    return len >= 20 && (buf[0] & 0x1F) == 0x10 && buf[12] == 0xBE && buf[13] == 0xDE &&
+           (buf[14] | buf[15]) != 0 && buf[16] == (unsigned char)((self->twcc_id << 4) | 1);
+}
+
+/* Protect buf[0:len] in place and send it `copies` times. 1: sent, 0: failed (counted).
+ * With twcc_id set and the placeholder there, the packet gets the next transport-wide
+ * sequence number (one for all its copies) and its send time and size are recorded:
+ * also when sendto then fails (a full socket buffer drops it as the link would; the
+ * feedback reports it lost), not when protect fails (nothing left). */
 static int egress_emit(EgressObject *self, unsigned char *buf, int len, int copies)
 {
     if (self->closed || len > PLAIN_LIMIT) {
         self->tx_errors++;
         return 0;
     }
+    int stamped = 0;
+    if (self->twcc_id && self->twcc_ring != NULL && twcc_slot(self, buf, len)) {
+        put16(buf + 17, self->twcc_next);
+        stamped = 1;
+    }
     int n = len;
     if (self->protect(self->srtp, buf, &n) != 0) {
         self->tx_errors++;
         return 0;
+    }
+    if (stamped) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        TwccEntry *e = &self->twcc_ring[self->twcc_next & (TWCC_RING - 1)];
+        e->seq = self->twcc_next;
+        e->sent = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+        e->size = len;
+        self->twcc_next++;
     }
     for (int i = 0; i < copies; i++) {
         ssize_t r;
@@ -208,6 +257,62 @@ static PyObject *egress_close(EgressObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+static PyObject *egress_history(EgressObject *self, PyObject *arg)
+{
+    long v = PyLong_AsLong(arg);
+    if (v == -1 && PyErr_Occurred())
+        return NULL;
+    if (v < 0 || v > 0xFFFF) {
+        PyErr_SetString(PyExc_ValueError, "history(seq16): seq16 is 0..65535");
+        return NULL;
+    }
+    if (self->twcc_ring == NULL)
+        Py_RETURN_NONE;
+    const TwccEntry *e = &self->twcc_ring[v & (TWCC_RING - 1)];
+    if (e->seq < 0 || (e->seq & 0xFFFF) != v || e->seq >= self->twcc_next ||
+        e->seq < self->twcc_next - TWCC_RING)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(LdL)", e->seq, e->sent, e->size);
+}
+
+static PyObject *egress_get_twcc_id(EgressObject *self, void *closure)
+{
+    return PyLong_FromLong(self->twcc_id);
+}
+
+static int egress_set_twcc_id(EgressObject *self, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "twcc_id cannot be deleted");
+        return -1;
+    }
+    long id = PyLong_AsLong(value);
+    if (id == -1 && PyErr_Occurred())
+        return -1;
+    if (id < 0 || id > 14) {
+        PyErr_SetString(PyExc_ValueError, "twcc_id is 0 (off) or a one-byte extension id 1..14");
+        return -1;
+    }
+    if (id && self->twcc_ring == NULL) {
+        self->twcc_ring = PyMem_Malloc(sizeof(TwccEntry) * TWCC_RING);
+        if (self->twcc_ring == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (int i = 0; i < TWCC_RING; i++)
+            self->twcc_ring[i].seq = -1;
+    }
+    self->twcc_id = (int)id;
+    return 0;
+}
+
+static PyGetSetDef egress_getset[] = {
+    {"twcc_id", (getter)egress_get_twcc_id, (setter)egress_set_twcc_id,
+     "transport-cc header extension id (0: off): packets carrying its placeholder first "
+     "get a transport-wide sequence number", NULL},
+    {NULL},
+};
+
 static PyMethodDef egress_methods[] = {
     {"send", (PyCFunction)egress_send, METH_O,
      "Protect one RTP packet and send it; False when it could not be (counted in tx_errors)."},
@@ -215,6 +320,10 @@ static PyMethodDef egress_methods[] = {
      "Protect one RTP packet once and send it twice."},
     {"close", (PyCFunction)egress_close, METH_NOARGS,
      "Stop sending (idempotent); the socket is not closed here."},
+    {"history", (PyCFunction)egress_history, METH_O,
+     "history(seq16) -> (seq, sent, size) | None: the stamped packet whose transport-wide "
+     "sequence number's low 16 bits are seq16, among the last 16384 (seq unwrapped, sent "
+     "in CLOCK_MONOTONIC seconds, size in bytes of RTP)."},
     {NULL},
 };
 
@@ -223,6 +332,8 @@ static PyMemberDef egress_members[] = {
     {"tx_errors", T_LONGLONG, offsetof(EgressObject, tx_errors), 0,
      "packets that could not be protected or sent"},
     {"closed", T_BOOL, offsetof(EgressObject, closed), READONLY, "close() was called"},
+    {"twcc_next", T_LONGLONG, offsetof(EgressObject, twcc_next), 0,
+     "the next (unwrapped) transport-wide sequence number"},
     {NULL},
 };
 
@@ -239,6 +350,7 @@ static PyTypeObject EgressType = {
     .tp_clear = (inquiry)egress_clear,
     .tp_methods = egress_methods,
     .tp_members = egress_members,
+    .tp_getset = egress_getset,
 };
 
 /* ------------------------------------------------------------ RewriterCore */
@@ -352,7 +464,16 @@ typedef struct {
     long long ssrc;
     long long al_id;
     long long ast_id;
+    int tid_limit; /* >= 0: temporal layers are being dropped (Python path only) */
 } ForwarderObject;
+
+static PyObject *forwarder_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *obj = PyType_GenericNew(type, args, kwds);
+    if (obj != NULL)
+        ((ForwarderObject *)obj)->tid_limit = -1;
+    return obj;
+}
 
 static int forwarder_traverse(ForwarderObject *self, visitproc visit, void *arg)
 {
@@ -412,6 +533,8 @@ static PyMemberDef forwarder_members[] = {
     FW_LL("_ssrc", ssrc),
     FW_LL("_al_id", al_id),
     FW_LL("_ast_id", ast_id),
+    {"_tid_limit", T_INT, offsetof(ForwarderObject, tid_limit), 0,
+     "highest VP8 temporal layer forwarded; -1: all (only then may the C path serve it)"},
     {NULL},
 };
 
@@ -420,7 +543,7 @@ static PyTypeObject ForwarderCoreType = {
     .tp_doc = "The hot fields of sfu.forwarder.Forwarder.",
     .tp_basicsize = sizeof(ForwarderObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_new = PyType_GenericNew,
+    .tp_new = forwarder_new,
     .tp_dealloc = (destructor)forwarder_dealloc,
     .tp_traverse = (traverseproc)forwarder_traverse,
     .tp_clear = (inquiry)forwarder_clear,
@@ -471,12 +594,6 @@ static int load_vp8_rest(PyObject *vp8, Incoming *in)
     return 0;
 }
 
-static inline void put16(unsigned char *p, long long v)
-{
-    p[0] = (unsigned char)((v >> 8) & 0xFF);
-    p[1] = (unsigned char)(v & 0xFF);
-}
-
 static inline void put32(unsigned char *p, long long v)
 {
     p[0] = (unsigned char)((v >> 24) & 0xFF);
@@ -507,7 +624,8 @@ static inline int put_bytes(unsigned char *buf, int *pos, PyObject *b)
 static int forward_fast(ForwarderObject *fw, PyObject *source, PyObject *vp8, Incoming *in,
                         double now)
 {
-    if (fw->closed || fw->current != source || fw->rewriter == NULL || fw->egress == NULL)
+    if (fw->closed || fw->current != source || fw->rewriter == NULL || fw->egress == NULL ||
+        fw->tid_limit >= 0)
         return 0;
     if (!PyObject_TypeCheck(fw->rewriter, &RewriterCoreType) ||
         !PyObject_TypeCheck(fw->egress, &EgressType))

@@ -21,7 +21,7 @@ from .forwarder_feedback import ForwarderFeedback
 from .layers import LayerInfo, LayerRequest, LayerSelector
 from .native import ForwarderCore
 from .ports import PacketSink
-from .rtp.extensions import ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, MID_URI
+from .rtp.extensions import ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, MID_URI, TRANSPORT_CC_URI
 from .rtp.packet import RtpView, Vp8Descriptor, abs_send_time, build_vp8_descriptor
 from .rtp.rewrite import StreamRewriter
 from .source import Source
@@ -128,6 +128,9 @@ class Forwarder(ForwarderFeedback, ForwarderCore):
         self._rtx_ssrc: int | None = None
         self._ext_plain = (b"", b"")
         self._ext_with_level = (b"", b"")
+        #: highest VP8 temporal layer forwarded, -1: all; while >= 0 the native path
+        #: leaves this forwarder to :meth:`forward`
+        self._tid_limit = -1
         self._sr_sent: dict[int, float] = {}
         self._rr_mark: tuple[int, int, int] | None = None
 
@@ -138,6 +141,10 @@ class Forwarder(ForwarderFeedback, ForwarderCore):
         mid = params.mid.encode()
         mid_id = params.extensions.get(MID_URI, 0)
         mid_element = bytes((_element(mid_id, len(mid)),)) + mid if mid_id and mid else b""
+        # transport-cc: first element of every packet's block, a placeholder the
+        # subscriber's egress fills with the transport-wide sequence number at send time
+        twcc_id = params.extensions.get(TRANSPORT_CC_URI, 0)
+        mid_element = (bytes((_element(twcc_id, 2), 0, 0)) if twcc_id else b"") + mid_element
         self._al_id = params.extensions.get(AUDIO_LEVEL_URI, 0)
         self._ast_id = params.extensions.get(ABS_SEND_TIME_URI, 0)
         self._ast_byte = bytes((_element(self._ast_id, 3),)) if self._ast_id else b""
@@ -232,7 +239,8 @@ class Forwarder(ForwarderFeedback, ForwarderCore):
     # ------------------------------------------------------------ packet path
 
     def _extension(self, pkt: RtpView, now: float) -> bytes:
-        """The subscriber leg's extension block: MID, audio level, abs-send-time."""
+        """The subscriber leg's extension block: transport-cc placeholder, MID, audio level,
+        abs-send-time."""
         level = pkt.audio_level if self._al_id else -1
         prefix, pad = self._ext_with_level if level >= 0 else self._ext_plain
         body = prefix

@@ -17,6 +17,7 @@ use and ``NATIVE_ERROR`` why the C module is not.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -32,28 +33,89 @@ __all__ = [
 ]
 
 
+#: transport-wide sequence numbers remembered (the C Egress's TWCC_RING)
+TWCC_HISTORY = 16384
+
+
 class PyEgress:
-    """One subscriber transport's protect + send, in Python (the C ``Egress``'s stand-in)."""
+    """One subscriber transport's protect + send, in Python (the C ``Egress``'s stand-in).
+
+    Transport-cc, as in C: with ``twcc_id`` set (1-14), a packet whose first header
+    extension element is that id's 2-byte placeholder (X bit, no CSRC, 0xBEDE block,
+    byte 16 == ``(twcc_id << 4) | 1``) gets sequence number ``twcc_next`` (its low 16
+    bits at bytes 17-18) before protect, and :meth:`history` remembers its send time
+    (``clock``: CLOCK_MONOTONIC, as ``loop.time()``) and size.
+    """
 
     def __init__(
         self,
         protect: Callable[[bytes], bytes],
         sendto: Callable[[bytes], object],
         errors: tuple[type[BaseException], ...],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._protect = protect
         self._sendto = sendto
         self._errors = errors
+        self._clock = clock
         self.tx_packets = 0
         self.tx_errors = 0
         self.closed = False
+        self._twcc_id = 0
+        self._twcc_byte = -1
+        self.twcc_next = 0
+        self._history: list[tuple[int, float, int] | None] = []
+
+    @property
+    def twcc_id(self) -> int:
+        return self._twcc_id
+
+    @twcc_id.setter
+    def twcc_id(self, value: int) -> None:
+        if not 0 <= value <= 14:
+            raise ValueError("twcc_id is 0 (off) or a one-byte extension id 1..14")
+        if value and not self._history:
+            self._history = [None] * TWCC_HISTORY
+        self._twcc_id = value
+        self._twcc_byte = (value << 4) | 1 if value else -1
+
+    def history(self, seq16: int) -> tuple[int, float, int] | None:
+        """(seq unwrapped, send time s, RTP size) of the packet stamped with ``seq16``
+        among the last TWCC_HISTORY, else None."""
+        if not 0 <= seq16 <= 0xFFFF:
+            raise ValueError("history(seq16): seq16 is 0..65535")
+        if not self._history:
+            return None
+        entry = self._history[seq16 % TWCC_HISTORY]
+        if entry is None or entry[0] & 0xFFFF != seq16:
+            return None
+        if not self.twcc_next - TWCC_HISTORY <= entry[0] < self.twcc_next:
+            return None
+        return entry
 
     def _emit(self, data: bytes, copies: int) -> bool:
         if self.closed:
             self.tx_errors += 1
             return False
+        seq = -1
+        if (
+            len(data) >= 20
+            and data[16] == self._twcc_byte
+            and data[0] & 0x1F == 0x10
+            and data[12:14] == b"\xbe\xde"
+            and data[14:16] != b"\x00\x00"
+        ):
+            seq = self.twcc_next
+            data = b"".join((data[:17], (seq & 0xFFFF).to_bytes(2, "big"), data[19:]))
         try:
             packet = self._protect(data)  # once: libsrtp refuses an index twice
+        except self._errors:
+            self.tx_errors += 1
+            return False
+        if seq >= 0:  # sent or refused by the socket (a loss to report), as in C
+            self._history[seq % TWCC_HISTORY] = (seq, self._clock(), len(data))
+            self.twcc_next = seq + 1
+        try:
             for _ in range(copies):
                 self._sendto(packet)
         except self._errors:
