@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .rtp.extensions import TRANSPORT_CC_URI
+
 #: RFC 8851: rid-id = 1*(alpha-numeric / "-" / "_"); Parley keeps them short.
 _RID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 #: At most this many layers per m-line (browsers send 3, RFC allows more).
@@ -252,3 +254,129 @@ def write_simulcast_answer(answer_sdp: str, layers: dict[str, tuple[str, ...]]) 
         out.append(line)
     flush()
     return newline.join(out)
+
+
+# ------------------------------------------------------------------ transport-cc
+
+#: RTP payloads that are not codecs of their own (no transport-cc feedback line)
+_NOT_CODECS = ("rtx", "red", "ulpfec", "flexfec-03")
+_EXTMAP = re.compile(r"^a=extmap:(\d+)(?:/\S+)?\s+(\S+)")
+_RTPMAP = re.compile(r"^a=rtpmap:(\d+)\s+([^/\s]+)")
+
+
+def _split(sdp_text: str) -> tuple[str, list[str], list[list[str]]]:
+    """(newline, session lines, each m-section's lines), the text kept line for line."""
+    newline = "\r\n" if "\r\n" in sdp_text else "\n"
+    session: list[str] = []
+    sections: list[list[str]] = []
+    for line in sdp_text.split(newline):
+        if line.startswith("m="):
+            sections.append([line])
+        elif sections:
+            sections[-1].append(line)
+        else:
+            session.append(line)
+    return newline, session, sections
+
+
+def offer_transport_cc(offer_sdp: str, prefer: int | None = None) -> str:
+    """Add transport-wide congestion control to an offer Parley sends (RFC 8285 extmap,
+    draft-holmer-rmcat-transport-wide-cc-extensions-01).
+
+    Every audio and video section gets ``a=extmap:<id> <TRANSPORT_CC_URI>``, one id for all of
+    them (they share a BUNDLE transport, where an id means one extension): the id the
+    offer already uses for it, else ``prefer`` when it is free in every section (pass
+    the id negotiated before, so a renegotiation keeps it), else the smallest one-byte
+    id (1-14) free in every section. Each codec payload type of the audio and video
+    sections (not RTX, RED, FEC) gets ``a=rtcp-fb:<pt> transport-cc``. Line endings are
+    kept. An offer without an id left is returned unchanged.
+    """
+    newline, session, sections = _split(offer_sdp)
+    used: set[int] = set()
+    current: int | None = None
+    for line in session + [line for lines in sections for line in lines]:
+        match = _EXTMAP.match(line)
+        if match:
+            used.add(int(match.group(1)))
+            if match.group(2) == TRANSPORT_CC_URI:
+                current = int(match.group(1))
+    ext_id = current
+    if ext_id is None:
+        free = [i for i in range(1, 15) if i not in used]
+        if not free:
+            return offer_sdp
+        ext_id = prefer if prefer in free else free[0]
+    out = list(session)
+    for lines in sections:
+        out.extend(_with_transport_cc(lines, ext_id))
+    return newline.join(out)
+
+
+def _has_extmap(lines: list[str]) -> bool:
+    return any((m := _EXTMAP.match(line)) and m.group(2) == TRANSPORT_CC_URI for line in lines)
+
+
+def _with_transport_cc(lines: list[str], ext_id: int) -> list[str]:
+    if lines[0][2:].split(" ", 1)[0] not in ("audio", "video"):
+        return lines
+    extmap = f"a=extmap:{ext_id} {TRANSPORT_CC_URI}"
+    has_extmap = _has_extmap(lines)
+    codecs = []
+    for line in lines:
+        match = _RTPMAP.match(line)
+        if match and match.group(2).lower() not in _NOT_CODECS:
+            codecs.append(match.group(1))
+    wanted = {pt: f"a=rtcp-fb:{pt} transport-cc" for pt in codecs}
+    for line in lines:
+        for pt, fb in list(wanted.items()):
+            if line == fb:
+                del wanted[pt]
+    # where each goes: after the last extmap (else after c=, else after m=); after the
+    # payload type's last rtcp-fb line (else its rtpmap)
+    ext_at = max(
+        (i for i, line in enumerate(lines) if line.startswith("a=extmap:")),
+        default=next((i for i, line in enumerate(lines) if line.startswith("c=")), 0),
+    )
+    after: dict[int, list[str]] = {}
+    if not has_extmap:
+        after.setdefault(ext_at, []).append(extmap)
+    for pt, fb in wanted.items():
+        at = max(
+            i
+            for i, line in enumerate(lines)
+            if line.startswith((f"a=rtcp-fb:{pt} ", f"a=rtpmap:{pt} "))
+        )
+        after.setdefault(at, []).append(fb)
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        out.append(line)
+        out.extend(after.get(i, []))
+    return out
+
+
+def answer_transport_cc(answer_sdp: str) -> int | None:
+    """The transport-cc extension id the answer kept, or None: None unless it maps
+    TRANSPORT_CC_URI to one id (the same wherever it appears) and every video section
+    that is in use (port not 0, not inactive) has the extmap and an
+    ``a=rtcp-fb:<pt|*> transport-cc`` line. Audio needs no feedback line."""
+    _, session, sections = _split(answer_sdp)
+    ids = {
+        int(m.group(1))
+        for line in session + [line for lines in sections for line in lines]
+        if (m := _EXTMAP.match(line)) and m.group(2) == TRANSPORT_CC_URI
+    }
+    if len(ids) != 1:
+        return None
+    for lines in sections:
+        fields = lines[0][2:].split()
+        if fields[0] != "video" or (len(fields) > 1 and fields[1] == "0"):
+            continue
+        if "a=inactive" in lines:
+            continue
+        if not (_has_extmap(lines) or _has_extmap(session)):
+            return None
+        if not any(
+            line.startswith("a=rtcp-fb:") and line.split()[1:] == ["transport-cc"] for line in lines
+        ):
+            return None
+    return ids.pop()
