@@ -166,6 +166,9 @@ class _PyRewriterCore:
 class _PyForwarderCore:
     """Stand-in for the C ``ForwarderCore`` (its fields live in the instance dict)."""
 
+    #: highest VP8 temporal layer forwarded, -1: all (``Forwarder.__init__`` sets it too)
+    _tid_limit = -1
+
 
 def _py_fanout(
     source: object, pkt: object, vp8: object, now: float, forwarders: Sequence[Any]

@@ -107,6 +107,7 @@ def test_audio_redundant_copies_share_one_sequence_number() -> None:
         assert transport_seqs(fast) == [0, 1, 2, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 9, 10, 11]
         assert t.wire.egress.twcc_next == 12
         assert t.wire.egress.tx_packets == 16
+        assert t.fast.native_packets == (11 if native.NATIVE else 0)
         # MID ("3", id 4) then the audio level (id 1) follow the placeholder
         assert fast[0][19:22] == bytes((0x40, ord("3"), 0x10))
     finally:
@@ -211,6 +212,7 @@ def test_tid_limit_keeps_the_forwarder_on_the_python_path() -> None:
     t = twcc_twins()
     try:
         assert t.fast._tid_limit == -1 and t.slow._tid_limit == -1
+        assert native.ForwarderCore()._tid_limit == -1  # type: ignore[attr-defined]
         t.start(0.0)
         t.feed(0, t.packets(0, 3, keyframe=True, now=0.0), 0.0)
         before = t.fast.native_packets
