@@ -53,6 +53,12 @@ class GccSettings:
     #: a probe cluster's loss, and that of what follows it this long (s, its queue
     #: draining), is not counted by the loss rule (the probe's verdict judges it)
     probe_drain: float = 0.3
+    #: for this long (s) after a probe fails, delay-based decreases (on the queue it
+    #: left) stop at ``probe_floor`` x the estimate it probed from
+    probe_drain_floor: float = 1.0
+    probe_floor: float = 0.9
+    #: seconds before probing again when a probe fails right after a success
+    probe_retry: float = 1.0
     #: seconds without a hold (loss 2-10 %, ``hold``) or decrease before probing
     hold: float = 1.0
     #: an overuse decreases only while the acknowledged rate is below this x sent
@@ -104,12 +110,20 @@ class SendSideEstimator:
         self._next_probe = -1e9
         #: send-time spans of the last probe clusters and the queue they left
         self._probed: list[tuple[float, float]] = []
+        #: until when delay-based decreases stop at what (the queue of a failed probe)
+        self._probe_floor = (-1e9, 0.0)
+        self._probe_base = 0.0
 
     # ------------------------------------------------------------ state
 
     @property
     def cap(self) -> float | None:
         return self._aimd.value
+
+    @property
+    def loss(self) -> float:
+        """The fraction lost in the last second of feedback (0..1)."""
+        return self._loss.loss
 
     @property
     def delay_state(self) -> str:
@@ -163,7 +177,12 @@ class SendSideEstimator:
         if verdict is not None and verdict.action != INCREASE:
             self._loss_hold_until = now + 1.0
         if verdict is not None and verdict.action == DECREASE and verdict.rate is not None:
-            self._decrease(verdict.rate, now, "loss", evidence=True)
+            # (unless the estimate came down while the batch was being sent: its loss is
+            # that of the rate before)
+            if self._last_decrease < verdict.since:
+                self._decrease(verdict.rate, now, "loss", evidence=True)
+            else:
+                self._last_loss_decrease = now  # still evidence that packets are lost
         state = self.delay_state
         if state == OVERUSING:
             if self.probe is not None:
@@ -171,13 +190,18 @@ class SendSideEstimator:
             confirmed = acked is None or sent is None or acked < s.confirm * sent
             if not confirmed:
                 state = UNDERUSING  # hold: no increase, no decrease
-        elif state == NORMAL and now < self._loss_hold_until:
-            state = UNDERUSING  # losing 2-10 %: hold
+        elif state == NORMAL and (now < self._loss_hold_until or self.probe is not None):
+            # losing 2-10 %, or probing (what a probe's padding gets acknowledged says
+            # nothing until the cluster is judged): hold
+            state = UNDERUSING
         previous = self.cap
         if self._aimd.update(state, acked, sent, now, self.rtt):
             value = self._aimd.value
             self._aimd.value = previous  # _decrease applies the floor and the event
             if value is not None:
+                if now < self._probe_floor[0]:
+                    # the queue a failed probe left: it has been judged already
+                    value = max(value, self._probe_floor[1])
                 self._decrease(value, now, "delay", evidence=False)
         self._judge_probe(now)
         self._lift(now)
@@ -283,7 +307,11 @@ class SendSideEstimator:
         base = max(cap, self._acked.rate(now) or 0.0)
         factor = s.probe_growth if self.ok_streak > 0 else s.probe_factor
         target = min(base * factor, s.max_bitrate * 1.1)
-        self.probe = new_probe(now, base, target, self.sent, s.probe)
+        # what is sent now: the SFU's once-a-second count, or the newer rate the feedback
+        # shows (lower after a switch down, or when the count still holds a probe)
+        sent = min(self.sent, self._acked.sent_rate(now) or self.sent)
+        self.probe = new_probe(now, base, target, sent, s.probe)
+        self._probe_base = cap
         self._probed = [*self._probed[-3:], (now, self.probe.end + s.probe_drain)]
         self._event(now, "probe")
         return self.probe.rate
@@ -318,9 +346,12 @@ class SendSideEstimator:
             self._next_probe = now + s.probe_next
             self._event(now, "probe ok")
             return
+        self._probe_floor = (now + s.probe_drain_floor, s.probe_floor * self._probe_base)
+        wait = s.probe_wait * 2**self.failed_probes
+        if self.ok_streak > 0:
+            wait = s.probe_retry  # after a success: a receiver's stall, likely
         self.failed_probes += 1
         self.ok_streak = 0
-        wait = s.probe_wait * 2 ** (self.failed_probes - 1)
         self._next_probe = now + min(s.max_probe_wait, wait)
         self._event(now, f"probe failed: {reason}")
 

@@ -28,12 +28,13 @@ DECREASE = "decrease"
 
 @dataclass(frozen=True, slots=True)
 class LossVerdict:
-    """One judged batch: its fraction lost, what to do, and the bit/s its packets were
-    sent at (``decrease`` only: the rate to go to)."""
+    """One judged batch: its fraction lost, what to do, the rate to go to (``decrease``
+    only), and when its first packet was sent."""
 
     loss: float
     action: str
     rate: float | None = None
+    since: float = 0.0
 
 
 class LossBased:
@@ -80,7 +81,8 @@ class LossBased:
             return None
         self._last_verdict = now
         loss = self._lost / self._count
-        span = max(0.05, self._last_send - self._first_send)
+        since = self._first_send
+        span = max(0.05, self._last_send - since)
         sent = self._bytes * 8 / span
         self._lost = self._count = self._bytes = 0
         self._first_send = None
@@ -88,9 +90,9 @@ class LossBased:
         if loss > self.loss_high and (previous > self.loss_high or loss > 2 * self.loss_high):
             last = self._last_decrease
             if last is not None and now - last < self.decrease_interval:
-                return LossVerdict(loss, HOLD)
+                return LossVerdict(loss, HOLD, since=since)
             self._last_decrease = now
-            return LossVerdict(loss, DECREASE, sent * (1 - loss / 2))
+            return LossVerdict(loss, DECREASE, sent * (1 - loss / 2), since)
         if loss >= self.loss_low:
-            return LossVerdict(loss, HOLD)  # (one batch above loss_high holds too)
-        return LossVerdict(loss, INCREASE)
+            return LossVerdict(loss, HOLD, since=since)  # (one batch above loss_high holds too)
+        return LossVerdict(loss, INCREASE, since=since)

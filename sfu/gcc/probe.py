@@ -13,6 +13,7 @@ when the feedback shows the path carried it:
 * no queue built: the smallest one-way delay (arrival - send) of its last quarter is at
   most ``max_delay_growth`` above that of its first quarter (minima: a receiver's
   jitter only adds delay, a queue raises every packet's);
+* it was sent at ``min_sent`` x its target at least;
 * its later half arrived at no less than ``min_ratio`` x the rate it was sent at. A
   token bucket's saved-up burst lets the first part of a cluster through at any rate;
   what follows comes at the link's rate, or queues. The cluster must carry more than
@@ -36,6 +37,9 @@ class ProbeSettings:
     min_ratio: float = 0.85
     utilization: float = 0.95
     coverage: float = 0.9
+    #: a cluster sent at less than this x its target probed nothing (the media rate it
+    #: was padded up from had fallen)
+    min_sent: float = 0.8
     timeout: float = 1.0
     #: the cluster carries at least this many bits above the rate it probes from
     excess_bits: float = 320_000.0
@@ -120,6 +124,8 @@ def judge(probe: Probe, now: float, settings: ProbeSettings) -> ProbeResult | No
     # leave a slice out of the interval), or over the longer span its packets arrived in
     packets = probe.packets
     send_rate = sum(r.size for r in packets) * 8 / probe.duration
+    if send_rate < s.min_sent * probe.target:
+        return ProbeResult(False, "not sent")  # it probed less than it was meant to
     receive_rate = _rate(packets, max(probe.duration, _arrival_span(packets)))
     middle = probe.start + probe.duration / 2
     late = [r for r in packets if r.send_time >= middle]
