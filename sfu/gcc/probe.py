@@ -12,7 +12,10 @@ when the feedback shows the path carried it:
 * at least ``min_packets`` packets, at most ``max_loss`` of them lost;
 * no queue built: the smallest one-way delay (arrival - send) of its last quarter is at
   most ``max_delay_growth`` above that of its first quarter (minima: a receiver's
-  jitter only adds delay, a queue raises every packet's);
+  jitter only adds delay, a queue raises every packet's); not judged across a gap of
+  more than ``stall_gap`` between arrivals (a receiver's process that stalled stamps
+  its backlog at once; a bottleneck spreads arrivals out, never stops them), which is
+  also left out of the arrival spans below;
 * it was sent at ``min_sent`` x its target at least;
 * its later half arrived at no less than ``min_ratio`` x the rate it was sent at. A
   token bucket's saved-up burst lets the first part of a cluster through at any rate;
@@ -40,6 +43,9 @@ class ProbeSettings:
     #: a cluster sent at less than this x its target probed nothing (the media rate it
     #: was padded up from had fallen)
     min_sent: float = 0.8
+    #: a gap between arrivals longer than this (s) is the receiver's stall, not the
+    #: path: left out of arrival spans, and the delay growth is not judged across it
+    stall_gap: float = 0.08
     timeout: float = 1.0
     #: the cluster carries at least this many bits above the rate it probes from
     excess_bits: float = 320_000.0
@@ -101,9 +107,21 @@ def _rate(packets: list[PacketResult], span: float) -> float:
     return sum(r.size for r in packets if r.arrival is not None) * 8 / span
 
 
-def _arrival_span(packets: list[PacketResult]) -> float:
-    arrivals = [r.arrival for r in packets if r.arrival is not None]
-    return max(arrivals) - min(arrivals) if arrivals else 0.0
+def _arrival_span(packets: list[PacketResult], stall_gap: float) -> float:
+    """How long ``packets`` took to arrive, less the gaps longer than ``stall_gap`` (a
+    receiver's process that stalled, then stamped its backlog at once: a bottleneck
+    spreads arrivals out, it does not stop them)."""
+    arrivals = sorted(r.arrival for r in packets if r.arrival is not None)
+    span = 0.0
+    for a, b in zip(arrivals, arrivals[1:], strict=False):
+        if b - a <= stall_gap:
+            span += b - a
+    return span
+
+
+def _stalled(packets: list[PacketResult], stall_gap: float) -> bool:
+    arrivals = sorted(r.arrival for r in packets if r.arrival is not None)
+    return any(b - a > stall_gap for a, b in zip(arrivals, arrivals[1:], strict=False))
 
 
 def judge(probe: Probe, now: float, settings: ProbeSettings) -> ProbeResult | None:
@@ -126,12 +144,12 @@ def judge(probe: Probe, now: float, settings: ProbeSettings) -> ProbeResult | No
     send_rate = sum(r.size for r in packets) * 8 / probe.duration
     if send_rate < s.min_sent * probe.target:
         return ProbeResult(False, "not sent")  # it probed less than it was meant to
-    receive_rate = _rate(packets, max(probe.duration, _arrival_span(packets)))
+    receive_rate = _rate(packets, max(probe.duration, _arrival_span(packets, s.stall_gap)))
     middle = probe.start + probe.duration / 2
     late = [r for r in packets if r.send_time >= middle]
     half = probe.duration / 2
     late_send = sum(r.size for r in late) * 8 / half
-    late_receive = _rate(late, max(half, _arrival_span(late)))
+    late_receive = _rate(late, max(half, _arrival_span(late, s.stall_gap)))
     if not late or late_receive < s.min_ratio * late_send:
         return ProbeResult(False, "saturated")
     return ProbeResult(True, "ok", s.utilization * min(send_rate, receive_rate))
@@ -151,7 +169,7 @@ def _failure(probe: Probe, s: ProbeSettings, *, partial: bool) -> str | None:
         return "loss"
     received = sorted((r for r in packets if r.arrival is not None), key=lambda r: r.send_time)
     quarter = len(received) // 4
-    if quarter >= 2:
+    if quarter >= 2 and not _stalled(received, s.stall_gap):
         first = min(_arrival(r) - r.send_time for r in received[:quarter])
         last = min(_arrival(r) - r.send_time for r in received[-quarter:])
         if last - first > s.max_delay_growth:
