@@ -1,0 +1,376 @@
+"""``SendSideEstimator``: what a subscriber's link takes, from its transport-cc feedback.
+
+It has the interface of ``sfu/bwe.py``'s ``BandwidthEstimator`` (the congestion
+controller uses either), fed mainly by ``on_feedback``. Its parts:
+
+* delay-based: send-time groups (``inter_arrival``), their delay trend against an
+  adaptive threshold (``trendline``), AIMD rate control (``aimd``). An overuse counts
+  only while the receiver is acknowledging less than was sent (``confirm`` x the send
+  rate): a queue that builds on the path always shows there, a receiver's process that
+  stalled and then read its backlog at once does not;
+* loss-based (``loss_based``), over one-second batches of feedback;
+* acknowledged rate (``acknowledged``): no decrease goes below ``acked_floor`` x what
+  the receiver was measured to receive;
+* probes (``probe``), judged by what arrived, from the larger of the estimate and the
+  acknowledged rate.
+
+``estimate(now)`` is None until the first congestion signal, then bit/s for all the
+subscriber's media, lifted to None again above ``max_bitrate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..delivery_rate import Delivery
+from .acknowledged import AcknowledgedRate
+from .aimd import AimdRateControl, AimdSettings
+from .inter_arrival import InterArrival
+from .loss_based import DECREASE, INCREASE, LossBased
+from .packet import PacketResult
+from .probe import Probe, ProbeSettings, collect, judge, new_probe
+from .trendline import NORMAL, OVERUSING, UNDERUSING, TrendlineDetector, TrendlineSettings
+
+
+@dataclass(frozen=True, slots=True)
+class GccSettings:
+    loss_low: float = 0.02
+    loss_high: float = 0.10
+    #: successful probes in a row after which the layer selectors may switch up sooner
+    probe_streak: int = 2
+    #: the longest probe cluster (s); the controller looks at a probe's result
+    #: ``probe_duration + settle`` after its start
+    probe_duration: float = 1.0
+    settle: float = 0.5
+    #: a probe is ``probe_factor`` x the estimate, ``probe_growth`` x after a success
+    probe_factor: float = 2.0
+    probe_growth: float = 3.0
+    #: seconds between probes: after a success, after a failure (doubled after each
+    #: further one, at most ``max_probe_wait``)
+    probe_next: float = 0.3
+    probe_wait: float = 2.0
+    max_probe_wait: float = 4.0
+    #: a probe cluster's loss, and that of what follows it this long (s, its queue
+    #: draining), is not counted by the loss rule (the probe's verdict judges it)
+    probe_drain: float = 0.3
+    #: for this long (s) after a probe fails, delay-based decreases (on the queue it
+    #: left) stop at ``probe_floor`` x the estimate it probed from
+    probe_drain_floor: float = 1.0
+    probe_floor: float = 0.9
+    #: seconds before probing again when a probe fails right after a success
+    probe_retry: float = 1.0
+    #: seconds without a hold (loss 2-10 %, ``hold``) or decrease before probing
+    hold: float = 1.0
+    #: an overuse decreases only while the acknowledged rate is below this x sent
+    confirm: float = 0.95
+    #: no decrease below this x the acknowledged rate
+    acked_floor: float = 0.85
+    overflow_backoff: float = 0.85
+    overflow_interval: float = 0.5
+    min_bitrate: float = 30_000.0
+    max_bitrate: float = 20_000_000.0
+    #: a loss or overflow decrease this recent (s) lets the cap pause video ...
+    pause_evidence: float = 5.0
+    #: ... as does a cap that has stood this long
+    cap_persist: float = 2.0
+    #: the link keeps up: at least this share of what was sent acknowledged
+    keep_up: float = 0.8
+    #: feedback older than this (s) is stale: receiver-report loss acts instead
+    feedback_stale: float = 2.0
+    trendline: TrendlineSettings = field(default_factory=TrendlineSettings)
+    aimd: AimdSettings = field(default_factory=AimdSettings)
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
+
+
+class SendSideEstimator:
+    def __init__(self, settings: GccSettings | None = None) -> None:
+        s = self.settings = settings or GccSettings()
+        self.sent = 0.0
+        self.probe: Probe | None = None
+        self.failed_probes = 0
+        self.probes_ok = 0
+        self.ok_streak = 0
+        #: (time, what, cap) of every change of the cap, newest last (bounded)
+        self.events: list[tuple[float, str, float | None]] = []
+        #: why the last probe ended ("ok", "loss", "queue", "saturated", "silence"...)
+        self.last_probe_result: str | None = None
+        self.last_signal: float | None = None
+        self.rtt = 0.1
+        self._inter = InterArrival()
+        self._trend = TrendlineDetector(s.trendline)
+        self._aimd = AimdRateControl(s.aimd)
+        self._acked = AcknowledgedRate()
+        self._loss = LossBased(s.loss_low, s.loss_high)
+        self._loss_hold_until = -1e9
+        self._last_decrease = -1e9
+        self._last_loss_decrease = -1e9
+        self._last_overflow = -1e9
+        self._last_rr_decrease = -1e9
+        self._capped_since: float | None = None
+        self._next_probe = -1e9
+        #: send-time spans of the last probe clusters and the queue they left
+        self._probed: list[tuple[float, float]] = []
+        #: until when delay-based decreases stop at what (the queue of a failed probe)
+        self._probe_floor = (-1e9, 0.0)
+        self._probe_base = 0.0
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def cap(self) -> float | None:
+        return self._aimd.value
+
+    @property
+    def loss(self) -> float:
+        """The fraction lost in the last second of feedback (0..1)."""
+        return self._loss.loss
+
+    @property
+    def delay_state(self) -> str:
+        return self._trend.state
+
+    def acknowledged_rate(self, now: float) -> float | None:
+        return self._acked.rate(now)
+
+    def acked(self, now: float) -> Delivery | None:
+        rate = self._acked.rate(now)
+        if rate is None:
+            return None
+        sent = self._acked.sent_rate(now)
+        return Delivery(rate, self._loss.loss, rate / sent if sent else None)
+
+    def link_keeps_up(self, now: float) -> bool:
+        rate, sent = self._acked.rate(now), self._acked.sent_rate(now)
+        return (
+            rate is not None
+            and sent is not None
+            and sent > 0
+            and self._loss.loss <= self.settings.loss_low
+            and self.delay_state != OVERUSING
+            and rate >= self.settings.keep_up * sent
+        )
+
+    # ------------------------------------------------------------ feedback
+
+    def on_feedback(self, results: list[PacketResult], now: float) -> None:
+        """One transport-cc feedback's packets, in sequence order (the main input)."""
+        if not results:
+            return
+        s = self.settings
+        newest = max(r.send_time for r in results)
+        self.rtt = 0.9 * self.rtt + 0.1 * min(1.0, max(0.01, now - newest))
+        self._acked.update(results, now)
+        if self.probe is not None:
+            collect(self.probe, results)
+        for r in results:
+            if r.arrival is None:
+                continue
+            delta = self._inter.add(r.send_time, r.arrival, r.size)
+            if delta is not None:
+                self._trend.update(delta.send_delta, delta.arrival_delta, delta.arrival)
+        acked = self._acked.rate(now)
+        sent = self._acked.sent_rate(now)
+        # a failed probe's own loss (and the queue it left) is the probe's, not the link's
+        verdict = self._loss.update(
+            [r for r in results if not any(a <= r.send_time < b for a, b in self._probed)], now
+        )
+        if verdict is not None and verdict.action != INCREASE:
+            self._loss_hold_until = now + 1.0
+        if verdict is not None and verdict.action == DECREASE and verdict.rate is not None:
+            # (unless the estimate came down while the batch was being sent: its loss is
+            # that of the rate before)
+            if self._last_decrease < verdict.since:
+                self._decrease(verdict.rate, now, "loss", evidence=True)
+            else:
+                self._last_loss_decrease = now  # still evidence that packets are lost
+        state = self.delay_state
+        if state == OVERUSING:
+            if self.probe is not None:
+                self._probe_done(now, False, "overuse")
+            confirmed = acked is None or sent is None or acked < s.confirm * sent
+            if not confirmed:
+                state = UNDERUSING  # hold: no increase, no decrease
+        elif state == NORMAL and (now < self._loss_hold_until or self.probe is not None):
+            # losing 2-10 %, or probing (what a probe's padding gets acknowledged says
+            # nothing until the cluster is judged): hold
+            state = UNDERUSING
+        previous = self.cap
+        if self._aimd.update(state, acked, sent, now, self.rtt):
+            value = self._aimd.value
+            self._aimd.value = previous  # _decrease applies the floor and the event
+            if value is not None:
+                if now < self._probe_floor[0]:
+                    # the queue a failed probe left: it has been judged already
+                    value = max(value, self._probe_floor[1])
+                self._decrease(value, now, "delay", evidence=False)
+        self._judge_probe(now)
+        self._lift(now)
+
+    # ------------------------------------------------------------ other signals
+
+    def on_sent(self, bitrate: float, now: float) -> None:
+        """Bit/s the SFU sent this subscriber (media and padding), about once a second."""
+        self.sent = bitrate
+        self._judge_probe(now)
+
+    def on_report(
+        self,
+        stream: int,
+        now: float,
+        *,
+        highest: int,
+        cumulative_lost: int,
+        packets_sent: int,
+        bytes_sent: int,
+        not_sent: int = 0,
+    ) -> None:
+        """Receiver-report blocks: transport-cc feedback says more, they are ignored."""
+
+    def on_remb(self, bitrate: float, now: float) -> bool:
+        """REMB: a transport-cc receiver sends none; ignored (and may be passed on)."""
+        return True
+
+    def on_loss(self, fraction: float, now: float) -> None:
+        """Receiver-report loss: holds probing; lowers the cap (as ``sfu/bwe.py``) only
+        while transport-cc feedback is stale (the loss rule reads the feedback)."""
+        s = self.settings
+        if fraction >= s.loss_low:
+            self.hold(now)
+        if self._acked.fresh(now) or fraction <= s.loss_high:
+            return
+        if now - self._last_rr_decrease >= 0.9 and self.sent > s.min_bitrate:
+            self._last_rr_decrease = now
+            self._decrease(self.sent * (1 - fraction / 2), now, "loss", evidence=True)
+
+    def hold(self, now: float) -> None:
+        """Loss that may not lower the cap: no probing for ``hold`` seconds."""
+        self.last_signal = now
+        self.ok_streak = 0
+
+    def on_overflow(self, now: float) -> bool:
+        """The SFU's own queue or socket overflowed: the cap becomes
+        ``overflow_backoff`` x sent, at most once per ``overflow_interval``."""
+        s = self.settings
+        if now - self._last_overflow < s.overflow_interval or self.sent <= s.min_bitrate:
+            return False
+        self._last_overflow = now
+        self._decrease(self.sent * s.overflow_backoff, now, "overflow", evidence=True)
+        return True
+
+    def _decrease(self, value: float, now: float, reason: str, *, evidence: bool) -> None:
+        s = self.settings
+        acked = self._acked.rate(now)
+        if acked is not None:
+            value = max(value, s.acked_floor * acked)
+        value = max(s.min_bitrate, value)
+        self._last_decrease = now
+        self.ok_streak = 0
+        if evidence:
+            self._last_loss_decrease = now
+        if self.probe is not None:
+            self._probe_done(now, False, reason)
+        cap = self.cap
+        if cap is not None and value >= cap:
+            return
+        if cap is None:
+            self._capped_since = now
+        self._aimd.set(value, now)
+        self._event(now, reason)
+
+    def _event(self, now: float, what: str) -> None:
+        self.events.append((now, what, self.cap))
+        del self.events[:-32]
+
+    def _lift(self, now: float) -> None:
+        cap = self.cap
+        if cap is not None and cap > self.settings.max_bitrate:
+            self._aimd.value = None
+            self._capped_since = None
+            self._event(now, "lifted")
+
+    # ------------------------------------------------------------ probing
+
+    def start_probe(self, now: float, wanted: bool) -> float | None:
+        """Start a probe cluster if one is due; returns its padding bit/s (the cluster's
+        rate minus what is being sent), else None. ``wanted``: the allocation is held
+        back by the estimate."""
+        s = self.settings
+        self._judge_probe(now)
+        cap = self.cap
+        if cap is None or not wanted or self.probe is not None or now < self._next_probe:
+            return None
+        if self.delay_state == OVERUSING or now < self._loss_hold_until:
+            return None
+        calm = max(self.last_signal or -1e9, self._last_decrease)
+        if now - calm < s.hold:
+            return None
+        base = max(cap, self._acked.rate(now) or 0.0)
+        factor = s.probe_growth if self.ok_streak > 0 else s.probe_factor
+        target = min(base * factor, s.max_bitrate * 1.1)
+        # what is sent now: the SFU's once-a-second count, or the newer rate the feedback
+        # shows (lower after a switch down, or when the count still holds a probe)
+        sent = min(self.sent, self._acked.sent_rate(now) or self.sent)
+        self.probe = new_probe(now, base, target, sent, s.probe)
+        self._probe_base = cap
+        self._probed = [*self._probed[-3:], (now, self.probe.end + s.probe_drain)]
+        self._event(now, "probe")
+        return self.probe.rate
+
+    def probe_rate(self, now: float) -> float:
+        """Padding bit/s to send now (0 when no cluster is being sent)."""
+        probe = self.probe
+        return probe.rate if probe is not None and probe.sending(now) else 0.0
+
+    def _judge_probe(self, now: float) -> None:
+        probe = self.probe
+        if probe is None:
+            return
+        result = judge(probe, now, self.settings.probe)
+        if result is None:
+            return
+        if result.ok and result.rate is not None:
+            cap = self.cap
+            if cap is not None and result.rate > cap:
+                self._aimd.set(result.rate, now)
+        self._probe_done(now, result.ok, result.reason)
+        self._lift(now)
+
+    def _probe_done(self, now: float, ok: bool, reason: str) -> None:
+        s = self.settings
+        self.probe = None
+        self.last_probe_result = reason
+        if ok:
+            self.probes_ok += 1
+            self.ok_streak += 1
+            self.failed_probes = 0
+            self._next_probe = now + s.probe_next
+            self._event(now, "probe ok")
+            return
+        self._probe_floor = (now + s.probe_drain_floor, s.probe_floor * self._probe_base)
+        wait = s.probe_wait * 2**self.failed_probes
+        if self.ok_streak > 0:
+            wait = s.probe_retry  # after a success: a receiver's stall, likely
+        self.failed_probes += 1
+        self.ok_streak = 0
+        self._next_probe = now + min(s.max_probe_wait, wait)
+        self._event(now, f"probe failed: {reason}")
+
+    # ------------------------------------------------------------ decisions
+
+    def congested(self, now: float, within: float = 5.0) -> bool:
+        """Whether a congestion signal lowered the estimate within ``within`` s."""
+        return now - self._last_decrease <= within
+
+    def may_pause(self, now: float) -> bool:
+        """Whether the cap may pause video: a loss or overflow decrease within
+        ``pause_evidence`` s, or a cap that has stood for ``cap_persist`` s."""
+        s = self.settings
+        if now - self._last_loss_decrease <= s.pause_evidence:
+            return True
+        since = self._capped_since
+        return since is not None and now - since >= s.cap_persist
+
+    def estimate(self, now: float) -> float | None:
+        """Bit/s for all the subscriber's media, or None while nothing limits it."""
+        self._judge_probe(now)
+        return self.cap

@@ -1,0 +1,138 @@
+"""The SendSideEstimator facade: the interface the congestion controller uses
+(sfu/gcc/estimator.py). Behaviour on simulated paths: test_gcc_scenarios.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from sfu.gcc.estimator import SendSideEstimator
+from sfu.gcc.packet import PacketResult
+
+CLOCK = 1000.0
+
+
+def steady(bwe: SendSideEstimator, start: float, end: float, rate: float, seq: int = 0) -> int:
+    """Feedback every 50 ms for 1250-byte packets sent at ``rate``, all arriving 20 ms
+    later (a clean link); returns the next sequence number."""
+    gap = 1250 * 8 / rate
+    t = start
+    while t < end:
+        batch = []
+        while t < end and len(batch) < 1000:
+            batch.append(PacketResult(seq, t, 1250, CLOCK + t + 0.02))
+            seq += 1
+            t += gap
+            if batch[-1].send_time >= batch[0].send_time + 0.05:
+                break
+        bwe.on_feedback(batch, t + 0.03)
+    return seq
+
+
+def test_interface_of_the_bandwidth_estimator() -> None:
+    bwe = SendSideEstimator()
+    s = bwe.settings
+    for name in ("probe_streak", "loss_high", "loss_low", "probe_duration", "settle"):
+        assert isinstance(getattr(s, name), int | float)
+    assert (bwe.cap, bwe.sent, bwe.probe, bwe.ok_streak, bwe.failed_probes) == (
+        None,
+        0.0,
+        None,
+        0,
+        0,
+    )
+    assert bwe.events == [] and bwe.probes_ok == 0
+    bwe.on_report(1, 0.0, highest=10, cumulative_lost=0, packets_sent=10, bytes_sent=9000)
+    assert bwe.on_remb(50_000, 0.0) is True  # (a transport-cc receiver sends none)
+    assert bwe.estimate(0.0) is None and bwe.acked(0.0) is None
+    assert bwe.acknowledged_rate(0.0) is None and bwe.delay_state == "normal"
+    assert not bwe.congested(0.0) and not bwe.may_pause(0.0) and not bwe.link_keeps_up(0.0)
+    assert bwe.start_probe(0.0, True) is None  # nothing limits: nothing to probe
+    assert bwe.probe_rate(0.0) == 0.0
+
+
+def test_clean_feedback_keeps_no_cap_and_measures_the_link() -> None:
+    bwe = SendSideEstimator()
+    steady(bwe, 0.0, 3.0, 1_000_000)
+    assert bwe.estimate(3.05) is None
+    assert bwe.acknowledged_rate(3.05) == pytest.approx(1_000_000, rel=0.05)
+    delivery = bwe.acked(3.05)
+    assert delivery is not None and delivery.acked_share == pytest.approx(1.0, abs=0.05)
+    assert bwe.link_keeps_up(3.05)
+    assert bwe.acked(10.0) is None  # feedback stopped: stale
+
+
+def test_overflow_decreases_to_85_percent_of_sent_once_per_half_second() -> None:
+    bwe = SendSideEstimator()
+    bwe.on_sent(1_000_000, 1.0)
+    assert bwe.on_overflow(1.0)
+    assert bwe.estimate(1.0) == pytest.approx(850_000)
+    assert not bwe.on_overflow(1.2)
+    bwe.on_sent(800_000, 1.6)
+    assert bwe.on_overflow(1.6)
+    assert bwe.estimate(1.6) == pytest.approx(680_000)
+    assert bwe.congested(2.0) and bwe.may_pause(2.0)
+    assert [what for _, what, _ in bwe.events] == ["overflow", "overflow"]
+
+
+def test_receiver_report_loss_acts_only_while_feedback_is_stale() -> None:
+    bwe = SendSideEstimator()
+    steady(bwe, 0.0, 2.0, 1_000_000)
+    bwe.on_sent(1_000_000, 2.0)
+    bwe.on_loss(0.3, 2.05)  # the feedback says nothing was lost: it is believed
+    assert bwe.estimate(2.05) is None
+    bwe.on_loss(0.3, 6.0)  # no feedback for 4 s: the report's loss lowers the cap
+    assert bwe.estimate(6.0) == pytest.approx(850_000)
+
+
+def test_probe_pads_to_the_target_and_success_raises_the_estimate() -> None:
+    bwe = SendSideEstimator()
+    seq = steady(bwe, 0.0, 2.0, 500_000)
+    bwe.on_sent(500_000, 2.0)
+    bwe.on_overflow(2.0)  # a cap: 425 k
+    assert bwe.start_probe(2.5, True) is None  # too soon after a decrease
+    assert bwe.start_probe(3.5, False) is None  # nothing wanted
+    seq = steady(bwe, 2.0, 3.5, 400_000, seq)
+    cap, acked = bwe.estimate(3.5), bwe.acknowledged_rate(3.5)
+    assert cap is not None and acked is not None
+    padding = bwe.start_probe(3.5, True)
+    probe = bwe.probe
+    assert padding is not None and probe is not None
+    assert probe.target == pytest.approx(2 * max(cap, acked))  # 2 x the estimate
+    assert padding == pytest.approx(probe.target - 400_000, rel=0.05)
+    assert bwe.probe_rate(3.6) == padding and bwe.probe_rate(probe.end + 0.01) == 0.0
+    # the link carries the cluster at its rate
+    seq = steady(bwe, 3.5, probe.end, probe.target, seq)
+    steady(bwe, probe.end, probe.end + 0.3, 400_000, seq)
+    estimate = bwe.estimate(probe.end + 0.35)
+    assert bwe.probe is None and bwe.probes_ok == 1 and bwe.ok_streak == 1
+    assert estimate == pytest.approx(0.95 * probe.target, rel=0.05)
+
+
+def test_probe_without_feedback_fails() -> None:
+    bwe = SendSideEstimator()
+    steady(bwe, 0.0, 2.0, 500_000)
+    bwe.on_sent(500_000, 2.0)
+    bwe.on_overflow(2.0)
+    cap = bwe.cap
+    assert cap is not None and cap >= 425_000  # (0.85 x sent, or acknowledged)
+    assert bwe.start_probe(3.5, True) is not None
+    probe = bwe.probe
+    assert probe is not None
+    assert bwe.estimate(probe.end + 0.5) == cap  # still waiting
+    assert bwe.probe is not None
+    bwe.on_sent(500_000, probe.end + 1.1)  # silence
+    assert bwe.probe is None and bwe.failed_probes == 1 and bwe.probes_ok == 0
+    assert bwe.last_probe_result == "silence"
+    assert bwe.estimate(probe.end + 1.2) == cap
+    assert bwe.start_probe(probe.end + 1.5, True) is None  # waits before the next
+
+
+def test_estimate_lifted_above_max_bitrate() -> None:
+    bwe = SendSideEstimator()
+    bwe.on_sent(1_000_000, 1.0)
+    bwe.on_overflow(1.0)
+    assert bwe.cap is not None
+    bwe._aimd.set(25_000_000, 2.0)  # (as a probe's result would)
+    steady(bwe, 2.0, 2.2, 1_000_000)
+    assert bwe.estimate(2.3) is None
+    assert bwe.events[-1][1:] == ("lifted", None)

@@ -1,0 +1,96 @@
+"""The send-side estimator on simulated paths (``gcc_sim.py``): a link that narrows to
+300 kbit/s under 1.7 Mbit/s, probes into it, the link lifted again, a clean link with a
+jittery receiver, random loss."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from .gcc_sim import Link, Receiver, Simulation
+
+LIMIT = 300_000.0
+NARROW_AT = 5.0
+LIFT_AT = 30.0
+
+
+def narrowing(t: float) -> Link:
+    return Link(rate=LIMIT) if NARROW_AT <= t < LIFT_AT else Link()
+
+
+@pytest.fixture(scope="module", params=[1, 2, 3])
+def narrowed(request: pytest.FixtureRequest) -> Simulation:
+    sim = Simulation(narrowing, Receiver(jitter=(0.003, 0.01)), seed=request.param)
+    sim.run(0.0, 40.0)
+    return sim
+
+
+def test_no_estimate_before_the_link_narrows(narrowed: Simulation) -> None:
+    t = narrowed.trace
+    assert all(t.estimates[i] is None for i in t.between(0.0, NARROW_AT))
+
+
+def test_narrowed_link_is_followed_within_a_second(narrowed: Simulation) -> None:
+    t = narrowed.trace
+    after = [t.estimates[i] for i in t.between(NARROW_AT + 1.2, NARROW_AT + 1.5)]
+    assert after and all(e is not None and e < LIMIT for e in after), after
+
+
+def test_estimate_settles_near_the_link_not_far_below(narrowed: Simulation) -> None:
+    t = narrowed.trace
+    limited = [t.estimates[i] for i in t.between(NARROW_AT + 1.0, LIFT_AT)]
+    assert all(e is not None for e in limited)
+    values = [e for e in limited if e is not None]
+    assert min(values) >= 200_000, min(values)
+    settled = [t.estimates[i] for i in t.between(NARROW_AT + 5.0, LIFT_AT)]
+    median = statistics.median(e for e in settled if e is not None)
+    assert 230_000 <= median <= LIMIT, median
+    # while the link limits, the estimate never climbs far above it
+    assert max(values) <= 1.3 * LIMIT, max(values)
+
+
+def test_no_decrease_far_below_what_is_acknowledged(narrowed: Simulation) -> None:
+    decreases = [
+        (when, cap)
+        for when, what, cap in narrowed.bwe.events
+        if what in ("delay", "loss") and NARROW_AT < when < LIFT_AT
+    ]
+    assert decreases
+    assert all(cap is not None and cap >= 200_000 for _, cap in decreases), decreases
+
+
+def test_probes_into_the_narrow_link_fail(narrowed: Simulation) -> None:
+    events = narrowed.bwe.events
+    probes = [w for w, what, _ in events if what == "probe" and NARROW_AT < w < LIFT_AT - 2]
+    failed = [w for w, what, _ in events if what.startswith("probe failed") and w < LIFT_AT]
+    assert len(probes) >= 3, events  # it keeps trying, every few seconds ...
+    assert not [w for w, what, _ in events if what == "probe ok" and NARROW_AT < w < LIFT_AT]
+    assert len(failed) >= len(probes)  # ... and each one fails
+
+
+def test_lifted_link_is_found_within_eight_seconds(narrowed: Simulation) -> None:
+    t = narrowed.trace
+    late = [t.estimates[i] for i in t.between(LIFT_AT + 8.0, LIFT_AT + 10.0)]
+    assert late and all(e is None or e > 2_000_000 for e in late), late
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_jittery_receiver_on_a_clean_link_is_not_capped(seed: int) -> None:
+    # a receiver's process waking every 5-20 ms and stalling 100-300 ms about once a
+    # second: its arrival times jitter and bunch, nothing queues on the path
+    receiver = Receiver(jitter=(0.005, 0.02), stall_chance=0.015, stall=(0.1, 0.3))
+    sim = Simulation(lambda t: Link(), receiver, seed=seed)
+    trace = sim.run(0.0, 20.0)
+    caps = [e for e in trace.estimates if e is not None]
+    assert not caps or min(caps) >= 1_700_000, sim.bwe.events
+    assert sim.bwe.acknowledged_rate(20.0) is not None
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_loss_of_five_percent_holds(seed: int) -> None:
+    sim = Simulation(lambda t: Link(loss=0.05), seed=seed)
+    trace = sim.run(0.0, 20.0)
+    caps = [e for e in trace.estimates if e is not None]
+    assert not caps or min(caps) >= 1_700_000, sim.bwe.events
+    assert 0.02 <= sim.bwe.loss <= 0.10  # it was seen, and held on
