@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .bwe import BandwidthEstimator
+from .gcc.estimator import SendSideEstimator
+from .gcc.packet import PacketResult
 from .layers import allocate
 from .pacer import TokenBucket
 
@@ -40,6 +42,11 @@ PROBE_HEADROOM = 1.5
 LOSS_SETTLE = 2.0
 #: A bandwidth probe's padding goes out in slices this far apart (s).
 PROBE_TICK = 0.02
+#: With transport-cc the estimate covers everything sent: video gets it less the audio
+#: measured and this share of it, so audio never queues behind video at the bottleneck.
+AUDIO_HEADROOM = 0.1
+#: A transport-cc estimate that moves by more than this share redoes the allocation.
+REALLOCATE_CHANGE = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +114,15 @@ class ProbeStep:
 
 class CongestionController:
     def __init__(self, estimator: BandwidthEstimator | None = None) -> None:
-        #: what this subscriber's link takes, from its REMB and receiver reports
-        self.bwe = estimator or BandwidthEstimator()
+        #: what this subscriber's link takes: from its REMB and receiver reports, or with
+        #: transport-cc (``use_transport_cc``) from its per-packet feedback
+        self.bwe: BandwidthEstimator | SendSideEstimator = estimator or BandwidthEstimator()
+        self.transport_cc = False
+        #: bit/s of audio the SFU sends this subscriber, measured each second
+        self.audio_bitrate = 0.0
+        self._audio_mark: tuple[float, int] | None = None
+        #: the budget the allocation last used (transport-cc: redo it when it moves)
+        self._allocated_budget: float | None = None
         self.remb_bitrate: int | None = None
         #: bit/s of video the SFU sends this subscriber, measured each second
         self.egress_bitrate = 0.0
@@ -126,15 +140,38 @@ class CongestionController:
 
     # ------------------------------------------------------------ allocation
 
+    def use_transport_cc(self) -> None:
+        """The subscriber negotiated transport-cc: estimate from its per-packet feedback
+        (``sfu/gcc/``) instead of REMB and receiver reports. Idempotent."""
+        if not self.transport_cc:
+            self.transport_cc = True
+            self.bwe = SendSideEstimator()
+
     def budget(self, now: float) -> float | None:
         """The bit/s the subscriber's video may use, or None when nothing limits it."""
-        return self.bwe.estimate(now)
+        estimate = self.bwe.estimate(now)
+        if estimate is None or not self.transport_cc:
+            return estimate
+        return max(0.0, estimate * (1 - AUDIO_HEADROOM) - self.audio_bitrate)
+
+    def on_transport_feedback(self, results: list[PacketResult], now: float) -> bool:
+        """Transport-cc feedback; returns whether the allocation must be redone (the
+        budget moved by more than ``REALLOCATE_CHANGE``, or a cap came or went)."""
+        if not self.transport_cc or not results:
+            return False
+        assert isinstance(self.bwe, SendSideEstimator)
+        self.bwe.on_feedback(results, now)
+        before, after = self._allocated_budget, self.budget(now)
+        if before is None or after is None:
+            return before is not after
+        return abs(after - before) > REALLOCATE_CHANGE * max(before, 1.0)
 
     def allocate(self, demands: list[Demand], now: float) -> Allocation:
         """The level of each video track under the estimate; remembers whether a probe
         is worth it (a track could have more, or the cap leaves no headroom)."""
         relax = self.bwe.ok_streak >= self.bwe.settings.probe_streak
         budget = self.budget(now)
+        self._allocated_budget = budget
         levels = allocate(
             budget,
             [d.bitrates for d in demands],
@@ -227,10 +264,16 @@ class CongestionController:
 
     # ------------------------------------------------------------ once a second
 
-    def measure(self, now: float, video_bytes_sent: int, tx_errors: int | None) -> Measurement:
-        """What was sent (``video_bytes_sent``: the video forwarders' running total) and
-        refused (``tx_errors``: the transport's running count, None before there is a
-        transport), about once a second."""
+    def measure(
+        self, now: float, video_bytes_sent: int, tx_errors: int | None, audio_bytes_sent: int = 0
+    ) -> Measurement:
+        """What was sent (``video_bytes_sent``, ``audio_bytes_sent``: the forwarders'
+        running totals) and refused (``tx_errors``: the transport's running count, None
+        before there is a transport), about once a second."""
+        audio = self._audio_mark
+        if audio is not None and now > audio[0]:
+            self.audio_bitrate = max(0, audio_bytes_sent - audio[1]) * 8 / (now - audio[0])
+        self._audio_mark = (now, audio_bytes_sent)
         redundancy_off = False
         lossy = self.lossy_at
         if lossy is not None and (now - lossy > REDUNDANCY_HOLD or self.bwe.congested(now)):

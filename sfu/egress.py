@@ -35,6 +35,9 @@ class Egress:
         #: paces video while the estimate has a cap (``sfu/pacer.py``)
         self.pacer = Pacer()
         self._pacer_timer: Timer | None = None
+        #: the transport-wide sequence number extension's id (0: not negotiated): the
+        #: transport's native egress stamps every packet that carries it
+        self.transport_cc_id = 0
         self.closed = False
 
     # PacketSink
@@ -82,6 +85,18 @@ class Egress:
         forwarder.pacer = self.pacer
         port = self.port
         forwarder.egress = port.egress if port is not None else None
+        if forwarder.egress is not None:
+            forwarder.egress.twcc_id = self.transport_cc_id
+
+    def sent_packet(self, seq: int) -> tuple[int, float, int] | None:
+        """(unwrapped transport-wide seq, send time, size) of the packet stamped ``seq``
+        (16 bits), from the native egress's send history; None when it is not there."""
+        port = self.port
+        egress = port.egress if port is not None else None
+        if egress is None or not self.transport_cc_id:
+            return None
+        result: tuple[int, float, int] | None = egress.history(seq)
+        return result
 
     @property
     def tx_errors(self) -> int | None:

@@ -25,6 +25,7 @@ from aiortc import RTCPeerConnection
 
 from . import aiortc_adapter as adapter
 from .bwe import BandwidthEstimator
+from .gcc.estimator import SendSideEstimator
 from .config import SfuConfig
 from .congestion import (
     LOSS_REDUNDANT,
@@ -101,6 +102,7 @@ class Participant:
             "rtx_sent": 0,
             "probes": 0,
             "padding_packets": 0,
+            "twcc_feedback": 0,
             "frames_dropped": 0,
             "send_failures": 0,
             "rtx_limited": 0,
@@ -145,8 +147,9 @@ class Participant:
         return self.subscribe_side.subscriptions
 
     @property
-    def bwe(self) -> BandwidthEstimator:
-        """What its subscribe link takes (``sfu/bwe.py``)."""
+    def bwe(self) -> BandwidthEstimator | SendSideEstimator:
+        """What its subscribe link takes (``sfu/bwe.py``, or ``sfu/gcc/`` with
+        transport-cc)."""
         return self.subscribe_side.congestion.bwe
 
     @property

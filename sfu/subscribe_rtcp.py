@@ -27,6 +27,7 @@ from .congestion import CongestionController, ReportBlock
 from .forwarder import Forwarder
 from .rtp.malformed import MalformedLog
 from .rtp.rtcp import normalize_lost, parse_rtcp_counted
+from .rtp.twcc import TransportFeedback, TwccError, find_transport_feedback
 
 
 class SubscriberRtcp:
@@ -42,6 +43,7 @@ class SubscriberRtcp:
         malformed: MalformedLog,
         on_lossy: Callable[[], None],
         on_estimate: Callable[[float], None],
+        on_transport_feedback: Callable[[TransportFeedback, float], None] | None = None,
     ) -> None:
         self.congestion = congestion
         self._by_out_ssrc = by_out_ssrc
@@ -49,9 +51,22 @@ class SubscriberRtcp:
         self.malformed = malformed
         self._on_lossy = on_lossy
         self._on_estimate = on_estimate
+        self._on_transport_feedback = on_transport_feedback
+        #: transport-cc was negotiated: look for its feedback in every compound
+        self.transport_cc = False
 
     def on_rtcp(self, data: bytes, now: float) -> None:
         self.counters["rtcp_in"] += 1
+        if self.transport_cc and self._on_transport_feedback is not None:
+            # (aiortc's parser reads transport-cc feedback as a NACK: parsed here)
+            try:
+                feedback = find_transport_feedback(data)
+            except TwccError as exc:
+                self.counters["rtcp_malformed"] += 1
+                self.malformed.add("transport-cc", str(exc)[:80], now)
+                feedback = []
+            for item in feedback:
+                self._on_transport_feedback(item, now)
         for packet in parse_rtcp_counted(data, now, self.counters, self.malformed):
             if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
                 for report in packet.reports:

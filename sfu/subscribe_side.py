@@ -21,10 +21,13 @@ from .egress import Egress
 from .forwarder import EgressParams, Forwarder
 from .layers import ACTIVE_TIMEOUT, LayerRequest, allowed, expected_bitrate, ordered, priority
 from .ports import Clock, NegotiationError, Peer, Timer
+from .rtp.extensions import TRANSPORT_CC_URI
 from .rtp.malformed import MalformedLog
-from .sdp import check_transport
+from .rtp.twcc import TransportFeedback
+from .sdp import answer_transport_cc, check_transport, offer_transport_cc
 from .subscribe_rtcp import SubscriberRtcp, sender_report
 from .tracks import PublishedTrack, Subscription
+from .twcc_feedback import TransportFeedbackAdapter
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +63,18 @@ class SubscribeSide:
         self.congestion = CongestionController()
         self.egress = Egress(clock, self._overflow, self._layer_changed, counters)
         self.rtcp = SubscriberRtcp(
-            self.congestion, self._by_out_ssrc, counters, malformed, self._lossy, self.update_layers
+            self.congestion,
+            self._by_out_ssrc,
+            counters,
+            malformed,
+            self._lossy,
+            self.update_layers,
+            self._transport_feedback,
         )
+        #: the transport-wide sequence number extension's id, once the answer accepted
+        #: transport-cc (0: not negotiated)
+        self._twcc_id = 0
+        self._twcc = TransportFeedbackAdapter()
         self._probe_timer: Timer | None = None
         self.closed = False
 
@@ -95,6 +108,7 @@ class SubscribeSide:
 
     def rewire(self) -> None:
         """The transport is up: every forwarder may use the native path."""
+        self.egress.transport_cc_id = self._twcc_id
         for sub in self.subscriptions.values():
             self.egress.wire(sub.forwarder)
 
@@ -145,7 +159,9 @@ class SubscribeSide:
                     "track": sub.track.id,
                     "kind": sub.track.kind,
                 }
-        return pc.localDescription.sdp, mapping
+        # transport-wide congestion control: offered to every subscriber (aiortc does not
+        # know it; the SFU stamps and reads it itself)
+        return offer_transport_cc(pc.localDescription.sdp, prefer=self._twcc_id or None), mapping
 
     def _assign_transceiver(self, pc: RTCPeerConnection, sub: Subscription) -> None:
         kind = sub.track.kind
@@ -186,6 +202,9 @@ class SubscribeSide:
             ssrc, rtx_ssrc = adapter.sender_ssrcs(transceiver.sender)
             primary = params.primary_codec
             assert primary.payloadType is not None  # negotiated codecs always have one
+            extensions = dict(params.extensions)
+            if self._twcc_id:
+                extensions[TRANSPORT_CC_URI] = self._twcc_id
             sub.forwarder.configure(
                 EgressParams(
                     mid=params.mid,
@@ -193,7 +212,7 @@ class SubscribeSide:
                     ssrc=ssrc,
                     rtx_payload_type=params.rtx_payload_type(primary.payloadType),
                     rtx_ssrc=rtx_ssrc,
-                    extensions=params.extensions,
+                    extensions=extensions,
                 )
             )
             if not sub.negotiated:
@@ -210,6 +229,12 @@ class SubscribeSide:
         try:
             adapter.describe_remote_media(answer_sdp)
             check_transport(answer_sdp)
+            twcc_id = answer_transport_cc(answer_sdp)
+            if twcc_id is not None and not self._twcc_id:
+                # (once: the extension's id cannot change on a live transport)
+                self._twcc_id = twcc_id
+                self.congestion.use_transport_cc()
+                self.rtcp.transport_cc = True
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
         except Exception as exc:
             raise NegotiationError("bad_sdp", f"cannot apply answer: {exc}") from exc
@@ -224,6 +249,15 @@ class SubscribeSide:
 
     def _on_rtp(self, data: bytes, now: float) -> None:
         pass  # a subscribe connection carries no media towards the SFU
+
+    def _transport_feedback(self, feedback: TransportFeedback, now: float) -> None:
+        """Transport-cc feedback: what arrived of what was sent, to the estimator."""
+        if self.closed:
+            return
+        results = self._twcc.on_feedback(feedback, self.egress.sent_packet)
+        self.counters["twcc_feedback"] += 1
+        if self.congestion.on_transport_feedback(results, now):
+            self.update_layers(now)
 
     # ------------------------------------------------------------ layer selection
 
@@ -315,12 +349,13 @@ class SubscribeSide:
 
     def measure(self, now: float) -> None:
         """Once a second: the video sent to this subscriber, and what its transport refused."""
-        sent = sum(
-            sub.forwarder.bytes_sent
-            for sub in self.subscriptions.values()
-            if sub.forwarder.is_video
-        )
-        result = self.congestion.measure(now, sent, self.egress.tx_errors)
+        sent = audio = 0
+        for sub in self.subscriptions.values():
+            if sub.forwarder.is_video:
+                sent += sub.forwarder.bytes_sent
+            else:
+                audio += sub.forwarder.bytes_sent
+        result = self.congestion.measure(now, sent, self.egress.tx_errors, audio)
         if result.redundancy_off:
             for sub in self.subscriptions.values():
                 sub.forwarder.redundant = False
