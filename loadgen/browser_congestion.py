@@ -116,8 +116,11 @@ class Run:
 
 
 #: Installed in every page before its scripts: samples the subscribe connection's
-#: getStats() every 200 ms into window.__parleySamples and records the client's
-#: ``layer`` events into window.__parleyLayers (wall-clock ms).
+#: getStats() every 200 ms into window.__parleySamples (``video``/``audio``: the
+#: inbound-rtp entry that received the most, ``videos``: every video one with its
+#: ``mid``, ``sent``: the publish connection's video outbound-rtp per ``rid``) and
+#: records the client's ``layer`` events into window.__parleyLayers; ``t`` in
+#: wall-clock seconds.
 SAMPLER_JS = """
 (() => {
   const samples = [], layers = [];
@@ -144,14 +147,23 @@ SAMPLER_JS = """
         client.addEventListener("layer", (e) => layers.push({t: Date.now() / 1000, ...e.detail}));
       }
       const stats = await pc.getStats();
-      const s = {t: Date.now() / 1000, video: null, audio: null, pair: null};
+      const s = {t: Date.now() / 1000, video: null, audio: null, pair: null, videos: [], sent: []};
       for (const r of stats.values()) {
         if (r.type === "inbound-rtp" && r.kind === "video") {
+          s.videos.push({mid: r.mid, ...pick(r, V)});
           if (!s.video || (r.bytesReceived || 0) > (s.video.bytesReceived || 0)) s.video = pick(r, V);
         } else if (r.type === "inbound-rtp" && r.kind === "audio") {
           if (!s.audio || (r.bytesReceived || 0) > (s.audio.bytesReceived || 0)) s.audio = pick(r, A);
         } else if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") {
           s.pair = pick(r, ["availableIncomingBitrate", "currentRoundTripTime", "bytesReceived"]);
+        }
+      }
+      const out = client.publishConnection;
+      if (out) {
+        for (const r of (await out.getStats()).values()) {
+          if (r.type === "outbound-rtp" && r.kind === "video") {
+            s.sent.push(pick(r, ["rid", "framesEncoded", "framesSent", "frameHeight", "framesPerSecond"]));
+          }
         }
       }
       samples.push(s);
@@ -461,3 +473,44 @@ def server_figures(run: Run) -> dict[str, Any]:
 def ensure_chromium() -> None:
     if not os.access(CHROMIUM_PATH, os.X_OK):
         raise LinkError(f"{CHROMIUM_PATH} is missing: apt-get install chromium")
+
+
+def series(result: dict[str, Any]) -> dict[str, list[Any]]:
+    """The run's time series, compact (seconds from the limit): the slow page's decoded
+    height (0 while nothing decodes) and decoded frame rate per sample, and the
+    server's estimate, acknowledged rate, REMB and what it sent (bit/s) and the layer
+    it forwarded. For the benchmark's JSON and plot."""
+    run = result["run"]
+    t0 = run["limited_at"] or run["started_at"]
+    page: list[Any] = []
+    previous: dict[str, Any] | None = None
+    for s in run["slow_samples"]:
+        v = s.get("video") or {}
+        if previous is not None and s["t"] > previous["t"]:
+            frames = v.get("framesDecoded", 0) - (previous.get("video") or {}).get(
+                "framesDecoded", 0
+            )
+            fps = frames / (s["t"] - previous["t"])
+            page.append(
+                [round(s["t"] - t0, 2), v.get("frameHeight", 0) if frames else 0, round(fps, 1)]
+            )
+        previous = s
+    server = [
+        [
+            round(r["t"] - t0, 2),
+            r["slow"].get("estimate"),
+            r["slow"].get("acked"),
+            r["slow"].get("remb"),
+            r["slow"].get("sent"),
+            r["slow"].get("layer"),
+        ]
+        for r in run["server"]
+        if "slow" in r
+    ]
+    return {
+        "page_columns": ["t", "decoded_height", "fps"],
+        "page": page,
+        "server_columns": ["t", "estimate", "acked", "remb", "sent", "layer"],
+        "server": server,
+        "lifted_s": [round(run["lifted_at"] - t0, 2)] if run["lifted_at"] else [],
+    }
