@@ -41,6 +41,8 @@ async def test_a_chromium_subscriber_behind_an_impaired_link_meets_the_table(
     case: str, tmp_path: Path
 ) -> None:
     result = await run_case(CASES[case], tmp_path)
+    (tmp_path / "result.json").write_text(json.dumps(result, default=str))
+    print(f"every sample: {tmp_path / 'result.json'}")
     # printed whole: pytest shows a failing test's output (assertion messages are cut)
     print(_report(result))
     figures = result["figures"]
