@@ -112,6 +112,9 @@ class Run:
     clean_samples: list[dict[str, Any]] = field(default_factory=list)
     clean_layers: list[dict[str, Any]] = field(default_factory=list)
     server: list[dict[str, Any]] = field(default_factory=list)
+    #: where the SFU sends the slow page's media (its ICE peer), and where it must
+    slow_address: str | None = None
+    link_address: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -211,20 +214,26 @@ def _video_layer(p: Participant) -> str | None:
 
 def server_sample(p: Participant, now: float) -> dict[str, Any]:
     """What the SFU knows of one subscriber's link now (``now``: its event loop's
-    clock). The one place that reads the estimator: fields a version of the SFU does
-    not have are None."""
-    out: dict[str, Any] = {"layer": _video_layer(p)}
-    out["estimate"] = p.layer_budget()
-    out["remb"] = p.remb_bitrate
-    out["sent"] = p.egress_bitrate
-    bwe = p.bwe
-    acked = getattr(bwe, "acked", None)
-    delivery = acked(now) if callable(acked) else None
-    out["acked"] = getattr(delivery, "rate", None)
-    out["loss"] = getattr(delivery, "loss", None)
-    out["acked_share"] = getattr(delivery, "acked_share", None)
-    out["probing"] = getattr(bwe, "probe", None) is not None
-    return out
+    clock). The one place that reads the SFU's congestion state: a field this version
+    of the SFU does not have is None rather than an error."""
+
+    def read(get: Callable[[], Any]) -> Any:
+        try:
+            return get()
+        except (AttributeError, TypeError):
+            return None
+
+    delivery = read(lambda: p.bwe.acked(now))
+    return {
+        "layer": read(lambda: _video_layer(p)),
+        "estimate": read(p.layer_budget),
+        "remb": read(lambda: p.remb_bitrate),
+        "sent": read(lambda: p.egress_bitrate),
+        "acked": getattr(delivery, "rate", None),
+        "loss": getattr(delivery, "loss", None),
+        "acked_share": getattr(delivery, "acked_share", None),
+        "probing": read(lambda: p.bwe.probe is not None),
+    }
 
 
 # ------------------------------------------------------------------------ the link
@@ -375,6 +384,7 @@ async def _scenario(
     clean = await _open_page(clean_browser, f"http://127.0.0.1:{port}/?{query}&name=clean")
     slow = await _open_page(slow_browser, f"http://{link.host_address}:{port}/?{query}&name=slow")
     run.joined_at = time.time()
+    run.link_address = link.peer_address
 
     stop = asyncio.Event()
 
@@ -385,6 +395,8 @@ async def _scenario(
                 p = participant(sfu, room, name)
                 if p is not None and not p.closed:
                     row[name] = server_sample(p, loop.time())
+                    if name == "slow" and p.remote_address is not None:
+                        run.slow_address = p.remote_address
             run.server.append(row)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), SAMPLE_S)
@@ -447,6 +459,11 @@ def summarize(run: Run) -> dict[str, Any]:
     clean = figures.clean_figures(run.clean_samples, run.clean_layers, clean_from, run.ended_at)
     out["figures"] = {"slow": slow, "clean": clean, "server": server_figures(run)}
     out["failed"] = figures.check(run.case, slow, clean) + run.notes
+    if run.slow_address != run.link_address:
+        out["failed"].append(
+            f"the slow page's media did not cross the link: the SFU sent it to "
+            f"{run.slow_address}, not {run.link_address}"
+        )
     return out
 
 

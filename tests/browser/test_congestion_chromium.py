@@ -51,4 +51,7 @@ async def test_a_chromium_subscriber_behind_an_impaired_link_meets_the_table(
     # the clean phase, so what fails below is the congestion handling, not the harness
     assert figures["slow"]["audio"]["packets"], figures
     assert figures["clean"]["frames_decoded"] > 0, figures
+    # ...and its media crossed the impaired link (the SFU's ICE peer is the namespace's end)
+    run = result["run"]
+    assert run["slow_address"] == run["link_address"], (run["slow_address"], run["link_address"])
     assert result["failed"] == [], "\n".join(result["failed"])
