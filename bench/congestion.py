@@ -16,6 +16,14 @@ exists). It prints a table and writes ``bench/results/congestion.json`` (the hea
 figures and every run's full report). See ``docs/benchmarks.md``.
 
     .venv/bin/python bench/congestion.py [--only limit,loss,uplink] [--processes 1]
+
+``--chromium`` runs issue 14's table instead: a ``parley bot --simulcast`` publisher,
+a Chromium page as the slow subscriber behind 300 kbit/s, 1 Mbit/s or 5 % loss (10 s
+clean, 25 s impaired, 25 s lifted) and a clean Chromium page, ``--runs`` times each
+(default 3; every run reported), writing ``bench/results/congestion-chromium.json``
+and a plot next to it (``bench/harness/congestion_chromium.py``):
+
+    .venv/bin/python bench/congestion.py --chromium [--only 300k,1m,loss5] [--runs 3]
 """
 
 from __future__ import annotations
@@ -129,10 +137,29 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default=",".join(SCENARIOS), help="scenarios to run")
+    parser.add_argument("--only", default=None, help="scenarios (or --chromium cases) to run")
     parser.add_argument("--processes", type=int, default=1, help="parley load worker processes")
-    parser.add_argument("--json", default=str(REPO / "bench" / "results" / "congestion.json"))
+    parser.add_argument("--json", default=None, help="where to write the results")
+    parser.add_argument(
+        "--chromium",
+        action="store_true",
+        help="issue 14's table with a Chromium subscriber (cases 300k, 1m, loss5)",
+    )
+    parser.add_argument("--runs", type=int, default=3, help="--chromium: runs of each case")
+    parser.add_argument(
+        "--keep-samples", action="store_true", help="--chromium: keep every getStats sample"
+    )
     args = parser.parse_args()
+    if args.chromium:
+        from harness import congestion_chromium  # bench/ is this script's directory
+
+        cases = (args.only or "300k,1m,loss5").split(",")
+        reexec_in_netns()
+        out = Path(args.json or REPO / "bench" / "results" / "congestion-chromium.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return congestion_chromium.main(cases, args.runs, out, args.keep_samples)
+    args.only = args.only or ",".join(SCENARIOS)
+    args.json = args.json or str(REPO / "bench" / "results" / "congestion.json")
     names = [n for n in args.only.split(",") if n]
     unknown = set(names) - set(SCENARIOS)
     if unknown:
