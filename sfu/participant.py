@@ -25,7 +25,6 @@ from aiortc import RTCPeerConnection
 
 from . import aiortc_adapter as adapter
 from .bwe import BandwidthEstimator
-from .gcc.estimator import SendSideEstimator
 from .config import SfuConfig
 from .congestion import (
     LOSS_REDUNDANT,
@@ -36,6 +35,7 @@ from .congestion import (
     RTX_FLOOR,
     RTX_SHARE,
 )
+from .gcc.estimator import SendSideEstimator
 from .pacer import Pacer
 from .ports import Clock, NegotiationError, ParticipantListener, RoomEvents
 from .publish_side import NACK_BATCH_DELAY, NACK_INTERVAL, SUPPORTED_CODECS, PublishSide

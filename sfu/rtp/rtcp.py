@@ -31,9 +31,38 @@ def parse_rtcp(data: bytes) -> list[AnyRtcpPacket]:
     return parse_rtcp_checked(data)[0]
 
 
+RTCP_RTPFB_TRANSPORT_CC = 15
+
+
+def without_transport_feedback(data: bytes) -> bytes:
+    """``data`` less its transport-cc feedback packets (RTPFB FMT 15), which aiortc's
+    parser reads as a malformed NACK (their padding makes it refuse the whole compound):
+    ``sfu/rtp/twcc.py`` parses them. A compound whose length fields do not add up is
+    returned as it is (the parser says why it is malformed)."""
+    pos = 0
+    kept: list[bytes] = []
+    dropped = False
+    while pos + 4 <= len(data):
+        end = pos + 4 + 4 * int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if end > len(data):
+            return data
+        if data[pos + 1] == RTCP_RTPFB and data[pos] & 0x1F == RTCP_RTPFB_TRANSPORT_CC:
+            dropped = True
+        else:
+            kept.append(data[pos:end])
+        pos = end
+    if not dropped or pos != len(data):
+        return data
+    return b"".join(kept)
+
+
 def parse_rtcp_checked(data: bytes) -> tuple[list[AnyRtcpPacket], str | None]:
     """A compound RTCP packet parsed with aiortc's parser, and None; or ``[]`` and why
-    it is malformed (the whole compound is dropped, as RFC 3550 §6.1 wants)."""
+    it is malformed (the whole compound is dropped, as RFC 3550 §6.1 wants). Its
+    transport-cc feedback is left out (``without_transport_feedback``)."""
+    data = without_transport_feedback(data)
+    if not data:
+        return [], None
     try:
         return RtcpPacket.parse(data), None
     except (ValueError, IndexError, struct.error) as exc:
