@@ -43,8 +43,9 @@ LOSS_SETTLE = 2.0
 #: A bandwidth probe's padding goes out in slices this far apart (s).
 PROBE_TICK = 0.02
 #: With transport-cc the estimate covers everything sent: video gets it less the audio
-#: measured and this share of it, so audio never queues behind video at the bottleneck.
-AUDIO_HEADROOM = 0.1
+#: measured and this share of it (the estimate itself sits below what the link carries),
+#: so audio does not queue behind video at the bottleneck.
+AUDIO_HEADROOM = 0.05
 #: A transport-cc estimate that moves by more than this share redoes the allocation.
 REALLOCATE_CHANGE = 0.05
 
