@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .egress_params import EgressParams
 from .forwarder_feedback import ForwarderFeedback
+from .forwarder_temporal import ForwarderTemporal
 from .layers import LayerInfo, LayerRequest, LayerSelector
 from .native import ForwarderCore
 from .ports import PacketSink
@@ -39,16 +40,13 @@ _EXT_HDR = Struct("!HH")
 #: the new layer (or this many seconds) are held back before switching anyway.
 SWITCH_QUEUE_PACKETS = 128
 SWITCH_QUEUE_SECONDS = 0.1
-#: A temporal limit that leaves nothing out (VP8's TID has 2 bits): the packets still
-#: take the Python path, where the next frame boundary applies a pending limit.
-TID_ALL = 3
 
 
 def _element(ext_id: int, value_len: int) -> int:
     return (ext_id << 4) | (value_len - 1)
 
 
-class Forwarder(ForwarderFeedback, ForwarderCore):
+class Forwarder(ForwarderFeedback, ForwarderTemporal, ForwarderCore):
     """Forwards one published track to one subscriber m-line.
 
     ``layers`` are the track's Sources: one, or one per simulcast layer. The forwarder
@@ -133,13 +131,7 @@ class Forwarder(ForwarderFeedback, ForwarderCore):
         self._ext_with_level = (b"", b"")
         self._sr_sent: dict[int, float] = {}
         self._rr_mark: tuple[int, int, int] | None = None
-        #: the highest VP8 temporal layer (TID) wanted, -1: all (``set_temporal``), and
-        #: the one in force, -1: no limit. While the limit is >= 0 the C fast path
-        #: leaves this forwarder to ``forward`` (``ForwarderCore._tid_limit``).
-        self.tid_target = -1
-        self._tid_limit = -1
-        #: packets of frames left out for the temporal limit
-        self.temporal_dropped = 0
+        self.init_temporal()  # the VP8 temporal limit (sfu/forwarder_temporal.py)
 
     # ------------------------------------------------------------ configuration
 
@@ -195,29 +187,7 @@ class Forwarder(ForwarderFeedback, ForwarderCore):
             for i, s in enumerate(self.layers)
         ]
 
-    @property
-    def temporal_layer(self) -> int | None:
-        """The highest temporal layer forwarded now (None: all of them)."""
-        limit = self._tid_limit
-        return limit if 0 <= limit < TID_ALL else None
-
     # ------------------------------------------------------------ layer control
-
-    def set_temporal(self, tid: int | None) -> None:
-        """Forward temporal layers up to ``tid`` only (None: all). Down takes effect at
-        the next frame boundary, up at the next frame that may start the higher layer
-        (a layer sync frame, or a keyframe): see ``_temporal_step``."""
-        target = -1 if tid is None else tid
-        if self.closed or target == self.tid_target:
-            return
-        self.tid_target = target
-        if target < 0 and self._tid_limit == TID_ALL:
-            self._tid_limit = -1  # the pending limit was never applied
-        elif target >= 0 and self._tid_limit < 0:
-            # the C path must leave this forwarder's packets to forward() from now on;
-            # TID_ALL drops nothing until the next frame boundary lowers it
-            self._tid_limit = TID_ALL
-
 
     def set_target(self, target: Source | None, now: float) -> None:
         """Aim at ``target`` (one of ``layers``), or forward nothing (None).
@@ -367,6 +337,7 @@ class Forwarder(ForwarderFeedback, ForwarderCore):
         self.current = source
         self.switched_at = now
         self._dropping = self._broken = False  # a switch starts on a keyframe
+        self.left_out.clear()
         if previous is not source:
             if previous is not None:
                 previous.remove_forwarder(self)
@@ -383,44 +354,6 @@ class Forwarder(ForwarderFeedback, ForwarderCore):
         for _, pkt, vp8 in queue:
             if pkt.ssrc == rw.in_ssrc and rw.accepts(pkt.seq):
                 self._send(pkt, vp8, now)
-
-    def _temporal_step(self, vp8: Vp8Descriptor) -> None:
-        """At the first packet of a frame: move the temporal limit toward the target.
-        Down at once; up only where the receiver can decode the higher layer from: a
-        keyframe (straight to the target), or a layer sync frame (Y=1, it references
-        the base layer only) of a TID above the limit (to that TID)."""
-        target = self.tid_target
-        limit = self._tid_limit
-        if target >= 0 and limit > target:
-            limit = target
-        elif vp8.keyframe or (target < 0 and limit == TID_ALL):
-            limit = target
-        elif vp8.layer_sync and vp8.tid > limit and (target < 0 or vp8.tid <= target):
-            limit = vp8.tid
-            top = len(self.current.temporal) - 1 if self.current is not None else -1
-            if target < 0 and limit >= top:
-                limit = -1  # every temporal layer again: the C path may take over
-        if limit != self._tid_limit:
-            shown = self.temporal_layer
-            self._tid_limit = limit
-            if self.temporal_layer != shown:
-                self._sink.layer_changed(self)
-
-    def _temporal_drop(self, pkt: RtpView, vp8: Vp8Descriptor) -> bool:
-        """Whether this packet's frame is left out (its TID is above the limit). Its
-        sequence numbers and picture id close up: the receiver sees no gap, NACKs
-        nothing, and its picture ids stay contiguous. Keyframes are never left out."""
-        if vp8.start and not vp8.partition_id:
-            self._temporal_step(vp8)
-        limit = self._tid_limit
-        if limit < 0 or vp8.tid <= limit or vp8.keyframe:
-            return False
-        rw = self.rewriter
-        if vp8.picture_id >= 0:
-            rw.skip_picture(vp8.picture_id)
-        rw.drop(pkt.seq)
-        self.temporal_dropped += 1
-        return True
 
     def _send(self, pkt: RtpView, vp8: Vp8Descriptor | None, now: float) -> None:
         rw = self.rewriter

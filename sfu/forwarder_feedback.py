@@ -33,7 +33,7 @@ class ForwarderFeedback:
     fraction_lost: float
     rtt: float | None
     _sink: PacketSink[Any]
-    _tid_limit: int
+    left_out: dict[int, None]
     _rr_mark: tuple[int, int, int] | None
     _sr_sent: dict[int, float]
 
@@ -72,7 +72,7 @@ class ForwarderFeedback:
             pkt, vp8 = cast("tuple[RtpView, Vp8Descriptor | None]", entry[1])
             if pkt.ssrc != original[0]:
                 continue
-            if vp8 is not None and 0 <= self._tid_limit < vp8.tid and not vp8.keyframe:
+            if original[1] in self.left_out:
                 continue  # a frame left out for the temporal limit: never sent
             out, _, _, _ = self._render(pkt, vp8, out_seq, now, rtx=True)
             sink = self._sink

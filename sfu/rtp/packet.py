@@ -259,7 +259,6 @@ class Vp8Descriptor:
                 self.width = int.from_bytes(payload[pos + 6 : pos + 8], "little") & 0x3FFF
                 self.height = int.from_bytes(payload[pos + 8 : pos + 10], "little") & 0x3FFF
 
-
     @property
     def tid(self) -> int:
         """The temporal layer (TID, 0-3), or -1 when the descriptor has none (T=0)."""

@@ -57,9 +57,7 @@ class SimulcastVideo:
         self._send = send
         self._wall_clock = wall_clock
         self._sr_interval = sr_interval
-        self._sources = [
-            _LayerSource(layer.spec, fps, temporal_layers) for layer in sender.layers
-        ]
+        self._sources = [_LayerSource(layer.spec, fps, temporal_layers) for layer in sender.layers]
         self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="simulcast-vp8"
         )
