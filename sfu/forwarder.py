@@ -358,7 +358,7 @@ class Forwarder(ForwarderFeedback, ForwarderTemporal, ForwarderCore):
     def _send(self, pkt: RtpView, vp8: Vp8Descriptor | None, now: float) -> None:
         rw = self.rewriter
         if self._tid_limit >= 0 and vp8 is not None and vp8.tid >= 0:
-            if self._temporal_drop(pkt, vp8):
+            if self._temporal_drop(pkt, vp8, now):
                 return
         if self.is_video and (self._dropping or self._broken or not self._mid_frame):
             if not self._admit(pkt, vp8, now):
@@ -424,15 +424,25 @@ class Forwarder(ForwarderFeedback, ForwarderTemporal, ForwarderCore):
         if self.params is None or rtx_ssrc is None or self.closed:
             return None
         size = max(1, min(255, size))
-        ext = b""
-        if self._has_ext:
-            prefix, pad = self._ext_plain
-            ext = prefix + (self._ast_byte + abs_send_time(now) if self._ast_id else b"") + pad
+        ext = self._plain_ext(now)
         header = _HDR.pack(
             self._b0 | 0x20, self._rtx_pt, self._rtx_seq, self.rewriter.out_ts, rtx_ssrc
         )
         self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
         return header + ext + bytes(size - 1) + bytes((size,))
+
+    def padding_packet(self, out_seq: int, out_ts: int, now: float) -> bytes | None:
+        """A padding-only media packet numbered ``out_seq`` (``ForwarderTemporal._fill``)."""
+        if self.params is None or self.closed:
+            return None
+        header = _HDR.pack(self._b0 | 0x20, self._pt, out_seq, out_ts, self._ssrc)
+        return header + self._plain_ext(now) + b"\x01"
+
+    def _plain_ext(self, now: float) -> bytes:
+        if not self._has_ext:
+            return b""
+        prefix, pad = self._ext_plain
+        return prefix + (self._ast_byte + abs_send_time(now) if self._ast_id else b"") + pad
 
     def skip(self, pkt: RtpView) -> None:
         if pkt.ssrc == self.rewriter.in_ssrc:

@@ -15,7 +15,7 @@ packets to Python: it reads ``ForwarderCore._tid_limit``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .ports import PacketSink
 from .rtp.packet import RtpView, Vp8Descriptor
@@ -36,6 +36,10 @@ class ForwarderTemporal:
     current: Source | None
     _sink: PacketSink[Any]
     _tid_limit: int
+
+    if TYPE_CHECKING:
+
+        def padding_packet(self, out_seq: int, out_ts: int, now: float) -> bytes | None: ...
 
     def init_temporal(self) -> None:
         #: the highest VP8 temporal layer (TID) wanted, -1: all (``set_temporal``), and
@@ -91,7 +95,28 @@ class ForwarderTemporal:
             if self.temporal_layer != shown:
                 self._sink.layer_changed(self)
 
-    def _temporal_drop(self, pkt: RtpView, vp8: Vp8Descriptor) -> bool:
+    def _fill(self, pkt: RtpView, now: float) -> None:
+        """A packet left out that cannot close up (it comes after a gap the publisher's
+        uplink left, or late, after packets behind it were sent): a padding-only packet
+        takes its sequence number, so no hole is left that the receiver would wait for
+        (aiortc's jitter buffer stalls at one) or NACK in vain. It carries the timestamp
+        of the packet sent before it, so a receiver that groups packets by timestamp
+        counts it with that frame instead of taking it for an empty one."""
+        rw = self.rewriter
+        out_seq = rw.seq(pkt.seq)
+        out_ts = rw.out_ts
+        before = rw.original((out_seq - 1) & 0xFFFF)
+        source = self.current
+        if before is not None and source is not None and before[0] == rw.in_ssrc:
+            entry = source.cache.get(before[1])
+            if entry is not None:
+                in_ts = int.from_bytes(entry[0][4:8], "big")  # the RTP header's timestamp
+                out_ts = (in_ts + rw.ts_offset) & 0xFFFFFFFF
+        packet = self.padding_packet(out_seq, out_ts, now)
+        if packet is not None and self._sink.send_video(packet, now):
+            rw.sent(out_seq, out_ts, now)
+
+    def _temporal_drop(self, pkt: RtpView, vp8: Vp8Descriptor, now: float) -> bool:
         """Whether this packet's frame is left out (its TID is above the limit). Its
         sequence numbers and picture id close up: the receiver sees no gap, NACKs
         nothing, and its picture ids stay contiguous. Keyframes are never left out."""
@@ -103,7 +128,10 @@ class ForwarderTemporal:
         rw = self.rewriter
         if vp8.picture_id >= 0:
             rw.skip_picture(vp8.picture_id)
-        rw.drop(pkt.seq)
+        if (pkt.seq + rw.seq_offset - rw.out_seq) & 0xFFFF == 1:
+            rw.drop(pkt.seq)  # the next one: the numbers after it close up
+        else:
+            self._fill(pkt, now)
         self.temporal_dropped += 1
         left_out = self.left_out
         left_out[pkt.seq] = None

@@ -67,6 +67,8 @@ class Level:
     index: int
     tid: int
     bitrate: float
+    #: under ``MIN_FPS``: only as the last step before pausing
+    last_resort: bool = False
 
     @property
     def key(self) -> int:
@@ -98,9 +100,19 @@ def levels(
         if len(rates) > 1 and rates[-1][0] > 0:
             for tid, (bits, fps) in enumerate(rates[:-1]):
                 if fps >= min_fps or (position == 0 and tid == 0):
-                    steps.append(Level(info.index, tid, full * bits / rates[-1][0]))
+                    bitrate = full * bits / rates[-1][0]
+                    steps.append(Level(info.index, tid, bitrate, fps < min_fps))
         steps.append(Level(info.index, -1, full))
     return sorted(steps, key=lambda step: step.bitrate)
+
+
+def floor_level(steps: Sequence[Level], level: int) -> int:
+    """``level`` raised past a last-resort step: while the estimator may not pause
+    video (no loss evidence, ``BandwidthEstimator.may_pause``) the lowest layer is kept
+    whole, at its full frame rate, as it was before temporal steps."""
+    while 0 <= level < len(steps) - 1 and steps[level].last_resort:
+        level += 1
+    return level
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from .layers import (
     LayerRequest,
     Level,
     allowed,
+    floor_level,
     key_layer,
     levels,
     ordered,
@@ -303,9 +304,11 @@ class SubscribeSide:
             for forwarder, _, _, _ in plans:
                 forwarder.selector.relax()
         self.egress.pacer.set_rate(allocation.budget, now)
+        keep = not self.congestion.bwe.may_pause(now)  # no evidence: no last resort either
         for (forwarder, infos, _, _), track_steps, level in zip(
             plans, steps, allocation.levels, strict=True
         ):
+            level = floor_level(track_steps, level) if keep else level
             proposed = track_steps[level].key if level >= 0 else None
             active = ordered(infos)
             every = levels(active, [forwarder.layers[i.index].temporal for i in active])

@@ -30,6 +30,15 @@ def _participant(server: RunningServer, room: str, name: str) -> Participant:
     return p
 
 
+def video_of(summary: dict[str, Any], pub_summary: dict[str, Any]) -> dict[str, Any]:
+    (video,) = [
+        t
+        for t in summary["tracks"]
+        if t["participant"] == pub_summary["id"] and t["kind"] == "video"
+    ]
+    return video
+
+
 def _mean(values: list[int]) -> float:
     return sum(values) / len(values)
 
@@ -53,7 +62,10 @@ async def test_a_budget_under_q_drops_a_temporal_layer_instead_of_pausing(
             forwarder.current.rid if forwarder.current else None,
             forwarder.tid_target,
         )
+        # a cap with evidence (loss) behind it: the estimator may pause video, so the
+        # last step before pausing is open too
         congestion.budget = lambda now: CAP  # type: ignore[method-assign]
+        congestion.bwe.may_pause = lambda now: True  # type: ignore[method-assign]
         side.update_layers(asyncio.get_running_loop().time())
         await asyncio.sleep(start + 10.0 - time.monotonic())
         seen["limited"] = (
@@ -61,8 +73,14 @@ async def test_a_budget_under_q_drops_a_temporal_layer_instead_of_pausing(
             forwarder.temporal_layer,
             forwarder.temporal_dropped,
             forwarder.paused,
+            forwarder.frames_dropped,
+            forwarder.keyframes_requested,
+            side.egress.pacer.overflows,
+            side.egress.pacer.paced_packets,
+            forwarder.retransmitted,
         )
         del congestion.budget  # back to the estimator's (no cap on loopback)
+        del congestion.bwe.may_pause
         side.update_layers(asyncio.get_running_loop().time())
         await asyncio.sleep(3.0)
         seen["lifted"] = (
@@ -77,7 +95,7 @@ async def test_a_budget_under_q_drops_a_temporal_layer_instead_of_pausing(
     pub_summary = await pub_task
     assert pub_summary["ok"], pub_summary
     sent = pub_summary["video"]["layers"] if "video" in pub_summary else None
-    assert summary["ok"], summary
+    assert summary["ok"], (summary["failed"], seen, video_of(summary, pub_summary))
     (video,) = [
         t
         for t in summary["tracks"]
@@ -89,7 +107,7 @@ async def test_a_budget_under_q_drops_a_temporal_layer_instead_of_pausing(
     assert seen["limited"][0] == "q" and seen["limited"][1] == 0, seen
     assert seen["limited"][2] > 0 and not seen["limited"][3], seen
     assert seen["lifted"] == ("q", None), (seen, sent)
-    assert _mean(fps[3:5]) >= 11.0, fps
+    assert _mean(fps[2:5]) >= 11.0, fps
     assert 4.0 <= _mean(fps[6:10]) <= 9.5, fps  # half of 15 fps, still decoding
     assert all(n >= 3 for n in fps[6:10]), fps
     assert _mean(fps[12:15]) >= 11.0, fps  # the full rate again

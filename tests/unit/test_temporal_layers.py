@@ -12,7 +12,7 @@ from loadgen.media.simulcast import DEFAULT_LAYERS, LayerStream, SimulcastExtens
 from loadgen.media.simulcast.vp8 import TemporalFrame, Vp8LayerEncoder, vp8_packetize
 from loadgen.media.synthetic import PatternTrack
 from sfu.forwarder import EgressParams, Forwarder
-from sfu.layers import LayerInfo, Level, allocate, key_layer, levels
+from sfu.layers import LayerInfo, Level, allocate, floor_level, key_layer, levels
 from sfu.rtp.extensions import MID_URI
 from sfu.rtp.packet import RtpView, Vp8Descriptor
 from sfu.source import Source, SourceParams
@@ -154,7 +154,7 @@ def _sent(sink: RecordingSink) -> list[tuple[RtpView, Vp8Descriptor]]:
     out = []
     for data in sink.packets:
         view = RtpView(data)
-        if view.ssrc == 0xABCD:
+        if view.ssrc == 0xABCD and view.payload_end > view.payload_start:  # not padding
             out.append((view, Vp8Descriptor(view.data, view.payload_start, view.payload_end)))
     return out
 
@@ -245,9 +245,9 @@ def test_no_retransmission_of_a_frame_left_out_and_old_ids_kept():
     fwd.set_temporal(0)
     for n in range(2, 6):
         pub.frame(0.1 + n / 15, n % 2)
-    # a TL1 packet arrives late, after the TL0 frame behind it: it is left out, the
-    # output sequence number it would have had stays a hole, and a NACK for that hole
-    # resends nothing (the frame was never sent)
+    # a TL1 packet arrives late, after the TL0 frame behind it: it is left out, a
+    # padding-only packet takes the sequence number it would have had (no hole for the
+    # receiver to wait on), and a NACK for that number resends nothing
     late_seq, late_pid = pub.seq, pub.pid
     pub.seq += 1
     pub.pid += 1
@@ -260,6 +260,10 @@ def test_no_retransmission_of_a_frame_left_out_and_old_ids_kept():
     last_start = max(i for i, (_, desc) in enumerate(sent) if desc.start)
     hole = (sent[last_start][0].seq - 1) & 0xFFFF
     assert all(view.seq != hole for view, _ in sent)
+    pads = [RtpView(p) for p in sink.packets if RtpView(p).payload_end == RtpView(p).payload_start]
+    assert [(p.seq, p.ssrc) for p in pads] == [(hole, 0xABCD)]
+    # with the timestamp of the frame sent before it
+    assert pads[0].timestamp == sent[last_start - 1][0].timestamp
     before = len(sink.packets)
     fwd.on_nack([hole], 1.2)
     assert sink.packets[before:] == []
@@ -272,6 +276,35 @@ def test_no_retransmission_of_a_frame_left_out_and_old_ids_kept():
     assert len(rtx) == 1 and rtx[0].ssrc == 0xBEEF
     payload = rtx[0].data[rtx[0].payload_start + 2 : rtx[0].payload_end]
     assert Vp8Descriptor(payload).picture_id == old_desc.picture_id
+
+
+def test_a_packet_left_out_after_an_upstream_gap_leaves_no_hole():
+    pub, sink, fwd = _setup()
+    pub.frame(0.0, 0, key=True)
+    fwd.set_temporal(0)
+    pub.frame(0.1, 0)
+    # a TL1 frame of three packets whose first is lost on the publisher's uplink
+    payloads = vp8_packetize(DELTA + b"z" * 900, pub.pid, 400, TemporalFrame(1, True), pub.tl0)
+    views = [
+        RtpView(rtp(pub.seq + i, pub.ts, ssrc=0x1000, pt=96, payload=p, marker=int(i == 2)))
+        for i, p in enumerate(payloads)
+    ]
+    pub.seq += 3
+    pub.ts += 6000
+    pub.pid += 1
+    for view in views[1:]:
+        pub.source.on_rtp(view, 0.15)
+    pub.frame(0.2, 0)
+    pub.source.on_rtp(views[0], 0.25)  # repaired late (RTX from the publisher)
+    pub.frame(0.3, 0)
+    seqs = sorted(RtpView(p).seq for p in sink.packets if RtpView(p).ssrc == 0xABCD)
+    # every output sequence number is there: media or padding, no hole
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    media = _sent(sink)
+    assert [desc.tid for _, desc in media if desc.start] == [0, 0, 0, 0]
+    # padding takes the lost packet's number and that of the one after the gap; the
+    # third packet, in order again, closes up
+    assert len(seqs) - len(media) == 2
 
 
 def test_source_measures_each_temporal_layer():
@@ -333,6 +366,16 @@ def test_a_cap_under_the_lowest_layer_but_over_its_base_steps_down_instead_of_pa
     chosen = chromium[allocate(600_000, [demand], [len(chromium) - 1])[0]]
     assert (chosen.index, chosen.tid) == (1, -1)
     assert Level(2, 1, 0.0).key != Level(2, -1, 0.0).key
+
+
+def test_without_evidence_for_pausing_the_lowest_layer_is_kept_whole():
+    steps = levels(LAYERS, [((60.0, 7.5), (100.0, 15.0))] * 3)
+    assert steps[0].last_resort and not steps[1].last_resort
+    assert floor_level(steps, 0) == 1  # q at 15 fps, not 7.5
+    assert floor_level(steps, 2) == 2
+    assert floor_level(steps, -1) == -1
+    whole = levels(LAYERS, [(), (), ()])
+    assert floor_level(whole, 0) == 0
 
 
 def test_layer_message_temporal_field_is_additive():
