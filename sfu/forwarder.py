@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .egress_params import EgressParams
 from .forwarder_feedback import ForwarderFeedback
+from .forwarder_temporal import ForwarderTemporal
 from .layers import LayerInfo, LayerRequest, LayerSelector
 from .native import ForwarderCore
 from .ports import PacketSink
@@ -45,7 +46,7 @@ def _element(ext_id: int, value_len: int) -> int:
     return (ext_id << 4) | (value_len - 1)
 
 
-class Forwarder(ForwarderFeedback, ForwarderCore):
+class Forwarder(ForwarderFeedback, ForwarderTemporal, ForwarderCore):
     """Forwards one published track to one subscriber m-line.
 
     ``layers`` are the track's Sources: one, or one per simulcast layer. The forwarder
@@ -133,6 +134,7 @@ class Forwarder(ForwarderFeedback, ForwarderCore):
         self._tid_limit = -1
         self._sr_sent: dict[int, float] = {}
         self._rr_mark: tuple[int, int, int] | None = None
+        self.init_temporal()  # the VP8 temporal limit (sfu/forwarder_temporal.py)
 
     # ------------------------------------------------------------ configuration
 
@@ -343,6 +345,7 @@ class Forwarder(ForwarderFeedback, ForwarderCore):
         self.current = source
         self.switched_at = now
         self._dropping = self._broken = False  # a switch starts on a keyframe
+        self.left_out.clear()
         if previous is not source:
             if previous is not None:
                 previous.remove_forwarder(self)
@@ -362,6 +365,9 @@ class Forwarder(ForwarderFeedback, ForwarderCore):
 
     def _send(self, pkt: RtpView, vp8: Vp8Descriptor | None, now: float) -> None:
         rw = self.rewriter
+        if self._tid_limit >= 0 and vp8 is not None and vp8.tid >= 0:
+            if self._temporal_drop(pkt, vp8, now):
+                return
         if self.is_video and (self._dropping or self._broken or not self._mid_frame):
             if not self._admit(pkt, vp8, now):
                 return
@@ -426,15 +432,25 @@ class Forwarder(ForwarderFeedback, ForwarderCore):
         if self.params is None or rtx_ssrc is None or self.closed:
             return None
         size = max(1, min(255, size))
-        ext = b""
-        if self._has_ext:
-            prefix, pad = self._ext_plain
-            ext = prefix + (self._ast_byte + abs_send_time(now) if self._ast_id else b"") + pad
+        ext = self._plain_ext(now)
         header = _HDR.pack(
             self._b0 | 0x20, self._rtx_pt, self._rtx_seq, self.rewriter.out_ts, rtx_ssrc
         )
         self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
         return header + ext + bytes(size - 1) + bytes((size,))
+
+    def padding_packet(self, out_seq: int, out_ts: int, now: float) -> bytes | None:
+        """A padding-only media packet numbered ``out_seq`` (``ForwarderTemporal._fill``)."""
+        if self.params is None or self.closed:
+            return None
+        header = _HDR.pack(self._b0 | 0x20, self._pt, out_seq, out_ts, self._ssrc)
+        return header + self._plain_ext(now) + b"\x01"
+
+    def _plain_ext(self, now: float) -> bytes:
+        if not self._has_ext:
+            return b""
+        prefix, pad = self._ext_plain
+        return prefix + (self._ast_byte + abs_send_time(now) if self._ast_id else b"") + pad
 
     def skip(self, pkt: RtpView) -> None:
         if pkt.ssrc == self.rewriter.in_ssrc:

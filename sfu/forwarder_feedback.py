@@ -33,6 +33,7 @@ class ForwarderFeedback:
     fraction_lost: float
     rtt: float | None
     _sink: PacketSink[Any]
+    left_out: dict[int, None]
     _rr_mark: tuple[int, int, int] | None
     _sr_sent: dict[int, float]
 
@@ -71,6 +72,8 @@ class ForwarderFeedback:
             pkt, vp8 = cast("tuple[RtpView, Vp8Descriptor | None]", entry[1])
             if pkt.ssrc != original[0]:
                 continue
+            if original[1] in self.left_out:
+                continue  # a frame left out for the temporal limit: never sent
             out, _, _, _ = self._render(pkt, vp8, out_seq, now, rtx=True)
             sink = self._sink
             if sink.send_rtp_twice(out) if self.redundant else sink.send_rtp(out):

@@ -54,6 +54,67 @@ def expected_bitrate(info: LayerInfo, position: int) -> float:
 _NOMINAL = ((180, 150_000.0), (360, 500_000.0), (540, 1_000_000.0), (10_000, 1_800_000.0))
 
 
+#: No temporal level is offered below this frame rate, except the base temporal layer
+#: of the lowest spatial layer (the last step before pausing).
+MIN_FPS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """One step the allocation may choose for a track: a spatial layer (``index`` in
+    the track's layer list) with its temporal layers up to ``tid`` (-1: all of them)."""
+
+    index: int
+    tid: int
+    bitrate: float
+    #: under ``MIN_FPS``: only as the last step before pausing
+    last_resort: bool = False
+
+    @property
+    def key(self) -> int:
+        """A number naming this step (``LayerSelector`` works on these)."""
+        return self.index * 4 + (3 if self.tid < 0 else self.tid)
+
+
+def key_layer(key: int) -> tuple[int, int | None]:
+    """(spatial index, highest TID or None for all) of a ``Level.key``."""
+    tid = key % 4
+    return key // 4, None if tid == 3 else tid
+
+
+def levels(
+    layers: Sequence[LayerInfo],
+    temporal: Sequence[Sequence[tuple[float, float]]],
+    min_fps: float = MIN_FPS,
+) -> list[Level]:
+    """The steps of a track, by bitrate: each of ``layers`` (lowest first, as from
+    :func:`allowed`) whole, and with fewer temporal layers where its publisher sends
+    them (``temporal[i]``: bit/s and frames/s up to each TID, ``Source.temporal``), at
+    the layer's bitrate scaled by the share those TIDs carry. A temporal step under
+    ``min_fps`` is left out, except the base of the lowest layer: dropping temporal
+    layers of a spatial layer comes before dropping to the layer below only while the
+    picture stays fluid, and before pausing in any case."""
+    steps: list[Level] = []
+    for position, (info, rates) in enumerate(zip(layers, temporal, strict=True)):
+        full = expected_bitrate(info, position)
+        if len(rates) > 1 and rates[-1][0] > 0:
+            for tid, (bits, fps) in enumerate(rates[:-1]):
+                if fps >= min_fps or (position == 0 and tid == 0):
+                    bitrate = full * bits / rates[-1][0]
+                    steps.append(Level(info.index, tid, bitrate, fps < min_fps))
+        steps.append(Level(info.index, -1, full))
+    return sorted(steps, key=lambda step: step.bitrate)
+
+
+def floor_level(steps: Sequence[Level], level: int) -> int:
+    """``level`` raised past a last-resort step: while the estimator may not pause
+    video (no loss evidence, ``BandwidthEstimator.may_pause``) the lowest layer is kept
+    whole, at its full frame rate, as it was before temporal steps."""
+    while 0 <= level < len(steps) - 1 and steps[level].last_resort:
+        level += 1
+    return level
+
+
 @dataclass(frozen=True, slots=True)
 class LayerRequest:
     """What a subscriber asked for one track (``set_layer``)."""

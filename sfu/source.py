@@ -89,6 +89,14 @@ class Source:
         #: bits per second, measured by ``tick``
         self.bitrate = 0.0
         self._rate_mark: tuple[float, int] | None = None
+        #: bytes and frames received per VP8 temporal layer (TID 0-3)
+        self.tid_bytes = [0, 0, 0, 0]
+        self.tid_frames = [0, 0, 0, 0]
+        #: (bit/s, frames/s) of the temporal layers up to each TID (cumulative: entry
+        #: ``t`` is what forwarding TIDs 0..t costs and shows), measured by ``tick``;
+        #: empty without temporal layers
+        self.temporal: tuple[tuple[float, float], ...] = ()
+        self._tid_mark: tuple[float, tuple[int, ...], tuple[int, ...]] | None = None
         self.closed = False
 
     # ------------------------------------------------------------------ ingress
@@ -141,6 +149,11 @@ class Source:
             except RtpError as exc:
                 self._malformed(exc, now)
                 return
+            tid = vp8.tid
+            if tid >= 0:
+                self.tid_bytes[tid] += len(pkt.data)
+                if vp8.start and not vp8.partition_id:
+                    self.tid_frames[tid] += 1
             if vp8.keyframe:
                 self.last_keyframe_time = now
                 self.keyframe_pending = False
@@ -196,6 +209,33 @@ class Source:
             self.bitrate = rate if self.bitrate == 0 else 0.5 * self.bitrate + 0.5 * rate
         if mark is None or now - mark[0] >= 0.2:
             self._rate_mark = (now, self.bytes)
+            self._tick_temporal(now)
+
+    def _tick_temporal(self, now: float) -> None:
+        """Update ``temporal`` from the per-TID counters (the same smoothing as ``bitrate``)."""
+        mark = self._tid_mark
+        self._tid_mark = (now, tuple(self.tid_bytes), tuple(self.tid_frames))
+        if mark is None:
+            return
+        span = now - mark[0]
+        frames = [self.tid_frames[t] - mark[2][t] for t in range(4)]
+        top = max((t for t in range(4) if frames[t] > 0), default=-1)
+        if top < 1:
+            self.temporal = ()  # one temporal layer (or none seen): nothing to choose
+            return
+        rates: list[tuple[float, float]] = []
+        bits = fps = 0.0
+        for t in range(top + 1):
+            bits += (self.tid_bytes[t] - mark[1][t]) * 8 / span
+            fps += frames[t] / span
+            rates.append((bits, fps))
+        old = self.temporal
+        if len(old) == len(rates):
+            rates = [
+                (0.5 * (b0 + b1), 0.5 * (f0 + f1))
+                for (b0, f0), (b1, f1) in zip(old, rates, strict=True)
+            ]
+        self.temporal = tuple(rates)
 
     def active(self, now: float, timeout: float) -> bool:
         """Whether the publisher sent this stream within ``timeout`` seconds."""

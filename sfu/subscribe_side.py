@@ -19,7 +19,17 @@ from .config import SfuConfig
 from .congestion import PROBE_TICK, CongestionController, Demand
 from .egress import Egress
 from .forwarder import EgressParams, Forwarder
-from .layers import ACTIVE_TIMEOUT, LayerRequest, allowed, expected_bitrate, ordered, priority
+from .layers import (
+    ACTIVE_TIMEOUT,
+    LayerRequest,
+    Level,
+    allowed,
+    floor_level,
+    key_layer,
+    levels,
+    ordered,
+    priority,
+)
 from .ports import Clock, NegotiationError, Peer, Timer
 from .rtp.extensions import TRANSPORT_CC_URI
 from .rtp.malformed import MalformedLog
@@ -310,12 +320,15 @@ class SubscribeSide:
             return
         speaker = self._active_speaker()
         demands = []
+        steps = []  # per track: its (spatial, temporal) steps by bitrate, sfu/layers.py
         for forwarder, _, choices, publisher in plans:
-            index = forwarder.target_index
-            level = next((i for i, c in enumerate(choices) if c.index == index), None)
+            track_steps = levels(choices, [forwarder.layers[c.index].temporal for c in choices])
+            current = _current_key(forwarder)
+            level = next((i for i, s in enumerate(track_steps) if s.key == current), None)
+            steps.append(track_steps)
             demands.append(
                 Demand(
-                    bitrates=[expected_bitrate(c, i) for i, c in enumerate(choices)],
+                    bitrates=[s.bitrate for s in track_steps],
                     current=level,
                     priority=priority(forwarder.request, publisher == speaker),
                 )
@@ -325,13 +338,24 @@ class SubscribeSide:
             for forwarder, _, _, _ in plans:
                 forwarder.selector.relax()
         self.egress.pacer.set_rate(allocation.budget, now)
-        for (forwarder, infos, choices, _), level in zip(plans, allocation.levels, strict=True):
-            proposed = choices[level].index if level >= 0 else None
-            rank = {info.index: pos for pos, info in enumerate(ordered(infos))}
+        keep = not self.congestion.bwe.may_pause(now)  # no evidence: no last resort either
+        for (forwarder, infos, _, _), track_steps, level in zip(
+            plans, steps, allocation.levels, strict=True
+        ):
+            level = floor_level(track_steps, level) if keep else level
+            proposed = track_steps[level].key if level >= 0 else None
+            active = ordered(infos)
+            every = levels(active, [forwarder.layers[i.index].temporal for i in active])
+            rank = {step.key: pos for pos, step in enumerate(every)}
             # what is decided already: the target (a switch may be waiting for a keyframe)
-            current = forwarder.target_index
-            chosen = forwarder.selector.decide(proposed, choices[-1].index, current, rank, now)
-            forwarder.set_target(forwarder.layers[chosen] if chosen is not None else None, now)
+            current = _current_key(forwarder)
+            chosen = forwarder.selector.decide(proposed, track_steps[-1].key, current, rank, now)
+            if chosen is None:
+                forwarder.set_target(None, now)
+                continue
+            index, tid = key_layer(chosen)
+            forwarder.set_target(forwarder.layers[index], now)
+            forwarder.set_temporal(tid)
 
     # ------------------------------------------------------------ congestion glue
 
@@ -435,3 +459,9 @@ class SubscribeSide:
         self.egress.close()
         if self._probe_timer is not None:
             self._probe_timer.cancel()
+
+
+def _current_key(forwarder: Forwarder) -> int | None:
+    """The step ``forwarder`` aims at now (``Level.key``), None when paused."""
+    index = forwarder.target_index
+    return None if index is None else Level(index, forwarder.tid_target, 0.0).key

@@ -279,7 +279,8 @@ class Layer(_Message):
 
     ``rid`` is the simulcast layer (None for a track without layers), ``width`` and
     ``height`` its last known size (0 when not known yet), ``paused`` True when nothing
-    is forwarded.
+    is forwarded. ``temporal`` is the highest VP8 temporal layer (TID) forwarded when
+    the server leaves higher ones out (None, and absent on the wire: all of them).
     """
 
     type: ClassVar[str] = "layer"
@@ -288,10 +289,11 @@ class Layer(_Message):
     width: int
     height: int
     paused: bool
+    temporal: int | None = None
 
     def to_json(self) -> dict[str, object]:
         # unlike other optional fields, a null rid is sent (it means "no layers")
-        return {
+        wire: dict[str, object] = {
             "type": self.type,
             "track": self.track,
             "rid": self.rid,
@@ -299,6 +301,9 @@ class Layer(_Message):
             "height": self.height,
             "paused": self.paused,
         }
+        if self.temporal is not None:
+            wire["temporal"] = self.temporal
+        return wire
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,6 +490,7 @@ _REQUEST_ID_STR = _string(max_len=64)
 _MAX_HEIGHT = _integer(0, 4320)
 _MAX_WIDTH = _integer(0, 7680)
 _SIZE = _integer(0, 16384)
+_TID = _integer(0, 3)
 _KIND = cast("_Check[TrackKind]", _one_of(TRACK_KINDS))
 _CODE = cast("_Check[ErrorCode]", _one_of(ERROR_CODES))
 
@@ -619,6 +625,7 @@ _SERVER_PARSERS: Final[Mapping[str, Callable[[_Reader], ServerMessage]]] = Mappi
             r.req("width", _SIZE),
             r.req("height", _SIZE),
             r.req("paused", _boolean),
+            r.opt("temporal", _TID),
         ),
         ActiveSpeaker.type: lambda r: ActiveSpeaker(r.req("participant", _optional(_ID))),
         Left.type: lambda r: Left(r.req("reason", _TEXT), r.request_id),

@@ -197,6 +197,7 @@ class Session:
                 width=current.width if current is not None else 0,
                 height=current.height if current is not None else 0,
                 paused=current is None,
+                temporal=forwarder.temporal_layer if current is not None else None,
             )
         )
 

@@ -259,6 +259,17 @@ class Vp8Descriptor:
                 self.width = int.from_bytes(payload[pos + 6 : pos + 8], "little") & 0x3FFF
                 self.height = int.from_bytes(payload[pos + 8 : pos + 10], "little") & 0x3FFF
 
+    @property
+    def tid(self) -> int:
+        """The temporal layer (TID, 0-3), or -1 when the descriptor has none (T=0)."""
+        return self.tid_byte >> 6 if self.tk_flags & 0x20 else -1
+
+    @property
+    def layer_sync(self) -> bool:
+        """The Y bit: the frame references only the base temporal layer, so forwarding
+        may take up this frame's TID from here."""
+        return bool(self.tk_flags & 0x20 and self.tid_byte & 0x20)
+
 
 def build_vp8_descriptor(desc: Vp8Descriptor, picture_id: int, tl0picidx: int) -> bytes:
     """A descriptor like ``desc`` with the picture id (always 15-bit) and TL0PICIDX replaced."""

@@ -22,7 +22,7 @@ class StreamRewriter(RewriterCore):
     the C fast path (``sfu/_native.c``) updates in place; the methods here are the
     reference for what that path does."""
 
-    __slots__ = ("clock_rate", "history")
+    __slots__ = ("clock_rate", "history", "pid_base", "pid_history")
 
     def __init__(
         self,
@@ -61,6 +61,11 @@ class StreamRewriter(RewriterCore):
         #: (first output seq extended like ``out_ext``, seq offset, input ssrc) of each
         #: mapping, newest last
         self.history: list[tuple[int, int, int]] = []
+        #: the picture-id offset at the switch, and (first extended input picture id,
+        #: offset) from each frame left out on (``skip_picture``), newest last: a
+        #: retransmitted packet keeps the picture id it was first sent with
+        self.pid_base = 0
+        self.pid_history: list[tuple[int, int]] = []
 
     def continue_from(self, previous: StreamRewriter) -> None:
         """Continue the output stream ``previous`` wrote (an m-line reused for a new
@@ -100,6 +105,8 @@ class StreamRewriter(RewriterCore):
             self.in_pid_last = in_pid
             self.in_pid_ext = in_pid
             self.pid_offset = 0 if keep else self.out_pid + 1 - in_pid
+            self.pid_base = self.pid_offset
+            self.pid_history = []
         if in_tl0 >= 0:
             self.tl0_offset = 0 if keep else (self.out_tl0 + 1 - in_tl0) & 0xFF
         self.in_ssrc = in_ssrc
@@ -146,7 +153,26 @@ class StreamRewriter(RewriterCore):
             self.in_pid_last = in_pid
             self.in_pid_ext += delta
             return (self.in_pid_ext + self.pid_offset) & 0x7FFF
-        return (self.in_pid_ext + delta + self.pid_offset) & 0x7FFF
+        ext = self.in_pid_ext + delta
+        offset = self.pid_offset
+        if self.pid_history and ext < self.pid_history[-1][0]:
+            offset = next(
+                (o for first, o in reversed(self.pid_history) if ext >= first), self.pid_base
+            )
+        return (ext + offset) & 0x7FFF
+
+    def skip_picture(self, in_pid: int) -> None:
+        """A frame of the current input (picture id ``in_pid``) is not forwarded (a
+        temporal layer left out): the picture ids after it close up, so the receiver
+        sees them contiguous. TL0PICIDX is untouched (TID 0 is never left out)."""
+        delta = seq_diff(in_pid, self.in_pid_last, self.pid_bits)
+        if delta <= 0:
+            return  # a later packet of a frame already left out, or an old one
+        self.in_pid_last = in_pid
+        self.in_pid_ext += delta
+        self.pid_offset -= 1
+        self.pid_history.append((self.in_pid_ext + 1, self.pid_offset))
+        del self.pid_history[:-64]
 
     def tl0picidx(self, in_tl0: int) -> int:
         return (in_tl0 + self.tl0_offset) & 0xFF

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiortc.rtp import (
     RtcpSenderInfo,
@@ -13,7 +13,7 @@ from aiortc.rtp import (
 
 from loadgen.media.simulcast.layers import CACHE_PACKETS, LayerSpec
 from loadgen.media.simulcast.sdp import SimulcastExtensions
-from loadgen.media.simulcast.vp8 import vp8_is_keyframe, vp8_packetize
+from loadgen.media.simulcast.vp8 import TemporalFrame, vp8_is_keyframe, vp8_packetize
 from sfu.rtp.packet import build_extension_block, build_rtp_header
 
 # ---------------------------------------------------------------- RTP layer
@@ -29,6 +29,8 @@ class _Cached:
 @dataclass(slots=True)
 class LayerStats:
     frames: int = 0
+    #: frames sent per TID (one entry without temporal layers)
+    frames_by_tid: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
     keyframes: int = 0
     packets: int = 0
     octets: int = 0
@@ -58,6 +60,7 @@ class LayerStream:
         first_rtx_seq: int = 0,
         timestamp_offset: int = 0,
         picture_id: int = 0,
+        tl0picidx: int = 0,
         payload_type: int = 96,
         rtx_payload_type: int | None = None,
         cache_packets: int = CACHE_PACKETS,
@@ -68,6 +71,8 @@ class LayerStream:
         self.rtx_ssrc = rtx_ssrc
         self.timestamp_offset = timestamp_offset
         self.picture_id = picture_id & 0x7FFF
+        #: TL0PICIDX of the last TID 0 frame (RFC 7741: one more for each)
+        self.tl0picidx = tl0picidx & 0xFF
         self.payload_type = payload_type
         self.rtx_payload_type = rtx_payload_type
         self.extensions = extensions
@@ -110,13 +115,23 @@ class LayerStream:
         return requested
 
     def frame_packets(
-        self, frame: bytes, capture_timestamp: int, send_time: bytes | None = None
+        self,
+        frame: bytes,
+        capture_timestamp: int,
+        send_time: bytes | None = None,
+        temporal: TemporalFrame | None = None,
     ) -> list[bytes]:
         """RTP packets for one encoded VP8 frame captured at ``capture_timestamp`` (90 kHz,
-        before this layer's offset); marker on the last. Advances the picture id."""
-        payloads = vp8_packetize(frame, self.picture_id)
-        if not payloads:
+        before this layer's offset); marker on the last. Advances the picture id, and
+        with ``temporal`` (the frame's TID and layer sync bit) TL0PICIDX on TID 0."""
+        if not frame:
             return []
+        if temporal is not None and temporal.tid == 0:
+            self.tl0picidx = (self.tl0picidx + 1) & 0xFF
+        payloads = vp8_packetize(
+            frame, self.picture_id, temporal=temporal, tl0picidx=self.tl0picidx
+        )
+        self.stats.frames_by_tid[temporal.tid if temporal is not None else 0] += 1
         self.picture_id = (self.picture_id + 1) & 0x7FFF
         timestamp = (capture_timestamp + self.timestamp_offset) & 0xFFFFFFFF
         extension = self._extension(self.extensions.rid, send_time)

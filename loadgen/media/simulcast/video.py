@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from loadgen.media.simulcast.layers import NTP_EPOCH_OFFSET, LayerSpec
 from loadgen.media.simulcast.sender import SimulcastSender
-from loadgen.media.simulcast.vp8 import Vp8LayerEncoder, vp8_is_keyframe
+from loadgen.media.simulcast.vp8 import TemporalFrame, Vp8LayerEncoder, vp8_is_keyframe
 from loadgen.media.synthetic import VIDEO_CLOCK_RATE, PatternTrack
 from sfu.rtp.packet import abs_send_time
 
@@ -20,9 +20,11 @@ from sfu.rtp.packet import abs_send_time
 class _LayerSource:
     """Pattern renderer + encoder of one layer (used only in the worker thread)."""
 
-    def __init__(self, spec: LayerSpec, fps: float) -> None:
+    def __init__(self, spec: LayerSpec, fps: float, temporal_layers: int) -> None:
         self.pattern = PatternTrack(spec.width, spec.height, fps, paced=False)
-        self.encoder = Vp8LayerEncoder(spec.width, spec.height, spec.bitrate, fps)
+        self.encoder = Vp8LayerEncoder(
+            spec.width, spec.height, spec.bitrate, fps, temporal_layers=temporal_layers
+        )
 
     def close(self) -> None:
         self.encoder.close()
@@ -46,6 +48,7 @@ class SimulcastVideo:
         *,
         wall_clock: Callable[[], float] = time.time,
         sr_interval: float = 1.0,
+        temporal_layers: int = 2,
     ) -> None:
         if fps <= 0:
             raise ValueError("fps must be positive")
@@ -54,7 +57,7 @@ class SimulcastVideo:
         self._send = send
         self._wall_clock = wall_clock
         self._sr_interval = sr_interval
-        self._sources = [_LayerSource(layer.spec, fps) for layer in sender.layers]
+        self._sources = [_LayerSource(layer.spec, fps, temporal_layers) for layer in sender.layers]
         self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="simulcast-vp8"
         )
@@ -68,12 +71,15 @@ class SimulcastVideo:
         if self._task is None and not self._closed:
             self._task = asyncio.ensure_future(self._run())
 
-    def _encode_all(self, n: int, pts: int, keyframes: list[bool]) -> tuple[list[bytes], float]:
+    def _encode_all(
+        self, n: int, pts: int, keyframes: list[bool]
+    ) -> tuple[list[tuple[bytes, TemporalFrame | None]], float]:
         started = time.perf_counter()
-        frames = [
-            source.encoder.encode(source.pattern.render(n), pts, key)
-            for source, key in zip(self._sources, keyframes, strict=True)
-        ]
+        frames: list[tuple[bytes, TemporalFrame | None]] = []
+        for source, key in zip(self._sources, keyframes, strict=True):
+            encoder = source.encoder
+            frame = encoder.encode(source.pattern.render(n), pts, key)
+            frames.append((frame, encoder.temporal if encoder.temporal_layers > 1 else None))
         return frames, time.perf_counter() - started
 
     def send_time(self) -> bytes:
@@ -111,13 +117,13 @@ class SimulcastVideo:
             if self._closed:
                 return
             send_time = self.send_time()
-            for index, (layer, frame, key) in enumerate(
+            for index, (layer, (frame, temporal), key) in enumerate(
                 zip(layers, frames, keyframes, strict=True)
             ):
                 if key and not vp8_is_keyframe(frame):
                     layer.keyframe_requested = True  # libvpx dropped it: ask again
                 if self.sender.sends(index):
-                    self.send_packets(layer.frame_packets(frame, capture, send_time))
+                    self.send_packets(layer.frame_packets(frame, capture, send_time, temporal))
             n += 1
             now = loop.time()
             if now >= next_sr:
