@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from struct import Struct
 from typing import TYPE_CHECKING, Any
 
-from .egress_params import EgressParams
+from .egress_params import EgressParams, element
 from .forwarder_feedback import ForwarderFeedback
 from .forwarder_temporal import ForwarderTemporal
 from .layers import LayerInfo, LayerRequest, LayerSelector
 from .native import ForwarderCore
 from .ports import PacketSink
-from .rtp.extensions import ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, MID_URI, TRANSPORT_CC_URI
+from .rtp.extensions import ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, MID_URI
 from .rtp.packet import RtpView, Vp8Descriptor, abs_send_time, build_vp8_descriptor
 from .rtp.rewrite import StreamRewriter
 from .source import Source
@@ -33,17 +33,12 @@ if TYPE_CHECKING:
 __all__ = ["ABS_SEND_TIME_URI", "AUDIO_LEVEL_URI", "MID_URI", "EgressParams", "Forwarder"]
 
 _HDR = Struct("!BBHII")
-_EXT_HDR = Struct("!HH")
 
 
 #: While a switch waits for the old layer's frame to end, at most this many packets of
 #: the new layer (or this many seconds) are held back before switching anyway.
 SWITCH_QUEUE_PACKETS = 128
 SWITCH_QUEUE_SECONDS = 0.1
-
-
-def _element(ext_id: int, value_len: int) -> int:
-    return (ext_id << 4) | (value_len - 1)
 
 
 class Forwarder(ForwarderFeedback, ForwarderTemporal, ForwarderCore):
@@ -140,31 +135,17 @@ class Forwarder(ForwarderFeedback, ForwarderTemporal, ForwarderCore):
 
     def configure(self, params: EgressParams) -> None:
         self.params = params
-        mid = params.mid.encode()
-        mid_id = params.extensions.get(MID_URI, 0)
-        mid_element = bytes((_element(mid_id, len(mid)),)) + mid if mid_id and mid else b""
-        # transport-cc: first element of every packet's block, a placeholder the
-        # subscriber's egress fills with the transport-wide sequence number at send time
-        twcc_id = params.extensions.get(TRANSPORT_CC_URI, 0)
-        mid_element = (bytes((_element(twcc_id, 2), 0, 0)) if twcc_id else b"") + mid_element
         self._al_id = params.extensions.get(AUDIO_LEVEL_URI, 0)
         self._ast_id = params.extensions.get(ABS_SEND_TIME_URI, 0)
-        self._ast_byte = bytes((_element(self._ast_id, 3),)) if self._ast_id else b""
-        self._has_ext = bool(mid_element or self._al_id or self._ast_id)
+        self._ast_byte = bytes((element(self._ast_id, 3),)) if self._ast_id else b""
+        self._ext_plain = params.extension_layout(False)
+        self._ext_with_level = params.extension_layout(True)
+        self._has_ext = len(self._ext_plain[0]) > 4 or bool(self._al_id or self._ast_id)
         self._b0 = 0x90 if self._has_ext else 0x80
         self._pt = params.payload_type
         self._ssrc = params.ssrc
         self._rtx_pt = params.rtx_payload_type or 0
         self._rtx_ssrc = params.rtx_ssrc if params.rtx_payload_type is not None else None
-
-        def layout(with_level: bool) -> tuple[bytes, bytes]:
-            size = len(mid_element) + (2 if with_level else 0) + (4 if self._ast_id else 0)
-            pad = -size % 4
-            head = _EXT_HDR.pack(0xBEDE, (size + pad) >> 2) + mid_element
-            return head, b"\x00" * pad
-
-        self._ext_plain = layout(False)
-        self._ext_with_level = layout(True)
 
     @property
     def started(self) -> bool:

@@ -16,7 +16,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver, RTCSessio
 
 from . import aiortc_adapter as adapter
 from .config import SfuConfig
-from .congestion import PROBE_TICK, CongestionController, Demand
+from .congestion import CongestionController, Demand
 from .egress import Egress
 from .forwarder import EgressParams, Forwarder
 from .layers import (
@@ -30,7 +30,8 @@ from .layers import (
     ordered,
     priority,
 )
-from .ports import Clock, NegotiationError, Peer, Timer
+from .ports import Clock, NegotiationError, Peer
+from .probe_sender import ProbeSender
 from .rtp.extensions import TRANSPORT_CC_URI
 from .rtp.malformed import MalformedLog
 from .rtp.twcc import TransportFeedback
@@ -85,7 +86,9 @@ class SubscribeSide:
         #: transport-cc (0: not negotiated)
         self._twcc_id = 0
         self._twcc = TransportFeedbackAdapter()
-        self._probe_timer: Timer | None = None
+        self.probes = ProbeSender(
+            clock, self.congestion, self.egress, counters, self._probe_carrier, self.update_layers
+        )
         self.closed = False
 
     # ------------------------------------------------------------ subscriptions
@@ -389,49 +392,15 @@ class SubscribeSide:
             self.update_layers(now)
 
     def maybe_probe(self) -> None:
-        """Start a bandwidth probe when the estimator wants one (``sfu/bwe.py``)."""
-        if self.closed or self._probe_timer is not None:
-            return
-        now = self._clock.time()
-        self.update_layers(now)  # a probe that just ended may have raised the estimate
-        if self.congestion.start_probe(now) is None:
-            return
-        self.counters["probes"] += 1
-        self._probe_tick()
+        """Start a bandwidth probe when the estimator wants one (``sfu/probe_sender.py``)."""
+        self.probes.maybe_probe()
 
-    def _probe_tick(self) -> None:
-        """Send one slice of the probe's padding; re-arm until the probe is over."""
-        self._probe_timer = None
-        if self.closed:
-            return
-        now = self._clock.time()
-        step = self.congestion.probe_step(now)
-        if step.padding <= 0:
-            if step.result_at is not None:
-                self._probe_timer = self._clock.call_at(step.result_at, self._probe_result)
-            return
-        carrier = next(
-            (
-                sub.forwarder
-                for sub in self.subscriptions.values()
-                if sub.forwarder.is_video and sub.forwarder.params is not None
-            ),
-            None,
-        )
-        if carrier is not None:
-            budget = step.padding
-            while budget > 0:
-                packet = carrier.padding(255, now)
-                if packet is None or not self.egress.send_rtp(packet):
-                    break
-                self.counters["padding_packets"] += 1
-                self.congestion.padding_sent(len(packet))
-                budget -= len(packet)
-        self._probe_timer = self._clock.call_later(PROBE_TICK, self._probe_tick)
-
-    def _probe_result(self) -> None:
-        self._probe_timer = None
-        self.maybe_probe()
+    def _probe_carrier(self) -> Forwarder | None:
+        """The forwarder whose RTX stream carries probe padding."""
+        for sub in self.subscriptions.values():
+            if sub.forwarder.is_video and sub.forwarder.params is not None:
+                return sub.forwarder
+        return None
 
     def send_sender_reports(self, now: float) -> None:
         port = self.egress.port
@@ -457,8 +426,7 @@ class SubscribeSide:
     def stop(self) -> None:
         """Close the transport's port, cancel the timers."""
         self.egress.close()
-        if self._probe_timer is not None:
-            self._probe_timer.cancel()
+        self.probes.close()
 
 
 def _current_key(forwarder: Forwarder) -> int | None:

@@ -1,10 +1,8 @@
 """VP8 temporal layers end to end: a `parley bot --simulcast` publishes two temporal
 layers per simulcast layer; a subscriber whose budget is under `q` but over `q`'s base
 temporal layer gets `q` at half the frame rate (not a pause), decoding every frame it
-gets, and the full rate again once the budget is lifted.
-
-Until the C fast path knows the temporal limit (``ForwarderCore._tid_limit``) run this
-with ``PARLEY_NATIVE=0``.
+gets, and the full rate again once the budget is lifted. (The C fast path leaves a
+forwarder with a temporal limit, ``ForwarderCore._tid_limit``, to the Python path.)
 """
 
 from __future__ import annotations
