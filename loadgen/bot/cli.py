@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="amplitude of the published tone, 0 (silent) to 1 (default 0.25)",
     )
     parser.add_argument(
+        "--audio-bitrate",
+        type=int,
+        default=32_000,
+        help="Opus bitrate of the published audio, bit/s (default 32000, as a browser; "
+        "aiortc's own is 96000)",
+    )
+    parser.add_argument(
         "-v", "--verbose", action="store_true", help="debug logging (default: warnings only)"
     )
     link = parser.add_argument_group(
@@ -206,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error("--fps must be positive")
     if not 0.0 <= args.volume <= 1.0:
         build_parser().error("--volume must be within [0, 1]")
+    if not 6_000 <= args.audio_bitrate <= 510_000:
+        build_parser().error("--audio-bitrate must be within [6000, 510000] (Opus)")
     if args.max_freeze_ms <= 0:
         build_parser().error("--max-freeze-ms must be positive")
     if not 0.0 <= args.max_loss <= 100.0:
@@ -239,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         max_height=args.max_height,
         fps=args.fps,
         volume=args.volume,
+        audio_bitrate=args.audio_bitrate,
         reconnect=args.reconnect,
         max_freeze_ms=args.max_freeze_ms,
         max_loss_pct=args.max_loss,

@@ -40,6 +40,8 @@ class BotConfig:
     max_height: int | None = None
     #: Amplitude of the published tone, 0 (silence) to 1.
     volume: float = 0.25
+    #: Opus bitrate of the published audio (bit/s): a browser's, not aiortc's 96 kbit/s.
+    audio_bitrate: int = 32_000
     #: Frame rate of the published video (both paths).
     fps: float = 15.0
     #: Rejoin (with backoff) when the connection drops or the server shuts down.

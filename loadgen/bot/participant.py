@@ -57,6 +57,7 @@ from sfu.aiortc_adapter import (
     describe_remote_media,
     hook_sender,
     observe_received_rtp,
+    set_opus_bitrate,
 )
 from sfu.config import IceConfig, IceServer
 from signaling.messages import (
@@ -487,7 +488,9 @@ class Bot:
             return
         for track in (ToneTrack(amplitude=self.config.volume), PatternTrack(fps=self.config.fps)):
             self._local_tracks.append(track)
-            pc.addTransceiver(track, direction="sendonly")
+            transceiver = pc.addTransceiver(track, direction="sendonly")
+            if track.kind == "audio":
+                set_opus_bitrate(transceiver.sender, self.config.audio_bitrate)
         await pc.setLocalDescription(await pc.createOffer())  # gathers before returning
         await self._send(PublishOffer(pc.localDescription.sdp))
 
@@ -498,7 +501,8 @@ class Bot:
         offer text is munged to announce the RIDs (aiortc's SDP model has no simulcast)."""
         tone = ToneTrack(amplitude=self.config.volume)
         self._local_tracks.append(tone)
-        pc.addTransceiver(tone, direction="sendonly")
+        audio = pc.addTransceiver(tone, direction="sendonly")
+        set_opus_bitrate(audio.sender, self.config.audio_bitrate)
         video = pc.addTransceiver("video", direction="sendonly")
         self._video_sender = video.sender
         hook_sender(video.sender, self._on_video_negotiated)

@@ -81,6 +81,7 @@ from .rtp_params import (
     observe_received_rtp,
     restrict_codecs,
     sender_ssrcs,
+    set_opus_bitrate,
     set_sender_msid,
 )
 
@@ -116,6 +117,7 @@ __all__ = [
     "rtc_configuration",
     "selected_srtp_profile",
     "sender_ssrcs",
+    "set_opus_bitrate",
     "set_sender_msid",
     "srtp_transform",
 ]
@@ -136,6 +138,7 @@ HOOKED_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (RTCRtpSender, "_rtx_ssrc"),
     (RTCRtpSender, "_stream_id"),
     (RTCRtpSender, "_track_id"),
+    (RTCRtpSender, "_RTCRtpSender__encoder"),
     (RTCRtpTransceiver, "_codecs"),
     (RTCRtpTransceiver, "_headerExtensions"),
     (aioice_ice.Connection, "gather_candidates"),
