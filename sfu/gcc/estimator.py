@@ -41,15 +41,15 @@ class GccSettings:
     #: the longest probe cluster (s); the controller looks at a probe's result
     #: ``probe_duration + settle`` after its start
     probe_duration: float = 1.0
-    settle: float = 0.5
+    settle: float = 0.3
     #: a probe is ``probe_factor`` x the estimate, ``probe_growth`` x after a success
     probe_factor: float = 2.0
     probe_growth: float = 3.0
     #: seconds between probes: after a success, after a failure (doubled after each
     #: further one, at most ``max_probe_wait``)
-    probe_next: float = 0.3
+    probe_next: float = 0.0
     probe_wait: float = 2.0
-    max_probe_wait: float = 4.0
+    max_probe_wait: float = 3.0
     #: a probe cluster's loss, and that of what follows it this long (s, its queue
     #: draining), is not counted by the loss rule (the probe's verdict judges it)
     probe_drain: float = 0.3
