@@ -52,6 +52,7 @@ class SendSideEstimator:
         self._last_rr_decrease = -1e9
         self._capped_since: float | None = None
         self._probing = Probing(s)
+        self._highest_seq = -1
 
     # ------------------------------------------------------------ state
 
@@ -117,9 +118,13 @@ class SendSideEstimator:
     # ------------------------------------------------------------ feedback
 
     def on_feedback(self, results: list[PacketResult], now: float) -> None:
-        """One transport-cc feedback's packets, in sequence order (the main input)."""
+        """One transport-cc feedback's packets, in sequence order (the main input). A
+        packet reported again (a repeated or reordered feedback) counts once: only
+        sequence numbers above the highest seen are read."""
+        results = [r for r in results if r.seq > self._highest_seq]
         if not results:
             return
+        self._highest_seq = max(r.seq for r in results)
         s = self.settings
         newest = max(r.send_time for r in results)
         self.rtt = 0.9 * self.rtt + 0.1 * min(1.0, max(0.01, now - newest))
