@@ -17,8 +17,11 @@ from .packet import PacketResult
 
 
 class AcknowledgedRate:
-    def __init__(self, window: float = 0.5, stale: float = 2.0) -> None:
+    def __init__(self, window: float = 0.5, stale: float = 2.0, reset_gap: float = 5.0) -> None:
         self.window = window
+        #: an arrival this far (s) before the newest one means the receiver's clock
+        #: started over: what arrived before is forgotten
+        self.reset_gap = reset_gap
         #: seconds (SFU clock) without feedback after which nothing is measured
         self.stale = stale
         #: (arrival, size) of received packets, arrival order as reported
@@ -39,6 +42,8 @@ class AcknowledgedRate:
             if self._first_send is None:
                 self._first_send = r.send_time
             if r.arrival is not None:
+                if r.arrival < self._newest_arrival - self.reset_gap:
+                    self._reset_arrivals()  # the receiver's clock started over
                 self._arrived.append((r.arrival, r.size))
                 self._arrived_bytes += r.size
                 self._newest_arrival = max(self._newest_arrival, r.arrival)
@@ -47,6 +52,12 @@ class AcknowledgedRate:
         if results:
             self._last_feedback = now
         self._trim()
+
+    def _reset_arrivals(self) -> None:
+        self._arrived.clear()
+        self._arrived_bytes = 0
+        self._first_arrival = None
+        self._newest_arrival = float("-inf")
 
     def _trim(self) -> None:
         if self._arrived:

@@ -20,80 +20,24 @@ subscriber's media, lifted to None again above ``max_bitrate``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from ..delivery_rate import Delivery
 from .acknowledged import AcknowledgedRate
-from .aimd import AimdRateControl, AimdSettings
+from .aimd import AimdRateControl
 from .inter_arrival import InterArrival
 from .loss_based import DECREASE, INCREASE, LossBased
 from .packet import PacketResult
-from .probe import Probe, ProbeSettings, collect, judge, new_probe
-from .trendline import NORMAL, OVERUSING, UNDERUSING, TrendlineDetector, TrendlineSettings
-
-
-@dataclass(frozen=True, slots=True)
-class GccSettings:
-    loss_low: float = 0.02
-    loss_high: float = 0.10
-    #: successful probes in a row after which the layer selectors may switch up sooner
-    probe_streak: int = 2
-    #: the longest probe cluster (s); the controller looks at a probe's result
-    #: ``probe_duration + settle`` after its start
-    probe_duration: float = 1.0
-    settle: float = 0.5
-    #: a probe is ``probe_factor`` x the estimate, ``probe_growth`` x after a success
-    probe_factor: float = 2.0
-    probe_growth: float = 3.0
-    #: seconds between probes: after a success, after a failure (doubled after each
-    #: further one, at most ``max_probe_wait``)
-    probe_next: float = 0.3
-    probe_wait: float = 2.0
-    max_probe_wait: float = 4.0
-    #: a probe cluster's loss, and that of what follows it this long (s, its queue
-    #: draining), is not counted by the loss rule (the probe's verdict judges it)
-    probe_drain: float = 0.3
-    #: for this long (s) after a probe fails, delay-based decreases (on the queue it
-    #: left) stop at ``probe_floor`` x the estimate it probed from
-    probe_drain_floor: float = 1.0
-    probe_floor: float = 0.9
-    #: seconds before probing again when a probe fails right after a success
-    probe_retry: float = 1.0
-    #: seconds without a hold (loss 2-10 %, ``hold``) or decrease before probing
-    hold: float = 1.0
-    #: an overuse decreases only while the acknowledged rate is below this x sent
-    confirm: float = 0.95
-    #: no decrease below this x the acknowledged rate
-    acked_floor: float = 0.85
-    overflow_backoff: float = 0.85
-    overflow_interval: float = 0.5
-    min_bitrate: float = 30_000.0
-    max_bitrate: float = 20_000_000.0
-    #: a loss or overflow decrease this recent (s) lets the cap pause video ...
-    pause_evidence: float = 5.0
-    #: ... as does a cap that has stood this long
-    cap_persist: float = 2.0
-    #: the link keeps up: at least this share of what was sent acknowledged
-    keep_up: float = 0.8
-    #: feedback older than this (s) is stale: receiver-report loss acts instead
-    feedback_stale: float = 2.0
-    trendline: TrendlineSettings = field(default_factory=TrendlineSettings)
-    aimd: AimdSettings = field(default_factory=AimdSettings)
-    probe: ProbeSettings = field(default_factory=ProbeSettings)
+from .probe import Probe
+from .probing import Probing
+from .settings import GccSettings
+from .trendline import NORMAL, OVERUSING, UNDERUSING, TrendlineDetector
 
 
 class SendSideEstimator:
     def __init__(self, settings: GccSettings | None = None) -> None:
         s = self.settings = settings or GccSettings()
         self.sent = 0.0
-        self.probe: Probe | None = None
-        self.failed_probes = 0
-        self.probes_ok = 0
-        self.ok_streak = 0
         #: (time, what, cap) of every change of the cap, newest last (bounded)
         self.events: list[tuple[float, str, float | None]] = []
-        #: why the last probe ended ("ok", "loss", "queue", "saturated", "silence"...)
-        self.last_probe_result: str | None = None
         self.last_signal: float | None = None
         self.rtt = 0.1
         self._inter = InterArrival()
@@ -107,14 +51,35 @@ class SendSideEstimator:
         self._last_overflow = -1e9
         self._last_rr_decrease = -1e9
         self._capped_since: float | None = None
-        self._next_probe = -1e9
-        #: send-time spans of the last probe clusters and the queue they left
-        self._probed: list[tuple[float, float]] = []
-        #: until when delay-based decreases stop at what (the queue of a failed probe)
-        self._probe_floor = (-1e9, 0.0)
-        self._probe_base = 0.0
+        self._probing = Probing(s)
+        self._highest_seq = -1
 
     # ------------------------------------------------------------ state
+
+    @property
+    def probe(self) -> Probe | None:
+        """The probe cluster being sent or judged (``.start``, ``.rate``: its padding,
+        ``.target``, ``.duration``, ``.end``), or None."""
+        return self._probing.probe
+
+    @property
+    def failed_probes(self) -> int:
+        """Probes failed since the last success."""
+        return self._probing.failed
+
+    @property
+    def probes_ok(self) -> int:
+        return self._probing.ok
+
+    @property
+    def ok_streak(self) -> int:
+        """Successful probes since the last failure, decrease or hold."""
+        return self._probing.streak
+
+    @property
+    def last_probe_result(self) -> str | None:
+        """Why the last probe ended ("ok", "loss", "queue", "saturated", "silence"...)."""
+        return self._probing.last_result
 
     @property
     def cap(self) -> float | None:
@@ -153,15 +118,18 @@ class SendSideEstimator:
     # ------------------------------------------------------------ feedback
 
     def on_feedback(self, results: list[PacketResult], now: float) -> None:
-        """One transport-cc feedback's packets, in sequence order (the main input)."""
+        """One transport-cc feedback's packets, in sequence order (the main input). A
+        packet reported again (a repeated or reordered feedback) counts once: only
+        sequence numbers above the highest seen are read."""
+        results = [r for r in results if r.seq > self._highest_seq]
         if not results:
             return
+        self._highest_seq = max(r.seq for r in results)
         s = self.settings
         newest = max(r.send_time for r in results)
         self.rtt = 0.9 * self.rtt + 0.1 * min(1.0, max(0.01, now - newest))
         self._acked.update(results, now)
-        if self.probe is not None:
-            collect(self.probe, results)
+        outside = self._probing.feedback(results)
         for r in results:
             if r.arrival is None:
                 continue
@@ -171,9 +139,7 @@ class SendSideEstimator:
         acked = self._acked.rate(now)
         sent = self._acked.sent_rate(now)
         # a failed probe's own loss (and the queue it left) is the probe's, not the link's
-        verdict = self._loss.update(
-            [r for r in results if not any(a <= r.send_time < b for a, b in self._probed)], now
-        )
+        verdict = self._loss.update(outside, now)
         if verdict is not None and verdict.action != INCREASE:
             self._loss_hold_until = now + 1.0
         if verdict is not None and verdict.action == DECREASE and verdict.rate is not None:
@@ -185,8 +151,7 @@ class SendSideEstimator:
                 self._last_loss_decrease = now  # still evidence that packets are lost
         state = self.delay_state
         if state == OVERUSING:
-            if self.probe is not None:
-                self._probe_done(now, False, "overuse")
+            self._end_probe(now, "overuse")
             confirmed = acked is None or sent is None or acked < s.confirm * sent
             if not confirmed:
                 state = UNDERUSING  # hold: no increase, no decrease
@@ -199,9 +164,8 @@ class SendSideEstimator:
             value = self._aimd.value
             self._aimd.value = previous  # _decrease applies the floor and the event
             if value is not None:
-                if now < self._probe_floor[0]:
-                    # the queue a failed probe left: it has been judged already
-                    value = max(value, self._probe_floor[1])
+                # (not far under where a failed probe started: its queue was judged)
+                value = max(value, self._probing.floor(now))
                 self._decrease(value, now, "delay", evidence=False)
         self._judge_probe(now)
         self._lift(now)
@@ -245,7 +209,7 @@ class SendSideEstimator:
     def hold(self, now: float) -> None:
         """Loss that may not lower the cap: no probing for ``hold`` seconds."""
         self.last_signal = now
-        self.ok_streak = 0
+        self._probing.streak = 0
 
     def on_overflow(self, now: float) -> bool:
         """The SFU's own queue or socket overflowed: the cap becomes
@@ -264,11 +228,10 @@ class SendSideEstimator:
             value = max(value, s.acked_floor * acked)
         value = max(s.min_bitrate, value)
         self._last_decrease = now
-        self.ok_streak = 0
+        self._probing.streak = 0
         if evidence:
             self._last_loss_decrease = now
-        if self.probe is not None:
-            self._probe_done(now, False, reason)
+        self._end_probe(now, reason)
         cap = self.cap
         if cap is not None and value >= cap:
             return
@@ -297,63 +260,38 @@ class SendSideEstimator:
         s = self.settings
         self._judge_probe(now)
         cap = self.cap
-        if cap is None or not wanted or self.probe is not None or now < self._next_probe:
+        if cap is None or not wanted or not self._probing.due(now):
             return None
         if self.delay_state == OVERUSING or now < self._loss_hold_until:
             return None
-        calm = max(self.last_signal or -1e9, self._last_decrease)
-        if now - calm < s.hold:
+        if now - max(self.last_signal or -1e9, self._last_decrease) < s.hold:
             return None
-        base = max(cap, self._acked.rate(now) or 0.0)
-        factor = s.probe_growth if self.ok_streak > 0 else s.probe_factor
-        target = min(base * factor, s.max_bitrate * 1.1)
         # what is sent now: the SFU's once-a-second count, or the newer rate the feedback
         # shows (lower after a switch down, or when the count still holds a probe)
         sent = min(self.sent, self._acked.sent_rate(now) or self.sent)
-        self.probe = new_probe(now, base, target, sent, s.probe)
-        self._probe_base = cap
-        self._probed = [*self._probed[-3:], (now, self.probe.end + s.probe_drain)]
+        probe = self._probing.start(now, cap, self._acked.rate(now), sent)
         self._event(now, "probe")
-        return self.probe.rate
+        return probe.rate
 
     def probe_rate(self, now: float) -> float:
         """Padding bit/s to send now (0 when no cluster is being sent)."""
-        probe = self.probe
-        return probe.rate if probe is not None and probe.sending(now) else 0.0
+        return self._probing.rate(now)
 
     def _judge_probe(self, now: float) -> None:
-        probe = self.probe
-        if probe is None:
-            return
-        result = judge(probe, now, self.settings.probe)
+        result = self._probing.judge(now)
         if result is None:
             return
-        if result.ok and result.rate is not None:
-            cap = self.cap
-            if cap is not None and result.rate > cap:
-                self._aimd.set(result.rate, now)
-        self._probe_done(now, result.ok, result.reason)
+        cap = self.cap
+        if result.ok and result.rate is not None and cap is not None and result.rate > cap:
+            self._aimd.set(result.rate, now)
+        self._event(now, "probe ok" if result.ok else f"probe failed: {result.reason}")
         self._lift(now)
 
-    def _probe_done(self, now: float, ok: bool, reason: str) -> None:
-        s = self.settings
-        self.probe = None
-        self.last_probe_result = reason
-        if ok:
-            self.probes_ok += 1
-            self.ok_streak += 1
-            self.failed_probes = 0
-            self._next_probe = now + s.probe_next
-            self._event(now, "probe ok")
-            return
-        self._probe_floor = (now + s.probe_drain_floor, s.probe_floor * self._probe_base)
-        wait = s.probe_wait * 2**self.failed_probes
-        if self.ok_streak > 0:
-            wait = s.probe_retry  # after a success: a receiver's stall, likely
-        self.failed_probes += 1
-        self.ok_streak = 0
-        self._next_probe = now + min(s.max_probe_wait, wait)
-        self._event(now, f"probe failed: {reason}")
+    def _end_probe(self, now: float, reason: str) -> None:
+        """The pending probe fails (an overuse, a decrease)."""
+        if self._probing.probe is not None:
+            self._probing.done(now, False, reason)
+            self._event(now, f"probe failed: {reason}")
 
     # ------------------------------------------------------------ decisions
 

@@ -2,7 +2,9 @@
 
 The SFU sends video frames (30 fps, 1200-byte packets, a frame leaves as a burst) of the
 highest layer the estimate allows, and a probe's padding (in 20 ms slices of 280-byte
-packets, as ``sfu/congestion.py``'s ``PROBE_TICK``). The path is a token-bucket
+packets, as ``sfu/congestion.py``'s ``PROBE_TICK``); a probe may start once a second,
+or when the controller looks at the previous one's result (``probe_duration + settle``
+after its start). The path is a token-bucket
 bottleneck like ``tc tbf`` (``rate`` bit/s, ``burst`` bytes, packets that would wait
 more than ``queue_limit`` s dropped) or unlimited, then ``delay`` s, then random loss.
 The receiver's process wakes every 5-20 ms (sometimes stalling ``stall`` s) and
@@ -140,7 +142,7 @@ class Simulation:
         rng = self.rng
         step = 0.001
         steps = round((end - start) / step)
-        next_frame = next_slice = next_sent = start
+        next_frame = next_slice = next_sent = next_probe = start
         next_wake = start + 0.005
         next_report = start + 0.05
         sent_mark = self._sent_bytes
@@ -161,8 +163,14 @@ class Simulation:
                 budget = bwe.estimate(now)
                 wanted = budget is not None and budget < 1.5 * self.layers[-1]
                 padding = bwe.probe_rate(now)
-                if padding <= 0 and bwe.start_probe(now, wanted) is not None:
-                    padding = bwe.probe_rate(now)
+                # as sfu/subscribe_side.py: a probe may start once a second, and when
+                # the previous one's result is looked at
+                if padding <= 0 and now >= next_probe:
+                    next_probe = now + 1.0
+                    if bwe.start_probe(now, wanted) is not None:
+                        padding = bwe.probe_rate(now)
+                        st = bwe.settings
+                        next_probe = now + st.probe_duration + st.settle + 0.01
                 count = math.ceil(padding * 0.02 / 8 / 280)
                 for _ in range(count):
                     self._send(now, 280)

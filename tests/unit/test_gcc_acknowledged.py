@@ -54,3 +54,12 @@ def test_lost_packets_are_sent_not_acknowledged_and_stale_feedback_is_nothing() 
     rate, sent = acked.rate(1.0), acked.sent_rate(1.0)
     assert rate is not None and sent is not None and rate == pytest.approx(sent / 2, rel=0.05)
     assert acked.rate(3.5) is None and acked.sent_rate(3.5) is None
+
+
+def test_a_receiver_clock_that_starts_over_forgets_the_old_arrivals() -> None:
+    acked = AcknowledgedRate(window=0.5)
+    acked.update([PacketResult(i, i * 0.01, 1000, CLOCK + i * 0.01) for i in range(100)], 1.0)
+    # the same stream, its arrivals now stamped on a clock 400 s behind
+    later = [PacketResult(100 + i, 1.0 + i * 0.01, 1000, 100.0 + i * 0.01) for i in range(100)]
+    acked.update(later, 2.0)
+    assert acked.rate(2.0) == pytest.approx(800_000, rel=0.05)

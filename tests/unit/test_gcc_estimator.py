@@ -136,3 +136,19 @@ def test_estimate_lifted_above_max_bitrate() -> None:
     steady(bwe, 2.0, 2.2, 1_000_000)
     assert bwe.estimate(2.3) is None
     assert bwe.events[-1][1:] == ("lifted", None)
+
+
+def test_packets_reported_twice_count_once() -> None:
+    once, twice = SendSideEstimator(), SendSideEstimator()
+    batches = []
+    seq, t = 0, 0.0
+    for _ in range(40):
+        batch = [PacketResult(seq + i, t + i * 0.01, 1250, CLOCK + t + i * 0.01) for i in range(5)]
+        batches.append((t + 0.08, batch))
+        seq, t = seq + 5, t + 0.05
+    for now, batch in batches:
+        once.on_feedback(batch, now)
+        twice.on_feedback(batch, now)
+        twice.on_feedback(batch, now)  # (a repeated feedback)
+    assert twice.acknowledged_rate(2.0) == once.acknowledged_rate(2.0)
+    assert once.acknowledged_rate(2.0) == pytest.approx(1_000_000, rel=0.05)

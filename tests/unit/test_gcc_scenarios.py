@@ -94,3 +94,12 @@ def test_random_loss_of_five_percent_holds(seed: int) -> None:
     caps = [e for e in trace.estimates if e is not None]
     assert not caps or min(caps) >= 1_700_000, sim.bwe.events
     assert 0.02 <= sim.bwe.loss <= 0.10  # it was seen, and held on
+
+
+def test_sender_that_does_not_slow_down_keeps_the_estimate_near_the_link() -> None:
+    # only a 1.7 M layer: the sender goes on at 1.7 M into the 300 k link, losing
+    # most of it; the cuts on what is sent stop at what the receiver still gets
+    sim = Simulation(narrowing, Receiver(jitter=(0.003, 0.01)), layers=(1_700_000.0,))
+    trace = sim.run(0.0, 20.0)
+    limited = [trace.estimates[i] for i in trace.between(NARROW_AT + 1.5, 20.0)]
+    assert all(e is not None and 0.8 * LIMIT <= e <= LIMIT for e in limited), limited

@@ -1,0 +1,60 @@
+"""The send-side estimator's constants (``sfu/gcc/estimator.py``), with those of its
+parts. ``docs/congestion.md`` says why each is what it is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .aimd import AimdSettings
+from .probe import ProbeSettings
+from .trendline import TrendlineSettings
+
+
+@dataclass(frozen=True, slots=True)
+class GccSettings:
+    loss_low: float = 0.02
+    loss_high: float = 0.10
+    #: successful probes in a row after which the layer selectors may switch up sooner
+    probe_streak: int = 2
+    #: the longest probe cluster (s); the controller looks at a probe's result
+    #: ``probe_duration + settle`` after its start
+    probe_duration: float = 1.0
+    settle: float = 0.3
+    #: a probe is ``probe_factor`` x the estimate, ``probe_growth`` x after a success
+    probe_factor: float = 2.0
+    probe_growth: float = 3.0
+    #: seconds between probes: after a success, after a failure (doubled after each
+    #: further one, at most ``max_probe_wait``)
+    probe_next: float = 0.0
+    probe_wait: float = 2.0
+    max_probe_wait: float = 3.0
+    #: a probe cluster's loss, and that of what follows it this long (s, its queue
+    #: draining), is not counted by the loss rule (the probe's verdict judges it)
+    probe_drain: float = 0.3
+    #: for this long (s) after a probe fails, delay-based decreases (on the queue it
+    #: left) stop at ``probe_floor`` x the estimate it probed from
+    probe_drain_floor: float = 1.0
+    probe_floor: float = 0.9
+    #: seconds before probing again when a probe fails right after a success
+    probe_retry: float = 1.0
+    #: seconds without a hold (loss 2-10 %, ``hold``) or decrease before probing
+    hold: float = 1.0
+    #: an overuse decreases only while the acknowledged rate is below this x sent
+    confirm: float = 0.95
+    #: no decrease below this x the acknowledged rate
+    acked_floor: float = 0.85
+    overflow_backoff: float = 0.85
+    overflow_interval: float = 0.5
+    min_bitrate: float = 30_000.0
+    max_bitrate: float = 20_000_000.0
+    #: a loss or overflow decrease this recent (s) lets the cap pause video ...
+    pause_evidence: float = 5.0
+    #: ... as does a cap that has stood this long
+    cap_persist: float = 2.0
+    #: the link keeps up: at least this share of what was sent acknowledged
+    keep_up: float = 0.8
+    #: feedback older than this (s) is stale: receiver-report loss acts instead
+    feedback_stale: float = 2.0
+    trendline: TrendlineSettings = field(default_factory=TrendlineSettings)
+    aimd: AimdSettings = field(default_factory=AimdSettings)
+    probe: ProbeSettings = field(default_factory=ProbeSettings)

@@ -1,0 +1,46 @@
+"""When probes go out and what their outcome does (sfu/gcc/probing.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sfu.gcc.packet import PacketResult
+from sfu.gcc.probing import Probing
+from sfu.gcc.settings import GccSettings
+
+
+def test_probe_sizes_and_backoff() -> None:
+    probing = Probing(GccSettings())
+    probe = probing.start(10.0, 300_000, 250_000, 150_000)
+    assert probe.target == pytest.approx(600_000)  # 2 x the estimate (above acked)
+    assert not probing.due(10.5)
+    probing.done(11.0, False, "queue")
+    assert not probing.due(12.9) and probing.due(13.0)  # 2 s after a failure
+    probing.start(13.0, 300_000, None, 150_000)
+    probing.done(14.0, False, "queue")
+    assert not probing.due(16.9) and probing.due(17.0)  # then 3 s (at most)
+    assert probing.failed == 2 and probing.streak == 0
+    # a failure leaves a floor for delay-based decreases, for a second
+    assert probing.floor(14.5) == pytest.approx(0.9 * 300_000)
+    assert probing.floor(15.1) == 0.0
+
+
+def test_success_grows_the_next_probe_and_a_failure_after_it_retries_soon() -> None:
+    probing = Probing(GccSettings())
+    probing.start(10.0, 300_000, None, 150_000)
+    probing.done(11.0, True, "ok")
+    assert probing.due(11.0) and probing.ok == 1 and probing.streak == 1
+    probe = probing.start(11.0, 570_000, 400_000, 500_000)
+    assert probe.target == pytest.approx(3 * 570_000)
+    probing.done(12.0, False, "saturated")
+    assert not probing.due(12.9) and probing.due(13.0)
+
+
+def test_loss_inside_probe_spans_is_left_out() -> None:
+    probing = Probing(GccSettings())
+    probe = probing.start(10.0, 300_000, None, 150_000)
+    results = [PacketResult(i, 9.5 + i * 0.1, 1000, None) for i in range(30)]
+    outside = probing.feedback(results)
+    # sent before the cluster, or after it and the 0.3 s its queue takes to drain
+    assert outside and all(r.send_time < 10.0 or r.send_time >= probe.end + 0.3 for r in outside)
+    assert len(probe.packets) == sum(1 for r in results if 10.0 <= r.send_time < probe.end)
