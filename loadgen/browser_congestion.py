@@ -562,13 +562,17 @@ def series(result: dict[str, Any]) -> dict[str, list[Any]]:
             fps = frames / (s["t"] - previous["t"])
             page.append([round(s["t"] - t0, 2), height, round(fps, 1)])
         previous = s
+
+    def bits(value: float | None) -> int | None:
+        return None if value is None else round(value)
+
     server = [
         [
             round(r["t"] - t0, 2),
-            r["slow"].get("estimate"),
-            r["slow"].get("acked"),
-            r["slow"].get("remb"),
-            r["slow"].get("sent"),
+            bits(r["slow"].get("estimate")),
+            bits(r["slow"].get("acked")),
+            bits(r["slow"].get("remb")),
+            bits(r["slow"].get("sent")),
             r["slow"].get("layer"),
         ]
         for r in run["server"]
