@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import stat
 import subprocess
 import sys
@@ -42,7 +41,7 @@ from typing import Any
 from aiohttp import web
 
 from loadgen import congestion_figures as figures
-from loadgen.impair.link import ImpairedLink, LinkError, Shape
+from loadgen.impair.link import ImpairedLink, Shape
 from sfu.config import IceConfig, SfuConfig
 from sfu.participant import Participant
 from sfu.room import Sfu
@@ -533,11 +532,6 @@ def server_figures(run: Run) -> dict[str, Any]:
         "acked_at_lift": rows[-1].get("acked") if rows else None,
         "layers_forwarded": layers,
     }
-
-
-def ensure_chromium() -> None:
-    if not os.access(CHROMIUM_PATH, os.X_OK):
-        raise LinkError(f"{CHROMIUM_PATH} is missing: apt-get install chromium")
 
 
 def series(result: dict[str, Any]) -> dict[str, list[Any]]:
