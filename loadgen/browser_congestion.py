@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import stat
 import subprocess
 import sys
@@ -42,7 +41,7 @@ from typing import Any
 from aiohttp import web
 
 from loadgen import congestion_figures as figures
-from loadgen.impair.link import ImpairedLink, LinkError, Shape
+from loadgen.impair.link import ImpairedLink, Shape
 from sfu.config import IceConfig, SfuConfig
 from sfu.participant import Participant
 from sfu.room import Sfu
@@ -115,6 +114,8 @@ class Run:
     #: where the SFU sends the slow page's media (its ICE peer), and where it must
     slow_address: str | None = None
     link_address: str | None = None
+    #: the end of what the publisher bot printed
+    publisher_log: str = ""
     notes: list[str] = field(default_factory=list)
 
 
@@ -318,6 +319,7 @@ async def run_case(
     await asyncio.to_thread(link.start)
     publisher: asyncio.subprocess.Process | None = None
     runner: web.AppRunner | None = None
+    cam_log = (workdir / f"{case.name}-cam.log").open("wb")
     try:
         runner, sfu, port = await serve(("127.0.0.1", link.host_address))
         total = tl.setup_timeout_s + tl.clean_s + tl.limit_s + tl.lifted_s + 10
@@ -325,7 +327,7 @@ async def run_case(
             sys.executable, "-m", "parley", "bot", "--url", f"http://127.0.0.1:{port}",
             "--room", room, "--name", "cam", "--simulcast", "--duration", f"{total:.0f}",
             "--json", str(workdir / f"{case.name}-cam.json"),
-            cwd=REPO, stdout=asyncio.subprocess.DEVNULL,
+            cwd=REPO, stdout=cam_log, stderr=cam_log,
         )  # fmt: skip
         async with async_playwright() as playwright:
             clean_browser = await playwright.chromium.launch(
@@ -349,6 +351,8 @@ async def run_case(
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(browser.close(), 10.0)
     finally:
+        if publisher is not None and publisher.returncode is not None:
+            run.notes.append(f"the publisher bot exited early ({publisher.returncode})")
         if publisher is not None and publisher.returncode is None:
             publisher.terminate()
             with contextlib.suppress(asyncio.TimeoutError):
@@ -359,6 +363,8 @@ async def run_case(
         if runner is not None:
             await runner.cleanup()
         await asyncio.to_thread(link.close)
+        cam_log.close()
+    run.publisher_log = (workdir / f"{case.name}-cam.log").read_text(errors="replace")[-2000:]
     return summarize(run)
 
 
@@ -390,7 +396,7 @@ async def _scenario(
 
     async def sample_server() -> None:
         while not stop.is_set():
-            row: dict[str, Any] = {"t": time.time()}
+            row: dict[str, Any] = {"t": time.time(), "cam": _published(sfu, room)}
             for name in ("slow", "clean"):
                 p = participant(sfu, room, name)
                 if p is not None and not p.closed:
@@ -440,6 +446,18 @@ async def _scenario(
             run.notes.extend(f"page error: {e}" for e in page.parley_errors)
 
 
+def _published(sfu: Sfu, room: str) -> dict[str, int] | None:
+    """Packets the SFU has received of each layer of the publisher's video (None: the
+    publisher is gone): a layer whose count stops growing stopped arriving."""
+    p = participant(sfu, room, "cam")
+    if p is None or p.closed:
+        return None
+    for track in p.tracks.values():
+        if track.kind == "video":
+            return {layer.rid or "": layer.packets for layer in track.layers}
+    return None
+
+
 def _publishing(sfu: Sfu, room: str) -> bool:
     p = participant(sfu, room, "cam")
     return p is not None and any(t.kind == "video" for t in p.tracks.values())
@@ -457,7 +475,16 @@ def summarize(run: Run) -> dict[str, Any]:
     slow = figures.slow_figures(run.slow_samples, run.slow_layers, window)
     clean_from = run.steady_at if run.steady_at is not None else run.limited_at
     clean = figures.clean_figures(run.clean_samples, run.clean_layers, clean_from, run.ended_at)
+    clean["publisher_stalls"] = publisher_stalls(run, clean_from, run.ended_at)
     out["figures"] = {"slow": slow, "clean": clean, "server": server_figures(run)}
+    gone = next(
+        (r["t"] for r in run.server if r["t"] <= run.ended_at and r.get("cam") is None), None
+    )
+    if gone is not None:
+        run.notes.append(
+            f"the publisher stopped publishing {gone - run.limited_at:.1f} s from the limit "
+            f"(it printed: {run.publisher_log[-400:]!r})"
+        )
     out["failed"] = figures.check(run.case, slow, clean) + run.notes
     if run.slow_address != run.link_address:
         out["failed"].append(
@@ -465,6 +492,26 @@ def summarize(run: Run) -> dict[str, Any]:
             f"{run.slow_address}, not {run.link_address}"
         )
     return out
+
+
+def publisher_stalls(run: Run, start: float, end: float, rid: str = "f") -> list[list[float]]:
+    """Where the publisher's ``rid`` layer stopped arriving at the SFU for at least two
+    server samples (0.4 s), as [from, to] s from the limit: a freeze of every
+    subscriber there comes from upstream (the bot's process, on a busy machine), not
+    from the SFU's sending leg."""
+    assert run.limited_at is not None
+    rows = [r for r in run.server if start <= r["t"] <= end and r.get("cam")]
+    stalls: list[list[float]] = []
+    since: float | None = None
+    for a, b in zip(rows, rows[1:], strict=False):
+        same = a["cam"].get(rid) == b["cam"].get(rid)
+        if same and since is None:
+            since = a["t"]
+        elif not same and since is not None:
+            if a["t"] - since >= 2 * SAMPLE_S - 0.05:
+                stalls.append([round(since - run.limited_at, 1), round(b["t"] - run.limited_at, 1)])
+            since = None
+    return stalls
 
 
 def server_figures(run: Run) -> dict[str, Any]:
@@ -487,11 +534,6 @@ def server_figures(run: Run) -> dict[str, Any]:
     }
 
 
-def ensure_chromium() -> None:
-    if not os.access(CHROMIUM_PATH, os.X_OK):
-        raise LinkError(f"{CHROMIUM_PATH} is missing: apt-get install chromium")
-
-
 def series(result: dict[str, Any]) -> dict[str, list[Any]]:
     """The run's time series, compact (seconds from the limit): the slow page's decoded
     height (0 while nothing decodes) and decoded frame rate per sample, and the
@@ -501,24 +543,30 @@ def series(result: dict[str, Any]) -> dict[str, list[Any]]:
     t0 = run["limited_at"] or run["started_at"]
     page: list[Any] = []
     previous: dict[str, Any] | None = None
+    last_frame_at = -1e9
     for s in run["slow_samples"]:
         v = s.get("video") or {}
         if previous is not None and s["t"] > previous["t"]:
-            frames = v.get("framesDecoded", 0) - (previous.get("video") or {}).get(
-                "framesDecoded", 0
-            )
+            before = (previous.get("video") or {}).get("framesDecoded", 0)
+            frames = v.get("framesDecoded", 0) - before
+            if frames > 0:
+                last_frame_at = s["t"]
+            # the height of the last decoded frame, 0 once none came for half a second
+            height = v.get("frameHeight", 0) if s["t"] - last_frame_at < 0.5 else 0
             fps = frames / (s["t"] - previous["t"])
-            page.append(
-                [round(s["t"] - t0, 2), v.get("frameHeight", 0) if frames else 0, round(fps, 1)]
-            )
+            page.append([round(s["t"] - t0, 2), height, round(fps, 1)])
         previous = s
+
+    def bits(value: float | None) -> int | None:
+        return None if value is None else round(value)
+
     server = [
         [
             round(r["t"] - t0, 2),
-            r["slow"].get("estimate"),
-            r["slow"].get("acked"),
-            r["slow"].get("remb"),
-            r["slow"].get("sent"),
+            bits(r["slow"].get("estimate")),
+            bits(r["slow"].get("acked")),
+            bits(r["slow"].get("remb")),
+            bits(r["slow"].get("sent")),
             r["slow"].get("layer"),
         ]
         for r in run["server"]

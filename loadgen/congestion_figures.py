@@ -385,7 +385,9 @@ def check(case: str, slow: dict[str, Any], clean: dict[str, Any] | None) -> list
         )
         need(
             clean["freeze"]["freezes"] == 0 and clean["freeze"]["stall_s"] < 0.5,
-            f"the clean subscriber never freezes: {clean['freeze']}",
+            f"the clean subscriber never freezes: {clean['freeze']} (the publisher's top "
+            f"layer stopped reaching the SFU at {clean.get('publisher_stalls', '-')} "
+            "s from the limit)",
         )
     return failed
 

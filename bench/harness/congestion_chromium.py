@@ -88,8 +88,9 @@ def table(rows: list[list[str]]) -> str:
 
 def plot(results: dict[str, list[dict[str, Any]]], path: Path) -> None:
     """One column per case, one row per run: the server's estimate, acknowledged rate
-    and what it sent (kbit/s, left), the slow page's decoded height (right; 0 while
-    nothing decodes); the limit starts at 0 s."""
+    and what it sent (kbit/s, left; the grey line is the link's rate), the slow page's
+    decoded height and the layer the server forwards it (right; 0: nothing decoded for
+    0.5 s, or paused); the limit starts at 0 s (red), the lift is green."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -135,6 +136,16 @@ def plot(results: dict[str, list[dict[str, Any]]], path: Path) -> None:
                 color="black",
                 linewidth=0.7,
                 label="decoded height",
+            )
+            heights = {"q": 180, "h": 360, "f": 720, "paused": 0}
+            height.step(
+                t,
+                [heights.get(row[5], 0) for row in s["server"]],
+                where="post",
+                color="purple",
+                linewidth=0.7,
+                alpha=0.6,
+                label="layer forwarded",
             )
             height.set_ylim(0, 800)
             height.set_ylabel("decoded height")
