@@ -37,13 +37,15 @@ sending leg, and confirmed by probing:
   ``overflow_backoff`` x what is sent (at most once per ``decrease_interval``).
 * **Probing.** A capped subscriber whose allocation wants more is probed once the link
   has been calm for ``hold`` seconds (doubled after each failed probe, up to 4x): the
-  SFU sends padding at ``probe_step`` x the cap (halved after each failed probe, at
-  least ``min_probe``, at most ``max_probe``) on top of the media for
-  ``probe_duration`` seconds. If no congestion signal arrives during the
-  probe and the ``settle`` time after it, the cap grows by the probe's rate; a signal
-  fails the probe. Small steps keep a failed probe inside the bottleneck's queue, so a
-  probe into a link that cannot take it costs delay, not audio. Above ``max_bitrate``
-  the cap is lifted.
+  SFU sends padding on top of the media for ``probe_duration`` seconds so that the link
+  carries the cap plus ``probe_step`` x the cap (halved after each failed probe; the
+  step at least ``min_probe``, the padding at most ``max_probe``). The probe succeeds
+  only when the receiver shows its packets arrived (``sfu/probe.py``: a REMB that rose
+  to about the probed rate, or receiver reports of the RTX stream showing the padding
+  received); then the cap becomes the probed rate. A congestion signal fails it, and
+  so does silence: no proof within ``probe_wait`` seconds of its end. Small steps keep
+  a failed probe inside the bottleneck's queue, so a probe into a link that cannot take
+  it costs delay, not audio. Above ``max_bitrate`` the cap is lifted.
 
 ``estimate(now)`` is the cap in bit/s for the subscriber's video, or None when nothing
 says the link is limited.
@@ -54,6 +56,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .delivery_rate import Delivery, DeliveryRate, DeliverySettings
+from .probe import Probe, ProbeSettings, RtxMark
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,15 +102,13 @@ class BweSettings:
     #: ``keep_up``: a receiver whose report came late (its process stalled) shows about
     #: 0.75 there, a 300 kbit/s link under 1.5 Mbit/s about 0.2
     keep_up_recent: float = 0.5
-
-
-@dataclass(slots=True)
-class Probe:
-    start: float
-    rate: float
-
-    def sending(self, now: float, duration: float) -> bool:
-        return now < self.start + duration
+    #: a probe with no proof that it arrived this long (s) after its end has failed
+    #: (aiortc sends receiver reports 0.5-1.5 s apart, and REMB once a second)
+    probe_wait: float = 1.6
+    #: the cap never pauses video while the acknowledged rate is at least this share
+    #: of what the lowest layers need (``may_pause``)
+    lowest_fits: float = 0.9
+    probes: ProbeSettings = ProbeSettings()
 
 
 class BandwidthEstimator:
@@ -136,6 +137,14 @@ class BandwidthEstimator:
         self.delivery = DeliveryRate(delivery)
         #: REMB drops not believed (the link kept up: ``link_keeps_up``)
         self.rembs_ignored = 0
+        #: what was sent besides probe padding (bit/s, as of the last ``on_sent``)
+        self.media = 0.0
+        self._padding_bits = 0.0
+        self._sent_at: float | None = None
+        #: the newest report block of each RTX stream (``on_rtx_report``)
+        self._rtx: dict[int, RtxMark] = {}
+        #: probes that failed for want of proof (nothing showed their packets arrived)
+        self.probes_unproven = 0
 
     # ------------------------------------------------------------------ signals
 
@@ -143,7 +152,28 @@ class BandwidthEstimator:
         """What the SFU sent this subscriber's video (and probe padding), bit/s, about
         once a second."""
         self.sent = bitrate
+        last, self._sent_at = self._sent_at, now
+        padding, self._padding_bits = self._padding_bits, 0.0
+        if last is not None and now > last:
+            self.media = max(0.0, bitrate - padding / (now - last))
+        else:
+            self.media = bitrate
         self._settle(now)
+
+    def on_padding(self, size: int) -> None:
+        """A probe's padding packet of ``size`` bytes went out."""
+        self._padding_bits += size * 8
+        if self.probe is not None:
+            self.probe.packets += 1
+
+    def on_rtx_report(self, stream: int, now: float, *, highest: int, cumulative_lost: int) -> None:
+        """A receiver report block of one of the subscriber's RTX streams (where probe
+        padding travels): it may show a probe's packets arrived, or were lost."""
+        mark = RtxMark(highest, cumulative_lost, now)
+        self._rtx[stream] = mark
+        probe = self.probe
+        if probe is not None and probe.on_rtx_report(stream, mark, self.settings.probes) is False:
+            self._signal(now)
 
     def on_report(
         self,
@@ -218,6 +248,8 @@ class BandwidthEstimator:
         )
         previous = self.remb
         self.remb = bitrate
+        if self.probe is not None:
+            self.probe.on_remb(bitrate, now, s.probes)
         if previous is None or bitrate >= (1 - s.remb_drop) * previous:
             return plausible
         if keeps_up:
@@ -280,6 +312,7 @@ class BandwidthEstimator:
             self.probe = None
             self.failed_probes += 1
             self.events.append((now, "probe failed", self.cap))
+            del self.events[:-32]
 
     def _decrease(self, value: float, now: float, reason: str) -> None:
         s = self.settings
@@ -297,18 +330,23 @@ class BandwidthEstimator:
     def _settle(self, now: float) -> None:
         s = self.settings
         probe = self.probe
-        if probe is None or now < probe.start + s.probe_duration + s.settle:
+        if probe is None or now < probe.end + s.settle:
+            return
+        if probe.proof is None:
+            if now >= probe.end + max(s.settle, s.probe_wait):
+                self.probes_unproven += 1  # silence is not success
+                self._signal(now)
             return
         self.probe = None
         self.failed_probes = 0
         self.probes_ok += 1
         self.ok_streak += 1
         if self.cap is not None:
-            self.cap += probe.rate
+            self.cap = max(self.cap, probe.target)
             if self.cap > s.max_bitrate:
                 self.cap = None
                 self._capped_since = None
-        self.events.append((now, "probe ok", self.cap))
+        self.events.append((now, f"probe ok ({probe.proof})", self.cap))
         del self.events[:-32]
 
     def start_probe(self, now: float, wanted: bool) -> float | None:
@@ -328,8 +366,11 @@ class BandwidthEstimator:
         step = s.probe_step / 2 ** min(self.failed_probes, 3)
         if self.ok_streak >= s.probe_streak:
             step *= s.probe_growth
-        rate = min(s.max_probe, max(s.min_probe, self.cap * step))
-        self.probe = Probe(now, rate)
+        # padding on top of what is sent, so that the link carries cap + step x cap
+        target = self.cap + min(s.max_probe, max(s.min_probe, self.cap * step))
+        rate = min(s.max_probe, max(s.min_probe, target - self.media))
+        baseline = {k: m for k, m in self._rtx.items() if now - m.at < 10.0}
+        self.probe = Probe(now, rate, self.media + rate, s.probe_duration, baseline)
         return rate
 
     def probe_rate(self, now: float) -> float:
@@ -343,13 +384,23 @@ class BandwidthEstimator:
         """Whether a congestion signal lowered the cap within ``within`` seconds."""
         return now - self._last_decrease <= within
 
-    def may_pause(self, now: float) -> bool:
+    def may_pause(self, now: float, lowest: float | None = None) -> bool:
         """Whether the cap may pause video altogether: when packets are actually lost (a
         loss-based decrease within ``pause_evidence`` seconds), or when the cap has come
         from REMB for ``remb_persist`` seconds. A short delay signal alone never takes
         the lowest layer away: on a loaded machine a receiver's delay estimate also
-        reacts to its own scheduling."""
+        reacts to its own scheduling. Never while the receiver acknowledges at least
+        ``lowest_fits`` x ``lowest`` (what the lowest layers need, bit/s) losing at most
+        ``loss_high``: the link demonstrably carries them."""
         s = self.settings
+        if lowest is not None and lowest > 0:
+            measured = self.delivery.measure(now)
+            if (
+                measured is not None
+                and measured.loss <= s.loss_high
+                and measured.rate >= s.lowest_fits * lowest
+            ):
+                return False
         if now - self._last_loss_decrease <= s.pause_evidence:
             return True
         since = self._capped_since

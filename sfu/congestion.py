@@ -140,7 +140,7 @@ class CongestionController:
             [d.bitrates for d in demands],
             [d.current for d in demands],
             priorities=[d.priority for d in demands],
-            floor=not self.bwe.may_pause(now),
+            floor=not self.bwe.may_pause(now, sum(d.bitrates[0] for d in demands if d.bitrates)),
         )
         # probe while a track could have more, and on until the cap leaves headroom over
         # what is sent: a cap just above the top layer turns its every keyframe into a
@@ -172,9 +172,14 @@ class CongestionController:
         bwe = self.bwe
         if not block.media:
             # the RTX stream: a probe's padding travels there, so its loss during a
-            # probe (paused video has no other) fails it
+            # probe (paused video has no other) fails it, and its sequence numbers
+            # show whether the padding arrived
             if bwe.probe is not None and block.fraction_lost / 256 >= bwe.settings.loss_high:
                 bwe.hold(now)
+            if block.video:
+                bwe.on_rtx_report(
+                    block.ssrc, now, highest=block.highest, cumulative_lost=block.cumulative_lost
+                )
             return False
         lost = block.link_loss
         if lost is None:  # the first report: upstream loss as the SFU saw it
@@ -273,3 +278,4 @@ class CongestionController:
 
     def padding_sent(self, size: int) -> None:
         self.padding_bytes += size
+        self.bwe.on_padding(size)
