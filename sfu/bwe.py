@@ -143,6 +143,9 @@ class BandwidthEstimator:
         self._sent_at: float | None = None
         #: the newest report block of each RTX stream (``on_rtx_report``)
         self._rtx: dict[int, RtxMark] = {}
+        #: padding packets sent not yet seen in an RTX report, and their size
+        self._pads = 0
+        self._pad_size = 0
         #: probes that failed for want of proof (nothing showed their packets arrived)
         self.probes_unproven = 0
 
@@ -163,6 +166,8 @@ class BandwidthEstimator:
     def on_padding(self, size: int) -> None:
         """A probe's padding packet of ``size`` bytes went out."""
         self._padding_bits += size * 8
+        self._pads += 1
+        self._pad_size = size
         if self.probe is not None:
             self.probe.packets += 1
 
@@ -170,7 +175,17 @@ class BandwidthEstimator:
         """A receiver report block of one of the subscriber's RTX streams (where probe
         padding travels): it may show a probe's packets arrived, or were lost."""
         mark = RtxMark(highest, cumulative_lost, now)
+        previous = self._rtx.get(stream)
         self._rtx[stream] = mark
+        # what arrived on it counts in the acknowledged rate: padding (sent since the
+        # last RTX report) first, retransmissions at the media streams' packet size
+        received = 0.0
+        if previous is not None and 0 <= mark.highest - previous.highest < 0x8000:
+            count = mark.highest - previous.highest - max(0, mark.lost - previous.lost)
+            pads = min(max(0, count), self._pads)
+            received = pads * self._pad_size + max(0, count - pads) * self.delivery.packet_size()
+            self._pads -= pads
+        self.delivery.on_repair(stream, now, received)
         probe = self.probe
         if probe is not None and probe.on_rtx_report(stream, mark, self.settings.probes) is False:
             self._signal(now)

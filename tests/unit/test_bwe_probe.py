@@ -265,3 +265,43 @@ def test_a_report_before_the_padding_could_arrive_is_not_proof() -> None:
     assert bwe.probe is not None and bwe.probe.proof is None
     bwe.on_rtx_report(2, 3.0, highest=579, cumulative_lost=0)  # now it has all arrived
     assert bwe.estimate(3.0) == pytest.approx(400_000) and bwe.probes_ok == 1
+
+
+def _onset(with_rtx: bool) -> BandwidthEstimator:
+    """1 Mbit/s of video into a link that suddenly carries 300 kbit/s, of which the
+    retransmissions NACKs ask for take 190 k: the media streams' reports acknowledge
+    110 k, the RTX stream's the rest; the receiver's REMB collapses to 90 k."""
+    bwe = BandwidthEstimator()
+    sent = acked = lost = rtx = 0
+    t = 0.0
+    while t < 8.0 - 1e-9:
+        t = round(t + 0.5, 6)
+        sent += 62  # 1 Mbit/s of 1000-byte packets per 0.5 s
+        if t <= 4.0:
+            acked += 62
+        else:
+            acked += 7  # 110 kbit/s
+            lost += 55
+            rtx += 12  # 190 kbit/s of retransmissions
+        bwe.on_report(1, t, highest=acked + lost, cumulative_lost=lost,
+                      packets_sent=sent, bytes_sent=sent * 1000)  # fmt: skip
+        if with_rtx:
+            bwe.on_rtx_report(2, t, highest=5000 + rtx, cumulative_lost=0)
+        if t > 4.0:
+            bwe.on_loss(55 / 62, t)
+        bwe.on_sent(1_000_000 if t <= 5.0 else 300_000, t)
+        bwe.on_remb(1_200_000 if t <= 4.0 else 90_000, t)
+        bwe.on_remb(1_200_000 if t <= 4.0 else 85_000, t + 0.25)
+    return bwe
+
+
+def test_a_remb_collapse_caps_no_lower_than_what_the_link_carried_retransmissions_included():
+    bwe = _onset(with_rtx=True)
+    m = bwe.acked(8.0)
+    assert m is not None and m.recent_rate is not None
+    assert m.recent_rate == pytest.approx(300_000, rel=0.05)
+    cap = bwe.estimate(8.0)
+    assert cap is not None and cap >= 0.85 * 300_000 * 0.95, bwe.events
+    # the media streams alone acknowledge 110 k: the REMB would cap near that
+    alone = _onset(with_rtx=False).estimate(8.0)
+    assert alone is not None and alone < 0.85 * 300_000 * 0.6
