@@ -404,16 +404,19 @@ class BandwidthEstimator:
         loss-based decrease within ``pause_evidence`` seconds), or when the cap has come
         from REMB for ``remb_persist`` seconds. A short delay signal alone never takes
         the lowest layer away: on a loaded machine a receiver's delay estimate also
-        reacts to its own scheduling. Never while the receiver acknowledges at least
-        ``lowest_fits`` x ``lowest`` (what the lowest layers need, bit/s) losing at most
-        ``loss_high``: the link demonstrably carries them."""
+        reacts to its own scheduling. Never while the receiver's newest reports
+        acknowledge at least ``lowest_fits`` x ``lowest`` (what the lowest layers need,
+        bit/s) and most of what was sent (the link is not narrowing): it demonstrably
+        carries them."""
         s = self.settings
         if lowest is not None and lowest > 0:
             measured = self.delivery.measure(now)
             if (
                 measured is not None
-                and measured.loss <= s.loss_high
-                and measured.rate >= s.lowest_fits * lowest
+                and measured.recent_rate is not None
+                and measured.recent_rate >= s.lowest_fits * lowest
+                and measured.recent_share is not None
+                and not self._narrowing(measured)
             ):
                 return False
         if now - self._last_loss_decrease <= s.pause_evidence:

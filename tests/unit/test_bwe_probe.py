@@ -305,3 +305,30 @@ def test_a_remb_collapse_caps_no_lower_than_what_the_link_carried_retransmission
     # the media streams alone acknowledge 110 k: the REMB would cap near that
     alone = _onset(with_rtx=False).estimate(8.0)
     assert alone is not None and alone < 0.85 * 300_000 * 0.6
+
+
+def test_a_cap_below_the_lowest_layer_does_not_pause_what_the_reports_show_arriving() -> None:
+    bwe = BandwidthEstimator()
+    bwe.on_sent(1_000_000, 0.0)
+    bwe.on_remb(1_200_000, 0.0)
+    bwe.on_remb(500_000, 0.2)
+    bwe.on_remb(100_000, 0.5)  # capped under q (150 k) by REMB, for good
+    sent = acked = lost = 0
+    t = 0.5
+    for _ in range(8):  # q, 150 kbit/s of 1000-byte packets, all acknowledged
+        t += 0.5
+        sent += 9
+        acked += 9
+        bwe.on_report(1, t, highest=acked + lost, cumulative_lost=lost,
+                      packets_sent=sent, bytes_sent=sent * 1000)  # fmt: skip
+    cap = bwe.estimate(t)  # (raised to 0.85x the acknowledged rate: still under q)
+    assert cap is not None and cap < 150_000 and bwe.may_pause(t)
+    assert not bwe.may_pause(t, lowest=150_000)
+    # the link narrows: the newest report acknowledges a third of what was sent
+    t += 0.5
+    sent += 9
+    acked += 3
+    lost += 6
+    bwe.on_report(1, t, highest=acked + lost, cumulative_lost=lost,
+                  packets_sent=sent, bytes_sent=sent * 1000)  # fmt: skip
+    assert bwe.may_pause(t, lowest=150_000)
