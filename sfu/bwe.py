@@ -105,9 +105,8 @@ class BweSettings:
     #: a probe with no proof that it arrived this long (s) after its end has failed
     #: (aiortc sends receiver reports 0.5-1.5 s apart, and REMB once a second)
     probe_wait: float = 1.6
-    #: the cap never pauses video while the acknowledged rate is at least this share
-    #: of what the lowest layers need (``may_pause``)
-    lowest_fits: float = 0.9
+    #: a probe is stretched by at most this factor to reach the allocation's next step
+    aim_stretch: float = 1.25
     probes: ProbeSettings = ProbeSettings()
 
 
@@ -364,10 +363,14 @@ class BandwidthEstimator:
         self.events.append((now, f"probe ok ({probe.proof})", self.cap))
         del self.events[:-32]
 
-    def start_probe(self, now: float, wanted: bool) -> float | None:
+    def start_probe(self, now: float, wanted: bool, aim: float | None = None) -> float | None:
         """Start a probe if one is due: returns its padding rate (bit/s), else None.
 
         ``wanted``: the allocation is held back by the cap (else probing is pointless).
+        ``aim``: what the allocation's next step needs (bit/s): a probe that would stop
+        short of it by no more than ``aim_stretch`` goes that far (a step just out of
+        reach, such as resuming ``q`` from a cap a little under it, is tried at once,
+        not after another probe's wait).
         """
         s = self.settings
         self._settle(now)
@@ -383,6 +386,8 @@ class BandwidthEstimator:
             step *= s.probe_growth
         # padding on top of what is sent, so that the link carries cap + step x cap
         target = self.cap + min(s.max_probe, max(s.min_probe, self.cap * step))
+        if aim is not None and target < aim <= s.aim_stretch * target:
+            target = aim
         rate = min(s.max_probe, max(s.min_probe, target - self.media))
         baseline = {k: m for k, m in self._rtx.items() if now - m.at < 10.0}
         self.probe = Probe(now, rate, self.media + rate, s.probe_duration, baseline)
@@ -405,18 +410,18 @@ class BandwidthEstimator:
         from REMB for ``remb_persist`` seconds. A short delay signal alone never takes
         the lowest layer away: on a loaded machine a receiver's delay estimate also
         reacts to its own scheduling. Never while the receiver's newest reports
-        acknowledge at least ``lowest_fits`` x ``lowest`` (what the lowest layers need,
-        bit/s) and most of what was sent (the link is not narrowing): it demonstrably
-        carries them."""
+        acknowledge at least ``keep_up`` of what was sent, and at least ``keep_up`` x
+        ``lowest`` (what the lowest layers need, bit/s; what is sent may be a little
+        under their measured rate): the link demonstrably carries them."""
         s = self.settings
         if lowest is not None and lowest > 0:
             measured = self.delivery.measure(now)
             if (
                 measured is not None
                 and measured.recent_rate is not None
-                and measured.recent_rate >= s.lowest_fits * lowest
+                and measured.recent_rate >= s.keep_up * lowest
                 and measured.recent_share is not None
-                and not self._narrowing(measured)
+                and measured.recent_share >= s.keep_up
             ):
                 return False
         if now - self._last_loss_decrease <= s.pause_evidence:

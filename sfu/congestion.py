@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .bwe import BandwidthEstimator
-from .layers import allocate
+from .layers import UP_MARGIN, allocate
 from .pacer import TokenBucket
 
 #: A subscriber whose receiver reports more than this fraction lost (in 1/256) gets
@@ -117,6 +117,8 @@ class CongestionController:
         self._tx_errors_mark = 0
         #: the allocation is held back by the estimate (so probing is worth it)
         self.wants_more = False
+        #: bit/s the allocation's next step up needs (None: nothing to step up to)
+        self.next_step: float | None = None
         #: bytes of probe padding sent (counted as sent video)
         self.padding_bytes = 0
         #: bytes retransmissions may still use (``rtx_budget``)
@@ -152,6 +154,13 @@ class CongestionController:
             any(level < len(d.bitrates) - 1 for d, level in zip(demands, levels, strict=True))
             or allocated * PROBE_HEADROOM > budget
         )
+        # what the allocation's next step up needs (a probe aims at least there)
+        steps = [
+            d.bitrates[lv + 1] * UP_MARGIN - (d.bitrates[lv] if lv >= 0 else 0.0)
+            for d, lv in zip(demands, levels, strict=True)
+            if lv + 1 < len(d.bitrates)
+        ]
+        self.next_step = allocated + min(steps) if steps else None
         return Allocation(budget, levels, relax)
 
     def nothing_to_allocate(self) -> None:
@@ -263,7 +272,7 @@ class CongestionController:
 
     def start_probe(self, now: float) -> float | None:
         """Start a probe if the estimator wants one: its padding rate (bit/s), or None."""
-        return self.bwe.start_probe(now, wanted=self.wants_more)
+        return self.bwe.start_probe(now, wanted=self.wants_more, aim=self.next_step)
 
     def probe_step(self, now: float) -> ProbeStep:
         """The padding of the probe's slice starting now (``PROBE_TICK`` long)."""

@@ -332,3 +332,16 @@ def test_a_cap_below_the_lowest_layer_does_not_pause_what_the_reports_show_arriv
     bwe.on_report(1, t, highest=acked + lost, cumulative_lost=lost,
                   packets_sent=sent, bytes_sent=sent * 1000)  # fmt: skip
     assert bwe.may_pause(t, lowest=150_000)
+
+
+def test_a_probe_stretches_to_the_allocations_next_step_when_it_is_close() -> None:
+    bwe = BandwidthEstimator()
+    bwe.on_sent(0.0, 0.0)  # video paused
+    bwe._decrease(110_000, 0.0, "loss")
+    bwe.failed_probes = 2  # small steps now: 110 k + 60 k would stop short of q's 172.5 k
+    rate = bwe.start_probe(5.0, wanted=True, aim=172_500)
+    assert rate == pytest.approx(172_500) and bwe.probe is not None
+    bwe.probe = None
+    # a step far out of reach is not aimed at: the probe stays small
+    rate = bwe.start_probe(10.0, wanted=True, aim=575_000)
+    assert rate == pytest.approx(170_000)
