@@ -105,8 +105,11 @@ class BweSettings:
     #: a probe with no proof that it arrived this long (s) after its end has failed
     #: (aiortc sends receiver reports 0.5-1.5 s apart, and REMB once a second)
     probe_wait: float = 1.6
+    #: for this long (s) after a successful probe, no REMB caps below ``acked_trust`` x
+    #: its rate
+    proven_for: float = 4.0
     #: a probe is stretched by at most this factor to reach the allocation's next step
-    aim_stretch: float = 1.25
+    aim_stretch: float = 1.5
     probes: ProbeSettings = ProbeSettings()
 
 
@@ -147,6 +150,8 @@ class BandwidthEstimator:
         self._pad_size = 0
         #: probes that failed for want of proof (nothing showed their packets arrived)
         self.probes_unproven = 0
+        #: (when, bit/s) of the last successful probe: the link carried that much
+        self._proven: tuple[float, float] | None = None
 
     # ------------------------------------------------------------------ signals
 
@@ -279,6 +284,11 @@ class BandwidthEstimator:
             if narrow and measured.recent_rate is not None:
                 carried = min(carried, measured.recent_rate)
             bitrate = max(bitrate, s.acked_trust * carried)
+        proven = self._proven
+        if proven is not None and now - proven[0] <= s.proven_for:
+            # a probe showed the link carrying this much a moment ago: a measured
+            # delivery rate too (aiortc's estimator collapses after a probe's burst)
+            bitrate = max(bitrate, s.acked_trust * proven[1])
         if bitrate < s.remb_limiting * self.sent:
             # confirmed by a second drop a little later: a receiver whose process
             # stalled for a moment reports one dip, a congested path keeps dropping
@@ -360,6 +370,7 @@ class BandwidthEstimator:
             if self.cap > s.max_bitrate:
                 self.cap = None
                 self._capped_since = None
+        self._proven = (now, probe.target)
         self.events.append((now, f"probe ok ({probe.proof})", self.cap))
         del self.events[:-32]
 

@@ -345,3 +345,28 @@ def test_a_probe_stretches_to_the_allocations_next_step_when_it_is_close() -> No
     # a step far out of reach is not aimed at: the probe stays small
     rate = bwe.start_probe(10.0, wanted=True, aim=575_000)
     assert rate == pytest.approx(170_000)
+    assert 575_000 > bwe.settings.aim_stretch * 170_000
+
+
+def test_a_remb_collapse_right_after_a_successful_probe_caps_no_lower_than_it_showed() -> None:
+    """aiortc's estimator reads a probe's burst as a queue and collapses afterwards;
+    the probe showed the link carrying its rate a moment ago."""
+    bwe = BandwidthEstimator()
+    bwe.on_sent(0.0, 0.0)  # paused video: nothing measured says the link keeps up
+    bwe._decrease(120_000, 0.0, "loss")
+    bwe.on_rtx_report(2, 1.5, highest=100, cumulative_lost=0)
+    assert bwe.start_probe(2.0, wanted=True) is not None
+    for _ in range(100):
+        bwe.on_padding(PAD)
+    bwe.on_rtx_report(2, 2.7, highest=200, cumulative_lost=0)
+    assert bwe.estimate(3.1) == pytest.approx(240_000)
+    bwe.on_sent(200_000, 3.1)  # q resumed
+    for i, remb in enumerate([250_000, 120_000, 95_000, 90_000]):
+        bwe.on_remb(remb, 3.2 + 0.3 * i)
+    cap = bwe.estimate(4.5)
+    assert cap is not None and cap >= 0.85 * 240_000, bwe.events
+    for i, remb in enumerate([85_000, 80_000]):  # long after: read as before
+        bwe.on_sent(200_000, 8.0 + 0.3 * i)
+        bwe.on_remb(remb, 8.0 + 0.3 * i)
+    cap = bwe.estimate(8.5)
+    assert cap is not None and cap < 100_000
