@@ -39,7 +39,7 @@ sending leg, and confirmed by probing:
   has been calm for ``hold`` seconds (doubled after each failed probe, up to 4x): the
   SFU sends padding on top of the media for ``probe_duration`` seconds so that the link
   carries the cap plus ``probe_step`` x the cap (halved after each failed probe; the
-  step at least ``min_probe``, the padding at most ``max_probe``). The probe succeeds
+  step at least ``min_probe``, at most ``max_probe``). The probe succeeds
   only when the receiver shows its packets arrived (``sfu/probe.py``: a REMB that rose
   to about the probed rate, or receiver reports of the RTX stream showing the padding
   received); then the cap becomes the probed rate. A congestion signal fails it, and
@@ -399,7 +399,9 @@ class BandwidthEstimator:
         target = self.cap + min(s.max_probe, max(s.min_probe, self.cap * step))
         if aim is not None and target < aim <= s.aim_stretch * target:
             target = aim
-        rate = min(s.max_probe, max(s.min_probe, target - self.media))
+        # (the step is at most ``max_probe``; the padding may be more when little else is
+        # sent: it is the whole of a probe of paused video)
+        rate = min(s.max_probe + self.cap, max(s.min_probe, target - self.media))
         baseline = {k: m for k, m in self._rtx.items() if now - m.at < 10.0}
         self.probe = Probe(now, rate, self.media + rate, s.probe_duration, baseline)
         return rate
