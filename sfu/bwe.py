@@ -37,13 +37,15 @@ sending leg, and confirmed by probing:
   ``overflow_backoff`` x what is sent (at most once per ``decrease_interval``).
 * **Probing.** A capped subscriber whose allocation wants more is probed once the link
   has been calm for ``hold`` seconds (doubled after each failed probe, up to 4x): the
-  SFU sends padding at ``probe_step`` x the cap (halved after each failed probe, at
-  least ``min_probe``, at most ``max_probe``) on top of the media for
-  ``probe_duration`` seconds. If no congestion signal arrives during the
-  probe and the ``settle`` time after it, the cap grows by the probe's rate; a signal
-  fails the probe. Small steps keep a failed probe inside the bottleneck's queue, so a
-  probe into a link that cannot take it costs delay, not audio. Above ``max_bitrate``
-  the cap is lifted.
+  SFU sends padding on top of the media for ``probe_duration`` seconds so that the link
+  carries the cap plus ``probe_step`` x the cap (halved after each failed probe; the
+  step at least ``min_probe``, at most ``max_probe``). The probe succeeds
+  only when the receiver shows its packets arrived (``sfu/probe.py``: a REMB that rose
+  to about the probed rate, or receiver reports of the RTX stream showing the padding
+  received); then the cap becomes the probed rate. A congestion signal fails it, and
+  so does silence: no proof within ``probe_wait`` seconds of its end. Small steps keep
+  a failed probe inside the bottleneck's queue, so a probe into a link that cannot take
+  it costs delay, not audio. Above ``max_bitrate`` the cap is lifted.
 
 ``estimate(now)`` is the cap in bit/s for the subscriber's video, or None when nothing
 says the link is limited.
@@ -54,6 +56,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .delivery_rate import Delivery, DeliveryRate, DeliverySettings
+from .probe import Probe, ProbeSettings, RtxMark
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,15 +102,15 @@ class BweSettings:
     #: ``keep_up``: a receiver whose report came late (its process stalled) shows about
     #: 0.75 there, a 300 kbit/s link under 1.5 Mbit/s about 0.2
     keep_up_recent: float = 0.5
-
-
-@dataclass(slots=True)
-class Probe:
-    start: float
-    rate: float
-
-    def sending(self, now: float, duration: float) -> bool:
-        return now < self.start + duration
+    #: a probe with no proof that it arrived this long (s) after its end has failed
+    #: (aiortc sends receiver reports 0.5-1.5 s apart, and REMB once a second)
+    probe_wait: float = 1.6
+    #: for this long (s) after a successful probe, no REMB caps below ``acked_trust`` x
+    #: its rate
+    proven_for: float = 4.0
+    #: a probe is stretched by at most this factor to reach the allocation's next step
+    aim_stretch: float = 1.5
+    probes: ProbeSettings = ProbeSettings()
 
 
 class BandwidthEstimator:
@@ -136,6 +139,19 @@ class BandwidthEstimator:
         self.delivery = DeliveryRate(delivery)
         #: REMB drops not believed (the link kept up: ``link_keeps_up``)
         self.rembs_ignored = 0
+        #: what was sent besides probe padding (bit/s, as of the last ``on_sent``)
+        self.media = 0.0
+        self._padding_bits = 0.0
+        self._sent_at: float | None = None
+        #: the newest report block of each RTX stream (``on_rtx_report``)
+        self._rtx: dict[int, RtxMark] = {}
+        #: padding packets sent not yet seen in an RTX report, and their size
+        self._pads = 0
+        self._pad_size = 0
+        #: probes that failed for want of proof (nothing showed their packets arrived)
+        self.probes_unproven = 0
+        #: (when, bit/s) of the last successful probe: the link carried that much
+        self._proven: tuple[float, float] | None = None
 
     # ------------------------------------------------------------------ signals
 
@@ -143,7 +159,40 @@ class BandwidthEstimator:
         """What the SFU sent this subscriber's video (and probe padding), bit/s, about
         once a second."""
         self.sent = bitrate
+        last, self._sent_at = self._sent_at, now
+        padding, self._padding_bits = self._padding_bits, 0.0
+        if last is not None and now > last:
+            self.media = max(0.0, bitrate - padding / (now - last))
+        else:
+            self.media = bitrate
         self._settle(now)
+
+    def on_padding(self, size: int) -> None:
+        """A probe's padding packet of ``size`` bytes went out."""
+        self._padding_bits += size * 8
+        self._pads += 1
+        self._pad_size = size
+        if self.probe is not None:
+            self.probe.packets += 1
+
+    def on_rtx_report(self, stream: int, now: float, *, highest: int, cumulative_lost: int) -> None:
+        """A receiver report block of one of the subscriber's RTX streams (where probe
+        padding travels): it may show a probe's packets arrived, or were lost."""
+        mark = RtxMark(highest, cumulative_lost, now)
+        previous = self._rtx.get(stream)
+        self._rtx[stream] = mark
+        # what arrived on it counts in the acknowledged rate: padding (sent since the
+        # last RTX report) first, retransmissions at the media streams' packet size
+        received = 0.0
+        if previous is not None and 0 <= mark.highest - previous.highest < 0x8000:
+            count = mark.highest - previous.highest - max(0, mark.lost - previous.lost)
+            pads = min(max(0, count), self._pads)
+            received = pads * self._pad_size + max(0, count - pads) * self.delivery.packet_size()
+            self._pads -= pads
+        self.delivery.on_repair(stream, now, received)
+        probe = self.probe
+        if probe is not None and probe.on_rtx_report(stream, mark, self.settings.probes) is False:
+            self._signal(now)
 
     def on_report(
         self,
@@ -218,6 +267,8 @@ class BandwidthEstimator:
         )
         previous = self.remb
         self.remb = bitrate
+        if self.probe is not None:
+            self.probe.on_remb(bitrate, now, s.probes)
         if previous is None or bitrate >= (1 - s.remb_drop) * previous:
             return plausible
         if keeps_up:
@@ -233,6 +284,11 @@ class BandwidthEstimator:
             if narrow and measured.recent_rate is not None:
                 carried = min(carried, measured.recent_rate)
             bitrate = max(bitrate, s.acked_trust * carried)
+        proven = self._proven
+        if proven is not None and now - proven[0] <= s.proven_for:
+            # a probe showed the link carrying this much a moment ago: a measured
+            # delivery rate too (aiortc's estimator collapses after a probe's burst)
+            bitrate = max(bitrate, s.acked_trust * proven[1])
         if bitrate < s.remb_limiting * self.sent:
             # confirmed by a second drop a little later: a receiver whose process
             # stalled for a moment reports one dip, a congested path keeps dropping
@@ -280,6 +336,7 @@ class BandwidthEstimator:
             self.probe = None
             self.failed_probes += 1
             self.events.append((now, "probe failed", self.cap))
+            del self.events[:-32]
 
     def _decrease(self, value: float, now: float, reason: str) -> None:
         s = self.settings
@@ -297,24 +354,34 @@ class BandwidthEstimator:
     def _settle(self, now: float) -> None:
         s = self.settings
         probe = self.probe
-        if probe is None or now < probe.start + s.probe_duration + s.settle:
+        if probe is None or now < probe.end + s.settle:
+            return
+        if probe.proof is None:
+            if now >= probe.end + max(s.settle, s.probe_wait):
+                self.probes_unproven += 1  # silence is not success
+                self._signal(now)
             return
         self.probe = None
         self.failed_probes = 0
         self.probes_ok += 1
         self.ok_streak += 1
         if self.cap is not None:
-            self.cap += probe.rate
+            self.cap = max(self.cap, probe.target)
             if self.cap > s.max_bitrate:
                 self.cap = None
                 self._capped_since = None
-        self.events.append((now, "probe ok", self.cap))
+        self._proven = (now, probe.target)
+        self.events.append((now, f"probe ok ({probe.proof})", self.cap))
         del self.events[:-32]
 
-    def start_probe(self, now: float, wanted: bool) -> float | None:
+    def start_probe(self, now: float, wanted: bool, aim: float | None = None) -> float | None:
         """Start a probe if one is due: returns its padding rate (bit/s), else None.
 
         ``wanted``: the allocation is held back by the cap (else probing is pointless).
+        ``aim``: what the allocation's next step needs (bit/s): a probe that would stop
+        short of it by no more than ``aim_stretch`` goes that far (a step just out of
+        reach, such as resuming ``q`` from a cap a little under it, is tried at once,
+        not after another probe's wait).
         """
         s = self.settings
         self._settle(now)
@@ -328,8 +395,15 @@ class BandwidthEstimator:
         step = s.probe_step / 2 ** min(self.failed_probes, 3)
         if self.ok_streak >= s.probe_streak:
             step *= s.probe_growth
-        rate = min(s.max_probe, max(s.min_probe, self.cap * step))
-        self.probe = Probe(now, rate)
+        # padding on top of what is sent, so that the link carries cap + step x cap
+        target = self.cap + min(s.max_probe, max(s.min_probe, self.cap * step))
+        if aim is not None and target < aim <= s.aim_stretch * target:
+            target = aim
+        # (the step is at most ``max_probe``; the padding may be more when little else is
+        # sent: it is the whole of a probe of paused video)
+        rate = min(s.max_probe + self.cap, max(s.min_probe, target - self.media))
+        baseline = {k: m for k, m in self._rtx.items() if now - m.at < 10.0}
+        self.probe = Probe(now, rate, self.media + rate, s.probe_duration, baseline)
         return rate
 
     def probe_rate(self, now: float) -> float:
@@ -343,13 +417,26 @@ class BandwidthEstimator:
         """Whether a congestion signal lowered the cap within ``within`` seconds."""
         return now - self._last_decrease <= within
 
-    def may_pause(self, now: float) -> bool:
+    def may_pause(self, now: float, lowest: float | None = None) -> bool:
         """Whether the cap may pause video altogether: when packets are actually lost (a
         loss-based decrease within ``pause_evidence`` seconds), or when the cap has come
         from REMB for ``remb_persist`` seconds. A short delay signal alone never takes
         the lowest layer away: on a loaded machine a receiver's delay estimate also
-        reacts to its own scheduling."""
+        reacts to its own scheduling. Never while the receiver's newest reports
+        acknowledge at least ``keep_up`` of what was sent, and at least ``keep_up`` x
+        ``lowest`` (what the lowest layers need, bit/s; what is sent may be a little
+        under their measured rate): the link demonstrably carries them."""
         s = self.settings
+        if lowest is not None and lowest > 0:
+            measured = self.delivery.measure(now)
+            if (
+                measured is not None
+                and measured.recent_rate is not None
+                and measured.recent_rate >= s.keep_up * lowest
+                and measured.recent_share is not None
+                and measured.recent_share >= s.keep_up
+            ):
+                return False
         if now - self._last_loss_decrease <= s.pause_evidence:
             return True
         since = self._capped_since

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from .bwe import BandwidthEstimator
 from .gcc.estimator import SendSideEstimator
 from .gcc.packet import PacketResult
-from .layers import allocate
+from .layers import UP_MARGIN, allocate
 from .pacer import TokenBucket
 
 #: A subscriber whose receiver reports more than this fraction lost (in 1/256) gets
@@ -43,9 +43,8 @@ LOSS_SETTLE = 2.0
 #: A bandwidth probe's padding goes out in slices this far apart (s).
 PROBE_TICK = 0.02
 #: With transport-cc the estimate covers everything sent: video gets it less the audio
-#: measured and this share of it (the estimate itself sits below what the link carries),
-#: so audio does not queue behind video at the bottleneck.
-AUDIO_HEADROOM = 0.05
+#: measured (the estimate itself sits at about 0.85-0.95 x what the link carries, which
+#: is the headroom that keeps audio from queueing behind video at the bottleneck).
 #: A transport-cc estimate that moves by more than this share redoes the allocation.
 REALLOCATE_CHANGE = 0.05
 
@@ -132,6 +131,8 @@ class CongestionController:
         self._tx_errors_mark = 0
         #: the allocation is held back by the estimate (so probing is worth it)
         self.wants_more = False
+        #: bit/s the allocation's next step up needs (None: nothing to step up to)
+        self.next_step: float | None = None
         #: bytes of probe padding sent (counted as sent video)
         self.padding_bytes = 0
         #: bytes retransmissions may still use (``rtx_budget``)
@@ -153,7 +154,7 @@ class CongestionController:
         estimate = self.bwe.estimate(now)
         if estimate is None or not self.transport_cc:
             return estimate
-        return max(0.0, estimate * (1 - AUDIO_HEADROOM) - self.audio_bitrate)
+        return max(0.0, estimate - self.audio_bitrate)
 
     def on_transport_feedback(self, results: list[PacketResult], now: float) -> bool:
         """Transport-cc feedback; returns whether the allocation must be redone (the
@@ -178,7 +179,7 @@ class CongestionController:
             [d.bitrates for d in demands],
             [d.current for d in demands],
             priorities=[d.priority for d in demands],
-            floor=not self.bwe.may_pause(now),
+            floor=not self.bwe.may_pause(now, sum(d.bitrates[0] for d in demands if d.bitrates)),
         )
         # probe while a track could have more, and on until the cap leaves headroom over
         # what is sent: a cap just above the top layer turns its every keyframe into a
@@ -190,6 +191,13 @@ class CongestionController:
             any(level < len(d.bitrates) - 1 for d, level in zip(demands, levels, strict=True))
             or allocated * PROBE_HEADROOM > budget
         )
+        # what the allocation's next step up needs (a probe aims at least there)
+        steps = [
+            d.bitrates[lv + 1] * UP_MARGIN - (d.bitrates[lv] if lv >= 0 else 0.0)
+            for d, lv in zip(demands, levels, strict=True)
+            if lv + 1 < len(d.bitrates)
+        ]
+        self.next_step = allocated + min(steps) if steps else None
         return Allocation(budget, levels, relax)
 
     def nothing_to_allocate(self) -> None:
@@ -210,9 +218,14 @@ class CongestionController:
         bwe = self.bwe
         if not block.media:
             # the RTX stream: a probe's padding travels there, so its loss during a
-            # probe (paused video has no other) fails it
+            # probe (paused video has no other) fails it, and its sequence numbers
+            # show whether the padding arrived
             if bwe.probe is not None and block.fraction_lost / 256 >= bwe.settings.loss_high:
                 bwe.hold(now)
+            if block.video:
+                bwe.on_rtx_report(
+                    block.ssrc, now, highest=block.highest, cumulative_lost=block.cumulative_lost
+                )
             return False
         lost = block.link_loss
         if lost is None:  # the first report: upstream loss as the SFU saw it
@@ -302,7 +315,7 @@ class CongestionController:
 
     def start_probe(self, now: float) -> float | None:
         """Start a probe if the estimator wants one: its padding rate (bit/s), or None."""
-        return self.bwe.start_probe(now, wanted=self.wants_more)
+        return self.bwe.start_probe(now, wanted=self.wants_more, aim=self.next_step)
 
     def probe_step(self, now: float) -> ProbeStep:
         """The padding of the probe's slice starting now (``PROBE_TICK`` long)."""
@@ -317,3 +330,4 @@ class CongestionController:
 
     def padding_sent(self, size: int) -> None:
         self.padding_bytes += size
+        self.bwe.on_padding(size)

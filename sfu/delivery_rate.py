@@ -29,6 +29,11 @@ Rates are taken over the arrival times of the reports, per stream, then summed:
   starved of CPU for a moment (its packets wait in its socket buffer) acknowledges less
   for a second and then catches up: over ``share_window`` that mostly cancels out.
 
+**Repair streams** (RTX: retransmissions and probe padding) count in ``rate`` and
+``recent_rate`` (what the link carried: at the onset of congestion retransmissions may
+take a third of it), not in ``loss`` or ``acked_share`` (the SFU does not count what it
+sends there; ``on_repair`` is told the bytes received).
+
 A stream whose last report is older than ``stale`` seconds no longer counts (its
 receiver acknowledges nothing); one silent for ``forget`` seconds is dropped. Reports
 that go backwards or jump (a new sender on the SSRC, a reordered report) restart the
@@ -70,6 +75,8 @@ class _Stream:
     not_sent: int
     size: float
     marks: list[_Mark] = field(default_factory=list)
+    #: an RTX stream: counts in the rates only (``on_repair``)
+    repair: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +173,31 @@ class DeliveryRate:
                 first = i
         del s.marks[:first]
 
+    def on_repair(self, stream: int, now: float, received_bytes: float) -> None:
+        """A report block of repair stream ``stream`` (RTX) shows ``received_bytes``
+        more received since its previous one (0 for its first)."""
+        s = self._streams.get(stream)
+        if s is None or not s.repair:
+            s = self._streams[stream] = _Stream(0, 0, 0, 0, 0, 0.0, [], repair=True)
+            s.marks.append(_Mark(now, 0.0, 0, 0, 0))
+            return
+        last = s.marks[-1]
+        if now < last.at:
+            return
+        s.marks.append(_Mark(now, last.acked_bytes + max(0.0, received_bytes), 0, 0, 0))
+        cut = now - max(self.settings.window, self.settings.share_window)
+        first = 0
+        for i, mark in enumerate(s.marks):
+            if mark.at <= cut:
+                first = i
+        del s.marks[:first]
+
+    def packet_size(self) -> float:
+        """The mean size of what the SFU sends on the media streams (bytes; 1000 before
+        anything is known)."""
+        sizes = [s.size for s in self._streams.values() if not s.repair and s.size > 0]
+        return sum(sizes) / len(sizes) if sizes else 1000.0
+
     def _prune(self, now: float) -> None:
         old = [k for k, s in self._streams.items() if now - s.marks[-1].at > self.settings.forget]
         for k in old:
@@ -189,6 +221,7 @@ class DeliveryRate:
         st = self.settings
         total: float | None = None
         recent: float | None = None
+        repair = repair_recent = 0.0
         acked = sent = recent_acked = recent_sent = 0.0
         expected = lost = 0
         for s in self._streams.values():
@@ -198,6 +231,11 @@ class DeliveryRate:
             if window is None:
                 continue
             a, b = window
+            if s.repair:
+                repair += (b.acked_bytes - a.acked_bytes) * 8 / (b.at - a.at)
+                a, b = self._span(s, st.min_span) or window
+                repair_recent += (b.acked_bytes - a.acked_bytes) * 8 / (b.at - a.at)
+                continue
             rate = (b.acked_bytes - a.acked_bytes) * 8 / (b.at - a.at)
             total = rate if total is None else total + rate
             a, b = self._span(s, st.min_span) or window
@@ -215,9 +253,9 @@ class DeliveryRate:
         self.measured = True
         loss = lost / expected if expected > 0 else 0.0
         return Delivery(
-            total,
+            total + repair,
             loss,
             acked / sent if sent > 0 else None,
-            recent,
+            None if recent is None else recent + repair_recent,
             recent_acked / recent_sent if recent_sent > 0 else None,
         )

@@ -1,5 +1,6 @@
 """A lean load subscriber (:class:`LoadSubscriber`): no decoding; it counts packets, checks
-continuity, times every packet from its tag and sends receiver reports and NACKs."""
+continuity, times every packet from its tag and sends receiver reports and NACKs, and
+transport-cc feedback when the server's offer negotiates it (``loadgen/load/twcc.py``)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,13 @@ from loadgen.load.metrics import (
 )
 from loadgen.load.rtcp import NACK_RETRY, ReceiverFeedback, rtp_header, rtx_original_seq
 from loadgen.load.session import OfferedTrack, ParleySession
+from loadgen.load.twcc import (
+    FEEDBACK_INTERVAL,
+    TransportFeedback,
+    answer_transport_cc,
+    offered_transport_cc,
+    transport_sequence,
+)
 from sfu.aiortc_adapter import (
     describe_remote_media,
 )
@@ -77,6 +85,11 @@ class LoadSubscriber(LoadBot):
         self.session.on_layer = self._on_layer
         self._nack_timer: asyncio.TimerHandle | None = None
         self._feedback_task: asyncio.Task[None] | None = None
+        #: transport-cc: the extension id the server's offer gave (None: not offered, or
+        #: ``spec.feedback`` off), the arrivals it reports, the task sending them
+        self._twcc_id: int | None = None
+        self.twcc = TransportFeedback(self._own_ssrc)
+        self._twcc_task: asyncio.Task[None] | None = None
         #: with ``spec.watch``: per second (t, audio expected, audio lost, video expected,
         #: video lost, video repaired, freezes, freeze seconds, frames)
         self.timeline: list[tuple[float, ...]] = []
@@ -124,6 +137,7 @@ class LoadSubscriber(LoadBot):
 
     async def on_offer(self, sdp: str, tracks: list[OfferedTrack]) -> str:
         mids = {t.mid: t.track for t in tracks}
+        offered = offered_transport_cc(sdp) if self.spec.feedback else {}
         with contextlib.suppress(ValueError):
             for media in describe_remote_media(sdp):
                 for ssrc, rtx in media.ssrcs:
@@ -134,6 +148,13 @@ class LoadSubscriber(LoadBot):
                     if rtx is not None:
                         self._rtx_media[rtx] = ssrc
         answer = await super().on_offer(sdp, tracks)
+        if offered:
+            # aiortc's answer drops what it does not implement: keep transport-wide-cc
+            # (the same id as offered; BUNDLE gives every m-section the same one)
+            answer = answer_transport_cc(answer, offered)
+            self._twcc_id = next(iter(offered.values()))[0]
+            if self._twcc_task is None:
+                self._twcc_task = asyncio.ensure_future(self._send_transport_feedback())
         fresh = [t for t in tracks if t.kind == "video" and t.track not in self._video_tracks]
         self._video_tracks.update(t.track for t in fresh)
         if self.spec.max_height is not None and fresh:
@@ -152,7 +173,20 @@ class LoadSubscriber(LoadBot):
             self._layer_tasks.add(task)
             task.add_done_callback(self._layer_tasks.discard)
 
+    async def _send_transport_feedback(self) -> None:
+        """Transport-cc feedback every ``FEEDBACK_INTERVAL`` s, of what arrived since."""
+        while True:
+            await asyncio.sleep(FEEDBACK_INTERVAL)
+            port = self.sub_port
+            if port is not None:
+                for packet in self.twcc.feedback():
+                    port.send(packet)
+
     def _on_rtp(self, data: bytes, now: float) -> None:
+        if self._twcc_id is not None:
+            twcc_seq = transport_sequence(data, self._twcc_id)
+            if twcc_seq is not None:
+                self.twcc.on_packet(twcc_seq, struct.unpack_from("!I", data, 8)[0], now)
         tag = parse_tag(data)
         if tag is None:
             self.untagged += 1  # e.g. the server's padding-only probes
@@ -255,11 +289,12 @@ class LoadSubscriber(LoadBot):
         if self._nack_timer is not None:
             self._nack_timer.cancel()
             self._nack_timer = None
-        if self._feedback_task is not None:
-            self._feedback_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._feedback_task
-            self._feedback_task = None
+        for task in (self._feedback_task, self._twcc_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._feedback_task = self._twcc_task = None
         await self._close_receiving()
         if self.decoder is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.decoder.close)
@@ -304,6 +339,8 @@ class LoadSubscriber(LoadBot):
             "nacks_sent": self.feedback.nacks_sent,
             "nacked_packets": self.feedback.nacked_packets,
             "receiver_reports_sent": self.feedback.reports_sent,
+            "transport_cc": self._twcc_id is not None,
+            "transport_cc_feedback_sent": self.twcc.feedback_sent,
             "e2e_decoded": self.decoder.decoded if self.decoder else None,
             "e2e_unreadable": self.decoder.unreadable if self.decoder else None,
             "e2e_decode_errors": self.decoder.errors if self.decoder else None,

@@ -206,6 +206,12 @@ class SendSideEstimator:
             self._last_rr_decrease = now
             self._decrease(self.sent * (1 - fraction / 2), now, "loss", evidence=True)
 
+    def on_rtx_report(self, stream: int, now: float, *, highest: int, cumulative_lost: int) -> None:
+        """RTX receiver-report blocks: transport-cc feedback says more; ignored."""
+
+    def on_padding(self, size: int) -> None:
+        """A probe's padding packet went out: its feedback judges the cluster; ignored."""
+
     def hold(self, now: float) -> None:
         """Loss that may not lower the cap: no probing for ``hold`` seconds."""
         self.last_signal = now
@@ -253,10 +259,11 @@ class SendSideEstimator:
 
     # ------------------------------------------------------------ probing
 
-    def start_probe(self, now: float, wanted: bool) -> float | None:
+    def start_probe(self, now: float, wanted: bool, aim: float | None = None) -> float | None:
         """Start a probe cluster if one is due; returns its padding bit/s (the cluster's
         rate minus what is being sent), else None. ``wanted``: the allocation is held
-        back by the estimate."""
+        back by the estimate; ``aim``: what its next step needs (bit/s): a cluster that
+        would stop a little short of it goes up to it."""
         s = self.settings
         self._judge_probe(now)
         cap = self.cap
@@ -299,7 +306,7 @@ class SendSideEstimator:
         """Whether a congestion signal lowered the estimate within ``within`` s."""
         return now - self._last_decrease <= within
 
-    def may_pause(self, now: float) -> bool:
+    def may_pause(self, now: float, lowest: float | None = None) -> bool:
         """Whether the cap may pause video: a loss or overflow decrease within
         ``pause_evidence`` s, or a cap that has stood for ``cap_persist`` s."""
         s = self.settings

@@ -70,6 +70,37 @@ def _audio_loss(summary: dict[str, Any], after_ms: float) -> tuple[int, int]:
     return received + missing, missing
 
 
+def _print_figures(
+    summary_path: Path,
+    trace: list[tuple[float, str | None, str | None]],
+    limited_at: float,
+    lifted_at: float,
+) -> None:
+    """The figures to compare between versions: time to the first switch down, seconds
+    paused and layer changes while limited, time back to f, audio lost while limited."""
+    limited = [s for t, s, _ in trace if limited_at <= t <= lifted_at]
+    down = next((t - limited_at for t, s, _ in trace if t >= limited_at and s != "f"), None)
+    up = next((t - lifted_at for t, s, _ in trace if t >= lifted_at and s == "f"), None)
+    changes = sum(1 for a, b in zip(limited, limited[1:], strict=False) if a != b)
+    figures: dict[str, Any] = {
+        "switch_down_s": down and round(down, 1),
+        "paused_s_while_limited": round(0.1 * limited.count("paused"), 1),
+        "layer_changes_while_limited": changes,
+        "back_to_f_s": up and round(up, 1),
+    }
+    try:
+        summary = json.loads(summary_path.read_text())
+        layers = [e for e in summary["events"] if e["type"] == "layer"]
+        reached_f = next(i for i, e in enumerate(layers) if e["rid"] == "f")
+        limited_ms = next(e["t_ms"] for e in layers[reached_f:] if e["rid"] != "f")
+        for label, after in (("audio_from_switch", 0), ("audio_after_2.5s", 2500)):
+            packets, lost = _audio_loss(summary, limited_ms + after)
+            figures[label] = f"{lost}/{packets} lost"
+    except (OSError, ValueError, StopIteration, KeyError) as e:
+        figures["audio"] = f"not measured: {e!r}"
+    print("figures:", figures)
+
+
 async def test_a_subscriber_behind_300_kbits_drops_layers_and_recovers(tmp_path: Path) -> None:
     link = ImpairedLink(0)
     async with link:
@@ -136,6 +167,7 @@ async def _run_scenario(link: ImpairedLink, sfu: Sfu, port: int, tmp_path: Path)
     # printed whole (pytest shows a failing test's output; assertion messages are cut)
     print("limited, lifted, layer changes, estimator events:", context)
     print("paced packets:", [(round(t - t0, 1), n) for t, n in pacing[::5]])
+    _print_figures(summary_path, trace, limited_at, lifted_at)
 
     def first(after: float, wanted: set[str]) -> float | None:
         return next((t - after for t, s, _ in trace if t >= after and s in wanted), None)

@@ -57,7 +57,15 @@ def _capped(cap: float = 200_000) -> BandwidthEstimator:
     bwe.on_remb(cap * 1.5, 0.05)
     bwe.on_remb(cap, 0.3)
     assert bwe.estimate(0.3) == cap
+    bwe.on_sent(cap, 0.3)  # the allocation followed: what is sent is the cap
     return bwe
+
+
+def _prove(bwe: BandwidthEstimator, now: float) -> None:
+    """The receiver's REMB rises to the probed rate (it received the probe at that rate)."""
+    probe = bwe.probe
+    assert probe is not None
+    bwe.on_remb(probe.target, now)
 
 
 def test_probe_waits_for_calm_and_a_reason():
@@ -70,12 +78,22 @@ def test_probe_waits_for_calm_and_a_reason():
     assert bwe.start_probe(2.3, wanted=True) is None  # one at a time
 
 
-def test_a_calm_probe_raises_the_cap():
+def test_a_probe_the_receiver_shows_it_received_raises_the_cap():
     bwe = _capped()
     bwe.start_probe(2.0, wanted=True)
+    _prove(bwe, 2.4)  # a REMB at the probed rate, in the probe's second half
     assert bwe.estimate(3.0) == 200_000  # still settling
     assert bwe.estimate(3.3) == pytest.approx(400_000)
-    assert bwe.probes_ok == 1
+    assert bwe.probes_ok == 1 and bwe.events[-1][1] == "probe ok (remb)"
+
+
+def test_a_remb_from_before_the_probe_took_effect_proves_nothing():
+    bwe = _capped()
+    bwe.start_probe(2.0, wanted=True)
+    bwe.on_remb(250_000, 2.1)  # too early to reflect the probe
+    bwe.on_remb(340_000, 2.9)  # after it, rising, but short of 0.9 x the probed rate
+    assert bwe.estimate(5.0) == 200_000
+    assert bwe.probes_ok == 0 and bwe.failed_probes == 1 and bwe.probes_unproven == 1
 
 
 def test_a_signal_during_a_probe_fails_it_and_backs_off():
@@ -91,10 +109,13 @@ def test_a_signal_during_a_probe_fails_it_and_backs_off():
 def test_probes_climb_from_300k_to_two_megabits_within_fifteen_seconds():
     """Issue 6's recovery bound: the link is free again; probes find it out."""
     bwe = _capped(260_000)
-    t = 0.1
-    while (bwe.estimate(t) or 1e12) < 1.15 * 1_800_000:
+    t = 0.5
+    while (bwe.estimate(t) or 1e12) < 1.15 * 1_800_000 and t < 30.0:
         bwe.start_probe(t, wanted=True)
         t += 0.25
+        if bwe.probe is not None and t >= bwe.probe.start + 0.3:
+            _prove(bwe, t)
+        bwe.on_sent(min(bwe.estimate(t) or 0.0, 1_800_000), t)  # the allocation follows
     assert t < 15.0
 
 
@@ -104,8 +125,9 @@ def test_a_run_of_successful_probes_makes_them_larger_and_a_signal_ends_the_run(
     t = 2.0
     for _ in range(3):
         sizes.append(bwe.start_probe(t, wanted=True))
+        _prove(bwe, t + 0.4)
         t += 1.3  # probe (0.6 s) and settle (0.6 s) over: the next call settles it
-        bwe.estimate(t)
+        bwe.on_sent(bwe.estimate(t) or 0.0, t)  # the allocation follows the cap
     # as much again as the cap twice, then twice the cap (after probe_streak = 2 successes)
     assert sizes == [pytest.approx(100_000), pytest.approx(200_000), pytest.approx(800_000)]
     assert bwe.ok_streak == 3 and bwe.estimate(t) == pytest.approx(1_200_000)

@@ -378,9 +378,15 @@ def test_an_unbelieved_remb_drop_does_not_fail_a_probe() -> None:
     link.run(4.0)
     bwe._decrease(1_000_000, 4.0, "loss")  # a cap from earlier trouble
     link.run(6.0)
+    bwe.on_rtx_report(2000, 5.9, highest=100, cumulative_lost=0)
     rate = bwe.start_probe(6.0, wanted=True)
     assert rate is not None
     link.remb = _collapse(6.1, 900_000, 200_000, 0.5)
+    for _ in range(50):  # the probe's padding, on the RTX stream
+        bwe.on_padding(290)
+    link.run(6.8)
+    # the receiver's report of the RTX stream shows every padding packet arrived
+    bwe.on_rtx_report(2000, 6.8, highest=150, cumulative_lost=0)
     link.run(7.2)
     assert bwe.probes_ok == 1 and bwe.failed_probes == 0
     cap = bwe.estimate(7.2)

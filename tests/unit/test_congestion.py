@@ -32,14 +32,21 @@ class Link:
         self.highest = 0
         self.lost = 0.0
         self._mark = (0, 0.0)
+        #: the RTX stream, where a probe's padding travels
+        self.rtx_highest = 0
+        self.rtx_lost = 0.0
 
-    def carry(self, bits: float, seconds: float) -> None:
+    def carry(self, bits: float, seconds: float, padding: int = 0) -> None:
+        """``bits`` of media and ``padding`` padding packets (PACKET bytes each)."""
         packets = bits / 8 / PACKET
         self.highest += round(packets)
-        dropped = 0.0
-        if self.capacity is not None and bits > self.capacity * seconds:
-            dropped = packets * (1 - self.capacity * seconds / bits)
-        self.lost += dropped + (packets - dropped) * self.random_loss
+        self.rtx_highest += padding
+        total = bits + padding * PACKET * 8
+        share = 0.0  # of what is sent, what the bottleneck drops
+        if self.capacity is not None and total > self.capacity * seconds:
+            share = 1 - self.capacity * seconds / total
+        self.lost += packets * (share + (1 - share) * self.random_loss)
+        self.rtx_lost += padding * (share + (1 - share) * self.random_loss)
 
     def report(self) -> tuple[int, int, int]:
         """(fraction lost in 1/256, extended highest seq, cumulative lost) since the last."""
@@ -78,11 +85,11 @@ class Call:
         rate = LAYERS[self.level] if self.level >= 0 else 0.0
         # a probe's padding: ``padding`` bytes per PROBE_TICK slice while it sends
         padding = self.ctl.probe_step(self.now).padding * 8 / PROBE_TICK  # bit/s
-        bits = (rate + padding) * TICK
+        pads = round(padding * TICK / 8 / PACKET)
         self.bytes_sent += int(rate * TICK / 8)
-        if padding:
-            self.ctl.padding_sent(int(padding * TICK / 8))
-        self.link.carry(bits, TICK)
+        for _ in range(pads):
+            self.ctl.padding_sent(PACKET)
+        self.link.carry(rate * TICK, TICK, pads)
         if abs(self.now - round(self.now)) < 1e-6:  # once a second
             self.second()
 
@@ -99,6 +106,9 @@ class Call:
         )  # fmt: skip
         if self.ctl.on_report(block, now):
             self.redundant = True
+        rtx = ReportBlock(ssrc=2, fraction_lost=0, highest=self.link.rtx_highest,
+                          cumulative_lost=int(self.link.rtx_lost), media=False)  # fmt: skip
+        self.ctl.on_report(rtx, now)
         self.allocate()
         if self.ctl.start_probe(now) is not None:
             self.probes += 1
@@ -197,12 +207,33 @@ def test_a_probe_that_passes_raises_the_estimate():
     ctl.measure(0.0, 0, 0)
     ctl.bwe.cap = 300_000.0
     ctl.allocate([Demand(LAYERS, 0, 1.0)], 2.0)
+    rtx = ReportBlock(ssrc=2, fraction_lost=0, highest=10, cumulative_lost=0, media=False)
+    ctl.on_report(rtx, 1.8)
     rate = ctl.start_probe(2.0)
-    assert rate is not None
+    assert rate == 600_000.0  # nothing else is sent: the link is to carry twice the cap
+    for _ in range(40):
+        ctl.padding_sent(900)
     step = ctl.probe_step(2.6)  # done sending: judged once it settled
     assert step.padding == 0 and step.result_at is not None
+    # the receiver's report of the RTX stream shows the padding arrived
+    ctl.on_report(ReportBlock(ssrc=2, fraction_lost=0, highest=50, cumulative_lost=0,
+                              media=False), 2.9)  # fmt: skip
     ctl.measure(step.result_at, 40_000, 0)
-    assert ctl.budget(step.result_at) == 300_000.0 + rate
+    assert ctl.budget(step.result_at) == 600_000.0
+
+
+def test_a_probe_nothing_shows_arrived_fails():
+    """Silence is not success: no report or REMB says the padding arrived."""
+    ctl = CongestionController()
+    ctl.measure(0.0, 0, 0)
+    ctl.bwe.cap = 300_000.0
+    ctl.allocate([Demand(LAYERS, 0, 1.0)], 2.0)
+    assert ctl.start_probe(2.0) is not None
+    for _ in range(40):
+        ctl.padding_sent(900)
+    ctl.measure(5.0, 0, 0)
+    assert ctl.budget(5.0) == 300_000.0
+    assert ctl.bwe.failed_probes == 1 and ctl.bwe.probes_unproven == 1
 
 
 def test_loss_just_after_a_keyframe_caused_switch_lowers_nothing():
