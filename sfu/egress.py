@@ -74,8 +74,14 @@ class Egress:
         self._on_overflow(now)
 
     def layer_changed(self, forwarder: Forwarder) -> None:
-        if not self.closed:
-            self._on_layer_changed(forwarder)
+        """The forwarder switched layer (or paused): what the pacer holds of its old
+        layer is dropped, so the new layer's keyframe goes out first."""
+        if self.closed:
+            return
+        params = forwarder.params
+        if params is not None and self.pacer.queue:
+            self._counters["paced_dropped"] += self.pacer.drop_stream(params.ssrc)
+        self._on_layer_changed(forwarder)
 
     # ------------------------------------------------------------ the rest
 

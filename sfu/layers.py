@@ -106,6 +106,24 @@ def levels(
     return sorted(steps, key=lambda step: step.bitrate)
 
 
+#: A last-resort step (the lowest layer's base temporal layer, under ``MIN_FPS``) is
+#: taken only while the budget is under this share of the lowest layer whole: within
+#: 15 % of it, the pacer spreads the excess and the estimate sits below what the link
+#: carries anyway, while 7.5 fps is a picture that no longer moves smoothly.
+LAST_RESORT_FIT = 0.85
+
+
+def past_last_resort(
+    steps: Sequence[Level], level: int, budget: float | None, others: float
+) -> int:
+    """``level`` raised past a last-resort step while ``budget`` (with ``others`` bit/s
+    allocated to other tracks) is within ``LAST_RESORT_FIT`` of the step above it."""
+    if 0 <= level < len(steps) - 1 and steps[level].last_resort and budget is not None:
+        if budget >= LAST_RESORT_FIT * (others + steps[level + 1].bitrate):
+            return level + 1
+    return level
+
+
 def floor_level(steps: Sequence[Level], level: int) -> int:
     """``level`` raised past a last-resort step: while the estimator may not pause
     video (no loss evidence, ``BandwidthEstimator.may_pause``) the lowest layer is kept

@@ -152,6 +152,20 @@ class Pacer:
         self._update_idle()
         return out
 
+    def drop_stream(self, ssrc: int) -> int:
+        """Drop the queued packets of one outgoing stream (its SSRC); returns how many.
+        A stream that switched layer: what is queued of the layer it left is of no use
+        to a receiver that waits for the new layer's keyframe, which must not wait
+        behind it."""
+        key = ssrc.to_bytes(4, "big")
+        kept = deque(p for p in self.queue if p[8:12] != key)
+        dropped = len(self.queue) - len(kept)
+        if dropped:
+            self.queue = kept
+            self.queued_bytes = sum(len(p) for p in kept)
+            self._update_idle()
+        return dropped
+
     def clear(self) -> None:
         self.queue.clear()
         self.queued_bytes = 0

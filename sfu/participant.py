@@ -103,6 +103,7 @@ class Participant:
             "probes": 0,
             "padding_packets": 0,
             "twcc_feedback": 0,
+            "paced_dropped": 0,
             "frames_dropped": 0,
             "send_failures": 0,
             "rtx_limited": 0,

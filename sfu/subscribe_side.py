@@ -28,6 +28,7 @@ from .layers import (
     key_layer,
     levels,
     ordered,
+    past_last_resort,
     priority,
 )
 from .ports import Clock, NegotiationError, Peer
@@ -342,10 +343,18 @@ class SubscribeSide:
                 forwarder.selector.relax()
         self.egress.pacer.set_rate(allocation.budget, now)
         keep = not self.congestion.bwe.may_pause(now)  # no evidence: no last resort either
+        allocated = sum(
+            track_steps[level].bitrate
+            for track_steps, level in zip(steps, allocation.levels, strict=True)
+            if level >= 0
+        )
         for (forwarder, infos, _, _), track_steps, level in zip(
             plans, steps, allocation.levels, strict=True
         ):
             level = floor_level(track_steps, level) if keep else level
+            if level >= 0:
+                others = allocated - track_steps[level].bitrate
+                level = past_last_resort(track_steps, level, allocation.budget, others)
             proposed = track_steps[level].key if level >= 0 else None
             active = ordered(infos)
             every = levels(active, [forwarder.layers[i.index].temporal for i in active])

@@ -160,3 +160,20 @@ def test_token_bucket_refills_up_to_its_capacity_and_carries_debt() -> None:
     assert bucket.refill(None, 500.0, 11.0) == -200.0  # no rate: nothing added
     assert bucket.refill(1000.0, 500.0, 10.5) == -200.0  # time went backwards: nothing
     assert bucket.refill(1000.0, 500.0, 10.6) == pytest.approx(-100.0)
+
+
+def test_a_stream_that_switched_layer_loses_what_is_queued_of_it_and_nothing_else() -> None:
+    def packet(ssrc: int, size: int = 1000) -> bytes:
+        return b"\x80\x60\x00\x01" + b"\x00" * 4 + ssrc.to_bytes(4, "big") + bytes(size - 12)
+
+    pacer = Pacer()
+    pacer.set_rate(80_000, 0.0)
+    queued = [packet(1), packet(2), packet(1), packet(2, 500)]
+    for p in queued:
+        pacer.offer(p, 0.0)
+    assert len(pacer.queue) >= 3
+    before = list(pacer.queue)
+    assert pacer.drop_stream(1) == sum(1 for p in before if p[8:12] == b"\x00\x00\x00\x01")
+    assert all(p[8:12] == b"\x00\x00\x00\x02" for p in pacer.queue)
+    assert pacer.queued_bytes == sum(len(p) for p in pacer.queue)
+    assert pacer.drop_stream(1) == 0
