@@ -108,9 +108,10 @@ def levels(
 
 #: A last-resort step (the lowest layer's base temporal layer, under ``MIN_FPS``) is
 #: taken only while the budget is under this share of the lowest layer whole: within
-#: 15 % of it, the pacer spreads the excess and the estimate sits below what the link
-#: carries anyway, while 7.5 fps is a picture that no longer moves smoothly.
-LAST_RESORT_FIT = 0.85
+#: 5 % of it, the pacer spreads the excess (and the layer's measured rate wavers by that
+#: much), while 7.5 fps is a picture that no longer moves smoothly. No more: a lowest
+#: layer sent over what the link carries fills its queue and ends paused.
+LAST_RESORT_FIT = 0.95
 
 
 def past_last_resort(

@@ -2,7 +2,7 @@
 (as libwebrtc's ``AimdRateControl``).
 
 The detector's state drives a small state machine: **overusing** decreases the rate to
-``beta`` (0.85) x the acknowledged rate, the rate the path was measured to carry, so a
+``beta`` (0.9) x the acknowledged rate, the rate the path was measured to carry, so a
 decrease lands just under the bottleneck however far above it the SFU was sending;
 **normal** increases it; **underusing** holds it (a queue drains: the rate that filled
 it is about right). After a decrease the controller holds until the detector says
@@ -28,7 +28,7 @@ from .trendline import NORMAL, OVERUSING, UNDERUSING
 
 @dataclass(frozen=True, slots=True)
 class AimdSettings:
-    beta: float = 0.85
+    beta: float = 0.9
     multiplicative: float = 1.08
     max_acked_factor: float = 1.5
     max_acked_offset: float = 10_000.0

@@ -42,7 +42,7 @@ class GccSettings:
     #: an overuse decreases only while the acknowledged rate is below this x sent
     confirm: float = 0.95
     #: no decrease below this x the acknowledged rate
-    acked_floor: float = 0.85
+    acked_floor: float = 0.9
     overflow_backoff: float = 0.85
     overflow_interval: float = 0.5
     min_bitrate: float = 30_000.0

@@ -13,7 +13,7 @@ def test_no_rate_until_the_first_overuse_then_beta_times_acknowledged() -> None:
     assert not aimd.update(NORMAL, 1_000_000.0, 1_000_000.0, 0.0, 0.1)
     assert aimd.value is None
     assert aimd.update(OVERUSING, 300_000.0, 1_700_000.0, 0.1, 0.1)
-    assert aimd.value == pytest.approx(0.85 * 300_000)
+    assert aimd.value == pytest.approx(0.9 * 300_000)
 
 
 def test_decreases_wait_a_round_trip_unless_far_above_acknowledged() -> None:
@@ -22,9 +22,9 @@ def test_decreases_wait_a_round_trip_unless_far_above_acknowledged() -> None:
     assert aimd.update(OVERUSING, 900_000.0, None, 1.0, 0.1)
     assert not aimd.update(OVERUSING, 800_000.0, None, 1.05, 0.1)  # too soon
     assert aimd.update(OVERUSING, 300_000.0, None, 1.1, 0.1)  # under half: at once
-    assert aimd.value == pytest.approx(0.85 * 300_000)
+    assert aimd.value == pytest.approx(0.9 * 300_000)
     assert aimd.update(OVERUSING, 200_000.0, None, 1.4, 0.1)
-    assert aimd.value == pytest.approx(0.85 * 200_000)
+    assert aimd.value == pytest.approx(0.9 * 200_000)
 
 
 def test_increase_is_multiplicative_far_from_capacity_and_bounded_by_acked() -> None:
