@@ -286,7 +286,9 @@ class CongestionController:
         before there is a transport), about once a second."""
         audio = self._audio_mark
         if audio is not None and now > audio[0]:
-            self.audio_bitrate = max(0, audio_bytes_sent - audio[1]) * 8 / (now - audio[0])
+            rate = max(0, audio_bytes_sent - audio[1]) * 8 / (now - audio[0])
+            # (audio sent twice against random loss takes twice the room)
+            self.audio_bitrate = rate * (2 if self.lossy_at is not None else 1)
         self._audio_mark = (now, audio_bytes_sent)
         redundancy_off = False
         lossy = self.lossy_at

@@ -303,8 +303,10 @@ class SendSideEstimator:
     # ------------------------------------------------------------ decisions
 
     def congested(self, now: float, within: float = 5.0) -> bool:
-        """Whether a congestion signal lowered the estimate within ``within`` s."""
-        return now - self._last_decrease <= within
+        """Whether a congestion signal lowered the estimate within ``within`` s, or a cap
+        stands: a link known to be limited is not sent what receivers cannot repair twice
+        (audio sent twice on a full link feeds the very loss it is meant to repair)."""
+        return now - self._last_decrease <= within or self.cap is not None
 
     def may_pause(self, now: float, lowest: float | None = None) -> bool:
         """Whether the cap may pause video: a loss or overflow decrease within
