@@ -63,7 +63,7 @@ async def test_a_budget_under_q_drops_a_temporal_layer_instead_of_pausing(
         # a cap with evidence (loss) behind it: the estimator may pause video, so the
         # last step before pausing is open too
         congestion.budget = lambda now: CAP  # type: ignore[method-assign]
-        congestion.bwe.may_pause = lambda now: True  # type: ignore[method-assign]
+        congestion.bwe.may_pause = lambda now, lowest=None: True  # type: ignore[method-assign]
         side.update_layers(asyncio.get_running_loop().time())
         await asyncio.sleep(start + 10.0 - time.monotonic())
         seen["limited"] = (
