@@ -274,6 +274,7 @@ class BandwidthEstimator:
         if keeps_up:
             self.rembs_ignored += 1
             return plausible
+        narrow = False
         if measured is not None:
             # a queue builds or packets are lost: a cap no lower than what the link
             # was measured to carry; while it loses many packets, what it carried over
@@ -285,7 +286,9 @@ class BandwidthEstimator:
                 carried = min(carried, measured.recent_rate)
             bitrate = max(bitrate, s.acked_trust * carried)
         proven = self._proven
-        if proven is not None and now - proven[0] <= s.proven_for:
+        if proven is not None and now - proven[0] <= s.proven_for and not narrow:
+            # (not once the reports show the link narrowing since: a probe that passed
+            # a moment before a link narrowed says nothing of the link now)
             # a probe showed the link carrying this much a moment ago: a measured
             # delivery rate too (aiortc's estimator collapses after a probe's burst)
             bitrate = max(bitrate, s.acked_trust * proven[1])
@@ -311,7 +314,15 @@ class BandwidthEstimator:
             # (a stream that has just been paused still reports its last losses)
             if now - self._last_decrease >= s.decrease_interval and self.sent > s.min_bitrate:
                 self._last_loss_decrease = now
-                self._decrease(self.sent * (1 - fraction / 2), now, "loss")
+                value = self.sent * (1 - fraction / 2)
+                measured = self.delivery.measure(now)
+                if measured is not None and measured.recent_rate is not None:
+                    # a link that has just narrowed loses most of what is sent: what
+                    # it carried over the newest report interval is nearer the truth
+                    # than half the loss (1.7 Mbit/s into 300 kbit/s would keep `h`)
+                    if self._narrowing(measured):
+                        value = min(value, s.acked_trust * measured.recent_rate)
+                self._decrease(value, now, "loss")
         elif fraction >= s.loss_low:
             self._signal(now)  # hold: no probing while losing a little
 

@@ -173,7 +173,11 @@ async def _run_scenario(link: ImpairedLink, sfu: Sfu, port: int, tmp_path: Path)
         return next((t - after for t, s, _ in trace if t >= after and s in wanted), None)
 
     down = first(limited_at, {"q", "paused"})
-    assert down is not None and down < 3.0, (down, context)
+    # 4 s, loosened from 3 s during issue 14: since REMB probes need proof, the onset on
+    # this REMB-only path goes through `h` (a loss decrease), and `q` waits for the next
+    # report past the 2 s after that switch: 1.6-3.9 s measured (docs/congestion.md,
+    # "Where issue 14 stands"; the issue's 2 s holds for Chromium, not yet here)
+    assert down is not None and down < 4.0, (down, context)
     # the unconstrained subscriber keeps the top layer all along
     free_from = next(t for t, _, free in trace if free == "f")
     assert free_from < limited_at, trace
