@@ -49,7 +49,8 @@ from signaling.server import SFU_KEY, ServerConfig, create_app
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM_PATH = "/usr/bin/chromium"
-#: As tests/browser/conftest.py (docs/browser-client.md says why each).
+#: Debian's Chromium and its flags, for every page the tests and this harness drive
+#: (docs/browser-client.md says why each).
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--use-fake-device-for-media-stream",

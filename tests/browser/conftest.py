@@ -26,6 +26,9 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
+# Chromium and its flags (why each: docs/browser-client.md): one list, shared with the
+# congestion harness that launches Chromium inside a network namespace.
+from loadgen.browser_congestion import CHROMIUM_ARGS, CHROMIUM_PATH
 from tests._server import (
     RestartableServer,
     RunningServer,
@@ -55,20 +58,6 @@ __all__ = [
     "wait_for",
 ]
 
-CHROMIUM_PATH = "/usr/bin/chromium"
-
-#: Why each flag: docs/browser-client.md.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 
 #: The page every test starts from: a path the server does not serve, so the document is
 #: the server's own 404 response (text/plain, which Chromium renders with a <body>). Its

@@ -1,6 +1,5 @@
 """Recorded Chromium transport-cc feedback (``tests/fixtures/chromium_transport_cc*.jsonl``)
-as the estimator's input: each RTCP compound's transport-cc feedback parsed (a small
-parser of the test's own, per draft-holmer-rmcat-transport-wide-cc-extensions-01) and
+as the estimator's input: each RTCP compound's transport-cc feedback parsed (``sfu/rtp/twcc.py``) and
 joined with the send history into ``PacketResult`` lists, with when they arrived."""
 
 from __future__ import annotations
@@ -9,53 +8,19 @@ import json
 from pathlib import Path
 
 from sfu.gcc.packet import PacketResult
+from sfu.rtp.twcc import find_transport_feedback
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def parse_feedback(data: bytes) -> list[tuple[int, float | None]]:
     """(16-bit transport seq, arrival s or None) of every packet the transport-cc
-    feedback packets of an RTCP compound report."""
-    out: list[tuple[int, float | None]] = []
-    offset = 0
-    while offset + 4 <= len(data):
-        fmt, pt = data[offset] & 0x1F, data[offset + 1]
-        length = (int.from_bytes(data[offset + 2 : offset + 4], "big") + 1) * 4
-        if pt == 205 and fmt == 15:
-            out += _transport_cc(data[offset + 12 : offset + length])
-        offset += length
-    return out
-
-
-def _transport_cc(body: bytes) -> list[tuple[int, float | None]]:
-    base = int.from_bytes(body[0:2], "big")
-    count = int.from_bytes(body[2:4], "big")
-    reference = int.from_bytes(body[4:7], "big", signed=True) * 0.064
-    pos = 8
-    statuses: list[int] = []
-    while len(statuses) < count:
-        chunk = int.from_bytes(body[pos : pos + 2], "big")
-        pos += 2
-        if chunk >> 15 == 0:  # run length
-            statuses += [(chunk >> 13) & 3] * (chunk & 0x1FFF)
-        elif (chunk >> 14) & 1 == 0:  # 14 one-bit symbols
-            statuses += [(chunk >> (13 - i)) & 1 for i in range(14)]
-        else:  # 7 two-bit symbols
-            statuses += [(chunk >> (12 - 2 * i)) & 3 for i in range(7)]
-    time = reference
-    out: list[tuple[int, float | None]] = []
-    for i, status in enumerate(statuses[:count]):
-        arrival = None
-        if status == 1:
-            time += body[pos] * 0.00025
-            pos += 1
-            arrival = time
-        elif status == 2:
-            time += int.from_bytes(body[pos : pos + 2], "big", signed=True) * 0.00025
-            pos += 2
-            arrival = time
-        out.append(((base + i) & 0xFFFF, arrival))
-    return out
+    feedback packets of an RTCP compound report (``sfu.rtp.twcc``)."""
+    return [
+        ((feedback.base_seq + i) & 0xFFFF, arrival)
+        for feedback in find_transport_feedback(data)
+        for i, arrival in enumerate(feedback.arrivals)
+    ]
 
 
 def recorded(name: str) -> list[tuple[float, list[PacketResult]]]:
