@@ -108,6 +108,8 @@ class Forwarder(ForwarderFeedback, ForwarderTemporal, ForwarderCore):
         #: dropping the rest of a frame / waiting for a keyframe after a dropped frame
         self._dropping = False
         self._broken = False
+        #: stop the current layer at its next frame (``set_target(cut=True)``)
+        self._cut = False
         #: (fraction lost 0..1, cumulative lost, rtt s or None) from the last receiver report
         self.fraction_lost = 0.0
         self.rtt: float | None = None
@@ -177,12 +179,18 @@ class Forwarder(ForwarderFeedback, ForwarderTemporal, ForwarderCore):
 
     # ------------------------------------------------------------ layer control
 
-    def set_target(self, target: Source | None, now: float) -> None:
+    def set_target(self, target: Source | None, now: float, *, cut: bool = False) -> None:
         """Aim at ``target`` (one of ``layers``), or forward nothing (None).
 
         Stays on the current layer until the target's keyframe arrives; None (pause)
-        takes effect at once.
+        takes effect at once. ``cut``: the current layer no longer fits the link (a
+        switch down under congestion): its frames stop at once, from the next one, so
+        that what the link still queues of it drains before the target's keyframe
+        comes (its frames would only be lost at the bottleneck, and take the keyframe
+        with them).
         """
+        if cut and target is not None and self.current is not None and target is not self.current:
+            self._cut = True
         if self.closed or target is self.target:
             return
         if target is not None and target not in self.layers:
@@ -325,7 +333,7 @@ class Forwarder(ForwarderFeedback, ForwarderTemporal, ForwarderCore):
         previous = self.current
         self.current = source
         self.switched_at = now
-        self._dropping = self._broken = False  # a switch starts on a keyframe
+        self._dropping = self._broken = self._cut = False  # a switch starts on a keyframe
         self.left_out.clear()
         if previous is not source:
             if previous is not None:
@@ -377,6 +385,9 @@ class Forwarder(ForwarderFeedback, ForwarderTemporal, ForwarderCore):
         if self._dropping:
             self._drop(pkt)
             return False
+        if self._cut:
+            self._cut = False
+            self._broken = True  # until a keyframe: the target's, normally
         if self._broken and not (vp8 is not None and vp8.keyframe):
             self.frames_dropped += 1
             self._drop(pkt)

@@ -366,7 +366,9 @@ class SubscribeSide:
                 forwarder.set_target(None, now)
                 continue
             index, tid = key_layer(chosen)
-            forwarder.set_target(forwarder.layers[index], now)
+            forwarder.set_target(
+                forwarder.layers[index], now, cut=_overflows(forwarder, allocation.budget)
+            )
             forwarder.set_temporal(tid)
 
     # ------------------------------------------------------------ congestion glue
@@ -442,3 +444,10 @@ def _current_key(forwarder: Forwarder) -> int | None:
     """The step ``forwarder`` aims at now (``Level.key``), None when paused."""
     index = forwarder.target_index
     return None if index is None else Level(index, forwarder.tid_target, 0.0).key
+
+
+def _overflows(forwarder: Forwarder, budget: float | None) -> bool:
+    """Whether the layer ``forwarder`` sends now takes more than the whole ``budget``
+    (a switch away from it stops it at once: ``Forwarder.set_target(cut=True)``)."""
+    current = forwarder.current
+    return budget is not None and current is not None and current.bitrate > budget

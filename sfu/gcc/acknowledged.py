@@ -88,6 +88,27 @@ class AcknowledgedRate:
         newest = self._newest_arrival
         return self._arrived_bytes * 8 / self._span(self._first_arrival, newest)
 
+    def recent_rate(self, now: float, window: float = 0.2) -> float | None:
+        """Bit/s of what arrived within the newest ``window`` seconds of arrival time
+        (at least 80 ms of arrivals and 4 packets, else None): behind a standing queue,
+        the bottleneck's capacity, before the longer window has let go of what the link
+        carried before it narrowed."""
+        if not self._arrived or not self.fresh(now):
+            return None
+        newest = self._newest_arrival
+        total = count = first_size = 0
+        first = newest
+        for arrival, size in reversed(self._arrived):
+            if arrival < newest - window:
+                break
+            total += size
+            count += 1
+            first, first_size = arrival, size
+        if count < 4 or newest - first < 0.08:
+            return None
+        # the first packet's bytes arrived at ``first``: the span carried the others
+        return (total - first_size) * 8 / (newest - first)
+
     def sent_rate(self, now: float) -> float | None:
         """Bit/s of the packets the feedback reports, over their send times."""
         if not self._sent or not self.fresh(now):

@@ -28,6 +28,7 @@ from .loss_based import DECREASE, INCREASE, LossBased
 from .packet import PacketResult
 from .probe import Probe
 from .probing import Probing
+from .queue_delay import QueueDelay
 from .settings import GccSettings
 from .trendline import NORMAL, OVERUSING, UNDERUSING, TrendlineDetector
 
@@ -44,6 +45,7 @@ class SendSideEstimator:
         self._trend = TrendlineDetector(s.trendline)
         self._aimd = AimdRateControl(s.aimd)
         self._acked = AcknowledgedRate()
+        self._queue = QueueDelay(s.standing_queue)
         self._loss = LossBased(s.loss_low, s.loss_high)
         self._loss_hold_until = -1e9
         self._last_decrease = -1e9
@@ -129,6 +131,7 @@ class SendSideEstimator:
         newest = max(r.send_time for r in results)
         self.rtt = 0.9 * self.rtt + 0.1 * min(1.0, max(0.01, now - newest))
         self._acked.update(results, now)
+        self._queue.update(results, now)
         outside = self._probing.feedback(results)
         for r in results:
             if r.arrival is None:
@@ -136,7 +139,7 @@ class SendSideEstimator:
             delta = self._inter.add(r.send_time, r.arrival, r.size)
             if delta is not None:
                 self._trend.update(delta.send_delta, delta.arrival_delta, delta.arrival)
-        acked = self._acked.rate(now)
+        acked = self._carried(now)
         sent = self._acked.sent_rate(now)
         # a failed probe's own loss (and the queue it left) is the probe's, not the link's
         verdict = self._loss.update(outside, now)
@@ -150,6 +153,10 @@ class SendSideEstimator:
             else:
                 self._last_loss_decrease = now  # still evidence that packets are lost
         state = self.delay_state
+        if state != OVERUSING and self._queue.standing(now):
+            # a queue already stands (a burst sent at once forms one send group, whose
+            # delay the trendline sees only once all of it has crossed the bottleneck)
+            state = OVERUSING
         if state == OVERUSING:
             self._end_probe(now, "overuse")
             confirmed = acked is None or sent is None or acked < s.confirm * sent
@@ -227,9 +234,23 @@ class SendSideEstimator:
         self._decrease(self.sent * s.overflow_backoff, now, "overflow", evidence=True)
         return True
 
+    def _carried(self, now: float) -> float | None:
+        """What the path carries: the acknowledged rate, or, behind a standing queue,
+        what arrived lately if that is less (the bottleneck drains its queue at its
+        capacity; the longer window still holds the time before the link narrowed)."""
+        acked = self._acked.rate(now)
+        if acked is None or not self._queue.standing(now):
+            return acked
+        recent = self._acked.recent_rate(now, self.settings.recent_window)
+        return acked if recent is None else min(acked, recent)
+
+    def queue_delay(self, now: float) -> float | None:
+        """Seconds the newest packets queued on the path (None: no fresh feedback)."""
+        return self._queue.delay(now)
+
     def _decrease(self, value: float, now: float, reason: str, *, evidence: bool) -> None:
         s = self.settings
-        acked = self._acked.rate(now)
+        acked = self._carried(now)
         if acked is not None:
             value = max(value, s.acked_floor * acked)
         value = max(s.min_bitrate, value)

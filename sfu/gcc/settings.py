@@ -41,6 +41,10 @@ class GccSettings:
     hold: float = 1.0
     #: an overuse decreases only while the acknowledged rate is below this x sent
     confirm: float = 0.95
+    #: a queue of at least this many seconds stands on the path (``queue_delay``): what
+    #: arrived within the newest ``recent_window`` s then measures the link
+    standing_queue: float = 0.08
+    recent_window: float = 0.2
     #: no decrease below this x the acknowledged rate
     acked_floor: float = 0.9
     overflow_backoff: float = 0.85

@@ -177,6 +177,40 @@ def test_switch_happens_anyway_when_the_old_frame_never_ends():
     assert views[4].seq == (views[3].seq + 1) & 0xFFFF
 
 
+def test_a_cut_switch_down_stops_the_old_layer_at_its_next_frame():
+    """A switch down under congestion (``cut``): the old layer no longer fits the link,
+    so its frames stop at once (from the next frame: the one in flight ends) instead of
+    flowing until the target's keyframe; the stream stays continuous."""
+    pub, sink, fwd = setup()
+    fwd.set_target(pub.layers["f"], 0.0)
+    pub.send("f", pub.frame("f", 0.0, keyframe=True), 0.0)
+    f_frame = pub.frame("f", 0.03)
+    pub.send("f", f_frame[:1], 0.03)
+    fwd.set_target(pub.layers["q"], 0.031, cut=True)
+    pub.send("f", f_frame[1:], 0.032)  # the frame in flight ends
+    for i in range(3):  # f's next frames are not sent while q's keyframe is awaited
+        pub.send("f", pub.frame("f", 0.06 + i / 30), 0.06 + i / 30)
+    assert [body(v)[:1] for v in sink.views()] == [b"f"] * 6
+    assert fwd.current is pub.layers["f"]
+    pub.send("q", pub.frame("q", 0.2, keyframe=True), 0.2)
+    pub.send("f", pub.frame("f", 0.2), 0.2)
+    pub.send("q", pub.frame("q", 0.23), 0.23)
+    assert fwd.current is pub.layers["q"]
+    views = sink.views()
+    assert [body(v)[:1] for v in views] == [b"f"] * 6 + [b"q"] * 2
+    check_continuous(views)
+
+
+def test_without_cut_the_old_layer_flows_until_the_target_keyframe():
+    pub, sink, fwd = setup()
+    fwd.set_target(pub.layers["f"], 0.0)
+    pub.send("f", pub.frame("f", 0.0, keyframe=True), 0.0)
+    fwd.set_target(pub.layers["q"], 0.03)
+    for i in range(3):
+        pub.send("f", pub.frame("f", 0.03 + i / 30), 0.03 + i / 30)
+    assert [body(v)[:1] for v in sink.views()] == [b"f"] * 12
+
+
 def test_pause_detaches_and_resume_continues_without_gap():
     pub, sink, fwd = setup()
     fwd.set_target(pub.layers["h"], 0.0)

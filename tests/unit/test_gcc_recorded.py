@@ -58,6 +58,8 @@ def test_recorded_stream_through_a_narrow_link_is_capped_near_it() -> None:
         if cap is not None:
             caps.append(cap)
             if acked is not None:
-                assert cap >= 0.8 * acked * 0.85  # never far under what arrives
+                # never far under what arrives: the 0.5 s acknowledged rate, or, while
+                # its window still holds the time before the bottleneck, the link
+                assert cap >= 0.8 * min(acked, 150_000) * 0.85
     assert caps and caps[-1] < 1.3 * 150_000 and min(caps) > 100_000, caps
     assert bwe.events[0][1] in ("delay", "loss")

@@ -103,3 +103,19 @@ def test_sender_that_does_not_slow_down_keeps_the_estimate_near_the_link() -> No
     trace = sim.run(0.0, 20.0)
     limited = [trace.estimates[i] for i in trace.between(NARROW_AT + 1.5, 20.0)]
     assert all(e is not None and 0.8 * LIMIT <= e <= LIMIT for e in limited), limited
+
+
+def test_first_decrease_lands_near_the_link_at_once(narrowed: Simulation) -> None:
+    """Frames sent as bursts fill the narrow link's queue within a frame or two: the
+    queue that stands shows before the trendline's send groups have crossed, and what
+    arrives behind it measures the link, so the first decrease goes to about the link
+    (not to a share of what the longer window still holds from before)."""
+    decreases = [
+        (when, cap)
+        for when, what, cap in narrowed.bwe.events
+        if what in ("delay", "loss") and when > NARROW_AT
+    ]
+    assert decreases, narrowed.bwe.events
+    when, cap = decreases[0]
+    assert when - NARROW_AT < 0.6, decreases
+    assert cap is not None and 0.7 * LIMIT <= cap <= 1.1 * LIMIT, decreases
