@@ -152,6 +152,17 @@ class Pacer:
         self._update_idle()
         return out
 
+    def hold(self, seconds: float, now: float) -> None:
+        """Send no video for ``seconds`` (a debt of that long at the pacing rate): a
+        layer that overflowed the link was cut, and the bottleneck's queue it filled
+        must make room before the new layer's keyframe arrives there, or the keyframe
+        is lost with it (and waits a round trip through that queue for its repair)."""
+        rate = self.byte_rate
+        if rate is None:
+            return
+        self._refill(now)
+        self._bucket.tokens = min(self._bucket.tokens, -rate * seconds)
+
     def drop_stream(self, ssrc: int) -> int:
         """Drop the queued packets of one outgoing stream (its SSRC); returns how many.
         A stream that switched layer: what is queued of the layer it left is of no use

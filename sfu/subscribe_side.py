@@ -43,6 +43,10 @@ from .twcc_feedback import TransportFeedbackAdapter
 
 logger = logging.getLogger(__name__)
 
+#: seconds without video after a layer that overflowed the link is cut (``Pacer.hold``):
+#: about what a bottleneck's queue must drain to take the new layer's keyframe whole
+CUT_HOLD = 0.15
+
 
 class SubscribeSide:
     def __init__(
@@ -366,9 +370,11 @@ class SubscribeSide:
                 forwarder.set_target(None, now)
                 continue
             index, tid = key_layer(chosen)
-            forwarder.set_target(
-                forwarder.layers[index], now, cut=_overflows(forwarder, allocation.budget)
-            )
+            target = forwarder.layers[index]
+            cut = _overflows(forwarder, allocation.budget)
+            if cut and target is not forwarder.target:
+                self.egress.pacer.hold(CUT_HOLD, now)
+            forwarder.set_target(target, now, cut=cut)
             forwarder.set_temporal(tid)
 
     # ------------------------------------------------------------ congestion glue

@@ -177,3 +177,20 @@ def test_a_stream_that_switched_layer_loses_what_is_queued_of_it_and_nothing_els
     assert all(p[8:12] == b"\x00\x00\x00\x02" for p in pacer.queue)
     assert pacer.queued_bytes == sum(len(p) for p in pacer.queue)
     assert pacer.drop_stream(1) == 0
+
+
+def test_hold_sends_no_video_for_that_long_then_paces_again() -> None:
+    pacer = Pacer(PacerSettings(factor=1.0))
+    pacer.set_rate(800_000, 0.0)  # 100 kB/s
+    assert pacer.offer(b"x" * 1000, 0.05)  # tokens saved up: at once
+    pacer.hold(0.15, 0.06)
+    assert not pacer.offer(b"k" * 1000, 0.07)  # the new layer's keyframe waits
+    assert pacer.due(0.15) == []
+    assert pacer.due(0.2) == []
+    assert pacer.due(0.23) == [b"k" * 1000]
+
+
+def test_hold_does_nothing_without_a_rate() -> None:
+    pacer = Pacer()
+    pacer.hold(0.15, 0.0)
+    assert pacer.offer(b"x" * 1000, 0.01)
