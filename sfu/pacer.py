@@ -68,6 +68,8 @@ class Pacer:
         self.queue: deque[bytes] = deque()
         self.queued_bytes = 0
         self._bucket = TokenBucket()
+        #: bytes the queue may hold above its budget until it drains (``hold``)
+        self._allowance = 0
         #: the cap went away while packets were queued: stop pacing once they are out
         self._release = False
         #: packets that waited in the queue, and frames refused for want of room
@@ -103,8 +105,8 @@ class Pacer:
         s = self.settings
         rate = self.byte_rate
         if rate is None:
-            return s.min_queue_bytes
-        return max(s.min_queue_bytes, int(rate * s.max_delay))
+            return s.min_queue_bytes + self._allowance
+        return max(s.min_queue_bytes, int(rate * s.max_delay)) + self._allowance
 
     def has_room(self) -> bool:
         """Whether a new frame may start: the queue is within its budget."""
@@ -146,6 +148,8 @@ class Pacer:
             self.queued_bytes -= len(packet)
             bucket.spend(len(packet))
             out.append(packet)
+        if not queue:
+            self._allowance = 0
         if not queue and self._release:
             self._release = False
             self.byte_rate = None
@@ -162,6 +166,9 @@ class Pacer:
             return
         self._refill(now)
         self._bucket.tokens = min(self._bucket.tokens, -rate * seconds)
+        # what piles up meanwhile is the hold's, not an overflow: room for it until the
+        # queue has drained
+        self._allowance = int(rate * seconds)
 
     def drop_stream(self, ssrc: int) -> int:
         """Drop the queued packets of one outgoing stream (its SSRC); returns how many.

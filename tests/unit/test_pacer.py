@@ -190,6 +190,24 @@ def test_hold_sends_no_video_for_that_long_then_paces_again() -> None:
     assert pacer.due(0.23) == [b"k" * 1000]
 
 
+def test_what_piles_up_during_a_hold_is_not_an_overflow() -> None:
+    pacer = Pacer(PacerSettings(factor=1.0, max_delay=0.05, min_queue_bytes=1000))
+    pacer.set_rate(800_000, 0.0)  # 100 kB/s: a 5 kB budget
+    pacer.hold(0.15, 0.05)
+    for i in range(15):  # 0.15 s of frames at the pacing rate
+        assert pacer.has_room(), i
+        assert not pacer.offer(b"v" * 1000, 0.05 + i * 0.01)
+    assert pacer.overflows == 0
+    released = []
+    for k in range(40):
+        released += pacer.due(0.2 + k * 0.01)
+    assert len(released) == 15 and not pacer.queue
+    for _ in range(6):  # drained: the allowance is gone, the budget is 5 kB again
+        pacer.queue.append(b"v" * 1000)
+        pacer.queued_bytes += 1000
+    assert not pacer.has_room()
+
+
 def test_hold_does_nothing_without_a_rate() -> None:
     pacer = Pacer()
     pacer.hold(0.15, 0.0)
