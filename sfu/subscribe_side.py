@@ -371,7 +371,7 @@ class SubscribeSide:
                 continue
             index, tid = key_layer(chosen)
             target = forwarder.layers[index]
-            cut = _overflows(forwarder, allocation.budget)
+            cut = forwarder.overflows(allocation.budget)
             if cut and target is not forwarder.target:
                 self.egress.pacer.hold(CUT_HOLD, now)
             forwarder.set_target(target, now, cut=cut)
@@ -450,10 +450,3 @@ def _current_key(forwarder: Forwarder) -> int | None:
     """The step ``forwarder`` aims at now (``Level.key``), None when paused."""
     index = forwarder.target_index
     return None if index is None else Level(index, forwarder.tid_target, 0.0).key
-
-
-def _overflows(forwarder: Forwarder, budget: float | None) -> bool:
-    """Whether the layer ``forwarder`` sends now takes more than the whole ``budget``
-    (a switch away from it stops it at once: ``Forwarder.set_target(cut=True)``)."""
-    current = forwarder.current
-    return budget is not None and current is not None and current.bitrate > budget
