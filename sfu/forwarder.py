@@ -212,12 +212,6 @@ class Forwarder(ForwarderFeedback, ForwarderTemporal, ForwarderCore):
         if self.params is not None:
             target.add_forwarder(self, now)  # asks for a keyframe
 
-    def overflows(self, budget: float | None) -> bool:
-        """Whether the layer sent now takes more than the whole ``budget`` (bit/s): a
-        switch away from it stops it at once (``set_target(cut=True)``)."""
-        current = self.current
-        return budget is not None and current is not None and current.bitrate > budget
-
     def start(self, now: float) -> None:
         """The m-line is negotiated: start on the target (or the only) layer."""
         if self.target is None and not self.request.paused and not self.simulcast:

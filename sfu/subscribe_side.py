@@ -371,7 +371,8 @@ class SubscribeSide:
                 continue
             index, tid = key_layer(chosen)
             target = forwarder.layers[index]
-            cut = forwarder.overflows(allocation.budget)
+            budget, now_on = allocation.budget, forwarder.current  # larger than all: cut
+            cut = budget is not None and now_on is not None and now_on.bitrate > budget
             if cut and target is not forwarder.target:
                 self.egress.pacer.hold(CUT_HOLD, now)
             forwarder.set_target(target, now, cut=cut)
