@@ -316,7 +316,8 @@ def _has_extmap(lines: list[str]) -> bool:
     return any((m := _EXTMAP.match(line)) and m.group(2) == TRANSPORT_CC_URI for line in lines)
 
 
-def _with_transport_cc(lines: list[str], ext_id: int) -> list[str]:
+def _with_transport_cc(lines: list[str], ext_id: int, only: set[str] | None = None) -> list[str]:
+    """The section with the extmap and a feedback line per codec (of ``only``, if given)."""
     if lines[0][2:].split(" ", 1)[0] not in ("audio", "video"):
         return lines
     extmap = f"a=extmap:{ext_id} {TRANSPORT_CC_URI}"
@@ -325,7 +326,8 @@ def _with_transport_cc(lines: list[str], ext_id: int) -> list[str]:
     for line in lines:
         match = _RTPMAP.match(line)
         if match and match.group(2).lower() not in _NOT_CODECS:
-            codecs.append(match.group(1))
+            if only is None or match.group(1) in only:
+                codecs.append(match.group(1))
     wanted = {pt: f"a=rtcp-fb:{pt} transport-cc" for pt in codecs}
     for line in lines:
         for pt, fb in list(wanted.items()):
@@ -352,6 +354,42 @@ def _with_transport_cc(lines: list[str], ext_id: int) -> list[str]:
         out.append(line)
         out.extend(after.get(i, []))
     return out
+
+
+def keep_transport_cc(answer_sdp: str, offer_sdp: str) -> str:
+    """An answer (aiortc's drops what it does not implement) that keeps the transport-wide
+    congestion control the offer gave: in each audio/video section whose offer section
+    (same ``a=mid``) has the extmap, the extmap with the offer's id and
+    ``a=rtcp-fb:<pt> transport-cc`` for the payload types the offer asked it for. The
+    answerer then owes transport-cc feedback (``loadgen/media/twcc.py``). Unchanged
+    when the offer has none; idempotent; line endings kept."""
+    _, offer_session, offer_sections = _split(offer_sdp)
+    ids = {
+        int(m.group(1))
+        for line in offer_session + [line for lines in offer_sections for line in lines]
+        if (m := _EXTMAP.match(line)) and m.group(2) == TRANSPORT_CC_URI
+    }
+    if len(ids) != 1:
+        return answer_sdp
+    ext_id = ids.pop()
+    offered: dict[str, set[str]] = {}
+    for lines in offer_sections:
+        mid = next((line[6:].strip() for line in lines if line.startswith("a=mid:")), None)
+        if mid is not None and _has_extmap(lines):
+            offered[mid] = {
+                line.split(":", 1)[1].split()[0]
+                for line in lines
+                if line.startswith("a=rtcp-fb:") and line.split()[1:] == ["transport-cc"]
+            }
+    newline, session, sections = _split(answer_sdp)
+    out = list(session)
+    for lines in sections:
+        mid = next((line[6:].strip() for line in lines if line.startswith("a=mid:")), None)
+        if mid is None or mid not in offered:
+            out.extend(lines)
+        else:
+            out.extend(_with_transport_cc(lines, ext_id, offered[mid]))
+    return newline.join(out)
 
 
 def answer_transport_cc(answer_sdp: str) -> int | None:
