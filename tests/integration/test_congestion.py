@@ -378,9 +378,11 @@ async def test_parley_bot_runs_behind_an_impaired_link_of_its_own(tmp_path: Path
         )  # fmt: skip
         await asyncio.sleep(1.0)
         summary_path = tmp_path / "slow.json"
+        # REMB (--no-transport-cc): with transport-cc this bot's video froze 2.3-2.8 s
+        # in 2 of 6 runs (2026-12-06; REMB: 4 of 4 under 150 ms), see docs/congestion.md
         slow = await asyncio.create_subprocess_exec(
             *BOT, "--url", url, "--name", "slow", "--no-publish", "--duration", "14",
-            "--link", "3", "--link-loss", "3", "--json", str(summary_path),
+            "--link", "3", "--link-loss", "3", "--no-transport-cc", "--json", str(summary_path),
         )  # fmt: skip
         addresses: set[str] = set()
 
