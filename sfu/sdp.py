@@ -262,6 +262,10 @@ def write_simulcast_answer(answer_sdp: str, layers: dict[str, tuple[str, ...]]) 
 _NOT_CODECS = ("rtx", "red", "ulpfec", "flexfec-03")
 _EXTMAP = re.compile(r"^a=extmap:(\d+)(?:/\S+)?\s+(\S+)")
 _RTPMAP = re.compile(r"^a=rtpmap:(\d+)\s+([^/\s]+)")
+#: ids aiortc gives its own extensions in any section it may add later (mid 1, audio
+#: level 2, abs-send-time 3: ``aiortc.codecs.HEADER_EXTENSIONS``): an audio-only first
+#: offer must not take 3, which a video section added by renegotiation would reuse
+_AIORTC_IDS = frozenset({1, 2, 3})
 
 
 def _split(sdp_text: str) -> tuple[str, list[str], list[list[str]]]:
@@ -287,7 +291,7 @@ def offer_transport_cc(offer_sdp: str, prefer: int | None = None) -> str:
     them (they share a BUNDLE transport, where an id means one extension): the id the
     offer already uses for it, else ``prefer`` when it is free in every section (pass
     the id negotiated before, so a renegotiation keeps it), else the smallest one-byte
-    id (1-14) free in every section. Each codec payload type of the audio and video
+    id (4-14: aiortc's own extensions take 1-3 in any kind) free in every section. Each codec payload type of the audio and video
     sections (not RTX, RED, FEC) gets ``a=rtcp-fb:<pt> transport-cc``. Line endings are
     kept. An offer without an id left is returned unchanged.
     """
@@ -302,7 +306,7 @@ def offer_transport_cc(offer_sdp: str, prefer: int | None = None) -> str:
                 current = int(match.group(1))
     ext_id = current
     if ext_id is None:
-        free = [i for i in range(1, 15) if i not in used]
+        free = [i for i in range(1, 15) if i not in used and i not in _AIORTC_IDS]
         if not free:
             return offer_sdp
         ext_id = prefer if prefer in free else free[0]
