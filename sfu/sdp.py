@@ -262,6 +262,10 @@ def write_simulcast_answer(answer_sdp: str, layers: dict[str, tuple[str, ...]]) 
 _NOT_CODECS = ("rtx", "red", "ulpfec", "flexfec-03")
 _EXTMAP = re.compile(r"^a=extmap:(\d+)(?:/\S+)?\s+(\S+)")
 _RTPMAP = re.compile(r"^a=rtpmap:(\d+)\s+([^/\s]+)")
+#: ids aiortc gives its own extensions in any section it may add later (mid 1, audio
+#: level 2, abs-send-time 3: ``aiortc.codecs.HEADER_EXTENSIONS``): an audio-only first
+#: offer must not take 3, which a video section added by renegotiation would reuse
+_AIORTC_IDS = frozenset({1, 2, 3})
 
 
 def _split(sdp_text: str) -> tuple[str, list[str], list[list[str]]]:
@@ -287,7 +291,7 @@ def offer_transport_cc(offer_sdp: str, prefer: int | None = None) -> str:
     them (they share a BUNDLE transport, where an id means one extension): the id the
     offer already uses for it, else ``prefer`` when it is free in every section (pass
     the id negotiated before, so a renegotiation keeps it), else the smallest one-byte
-    id (1-14) free in every section. Each codec payload type of the audio and video
+    id (4-14: aiortc's own extensions take 1-3 in any kind) free in every section. Each codec payload type of the audio and video
     sections (not RTX, RED, FEC) gets ``a=rtcp-fb:<pt> transport-cc``. Line endings are
     kept. An offer without an id left is returned unchanged.
     """
@@ -302,7 +306,7 @@ def offer_transport_cc(offer_sdp: str, prefer: int | None = None) -> str:
                 current = int(match.group(1))
     ext_id = current
     if ext_id is None:
-        free = [i for i in range(1, 15) if i not in used]
+        free = [i for i in range(1, 15) if i not in used and i not in _AIORTC_IDS]
         if not free:
             return offer_sdp
         ext_id = prefer if prefer in free else free[0]
@@ -316,7 +320,8 @@ def _has_extmap(lines: list[str]) -> bool:
     return any((m := _EXTMAP.match(line)) and m.group(2) == TRANSPORT_CC_URI for line in lines)
 
 
-def _with_transport_cc(lines: list[str], ext_id: int) -> list[str]:
+def _with_transport_cc(lines: list[str], ext_id: int, only: set[str] | None = None) -> list[str]:
+    """The section with the extmap and a feedback line per codec (of ``only``, if given)."""
     if lines[0][2:].split(" ", 1)[0] not in ("audio", "video"):
         return lines
     extmap = f"a=extmap:{ext_id} {TRANSPORT_CC_URI}"
@@ -325,7 +330,8 @@ def _with_transport_cc(lines: list[str], ext_id: int) -> list[str]:
     for line in lines:
         match = _RTPMAP.match(line)
         if match and match.group(2).lower() not in _NOT_CODECS:
-            codecs.append(match.group(1))
+            if only is None or match.group(1) in only:
+                codecs.append(match.group(1))
     wanted = {pt: f"a=rtcp-fb:{pt} transport-cc" for pt in codecs}
     for line in lines:
         for pt, fb in list(wanted.items()):
@@ -352,6 +358,42 @@ def _with_transport_cc(lines: list[str], ext_id: int) -> list[str]:
         out.append(line)
         out.extend(after.get(i, []))
     return out
+
+
+def keep_transport_cc(answer_sdp: str, offer_sdp: str) -> str:
+    """An answer (aiortc's drops what it does not implement) that keeps the transport-wide
+    congestion control the offer gave: in each audio/video section whose offer section
+    (same ``a=mid``) has the extmap, the extmap with the offer's id and
+    ``a=rtcp-fb:<pt> transport-cc`` for the payload types the offer asked it for. The
+    answerer then owes transport-cc feedback (``loadgen/media/twcc.py``). Unchanged
+    when the offer has none; idempotent; line endings kept."""
+    _, offer_session, offer_sections = _split(offer_sdp)
+    ids = {
+        int(m.group(1))
+        for line in offer_session + [line for lines in offer_sections for line in lines]
+        if (m := _EXTMAP.match(line)) and m.group(2) == TRANSPORT_CC_URI
+    }
+    if len(ids) != 1:
+        return answer_sdp
+    ext_id = ids.pop()
+    offered: dict[str, set[str]] = {}
+    for lines in offer_sections:
+        mid = next((line[6:].strip() for line in lines if line.startswith("a=mid:")), None)
+        if mid is not None and _has_extmap(lines):
+            offered[mid] = {
+                line.split(":", 1)[1].split()[0]
+                for line in lines
+                if line.startswith("a=rtcp-fb:") and line.split()[1:] == ["transport-cc"]
+            }
+    newline, session, sections = _split(answer_sdp)
+    out = list(session)
+    for lines in sections:
+        mid = next((line[6:].strip() for line in lines if line.startswith("a=mid:")), None)
+        if mid is None or mid not in offered:
+            out.extend(lines)
+        else:
+            out.extend(_with_transport_cc(lines, ext_id, offered[mid]))
+    return newline.join(out)
 
 
 def answer_transport_cc(answer_sdp: str) -> int | None:

@@ -108,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
         "aiortc's own is 96000)",
     )
     parser.add_argument(
+        "--no-transport-cc",
+        dest="transport_cc",
+        action="store_false",
+        help="answer subscribe offers as aiortc does, without transport-cc feedback: the "
+        "server estimates this bot's downlink from REMB only (default: keep transport-cc "
+        "and send its feedback every 100 ms)",
+    )
+    parser.add_argument(
         "-v", "--verbose", action="store_true", help="debug logging (default: warnings only)"
     )
     link = parser.add_argument_group(
@@ -252,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         reconnect=args.reconnect,
         max_freeze_ms=args.max_freeze_ms,
         max_loss_pct=args.max_loss,
+        transport_cc=args.transport_cc,
     )
     summary = asyncio.run(run_bot(config))
     if not args.json_path:

@@ -50,6 +50,9 @@ class BotConfig:
     max_freeze_ms: float = MAX_FREEZE_MS
     #: ``ok`` needs each remote track to lose at most this share of its packets (%).
     max_loss_pct: float = MAX_LOSS_PCT
+    #: Keep transport-cc in subscribe answers and send its feedback (the server then
+    #: estimates with ``sfu/gcc/``); False: aiortc's answer, REMB only (``sfu/bwe.py``).
+    transport_cc: bool = True
 
     @property
     def ws_url(self) -> str:

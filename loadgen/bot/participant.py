@@ -32,6 +32,7 @@ from av import AudioFrame, VideoFrame
 from loadgen.bot.config import BotConfig, JoinFailed
 from loadgen.bot.reconnect import Backoff, Reconnect
 from loadgen.bot.stats import TrackKey, TrackStats, round_tenth
+from loadgen.bot.transport_cc import SubscribeTransportCc
 from loadgen.bot.verdict import (
     Failure,
     Limits,
@@ -168,6 +169,10 @@ class Bot:
         self._max_height_overrides: dict[str, int] = {}
         self._max_height_sent: dict[str, int] = {}
         self._offered_tracks: set[str] = set()
+        #: transport-cc of the current subscribe connection (config.transport_cc), and
+        #: what the ended ones counted
+        self._sub_twcc: SubscribeTransportCc | None = None
+        self._twcc_ended: list[dict[str, Any]] = []
 
     # -------------------------------------------------------------- lifecycle
 
@@ -325,6 +330,10 @@ class Bot:
     async def _close_media(self, pcs: Iterable[RTCPeerConnection | None]) -> None:
         video, port = self._simulcast_video, self._media_port
         self._simulcast_video = self._media_port = None
+        twcc, self._sub_twcc = self._sub_twcc, None
+        if twcc is not None:
+            await twcc.close()
+            self._twcc_ended.append(twcc.summary())
         self._munged = None
         self._video_sender = None
         if video is not None:
@@ -436,6 +445,7 @@ class Bot:
             "errors": list(self._errors),
             "simulcast": simulcast,
             "reconnects": [r.to_json(self._started_at) for r in self._reconnects],
+            "transport_cc": self._transport_cc_summary(),
             "limits": {
                 "max_freeze_ms": self.config.max_freeze_ms,
                 "max_loss_pct": self.config.max_loss_pct,
@@ -444,6 +454,21 @@ class Bot:
             "failed": [f.to_json() for f in failures],
             "verdict": verdict_line(failures),
         }
+
+    def _transport_cc_summary(self) -> dict[str, Any]:
+        """Transport-cc of the subscribe connections (summed over reconnects): whether
+        it was negotiated (the last connection's, else any ended one's), packets
+        recorded, feedback packets sent and not sent (transport down)."""
+        parts = list(self._twcc_ended)
+        if self._sub_twcc is not None:
+            parts.append(self._sub_twcc.summary())
+        out: dict[str, Any] = {
+            "enabled": self.config.transport_cc,
+            "negotiated": bool(parts) and parts[-1]["negotiated"],
+        }
+        for key in ("packets_recorded", "feedback_sent", "feedback_failed", "tap_errors"):
+            out[key] = sum(p[key] for p in parts)
+        return out
 
     # ------------------------------------------------------------- signaling
 
@@ -782,6 +807,8 @@ class Bot:
             self._sub_pc = pc
             self._watch(pc, "subscribe")
             pc.on("track", self._on_track)
+            if self.config.transport_cc:
+                self._sub_twcc = SubscribeTransportCc(pc, self._rng.randint(1, 0xFFFFFFFF))
 
         async with self._stats_lock:
             # Close the books of the mappings that change, then start the new ones
@@ -799,7 +826,11 @@ class Bot:
 
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
-        await self._send(SubscribeAnswer(pc.localDescription.sdp))
+        answer = pc.localDescription.sdp
+        if self._sub_twcc is not None:
+            # aiortc drops transport-cc from its answer: keep it, and send the feedback
+            answer = self._sub_twcc.answer(sdp, answer)
+        await self._send(SubscribeAnswer(answer))
         # (Re)send set_layer once per video track when it first reaches us: an earlier
         # request may have come before the server had subscribed us to it.
         fresh = [

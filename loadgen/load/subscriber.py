@@ -1,6 +1,6 @@
 """A lean load subscriber (:class:`LoadSubscriber`): no decoding; it counts packets, checks
 continuity, times every packet from its tag and sends receiver reports and NACKs, and
-transport-cc feedback when the server's offer negotiates it (``loadgen/load/twcc.py``)."""
+transport-cc feedback when the server's offer negotiates it (``loadgen/media/twcc.py``)."""
 
 from __future__ import annotations
 
@@ -32,16 +32,11 @@ from loadgen.load.metrics import (
 )
 from loadgen.load.rtcp import NACK_RETRY, ReceiverFeedback, rtp_header, rtx_original_seq
 from loadgen.load.session import OfferedTrack, ParleySession
-from loadgen.load.twcc import (
-    FEEDBACK_INTERVAL,
-    TransportFeedback,
-    answer_transport_cc,
-    offered_transport_cc,
-    transport_sequence,
-)
+from loadgen.media.twcc import FEEDBACK_INTERVAL, TransportCcRecorder
 from sfu.aiortc_adapter import (
     describe_remote_media,
 )
+from sfu.sdp import answer_transport_cc, keep_transport_cc
 
 # ----------------------------------------------------------------- subscriber
 
@@ -88,7 +83,7 @@ class LoadSubscriber(LoadBot):
         #: transport-cc: the extension id the server's offer gave (None: not offered, or
         #: ``spec.feedback`` off), the arrivals it reports, the task sending them
         self._twcc_id: int | None = None
-        self.twcc = TransportFeedback(self._own_ssrc)
+        self.twcc = TransportCcRecorder(self._own_ssrc)
         self._twcc_task: asyncio.Task[None] | None = None
         #: with ``spec.watch``: per second (t, audio expected, audio lost, video expected,
         #: video lost, video repaired, freezes, freeze seconds, frames)
@@ -137,7 +132,6 @@ class LoadSubscriber(LoadBot):
 
     async def on_offer(self, sdp: str, tracks: list[OfferedTrack]) -> str:
         mids = {t.mid: t.track for t in tracks}
-        offered = offered_transport_cc(sdp) if self.spec.feedback else {}
         with contextlib.suppress(ValueError):
             for media in describe_remote_media(sdp):
                 for ssrc, rtx in media.ssrcs:
@@ -148,11 +142,12 @@ class LoadSubscriber(LoadBot):
                     if rtx is not None:
                         self._rtx_media[rtx] = ssrc
         answer = await super().on_offer(sdp, tracks)
-        if offered:
+        if self.spec.feedback:
             # aiortc's answer drops what it does not implement: keep transport-wide-cc
             # (the same id as offered; BUNDLE gives every m-section the same one)
-            answer = answer_transport_cc(answer, offered)
-            self._twcc_id = next(iter(offered.values()))[0]
+            answer = keep_transport_cc(answer, sdp)
+            self._twcc_id = answer_transport_cc(answer)
+        if self._twcc_id is not None:
             if self._twcc_task is None:
                 self._twcc_task = asyncio.ensure_future(self._send_transport_feedback())
         fresh = [t for t in tracks if t.kind == "video" and t.track not in self._video_tracks]
@@ -184,9 +179,7 @@ class LoadSubscriber(LoadBot):
 
     def _on_rtp(self, data: bytes, now: float) -> None:
         if self._twcc_id is not None:
-            twcc_seq = transport_sequence(data, self._twcc_id)
-            if twcc_seq is not None:
-                self.twcc.on_packet(twcc_seq, struct.unpack_from("!I", data, 8)[0], now)
+            self.twcc.on_rtp(data, self._twcc_id, now)
         tag = parse_tag(data)
         if tag is None:
             self.untagged += 1  # e.g. the server's padding-only probes

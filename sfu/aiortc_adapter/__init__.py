@@ -18,6 +18,9 @@ Hooks, all installed per instance (nothing is patched globally):
   RTCP task start; Parley learns the negotiated parameters instead.
 * Observing receivers (bots that decode): ``RTCRtpReceiver._handle_rtp_packet`` is
   wrapped so the bot sees each packet before aiortc's jitter buffer.
+* Receive tap (bots that decode and send transport-cc feedback): the DTLS transport's
+  ``_handle_rtp_data`` is wrapped so the raw decrypted packet is seen first, then
+  handed to aiortc unchanged; RTCP is sent with ``_send_rtp`` (``receive_tap``).
 * Senders: ``RTCRtpSender.send`` is replaced so the track-less sender never starts
   its 50 Hz polling RTP loop nor its empty sender reports; it keeps its SDP role
   (SSRC, RTX SSRC, msid) and Parley learns the negotiated parameters.
@@ -26,7 +29,7 @@ Hooks, all installed per instance (nothing is patched globally):
 
 The package's modules: ``ice`` (peer connections, gathering, consent), ``rtp_params``
 (negotiated parameters, idle receivers and senders), ``media_port`` (ingress fast path
-and egress), ``remote_sdp`` (what routing reads of a remote description). Nothing
+and egress), ``receive_tap`` (raw RTP beside aiortc's own receive path), ``remote_sdp`` (what routing reads of a remote description). Nothing
 outside this package touches aiortc's, aioice's or pylibsrtp's private API.
 """
 
@@ -71,6 +74,7 @@ from .media_port import (
     make_egress,
     srtp_transform,
 )
+from .receive_tap import ReceiveTap
 from .remote_sdp import RemoteMedia, describe_remote_media
 from .rtp_params import (
     NegotiatedRtp,
@@ -97,6 +101,7 @@ __all__ = [
     "AdapterError",
     "MediaPort",
     "NegotiatedRtp",
+    "ReceiveTap",
     "RemoteMedia",
     "RtcpHandler",
     "RtpHandler",
@@ -128,7 +133,7 @@ HOOKED_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (RTCPeerConnection, "_RTCPeerConnection__connect"),
     (RTCDtlsTransport, "_handle_rtp_data"),
     (RTCDtlsTransport, "_handle_rtcp_data"),
-    (RTCDtlsTransport, "_send_rtp"),
+    (RTCDtlsTransport, "_send_rtp"),  # ReceiveTap.send_rtcp
     (RTCDtlsTransport, "_rx_srtp"),
     (RTCDtlsTransport, "_tx_srtp"),
     (RTCRtpReceiver, "receive"),

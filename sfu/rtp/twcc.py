@@ -20,6 +20,12 @@ The format is draft-holmer-rmcat-transport-wide-cc-extensions-01 §3.1: an RTPFB
 aiortc's RTCP parser reads FMT 15 as a generic NACK, so Parley reads the raw compound
 itself: :func:`find_transport_feedback`. A malformed packet raises :class:`TwccError`;
 callers count it and drop it.
+
+:func:`build_feedback_prefix` is Parley's one feedback builder (tests, and the receivers
+of ``loadgen/media/twcc.py``: ``parley load`` and ``parley bot``): chunks chosen as
+libwebrtc chooses them, RTCP padding as libwebrtc sends it on request, and a packet that
+ends before a receive delta too large for 16 bits; :func:`build_transport_feedback`
+raises there instead.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ __all__ = [
     "REFERENCE_UNIT",
     "TransportFeedback",
     "TwccError",
+    "build_feedback_prefix",
     "build_transport_feedback",
     "find_transport_feedback",
     "parse_transport_feedback",
@@ -174,31 +181,81 @@ def find_transport_feedback(compound: bytes) -> list[TransportFeedback]:
     return found
 
 
+class _LastChunk:
+    """The packet chunk being filled, as libwebrtc's ``TransportFeedback::LastChunk``:
+    it takes symbols while one kind of chunk can hold them all (a two-bit vector up to
+    7, a one-bit vector up to 14 without a large delta, a run length while all equal)."""
+
+    def __init__(self) -> None:
+        self.symbols: list[int] = []  # the first 14 at most (a longer chunk is a run)
+        self.size = 0
+        self.all_same = True
+        self.has_large = False
+
+    def clear(self) -> None:
+        self.symbols = []
+        self.size = 0
+        self.all_same = True
+        self.has_large = False
+
+    def can_add(self, status: int) -> bool:
+        if self.size < 7:
+            return True
+        if self.size < 14 and not self.has_large and status != _LARGE:
+            return True
+        return self.size < 0x1FFF and self.all_same and status == self.symbols[0]
+
+    def add(self, status: int) -> None:
+        if self.size < 14:
+            self.symbols.append(status)
+        self.all_same = self.all_same and status == self.symbols[0]
+        self.has_large = self.has_large or status == _LARGE
+        self.size += 1
+
+    def emit(self) -> int:
+        """The chunk for a full one: a run length when all equal, a one-bit vector when
+        14 long, else a two-bit vector of its first 7 (the rest stays)."""
+        if self.all_same:
+            chunk = (self.symbols[0] << 13) | self.size
+            self.clear()
+            return chunk
+        if self.size == 14:
+            chunk = _vector(self.symbols, 1)
+            self.clear()
+            return chunk
+        chunk = _vector(self.symbols[:7], 2)
+        rest = self.symbols[7:]
+        self.clear()
+        for status in rest:
+            self.add(status)
+        return chunk
+
+    def last(self) -> int:
+        """The chunk for the last one: a run length when all equal, a two-bit vector up
+        to 7, else a one-bit vector (unused slots: not received)."""
+        if self.all_same:
+            return (self.symbols[0] << 13) | self.size
+        return _vector(self.symbols, 2 if self.size <= 7 else 1)
+
+
+def _vector(symbols: Sequence[int], bits: int) -> int:
+    chunk = 0xC000 if bits == 2 else 0x8000
+    top = 12 if bits == 2 else 13
+    for k, s in enumerate(symbols):
+        chunk |= s << (top - bits * k)
+    return chunk
+
+
 def _chunks(statuses: Sequence[int]) -> list[int]:
-    """Encode statuses as packet chunks: a run-length chunk for a run of 7 or more,
-    else a one-bit vector when the next 14 fit one bit, else a two-bit vector."""
+    """Encode statuses as packet chunks, as libwebrtc does (:class:`_LastChunk`)."""
     out: list[int] = []
-    i = 0
-    n = len(statuses)
-    while i < n:
-        run = 1
-        while i + run < n and run < 0x1FFF and statuses[i + run] == statuses[i]:
-            run += 1
-        if run >= 7 or run == n - i:
-            out.append((statuses[i] << 13) | run)
-            i += run
-        elif all(s <= _SMALL for s in statuses[i : i + 14]):
-            chunk = 0x8000
-            for k, s in enumerate(statuses[i : i + 14]):
-                chunk |= s << (13 - k)
-            out.append(chunk)
-            i += 14
-        else:
-            chunk = 0xC000
-            for k, s in enumerate(statuses[i : i + 7]):
-                chunk |= s << (12 - 2 * k)
-            out.append(chunk)
-            i += 7
+    chunk = _LastChunk()
+    for status in statuses:
+        if not chunk.can_add(status):
+            out.append(chunk.emit())
+        chunk.add(status)
+    if chunk.size:
+        out.append(chunk.last())
     return out
 
 
@@ -209,21 +266,56 @@ def build_transport_feedback(
     sender_ssrc: int = 1,
     media_ssrc: int = 0,
     reference_ticks: int | None = None,
+    *,
+    rtcp_padding: bool = False,
 ) -> bytes:
     """One RTPFB FMT 15 packet reporting ``arrivals`` (seconds, receiver clock, or None:
-    not received) for transport sequence numbers from ``base_seq``.
+    not received) for transport sequence numbers from ``base_seq``; a receive delta
+    that does not fit 16 signed bits raises ValueError (:func:`build_feedback_prefix`
+    reports up to it instead). Options as :func:`build_feedback_prefix`."""
+    packet, reported = build_feedback_prefix(
+        base_seq,
+        arrivals,
+        fb_count,
+        sender_ssrc,
+        media_ssrc,
+        reference_ticks,
+        rtcp_padding=rtcp_padding,
+    )
+    if reported < len(arrivals):
+        raise ValueError(f"the receive delta of packet {reported} does not fit 16 bits")
+    return packet
 
-    The reference time is ``reference_ticks`` (24 bits) when given, else the first
-    arrival rounded down to 64 ms. Deltas are rounded to 250 µs, cumulatively (no drift);
-    one that does not fit 16 signed bits raises ValueError.
+
+def build_feedback_prefix(
+    base_seq: int,
+    arrivals: Sequence[float | None],
+    fb_count: int,
+    sender_ssrc: int = 1,
+    media_ssrc: int = 0,
+    reference_ticks: int | None = None,
+    *,
+    rtcp_padding: bool = False,
+) -> tuple[bytes, int]:
+    """One RTPFB FMT 15 packet reporting as many of ``arrivals`` as it can, and how many
+    it reports: all, or those before the first whose receive delta does not fit 16
+    signed bits (a receiver reports that one in its next packet, which gets its own
+    reference time). ValueError when it cannot report even one.
+
+    The reference time is ``reference_ticks`` (its 24 bits read as signed) when given,
+    else the first arrival rounded down to 64 ms (written modulo 2^24: the clock may be
+    past 2^23 ticks, 6.2 days). Deltas are rounded to 250 µs, cumulatively (no drift).
+    The packet is zero-padded to 32 bits; with ``rtcp_padding`` the padding is RTCP
+    padding (P bit set, its length in the last byte), as libwebrtc sends it.
     """
     if not arrivals or len(arrivals) > MAX_STATUS_COUNT:
         raise ValueError("a feedback reports 1 to 65535 packets")
     if reference_ticks is None:
         first = next((a for a in arrivals if a is not None), 0.0)
-        reference_ticks = int(first // REFERENCE_UNIT)
-    reference_ticks &= 0xFFFFFF
-    reference = _signed24(reference_ticks) * REFERENCE_UNIT
+        ticks_at = int(first // REFERENCE_UNIT)
+    else:
+        ticks_at = _signed24(reference_ticks & 0xFFFFFF)
+    reference = ticks_at * REFERENCE_UNIT
     statuses: list[int] = []
     deltas = bytearray()
     ticks = 0
@@ -233,26 +325,32 @@ def build_transport_feedback(
             continue
         target = round((arrival - reference) / DELTA_UNIT)
         delta = target - ticks
-        ticks = target
         if 0 <= delta <= 0xFF:
             statuses.append(_SMALL)
             deltas.append(delta)
         elif -0x8000 <= delta <= 0x7FFF:
             statuses.append(_LARGE)
             deltas += delta.to_bytes(2, "big", signed=True)
+        elif any(statuses):
+            break  # the next packet reports it
         else:
-            raise ValueError(f"receive delta of {delta * DELTA_UNIT:.4f} s does not fit")
+            raise ValueError("the first receive delta does not fit 16 bits")
+        ticks = target
     body = b"".join(c.to_bytes(2, "big") for c in _chunks(statuses)) + bytes(deltas)
-    body += bytes(-len(body) % 4)
+    padding = -len(body) % 4
+    if padding and rtcp_padding:
+        body += bytes(padding - 1) + bytes((padding,))
+    else:
+        body += bytes(padding)
     length = (_FIXED.size + len(body)) // 4 - 1
     head = _FIXED.pack(
-        0x80 | FMT_TRANSPORT_CC,
+        0x80 | (0x20 if padding and rtcp_padding else 0) | FMT_TRANSPORT_CC,
         RTPFB,
         length,
         sender_ssrc,
         media_ssrc,
         base_seq & 0xFFFF,
-        len(arrivals),
-        (reference_ticks << 8) | (fb_count & 0xFF),
+        len(statuses),
+        ((ticks_at & 0xFFFFFF) << 8) | (fb_count & 0xFF),
     )
-    return head + body
+    return head + body, len(statuses)

@@ -4,7 +4,9 @@ Three real ``parley bot`` processes (320x240, 15 fps, no simulcast) in one room 
 loopback. Their REMB (aiortc's receive-side estimator, fed by arrival times taken in a
 busy Python process) can fall to 30 kbit/s while every receiver report says nothing
 was lost; the SFU must not believe it (``sfu/delivery_rate.py``, ``sfu/bwe.py``). The
-long version (10 runs of 60 s per scenario) is ``bench/three_bots.py``.
+long version (10 runs of 60 s per scenario) is ``bench/three_bots.py``. The bots answer
+with ``--no-transport-cc`` (plain aiortc: REMB), except in the transport-cc variant of
+the plain call, where the server estimates from their transport-cc feedback (``sfu/gcc/``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from .conftest import RunningServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,11 +29,13 @@ DURATION = 25.0
 NAMES = ("ann", "bob", "cy")
 
 
-async def _start_bot(url: str, room: str, name: str, out: Path) -> asyncio.subprocess.Process:
+async def _start_bot(
+    url: str, room: str, name: str, out: Path, transport_cc: bool
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "parley", "bot", "--url", url, "--room", room,
         "--name", name, "--duration", str(DURATION), "--fps", str(int(FPS)),
-        "--json", str(out), cwd=REPO,
+        "--json", str(out), *([] if transport_cc else ["--no-transport-cc"]), cwd=REPO,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
 
@@ -52,9 +58,11 @@ async def _stall(proc: asyncio.subprocess.Process, start: float, stop: float) ->
     return stops
 
 
-async def _call(server: RunningServer, room: str, tmp: Path, stalled: str | None) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
+async def _call(server: RunningServer, room: str, tmp: Path, stalled: str | None, transport_cc: bool = False) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
     paths = {name: tmp / f"{name}.json" for name in NAMES}
-    procs = {name: await _start_bot(server.url, room, name, paths[name]) for name in NAMES}
+    procs = {
+        name: await _start_bot(server.url, room, name, paths[name], transport_cc) for name in NAMES
+    }
     stops = 0
     try:
         if stalled is not None:
@@ -118,10 +126,12 @@ def _check_receiver(v: dict[str, Any]) -> None:
     assert v["max_freeze_ms"] is not None and v["max_freeze_ms"] <= 1000, v
 
 
+@pytest.mark.parametrize("transport_cc", [True, False], ids=["transport-cc", "remb"])
 async def test_three_bots_on_loopback_keep_all_their_video(
-    server: RunningServer, tmp_path: Path
+    server: RunningServer, tmp_path: Path, transport_cc: bool
 ) -> None:
-    summaries, _ = await _call(server, "plain", tmp_path, stalled=None)
+    summaries, _ = await _call(server, "plain", tmp_path, stalled=None, transport_cc=transport_cc)
+    assert all(s["transport_cc"]["negotiated"] is transport_cc for s in summaries)
     videos = _videos(summaries)
     assert len(videos) == 6, videos  # every bot receives both others' video
     for v in videos:
@@ -133,7 +143,9 @@ async def test_a_stalled_receiver_degrades_nobody_else(
 ) -> None:
     """``cy`` is stopped for 300 ms of every second: its reports and REMB arrive late and
     bunched. ``ann`` and ``bob`` keep everything; ``cy`` is never paused for long and
-    decodes both others at the end."""
+    decodes both others at the end. REMB only: with transport-cc feedback (stamped on
+    resume, 300 ms late every second) the send-side estimator paused one of ``cy``'s
+    videos for 18 s (2 runs of 2 on 2026-12-06), which this test would fail."""
     summaries, stops = await _call(server, "stalled", tmp_path, stalled="cy")
     assert stops >= 15
     videos = _videos(summaries)

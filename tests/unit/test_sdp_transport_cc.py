@@ -119,3 +119,23 @@ async def test_aiortc_accepts_an_answer_with_the_extension() -> None:
         assert [t.currentDirection for t in pc.getTransceivers()] == ["sendonly", "sendonly"]
     finally:
         await pc.close()
+
+
+async def test_an_audio_only_offer_leaves_aiortcs_video_ids_free() -> None:
+    """A first offer with audio only must not take abs-send-time's id (3): the video
+    section a renegotiation adds later gets aiortc's 3 for abs-send-time, and a
+    transport-cc element (2 bytes) under that id breaks aiortc's parsing of every packet."""
+    from aiortc.codecs import HEADER_EXTENSIONS
+
+    from sfu.sdp import _AIORTC_IDS
+
+    assert {ext.id for exts in HEADER_EXTENSIONS.values() for ext in exts} <= _AIORTC_IDS
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        pc.addTransceiver("audio", direction="sendonly")
+        offer = (await pc.createOffer()).sdp
+    finally:
+        await pc.close()
+    (audio,) = sections(offer_transport_cc(offer))
+    (twcc_id,) = {i for i, uri in extmaps(audio).items() if uri == TRANSPORT_CC_URI}
+    assert twcc_id not in _AIORTC_IDS and twcc_id == 4

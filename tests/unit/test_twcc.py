@@ -12,6 +12,7 @@ from sfu.rtp.twcc import (
     REFERENCE_UNIT,
     TransportFeedback,
     TwccError,
+    build_feedback_prefix,
     build_transport_feedback,
     find_transport_feedback,
     parse_transport_feedback,
@@ -119,6 +120,90 @@ def test_encoder_uses_each_chunk_kind() -> None:
     assert one_bit[0] >> 6 == 0b10
     two_bit = chunk_bytes([0.0, 0.5, None, 0.6])  # a large delta
     assert two_bit[0] >> 6 == 0b11
+
+
+def _chunk_words(statuses: list[int]) -> list[int]:
+    """The packet chunks the builder writes for these statuses (0 lost, 1 small delta,
+    2 large delta), after checking that the SFU's parser reads them back."""
+    arrivals: list[float | None] = []
+    t = 0.0
+    for status in statuses:
+        if status == 0:
+            arrivals.append(None)
+            continue
+        t += 0.001 if status == 1 else 0.5
+        arrivals.append(t)
+    data = build_transport_feedback(0, arrivals, 0, reference_ticks=0)
+    fb = parse_transport_feedback(data)
+    assert [a is not None for a in fb.arrivals] == [s != 0 for s in statuses]
+    assert fb.arrivals == tuple(None if a is None else pytest.approx(a) for a in arrivals)
+    words: list[int] = []
+    pos = 20
+    seen = 0
+    while seen < len(statuses):
+        word = int.from_bytes(data[pos : pos + 2], "big")
+        words.append(word)
+        pos += 2
+        seen += word & 0x1FFF if not word & 0x8000 else (7 if word & 0x4000 else 14)
+    return words
+
+
+def test_chunks_are_chosen_as_libwebrtc_does() -> None:
+    """libwebrtc's LastChunk: a chunk grows while one kind can hold it; the last one is a
+    run length when all equal, a two-bit vector up to 7 symbols, else a one-bit vector."""
+    # 10 lost then a received one: one one-bit vector (not a run of 10, then another)
+    (word,) = _chunk_words([0] * 10 + [1])
+    assert word >> 14 == 0b10 and word & 0x3FFF == 0b00000000001000
+    # a short mixed tail: a two-bit vector
+    (word,) = _chunk_words([1, 0, 1])
+    assert word == 0xC000 | (1 << 12) | (1 << 8)
+    # 7 small deltas then a large one: a run of 7, then a run of 1 large
+    assert _chunk_words([1] * 7 + [2]) == [(1 << 13) | 7, (2 << 13) | 1]
+    # 14 mixed small/lost fill a one-bit vector; the large after it is a run of 1
+    words = _chunk_words([1, 0] * 7 + [2])
+    assert words[0] == 0x8000 | 0b10101010101010 and words[1] == (2 << 13) | 1
+    # a large delta among 7: a two-bit vector of 7, the rest carried on
+    words = _chunk_words([0, 1, 2, 0, 0, 0, 0, 0, 0])
+    assert words == [0xC000 | (1 << 10) | (2 << 8), 2]
+    # long runs: run-length chunks of at most 8191
+    assert _chunk_words([0] * 9000 + [1]) == [8191, 809, (1 << 13) | 1]
+    words = _chunk_words([1] * 9000)
+    assert words == [(1 << 13) | 8191, (1 << 13) | 809]
+
+
+def test_prefix_ends_before_a_delta_too_large() -> None:
+    arrivals: list[float | None] = [1.0, None, 1.01, 20.0, 20.001]
+    packet, reported = build_feedback_prefix(7, arrivals, 4)
+    assert reported == 3
+    fb = parse_transport_feedback(packet)
+    assert fb.base_seq == 7 and fb.arrivals == (pytest.approx(1.0), None, pytest.approx(1.01))
+    rest, reported = build_feedback_prefix(10, arrivals[3:], 5)
+    assert reported == 2 and parse_transport_feedback(rest).arrivals[1] == pytest.approx(20.001)
+    with pytest.raises(ValueError):
+        build_transport_feedback(7, arrivals, 4)
+    with pytest.raises(ValueError):  # not even the first fits the given reference time
+        build_feedback_prefix(0, [20.0], 0, reference_ticks=0)
+
+
+def test_rtcp_padding_as_libwebrtc_sends_it() -> None:
+    plain = build_transport_feedback(1, [0.065], 0, 0x01020304, 0x0A0B0C0D)
+    padded = build_transport_feedback(1, [0.065], 0, 0x01020304, 0x0A0B0C0D, rtcp_padding=True)
+    assert padded == bytes.fromhex("afcd0005010203040a0b0c0d000100010000010020010401")
+    assert plain == bytes((0x8F,)) + padded[1:-1] + b"\x00"
+    assert parse_transport_feedback(plain) == parse_transport_feedback(padded)
+    aligned = build_transport_feedback(1, [0.065, 0.066], 0, rtcp_padding=True)
+    assert not aligned[0] & 0x20 and len(aligned) == 24  # nothing to pad: no P bit
+
+
+def test_a_clock_past_2_to_the_23_reference_ticks() -> None:
+    """A receiver whose monotonic clock passed 6.2 days: the reference time is written
+    modulo 2^24 and the deltas stay small."""
+    now = 600_000.0
+    fb = parse_transport_feedback(build_transport_feedback(0, [now, now + 0.004], 0))
+    assert fb.reference_ticks == int(now // REFERENCE_UNIT) & 0xFFFFFF
+    first, second = fb.arrivals
+    assert first is not None and second is not None and second - first == pytest.approx(0.004)
+    assert (first - now) % ((1 << 24) * REFERENCE_UNIT) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_large_and_negative_deltas() -> None:
