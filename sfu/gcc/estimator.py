@@ -30,6 +30,7 @@ from .probe import Probe
 from .probing import Probing
 from .queue_delay import QueueDelay
 from .settings import GccSettings
+from .stall import StallDetector
 from .trendline import NORMAL, OVERUSING, UNDERUSING, TrendlineDetector
 
 
@@ -55,6 +56,10 @@ class SendSideEstimator:
         self._capped_since: float | None = None
         self._probing = Probing(s)
         self._highest_seq = -1
+        #: until when delay is not read as overuse: the receiver stalled and stamped its
+        #: backlog at once (``stall.py``)
+        self._stalled_until = -1e9
+        self._stall = StallDetector()
 
     # ------------------------------------------------------------ state
 
@@ -130,6 +135,15 @@ class SendSideEstimator:
         s = self.settings
         newest = max(r.send_time for r in results)
         self.rtt = 0.9 * self.rtt + 0.1 * min(1.0, max(0.01, now - newest))
+        suspect = self._stall.suspect
+        if self._stall.update(results):
+            self._stalled_until = now + s.stall_hold
+        elif self._stall.suspect and not suspect:
+            # a gap: what follows it is judged with the next packets, meanwhile (at most
+            # 0.3 s) their delay is not read as a queue
+            self._stalled_until = max(self._stalled_until, now + 0.3)
+        elif not self._stall.suspect and suspect and now < self._stalled_until:
+            self._stalled_until = now  # judged: no stall
         self._acked.update(results, now)
         self._queue.update(results, now)
         outside = self._probing.feedback(results)
@@ -153,7 +167,9 @@ class SendSideEstimator:
             else:
                 self._last_loss_decrease = now  # still evidence that packets are lost
         state = self.delay_state
-        if state != OVERUSING and self._queue.standing(now):
+        if now < self._stalled_until:
+            state = UNDERUSING if state == OVERUSING else state  # the receiver's delay
+        elif state != OVERUSING and self._queue.standing(now):
             # a queue already stands (a burst sent at once forms one send group, whose
             # delay the trendline sees only once all of it has crossed the bottleneck)
             state = OVERUSING

@@ -45,6 +45,9 @@ class GccSettings:
     #: arrived within the newest ``recent_window`` s then measures the link
     standing_queue: float = 0.08
     recent_window: float = 0.2
+    #: seconds after a receiver's stall (``stall.py``) during which its delay is not
+    #: read as overuse
+    stall_hold: float = 1.0
     #: no decrease below this x the acknowledged rate
     acked_floor: float = 0.9
     overflow_backoff: float = 0.85

@@ -4,9 +4,9 @@ Three real ``parley bot`` processes (320x240, 15 fps, no simulcast) in one room 
 loopback. Their REMB (aiortc's receive-side estimator, fed by arrival times taken in a
 busy Python process) can fall to 30 kbit/s while every receiver report says nothing
 was lost; the SFU must not believe it (``sfu/delivery_rate.py``, ``sfu/bwe.py``). The
-long version (10 runs of 60 s per scenario) is ``bench/three_bots.py``. The bots answer
-with ``--no-transport-cc`` (plain aiortc: REMB), except in the transport-cc variant of
-the plain call, where the server estimates from their transport-cc feedback (``sfu/gcc/``).
+long version (10 runs of 60 s per scenario) is ``bench/three_bots.py``. Each call runs
+twice: with the bots' transport-cc feedback (the server's send-side estimator,
+``sfu/gcc/``) and with ``--no-transport-cc`` (plain aiortc: REMB).
 """
 
 from __future__ import annotations
@@ -138,15 +138,19 @@ async def test_three_bots_on_loopback_keep_all_their_video(
         _check_receiver(v)
 
 
+@pytest.mark.parametrize("transport_cc", [True, False], ids=["transport-cc", "remb"])
 async def test_a_stalled_receiver_degrades_nobody_else(
-    server: RunningServer, tmp_path: Path
+    server: RunningServer, tmp_path: Path, transport_cc: bool
 ) -> None:
     """``cy`` is stopped for 300 ms of every second: its reports and REMB arrive late and
     bunched. ``ann`` and ``bob`` keep everything; ``cy`` is never paused for long and
-    decodes both others at the end. REMB only: with transport-cc feedback (stamped on
-    resume, 300 ms late every second) the send-side estimator paused one of ``cy``'s
-    videos for 18 s (2 runs of 2 on 2026-12-06), which this test would fail."""
-    summaries, stops = await _call(server, "stalled", tmp_path, stalled="cy")
+    decodes both others at the end. Both estimators: with transport-cc feedback stamped
+    on resume (300 ms late every second, then a backlog worked off in a rush), the
+    send-side estimator reads the stall as the receiver's (``sfu/gcc/stall.py``), not
+    as a queue; before it did, it paused one of ``cy``'s videos for 18 s."""
+    summaries, stops = await _call(
+        server, "stalled", tmp_path, stalled="cy", transport_cc=transport_cc
+    )
     assert stops >= 15
     videos = _videos(summaries)
     assert len(videos) == 6, videos

@@ -1,0 +1,75 @@
+"""A receiver's process that stalled, as its transport-cc feedback shows it.
+
+A receiver stopped for a while (its process starved, SIGSTOPped, a garbage collection)
+time-stamps nothing meanwhile; when it runs again it reads the packets the kernel kept
+and stamps them in a rush. The feedback then shows a gap of at least ``gap`` seconds in
+arrivals followed by a bunch: the packets stamped within ``gap / 2`` after it were sent
+over at least ``min_send_span`` seconds and more than ``compression`` times the span
+they arrived in. A bottleneck never does that: its queue spreads arrivals out at its
+rate, it does not hold packets back and release them together. Their one-way delays
+(up to the stall's length) are the receiver's, not a queue on the path.
+
+The gap and the bunch may come in different feedback packets: the newest arrival is
+kept between calls, and ``suspect`` says that a gap was seen and what follows it is not
+judged yet (the first packets stamped after a stall look as late as a queue would make
+them).
+"""
+
+from __future__ import annotations
+
+from .packet import PacketResult
+
+
+class StallDetector:
+    def __init__(
+        self,
+        gap: float = 0.08,
+        compression: float = 2.0,
+        min_packets: int = 3,
+        min_send_span: float = 0.05,
+    ) -> None:
+        self.gap = gap
+        self.compression = compression
+        self.min_packets = min_packets
+        self.min_send_span = min_send_span
+        self._last_arrival: float | None = None
+        #: (send_time, arrival) of a bunch being gathered after a gap
+        self._bunch: list[tuple[float, float]] = []
+        self.stalls = 0
+
+    @property
+    def suspect(self) -> bool:
+        """A gap was seen and the packets after it are not judged yet."""
+        return bool(self._bunch)
+
+    def update(self, results: list[PacketResult]) -> bool:
+        """``results``: one feedback's packets in sequence order; returns whether they
+        complete a stall's bunch."""
+        found = False
+        for r in results:
+            arrival = r.arrival
+            if arrival is None:
+                continue
+            last = self._last_arrival
+            if last is not None and arrival - last >= self.gap:
+                self._bunch = [(r.send_time, arrival)]
+            elif self._bunch and arrival - self._bunch[0][1] <= self.gap / 2:
+                self._bunch.append((r.send_time, arrival))
+                found = self._judge() or found
+            else:
+                self._bunch = []
+            self._last_arrival = arrival if last is None else max(last, arrival)
+        return found
+
+    def _judge(self) -> bool:
+        bunch = self._bunch
+        if len(bunch) < self.min_packets:
+            return False
+        sends = [s for s, _ in bunch]
+        send_span = max(sends) - min(sends)
+        arrival_span = bunch[-1][1] - bunch[0][1]
+        if send_span >= self.min_send_span and send_span > self.compression * arrival_span:
+            self.stalls += 1
+            self._bunch = []
+            return True
+        return False
