@@ -18,9 +18,11 @@ acknowledged (delivered) rate. Tests and the server run in a loopback-only netwo
 namespace: the script re-executes itself under ``scripts/in_netns.py``.
 
     .venv/bin/python bench/three_bots.py [--runs 10] [--duration 60] [--only plain,stalled]
-                                         [--cpus 0]
+                                         [--cpus 0] [--remb]
 
-``--cpus 0`` pins the server and the bots to one core: a busy machine on demand.
+``--cpus 0`` pins the server and the bots to one core: a busy machine on demand. The bots
+send transport-cc feedback (the server's send-side estimator, ``sfu/gcc/``); ``--remb``
+makes them answer as plain aiortc (``--no-transport-cc``: the REMB estimator).
 
 It prints one line per run and receiver and a summary, and writes
 ``bench/results/three_bots.json``. See ``docs/congestion.md``.
@@ -137,7 +139,9 @@ def track_figures(summary: dict[str, Any], names: dict[str, str]) -> list[dict[s
     return out
 
 
-async def one_run(scenario: str, duration: float, index: int, tmp: Path) -> dict[str, Any]:
+async def one_run(
+    scenario: str, duration: float, index: int, tmp: Path, remb: bool = False
+) -> dict[str, Any]:
     from aiohttp import web
 
     from signaling.server import SFU_KEY, ServerConfig, create_app
@@ -163,7 +167,7 @@ async def one_run(scenario: str, duration: float, index: int, tmp: Path) -> dict
                 await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "parley", "bot", "--url", url, "--room", room,
                     "--name", name, "--duration", str(duration), "--json", str(path),
-                    cwd=REPO, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                    *(["--no-transport-cc"] if remb else []), cwd=REPO, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
                 )
             )  # fmt: skip
         stalls = None
@@ -240,7 +244,7 @@ async def main_async(args: argparse.Namespace) -> int:
         for scenario in args.only.split(","):
             for i in range(args.runs):
                 started = time.monotonic()
-                run = await one_run(scenario, args.duration, i, Path(tmp))
+                run = await one_run(scenario, args.duration, i, Path(tmp), args.remb)
                 run["wall_s"] = round(time.monotonic() - started, 1)
                 run["verdict"] = verdict(run)
                 results.append(run)
@@ -288,6 +292,7 @@ async def main_async(args: argparse.Namespace) -> int:
         "runs": args.runs,
         "duration_s": args.duration,
         "cpus": args.cpus,
+        "estimator": "remb" if args.remb else "transport-cc",
         "cores": os.cpu_count(),
         "loadavg_end": list(os.getloadavg()),
     }
@@ -315,6 +320,11 @@ def main() -> int:
         default=None,
         help="run the server and the bots on these CPUs only, e.g. 0 (a busy machine: "
         "three bots and the server sharing one core)",
+    )
+    parser.add_argument(
+        "--remb",
+        action="store_true",
+        help="bots answer without transport-cc (--no-transport-cc): the REMB estimator",
     )
     parser.add_argument(
         "--keep-samples",
