@@ -167,12 +167,14 @@ class SendSideEstimator:
             else:
                 self._last_loss_decrease = now  # still evidence that packets are lost
         state = self.delay_state
-        if now < self._stalled_until:
-            state = UNDERUSING if state == OVERUSING else state  # the receiver's delay
-        elif state != OVERUSING and self._queue.standing(now):
+        if state != OVERUSING and self._queue.standing(now):
             # a queue already stands (a burst sent at once forms one send group, whose
             # delay the trendline sees only once all of it has crossed the bottleneck)
             state = OVERUSING
+        if state == OVERUSING and (now < self._stalled_until or newest <= self._last_decrease):
+            # the receiver's own delay (it stalled), or a queue of packets all sent
+            # before the last decrease, which answered them: hold (as the loss rule)
+            state = UNDERUSING
         if state == OVERUSING:
             self._end_probe(now, "overuse")
             confirmed = acked is None or sent is None or acked < s.confirm * sent

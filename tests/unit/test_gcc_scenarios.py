@@ -119,3 +119,23 @@ def test_first_decrease_lands_near_the_link_at_once(narrowed: Simulation) -> Non
     when, cap = decreases[0]
     assert when - NARROW_AT < 0.6, decreases
     assert cap is not None and 0.7 * LIMIT <= cap <= 1.1 * LIMIT, decreases
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_queue_of_the_onset_does_not_lower_the_estimate_again(seed: int) -> None:
+    """Behind a deep queue (a ``tbf`` holding 0.55 s at 300 kbit/s), the feedback that
+    follows the first decrease still reports packets sent before it: the decrease
+    answered them, so they lower nothing further (a chain of cuts on them took the
+    estimate to 0.5-0.6 x the link)."""
+
+    def deep(t: float) -> Link:
+        return Link(rate=LIMIT, queue_limit=0.55) if t >= NARROW_AT else Link()
+
+    sim = Simulation(deep, Receiver(jitter=(0.003, 0.01)), seed=seed)
+    sim.run(0.0, NARROW_AT + 4.0)
+    caps = [
+        cap
+        for when, what, cap in sim.bwe.events
+        if what in ("delay", "loss") and NARROW_AT < when < NARROW_AT + 3.0
+    ]
+    assert caps and min(c for c in caps if c is not None) >= 0.75 * LIMIT, sim.bwe.events
