@@ -424,6 +424,11 @@ class BandwidthEstimator:
             return 0.0
         return probe.rate
 
+    def losing(self, now: float) -> bool:
+        """Whether the link is losing packets now: receiver reports are too coarse to
+        tell, so it may be (a cut layer leaves the bottleneck time: ``Pacer.hold``)."""
+        return True
+
     def congested(self, now: float, within: float = 5.0) -> bool:
         """Whether a congestion signal lowered the cap within ``within`` seconds."""
         return now - self._last_decrease <= within

@@ -60,6 +60,8 @@ class SendSideEstimator:
         #: backlog at once (``stall.py``)
         self._stalled_until = -1e9
         self._stall = StallDetector()
+        #: when the newest feedback that reported a packet lost came
+        self._lost_at = -1e9
 
     # ------------------------------------------------------------ state
 
@@ -132,6 +134,8 @@ class SendSideEstimator:
         if not results:
             return
         self._highest_seq = max(r.seq for r in results)
+        if any(r.arrival is None for r in results):
+            self._lost_at = now
         s = self.settings
         newest = max(r.send_time for r in results)
         self.rtt = 0.9 * self.rtt + 0.1 * min(1.0, max(0.01, now - newest))
@@ -340,6 +344,11 @@ class SendSideEstimator:
             self._event(now, f"probe failed: {reason}")
 
     # ------------------------------------------------------------ decisions
+
+    def losing(self, now: float, within: float = 0.3) -> bool:
+        """Whether feedback within ``within`` s reported a packet lost: a bottleneck
+        whose queue is full drops what arrives."""
+        return now - self._lost_at <= within
 
     def congested(self, now: float, within: float = 5.0) -> bool:
         """Whether a congestion signal lowered the estimate within ``within`` s, or a cap

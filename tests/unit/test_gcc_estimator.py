@@ -152,3 +152,12 @@ def test_packets_reported_twice_count_once() -> None:
         twice.on_feedback(batch, now)  # (a repeated feedback)
     assert twice.acknowledged_rate(2.0) == once.acknowledged_rate(2.0)
     assert once.acknowledged_rate(2.0) == pytest.approx(1_000_000, rel=0.05)
+
+
+def test_losing_is_whether_feedback_reported_a_loss_lately() -> None:
+    bwe = SendSideEstimator()
+    bwe.on_feedback([PacketResult(i, i * 0.01, 1000, 50.0 + i * 0.01) for i in range(10)], 0.2)
+    assert not bwe.losing(0.2)
+    bwe.on_feedback([PacketResult(10, 0.1, 1000, None), PacketResult(11, 0.11, 1000, 50.12)], 0.3)
+    assert bwe.losing(0.3) and bwe.losing(0.6)
+    assert not bwe.losing(0.61)
