@@ -56,10 +56,8 @@ class SendSideEstimator:
         self._capped_since: float | None = None
         self._probing = Probing(s)
         self._highest_seq = -1
-        #: until when delay is not read as overuse: the receiver stalled and stamped its
-        #: backlog at once (``stall.py``)
-        self._stalled_until = -1e9
-        self._stall = StallDetector()
+        #: the receiver stalled and stamped its backlog at once: its delay is not overuse
+        self._stall = StallDetector(hold=s.stall_hold)
         #: when the newest feedback that reported a packet lost came
         self._lost_at = -1e9
 
@@ -139,15 +137,7 @@ class SendSideEstimator:
         s = self.settings
         newest = max(r.send_time for r in results)
         self.rtt = 0.9 * self.rtt + 0.1 * min(1.0, max(0.01, now - newest))
-        suspect = self._stall.suspect
-        if self._stall.update(results):
-            self._stalled_until = now + s.stall_hold
-        elif self._stall.suspect and not suspect:
-            # a gap: what follows it is judged with the next packets, meanwhile (at most
-            # 0.3 s) their delay is not read as a queue
-            self._stalled_until = max(self._stalled_until, now + 0.3)
-        elif not self._stall.suspect and suspect and now < self._stalled_until:
-            self._stalled_until = now  # judged: no stall
+        self._stall.update(results, now)
         self._acked.update(results, now)
         self._queue.update(results, now)
         outside = self._probing.feedback(results)
@@ -175,7 +165,7 @@ class SendSideEstimator:
             # a queue already stands (a burst sent at once forms one send group, whose
             # delay the trendline sees only once all of it has crossed the bottleneck)
             state = OVERUSING
-        if state == OVERUSING and (now < self._stalled_until or newest <= self._last_decrease):
+        if state == OVERUSING and (self._stall.holding(now) or newest <= self._last_decrease):
             # the receiver's own delay (it stalled), or a queue of packets all sent
             # before the last decrease, which answered them: hold (as the loss rule)
             state = UNDERUSING

@@ -12,7 +12,9 @@ rate, it does not hold packets back and release them together. Their one-way del
 The gap and the bunch may come in different feedback packets: the newest arrival is
 kept between calls, and ``suspect`` says that a gap was seen and what follows it is not
 judged yet (the first packets stamped after a stall look as late as a queue would make
-them).
+them). ``holding(now)``: whether delay is the receiver's, not the path's: for ``hold``
+seconds after a stall's bunch, and for at most ``judging`` seconds while the packets
+after a gap are being judged.
 """
 
 from __future__ import annotations
@@ -27,11 +29,17 @@ class StallDetector:
         compression: float = 2.0,
         min_packets: int = 3,
         min_send_span: float = 0.05,
+        hold: float = 1.0,
+        judging: float = 0.3,
     ) -> None:
         self.gap = gap
         self.compression = compression
         self.min_packets = min_packets
         self.min_send_span = min_send_span
+        self.hold = hold
+        self.judging = judging
+        #: until when delay is not read as the path's (SFU clock)
+        self._until = -1e9
         self._last_arrival: float | None = None
         #: (send_time, arrival) of a bunch being gathered after a gap
         self._bunch: list[tuple[float, float]] = []
@@ -42,9 +50,24 @@ class StallDetector:
         """A gap was seen and the packets after it are not judged yet."""
         return bool(self._bunch)
 
-    def update(self, results: list[PacketResult]) -> bool:
-        """``results``: one feedback's packets in sequence order; returns whether they
-        complete a stall's bunch."""
+    def holding(self, now: float) -> bool:
+        """Whether the delay the feedback shows now is the receiver's own."""
+        return now < self._until
+
+    def update(self, results: list[PacketResult], now: float) -> bool:
+        """``results``: one feedback's packets in sequence order, received at ``now``;
+        returns whether they complete a stall's bunch."""
+        suspect = self.suspect
+        found = self._scan(results)
+        if found:
+            self._until = now + self.hold
+        elif self.suspect and not suspect:
+            self._until = max(self._until, now + self.judging)  # a gap: being judged
+        elif suspect and not self.suspect and now < self._until:
+            self._until = now  # judged: no stall
+        return found
+
+    def _scan(self, results: list[PacketResult]) -> bool:
         found = False
         for r in results:
             arrival = r.arrival

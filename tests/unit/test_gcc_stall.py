@@ -28,9 +28,10 @@ def stalled_feedback(seq0: float = 0.0) -> tuple[list[PacketResult], list[Packet
 def test_a_gap_then_a_bunch_is_a_stall_even_across_feedbacks() -> None:
     detector = StallDetector()
     before, bunch = stalled_feedback()
-    assert not detector.update(before)
-    assert not detector.update(bunch[:1])  # the gap ends: one packet is no bunch yet
-    assert detector.update(bunch[1:])
+    assert not detector.update(before, 1.0)
+    assert not detector.update(bunch[:1], 1.32)  # the gap ends: one packet is no bunch yet
+    assert detector.update(bunch[1:], 1.33)
+    assert detector.holding(2.3) and not detector.holding(2.34)
     assert detector.stalls == 1
 
 
@@ -42,10 +43,10 @@ def test_a_bottleneck_spreading_arrivals_is_no_stall() -> None:
     burst = [
         PacketResult(1 + i, 0.2 + 0.0001 * i, 1200, CLOCK + 0.21 + 0.03 * i) for i in range(10)
     ]
-    assert not detector.update(quiet + burst)
+    assert not detector.update(quiet + burst, 0.6)
     # packets sent over 100 ms arriving over 100 ms after a gap: not compressed either
     paced = [PacketResult(20 + i, 1.0 + 0.01 * i, 1000, CLOCK + 1.2 + 0.01 * i) for i in range(10)]
-    assert not detector.update(paced)
+    assert not detector.update(paced, 1.4)
 
 
 def test_a_stalling_receiver_on_a_clean_path_is_not_capped() -> None:
