@@ -27,6 +27,7 @@ from .gcc.estimator import SendSideEstimator
 from .gcc.packet import PacketResult
 from .layers import UP_MARGIN, allocate
 from .pacer import TokenBucket
+from .ports import Estimator
 
 #: A subscriber whose receiver reports more than this fraction lost (in 1/256) gets
 #: what it cannot repair twice until it has reported no loss for REDUNDANCY_HOLD seconds.
@@ -113,10 +114,10 @@ class ProbeStep:
 
 
 class CongestionController:
-    def __init__(self, estimator: BandwidthEstimator | None = None) -> None:
+    def __init__(self, estimator: Estimator | None = None) -> None:
         #: what this subscriber's link takes: from its REMB and receiver reports, or with
         #: transport-cc (``use_transport_cc``) from its per-packet feedback
-        self.bwe: BandwidthEstimator | SendSideEstimator = estimator or BandwidthEstimator()
+        self.bwe: Estimator = estimator or BandwidthEstimator()
         self.transport_cc = False
         #: bit/s of audio the SFU sends this subscriber, measured each second
         self.audio_bitrate = 0.0

@@ -24,7 +24,6 @@ from typing import Any
 from aiortc import RTCPeerConnection
 
 from . import aiortc_adapter as adapter
-from .bwe import BandwidthEstimator
 from .config import SfuConfig
 from .congestion import (
     LOSS_REDUNDANT,
@@ -35,9 +34,8 @@ from .congestion import (
     RTX_FLOOR,
     RTX_SHARE,
 )
-from .gcc.estimator import SendSideEstimator
 from .pacer import Pacer
-from .ports import Clock, NegotiationError, ParticipantListener, RoomEvents
+from .ports import Clock, Estimator, NegotiationError, ParticipantListener, RoomEvents
 from .publish_side import NACK_BATCH_DELAY, NACK_INTERVAL, SUPPORTED_CODECS, PublishSide
 from .rtp.malformed import MalformedLog
 from .subscribe_side import SubscribeSide
@@ -148,7 +146,7 @@ class Participant:
         return self.subscribe_side.subscriptions
 
     @property
-    def bwe(self) -> BandwidthEstimator | SendSideEstimator:
+    def bwe(self) -> Estimator:
         """What its subscribe link takes (``sfu/bwe.py``, or ``sfu/gcc/`` with
         transport-cc)."""
         return self.subscribe_side.congestion.bwe

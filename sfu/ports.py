@@ -10,6 +10,8 @@ module that owns it:
 * ``ParticipantListener``: what a participant tells its owner (the signaling session).
 * ``RoomEvents``: what a participant tells its room.
 * ``Clock``: the event loop's time and timers, as the participant's parts use them.
+* ``Estimator``: a subscriber's bandwidth estimator, as its congestion controller
+  drives it (REMB/receiver reports, or transport-cc).
 
 The protocols that name the SFU's own classes are generic in them (``SourceOwner[S]``
 with S the Source class, ...), so this module needs none of them.
@@ -172,6 +174,132 @@ class Clock(Protocol):
     def call_later(self, delay: float, callback: Callable[[], object], /) -> Timer: ...
 
     def call_at(self, when: float, callback: Callable[[], object], /) -> Timer: ...
+
+
+class EstimatorSettings(Protocol):
+    """The settings a ``CongestionController`` reads of its estimator's."""
+
+    @property
+    def loss_low(self) -> float: ...
+
+    @property
+    def loss_high(self) -> float: ...
+
+    @property
+    def probe_streak(self) -> int: ...
+
+    @property
+    def probe_duration(self) -> float: ...
+
+    @property
+    def settle(self) -> float: ...
+
+
+class Acknowledged(Protocol):
+    """What a receiver acknowledged receiving lately (``sfu/delivery_rate.Delivery``)."""
+
+    @property
+    def rate(self) -> float: ...
+
+    @property
+    def loss(self) -> float: ...
+
+    @property
+    def acked_share(self) -> float | None: ...
+
+
+class ProbeCluster(Protocol):
+    """A probe being sent or judged (only its start time is read from outside)."""
+
+    @property
+    def start(self) -> float: ...
+
+
+class Estimator(Protocol):
+    """One subscriber's bandwidth estimator, as ``CongestionController`` drives it:
+    ``sfu/bwe.BandwidthEstimator`` (REMB and receiver reports) and
+    ``sfu/gcc/estimator.SendSideEstimator`` (transport-cc) both are one. All times are
+    ``now`` passed in; bit/s throughout."""
+
+    @property
+    def settings(self) -> EstimatorSettings: ...
+
+    @property
+    def cap(self) -> float | None:
+        """The estimate (None: nothing limits)."""
+        ...
+
+    @property
+    def probe(self) -> ProbeCluster | None: ...
+
+    @property
+    def ok_streak(self) -> int: ...
+
+    @property
+    def failed_probes(self) -> int: ...
+
+    @property
+    def probes_ok(self) -> int: ...
+
+    #: what the SFU sent (as of the last ``on_sent``)
+    sent: float
+    #: (time, what, cap) of each change of the estimate, newest last
+    events: list[tuple[float, str, float | None]]
+    last_signal: float | None
+
+    def estimate(self, now: float) -> float | None: ...
+
+    def acked(self, now: float) -> Acknowledged | None: ...
+
+    def on_sent(self, bitrate: float, now: float) -> None: ...
+
+    def on_report(
+        self,
+        stream: int,
+        now: float,
+        *,
+        highest: int,
+        cumulative_lost: int,
+        packets_sent: int,
+        bytes_sent: int,
+        not_sent: int = 0,
+    ) -> None: ...
+
+    def on_rtx_report(
+        self, stream: int, now: float, *, highest: int, cumulative_lost: int
+    ) -> None: ...
+
+    def on_loss(self, fraction: float, now: float) -> None: ...
+
+    def on_remb(self, bitrate: float, now: float) -> bool:
+        """Returns whether the REMB is plausible (may be passed on to publishers)."""
+        ...
+
+    def on_overflow(self, now: float) -> bool:
+        """The SFU's own queue overflowed; returns whether the estimate dropped."""
+        ...
+
+    def on_padding(self, size: int) -> None: ...
+
+    def hold(self, now: float) -> None:
+        """Loss that may not lower the estimate: no probing for a while."""
+        ...
+
+    def start_probe(self, now: float, wanted: bool, aim: float | None = None) -> float | None:
+        """Start a probe if one is due; returns its padding bit/s."""
+        ...
+
+    def probe_rate(self, now: float) -> float: ...
+
+    def losing(self, now: float) -> bool:
+        """Whether the link is losing packets now (a cut layer leaves it time)."""
+        ...
+
+    def congested(self, now: float, within: float = 5.0) -> bool: ...
+
+    def may_pause(self, now: float, lowest: float | None = None) -> bool:
+        """Whether the estimate may pause video altogether (evidence of loss)."""
+        ...
 
 
 class NullListener:

@@ -14,16 +14,15 @@ from __future__ import annotations
 from collections import deque
 
 from .packet import PacketResult
+from .receiver_clock import ReceiverClock
 
 
 class AcknowledgedRate:
     def __init__(self, window: float = 0.5, stale: float = 2.0, reset_gap: float = 5.0) -> None:
         self.window = window
-        #: an arrival this far (s) before the newest one means the receiver's clock
-        #: started over: what arrived before is forgotten
-        self.reset_gap = reset_gap
-        #: seconds (SFU clock) without feedback after which nothing is measured
-        self.stale = stale
+        #: feedback older than ``stale`` s measures nothing; an arrival ``reset_gap`` s
+        #: before the newest one: the receiver's clock started over (forgotten before)
+        self._clock = ReceiverClock(stale, reset_gap)
         #: (arrival, size) of received packets, arrival order as reported
         self._arrived: deque[tuple[float, int]] = deque()
         #: (send_time, size) of every reported packet
@@ -32,8 +31,6 @@ class AcknowledgedRate:
         self._sent_bytes = 0
         self._first_arrival: float | None = None
         self._first_send: float | None = None
-        self._last_feedback: float | None = None
-        self._newest_arrival = float("-inf")
 
     def update(self, results: list[PacketResult], now: float) -> None:
         for r in results:
@@ -42,26 +39,21 @@ class AcknowledgedRate:
             if self._first_send is None:
                 self._first_send = r.send_time
             if r.arrival is not None:
-                if r.arrival < self._newest_arrival - self.reset_gap:
-                    self._reset_arrivals()  # the receiver's clock started over
+                if self._clock.arrived(r.arrival):
+                    self._arrived.clear()  # the receiver's clock started over
+                    self._arrived_bytes = 0
+                    self._first_arrival = None
                 self._arrived.append((r.arrival, r.size))
                 self._arrived_bytes += r.size
-                self._newest_arrival = max(self._newest_arrival, r.arrival)
                 if self._first_arrival is None:
                     self._first_arrival = r.arrival
         if results:
-            self._last_feedback = now
+            self._clock.feedback(now)
         self._trim()
-
-    def _reset_arrivals(self) -> None:
-        self._arrived.clear()
-        self._arrived_bytes = 0
-        self._first_arrival = None
-        self._newest_arrival = float("-inf")
 
     def _trim(self) -> None:
         if self._arrived:
-            newest = self._newest_arrival
+            newest = self._clock.newest_arrival
             while self._arrived and self._arrived[0][0] < newest - self.window:
                 self._arrived_bytes -= self._arrived.popleft()[1]
         if self._sent:
@@ -77,15 +69,14 @@ class AcknowledgedRate:
         return max(0.1, min(self.window, newest - first))
 
     def fresh(self, now: float) -> bool:
-        last = self._last_feedback
-        return last is not None and now - last <= self.stale
+        return self._clock.fresh(now)
 
     def rate(self, now: float) -> float | None:
         """Acknowledged bit/s, or None before any packet arrived or while feedback is
         stale."""
         if not self._arrived or not self.fresh(now):
             return None
-        newest = self._newest_arrival
+        newest = self._clock.newest_arrival
         return self._arrived_bytes * 8 / self._span(self._first_arrival, newest)
 
     def recent_rate(self, now: float, window: float = 0.2) -> float | None:
@@ -95,7 +86,7 @@ class AcknowledgedRate:
         carried before it narrowed."""
         if not self._arrived or not self.fresh(now):
             return None
-        newest = self._newest_arrival
+        newest = self._clock.newest_arrival
         total = count = first_size = 0
         first = newest
         for arrival, size in reversed(self._arrived):

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import deque
 
 from .packet import PacketResult
+from .receiver_clock import ReceiverClock
 
 
 class QueueDelay:
@@ -31,26 +32,21 @@ class QueueDelay:
         self.threshold = threshold
         self.recent = recent
         self.baseline = baseline
-        #: seconds (SFU clock) after the newest feedback when nothing stands any more
-        self.stale = stale
-        #: an arrival this far before the newest one: the receiver's clock started over
-        self.reset_gap = reset_gap
+        #: feedback older than ``stale`` s (SFU clock): nothing stands any more; an
+        #: arrival ``reset_gap`` s before the newest one: the receiver's clock started over
+        self._clock = ReceiverClock(stale, reset_gap)
         #: (arrival, one-way delay) of received packets, as reported
         self._delays: deque[tuple[float, float]] = deque()
         #: (send_time, delay) candidates for the baseline's minimum (monotonic deque)
         self._minimum: deque[tuple[float, float]] = deque()
-        self._newest_arrival = float("-inf")
-        self._last_feedback: float | None = None
 
     def update(self, results: list[PacketResult], now: float) -> None:
         for r in results:
             if r.arrival is None:
                 continue
-            if r.arrival < self._newest_arrival - self.reset_gap:
+            if self._clock.arrived(r.arrival):
                 self._delays.clear()
                 self._minimum.clear()
-                self._newest_arrival = float("-inf")
-            self._newest_arrival = max(self._newest_arrival, r.arrival)
             delay = r.arrival - r.send_time
             self._delays.append((r.arrival, delay))
             minimum = self._minimum
@@ -58,8 +54,8 @@ class QueueDelay:
                 minimum.pop()
             minimum.append((r.send_time, delay))
         if results:
-            self._last_feedback = now
-        newest = self._newest_arrival
+            self._clock.feedback(now)
+        newest = self._clock.newest_arrival
         while self._delays and self._delays[0][0] < newest - self.recent:
             self._delays.popleft()
         if self._minimum:
@@ -70,8 +66,7 @@ class QueueDelay:
     def delay(self, now: float) -> float | None:
         """Seconds the newest packets queued (the least of them), or None without fresh
         feedback."""
-        last = self._last_feedback
-        if not self._delays or not self._minimum or last is None or now - last > self.stale:
+        if not self._delays or not self._minimum or not self._clock.fresh(now):
             return None
         return min(d for _, d in self._delays) - self._minimum[0][1]
 
