@@ -38,8 +38,11 @@ class StallDetector:
         self.min_send_span = min_send_span
         self.hold = hold
         self.judging = judging
-        #: until when delay is not read as the path's (SFU clock)
-        self._until = -1e9
+        #: until when delay is not read as the path's (SFU clock): after a stall's
+        #: bunch, and while the packets after a gap are judged (apart: a judgement of
+        #: "no stall" ends the latter, never an earlier stall's hold)
+        self._stall_until = -1e9
+        self._judging_until = -1e9
         self._last_arrival: float | None = None
         #: (send_time, arrival) of a bunch being gathered after a gap
         self._bunch: list[tuple[float, float]] = []
@@ -52,7 +55,7 @@ class StallDetector:
 
     def holding(self, now: float) -> bool:
         """Whether the delay the feedback shows now is the receiver's own."""
-        return now < self._until
+        return now < max(self._stall_until, self._judging_until)
 
     def update(self, results: list[PacketResult], now: float) -> bool:
         """``results``: one feedback's packets in sequence order, received at ``now``;
@@ -60,11 +63,12 @@ class StallDetector:
         suspect = self.suspect
         found = self._scan(results)
         if found:
-            self._until = now + self.hold
+            self._stall_until = now + self.hold
+            self._judging_until = -1e9
         elif self.suspect and not suspect:
-            self._until = max(self._until, now + self.judging)  # a gap: being judged
-        elif suspect and not self.suspect and now < self._until:
-            self._until = now  # judged: no stall
+            self._judging_until = now + self.judging  # a gap: being judged
+        elif suspect and not self.suspect:
+            self._judging_until = -1e9  # judged: no stall
         return found
 
     def _scan(self, results: list[PacketResult]) -> bool:

@@ -35,6 +35,36 @@ def test_a_gap_then_a_bunch_is_a_stall_even_across_feedbacks() -> None:
     assert detector.stalls == 1
 
 
+def test_a_gap_judged_no_stall_does_not_end_an_earlier_stalls_hold() -> None:
+    detector = StallDetector()
+    before, bunch = stalled_feedback()
+    detector.update(before, 1.0)
+    assert detector.update(bunch, 1.32)  # a stall: held until 2.32
+    # a further gap of 100 ms; what follows arrives spread out as it was sent: no stall
+    after = [PacketResult(65 + i, 1.4 + 0.02 * i, 1000, CLOCK + 1.5 + 0.02 * i) for i in range(6)]
+    assert not detector.update(after[:1], 1.5)
+    assert detector.suspect and detector.holding(1.5)
+    assert not detector.update(after[1:], 1.62)
+    assert not detector.suspect
+    assert detector.holding(2.3) and not detector.holding(2.33)  # the stall's hold stands
+    assert detector.stalls == 1
+
+
+def test_a_gap_is_judged_for_at_most_the_judging_time() -> None:
+    detector = StallDetector()
+    steady = [PacketResult(i, 0.02 * i, 1000, CLOCK + 0.02 * i) for i in range(20)]
+    detector.update(steady, 0.4)
+    assert not detector.holding(0.4)
+    late = [PacketResult(20, 0.4, 1000, CLOCK + 0.55)]  # a gap of 170 ms
+    detector.update(late, 0.56)
+    assert detector.suspect and detector.holding(0.85) and not detector.holding(0.87)
+    spread = [
+        PacketResult(21 + i, 0.42 + 0.02 * i, 1000, CLOCK + 0.57 + 0.02 * i) for i in range(4)
+    ]
+    detector.update(spread, 0.7)
+    assert not detector.suspect and not detector.holding(0.7)  # judged: no stall
+
+
 def test_a_bottleneck_spreading_arrivals_is_no_stall() -> None:
     """After a pause in sending, a frame's burst crosses a narrow link: arrivals spread
     30 ms apart, slower than they were sent."""
