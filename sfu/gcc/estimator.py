@@ -50,6 +50,8 @@ class SendSideEstimator:
         self._loss = LossBased(s.loss_low, s.loss_high)
         self._loss_hold_until = -1e9
         self._last_decrease = -1e9
+        #: what the path carried at the last decrease (bit/s): the link, near enough
+        self._carried_at_decrease: float | None = None
         self._last_loss_decrease = -1e9
         self._last_overflow = -1e9
         self._last_rr_decrease = -1e9
@@ -141,6 +143,10 @@ class SendSideEstimator:
         self._acked.update(results, now)
         self._queue.update(results, now)
         outside = self._probing.feedback(results)
+        if self._probing.probe is not None and not self._receiver_delay(now):
+            queued = self._queue.delay(now)
+            if queued is not None and queued >= s.probe_queue:
+                self._end_probe(now, "queue")
         for r in results:
             if r.arrival is None:
                 continue
@@ -246,6 +252,11 @@ class SendSideEstimator:
         self._decrease(self.sent * s.overflow_backoff, now, "overflow", evidence=True)
         return True
 
+    def _receiver_delay(self, now: float) -> bool:
+        """Whether the delay the feedback shows now may be the receiver's own (it
+        stalled, or a gap in its arrivals is being judged)."""
+        return self._stall.holding(now) or self._stall.suspect
+
     def _carried(self, now: float) -> float | None:
         """What the path carries: the acknowledged rate, or, behind a standing queue,
         what arrived lately if that is less (the bottleneck drains its queue at its
@@ -276,6 +287,7 @@ class SendSideEstimator:
             return
         if cap is None:
             self._capped_since = now
+        self._carried_at_decrease = acked
         self._aimd.set(value, now)
         self._event(now, reason)
 
@@ -309,7 +321,8 @@ class SendSideEstimator:
         # what is sent now: the SFU's once-a-second count, or the newer rate the feedback
         # shows (lower after a switch down, or when the count still holds a probe)
         sent = min(self.sent, self._acked.sent_rate(now) or self.sent)
-        probe = self._probing.start(now, cap, self._acked.rate(now), sent)
+        link = self._carried_at_decrease
+        probe = self._probing.start(now, cap, self._acked.rate(now), sent, link)
         self._event(now, "probe")
         return probe.rate
 

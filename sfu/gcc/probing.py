@@ -1,7 +1,8 @@
 """When to probe and what a probe's outcome does (for ``SendSideEstimator``).
 
 One cluster at a time (``probe``): started from the larger of the estimate and the
-acknowledged rate (``probe_factor`` x, ``probe_growth`` x after a success), judged by
+acknowledged rate, but no higher than what the path carried at the last decrease
+unless the last probe succeeded (``probe_factor`` x, ``probe_growth`` x after a success), judged by
 ``probe.judge`` as its feedback comes. After a success the next may follow at once;
 after a failure it waits ``probe_wait`` s, doubled after each further one (at most
 ``max_probe_wait``), or ``probe_retry`` s when the failure follows a success (a
@@ -36,15 +37,28 @@ class Probing:
     def due(self, now: float) -> bool:
         return self.probe is None and now >= self._next
 
-    def start(self, now: float, cap: float, acked: float | None, sent: float) -> Probe:
+    def start(
+        self,
+        now: float,
+        cap: float,
+        acked: float | None,
+        sent: float,
+        link: float | None = None,
+    ) -> Probe:
         """A cluster probing from ``cap`` (or the acknowledged rate, if larger) while
-        ``sent`` bit/s is being sent."""
+        ``sent`` bit/s is being sent; unless the last probe succeeded, from no higher
+        than ``link``, what the path carried at the last decrease (or the acknowledged
+        rate, if larger): an estimate that has grown since while little was sent is
+        not the link's, and a cluster at twice it fills a narrow link's queue at
+        twice the rate before its feedback can stop it."""
         s = self.settings
         base = max(cap, acked or 0.0)
+        if self.streak == 0 and link is not None:
+            base = min(base, max(link, acked or 0.0))
         factor = s.probe_growth if self.streak > 0 else s.probe_factor
         target = min(base * factor, s.max_bitrate * 1.1)
         probe = self.probe = new_probe(now, base, target, sent, s.probe)
-        self._base = cap
+        self._base = min(cap, base)
         self._spans = [*self._spans[-3:], (now, probe.end + s.probe_drain)]
         return probe
 

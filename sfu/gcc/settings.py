@@ -45,6 +45,10 @@ class GccSettings:
     #: arrived within the newest ``recent_window`` s then measures the link
     standing_queue: float = 0.08
     recent_window: float = 0.2
+    #: a probe cluster stops as soon as a queue of this many seconds shows (its own:
+    #: the padding fills a narrow link's queue at the excess rate, and every
+    #: feedback interval more of it is a longer freeze for the video behind it)
+    probe_queue: float = 0.03
     #: seconds after a receiver's stall (``stall.py``) during which its delay is not
     #: read as overuse
     stall_hold: float = 1.0

@@ -97,7 +97,8 @@ def test_probe_pads_to_the_target_and_success_raises_the_estimate() -> None:
     padding = bwe.start_probe(3.5, True)
     probe = bwe.probe
     assert padding is not None and probe is not None
-    assert probe.target == pytest.approx(2 * max(cap, acked))  # 2 x the estimate
+    # 2 x the estimate (or what the path carried at the decrease, about the same here)
+    assert probe.target == pytest.approx(2 * max(cap, acked), rel=0.03)
     assert padding == pytest.approx(probe.target - 400_000, rel=0.05)
     assert bwe.probe_rate(3.6) == padding and bwe.probe_rate(probe.end + 0.01) == 0.0
     # the link carries the cluster at its rate

@@ -25,6 +25,24 @@ def test_probe_sizes_and_backoff() -> None:
     assert probing.floor(15.1) == 0.0
 
 
+def test_an_estimate_grown_past_the_link_is_not_probed_from() -> None:
+    """The estimate grew to 370 k while 220 k was sent (nothing to overuse the link
+    with); the path carried 280 k at the last decrease: a probe goes from there, not
+    from 370 k (which would send 740 k into a 300 k link)."""
+    probing = Probing(GccSettings())
+    probe = probing.start(10.0, 370_000, 220_000, 220_000, link=280_000)
+    assert probe.target == pytest.approx(560_000)
+    probing.done(10.4, False, "queue")
+    assert probing.floor(10.5) == pytest.approx(0.9 * 280_000)
+    # what is acknowledged now is more than the link then: from there
+    probe = probing.start(20.0, 370_000, 330_000, 330_000, link=280_000)
+    assert probe.target == pytest.approx(660_000)
+    probing.done(20.5, True, "ok")
+    # after a success the estimate was measured: from it
+    probe = probing.start(21.0, 600_000, 330_000, 330_000, link=280_000)
+    assert probe.target == pytest.approx(3 * 600_000)
+
+
 def test_success_grows_the_next_probe_and_a_failure_after_it_retries_soon() -> None:
     probing = Probing(GccSettings())
     probing.start(10.0, 300_000, None, 150_000)
