@@ -9,6 +9,13 @@ they arrived in. A bottleneck never does that: its queue spreads arrivals out at
 rate, it does not hold packets back and release them together. Their one-way delays
 (up to the stall's length) are the receiver's, not a queue on the path.
 
+A receiver on a busy core may read its backlog no faster than it was sent, so there
+may be no bunch. The gap says it still: a packet whose one-way delay exceeds that of
+the packet before the gap by ``held`` (half) of the gap or more was sent during the gap
+and arrived only after it. A first-in first-out bottleneck cannot do that either: its
+output stops only when its queue is empty, and then the next packet crosses it at
+once (an idle sender leaves gaps too, but then the next packet's delay has not grown).
+
 The gap and the bunch may come in different feedback packets: the newest arrival is
 kept between calls, and ``suspect`` says that a gap was seen and what follows it is not
 judged yet (the first packets stamped after a stall look as late as a queue would make
@@ -31,6 +38,7 @@ class StallDetector:
         min_send_span: float = 0.05,
         hold: float = 1.0,
         judging: float = 0.3,
+        held: float = 0.5,
     ) -> None:
         self.gap = gap
         self.compression = compression
@@ -38,12 +46,17 @@ class StallDetector:
         self.min_send_span = min_send_span
         self.hold = hold
         self.judging = judging
+        #: a packet after a gap whose delay exceeds the one before the gap by this
+        #: share of the gap was sent during it and held (``held`` in the module doc)
+        self.held = held
         #: until when delay is not read as the path's (SFU clock): after a stall's
         #: bunch, and while the packets after a gap are judged (apart: a judgement of
         #: "no stall" ends the latter, never an earlier stall's hold)
         self._stall_until = -1e9
         self._judging_until = -1e9
         self._last_arrival: float | None = None
+        #: the one-way delay (arrival - send) of the packet that arrived last
+        self._last_delay = 0.0
         #: (send_time, arrival) of a bunch being gathered after a gap
         self._bunch: list[tuple[float, float]] = []
         self.stalls = 0
@@ -78,14 +91,21 @@ class StallDetector:
             if arrival is None:
                 continue
             last = self._last_arrival
+            delay = arrival - r.send_time
             if last is not None and arrival - last >= self.gap:
                 self._bunch = [(r.send_time, arrival)]
+                if delay - self._last_delay >= self.held * (arrival - last):
+                    # sent during the gap, arrived after it: held, not queued
+                    self.stalls += 1
+                    self._bunch = []
+                    found = True
             elif self._bunch and arrival - self._bunch[0][1] <= self.gap / 2:
                 self._bunch.append((r.send_time, arrival))
                 found = self._judge() or found
             else:
                 self._bunch = []
-            self._last_arrival = arrival if last is None else max(last, arrival)
+            if last is None or arrival >= last:
+                self._last_arrival, self._last_delay = arrival, delay
         return found
 
     def _judge(self) -> bool:

@@ -29,10 +29,21 @@ def test_a_gap_then_a_bunch_is_a_stall_even_across_feedbacks() -> None:
     detector = StallDetector()
     before, bunch = stalled_feedback()
     assert not detector.update(before, 1.0)
-    assert not detector.update(bunch[:1], 1.32)  # the gap ends: one packet is no bunch yet
-    assert detector.update(bunch[1:], 1.33)
-    assert detector.holding(2.3) and not detector.holding(2.34)
+    # the gap ends with a packet sent 300 ms before it arrived: held, a stall already
+    assert detector.update(bunch[:1], 1.32)
+    assert not detector.update(bunch[1:], 1.33)  # (the same stall)
+    assert detector.holding(2.31) and not detector.holding(2.33)
     assert detector.stalls == 1
+
+
+def test_a_backlog_read_no_faster_than_it_was_sent_is_a_stall_too() -> None:
+    """A receiver on a busy core stops 300 ms, then reads its backlog at about the rate
+    it was sent (no bunch): the first packet after the gap was sent during it."""
+    detector = StallDetector()
+    before = [PacketResult(i, 0.02 * i, 1000, CLOCK + 0.02 * i + 0.01) for i in range(50)]
+    after = [PacketResult(50 + i, 1.0 + 0.02 * i, 1000, CLOCK + 1.3 + 0.018 * i) for i in range(20)]
+    assert not detector.update(before, 1.0)
+    assert detector.update(after, 1.7) and detector.holding(2.6)
 
 
 def test_a_gap_judged_no_stall_does_not_end_an_earlier_stalls_hold() -> None:
@@ -55,11 +66,13 @@ def test_a_gap_is_judged_for_at_most_the_judging_time() -> None:
     steady = [PacketResult(i, 0.02 * i, 1000, CLOCK + 0.02 * i) for i in range(20)]
     detector.update(steady, 0.4)
     assert not detector.holding(0.4)
-    late = [PacketResult(20, 0.4, 1000, CLOCK + 0.55)]  # a gap of 170 ms
+    # a gap of 170 ms; the packet after it was sent late in it (its delay grew less
+    # than half the gap): judged with what follows
+    late = [PacketResult(20, 0.5, 1000, CLOCK + 0.55)]
     detector.update(late, 0.56)
     assert detector.suspect and detector.holding(0.85) and not detector.holding(0.87)
     spread = [
-        PacketResult(21 + i, 0.42 + 0.02 * i, 1000, CLOCK + 0.57 + 0.02 * i) for i in range(4)
+        PacketResult(21 + i, 0.52 + 0.02 * i, 1000, CLOCK + 0.57 + 0.02 * i) for i in range(4)
     ]
     detector.update(spread, 0.7)
     assert not detector.suspect and not detector.holding(0.7)  # judged: no stall
