@@ -24,6 +24,9 @@ Hooks, all installed per instance (nothing is patched globally):
 * Senders: ``RTCRtpSender.send`` is replaced so the track-less sender never starts
   its 50 Hz polling RTP loop nor its empty sender reports; it keeps its SDP role
   (SSRC, RTX SSRC, msid) and Parley learns the negotiated parameters.
+* DTLS (``dtls``): offers that say ``a=setup:actpass`` are answered ``passive`` (Parley
+  is the DTLS server, so peers with RSA certificates connect), and a failed handshake
+  is logged with OpenSSL's reason and its alert sent to the peer.
 * Egress: packets are protected with the transport's SRTP session and written with
   ``sendto`` on the nominated pair's socket, synchronously.
 
@@ -55,6 +58,13 @@ from .bench_hooks import (
     ice_sockets,
     restrict_srtp_profiles,
     selected_srtp_profile,
+)
+from .dtls import (
+    ACTPASS,
+    DtlsFailure,
+    answer_as_dtls_server,
+    describe_ssl_error,
+    watch_handshake,
 )
 from .ice import (
     CONSENT_RETRANSMISSIONS,
@@ -90,6 +100,11 @@ from .rtp_params import (
 )
 
 __all__ = [
+    "ACTPASS",
+    "DtlsFailure",
+    "answer_as_dtls_server",
+    "describe_ssl_error",
+    "watch_handshake",
     "CONSENT_RETRANSMISSIONS",
     "CONSENT_STALL",
     "HANDLER_ERROR_LOG_INTERVAL",
@@ -136,6 +151,10 @@ HOOKED_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (RTCDtlsTransport, "_send_rtp"),  # ReceiveTap.send_rtcp
     (RTCDtlsTransport, "_rx_srtp"),
     (RTCDtlsTransport, "_tx_srtp"),
+    (RTCDtlsTransport, "_role"),  # dtls.answer_as_dtls_server
+    (RTCDtlsTransport, "_set_role"),
+    (RTCDtlsTransport, "_do_handshake"),  # dtls.watch_handshake
+    (RTCDtlsTransport, "_write_ssl"),
     (RTCRtpReceiver, "receive"),
     (RTCRtpReceiver, "_handle_rtp_packet"),
     (RTCRtpSender, "send"),
