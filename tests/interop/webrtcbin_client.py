@@ -27,6 +27,7 @@ import struct
 import sys
 import threading
 import time
+import traceback
 from typing import Any
 from urllib.parse import urlparse
 
@@ -39,6 +40,7 @@ gi.require_version("Nice", "0.1")
 from gi.repository import GLib, Gst, GstSdp, GstWebRTC, Nice  # noqa: E402
 
 VIDEO_CAPS = "application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000"
+START = time.monotonic()
 AUDIO_CAPS = "application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000"
 
 
@@ -129,9 +131,17 @@ class WebSocket:
         self.sock.close()
 
 
-def counter(pad: Gst.Pad, counts: dict[str, int], key: str) -> None:
+def counter(
+    pad: Gst.Pad, counts: dict[str, int], key: str, spans: dict[str, list[float]] | None = None
+) -> None:
+    """Count the buffers through ``pad`` in ``counts[key]``; with ``spans``, keep the
+    times (s since ``START``) of the first and the last one in ``spans[key]``."""
+
     def probe(_pad: Gst.Pad, _info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
         counts[key] += 1
+        if spans is not None:
+            now = round(time.monotonic() - START, 3)
+            spans.setdefault(key, [now, now])[1] = now
         return Gst.PadProbeReturn.OK
 
     pad.add_probe(Gst.PadProbeType.BUFFER, probe)
@@ -144,17 +154,25 @@ class Client:
         self.ws = WebSocket(args.url)
         self.sent = {"video_frames": 0, "audio_buffers": 0}
         self.received = {"video_frames": 0, "audio_buffers": 0}
+        #: received: [first, last] decoded buffer, s since the start
+        self.received_spans: dict[str, list[float]] = {}
         self.summary: dict[str, Any] = {
-            "name": args.name, "sent": self.sent, "received": self.received, "errors": [],
+            "name": args.name, "sent": self.sent, "received": self.received,
+            "received_spans": self.received_spans, "errors": [],
             "published_tracks": [], "subscribe_tracks": {}, "events": [],
         }  # fmt: skip
-        self.started = time.monotonic()
+        self.started = START
         self._ice_agents: list[Any] = []  # the Python wrappers must outlive webrtcbin
         self.pub_pipe: Gst.Pipeline | None = None
         self.sub_pipe: Gst.Pipeline | None = None
         self.sub: Any = None
         self._pending_answer = False
         self.sdp: dict[str, str] = {}
+        sys.excepthook = self._exception  # exceptions in GLib callbacks land here
+
+    def _exception(self, kind: Any, value: BaseException, tb: Any) -> None:
+        traceback.print_exception(kind, value, tb)
+        self.error(f"{kind.__name__}: {value}")
 
     # ------------------------------------------------------------ helpers
 
@@ -324,7 +342,8 @@ class Client:
         bin_.sync_state_with_parent()
         pad.link(bin_.get_static_pad("sink"))
         if key:
-            counter(bin_.get_by_name("sink").get_static_pad("sink"), self.received, key)
+            sink = bin_.get_by_name("sink").get_static_pad("sink")
+            counter(sink, self.received, key, self.received_spans)
 
     # ------------------------------------------------------------ signaling and lifecycle
 
