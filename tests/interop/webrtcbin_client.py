@@ -200,8 +200,7 @@ class Client:
     @staticmethod
     def _gathered(webrtc: Any) -> bool:
         return bool(
-            webrtc.get_property("ice-gathering-state")
-            == GstWebRTC.WebRTCICEGatheringState.COMPLETE
+            webrtc.get_property("ice-gathering-state") == GstWebRTC.WebRTCICEGatheringState.COMPLETE
         )
 
     def _when_gathered(self, webrtc: Any, then: Any) -> None:
