@@ -26,7 +26,8 @@ Hooks, all installed per instance (nothing is patched globally):
   (SSRC, RTX SSRC, msid) and Parley learns the negotiated parameters.
 * DTLS (``dtls``): offers that say ``a=setup:actpass`` are answered ``passive`` (Parley
   is the DTLS server, so peers with RSA certificates connect), and a failed handshake
-  is logged with OpenSSL's reason and its alert sent to the peer.
+  is logged with OpenSSL's reason and its alert sent to the peer; as a DTLS client
+  Parley also offers ECDHE-RSA suites (servers with RSA certificates).
 * Egress: packets are protected with the transport's SRTP session and written with
   ``sendto`` on the nominated pair's socket, synchronously.
 
@@ -49,7 +50,7 @@ from aiortc import (
     RTCRtpSender,
     RTCRtpTransceiver,
 )
-from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport
 from pylibsrtp._binding import ffi as srtp_ffi
 from pylibsrtp._binding import lib as srtp_lib
 
@@ -63,6 +64,7 @@ from .dtls import (
     ACTPASS,
     DtlsFailure,
     answer_as_dtls_server,
+    configure_ssl,
     describe_ssl_error,
     watch_handshake,
 )
@@ -104,6 +106,7 @@ __all__ = [
     "DtlsFailure",
     "answer_as_dtls_server",
     "describe_ssl_error",
+    "configure_ssl",
     "watch_handshake",
     "CONSENT_RETRANSMISSIONS",
     "CONSENT_STALL",
@@ -155,6 +158,8 @@ HOOKED_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (RTCDtlsTransport, "_set_role"),
     (RTCDtlsTransport, "_do_handshake"),  # dtls.watch_handshake
     (RTCDtlsTransport, "_write_ssl"),
+    (RTCDtlsTransport, "_RTCDtlsTransport__local_certificate"),  # dtls.configure_ssl
+    (RTCCertificate, "_create_ssl_context"),
     (RTCRtpReceiver, "receive"),
     (RTCRtpReceiver, "_handle_rtp_packet"),
     (RTCRtpSender, "send"),

@@ -16,7 +16,7 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 
 from ..config import IceConfig
-from .dtls import DtlsFailure, watch_handshake
+from .dtls import DtlsFailure, configure_ssl, watch_handshake
 
 logger = logging.getLogger("sfu.aiortc_adapter")
 
@@ -49,6 +49,7 @@ def create_peer_connection(
         _restrict_gathering(connection, addresses)
         _configure_consent(connection, ice.consent_interval, ice.consent_failures)
         watch_handshake(dtls, on_dtls_failure)
+        configure_ssl(dtls)
         return dtls
 
     pc._RTCPeerConnection__createDtlsTransport = create_dtls_transport  # type: ignore[attr-defined]

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from .conftest import RunningServer
 
 CLIENT = Path(__file__).with_name("webrtcbin_client.py")
@@ -45,9 +47,13 @@ async def _run(*cmd: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
+@pytest.mark.parametrize("offer_setup", ["actpass", "passive"])
 async def test_webrtcbin_and_a_bot_exchange_audio_and_video(
-    server: RunningServer, tmp_path: Path
+    server: RunningServer, tmp_path: Path, offer_setup: str
 ) -> None:
+    """``actpass`` (what webrtcbin offers): Parley answers passive and is the DTLS server.
+    ``passive`` (the offer sent says so): Parley must be the DTLS client of webrtcbin's
+    RSA certificate, which needs the ECDHE-RSA suites it offers."""
     bot_json = tmp_path / "bot.json"
     bot = asyncio.ensure_future(
         _run(
@@ -59,6 +65,7 @@ async def test_webrtcbin_and_a_bot_exchange_audio_and_video(
         _run(
             SYSTEM_PYTHON, str(CLIENT), "--url", server.url, "--room", "gst",
             "--name", "gst", "--duration", str(CLIENT_S), "--fps", str(FPS),
+            "--offer-setup", offer_setup,
         )
     )  # fmt: skip
     (bot_rc, _, bot_err), (rc, out, err) = await asyncio.gather(bot, client)
@@ -68,6 +75,9 @@ async def test_webrtcbin_and_a_bot_exchange_audio_and_video(
 
     # the server published both of webrtcbin's m-lines (its second one is bundle-only)
     assert sorted(t["kind"] for t in summary["published_tracks"]) == ["audio", "video"]
+    answer_setup = {"actpass": "passive", "passive": "active"}[offer_setup]
+    setups = {x for x in summary["sdp"]["publish_answer"].splitlines() if "a=setup:" in x}
+    assert setups == {f"a=setup:{answer_setup}"}, setups
 
     # bot -> webrtcbin: decoded VP8 frames and Opus buffers, for more than 10 s
     received, spans = summary["received"], summary["received_spans"]

@@ -254,6 +254,10 @@ class Client:
         pub.emit("create-offer", None, Gst.Promise.new_with_change_func(created))
 
     def _send_publish_offer(self, sdp: str) -> None:
+        if self.args.offer_setup != "actpass":
+            # webrtcbin itself always offers actpass; an offer that names the role is as
+            # valid (RFC 8842), and webrtcbin takes the role the answer leaves it
+            sdp = sdp.replace("a=setup:actpass", f"a=setup:{self.args.offer_setup}")
         self.sdp["publish_offer"] = sdp
         self.ws.send_json({"type": "publish_offer", "sdp": sdp})
         self.event("publish_offer sent")
@@ -416,6 +420,12 @@ def main() -> int:
     parser.add_argument("--name", default="webrtcbin")
     parser.add_argument("--duration", type=float, default=12.0)
     parser.add_argument("--ice-address", default="127.0.0.1")
+    parser.add_argument(
+        "--offer-setup",
+        choices=("actpass", "active", "passive"),
+        default="actpass",
+        help="the a=setup of the publish offer sent (passive: Parley must be the DTLS client)",
+    )
     parser.add_argument("--no-publish", dest="publish", action="store_false")
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)
