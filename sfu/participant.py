@@ -80,6 +80,8 @@ class Participant:
         listener: Listener,
         config: SfuConfig,
         clock: Clock | None = None,
+        *,
+        reuse_mlines: bool = True,
     ) -> None:
         self.room = room
         self.id = participant_id
@@ -133,6 +135,7 @@ class Participant:
             on_changed=self._subscriptions_changed,
             on_layer_changed=self._layer_changed,
             active_speaker=self._active_speaker_id,
+            reuse_mlines=reuse_mlines,
         )
         self._task = asyncio.ensure_future(self._run())
         self._close_task: asyncio.Task[None] | None = None

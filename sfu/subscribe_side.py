@@ -3,7 +3,8 @@
 The SFU offers on the client's *subscribe* connection and renegotiates it as remote
 tracks come and go. Each subscription is a ``Forwarder`` on a ``sendonly`` m-line;
 a track that goes away leaves its m-line ``inactive`` for the next track of the same
-kind. This side also applies the subscriber's congestion control
+kind, unless the client asked for new m-lines only (``reuse_mlines`` false: GStreamer's
+webrtcbin cannot change a reused m-line's direction). This side also applies the subscriber's congestion control
 (``sfu/congestion.py``) to its forwarders: layer allocation and bandwidth probes.
 """
 
@@ -60,8 +61,12 @@ class SubscribeSide:
         on_changed: Callable[[], None],
         on_layer_changed: Callable[[Subscription], None],
         active_speaker: Callable[[], str | None],
+        *,
+        reuse_mlines: bool = True,
     ) -> None:
         self.id = participant_id
+        #: whether a new track may take an inactive m-line of its kind (else a new one)
+        self.reuse_mlines = reuse_mlines
         self.config = config
         self._clock = clock
         self.counters = counters
@@ -114,8 +119,9 @@ class SubscribeSide:
         sub.forwarder.close()
         if sub.transceiver is not None:
             self._transceivers[sub.transceiver] = None
-            # what the m-line sent last, for the track that reuses it
-            self._previous[sub.transceiver] = sub.forwarder
+            if self.reuse_mlines:
+                # what the m-line sent last, for the track that reuses it
+                self._previous[sub.transceiver] = sub.forwarder
             for ssrc in adapter.sender_ssrcs(sub.transceiver.sender):
                 self._by_out_ssrc.pop(ssrc, None)
         self._mark_dirty()
@@ -188,7 +194,7 @@ class SubscribeSide:
             (
                 t
                 for t, s in self._transceivers.items()
-                if s is None and t.kind == kind and t.mid is not None
+                if s is None and t.kind == kind and t.mid is not None and self.reuse_mlines
             ),
             None,
         )
