@@ -135,8 +135,8 @@ class Participant:
             on_changed=self._subscriptions_changed,
             on_layer_changed=self._layer_changed,
             active_speaker=self._active_speaker_id,
-            reuse_mlines=reuse_mlines,
         )
+        self.subscribe_side.reuse_mlines = reuse_mlines
         self._task = asyncio.ensure_future(self._run())
         self._close_task: asyncio.Task[None] | None = None
 

@@ -1,12 +1,10 @@
 """A participant's subscribe side: what it receives of the others' tracks.
 
 The SFU offers on the client's *subscribe* connection and renegotiates it as remote
-tracks come and go. Each subscription is a ``Forwarder`` on a ``sendonly`` m-line;
-a track that goes away leaves its m-line ``inactive`` for the next track of the same
-kind, unless the client asked for new m-lines only (``reuse_mlines`` false: GStreamer's
-webrtcbin cannot change a reused m-line's direction). This side also applies the subscriber's congestion control
-(``sfu/congestion.py``) to its forwarders: layer allocation and bandwidth probes.
-"""
+tracks come and go. Each subscription is a ``Forwarder`` on a ``sendonly`` m-line; a
+track that goes away leaves its m-line ``inactive`` for the next track of its kind
+(unless ``reuse_mlines`` is false). Here too: the subscriber's congestion control
+(``sfu/congestion.py``) for its forwarders, layer allocation and bandwidth probes."""
 
 from __future__ import annotations
 
@@ -61,12 +59,11 @@ class SubscribeSide:
         on_changed: Callable[[], None],
         on_layer_changed: Callable[[Subscription], None],
         active_speaker: Callable[[], str | None],
-        *,
-        reuse_mlines: bool = True,
     ) -> None:
         self.id = participant_id
-        #: whether a new track may take an inactive m-line of its kind (else a new one)
-        self.reuse_mlines = reuse_mlines
+        #: whether a new track may take an inactive m-line of its kind (else a new one:
+        #: ``join``'s ``reuse_mlines``, for webrtcbin, which cannot change its direction)
+        self.reuse_mlines = True
         self.config = config
         self._clock = clock
         self.counters = counters
