@@ -108,3 +108,42 @@ async def test_webrtcbin_and_a_bot_exchange_audio_and_video(
     failed = {f["code"] for f in bot_summary["failed"]}
     assert failed <= {"freeze", "loss"}, (bot_summary["verdict"], bot_err[-2000:])
     assert bot_rc == (0 if not failed else 1)
+
+
+async def test_a_webrtcbin_subscriber_gets_a_later_publisher_on_new_m_lines(
+    server: RunningServer,
+) -> None:
+    """webrtcbin 1.22 cannot take a reused m-line whose direction changes (inactive, then
+    sendonly again): joined with ``"reuse_mlines": false`` it gets the second
+    publisher's tracks on new m-lines and decodes them. Bot A publishes for 5 s and
+    leaves, then bot B publishes for 6 s."""
+    client = asyncio.ensure_future(
+        _run(
+            SYSTEM_PYTHON, str(CLIENT), "--url", server.url, "--room", "later",
+            "--name", "gst", "--duration", "15", "--no-publish", "--reuse-mlines", "false",
+        )
+    )  # fmt: skip
+    bots = {}
+    for name, duration in (("a", 5), ("b", 6)):
+        rc, _, err = await _run(
+            *PARLEY, "bot", "--url", server.url, "--room", "later", "--name", name,
+            "--duration", str(duration),
+        )  # fmt: skip
+        bots[name] = (rc, err)
+    rc, out, err = await client
+    assert out.strip(), f"the client printed no summary; stderr:\n{err[-3000:]}"
+    summary = json.loads(out)
+    assert summary["errors"] == [] and rc == 0, (summary["errors"], err[-3000:])
+    by_mid = summary["tracks_by_mid"]
+    print(f"\ntracks by mid {by_mid}\ndecoded by mid {summary['received_by_mid']}")
+    # every m-line carried one track: B's came on new m-lines
+    assert sorted(by_mid) == ["0", "1", "2", "3"] and all(len(t) == 1 for t in by_mid.values())
+    first = {by_mid["0"][0]["participant"], by_mid["1"][0]["participant"]}
+    later = {by_mid["2"][0]["participant"], by_mid["3"][0]["participant"]}
+    assert len(first) == 1 and len(later) == 1 and first != later
+    received = summary["received_by_mid"]
+    for mid in ("2", "3"):
+        kind = by_mid[mid][0]["kind"]
+        # B publishes for about 5 s once its connection is up
+        least = 3 * FPS * 0.5 if kind == "video" else 3 * 50 * 0.5
+        assert received.get(mid, {}).get("buffers", 0) >= least, (mid, kind, received)

@@ -160,6 +160,7 @@ class Client:
             "name": args.name, "sent": self.sent, "received": self.received,
             "received_spans": self.received_spans, "errors": [],
             "published_tracks": [], "subscribe_tracks": {}, "events": [],
+            "tracks_by_mid": {}, "received_by_mid": {}, "subscribe_answers": [],
         }  # fmt: skip
         self.started = START
         self._ice_agents: list[Any] = []  # the Python wrappers must outlive webrtcbin
@@ -202,6 +203,15 @@ class Client:
         return bool(
             webrtc.get_property("ice-gathering-state") == GstWebRTC.WebRTCICEGatheringState.COMPLETE
         )
+
+    def _set_local(self, webrtc: Any, description: Any, then: Any) -> None:
+        """Set ``description`` as the local one; once webrtcbin has applied it (its
+        promise) and gathering is complete, ``then(local SDP text)``."""
+
+        def applied(_promise: Gst.Promise) -> None:
+            GLib.idle_add(lambda: self._when_gathered(webrtc, then) and False)
+
+        webrtc.emit("set-local-description", description, Gst.Promise.new_with_change_func(applied))
 
     def _when_gathered(self, webrtc: Any, then: Any) -> None:
         """Run ``then(sdp_text)`` with the local description once ICE gathering is
@@ -248,8 +258,7 @@ class Client:
         def created(promise: Gst.Promise) -> None:
             reply = promise.get_reply()
             offer = reply.get_value("offer")
-            pub.emit("set-local-description", offer, None)
-            self._when_gathered(pub, self._send_publish_offer)
+            self._set_local(pub, offer, self._send_publish_offer)
 
         pub.emit("create-offer", None, Gst.Promise.new_with_change_func(created))
 
@@ -292,6 +301,11 @@ class Client:
 
     def _on_subscribe_offer(self, message: dict[str, Any]) -> None:
         self.summary["subscribe_tracks"] = message.get("tracks", {})
+        # every track each mid ever carried (the server may reuse inactive m-lines)
+        for mid, track in message.get("tracks", {}).items():
+            known = self.summary["tracks_by_mid"].setdefault(mid, [])
+            if track not in known:
+                known.append(track)
         self.sdp["subscribe_offer"] = message["sdp"]
         sub = self._subscriber()
 
@@ -309,14 +323,14 @@ class Client:
             if answer is None:
                 self.error(f"webrtcbin made no answer: {reply.to_string()}")
                 return
-            sub.emit("set-local-description", answer, None)
-            self._when_gathered(sub, self._send_subscribe_answer)
+            self._set_local(sub, answer, self._send_subscribe_answer)
 
         sub.emit("create-answer", None, Gst.Promise.new_with_change_func(created))
         return False
 
     def _send_subscribe_answer(self, sdp: str) -> None:
         self.sdp.setdefault("subscribe_answer", sdp)
+        self.summary["subscribe_answers"].append(sdp)
         self.ws.send_json({"type": "subscribe_answer", "sdp": sdp})
         self.event("subscribe_answer sent")
 
@@ -333,7 +347,9 @@ class Client:
         else:
             self.error(f"received {media} {encoding}: not decoded")
             chain, key = "", ""
-        self.event(f"receiving {media} {encoding}")
+        transceiver = pad.get_property("transceiver")
+        mid = transceiver.get_property("mid") if transceiver is not None else None
+        self.event(f"receiving {media} {encoding} on mid {mid}")
         if chain:
             bin_ = Gst.parse_bin_from_description(
                 f"queue ! {chain} ! fakesink name=sink sync=false async=false", True
@@ -347,6 +363,11 @@ class Client:
         if key:
             sink = bin_.get_by_name("sink").get_static_pad("sink")
             counter(sink, self.received, key, self.received_spans)
+            if mid is not None:  # decoded per m-line too: {"kind", "buffers", "span"}
+                per_mid = self.summary["received_by_mid"].setdefault(
+                    mid, {"kind": media, "buffers": 0}
+                )
+                counter(sink, per_mid, "buffers", per_mid.setdefault("spans", {}))
 
     # ------------------------------------------------------------ signaling and lifecycle
 
@@ -401,7 +422,10 @@ class Client:
 
     def run(self) -> dict[str, Any]:
         threading.Thread(target=self._reader, daemon=True).start()
-        self.ws.send_json({"type": "join", "room": self.args.room, "name": self.args.name})
+        join: dict[str, Any] = {"type": "join", "room": self.args.room, "name": self.args.name}
+        if self.args.reuse_mlines != "default":
+            join["reuse_mlines"] = self.args.reuse_mlines == "true"
+        self.ws.send_json(join)
         GLib.timeout_add(int(self.args.duration * 1000), self._leave)
         GLib.timeout_add(int((self.args.duration + 20) * 1000), self.loop.quit)  # a bound
         self.loop.run()
@@ -425,6 +449,12 @@ def main() -> int:
         choices=("actpass", "active", "passive"),
         default="actpass",
         help="the a=setup of the publish offer sent (passive: Parley must be the DTLS client)",
+    )
+    parser.add_argument(
+        "--reuse-mlines",
+        choices=("default", "true", "false"),
+        default="default",
+        help="join's reuse_mlines (default: not sent; the server then reuses m-lines)",
     )
     parser.add_argument("--no-publish", dest="publish", action="store_false")
     parser.add_argument("--width", type=int, default=320)
