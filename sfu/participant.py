@@ -78,6 +78,8 @@ class Participant:
         listener: Listener,
         config: SfuConfig,
         clock: Clock | None = None,
+        *,
+        reuse_mlines: bool = True,
     ) -> None:
         self.room = room
         self.id = participant_id
@@ -86,6 +88,8 @@ class Participant:
         self.config = config
         self.closed = False
         self.close_reason: str | None = None
+        #: why the last DTLS handshake failed, if one did (``_dtls_failed``)
+        self._dtls_failure: str | None = None
         self._loop = asyncio.get_running_loop()
         self._clock: Clock = clock if clock is not None else self._loop
         #: how long closing waits for each peer connection (``PC_CLOSE_TIMEOUT``)
@@ -130,6 +134,7 @@ class Participant:
             on_layer_changed=self._layer_changed,
             active_speaker=self._active_speaker_id,
         )
+        self.subscribe_side.reuse_mlines = reuse_mlines
         self._task = asyncio.ensure_future(self._run())
         self._close_task: asyncio.Task[None] | None = None
 
@@ -236,9 +241,14 @@ class Participant:
     # ------------------------------------------------------------ lifecycle
 
     def _create_pc(self) -> RTCPeerConnection:
-        pc = adapter.create_peer_connection(self.config.ice)
+        pc = adapter.create_peer_connection(self.config.ice, self._dtls_failed)
         self._watch(pc)
         return pc
+
+    def _dtls_failed(self, reason: str) -> None:
+        """A DTLS handshake failed: say why (OpenSSL's reason or the peer's alert)."""
+        logger.warning("participant %s (%r): DTLS handshake failed: %s", self.id, self.name, reason)
+        self._dtls_failure = reason
 
     def _watch(self, pc: RTCPeerConnection) -> None:
         @pc.on("connectionstatechange")
@@ -250,8 +260,9 @@ class Participant:
                         port.install_fast_path()
                 self.subscribe_side.rewire()
             elif state in ("failed", "closed") and not self.closed:
-                logger.info("participant %s: peer connection %s", self.id, state)
-                self.close_soon(f"peer connection {state}")
+                why = f" (DTLS: {self._dtls_failure})" if self._dtls_failure else ""
+                logger.info("participant %s: peer connection %s%s", self.id, state, why)
+                self.close_soon(f"peer connection {state}{why}")
 
     def tick(self, now: float) -> None:
         """The periodic work, about once a second: measure, allocate, probe, RTCP

@@ -61,7 +61,7 @@ def check_offer(offer_sdp: str) -> tuple[list[adapter.RemoteMedia], dict[str, tu
     if not media:
         raise NegotiationError("bad_sdp", "the offer has no media sections")
     for m in media:
-        if m.port == 0:
+        if not m.live:
             continue
         if m.kind not in SUPPORTED_CODECS:
             raise NegotiationError(
@@ -145,6 +145,8 @@ class PublishSide:
             for transceiver in pc.getTransceivers():
                 if transceiver.mid == mid:
                     adapter.add_header_extensions(transceiver, wanted)
+        # a=setup:actpass is answered passive: Parley is the DTLS server (sfu/aiortc_adapter/dtls.py)
+        adapter.answer_as_dtls_server(pc, (m.mid for m in media if m.setup == adapter.ACTPASS))
         if self.port is None:
             transceivers = pc.getTransceivers()
             if not transceivers:
@@ -173,7 +175,7 @@ class PublishSide:
         now = self._clock.time()
         for transceiver in pc.getTransceivers():
             m = by_mid.get(transceiver.mid or "")
-            if m is None or m.port == 0 or m.direction not in ("sendonly", "sendrecv"):
+            if m is None or not m.live or m.direction not in ("sendonly", "sendrecv"):
                 continue
             if m.kind != transceiver.kind:
                 # a mid that aiortc gave another m-line (duplicate or missing a=mid):

@@ -70,9 +70,13 @@ class Room:
     def _others(self, participant: Participant | None) -> list[Participant]:
         return [p for p in self.participants.values() if p is not participant and not p.closed]
 
-    def add(self, name: str, listener: ParticipantListener) -> Participant:
+    def add(
+        self, name: str, listener: ParticipantListener, *, reuse_mlines: bool = True
+    ) -> Participant:
         participant_id = secrets.token_hex(6)
-        participant = Participant(self, participant_id, name, listener, self.sfu.config)
+        participant = Participant(
+            self, participant_id, name, listener, self.sfu.config, reuse_mlines=reuse_mlines
+        )
         others = self._others(participant)
         self.participants[participant_id] = participant
         for other in others:
@@ -128,13 +132,17 @@ class Sfu:
                 "forwarding in Python (1.3-2x the CPU per packet): %s", native.NATIVE_ERROR
             )
 
-    def join(self, room_id: str, name: str, listener: ParticipantListener) -> Participant:
+    def join(
+        self, room_id: str, name: str, listener: ParticipantListener, *, reuse_mlines: bool = True
+    ) -> Participant:
+        """Add a participant to room ``room_id`` (created if needed). ``reuse_mlines``:
+        whether its subscribe connection may reuse inactive m-lines for new tracks."""
         if self.closed:
             raise RuntimeError("the SFU is closed")
         room = self.rooms.get(room_id)
         if room is None:
             room = self.rooms[room_id] = Room(self, room_id)
-        return room.add(name, listener)
+        return room.add(name, listener, reuse_mlines=reuse_mlines)
 
     def _room_empty(self, room: Room) -> None:
         if self.rooms.get(room.id) is room:

@@ -1,11 +1,10 @@
 """A participant's subscribe side: what it receives of the others' tracks.
 
 The SFU offers on the client's *subscribe* connection and renegotiates it as remote
-tracks come and go. Each subscription is a ``Forwarder`` on a ``sendonly`` m-line;
-a track that goes away leaves its m-line ``inactive`` for the next track of the same
-kind. This side also applies the subscriber's congestion control
-(``sfu/congestion.py``) to its forwarders: layer allocation and bandwidth probes.
-"""
+tracks come and go. Each subscription is a ``Forwarder`` on a ``sendonly`` m-line; a
+track that goes away leaves its m-line ``inactive`` for the next track of its kind
+(unless ``reuse_mlines`` is false). Here too: the subscriber's congestion control
+(``sfu/congestion.py``) for its forwarders, layer allocation and bandwidth probes."""
 
 from __future__ import annotations
 
@@ -62,6 +61,9 @@ class SubscribeSide:
         active_speaker: Callable[[], str | None],
     ) -> None:
         self.id = participant_id
+        #: whether a new track may take an inactive m-line of its kind (else a new one:
+        #: ``join``'s ``reuse_mlines``, for webrtcbin, which cannot change its direction)
+        self.reuse_mlines = True
         self.config = config
         self._clock = clock
         self.counters = counters
@@ -114,8 +116,9 @@ class SubscribeSide:
         sub.forwarder.close()
         if sub.transceiver is not None:
             self._transceivers[sub.transceiver] = None
-            # what the m-line sent last, for the track that reuses it
-            self._previous[sub.transceiver] = sub.forwarder
+            if self.reuse_mlines:
+                # what the m-line sent last, for the track that reuses it
+                self._previous[sub.transceiver] = sub.forwarder
             for ssrc in adapter.sender_ssrcs(sub.transceiver.sender):
                 self._by_out_ssrc.pop(ssrc, None)
         self._mark_dirty()
@@ -188,7 +191,7 @@ class SubscribeSide:
             (
                 t
                 for t, s in self._transceivers.items()
-                if s is None and t.kind == kind and t.mid is not None
+                if s is None and t.kind == kind and t.mid is not None and self.reuse_mlines
             ),
             None,
         )

@@ -135,6 +135,9 @@ class Join(_Message):
     name: str
     token: str | None = None
     request_id: RequestId | None = None
+    #: False: new subscribe m-lines for every track, never an inactive one reused
+    #: (clients that cannot change an m-line's direction, such as GStreamer's webrtcbin)
+    reuse_mlines: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -554,7 +557,11 @@ class _Reader:
 _CLIENT_PARSERS: Final[Mapping[str, Callable[[_Reader], ClientMessage]]] = MappingProxyType(
     {
         Join.type: lambda r: Join(
-            r.req("room", _ROOM), r.req("name", _NAME), r.opt("token", _TOKEN), r.request_id
+            r.req("room", _ROOM),
+            r.req("name", _NAME),
+            r.opt("token", _TOKEN),
+            r.request_id,
+            r.opt("reuse_mlines", _boolean),
         ),
         PublishOffer.type: lambda r: PublishOffer(r.req("sdp", _SDP), r.request_id),
         SubscribeAnswer.type: lambda r: SubscribeAnswer(r.req("sdp", _SDP), r.request_id),

@@ -333,7 +333,9 @@ class Session:
                 return
         if self.state != "new":
             return
-        participant = self.sfu.join(message.room, message.name, self)
+        participant = self.sfu.join(
+            message.room, message.name, self, reuse_mlines=message.reuse_mlines is not False
+        )
         self.participant = participant
         self.state = "joined"
         others = [p for p in participant.room.participants.values() if p is not participant]

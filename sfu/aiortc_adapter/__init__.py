@@ -24,12 +24,16 @@ Hooks, all installed per instance (nothing is patched globally):
 * Senders: ``RTCRtpSender.send`` is replaced so the track-less sender never starts
   its 50 Hz polling RTP loop nor its empty sender reports; it keeps its SDP role
   (SSRC, RTX SSRC, msid) and Parley learns the negotiated parameters.
+* DTLS (``dtls``): offers that say ``a=setup:actpass`` are answered ``passive`` (Parley
+  is the DTLS server, so peers with RSA certificates connect), and a failed handshake
+  is logged with OpenSSL's reason and its alert sent to the peer; as a DTLS client
+  Parley also offers ECDHE-RSA suites (servers with RSA certificates).
 * Egress: packets are protected with the transport's SRTP session and written with
   ``sendto`` on the nominated pair's socket, synchronously.
 
 The package's modules: ``ice`` (peer connections, gathering, consent), ``rtp_params``
 (negotiated parameters, idle receivers and senders), ``media_port`` (ingress fast path
-and egress), ``receive_tap`` (raw RTP beside aiortc's own receive path), ``remote_sdp`` (what routing reads of a remote description). Nothing
+and egress), ``receive_tap`` (raw RTP beside aiortc's own receive path), ``remote_sdp`` (what routing reads of a remote description), ``dtls`` (DTLS role, cipher suites, handshake failures). Nothing
 outside this package touches aiortc's, aioice's or pylibsrtp's private API.
 """
 
@@ -46,7 +50,7 @@ from aiortc import (
     RTCRtpSender,
     RTCRtpTransceiver,
 )
-from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport
 from pylibsrtp._binding import ffi as srtp_ffi
 from pylibsrtp._binding import lib as srtp_lib
 
@@ -55,6 +59,14 @@ from .bench_hooks import (
     ice_sockets,
     restrict_srtp_profiles,
     selected_srtp_profile,
+)
+from .dtls import (
+    ACTPASS,
+    DtlsFailure,
+    answer_as_dtls_server,
+    configure_ssl,
+    describe_ssl_error,
+    watch_handshake,
 )
 from .ice import (
     CONSENT_RETRANSMISSIONS,
@@ -90,6 +102,12 @@ from .rtp_params import (
 )
 
 __all__ = [
+    "ACTPASS",
+    "DtlsFailure",
+    "answer_as_dtls_server",
+    "describe_ssl_error",
+    "configure_ssl",
+    "watch_handshake",
     "CONSENT_RETRANSMISSIONS",
     "CONSENT_STALL",
     "HANDLER_ERROR_LOG_INTERVAL",
@@ -136,6 +154,12 @@ HOOKED_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (RTCDtlsTransport, "_send_rtp"),  # ReceiveTap.send_rtcp
     (RTCDtlsTransport, "_rx_srtp"),
     (RTCDtlsTransport, "_tx_srtp"),
+    (RTCDtlsTransport, "_role"),  # dtls.answer_as_dtls_server
+    (RTCDtlsTransport, "_set_role"),
+    (RTCDtlsTransport, "_do_handshake"),  # dtls.watch_handshake
+    (RTCDtlsTransport, "_write_ssl"),
+    (RTCDtlsTransport, "_RTCDtlsTransport__local_certificate"),  # dtls.configure_ssl
+    (RTCCertificate, "_create_ssl_context"),
     (RTCRtpReceiver, "receive"),
     (RTCRtpReceiver, "_handle_rtp_packet"),
     (RTCRtpSender, "send"),

@@ -16,6 +16,7 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 
 from ..config import IceConfig
+from .dtls import DtlsFailure, configure_ssl, watch_handshake
 
 logger = logging.getLogger("sfu.aiortc_adapter")
 
@@ -31,8 +32,13 @@ def rtc_configuration(ice: IceConfig) -> RTCConfiguration:
     )
 
 
-def create_peer_connection(ice: IceConfig) -> RTCPeerConnection:
-    """A peer connection that gathers only on ``ice.addresses`` and uses only ``ice.servers``."""
+def create_peer_connection(
+    ice: IceConfig, on_dtls_failure: DtlsFailure | None = None
+) -> RTCPeerConnection:
+    """A peer connection that gathers only on ``ice.addresses`` and uses only ``ice.servers``.
+
+    A failed DTLS handshake is logged with OpenSSL's reason and passed to
+    ``on_dtls_failure`` (``dtls.watch_handshake``)."""
     pc = RTCPeerConnection(rtc_configuration(ice))
     addresses = list(ice.addresses)
     create_dtls = pc._RTCPeerConnection__createDtlsTransport  # type: ignore[attr-defined]
@@ -42,6 +48,8 @@ def create_peer_connection(ice: IceConfig) -> RTCPeerConnection:
         connection = dtls.transport.iceGatherer._connection
         _restrict_gathering(connection, addresses)
         _configure_consent(connection, ice.consent_interval, ice.consent_failures)
+        watch_handshake(dtls, on_dtls_failure)
+        configure_ssl(dtls)
         return dtls
 
     pc._RTCPeerConnection__createDtlsTransport = create_dtls_transport  # type: ignore[attr-defined]

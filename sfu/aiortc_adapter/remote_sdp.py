@@ -23,6 +23,20 @@ class RemoteMedia:
     extensions: dict[str, int]
     #: offered codec mime types, lower case ("video/vp8", "video/rtx", ...)
     codecs: list[str] = field(default_factory=list)
+    #: ``a=setup`` (RFC 8842): "actpass", "active", "passive", or "" when absent
+    setup: str = ""
+    #: ``a=bundle-only`` (RFC 8843): a port-0 m-line that shares the bundle's transport
+    bundle_only: bool = False
+    #: the mid is in a BUNDLE group of the description
+    bundled: bool = False
+
+    @property
+    def live(self) -> bool:
+        """Whether the m-line is in use: a port other than 0, or port 0 with
+        ``a=bundle-only`` inside a BUNDLE group (RFC 8843 §6: it shares the bundle's
+        transport; GStreamer's webrtcbin offers its video so). A plain port 0 is a
+        rejected or disabled m-line."""
+        return self.port != 0 or (self.bundle_only and self.bundled)
 
 
 #: Longest description whose offending line is looked for (a bisection of re-parses).
@@ -70,8 +84,18 @@ def describe_remote_media(sdp_text: str) -> list[RemoteMedia]:
         description = aiortc_sdp.SessionDescription.parse(sdp_text)
     except Exception as exc:  # aiortc raises assorted errors on malformed SDP
         raise ValueError(f"unparseable SDP: {_parse_failure(exc, sdp_text)}") from exc
+    _, sections = aiortc_sdp.grouplines(sdp_text)
+    bundled = {
+        str(item)
+        for group in description.group
+        if group.semantic == "BUNDLE"
+        for item in group.items
+    }
+    setup_of = {"auto": "actpass", "client": "active", "server": "passive"}
     out: list[RemoteMedia] = []
     for index, media in enumerate(description.media):
+        lines = sections[index] if index < len(sections) else []
+        role = media.dtls.role if media.dtls is not None else None
         rtx_of: dict[int, int] = {}
         for group in media.ssrc_group:
             if group.semantic == "FID" and len(group.items) == 2:
@@ -87,10 +111,11 @@ def describe_remote_media(sdp_text: str) -> list[RemoteMedia]:
             parts = media.msid.split()
             if len(parts) == 2:
                 msid_track = parts[1]
+        mid = media.rtp.muxId or str(index)
         out.append(
             RemoteMedia(
                 index=index,
-                mid=media.rtp.muxId or str(index),
+                mid=mid,
                 kind=media.kind,
                 direction=media.direction or "sendrecv",
                 port=media.port,
@@ -98,6 +123,9 @@ def describe_remote_media(sdp_text: str) -> list[RemoteMedia]:
                 msid_track=msid_track,
                 extensions={ext.uri: ext.id for ext in media.rtp.headerExtensions},
                 codecs=[c.mimeType.lower() for c in media.rtp.codecs],
+                setup=setup_of.get(role or "", ""),
+                bundle_only=any(line.strip() == "a=bundle-only" for line in lines),
+                bundled=bool(media.rtp.muxId) and media.rtp.muxId in bundled,
             )
         )
     return out

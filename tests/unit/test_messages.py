@@ -69,6 +69,10 @@ CLIENT_EXAMPLES: list[tuple[dict[str, Any], object]] = [
         Join("standup", "Ada", "s3cret", 1),
     ),
     ({"type": "join", "room": "standup", "name": "Ada"}, Join("standup", "Ada")),
+    (
+        {"type": "join", "room": "standup", "name": "Ada", "reuse_mlines": False},
+        Join("standup", "Ada", reuse_mlines=False),
+    ),
     ({"type": "publish_offer", "sdp": SDP, "request_id": "p1"}, PublishOffer(SDP, "p1")),
     ({"type": "subscribe_answer", "sdp": SDP}, SubscribeAnswer(SDP)),
     (
@@ -245,6 +249,9 @@ INVALID_FIELDS: list[tuple[dict[str, Any], str]] = [
     ({**JOIN, "name": ["n"]}, "name"),
     ({**JOIN, "token": 5}, "token"),
     ({**JOIN, "token": None}, "token"),
+    ({**JOIN, "reuse_mlines": 0}, "reuse_mlines"),
+    ({**JOIN, "reuse_mlines": "false"}, "reuse_mlines"),
+    ({**JOIN, "reuse_mlines": None}, "reuse_mlines"),
     ({"type": "publish_offer", "sdp": 1}, "sdp"),
     ({"type": "publish_offer", "sdp": {"sdp": SDP}}, "sdp"),
     ({"type": "subscribe_answer", "sdp": None}, "sdp"),
