@@ -22,6 +22,7 @@ const config = { iceServers: [] }; // no STUN/TURN: loopback only
 const summary = {
   name: args.name, sent: { video_frames: 0, audio_samples: 0 }, received: {},
   received_spans: {}, resolutions: [], published_tracks: [], subscribe_tracks: {},
+  tracks_by_mid: {}, received_by_participant: {},
   events: [], errors: [], sdp: {}, stats: {},
 };
 const event = (what) => summary.events.push([Math.round(now() * 1000) / 1000, what]);
@@ -68,34 +69,45 @@ async function publish() {
 // ---- subscribe: count what the sinks deliver ----
 const sub = new RTCPeerConnection(config);
 const sinks = [];
-function count(key, n) {
+function count(key, n, mid) {
   summary.received[key] = (summary.received[key] ?? 0) + n;
+  // whose: the latest subscribe_offer says what a (possibly reused) m-line carries
+  const participant = summary.subscribe_tracks[mid]?.participant ?? "(inactive m-line)";
+  const whose = (summary.received_by_participant[participant] ??= {});
+  whose[key] = (whose[key] ?? 0) + n;
   const span = (summary.received_spans[key] ??= [now(), now()]);
   span[1] = now();
 }
 sub.ontrack = ({ track, transceiver }) => {
-  event(`track ${track.kind} mid ${transceiver.mid}`);
+  const mid = transceiver.mid;
+  event(`track ${track.kind} mid ${mid}`);
+  if (sinks.some((sink) => sink.mid === mid)) return; // a reused m-line: its sink still counts
   if (track.kind === "video") {
     const sink = new RTCVideoSink(track);
     sink.onframe = ({ frame }) => {
-      count("video_frames", 1);
+      count("video_frames", 1, mid);
       if (!summary.resolutions.some(([w, h]) => w === frame.width && h === frame.height))
         summary.resolutions.push([frame.width, frame.height]);
     };
-    sinks.push(sink);
+    sinks.push(Object.assign(sink, { mid }));
   } else {
     const sink = new RTCAudioSink(track);
-    sink.ondata = ({ numberOfFrames }) => count("audio_samples", numberOfFrames);
-    sinks.push(sink);
+    sink.ondata = ({ numberOfFrames }) => count("audio_samples", numberOfFrames, mid);
+    sinks.push(Object.assign(sink, { mid }));
   }
 };
 async function answer(message) {
-  summary.sdp.subscribe_offer = message.sdp;
-  Object.assign(summary.subscribe_tracks, message.tracks);
+  summary.sdp.subscribe_offer ??= message.sdp; // the first one (a fixture)
+  summary.subscribe_tracks = message.tracks;
+  for (const [mid, t] of Object.entries(message.tracks)) {
+    const seen = (summary.tracks_by_mid[mid] ??= []);
+    if (!seen.some((s) => s.track === t.track)) seen.push(t);
+  }
   await sub.setRemoteDescription({ type: "offer", sdp: message.sdp });
   await sub.setLocalDescription(await sub.createAnswer());
-  summary.sdp.subscribe_answer = await gathered(sub);
-  send({ type: "subscribe_answer", sdp: summary.sdp.subscribe_answer });
+  const sdp = await gathered(sub);
+  summary.sdp.subscribe_answer ??= sdp;
+  send({ type: "subscribe_answer", sdp });
 }
 
 // ---- signaling ----
