@@ -26,8 +26,8 @@ WRTC = Path(__file__).with_name("wrtc")
 CLIENT = WRTC / "client.mjs"
 PARLEY = [sys.executable, "-m", "parley"]
 #: seconds the client stays in the room (media flows from about 1 s in)
-CLIENT_S = 12
-BOT_S = 14
+CLIENT_S = 13
+BOT_S = 15
 FPS = 15
 SAMPLE_RATE = 48000
 #: at least this many seconds between the first and the last frame received, each way
@@ -116,7 +116,7 @@ async def test_libwebrtc_and_a_bot_exchange_audio_and_video(
     video, audio = tracks["video"], tracks["audio"]
     assert video["frames_decoded"] >= MIN_SPAN_S * FPS * 0.5, video
     assert audio["frames_decoded"] >= MIN_SPAN_S * 50 * 0.5, audio  # 20 ms Opus frames
-    # decoded from at most 3 s in until the client left (at 12 s), without a long freeze
+    # decoded from at most 3 s in until the client left (at 13 s), without a long freeze
     assert video["first_frame_ms"] is not None and video["first_frame_ms"] < 3000, video
     assert video["max_freeze_ms"] < 2000, video
     assert video["resolutions"] == [[320, 240]], video
