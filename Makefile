@@ -23,7 +23,13 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: $(VENV)/.installed lint
+# libwebrtc for Node (@roamhq/wrtc) for tests/interop/test_libwebrtc.py, pinned by its
+# lockfile; installed before the tests, which run in a namespace without a network
+WRTC := tests/interop/wrtc
+$(WRTC)/node_modules/.package-lock.json: $(WRTC)/package.json $(WRTC)/package-lock.json
+	npm ci --silent --no-audit --no-fund --prefix $(WRTC)
+
+test: $(VENV)/.installed lint $(WRTC)/node_modules/.package-lock.json
 	$(PY) scripts/in_netns.py $(PY) -m pytest -q
 
 # needs node and npm; installs TypeScript 5 under .tsc/ (not part of `make test`)
@@ -36,4 +42,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/forwarding.py --json bench/results/forwarding.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info .tsc sfu/_native.*.so
+	rm -rf $(VENV) .pytest_cache build *.egg-info .tsc sfu/_native.*.so $(WRTC)/node_modules

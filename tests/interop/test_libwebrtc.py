@@ -3,8 +3,8 @@ in one room of a real server, over loopback: both directions carry decoded media
 more than 10 s, as wrtc comes (its own offers and answers, no SDP munging).
 
 The client (``wrtc/client.mjs``) runs under ``node`` as a subprocess and needs
-``wrtc/node_modules``: ``.ci/run`` installs it (``npm ci --prefix tests/interop/wrtc``);
-by hand, run that command once. It publishes a moving I420 pattern (320x240, 15 fps)
+``wrtc/node_modules``: ``make test`` installs it first (``npm ci --prefix
+tests/interop/wrtc``, pinned by the lockfile), since the tests run without a network. It publishes a moving I420 pattern (320x240, 15 fps)
 and a 440 Hz tone through wrtc's nonstandard ``RTCVideoSource``/``RTCAudioSource``,
 counts the frames and samples its ``RTCVideoSink``/``RTCAudioSink`` deliver, and prints
 a JSON summary; the bot's JSON summary says what it decoded of the client
@@ -38,7 +38,7 @@ def _node() -> str:
     node = shutil.which("node")
     assert node is not None, "node is not installed (.ci/run installs nodejs and npm)"
     assert (WRTC / "node_modules" / "@roamhq" / "wrtc").is_dir(), (
-        f"{WRTC}/node_modules is missing: run `npm ci --prefix {WRTC}` (.ci/run does)"
+        f"{WRTC}/node_modules is missing: run `npm ci --prefix {WRTC}` (`make test` does)"
     )
     return node
 
