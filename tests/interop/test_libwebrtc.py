@@ -17,8 +17,11 @@ import asyncio
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+from sfu.gcc.estimator import SendSideEstimator
 
 from .conftest import RunningServer
 
@@ -81,8 +84,30 @@ async def test_libwebrtc_and_a_bot_exchange_audio_and_video(
             "--duration", str(CLIENT_S), "--fps", str(FPS), timeout=CLIENT_S + 30,
         )
     )  # fmt: skip
-    (bot_rc, _, bot_err), client_result = await asyncio.gather(bot, client)
+    seen: dict[str, Any] = {}
+
+    async def watch() -> None:
+        """What the server holds of the wrtc participant while it is in the room."""
+        deadline = time.monotonic() + CLIENT_S - 0.5
+        while time.monotonic() < deadline:
+            room = server.sfu.rooms.get("wrtc")
+            p = (
+                next((p for p in room.participants.values() if p.name == "wrtc"), None)
+                if room
+                else None
+            )
+            if p is not None:
+                seen.update(dict(p.counters), bwe=type(p.bwe).__name__)
+            await asyncio.sleep(0.5)
+
+    (bot_rc, _, bot_err), client_result, _ = await asyncio.gather(bot, client, watch())
     summary = _summary(*client_result)
+    # the server's side: wrtc's RTP and RTCP all parsed, and its transport-cc feedback
+    # (negotiated on the subscribe side) drives the send-side estimate of its downlink
+    print(f"\nserver side of wrtc: {seen}")
+    assert seen["rtp_in"] > 0 and seen["rtcp_in"] > 0, seen
+    assert seen["rtp_malformed"] == 0 and seen["rtcp_malformed"] == 0, seen
+    assert seen["bwe"] == SendSideEstimator.__name__ and seen["twcc_feedback"] > 30, seen
 
     # the server published both of wrtc's m-lines and answered as the DTLS server
     assert sorted(t["kind"] for t in summary["published_tracks"]) == ["audio", "video"]
