@@ -219,3 +219,41 @@ def test_dtx_gaps_keep_both_streams_continuous_and_the_track_active():
             t - sent_ts[0] for t in sent_ts
         ]
     assert red_fwd.packets_sent == len(steps)
+
+
+def test_the_native_path_leaves_red_to_python_over_a_real_srtp_wire():
+    """With the C loop serving steady forwarders (sfu/_native.c), a forwarder of a RED
+    source must still strip: what arrives over real SRTP and UDP is plain Opus."""
+    from sfu import native
+    from sfu.pacer import Pacer
+    from tests.unit.test_native import EgressSink, Wire
+
+    source = red_source(RecordingOwner())
+    wire = Wire()
+    try:
+        pacer = Pacer()
+        fwd = Forwarder([source], EgressSink(wire.egress, pacer), "sub")
+        fwd.configure(
+            EgressParams("4", OUT_OPUS, OUT, None, None, {MID_URI: OUT_MID, AUDIO_LEVEL_URI: 2})
+        )
+        fwd.egress, fwd.pacer = wire.egress, pacer
+        fwd.start(0.0)
+        for i in range(20):
+            source.on_rtp(RtpView(red_packet(300 + i, 960 * i)), 0.02 * i)
+        got = [RtpView(p) for p in wire.received()]
+        assert len(got) == 20 and fwd.native_packets == 0
+        assert {p.payload_type for p in got} == {OUT_OPUS}
+        assert {p.data[p.payload_start : p.payload_end] for p in got} == {PRIMARY_DATA}
+        # a plain Opus source's forwarder is still served natively
+        plain = red_source(RecordingOwner(), red=None)
+        fwd2 = Forwarder([plain], EgressSink(wire.egress, pacer), "sub2")
+        fwd2.configure(EgressParams("5", OUT_OPUS, OUT + 1, None, None, {MID_URI: OUT_MID}))
+        fwd2.egress, fwd2.pacer = wire.egress, pacer
+        fwd2.start(0.0)
+        for i in range(5):
+            plain.on_rtp(RtpView(red_packet(i, 960 * i, payload=b"op", pt=IN_OPUS)), 0.02 * i)
+        assert fwd2.native_packets == (4 if native.NATIVE else 0)
+        fwd.close()
+        fwd2.close()
+    finally:
+        wire.close()
