@@ -25,6 +25,9 @@ class EgressParams:
     rtx_payload_type: int | None
     rtx_ssrc: int | None
     extensions: dict[str, int]
+    #: the RED payload type the subscriber accepted (RFC 2198, Opus inside), or None:
+    #: RED from the publisher is then stripped to its primary block (sfu/rtp/red.py)
+    red_payload_type: int | None = None
 
     def extension_layout(self, with_level: bool) -> tuple[bytes, bytes]:
         """The fixed part of the subscriber leg's extension block (its header, the

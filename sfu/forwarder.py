@@ -1,13 +1,11 @@
 """A Forwarder sends one Source to one subscriber m-line, rewriting headers.
 
-Per packet it rewrites SSRC, sequence number, timestamp, payload type, the
-header extensions (MID, audio level, abs-send-time with the subscriber leg's ids)
-and the VP8 picture id / TL0PICIDX, so the subscriber sees one continuous stream
-whatever happens upstream. Video starts (and restarts after the input changes) only
-on a keyframe. It answers the subscriber's NACKs from the Source's packet cache
-(as RTX when negotiated), passes PLI/FIR upstream and builds sender reports from
-the publisher's, shifted by its timestamp offset, so receivers keep lip sync.
-"""
+Per packet: SSRC, sequence number, timestamp, payload type, the header extensions (MID,
+audio level, abs-send-time with the subscriber leg's ids), the VP8 picture id /
+TL0PICIDX and Opus RED (``ForwarderRed``), so the subscriber sees one continuous stream
+whatever happens upstream. Video starts (and restarts after the input changes) only on
+a keyframe. NACKs (as RTX when negotiated) from the Source's cache, PLI/FIR upstream and
+sender reports shifted by its timestamp offset (lip sync): ``ForwarderFeedback``."""
 
 from __future__ import annotations
 
@@ -18,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .egress_params import EgressParams, element
 from .forwarder_feedback import ForwarderFeedback
+from .forwarder_red import ForwarderRed
 from .forwarder_temporal import ForwarderTemporal
 from .layers import LayerInfo, LayerRequest, LayerSelector
 from .native import ForwarderCore
@@ -41,7 +40,7 @@ SWITCH_QUEUE_PACKETS = 128
 SWITCH_QUEUE_SECONDS = 0.1
 
 
-class Forwarder(ForwarderFeedback, ForwarderTemporal, ForwarderCore):
+class Forwarder(ForwarderFeedback, ForwarderTemporal, ForwarderRed, ForwarderCore):
     """Forwards one published track to one subscriber m-line.
 
     ``layers`` are the track's Sources: one, or one per simulcast layer. The forwarder
@@ -50,11 +49,9 @@ class Forwarder(ForwarderFeedback, ForwarderTemporal, ForwarderCore):
     forwarder wants costs no forwarding work. A switch happens on the target layer's
     keyframe, after the current layer's frame in flight has ended.
 
-    Its hot fields live in the base class (``sfu.native.ForwarderCore``): with
-    ``egress`` (the subscriber transport's ``sfu.native.Egress``) and ``pacer`` set,
-    ``sfu.native.fanout`` serves the steady state in C and calls :meth:`forward` for
-    everything else.
-    """
+    Its hot fields live in its C base (``sfu.native.ForwarderCore``): with ``egress``
+    (the subscriber transport's ``sfu.native.Egress``) and ``pacer`` set, ``fanout``
+    serves the steady state in C and calls :meth:`forward` for everything else."""
 
     def __init__(
         self, layers: Sequence[Source], sink: PacketSink[Forwarder], subscriber_id: str
@@ -132,6 +129,7 @@ class Forwarder(ForwarderFeedback, ForwarderTemporal, ForwarderCore):
         self._sr_sent: dict[int, float] = {}
         self._rr_mark: tuple[int, int, int] | None = None
         self.init_temporal()  # the VP8 temporal limit (sfu/forwarder_temporal.py)
+        self.init_red()  # Opus RED: passed on or stripped (sfu/forwarder_red.py)
 
     # ------------------------------------------------------------ configuration
 
@@ -268,6 +266,7 @@ class Forwarder(ForwarderFeedback, ForwarderTemporal, ForwarderCore):
                 payload = data[pkt.payload_start : pkt.payload_end]
         else:
             payload = data[pkt.payload_start : pkt.payload_end]
+        pt, payload = self.red_render(pkt, payload, self._pt)
         ext = self._extension(pkt, now) if self._has_ext else b""
         if rtx and self._rtx_ssrc is not None:
             header = _HDR.pack(
@@ -280,7 +279,7 @@ class Forwarder(ForwarderFeedback, ForwarderTemporal, ForwarderCore):
             self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
             payload = out_seq.to_bytes(2, "big") + payload
         else:
-            header = _HDR.pack(self._b0, (pkt.marker << 7) | self._pt, out_seq, out_ts, self._ssrc)
+            header = _HDR.pack(self._b0, (pkt.marker << 7) | pt, out_seq, out_ts, self._ssrc)
         return header + ext + payload, out_ts, pid, tl0
 
     def forward(self, source: Source, pkt: RtpView, vp8: Vp8Descriptor | None, now: float) -> None:
@@ -368,7 +367,8 @@ class Forwarder(ForwarderFeedback, ForwarderTemporal, ForwarderCore):
         if self.is_video:
             ok = sink.send_video(out, now)
         else:
-            ok = sink.send_rtp_twice(out) if self.redundant else sink.send_rtp(out)
+            twice = self.redundant and self.send_twice(pkt)  # RED: once (forwarder_red.py)
+            ok = sink.send_rtp_twice(out) if twice else sink.send_rtp(out)
         if ok:
             self.packets_sent += 1
             self.bytes_sent += len(out)

@@ -18,6 +18,7 @@ from . import aiortc_adapter as adapter
 from .config import SfuConfig
 from .ports import Clock, NegotiationError, Timer
 from .publish_rtcp import publish_bitrate, receiver_reports
+from .red_sdp import RedOffer, answer_red, offered_red
 from .routing import IngressRouter
 from .rtp.extensions import AUDIO_LEVEL_URI, MID_URI, REPAIRED_RID_URI, RID_URI
 from .rtp.malformed import MalformedLog
@@ -158,8 +159,9 @@ class PublishSide:
             await pc.setLocalDescription(answer)
         except Exception as exc:
             raise NegotiationError("bad_sdp", f"cannot answer offer: {exc}") from exc
-        self._update_sources(pc, media, layers)
-        answer_sdp = pc.localDescription.sdp
+        red = offered_red(offer_sdp)  # Opus RED and DTX, which aiortc drops (sfu/red_sdp.py)
+        self._update_sources(pc, media, layers, red)
+        answer_sdp, _ = answer_red(pc.localDescription.sdp, red)
         if layers:
             answer_sdp = write_simulcast_answer(answer_sdp, layers)
         return answer_sdp, list(self.tracks.values())
@@ -169,6 +171,7 @@ class PublishSide:
         pc: RTCPeerConnection,
         media: list[adapter.RemoteMedia],
         simulcast: dict[str, tuple[str, ...]],
+        red: dict[str, RedOffer],
     ) -> None:
         by_mid = {m.mid: m for m in media}
         active: set[str] = set()
@@ -206,12 +209,16 @@ class PublishSide:
                 m.extensions.get(REPAIRED_RID_URI, router.rrid_ext),
             )
             active.add(m.mid)
+            offer = red.get(m.mid)
+            red_pt = offer.red_pt if offer and offer.opus_pt == primary.payloadType else None
             existing = self.tracks.get(m.mid)
             if existing is not None:
                 old = existing.source.params
-                same = (old.payload_type, old.kind) == (primary.payloadType, m.kind) and tuple(
-                    s.rid for s in existing.layers
-                ) == rids
+                same = (old.payload_type, old.kind, old.red_payload_type) == (
+                    primary.payloadType,
+                    m.kind,
+                    red_pt,
+                ) and tuple(s.rid for s in existing.layers) == rids
                 if same and (rids != (None,) or old.ssrc == announced[0][0]):
                     continue
                 self.remove_track(existing)
@@ -230,6 +237,7 @@ class PublishSide:
                     audio_level_ext=m.extensions.get(AUDIO_LEVEL_URI, 0),
                     mid=m.mid,
                     rid=rid,
+                    red_payload_type=red_pt,
                 )
                 sources.append(
                     Source(

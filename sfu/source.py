@@ -17,6 +17,7 @@ from .packet_cache import PacketCache
 from .ports import SourceOwner, SourceSubscriber
 from .receive_stats import ReceiveStatistics
 from .rtp.packet import RtpError, RtpView, Vp8Descriptor, abs_send_time
+from .rtp.red import check_red
 
 __all__ = ["Source", "SourceOwner", "SourceParams"]
 
@@ -35,6 +36,8 @@ class SourceParams:
     mid: str = ""
     #: the simulcast layer's RID (None: the track has one layer)
     rid: str | None = None
+    #: the payload type of RFC 2198 RED (Opus inside) the publisher may send, or None
+    red_payload_type: int | None = None
 
 
 class Source:
@@ -116,8 +119,15 @@ class Source:
         as received (it is not asked for again) but is neither cached nor forwarded.
         """
         if pkt.payload_type != self.payload_type:
-            self.dropped += 1
-            return
+            if pkt.payload_type != self.params.red_payload_type:
+                self.dropped += 1
+                return
+            try:  # RED: each forwarder strips it or passes it on (sfu/rtp/red.py)
+                if pkt.payload_end > pkt.payload_start:  # (padding only: skipped below)
+                    check_red(pkt.data[pkt.payload_start : pkt.payload_end], self.payload_type)
+            except RtpError as exc:
+                self._malformed(exc, now)
+                return
         level = None
         if self._audio_level_ext and pkt.ext_profile:
             try:

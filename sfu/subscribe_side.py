@@ -1,10 +1,9 @@
 """A participant's subscribe side: what it receives of the others' tracks.
 
-The SFU offers on the client's *subscribe* connection and renegotiates it as remote
-tracks come and go. Each subscription is a ``Forwarder`` on a ``sendonly`` m-line; a
-track that goes away leaves its m-line ``inactive`` for the next track of its kind
-(unless ``reuse_mlines`` is false). Here too: the subscriber's congestion control
-(``sfu/congestion.py``) for its forwarders, layer allocation and bandwidth probes."""
+The SFU offers on the client's *subscribe* connection, again as tracks come and go.
+Each subscription is a ``Forwarder`` on a ``sendonly`` m-line; a track that goes away
+leaves its m-line ``inactive`` for the next of its kind (unless ``reuse_mlines`` is
+false). Here too: its congestion control (``sfu/congestion.py``), layers, probes."""
 
 from __future__ import annotations
 
@@ -32,10 +31,11 @@ from .layers import (
 )
 from .ports import Clock, NegotiationError, Peer
 from .probe_sender import ProbeSender
+from .red_sdp import answer_extras, subscribe_offer
 from .rtp.extensions import TRANSPORT_CC_URI
 from .rtp.malformed import MalformedLog
 from .rtp.twcc import TransportFeedback
-from .sdp import answer_transport_cc, check_transport, offer_transport_cc
+from .sdp import check_transport
 from .subscribe_rtcp import SubscriberRtcp, sender_report
 from .tracks import PublishedTrack, Subscription
 from .twcc_feedback import TransportFeedbackAdapter
@@ -90,6 +90,8 @@ class SubscribeSide:
             self.update_layers,
             self._transport_feedback,
         )
+        #: {mid: RED payload type} of the audio m-lines whose answer accepted RED
+        self._red_pts: dict[str, int] = {}
         #: the transport-wide sequence number extension's id, once the answer accepted
         #: transport-cc (0: not negotiated)
         self._twcc_id = 0
@@ -183,7 +185,8 @@ class SubscribeSide:
                 }
         # transport-wide congestion control: offered to every subscriber (aiortc does not
         # know it; the SFU stamps and reads it itself)
-        return offer_transport_cc(pc.localDescription.sdp, prefer=self._twcc_id or None), mapping
+        # and Opus RED (RFC 2198) beside Opus: aiortc knows neither (sfu/red_sdp.py)
+        return subscribe_offer(pc.localDescription.sdp, self._twcc_id or None), mapping
 
     def _assign_transceiver(self, pc: RTCPeerConnection, sub: Subscription) -> None:
         kind = sub.track.kind
@@ -235,6 +238,7 @@ class SubscribeSide:
                     rtx_payload_type=params.rtx_payload_type(primary.payloadType),
                     rtx_ssrc=rtx_ssrc,
                     extensions=extensions,
+                    red_payload_type=self._red_pts.get(params.mid),
                 )
             )
             if not sub.negotiated:
@@ -251,7 +255,7 @@ class SubscribeSide:
         try:
             adapter.describe_remote_media(answer_sdp)
             check_transport(answer_sdp)
-            twcc_id = answer_transport_cc(answer_sdp)
+            twcc_id, self._red_pts = answer_extras(answer_sdp)  # transport-cc, RED
             if twcc_id is not None and not self._twcc_id:
                 # (once: the extension's id cannot change on a live transport)
                 self._twcc_id = twcc_id
@@ -385,14 +389,12 @@ class SubscribeSide:
     # ------------------------------------------------------------ congestion glue
 
     def _lossy(self) -> None:
-        """The receiver loses at random: send what it cannot repair twice (audio
-        packets, video retransmissions) until the loss stops."""
+        """Random loss: send audio packets and video retransmissions twice until it stops."""
         for sub in self.subscriptions.values():
             sub.forwarder.redundant = True
 
     def _overflow(self, now: float) -> None:
-        """The link takes less than is sent: lower the estimate so a lower layer is
-        chosen."""
+        """The link takes less than is sent: lower the estimate (a lower layer follows)."""
         if self.congestion.on_overflow(now):
             self.update_layers(now)
 
