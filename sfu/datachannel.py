@@ -56,6 +56,10 @@ class DataLimits:
     #: rather than grow the server's memory (counted as ``data_dropped_slow``)
     max_buffered_bytes: int = 1024 * 1024
 
+    def __post_init__(self) -> None:
+        if self.max_message_bytes <= 0 or self.byte_burst < self.max_message_bytes:
+            raise ValueError("data limits: byte_burst must be at least max_message_bytes > 0")
+
 
 class TokenBucket:
     """``rate`` tokens per second up to ``burst``; full at ``now``."""

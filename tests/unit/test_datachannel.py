@@ -54,6 +54,11 @@ def test_limiter_refuses_oversize_before_spending_anything() -> None:
     assert limiter.check(10, 0.0) == DATA_RATE_LIMITED
 
 
+def test_limits_refuse_a_burst_smaller_than_a_message() -> None:
+    with pytest.raises(ValueError):
+        DataLimits(max_message_bytes=2000, byte_burst=1000)
+
+
 def test_limiter_limits_messages_and_bytes_per_second() -> None:
     limits = DataLimits(
         max_message_bytes=1000,
