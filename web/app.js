@@ -1095,6 +1095,14 @@ ui.chat.addEventListener("toggle", () => {
   chatUnread = 0;
   ui.chatUnread.hidden = true;
   ui.chatInput.focus();
+  const c = client;
+  // a page that sends no camera or microphone publishes the data channel alone, once
+  // the chat is opened (watchers that never chat keep a single peer connection)
+  if (c && c.state === "joined" && !localStream && !c.publishConnection) {
+    c.publish(new MediaStream()).catch((error) => {
+      if (client === c) chatLine("", `No chat: ${error instanceof Error ? error.message : String(error)}`);
+    });
+  }
 });
 ui.noticeClose.addEventListener("click", clearNotice);
 ui.retryNow.addEventListener("click", () => client?.reconnectNow());

@@ -593,6 +593,8 @@ export class ParleyClient extends EventTarget {
     this.subscribeConnection = null;
     /** @type {RTCDataChannel | null} the "parley" data channel, on the publish connection */
     this.dataChannel = null;
+    /** @type {RTCPeerConnection | null} the publish connection it was opened on */
+    this._dataPc = null;
     /** @type {PublishedTrackInfo[]} what the server published of ours */
     this.publishedTracks = [];
     /** @type {Map<string, RemoteTrack>} by subscribe mid */
@@ -674,7 +676,8 @@ export class ParleyClient extends EventTarget {
    * Sends a data channel message, relayed by the server to everyone else in the room or
    * only to `options.to` (participant ids). Binary data (ArrayBuffer, typed arrays) goes
    * as bytes, anything else as JSON. The data channel rides on the publish connection:
-   * it opens once `publish()` connected (event `datachannel`). Throws a ParleyError
+   * it opens once `publish()` connected (event `datachannel`); `publish(new MediaStream())`
+   * publishes the data channel alone. Throws a ParleyError
    * `wrong_state` when it is not open. A message the server refuses (too large, over the
    * rate limit) is dropped and reported as a `servererror` (`data_too_large`,
    * `data_rate_limited`, `bad_data`).
@@ -705,6 +708,7 @@ export class ParleyClient extends EventTarget {
   _openDataChannel(pc) {
     const channel = pc.createDataChannel(DATA_CHANNEL_LABEL);
     channel.binaryType = "arraybuffer";
+    this._dataPc = pc;
     this.dataChannel = channel;
     channel.addEventListener("open", () => {
       if (this.dataChannel === channel) this._emit("datachannel", { open: true });
@@ -1108,7 +1112,7 @@ export class ParleyClient extends EventTarget {
       const timeout = this.options.requestTimeoutMs;
       const pc = this.publishConnection ?? this._newPeerConnection("publish", this.iceServers);
       this.publishConnection = pc;
-      if (pc.getTransceivers().length === 0) {
+      if (pc.getTransceivers().length === 0 && this._dataPc !== pc) {
         this._addLocalTracks(pc, stream);
         this._openDataChannel(pc);
       }

@@ -1,6 +1,7 @@
 """Data channels, Chromium <-> bot: the bundled page's chat box and ``ParleyClient.send``
 exchange messages with a ``parley bot --data-every`` process through the server's SCTP
-data channels (docs/protocol.md, "Data channel")."""
+data channels (docs/protocol.md, "Data channel"); a page without camera and microphone
+publishes the data channel alone and gets the room's messages, not targeted ones."""
 
 from __future__ import annotations
 
@@ -29,12 +30,26 @@ async def test_page_and_bot_exchange_data_channel_messages(
     bot_json = tmp_path / "bot.json"
     bot = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "parley", "bot", "--url", server.url, "--room", ROOM,
-        "--name", "bot", "--duration", "14", "--data-every", "0.5", "--data-to", "ada",
+        "--name", "bot", "--duration", "20", "--data-every", "0.5", "--data-to", "ada",
         "--json", str(bot_json), cwd=REPO, stdout=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     try:
         page = await open_app(server.url, f"room={ROOM}&name=ada&autojoin=1&size=320x240")
+        # a watcher without camera and microphone: opening the chat publishes the data
+        # channel alone
+        watcher = await open_app(server.url, f"room={ROOM}&name=cy&autojoin=1&camera=0&mic=0")
         page_id = await page.wait_published()
+
+        async def watcher_joined() -> bool:
+            return await watcher.client_state() == "joined"
+
+        assert await wait_for(watcher_joined, 15.0), watcher.report()
+        await watcher.page.click("#chat summary")
+
+        async def watcher_data_open() -> bool:
+            return await watcher.evaluate("() => window.parleyApp.client.dataOpen")
+
+        assert await wait_for(watcher_data_open, 15.0), watcher.report()
 
         async def bot_id() -> str | None:
             return await page.evaluate(
@@ -45,7 +60,7 @@ async def test_page_and_bot_exchange_data_channel_messages(
         bot_pid = await wait_for(bot_id, 15.0)
         assert bot_pid, page.report()
 
-        # the bot's periodic messages, addressed to "ada" by name, show in the chat box
+        # the bot's periodic messages, addressed to "ada" by name, show in her chat box
         async def bot_lines() -> list[str]:
             return [line for line in await _chat_lines(page) if line.startswith("bot: ")]
 
@@ -57,6 +72,11 @@ async def test_page_and_bot_exchange_data_channel_messages(
         await page.page.fill("#chat-input", "hello from chromium")
         await page.page.click("#chat-send")
         assert "You: hello from chromium" in await _chat_lines(page)
+
+        async def watcher_got_it() -> bool:
+            return "ada: hello from chromium" in await _chat_lines(watcher)
+
+        assert await wait_for(watcher_got_it, 5.0), await _chat_lines(watcher)
         await page.evaluate(
             "(to) => window.parleyApp.client.send(new Uint8Array([1, 2, 3]), {to: [to]})",
             bot_pid,
@@ -68,7 +88,7 @@ async def test_page_and_bot_exchange_data_channel_messages(
             return any("larger than" in line for line in await _chat_lines(page))
 
         assert await wait_for(refused, 5.0), await _chat_lines(page)
-        await asyncio.wait_for(bot.wait(), 30.0)
+        await asyncio.wait_for(bot.wait(), 40.0)
     finally:
         if bot.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -83,3 +103,5 @@ async def test_page_and_bot_exchange_data_channel_messages(
     assert data["received_from"] == {page_id: 2}, data  # the oversize one never came
     assert data["sent"] >= 10, data
     assert await page.client_state() == "joined"  # the refusal did not end the session
+    # the bot's messages went to ada alone; the oversize one to nobody
+    assert not any(line.startswith(("bot: ", "ada: x")) for line in await _chat_lines(watcher))
