@@ -8,8 +8,14 @@ from collections.abc import Callable
 from typing import Any
 
 from loadgen.bot import Bot, BotConfig
+from sfu.config import SfuConfig
+from sfu.datachannel import DataLimits
+from signaling.server import ServerConfig
 
-from .conftest import RunningServer
+from .conftest import ServerFactory
+
+#: the server's limits here: the default size, and at most 20 messages at once
+LIMITS = DataLimits(messages_per_second=4.0, message_burst=20.0)
 
 
 async def _wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
@@ -26,9 +32,13 @@ def _got(bot: Bot, sender: Bot, data: Any) -> bool:
     return {"from": sender._id, "data": data} in bot.data.received_first
 
 
-async def test_bots_exchange_room_targeted_and_refused_messages(server: RunningServer) -> None:
+async def test_bots_exchange_room_targeted_and_refused_messages(
+    server_factory: ServerFactory,
+) -> None:
+    server = await server_factory(ServerConfig(sfu=SfuConfig(data_limits=LIMITS)))
+
     def config(name: str, **extra: Any) -> BotConfig:
-        return BotConfig(url=server.url, room="dc", name=name, duration=12.0, **extra)
+        return BotConfig(url=server.url, room="dc", name=name, duration=15.0, **extra)
 
     ann, bob = Bot(config("ann")), Bot(config("bob"))
     # cy sends on its own every 0.5 s, to bob only (by name), as `parley bot --data-every`
@@ -66,6 +76,18 @@ async def test_bots_exchange_room_targeted_and_refused_messages(server: RunningS
         assert room.participants[ann._id or ""].counters["data_dropped_size"] == 1
         assert ann.data.send("after")
         assert await _wait_for(lambda: _got(bob, ann, "after") and _got(cy, ann, "after"), 5.0)
+        # a burst over the rate limit: the first 20 go (the burst), the rest are refused
+        for i in range(30):
+            assert bob.data.send({"burst": i}, to=("ann",))
+        counters = room.participants[bob._id or ""].counters
+
+        def burst_done() -> bool:
+            relayed = ann.data.received_from.get(bob._id or "", 0) - 1  # less the binary one
+            return relayed + counters["data_dropped_rate"] == 30
+
+        assert await _wait_for(burst_done, 5.0), (ann.data.received_from, counters)
+        assert 6 <= counters["data_dropped_rate"] <= 10, counters
+        assert any(e["code"] == "data_rate_limited" for e in bob._errors), bob._errors
         # the periodic messages of cy reach bob only
         assert await _wait_for(lambda: bob.data.received_from.get(cy._id or "", 0) >= 3, 5.0)
         summaries = await asyncio.gather(*runs)
@@ -87,6 +109,7 @@ async def test_bots_exchange_room_targeted_and_refused_messages(server: RunningS
     assert cy_s["data"]["sent"] >= 3 and cy_s["data"]["every_s"] == 0.5
     # the refusal was ann's alone; the others had no errors and their media flowed
     assert [e["code"] for e in ann_s["errors"]] == ["data_too_large"], ann_s["errors"]
-    for s in (bob_s, cy_s):
-        assert s["errors"] == [], s["errors"]
+    assert {e["code"] for e in bob_s["errors"]} == {"data_rate_limited"}, bob_s["errors"]
+    assert cy_s["errors"] == [], cy_s["errors"]
+    for s in (ann_s, bob_s, cy_s):
         assert all(t["frames_decoded"] > 20 for t in s["tracks"]), s["tracks"]
