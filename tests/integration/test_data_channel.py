@@ -87,7 +87,9 @@ async def test_bots_exchange_room_targeted_and_refused_messages(
 
         assert await _wait_for(burst_done, 5.0), (ann.data.received_from, counters)
         assert 6 <= counters["data_dropped_rate"] <= 10, counters
-        assert any(e["code"] == "data_rate_limited" for e in bob._errors), bob._errors
+        assert await _wait_for(
+            lambda: any(e["code"] == "data_rate_limited" for e in bob._errors), 5.0
+        ), bob._errors
         # the periodic messages of cy reach bob only
         assert await _wait_for(lambda: bob.data.received_from.get(cy._id or "", 0) >= 3, 5.0)
         summaries = await asyncio.gather(*runs)
