@@ -36,6 +36,11 @@ _REASONS = {
     DATA_RATE_LIMITED: "data channel message dropped: over the rate limit",
 }
 
+#: A sender is told of refused messages at most once per this many seconds per error
+#: code (the next report says how many were refused meanwhile): a flood of refused
+#: messages must not become a flood of websocket errors.
+REPORT_INTERVAL = 1.0
+
 #: counters this side keeps in its participant's ``counters``
 COUNTERS = (
     "data_in",
@@ -69,6 +74,9 @@ class DataSide:
         self._peers = peers
         self._on_refused = on_refused
         self._limiter = DataLimiter(limits, clock.time())
+        #: per error code: when the sender was last told, and refusals not told since
+        self._reported: dict[str, float] = {}
+        self._untold: dict[str, int] = {}
         self.channel: Any = None
         self.closed = False
 
@@ -100,19 +108,31 @@ class DataSide:
             key = "data_dropped_size" if refused == DATA_TOO_LARGE else "data_dropped_rate"
             self.counters[key] += 1
             text = _REASONS[refused].format(size=size, limit=self.limits.max_message_bytes)
-            self._on_refused(refused, text)
+            self._refuse(refused, text, now)
             return
         try:
             envelope = parse_envelope(message)
         except EnvelopeError as exc:
             self.counters["data_bad"] += 1
-            self._on_refused(BAD_DATA, f"data channel message refused: {exc}")
+            self._refuse(BAD_DATA, f"data channel message refused: {exc}", now)
             return
         peers = self._peers()
         out = relayed(self.id, envelope)
         for pid in recipients(self.id, envelope, list(peers)):
             if peers[pid].deliver(out):
                 self.counters["data_relayed"] += 1
+
+    def _refuse(self, code: str, text: str, now: float) -> None:
+        """Tell the sender, at most once per REPORT_INTERVAL per code."""
+        last = self._reported.get(code)
+        if last is not None and now - last < REPORT_INTERVAL:
+            self._untold[code] = self._untold.get(code, 0) + 1
+            return
+        untold = self._untold.pop(code, 0)
+        if untold:
+            text += f" ({untold} more refused since the last report)"
+        self._reported[code] = now
+        self._on_refused(code, text)
 
     def deliver(self, message: str | bytes) -> bool:
         """Send a relayed message to this participant; False when it cannot take it now."""

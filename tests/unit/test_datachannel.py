@@ -219,6 +219,24 @@ def test_relay_to_room_targets_and_errors() -> None:
     assert sides["a"].counters["data_relayed"] == 2
 
 
+def test_refusals_are_reported_at_most_once_a_second_per_code() -> None:
+    sides, channels, refused = make_room(
+        ["a", "b"], DataLimits(max_message_bytes=20, messages_per_second=1, message_burst=1)
+    )
+    clock = sides["a"]._clock
+    assert isinstance(clock, Clock)
+    for _ in range(5):
+        sides["a"].on_message("x" * 21, clock.time())
+    sides["a"].on_message('{"data": 1}', clock.time())
+    sides["a"].on_message('{"data": 2}', clock.time())  # over the rate
+    assert [code for _, code, _ in refused] == [DATA_TOO_LARGE, DATA_RATE_LIMITED]
+    clock.now = 1.5
+    sides["a"].on_message("x" * 21, clock.time())
+    assert refused[-1][1] == DATA_TOO_LARGE and "4 more refused" in refused[-1][2]
+    assert sides["a"].counters["data_dropped_size"] == 6
+    assert len(channels["b"].sent) == 1
+
+
 def test_slow_receiver_misses_messages_others_do_not() -> None:
     sides, channels, _ = make_room(["a", "b", "c"], DataLimits(max_buffered_bytes=10))
     channels["b"].bufferedAmount = 11
