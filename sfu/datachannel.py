@@ -144,10 +144,14 @@ def _check_recipients(ids: list[object]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _parse_text(message: str) -> Envelope:
     try:
-        value = json.loads(message)
-    except ValueError as exc:
+        value = json.loads(message, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:  # nesting too deep for the parser
         raise EnvelopeError(f"a text message must be a JSON object: {exc}") from exc
     if not isinstance(value, dict):
         raise EnvelopeError("a text message must be a JSON object")

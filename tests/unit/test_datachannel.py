@@ -117,6 +117,8 @@ def test_binary_envelope_round_trip() -> None:
         '{"data": 1, "to": "a"}',
         '{"data": 1, "to": [1]}',
         '{"data": 1, "to": [""]}',
+        '{"data": NaN}',
+        '{"data": ' + "[" * 5000 + "]" * 5000 + "}",
         b"",
         b"\x01",
         b"\x01\x05ab",
