@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,8 @@ from sfu.datachannel import (
     recipients,
     relayed,
 )
+from sfu.ports import NegotiationError
+from sfu.publish_side import check_offer
 
 # ------------------------------------------------------------ limiter
 
@@ -254,3 +257,44 @@ def test_other_labels_are_closed() -> None:
     sides["a"].channel = None
     sides["a"].attach(other)
     assert other.closed and sides["a"].channel is None
+
+
+# ------------------------------------------------------------ the offer's m=application
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+APPLICATION = (
+    "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"
+    "c=IN IP4 0.0.0.0\r\n"
+    "a=ice-ufrag:lzUS\r\n"
+    "a=ice-pwd:5OI5eT1D0mwm7qDWkMlUy6IJ\r\n"
+    "a=ice-options:trickle\r\n"
+    "a=fingerprint:sha-256 16:B5:6A:51:03:39:BE:71:CD:3C:A9:F7:9D:05:79:71:B5:E7:A7:43:"
+    "69:D8:6C:8F:25:9A:7E:91:ED:CE:87:0C\r\n"
+    "a=setup:actpass\r\n"
+    "a=mid:2\r\n"
+    "a=sctp-port:5000\r\n"
+    "a=max-message-size:262144\r\n"
+)
+
+
+def test_publish_offers_with_a_data_channel_are_accepted() -> None:
+    base = (FIXTURES / "libwebrtc_wrtc_publish_offer.sdp").read_text().replace("\n", "\r\n")
+    base = base.replace("\r\r\n", "\r\n")
+    offer = base.replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0 1 2")
+    offer = offer.rstrip("\r\n") + "\r\n" + APPLICATION
+    media, _ = check_offer(offer)
+    assert [(m.mid, m.kind) for m in media] == [
+        ("0", "video"),
+        ("1", "audio"),
+        ("2", "application"),
+    ]
+    # the data channel alone
+    session = base[: base.index("m=")].replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 2")
+    media, _ = check_offer(session + APPLICATION)
+    assert [(m.mid, m.kind, m.setup) for m in media] == [("2", "application", "actpass")]
+    # an m-line of another kind is still refused
+    with pytest.raises(NegotiationError):
+        check_offer(
+            session + APPLICATION.replace("m=application 9 UDP/DTLS/SCTP", "m=text 9 RTP/AVP")
+        )
