@@ -332,6 +332,13 @@ class Bot:
         self._left = asyncio.Event()
         self._session_over = asyncio.Event()
 
+    def _open_data(self, pc: RTCPeerConnection) -> None:
+        """The data channel, once the transceivers are there: with max-bundle, aiortc
+        stops the bundle's transport on the answer when the SCTP transport was created
+        before the first transceiver (it made that transport, then the transceivers
+        borrowed it, then it is dropped as a 'bundled away' one)."""
+        self.data.open(pc)
+
     def _resolve(self, name_or_id: str) -> str | None:
         """The id of a participant named ``name_or_id`` (or that id), when known."""
         if name_or_id in self._names:
@@ -521,7 +528,6 @@ class Bot:
         pc = create_peer_connection(self._ice_config())
         self._pub_pc = pc
         self._watch(pc, "publish")
-        self.data.open(pc)
         if self.config.simulcast:
             await self._publish_simulcast(pc)
             return
@@ -530,6 +536,7 @@ class Bot:
             transceiver = pc.addTransceiver(track, direction="sendonly")
             if track.kind == "audio":
                 set_opus_bitrate(transceiver.sender, self.config.audio_bitrate)
+        self._open_data(pc)
         await pc.setLocalDescription(await pc.createOffer())  # gathers before returning
         await self._send(PublishOffer(pc.localDescription.sdp))
 
@@ -551,6 +558,7 @@ class Bot:
             if pc.connectionState == "connected" and self._media_port is not None:
                 self._media_port.install_fast_path()
 
+        self._open_data(pc)
         await pc.setLocalDescription(await pc.createOffer())  # gathers before returning
         munged = munge_simulcast_offer(pc.localDescription.sdp, [s.rid for s in DEFAULT_LAYERS])
         self._munged = munged

@@ -86,7 +86,8 @@ async def test_bots_exchange_room_targeted_and_refused_messages(
             return relayed + counters["data_dropped_rate"] == 30
 
         assert await _wait_for(burst_done, 5.0), (ann.data.received_from, counters)
-        assert 6 <= counters["data_dropped_rate"] <= 10, counters
+        # the bucket holds 20, less what the binary message above spent (refilled at 4/s)
+        assert 10 <= counters["data_dropped_rate"] <= 12, counters
         assert await _wait_for(
             lambda: any(e["code"] == "data_rate_limited" for e in bob._errors), 5.0
         ), bob._errors
