@@ -690,6 +690,7 @@ export class ParleyClient extends EventTarget {
       throw new ParleyError("wrong_state", "the data channel is not open (publish first)");
     }
     const message = encodeDataMessage(data, options.to);
+    // two calls: RTCDataChannel.send's overloads take a string or bytes, not the union
     if (typeof message === "string") channel.send(message);
     else channel.send(message);
   }
