@@ -122,6 +122,30 @@ def build_serve_parser() -> argparse.ArgumentParser:
         "it is read and the websocket closed with 1009 (default 262144)",
     )
     parser.add_argument(
+        "--data-max-bytes",
+        type=_positive_int,
+        default=16_384,
+        metavar="N",
+        help="largest data channel message a participant may send, in bytes; a larger one "
+        "is dropped and its sender gets a data_too_large error (default 16384)",
+    )
+    parser.add_argument(
+        "--data-rate",
+        type=_positive_int,
+        default=50,
+        metavar="MSGS",
+        help="data channel messages per second a participant may send (burst: twice "
+        "that); more are dropped with a data_rate_limited error (default 50)",
+    )
+    parser.add_argument(
+        "--data-bytes-rate",
+        type=_positive_int,
+        default=262_144,
+        metavar="BYTES",
+        help="data channel bytes per second a participant may send (burst: twice that; "
+        "default 262144)",
+    )
+    parser.add_argument(
         "--log-level",
         type=str.upper,
         choices=LOG_LEVELS,
@@ -190,6 +214,7 @@ async def _serve(app: web.Application, host: str, port: int, out: Callable[[str]
 def serve_main(argv: list[str]) -> int:
     args = build_serve_parser().parse_args(argv)
     from sfu.config import IceConfig, SfuConfig
+    from sfu.datachannel import DataLimits
     from signaling.server import ServerConfig, create_app
 
     logging.basicConfig(
@@ -199,7 +224,16 @@ def serve_main(argv: list[str]) -> int:
         servers=tuple(args.ice_server or ()),
         addresses=tuple(args.ice_address or ("127.0.0.1",)),
     )
-    config = ServerConfig(sfu=SfuConfig(ice=ice), max_message_bytes=args.max_message_bytes)
+    data = DataLimits(
+        max_message_bytes=args.data_max_bytes,
+        messages_per_second=args.data_rate,
+        message_burst=2 * args.data_rate,
+        bytes_per_second=args.data_bytes_rate,
+        byte_burst=2 * max(args.data_bytes_rate, args.data_max_bytes),
+    )
+    config = ServerConfig(
+        sfu=SfuConfig(ice=ice, data_limits=data), max_message_bytes=args.max_message_bytes
+    )
     app = create_app(config, freeze_gc=True)
     try:
         asyncio.run(_serve(app, args.host, args.port, lambda s: print(s, flush=True)))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .datachannel import DataLimits
+
 
 @dataclass(frozen=True, slots=True)
 class IceServer:
@@ -72,3 +74,5 @@ class SfuConfig:
     #: Malformed RTP/RTCP from a peer is dropped and counted; at most one log line per
     #: participant per this many seconds says how many and why (``sfu/rtp/malformed.py``).
     malformed_log_interval: float = 10.0
+    #: What each participant may send on its data channel (``sfu/datachannel.py``).
+    data_limits: DataLimits = field(default_factory=DataLimits)

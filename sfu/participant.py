@@ -34,6 +34,7 @@ from .congestion import (
     RTX_FLOOR,
     RTX_SHARE,
 )
+from .data_side import DataSide
 from .pacer import Pacer
 from .ports import Clock, Estimator, NegotiationError, ParticipantListener, RoomEvents
 from .publish_side import NACK_BATCH_DELAY, NACK_INTERVAL, SUPPORTED_CODECS, PublishSide
@@ -135,6 +136,14 @@ class Participant:
             active_speaker=self._active_speaker_id,
         )
         self.subscribe_side.reuse_mlines = reuse_mlines
+        self.data_side = DataSide(
+            participant_id,
+            config.data_limits,
+            self._clock,
+            self.counters,
+            peers=lambda: {p.id: p.data_side for p in self.room.participants.values()},
+            on_refused=self._data_refused,
+        )
         self._task = asyncio.ensure_future(self._run())
         self._close_task: asyncio.Task[None] | None = None
 
@@ -184,7 +193,7 @@ class Participant:
         """Apply the client's publish offer; returns the answer and the tracks now published."""
         if self.closed:
             raise NegotiationError("wrong_state", "participant is closed")
-        return await self.publish_side.publish(offer_sdp, self._create_pc)
+        return await self.publish_side.publish(offer_sdp, self._create_publish_pc)
 
     # ------------------------------------------------------------ subscribe
 
@@ -244,6 +253,16 @@ class Participant:
         pc = adapter.create_peer_connection(self.config.ice, self._dtls_failed)
         self._watch(pc)
         return pc
+
+    def _create_publish_pc(self) -> RTCPeerConnection:
+        """The publish connection also carries the client's data channel."""
+        pc = self._create_pc()
+        pc.on("datachannel", self.data_side.attach)
+        return pc
+
+    def _data_refused(self, code: str, text: str) -> None:
+        if not self.closed:
+            self.listener.data_refused(code, text)
 
     def _dtls_failed(self, reason: str) -> None:
         """A DTLS handshake failed: say why (OpenSSL's reason or the peer's alert)."""
@@ -307,6 +326,7 @@ class Participant:
         self.close_reason = reason
         self.malformed.flush(self._clock.time(), force=True)
         self.subscribe_side.egress.closed = True
+        self.data_side.close()
         self.publish_side.close()
         self.subscribe_side.close()
         self.room.participant_closed(self)

@@ -121,6 +121,10 @@ class ParticipantListener(Protocol[P_contra, T_contra, U_contra]):
 
     def subscriptions_changed(self) -> None: ...
 
+    def data_refused(self, code: str, message: str) -> None:
+        """A message of its data channel was refused (``sfu/datachannel.py`` codes)."""
+        ...
+
     def closed(self, reason: str) -> None: ...
 
 
@@ -324,6 +328,9 @@ class NullListener:
         pass
 
     def subscriptions_changed(self) -> None:
+        pass
+
+    def data_refused(self, code: str, message: str) -> None:
         pass
 
     def closed(self, reason: str) -> None:

@@ -62,7 +62,7 @@ def check_offer(offer_sdp: str) -> tuple[list[adapter.RemoteMedia], dict[str, tu
     if not media:
         raise NegotiationError("bad_sdp", "the offer has no media sections")
     for m in media:
-        if not m.live:
+        if not m.live or m.kind == "application":  # the data channel (sfu/data_side.py)
             continue
         if m.kind not in SUPPORTED_CODECS:
             raise NegotiationError(
@@ -150,9 +150,12 @@ class PublishSide:
         adapter.answer_as_dtls_server(pc, (m.mid for m in media if m.setup == adapter.ACTPASS))
         if self.port is None:
             transceivers = pc.getTransceivers()
-            if not transceivers:
-                raise NegotiationError("bad_sdp", "the offer has no audio or video")
-            dtls = transceivers[0].receiver.transport
+            if transceivers:
+                dtls = transceivers[0].receiver.transport
+            elif pc.sctp is not None:  # a data channel only
+                dtls = pc.sctp.transport
+            else:
+                raise NegotiationError("bad_sdp", "the offer has no audio, video or data")
             self.port = adapter.MediaPort(dtls, self.on_rtp, self.on_rtcp)
         try:
             answer = await pc.createAnswer()

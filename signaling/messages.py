@@ -53,6 +53,9 @@ ErrorCode: TypeAlias = Literal[
     "join_refused",
     "not_found",
     "internal",
+    "data_too_large",
+    "data_rate_limited",
+    "bad_data",
 ]
 
 ERROR_CODES: Final[frozenset[str]] = frozenset(get_args(ErrorCode))

@@ -209,6 +209,9 @@ class Session:
             self._renegotiate_task = asyncio.ensure_future(self._renegotiate())
             self._renegotiate_task.add_done_callback(_log_failure)
 
+    def data_refused(self, code: str, message: str) -> None:
+        self.error(code, message)
+
     def closed(self, reason: str) -> None:
         if self.state == "joined":
             self.send(m.Left(reason=reason, request_id=self._leave_request_id))

@@ -86,6 +86,12 @@ const ui = {
   copyLink: byId("copy-link", HTMLButtonElement),
   enableSound: byId("enable-sound", HTMLButtonElement),
   leave: byId("leave", HTMLButtonElement),
+  chat: byId("chat", HTMLDetailsElement),
+  chatUnread: byId("chat-unread", HTMLElement),
+  chatLog: byId("chat-log", HTMLOListElement),
+  chatForm: byId("chat-form", HTMLFormElement),
+  chatInput: byId("chat-input", HTMLInputElement),
+  chatSend: byId("chat-send", HTMLButtonElement),
 };
 
 /**
@@ -749,8 +755,14 @@ function wireClient(c) {
     if (!mine()) return;
     console.warn("server error", e.detail);
     if (e.detail.request === "publish_offer") showNotice(`The server did not accept your camera and microphone: ${e.detail.message}`);
+    if (e.detail.code.startsWith("data_") || e.detail.code === "bad_data") chatLine("", e.detail.message);
   });
   c.on("clienterror", (e) => mine() && console.warn("client error", e.detail));
+  c.on("datachannel", (e) => mine() && chatEnabled(e.detail.open));
+  c.onData((sender, data, binary) => {
+    if (!mine()) return;
+    chatLine(c.participants.get(sender)?.name ?? sender, chatText(data, binary));
+  });
   c.on("closed", (e) => {
     if (!mine()) return;
     const reason = e.detail.reason;
@@ -761,6 +773,62 @@ function wireClient(c) {
       showNotice(`You are no longer in the room (${reason}).`);
     }
   });
+}
+
+// ------------------------------------------------------------------ chat
+
+/** Lines kept in the chat log. */
+const CHAT_KEEP = 200;
+let chatUnread = 0;
+
+/**
+ * Appends one line to the chat log.
+ * @param {string} from  who said it ("" for the page's own notes)
+ * @param {string} text
+ */
+function chatLine(from, text) {
+  const item = element("li", from ? "" : "system");
+  if (from) item.append(element("span", "from", `${from}: `));
+  item.append(document.createTextNode(text));
+  ui.chatLog.append(item);
+  while (ui.chatLog.childElementCount > CHAT_KEEP) ui.chatLog.firstElementChild?.remove();
+  ui.chatLog.scrollTop = ui.chatLog.scrollHeight;
+  if (from && !ui.chat.open) {
+    chatUnread += 1;
+    ui.chatUnread.textContent = String(chatUnread);
+    ui.chatUnread.hidden = false;
+  }
+}
+
+/**
+ * What a data channel message says, as text: `{text}` from pages, anything else as JSON.
+ * @param {unknown} data
+ * @param {boolean} binary
+ */
+function chatText(data, binary) {
+  if (binary) return `[${data instanceof Uint8Array ? data.length : 0} bytes]`;
+  if (data && typeof data === "object" && "text" in data && typeof data.text === "string") return data.text;
+  const json = JSON.stringify(data) ?? "";
+  return json.length > 300 ? `${json.slice(0, 300)}…` : json;
+}
+
+/** @param {boolean} open */
+function chatEnabled(open) {
+  ui.chatInput.disabled = !open;
+  ui.chatSend.disabled = !open;
+}
+
+function sendChat() {
+  const c = client;
+  const text = ui.chatInput.value.trim();
+  if (!c || !text) return;
+  try {
+    c.send({ text });
+    chatLine("You", text);
+    ui.chatInput.value = "";
+  } catch (error) {
+    chatLine("", `Not sent: ${error instanceof Error ? error.message : String(error)}`);
+  }
 }
 
 /** @param {string} name */
@@ -792,6 +860,8 @@ function leaveCall() {
   clearInterval(levelTimer);
   for (const id of [...tiles.keys()]) removeTile(id);
   stopLocalMedia();
+  ui.chatLog.replaceChildren();
+  chatEnabled(false);
   if (c) c.close("left");
   ui.call.hidden = true;
   ui.controls.hidden = true;
@@ -1016,6 +1086,24 @@ document.addEventListener("pointerdown", (event) => {
 });
 ui.statsToggle.addEventListener("click", () => showStats(!document.body.classList.contains("show-stats")));
 ui.leave.addEventListener("click", () => void leave());
+ui.chatForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  sendChat();
+});
+ui.chat.addEventListener("toggle", () => {
+  if (!ui.chat.open) return;
+  chatUnread = 0;
+  ui.chatUnread.hidden = true;
+  ui.chatInput.focus();
+  const c = client;
+  // a page that sends no camera or microphone publishes the data channel alone, once
+  // the chat is opened (watchers that never chat keep a single peer connection)
+  if (c && c.state === "joined" && !localStream && !c.publishConnection) {
+    c.publish(new MediaStream()).catch((error) => {
+      if (client === c) chatLine("", `No chat: ${error instanceof Error ? error.message : String(error)}`);
+    });
+  }
+});
 ui.noticeClose.addEventListener("click", clearNotice);
 ui.retryNow.addEventListener("click", () => client?.reconnectNow());
 ui.copyLink.addEventListener("click", () => {

@@ -160,7 +160,24 @@ export const DEFAULT_SIMULCAST_ENCODINGS = Object.freeze([
  *     republished); `id` is our new participant id
  * @property {CustomEvent<{participant: string | null}>} activespeaker  the server's
  *     `active_speaker` message (servers that send it)
+ * @property {CustomEvent<DataMessage>} data  a data channel message relayed from another
+ *     participant (docs/protocol.md, "Data channel")
+ * @property {CustomEvent<{open: boolean}>} datachannel  our data channel opened or closed
  * @property {CustomEvent<{reason: string}>} closed    the session is over (always last)
+ */
+
+/**
+ * A data channel message as received: who sent it, and what (a text message's JSON
+ * value, or a binary message's payload bytes).
+ * @typedef {object} DataMessage
+ * @property {string} from       the sender's participant id
+ * @property {unknown} data      JSON value, or a Uint8Array when `binary`
+ * @property {boolean} binary
+ */
+
+/**
+ * @typedef {object} SendOptions
+ * @property {string[]} [to]  participant ids to send to (default: everyone else in the room)
  */
 
 /** An `error` reply from the server, or a local failure, as an exception. */
@@ -374,6 +391,64 @@ export function websocketUrl(base) {
   return url.toString();
 }
 
+/** The label of the data channel the server relays (docs/protocol.md, "Data channel"). */
+export const DATA_CHANNEL_LABEL = "parley";
+
+/**
+ * A data channel message to send: binary data (ArrayBuffer, typed array) gets the binary
+ * envelope (a recipient count, each recipient id prefixed with its UTF-8 length, then
+ * the payload); anything else is sent as the JSON text `{"data": ..., "to": [...]}`.
+ * @param {unknown} data
+ * @param {string[] | undefined} to
+ * @returns {string | Uint8Array<ArrayBuffer>}
+ */
+export function encodeDataMessage(data, to) {
+  if (data instanceof ArrayBuffer || ArrayBuffer.isView(data)) {
+    const payload = data instanceof ArrayBuffer
+      ? new Uint8Array(data)
+      : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const ids = (to ?? []).map((id) => new TextEncoder().encode(id));
+    if (ids.length > 255 || ids.some((id) => id.length === 0 || id.length > 255)) {
+      throw new ParleyError("invalid_field", "at most 255 recipients, ids of 1 to 255 bytes");
+    }
+    const out = new Uint8Array(1 + ids.reduce((n, id) => n + 1 + id.length, 0) + payload.length);
+    out[0] = ids.length;
+    let pos = 1;
+    for (const id of ids) {
+      out[pos] = id.length;
+      out.set(id, pos + 1);
+      pos += 1 + id.length;
+    }
+    out.set(payload, pos);
+    return out;
+  }
+  /** @type {{data: unknown, to?: string[]}} */
+  const body = { data };
+  if (to !== undefined) body.to = [...to];
+  return JSON.stringify(body);
+}
+
+/**
+ * A relayed message as the server sends it; null when it cannot be read.
+ * @param {string | ArrayBuffer} message
+ * @returns {DataMessage | null}
+ */
+export function decodeDataMessage(message) {
+  if (typeof message === "string") {
+    try {
+      const value = JSON.parse(message);
+      if (value === null || typeof value !== "object" || typeof value.from !== "string") return null;
+      return { from: value.from, data: value.data, binary: false };
+    } catch {
+      return null;
+    }
+  }
+  const bytes = new Uint8Array(message);
+  if (bytes.length < 1 || bytes.length < 1 + bytes[0]) return null;
+  const from = new TextDecoder().decode(bytes.subarray(1, 1 + bytes[0]));
+  return { from, data: bytes.slice(1 + bytes[0]), binary: true };
+}
+
 /** @param {TrackInfo} t @returns {TrackInfo} */
 function toTrackInfo(t) {
   /** @type {TrackInfo} */
@@ -516,6 +591,10 @@ export class ParleyClient extends EventTarget {
     this.publishConnection = null;
     /** @type {RTCPeerConnection | null} */
     this.subscribeConnection = null;
+    /** @type {RTCDataChannel | null} the "parley" data channel, on the publish connection */
+    this.dataChannel = null;
+    /** @type {RTCPeerConnection | null} the publish connection it was opened on */
+    this._dataPc = null;
     /** @type {PublishedTrackInfo[]} what the server published of ours */
     this.publishedTracks = [];
     /** @type {Map<string, RemoteTrack>} by subscribe mid */
@@ -586,6 +665,65 @@ export class ParleyClient extends EventTarget {
   /** @param {TrackKind} kind */
   isMuted(kind) {
     return this._muted[kind];
+  }
+
+  /** Whether the data channel is open (`send` works). */
+  get dataOpen() {
+    return this.dataChannel !== null && this.dataChannel.readyState === "open";
+  }
+
+  /**
+   * Sends a data channel message, relayed by the server to everyone else in the room or
+   * only to `options.to` (participant ids). Binary data (ArrayBuffer, typed arrays) goes
+   * as bytes, anything else as JSON. The data channel rides on the publish connection:
+   * it opens once `publish()` connected (event `datachannel`); `publish(new MediaStream())`
+   * publishes the data channel alone. Throws a ParleyError
+   * `wrong_state` when it is not open. A message the server refuses (too large, over the
+   * rate limit) is dropped and reported as a `servererror` (`data_too_large`,
+   * `data_rate_limited`, `bad_data`).
+   * @param {unknown} data
+   * @param {SendOptions} [options]
+   */
+  send(data, options = {}) {
+    const channel = this.dataChannel;
+    if (!channel || channel.readyState !== "open") {
+      throw new ParleyError("wrong_state", "the data channel is not open (publish first)");
+    }
+    const message = encodeDataMessage(data, options.to);
+    // two calls: RTCDataChannel.send's overloads take a string or bytes, not the union
+    if (typeof message === "string") channel.send(message);
+    else channel.send(message);
+  }
+
+  /**
+   * Calls `callback(sender, data)` for every data channel message received; returns a
+   * function that stops it. (The same as listening to the `data` event.)
+   * @param {(sender: string, data: unknown, binary: boolean) => void} callback
+   * @returns {() => void}
+   */
+  onData(callback) {
+    return this.on("data", (event) => callback(event.detail.from, event.detail.data, event.detail.binary));
+  }
+
+  /** @param {RTCPeerConnection} pc */
+  _openDataChannel(pc) {
+    const channel = pc.createDataChannel(DATA_CHANNEL_LABEL);
+    channel.binaryType = "arraybuffer";
+    this._dataPc = pc;
+    this.dataChannel = channel;
+    channel.addEventListener("open", () => {
+      if (this.dataChannel === channel) this._emit("datachannel", { open: true });
+    });
+    channel.addEventListener("close", () => {
+      if (this.dataChannel === channel) {
+        this.dataChannel = null;
+        this._emit("datachannel", { open: false });
+      }
+    });
+    channel.addEventListener("message", (event) => {
+      const message = decodeDataMessage(event.data);
+      if (message && this.dataChannel === channel) this._emit("data", message);
+    });
   }
 
   /**
@@ -789,6 +927,10 @@ export class ParleyClient extends EventTarget {
     this._iceTimers.clear();
     this.publishConnection = null;
     this.subscribeConnection = null;
+    if (this.dataChannel) {
+      this.dataChannel = null;
+      this._emit("datachannel", { open: false });
+    }
     const removed = [...this._remoteByMid.values()];
     this._remoteByMid.clear();
     for (const remote of removed) this._emit("trackremoved", remote);
@@ -971,7 +1113,10 @@ export class ParleyClient extends EventTarget {
       const timeout = this.options.requestTimeoutMs;
       const pc = this.publishConnection ?? this._newPeerConnection("publish", this.iceServers);
       this.publishConnection = pc;
-      if (pc.getTransceivers().length === 0) this._addLocalTracks(pc, stream);
+      if (pc.getTransceivers().length === 0 && this._dataPc !== pc) {
+        this._addLocalTracks(pc, stream);
+        this._openDataChannel(pc);
+      }
       const offer = await scope.guard(pc.createOffer(), "creating the publish offer", timeout);
       await scope.guard(pc.setLocalDescription(offer), "applying the publish offer", timeout);
       await scope.guard(waitForIceGathering(pc, this.options.gatherTimeoutMs), "gathering", timeout);

@@ -116,6 +116,25 @@ def build_parser() -> argparse.ArgumentParser:
         "and send its feedback every 100 ms)",
     )
     parser.add_argument(
+        "--data-every",
+        type=float,
+        default=None,
+        metavar="S",
+        help="send a message on the data channel every S seconds (JSON with seq, name and "
+        "--data-bytes of padding); the summary's 'data' counts what was sent and received",
+    )
+    parser.add_argument(
+        "--data-to",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="send those messages only to this participant (name or id; repeatable; "
+        "default: the whole room)",
+    )
+    parser.add_argument(
+        "--data-bytes", type=int, default=0, metavar="N", help="padding per message (default 0)"
+    )
+    parser.add_argument(
         "-v", "--verbose", action="store_true", help="debug logging (default: warnings only)"
     )
     link = parser.add_argument_group(
@@ -261,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
         max_freeze_ms=args.max_freeze_ms,
         max_loss_pct=args.max_loss,
         transport_cc=args.transport_cc,
+        data_every=args.data_every,
+        data_to=tuple(args.data_to),
+        data_bytes=args.data_bytes,
     )
     summary = asyncio.run(run_bot(config))
     if not args.json_path:

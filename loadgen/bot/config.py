@@ -53,6 +53,14 @@ class BotConfig:
     #: Keep transport-cc in subscribe answers and send its feedback (the server then
     #: estimates with ``sfu/gcc/``); False: aiortc's answer, REMB only (``sfu/bwe.py``).
     transport_cc: bool = True
+    #: Send a data channel message every this many seconds (None: never); the
+    #: ``"parley"`` channel is opened on the publish connection either way
+    #: (``loadgen/bot/data.py``).
+    data_every: float | None = None
+    #: Participant names or ids those messages go to (empty: the whole room).
+    data_to: tuple[str, ...] = ()
+    #: Bytes of padding in each of those messages.
+    data_bytes: int = 0
 
     @property
     def ws_url(self) -> str:

@@ -30,6 +30,7 @@ from aiortc.rtp import RtpPacket
 from av import AudioFrame, VideoFrame
 
 from loadgen.bot.config import BotConfig, JoinFailed
+from loadgen.bot.data import BotData
 from loadgen.bot.reconnect import Backoff, Reconnect
 from loadgen.bot.stats import TrackKey, TrackStats, round_tenth
 from loadgen.bot.transport_cc import SubscribeTransportCc
@@ -173,6 +174,10 @@ class Bot:
         #: what the ended ones counted
         self._sub_twcc: SubscribeTransportCc | None = None
         self._twcc_ended: list[dict[str, Any]] = []
+        #: the data channel (docs/protocol.md, "Data channel")
+        self.data = BotData(
+            config.name, config.data_every, config.data_to, config.data_bytes, self._resolve
+        )
 
     # -------------------------------------------------------------- lifecycle
 
@@ -327,7 +332,21 @@ class Bot:
         self._left = asyncio.Event()
         self._session_over = asyncio.Event()
 
+    def _open_data(self, pc: RTCPeerConnection) -> None:
+        """The data channel, once the transceivers are there: with max-bundle, aiortc
+        stops the bundle's transport on the answer when the SCTP transport was created
+        before the first transceiver (it made that transport, then the transceivers
+        borrowed it, then it is dropped as a 'bundled away' one)."""
+        self.data.open(pc)
+
+    def _resolve(self, name_or_id: str) -> str | None:
+        """The id of a participant named ``name_or_id`` (or that id), when known."""
+        if name_or_id in self._names:
+            return name_or_id
+        return next((pid for pid, n in self._names.items() if n == name_or_id), None)
+
     async def _close_media(self, pcs: Iterable[RTCPeerConnection | None]) -> None:
+        self.data.close()
         video, port = self._simulcast_video, self._media_port
         self._simulcast_video = self._media_port = None
         twcc, self._sub_twcc = self._sub_twcc, None
@@ -446,6 +465,7 @@ class Bot:
             "simulcast": simulcast,
             "reconnects": [r.to_json(self._started_at) for r in self._reconnects],
             "transport_cc": self._transport_cc_summary(),
+            "data": self.data.summary(),
             "limits": {
                 "max_freeze_ms": self.config.max_freeze_ms,
                 "max_loss_pct": self.config.max_loss_pct,
@@ -516,6 +536,7 @@ class Bot:
             transceiver = pc.addTransceiver(track, direction="sendonly")
             if track.kind == "audio":
                 set_opus_bitrate(transceiver.sender, self.config.audio_bitrate)
+        self._open_data(pc)
         await pc.setLocalDescription(await pc.createOffer())  # gathers before returning
         await self._send(PublishOffer(pc.localDescription.sdp))
 
@@ -537,6 +558,7 @@ class Bot:
             if pc.connectionState == "connected" and self._media_port is not None:
                 self._media_port.install_fast_path()
 
+        self._open_data(pc)
         await pc.setLocalDescription(await pc.createOffer())  # gathers before returning
         munged = munge_simulcast_offer(pc.localDescription.sdp, [s.rid for s in DEFAULT_LAYERS])
         self._munged = munged

@@ -73,6 +73,11 @@ def answer_as_dtls_server(pc: RTCPeerConnection, actpass_mids: Iterable[str]) ->
         dtls = transceiver.receiver.transport
         if dtls is not None and dtls._role == "auto" and dtls.state == "new":
             dtls._set_role("server")
+    sctp = pc.sctp  # the data channel's m-line, when it has its own transport
+    if sctp is not None and sctp.mid in wanted:
+        dtls = sctp.transport
+        if dtls._role == "auto" and dtls.state == "new":
+            dtls._set_role("server")
 
 
 def describe_alert(where: int, ret: int) -> str:

@@ -371,6 +371,9 @@ def test_error_codes_match_the_spec():
         "join_refused",
         "not_found",
         "internal",
+        "data_too_large",
+        "data_rate_limited",
+        "bad_data",
     }
 
 

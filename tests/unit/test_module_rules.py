@@ -28,10 +28,15 @@ FORBIDDEN: dict[str, set[str]] = {
     "sfu.subscribe_rtcp": {"sfu.publish_side", "sfu.room", "sfu.participant"},
     "sfu.participant": {"sfu.room"},
     "sfu.source": {"sfu.forwarder"},
+    "sfu.datachannel": {"sfu", "asyncio", "aiortc", "aioice", "socket"},
+    "sfu.data_side": {"sfu.room", "sfu.participant", "sfu.publish_side", "sfu.subscribe_side"},
 }
 #: modules that must stay pure all the way down (no I/O, no aiortc, in any sfu module
 #: they import)
-PURE = {"sfu.congestion": {"asyncio", "aiortc", "aioice", "socket"}}
+PURE = {
+    "sfu.congestion": {"asyncio", "aiortc", "aioice", "socket"},
+    "sfu.datachannel": {"asyncio", "aiortc", "aioice", "socket"},
+}
 
 
 def module_name(path: Path) -> str:
