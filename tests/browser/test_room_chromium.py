@@ -12,8 +12,8 @@ second come from its summary.
 
 ``starved-page`` runs the same call while one page's renderer process is stopped for
 300 ms of every second (SIGSTOP/SIGCONT; found as the renderer whose CPU time grows while
-that page runs a busy loop): the others must keep everything, and the starved page may
-only degrade, never lose the others' video.
+that page runs a busy loop): the others must keep everything from each other, and what
+the starved page receives and publishes may only degrade: at least half the rate.
 """
 
 from __future__ import annotations
@@ -235,8 +235,10 @@ async def test_two_pages_and_a_bot_keep_all_their_video(
     assert len(rows) == 6, rows  # every receiver gets both other publishers' video
     for row in rows:
         assert row["published_fps"] > 5, row  # the publisher really published
-        if starved and row["receiver"] == "bob":
-            # the starved receiver may degrade, never for good
+        if starved and "bob" in (row["receiver"], row["publisher"]):
+            # the starved page may degrade, never for good: what it receives, and what
+            # it publishes (its encoder runs in the stopped process and sends its frames
+            # late and bunched; the bot's rate is over its own run, bob's over the window)
             assert row["fps"] >= 0.5 * row["published_fps"], row
             continue
         assert not row["paused"], row  # never paused: nothing limits loopback
