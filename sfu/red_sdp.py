@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .sdp import answer_transport_cc, offer_transport_cc
+from .sdp import answer_transport_cc, offer_transport_cc, split_sections
 
 __all__ = [
     "RED_PT",
@@ -47,20 +47,6 @@ class RedOffer:
     usedtx: bool
 
 
-def _split(sdp_text: str) -> tuple[str, list[str], list[list[str]]]:
-    newline = "\r\n" if "\r\n" in sdp_text else "\n"
-    session: list[str] = []
-    sections: list[list[str]] = []
-    for line in sdp_text.split(newline):
-        if line.startswith("m="):
-            sections.append([line])
-        elif sections:
-            sections[-1].append(line)
-        else:
-            session.append(line)
-    return newline, session, sections
-
-
 def _mid(lines: list[str]) -> str | None:
     return next((line[6:].strip() for line in lines if line.startswith("a=mid:")), None)
 
@@ -87,7 +73,7 @@ def offered_red(offer_sdp: str) -> dict[str, RedOffer]:
     type, once or repeated: ``111/111``) and Opus ``usedtx=1``. A RED whose fmtp is
     missing or names anything else counts as not offered."""
     out: dict[str, RedOffer] = {}
-    for lines in _split(offer_sdp)[2]:
+    for lines in split_sections(offer_sdp)[2]:
         mid = _mid(lines)
         if not lines[0].startswith("m=audio") or mid is None:
             continue
@@ -132,7 +118,7 @@ def answer_red(answer_sdp: str, offered: dict[str, RedOffer]) -> tuple[str, dict
     whose offer offered it for the Opus payload type the answer kept, and ``usedtx=1``
     added to the Opus fmtp where the offer had it; and {mid: RED payload type} of the
     sections that accept RED. Line endings kept; idempotent."""
-    newline, session, sections = _split(answer_sdp)
+    newline, session, sections = split_sections(answer_sdp)
     accepted: dict[str, int] = {}
     for lines in sections:
         mid = _mid(lines)
@@ -173,7 +159,7 @@ def offer_red(offer_sdp: str) -> str:
     Opus in every audio section that has Opus: RED_PT unless a section uses it, else
     the smallest dynamic payload type free in every section. Line endings kept;
     idempotent (a section already offering RED is left alone)."""
-    newline, session, sections = _split(offer_sdp)
+    newline, session, sections = split_sections(offer_sdp)
     used = {int(f) for lines in sections for f in lines[0].split(" ")[3:] if f.isdigit()}
     free = [RED_PT] + list(range(96, 128)) + list(range(35, 63))
     red = next((pt for pt in free if pt not in used), None)
@@ -205,7 +191,7 @@ def answer_red_pts(answer_sdp: str) -> dict[str, int]:
     for mid, offer in offered_red(answer_sdp).items():
         if offer.red_pt is not None:
             out[mid] = offer.red_pt
-    for lines in _split(answer_sdp)[2]:
+    for lines in split_sections(answer_sdp)[2]:
         if lines[0].split(" ")[1:2] == ["0"] or "a=inactive" in lines:
             out.pop(_mid(lines) or "", None)
     return out

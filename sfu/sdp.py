@@ -268,7 +268,7 @@ _RTPMAP = re.compile(r"^a=rtpmap:(\d+)\s+([^/\s]+)")
 _AIORTC_IDS = frozenset({1, 2, 3})
 
 
-def _split(sdp_text: str) -> tuple[str, list[str], list[list[str]]]:
+def split_sections(sdp_text: str) -> tuple[str, list[str], list[list[str]]]:
     """(newline, session lines, each m-section's lines), the text kept line for line."""
     newline = "\r\n" if "\r\n" in sdp_text else "\n"
     session: list[str] = []
@@ -295,7 +295,7 @@ def offer_transport_cc(offer_sdp: str, prefer: int | None = None) -> str:
     sections (not RTX, RED, FEC) gets ``a=rtcp-fb:<pt> transport-cc``. Line endings are
     kept. An offer without an id left is returned unchanged.
     """
-    newline, session, sections = _split(offer_sdp)
+    newline, session, sections = split_sections(offer_sdp)
     used: set[int] = set()
     current: int | None = None
     for line in session + [line for lines in sections for line in lines]:
@@ -367,7 +367,7 @@ def keep_transport_cc(answer_sdp: str, offer_sdp: str) -> str:
     ``a=rtcp-fb:<pt> transport-cc`` for the payload types the offer asked it for. The
     answerer then owes transport-cc feedback (``loadgen/media/twcc.py``). Unchanged
     when the offer has none; idempotent; line endings kept."""
-    _, offer_session, offer_sections = _split(offer_sdp)
+    _, offer_session, offer_sections = split_sections(offer_sdp)
     ids = {
         int(m.group(1))
         for line in offer_session + [line for lines in offer_sections for line in lines]
@@ -385,7 +385,7 @@ def keep_transport_cc(answer_sdp: str, offer_sdp: str) -> str:
                 for line in lines
                 if line.startswith("a=rtcp-fb:") and line.split()[1:] == ["transport-cc"]
             }
-    newline, session, sections = _split(answer_sdp)
+    newline, session, sections = split_sections(answer_sdp)
     out = list(session)
     for lines in sections:
         mid = next((line[6:].strip() for line in lines if line.startswith("a=mid:")), None)
@@ -401,7 +401,7 @@ def answer_transport_cc(answer_sdp: str) -> int | None:
     TRANSPORT_CC_URI to one id (the same wherever it appears) and every video section
     that is in use (port not 0, not inactive) has the extmap and an
     ``a=rtcp-fb:<pt|*> transport-cc`` line. Audio needs no feedback line."""
-    _, session, sections = _split(answer_sdp)
+    _, session, sections = split_sections(answer_sdp)
     ids = {
         int(m.group(1))
         for line in session + [line for lines in sections for line in lines]
