@@ -13,6 +13,7 @@ import secrets
 
 from . import native
 from .config import SfuConfig
+from .observer import SfuObserver
 from .participant import Listener as ParticipantListener
 from .participant import Participant
 from .speaker import ActiveSpeakerDetector
@@ -79,6 +80,7 @@ class Room:
         )
         others = self._others(participant)
         self.participants[participant_id] = participant
+        self.sfu._notify("participant_joined", self, participant)
         for other in others:
             other.listener.participant_joined(participant)
             for track in other.tracks.values():
@@ -91,11 +93,13 @@ class Room:
         for other in self._others(publisher):
             other.listener.track_published(publisher, track)
             other.subscribe(publisher, track)
+        self.sfu._notify("track_published", self, publisher, track)
 
     def track_unpublished(self, publisher: Participant, track: PublishedTrack) -> None:
         for other in self._others(publisher):
             other.unsubscribe(track)
             other.listener.track_unpublished(publisher, track)
+        self.sfu._notify("track_unpublished", self, publisher, track)
 
     def participant_closed(self, participant: Participant) -> None:
         if self.participants.pop(participant.id, None) is None:
@@ -103,11 +107,16 @@ class Room:
         self.sfu._retire(participant)
         for other in self._others(participant):
             other.listener.participant_left(participant)
+        self.sfu._notify(
+            "participant_left", self, participant, participant.close_reason or "left"
+        )
         if not self.participants:
             self._stop()
             self.sfu._room_empty(self)
 
     def _stop(self) -> None:
+        if not self.closed:
+            self.sfu._notify("room_finished", self)
         self.closed = True
         if self._speaker_timer is not None:
             self._speaker_timer.cancel()
@@ -125,6 +134,8 @@ class Sfu:
         self.config = config or SfuConfig()
         self.rooms: dict[str, Room] = {}
         self.closed = False
+        #: server-wide observers (``sfu/observer.py``): metrics, webhooks, logs
+        self.observers: list[SfuObserver] = []
         #: malformed packets dropped from participants that have left
         self._retired_malformed = {"rtp": 0, "rtcp": 0}
         if not native.NATIVE:
@@ -142,7 +153,23 @@ class Sfu:
         room = self.rooms.get(room_id)
         if room is None:
             room = self.rooms[room_id] = Room(self, room_id)
+            self._notify("room_started", room)
         return room.add(name, listener, reuse_mlines=reuse_mlines)
+
+    def add_observer(self, observer: SfuObserver) -> None:
+        """Tell ``observer`` of rooms, participants and tracks from now on."""
+        self.observers.append(observer)
+
+    def remove_observer(self, observer: SfuObserver) -> None:
+        if observer in self.observers:
+            self.observers.remove(observer)
+
+    def _notify(self, event: str, *args: object) -> None:
+        for observer in list(self.observers):
+            try:
+                getattr(observer, event)(*args)
+            except Exception:  # one observer's bug never stops the SFU or the others
+                logger.exception("SFU observer %r failed on %s", observer, event)
 
     def _room_empty(self, room: Room) -> None:
         if self.rooms.get(room.id) is room:
