@@ -14,8 +14,12 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .participant import Participant
-    from .room import Room
+    from .ports import RoomEvents
     from .tracks import PublishedTrack
+
+    #: the room as observers see it (``sfu.room.Room``; named by its protocol, which
+    #: keeps this module out of an import circle with ``sfu.room``)
+    Room = RoomEvents[Participant, Participant, PublishedTrack]
 
 
 class SfuObserver:

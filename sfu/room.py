@@ -107,9 +107,7 @@ class Room:
         self.sfu._retire(participant)
         for other in self._others(participant):
             other.listener.participant_left(participant)
-        self.sfu._notify(
-            "participant_left", self, participant, participant.close_reason or "left"
-        )
+        self.sfu._notify("participant_left", self, participant, participant.close_reason or "left")
         if not self.participants:
             self._stop()
             self.sfu._room_empty(self)
