@@ -303,6 +303,8 @@ class Webhooks(SfuObserver):
             endpoint.busy = True
             try:
                 await self._deliver(endpoint.url, event)
+            except Exception:  # a bug must not stop this URL's deliveries for good
+                logger.exception("webhook to %s failed", endpoint.url)
             finally:
                 endpoint.busy = False
 
