@@ -67,7 +67,7 @@ class WebhookConfig:
     urls: tuple[str, ...] = ()
     #: the API key (the signature's ``iss``) and secret (its HS256 key)
     api_key: str | None = None
-    api_secret: str | None = None
+    api_secret: str | None = dataclasses.field(default=None, repr=False)
     #: events waiting per URL; past it, the oldest is dropped
     queue_size: int = 1000
     #: POSTs of one event to one URL before it is given up
