@@ -53,7 +53,8 @@ def test_webhooks_need_a_key_and_secret_and_http_urls() -> None:
         WebhookConfig(urls=("http://127.0.0.1:1/hook",))
     with pytest.raises(ValueError, match="http"):
         WebhookConfig(urls=("ftp://x/hook",), api_key=KEY, api_secret=SECRET)
-    assert WebhookConfig(urls=("http://x/hook",), api_key=KEY, api_secret=SECRET).urls
+    config = WebhookConfig(urls=("http://x/hook",), api_key=KEY, api_secret=SECRET)
+    assert config.urls and SECRET not in repr(config)  # configs get printed and logged
 
 
 def test_signature_round_trip_and_its_claims() -> None:
