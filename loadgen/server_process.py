@@ -31,11 +31,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 def serve_command(
     host: str, port: int, ice_addresses: Iterable[str], log_level: str = "WARNING"
 ) -> list[str]:
-    """``python -m parley serve`` listening on ``host:port``, ICE on ``ice_addresses``."""
+    """``python -m parley serve`` listening on ``host:port``, ICE on ``ice_addresses``.
+
+    The limits against abuse that a load run trips by design are off: every synthetic
+    participant comes from one address, joining faster than ``--join-rate`` allows, and
+    capacity runs may put more in a room than ``--max-participants-per-room``."""
     ice = [arg for address in ice_addresses for arg in ("--ice-address", address)]
     return [
         sys.executable, "-m", "parley", "serve", "--host", host, "--port", str(port),
-        *ice, "--log-level", log_level,
+        *ice, "--log-level", log_level, "--join-rate", "0", "--max-participants-per-room", "0",
     ]  # fmt: skip
 
 
