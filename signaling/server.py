@@ -26,6 +26,7 @@ from sfu.participant import NegotiationError, Participant, PublishedTrack, Subsc
 from sfu.room import Sfu
 
 from . import messages as m
+from .metrics import count_error, setup_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,8 @@ class Session:
         self.config = config
         self.participant: Participant | None = None
         self.state = "new"
+        #: when the websocket opened (loop time): the start of the join latency metric
+        self.opened_at = asyncio.get_running_loop().time()
         self._out: asyncio.Queue[m.ServerMessage | None] = asyncio.Queue()
         self._writer = asyncio.ensure_future(self._write_loop())
         self._writer.add_done_callback(_log_failure)
@@ -141,6 +144,8 @@ class Session:
     # ------------------------------------------------------------ sending
 
     def send(self, message: m.ServerMessage) -> None:
+        if isinstance(message, m.ErrorMessage):
+            count_error(self.request, message.code)
         if self._out.qsize() >= MAX_QUEUED_MESSAGES:
             # a client that does not read what it is sent must not grow server memory
             if not self._overflowed:
@@ -545,6 +550,7 @@ def setup_parley(
         await sfu.close()
 
     app.cleanup_ctx.append(sfu_context)
+    setup_metrics(app, SFU_KEY, prefix)
     app.on_shutdown.append(shutdown_sessions)
     app.router.add_get(f"{prefix}/ws", websocket_handler)
     app.router.add_get(f"{prefix}/healthz", healthz)
