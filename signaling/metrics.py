@@ -103,6 +103,10 @@ class Retired:
             self.counters[key] += participant.counters.get(key, 0)
 
 
+def video_subscriber(participant: Participant) -> bool:
+    return any(s.forwarder.is_video for s in participant.subscriptions.values())
+
+
 def live_participants(sfu: Sfu | None) -> list[Participant]:
     if sfu is None:
         return []
@@ -164,6 +168,16 @@ class SfuCollector(Collector):
         )
         for reason in ("requested", "allocation"):
             family.add_metric([reason], paused[reason])
+        yield family
+        capped = sum(1 for p in participants if video_subscriber(p) and p.bwe.cap is not None)
+        family = GaugeMetricFamily(
+            "parley_video_subscribers",
+            "Participants receiving video, by estimate: capped (the estimate limits their "
+            "layers) or unlimited (nothing limits them).",
+            labels=["estimate"],
+        )
+        family.add_metric(["capped"], capped)
+        family.add_metric(["unlimited"], sum(map(video_subscriber, participants)) - capped)
         yield family
         yield GaugeMetricFamily(
             "parley_native_forwarding",
@@ -287,6 +301,13 @@ class ParleyMetrics(SfuObserver):
             buckets=ESTIMATE_BUCKETS,
             registry=registry,
         )
+        self.sent = Histogram(
+            "parley_subscriber_sent_bits_per_second",
+            "Video bit/s sent to each video subscriber (measured each second), observed "
+            "once a second.",
+            buckets=ESTIMATE_BUCKETS,
+            registry=registry,
+        )
         self.loop_lag = Histogram(
             "parley_event_loop_lag_seconds",
             f"How late a timer due every {LAG_INTERVAL:g} s fired.",
@@ -392,7 +413,10 @@ class ParleyMetrics(SfuObserver):
                     continue  # no receiver report that answers a sender report yet
                 self.loss.labels(forwarder.kind).observe(forwarder.fraction_lost)
                 self.rtt.labels(forwarder.kind).observe(forwarder.rtt)
-            cap = p.bwe.cap if video else None
+            if not video:
+                continue
+            self.sent.observe(p.egress_bitrate)
+            cap = p.bwe.cap
             if cap is not None:
                 self.estimate.observe(cap)
 
