@@ -65,6 +65,8 @@ PARTICIPANT_COUNTERS = {
 }
 #: seconds between two looks at the joiners still waiting for their first media packet
 JOIN_POLL = 0.02
+#: seconds after which a joiner that got no media is no longer waited for (not observed)
+JOIN_GIVE_UP = 60.0
 #: seconds between two observations of loss, round trip time and estimates
 SAMPLE_INTERVAL = 1.0
 
@@ -388,6 +390,8 @@ class ParleyMetrics(SfuObserver):
             if any(s.forwarder.packets_sent for s in participant.subscriptions.values()):
                 del self.pending[participant]
                 self.join_latency.observe(max(0.0, now - opened))
+            elif now - opened > JOIN_GIVE_UP:
+                del self.pending[participant]
         if self.pending:
             self._join_timer = loop.call_later(JOIN_POLL, self._poll_joins)
 
