@@ -159,7 +159,7 @@ class SfuCollector(Collector):
             "single (one-layer track), none (nothing forwarded).",
             labels=["layer"],
         )
-        for layer in sorted({"none", "single", "0", *layers}):
+        for layer in sorted({"0", "1", "2", "none", "single", *layers}):
             family.add_metric([layer], layers[layer])
         yield family
         family = GaugeMetricFamily(

@@ -57,11 +57,13 @@ async def test_metrics_follow_a_call_of_three_bots(server: RunningServer) -> Non
     assert value(before, "parley_join_latency_seconds_count") == 0
     assert value(before, "parley_process_resident_memory_bytes") > 0
 
-    def bot(name: str, duration: float) -> BotConfig:
-        return BotConfig(url=server.url, room="metrics", name=name, duration=duration)
+    def bot(name: str, duration: float, simulcast: bool = False) -> BotConfig:
+        return BotConfig(
+            url=server.url, room="metrics", name=name, duration=duration, simulcast=simulcast
+        )
 
-    # ann publishes first; bob and cy join a room with tracks: two join latencies
-    first = asyncio.ensure_future(run_bot(bot("ann", 12.0)))
+    # ann publishes first (three simulcast layers); bob and cy join a room with tracks: two join latencies
+    first = asyncio.ensure_future(run_bot(bot("ann", 12.0, simulcast=True)))
     await wait_for(server, "parley_published_tracks", lambda v: v >= 1, kind="video")
     await wait_for(server, "parley_participants", lambda v: v == 1)
     started = asyncio.get_running_loop().time()
@@ -95,13 +97,21 @@ async def test_metrics_follow_a_call_of_three_bots(server: RunningServer) -> Non
     during = await wait_for(
         server, "parley_subscriber_rtt_seconds_count", lambda v: v > 0, timeout=6.0, kind="video"
     )
-    assert value(during, "parley_subscriber_rtt_seconds_sum", kind="video") < 1.0
+    rtts = value(during, "parley_subscriber_rtt_seconds_count", kind="video")
+    # (bots in the server's process answer late on a busy machine: seconds, not minutes)
+    assert 0 <= value(during, "parley_subscriber_rtt_seconds_sum", kind="video") / rtts < 5.0
     assert value(during, "parley_subscriber_loss_ratio_count", kind="video") > 0
     subscribers = [
         value(during, "parley_video_subscribers", estimate=e) for e in ("capped", "unlimited")
     ]
     assert sum(subscribers) == 3
-    assert value(during, "parley_subscribed_video_layers", layer="single") == 6
+    # bob's and cy's video is one layer; ann's, to both, one of three (or none, between two)
+    layers = {
+        layer: value(during, "parley_subscribed_video_layers", layer=layer)
+        for layer in ("0", "1", "2", "single", "none")
+    }
+    assert sum(layers.values()) == 6 and layers["single"] + layers["none"] >= 4, layers
+    assert layers["0"] + layers["1"] + layers["2"] >= 1, layers
     assert value(during, "parley_paused_tracks", reason="requested") == 0
     # what each subscriber is sent is measured each second, from its second second on
     during = await wait_for(
