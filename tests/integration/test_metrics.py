@@ -12,8 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loadgen.bot import BotConfig, run_bot
 from sfu import native
+from signaling.server import ServerConfig
 
-from .conftest import RunningServer
+from .conftest import RunningServer, ServerFactory
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -62,7 +63,8 @@ async def test_metrics_follow_a_call_of_three_bots(server: RunningServer) -> Non
             url=server.url, room="metrics", name=name, duration=duration, simulcast=simulcast
         )
 
-    # ann publishes first (three simulcast layers); bob and cy join a room with tracks: two join latencies
+    # ann publishes first (three simulcast layers); bob and cy join a room with tracks:
+    # two join latencies
     first = asyncio.ensure_future(run_bot(bot("ann", 12.0, simulcast=True)))
     await wait_for(server, "parley_published_tracks", lambda v: v >= 1, kind="video")
     await wait_for(server, "parley_participants", lambda v: v == 1)
@@ -157,9 +159,7 @@ async def test_signaling_errors_are_counted_by_code(server: RunningServer) -> No
     assert value(samples, "parley_signaling_errors_total", code=reply["code"]) == 1
 
 
-async def test_each_application_has_its_own_registry(server_factory) -> None:  # type: ignore[no-untyped-def]
-    from signaling.server import ServerConfig
-
+async def test_each_application_has_its_own_registry(server_factory: ServerFactory) -> None:
     one, two = await server_factory(ServerConfig()), await server_factory(ServerConfig())
     async with aiohttp.ClientSession() as http, http.ws_connect(f"{one.url}/ws") as ws:
         await ws.send_str("{not json")
