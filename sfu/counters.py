@@ -2,8 +2,10 @@
 
 The packet path already counts what it does, per object: a ``Source`` its packets and
 bytes in and its keyframe requests upstream, a ``Forwarder`` its packets and bytes out
-(``native_packets`` of them sent by the C loop), retransmissions and the keyframe
-requests its subscriber sent. Those objects go away with their track or subscriber;
+(``native_packets`` of them sent by the C loop) and the keyframe requests its
+subscriber sent. Fields: ``packets_in``, ``bytes_in``, ``plis_sent``, ``plis_throttled``
+(of sources), ``packets_out``, ``bytes_out``, ``native_packets``, ``plis_in`` (of
+forwarders). Those objects go away with their track or subscriber;
 :class:`StreamTotals` keeps what they counted, so a total summed over the objects alive
 plus the retired ones never goes backwards. Nothing here runs per packet: a forwarder
 is added once, when it closes, and a scrape reads the live objects' counters.
@@ -13,10 +15,6 @@ from __future__ import annotations
 
 from collections import Counter
 from typing import Protocol
-
-#: what each kind of stream object counts, as StreamTotals names it
-SOURCE_FIELDS = ("packets_in", "bytes_in", "plis_sent", "plis_throttled")
-FORWARDER_FIELDS = ("packets_out", "bytes_out", "native_packets", "rtx_packets", "plis_in")
 
 
 class CountingSource(Protocol):
@@ -36,7 +34,6 @@ class CountingForwarder(Protocol):
     packets_sent: int
     bytes_sent: int
     native_packets: int
-    retransmitted: int
     keyframes_requested: int
 
 
@@ -60,7 +57,6 @@ class StreamTotals:
         counts["packets_out", kind] += forwarder.packets_sent
         counts["bytes_out", kind] += forwarder.bytes_sent
         counts["native_packets", kind] += forwarder.native_packets
-        counts["rtx_packets", kind] += forwarder.retransmitted
         counts["plis_in", kind] += forwarder.keyframes_requested
 
     def add(self, other: StreamTotals) -> None:
