@@ -45,6 +45,7 @@ from sfu.room import Sfu
 from sfu.tracks import PublishedTrack
 
 from .loop_lag import LAG_INTERVAL, LoopLagMonitor
+from .messages import ERROR_CODES
 
 #: a room as observers see it (``sfu/observer.py``)
 Room = RoomEvents[Participant, Participant, PublishedTrack]
@@ -274,6 +275,11 @@ class ParleyMetrics(SfuObserver):
             ["code"],
             registry=registry,
         )
+        # every series exists from the start (at 0), so rates see the first increment
+        for code in sorted(ERROR_CODES):
+            self.errors.labels(code)
+        for kind in KINDS:
+            self.publications.labels(kind)
         self.join_latency = Histogram(
             "parley_join_latency_seconds",
             "From a joiner's websocket opening to the first media packet forwarded to it "
