@@ -145,6 +145,13 @@ def build_serve_parser() -> argparse.ArgumentParser:
         help="data channel bytes per second a participant may send (burst: twice that; "
         "default 262144)",
     )
+    from signaling.limits import add_limit_arguments
+    from signaling.origins import add_origin_arguments
+    from signaling.webhooks import add_webhook_arguments
+
+    add_limit_arguments(parser)
+    add_origin_arguments(parser)
+    add_webhook_arguments(parser)
     parser.add_argument(
         "--log-level",
         type=str.upper,
@@ -215,7 +222,10 @@ def serve_main(argv: list[str]) -> int:
     args = build_serve_parser().parse_args(argv)
     from sfu.config import IceConfig, SfuConfig
     from sfu.datachannel import DataLimits
+    from signaling.limits import with_limits
+    from signaling.origins import with_origins
     from signaling.server import ServerConfig, create_app
+    from signaling.webhooks import with_webhooks
 
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -234,6 +244,9 @@ def serve_main(argv: list[str]) -> int:
     config = ServerConfig(
         sfu=SfuConfig(ice=ice, data_limits=data), max_message_bytes=args.max_message_bytes
     )
+    config = with_limits(config, args)
+    config = with_origins(config, args)
+    config = with_webhooks(config, args)
     app = create_app(config, freeze_gc=True)
     try:
         asyncio.run(_serve(app, args.host, args.port, lambda s: print(s, flush=True)))

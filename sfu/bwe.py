@@ -152,6 +152,8 @@ class BandwidthEstimator:
         self.probes_unproven = 0
         #: (when, bit/s) of the last successful probe: the link carried that much
         self._proven: tuple[float, float] | None = None
+        #: until then, heavy loss is blamed on the last probe (it fails, the cap holds)
+        self._probe_blame_until = -1e9
 
     # ------------------------------------------------------------------ signals
 
@@ -311,6 +313,15 @@ class BandwidthEstimator:
         # one report of a few dozen packets is noisy: act on two in a row above
         # ``loss_high``, or one far above it (random loss of 5 % often shows 10 % once)
         if fraction > s.loss_high and (previous > s.loss_high or fraction > 2 * s.loss_high):
+            if now < self._probe_blame_until:
+                # a probe's padding overfilled the link: the probe fails and the cap
+                # stays what it was before it. Reports up to ``probe_wait`` after the
+                # probe's end may still describe it: the loss is the probe's, not a
+                # narrower link's (if the link did narrow, the reports after say so).
+                # Taking what the overfilled interval carried as the link's rate paused
+                # `q` on a 300 kbit/s link that carried it (tests/integration/test_congestion.py)
+                self._signal(now)
+                return
             # (a stream that has just been paused still reports its last losses)
             if now - self._last_decrease >= s.decrease_interval and self.sent > s.min_bitrate:
                 self._last_loss_decrease = now
@@ -373,6 +384,7 @@ class BandwidthEstimator:
                 self._signal(now)
             return
         self.probe = None
+        self._probe_blame_until = now  # it arrived: loss from now on is the link's
         self.failed_probes = 0
         self.probes_ok += 1
         self.ok_streak += 1
@@ -415,6 +427,7 @@ class BandwidthEstimator:
         rate = min(s.max_probe + self.cap, max(s.min_probe, target - self.media))
         baseline = {k: m for k, m in self._rtx.items() if now - m.at < 10.0}
         self.probe = Probe(now, rate, self.media + rate, s.probe_duration, baseline)
+        self._probe_blame_until = self.probe.end + s.probe_wait
         return rate
 
     def probe_rate(self, now: float) -> float:

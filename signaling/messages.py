@@ -56,6 +56,10 @@ ErrorCode: TypeAlias = Literal[
     "data_too_large",
     "data_rate_limited",
     "bad_data",
+    "room_full",
+    "too_many_rooms",
+    "too_many_tracks",
+    "rate_limited",
 ]
 
 ERROR_CODES: Final[frozenset[str]] = frozenset(get_args(ErrorCode))

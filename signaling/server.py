@@ -26,7 +26,17 @@ from sfu.participant import NegotiationError, Participant, PublishedTrack, Subsc
 from sfu.room import Sfu
 
 from . import messages as m
+from .limits import (
+    RATE_CLOSE_CODE,
+    AddressBuckets,
+    Limits,
+    MessageGate,
+    join_refusal,
+    tracks_refusal,
+)
 from .metrics import count_error, setup_metrics
+from .origins import OriginPolicy, origin_refusal
+from .webhooks import WebhookConfig, Webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +72,9 @@ class ServerConfig:
     #: Seconds the whole shutdown of sessions may take; what is left is cancelled.
     #: (0.5 s leaves the process room to exit within a second of the signal on a busy host.)
     shutdown_timeout: float = 0.5
+    limits: Limits = field(default_factory=Limits)
+    origins: OriginPolicy = field(default_factory=OriginPolicy)
+    webhooks: WebhookConfig = field(default_factory=WebhookConfig)
 
 
 #: Server messages queued for one client before it is considered gone (it stopped reading).
@@ -72,6 +85,10 @@ CONFIG_KEY = web.AppKey("parley_config", ServerConfig)
 SESSIONS_KEY = web.AppKey("parley_sessions", set)
 #: Set when the application starts shutting down: no new websocket is accepted.
 STOPPING_KEY = web.AppKey("parley_stopping", asyncio.Event)
+#: Joins per second per client address (``Limits.join_rate``).
+JOIN_RATE_KEY = web.AppKey("parley_join_rate", AddressBuckets)
+#: The webhook sender, when ``ServerConfig.webhooks`` has URLs.
+WEBHOOKS_KEY = web.AppKey("parley_webhooks", Webhooks)
 
 #: Files of the page served under ``/static/``: nothing else of the ``web`` package.
 STATIC_SUFFIXES = frozenset({".html", ".js", ".css", ".png", ".svg", ".ico"})
@@ -331,6 +348,12 @@ class Session:
         if self.state != "new":
             self.error("wrong_state", "already joined", "join", message.request_id)
             return
+        address = self.request.remote or ""
+        if not self.request.app[JOIN_RATE_KEY].take(address, asyncio.get_running_loop().time()):
+            rate = self.config.limits.join_rate
+            text = f"too many joins from {address}: at most {rate:g} a second"
+            self.error("rate_limited", text, "join", message.request_id)
+            return
         authorize = self.config.authorize
         if authorize is not None:
             reason = await authorize(
@@ -340,6 +363,9 @@ class Session:
                 self.error("join_refused", reason, "join", message.request_id)
                 return
         if self.state != "new":
+            return
+        if (refusal := self._room_refusal(message.room)) is not None:
+            self.error(*refusal, "join", message.request_id)
             return
         participant = self.sfu.join(
             message.room, message.name, self, reuse_mlines=message.reuse_mlines is not False
@@ -359,8 +385,16 @@ class Session:
         if participant.subscriptions:
             self.subscriptions_changed()
 
+    def _room_refusal(self, room_id: str) -> tuple[str, str] | None:
+        room = self.sfu.rooms.get(room_id)
+        participants = None if room is None else len(room.participants)
+        return join_refusal(self.config.limits, len(self.sfu.rooms), participants)
+
     async def _publish(self, message: m.PublishOffer) -> None:
         assert self.participant is not None
+        if (refusal := tracks_refusal(self.config.limits, message.sdp)) is not None:
+            self.error(*refusal, "publish_offer", message.request_id)
+            return
         if self._publishing:
             self.error(
                 "wrong_state",
@@ -416,6 +450,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG_KEY]
     if request.app[STOPPING_KEY].is_set():
         raise web.HTTPServiceUnavailable(text=config.shutdown_reason)
+    origin = request.headers.get("Origin")
+    if (refused := origin_refusal(origin, request.host, config.origins)) is not None:
+        logger.info("refused a websocket from %s: origin %r", request.remote, origin)
+        raise web.HTTPForbidden(text=refused)
     ws = ParleyWebSocket(config.max_message_bytes, heartbeat=config.sfu.websocket_heartbeat)
     await ws.prepare(request)
     session = Session(ws, request, sfu, config)
@@ -424,6 +462,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     sessions.add(session)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + config.join_timeout
+    gate = MessageGate(config.limits, loop.time())
     try:
         while not ws.closed:
             timeout = None if session.state != "new" else max(0.0, deadline - loop.time())
@@ -432,10 +471,19 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             except TimeoutError:
                 session.error("wrong_state", "join timeout: send join first")
                 break
-            if msg.type == WSMsgType.TEXT:
-                await session.handle(msg.data)
-            elif msg.type == WSMsgType.BINARY:
-                await session.handle(msg.data)
+            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                verdict = gate.admit(loop.time())
+                if verdict == "ok":
+                    await session.handle(msg.data)
+                elif verdict == "refuse":
+                    session.error("rate_limited", "too many messages: this one was dropped")
+                else:
+                    logger.info(
+                        "closing a websocket from %s: over its message rate", request.remote
+                    )
+                    session.error("rate_limited", "too many messages: closing the connection")
+                    await session._flush_and_close(RATE_CLOSE_CODE, b"message rate exceeded")
+                    break
             elif msg.type in (
                 WSMsgType.CLOSE,
                 WSMsgType.CLOSING,
@@ -542,12 +590,22 @@ def setup_parley(
     app[CONFIG_KEY] = config
     app[SESSIONS_KEY] = set()
     app[STOPPING_KEY] = asyncio.Event()
+    limits = config.limits
+    app[JOIN_RATE_KEY] = AddressBuckets(
+        limits.join_rate, limits.join_burst, limits.max_tracked_addresses
+    )
 
     async def sfu_context(app: web.Application) -> AsyncIterator[None]:
         sfu = Sfu(config.sfu)
         app[SFU_KEY] = sfu
+        webhooks = Webhooks(config.webhooks) if config.webhooks.urls else None
+        if webhooks is not None:
+            app[WEBHOOKS_KEY] = webhooks
+            sfu.add_observer(webhooks)
         yield
         await sfu.close()
+        if webhooks is not None:  # after the SFU: its last events go out too
+            await webhooks.close()
 
     app.cleanup_ctx.append(sfu_context)
     setup_metrics(app, SFU_KEY, prefix)

@@ -458,7 +458,18 @@ async def test_fuzzed_messages_get_valid_replies_and_harm_nobody() -> None:
     )
     stats = Stats()
     async with (
-        parley_serve("--log-level", "WARNING", "--max-message-bytes", str(LIMIT)) as server,
+        # the fuzzers flood on purpose: no join or message rate limit (tests/integration/
+        # test_limits.py tests those)
+        parley_serve(
+            "--log-level",
+            "WARNING",
+            "--max-message-bytes",
+            str(LIMIT),
+            "--join-rate",
+            "0",
+            "--message-rate",
+            "0",
+        ) as server,  # fmt: skip
         aiohttp.ClientSession() as http,
     ):
         publisher, subscriber = await _call(http, server.url)

@@ -106,6 +106,27 @@ def test_a_signal_during_a_probe_fails_it_and_backs_off():
     assert bwe.start_probe(5.6, wanted=True) is not None
 
 
+def test_heavy_loss_during_a_probe_is_the_probes_and_keeps_the_cap():
+    """A probe's padding overfills the link and the media streams lose packets: the probe
+    fails, the cap stays what it was before it, and video is not paused for it (a 300
+    kbit/s link that carried `q` paused it when the cap fell to what the overfilled
+    interval carried). Loss that goes on after the probe lowers the cap as before."""
+    bwe = _capped()
+    bwe.start_probe(2.0, wanted=True)
+    bwe.on_sent(400_000, 2.5)  # media + padding
+    bwe.on_loss(0.3, 2.6)
+    bwe.on_loss(0.3, 2.9)
+    assert bwe.probe is None and bwe.failed_probes == 1
+    assert bwe.estimate(3.0) == 200_000
+    assert [e for _, e, _ in bwe.events if e == "loss"] == []  # no loss evidence to pause on
+    bwe.on_sent(200_000, 3.5)
+    bwe.on_loss(0.3, 3.6)  # still describes the probe (probe_wait after its end)
+    assert bwe.estimate(3.6) == 200_000
+    bwe.on_loss(0.3, 4.5)  # the link did narrow: the reports after the probe say so too
+    assert bwe.estimate(4.5) == pytest.approx(200_000 * 0.85)
+    assert bwe.events[-1][1:] == ("loss", pytest.approx(200_000 * 0.85))
+
+
 def test_probes_climb_from_300k_to_two_megabits_within_fifteen_seconds():
     """Issue 6's recovery bound: the link is free again; probes find it out."""
     bwe = _capped(260_000)

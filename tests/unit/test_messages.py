@@ -374,6 +374,10 @@ def test_error_codes_match_the_spec():
         "data_too_large",
         "data_rate_limited",
         "bad_data",
+        "room_full",
+        "too_many_rooms",
+        "too_many_tracks",
+        "rate_limited",
     }
 
 
