@@ -34,6 +34,7 @@ from .congestion import (
     RTX_FLOOR,
     RTX_SHARE,
 )
+from .counters import StreamTotals
 from .data_side import DataSide
 from .pacer import Pacer
 from .ports import Clock, Estimator, NegotiationError, ParticipantListener, RoomEvents
@@ -111,6 +112,8 @@ class Participant:
             "send_failures": 0,
             "rtx_limited": 0,
         }
+        #: what the forwarders of tracks it no longer receives counted (``sfu/counters.py``)
+        self.forwarded = StreamTotals()
         #: malformed RTP/RTCP from this client's peer connections: dropped, counted by
         #: reason, logged at most once per interval (``sfu/rtp/malformed.py``)
         self.malformed = MalformedLog(
@@ -202,6 +205,9 @@ class Participant:
             self.subscribe_side.subscribe(publisher, track)
 
     def unsubscribe(self, track: PublishedTrack) -> None:
+        sub = self.subscriptions.get(track.id)
+        if sub is not None:
+            self.forwarded.add_forwarder(sub.forwarder)
         self.subscribe_side.unsubscribe(track)
 
     async def create_subscribe_offer(self) -> tuple[str, dict[str, dict[str, str]]] | None:
@@ -328,6 +334,8 @@ class Participant:
         self.subscribe_side.egress.closed = True
         self.data_side.close()
         self.publish_side.close()
+        for sub in self.subscriptions.values():
+            self.forwarded.add_forwarder(sub.forwarder)
         self.subscribe_side.close()
         self.room.participant_closed(self)
         self.publish_side.stop()

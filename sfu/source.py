@@ -73,6 +73,9 @@ class Source:
         self.keyframe_interval = keyframe_interval
         self.last_keyframe_request = -1e9
         self.keyframe_pending = False
+        #: keyframe requests sent upstream, and those held back by ``keyframe_interval``
+        self.keyframe_requests_sent = 0
+        self.keyframe_requests_throttled = 0
         self.last_keyframe_time: float | None = None
         self.width = 0
         self.height = 0
@@ -206,8 +209,11 @@ class Source:
         if now - self.last_keyframe_request >= self.keyframe_interval:
             self.last_keyframe_request = now
             self.keyframe_pending = False
+            self.keyframe_requests_sent += 1
             self._owner.request_keyframe(self)
-        elif not self.keyframe_pending:
+            return
+        self.keyframe_requests_throttled += 1
+        if not self.keyframe_pending:
             self.keyframe_pending = True
             self._owner.keyframe_deferred(self, self.last_keyframe_request + self.keyframe_interval)
 

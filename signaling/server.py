@@ -34,6 +34,7 @@ from .limits import (
     join_refusal,
     tracks_refusal,
 )
+from .metrics import count_error, setup_metrics
 from .origins import OriginPolicy, origin_refusal
 from .webhooks import WebhookConfig, Webhooks
 
@@ -137,6 +138,8 @@ class Session:
         self.config = config
         self.participant: Participant | None = None
         self.state = "new"
+        #: when the websocket opened (loop time): the start of the join latency metric
+        self.opened_at = asyncio.get_running_loop().time()
         self._out: asyncio.Queue[m.ServerMessage | None] = asyncio.Queue()
         self._writer = asyncio.ensure_future(self._write_loop())
         self._writer.add_done_callback(_log_failure)
@@ -158,6 +161,8 @@ class Session:
     # ------------------------------------------------------------ sending
 
     def send(self, message: m.ServerMessage) -> None:
+        if isinstance(message, m.ErrorMessage):
+            count_error(self.request, message.code)
         if self._out.qsize() >= MAX_QUEUED_MESSAGES:
             # a client that does not read what it is sent must not grow server memory
             if not self._overflowed:
@@ -603,6 +608,7 @@ def setup_parley(
             await webhooks.close()
 
     app.cleanup_ctx.append(sfu_context)
+    setup_metrics(app, SFU_KEY, prefix)
     app.on_shutdown.append(shutdown_sessions)
     app.router.add_get(f"{prefix}/ws", websocket_handler)
     app.router.add_get(f"{prefix}/healthz", healthz)
