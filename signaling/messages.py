@@ -56,6 +56,11 @@ ErrorCode: TypeAlias = Literal[
     "data_too_large",
     "data_rate_limited",
     "bad_data",
+    "token_required",
+    "token_invalid",
+    "token_expired",
+    "token_wrong_room",
+    "not_allowed",
 ]
 
 ERROR_CODES: Final[frozenset[str]] = frozenset(get_args(ErrorCode))
@@ -196,6 +201,8 @@ class TrackInfo(_Wire):
     kind: TrackKind
     #: RIDs of a simulcast track's layers, in the publisher's order (absent: one layer)
     layers: tuple[str, ...] | None = None
+    #: True while an operator has muted it (absent: not muted)
+    muted: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +264,16 @@ class TrackUnpublished(_Message):
     type: ClassVar[str] = "track_unpublished"
     participant: str
     track: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrackMuted(_Message):
+    """An operator muted (or unmuted) a track: nobody receives it while ``muted``."""
+
+    type: ClassVar[str] = "track_muted"
+    participant: str
+    track: str
+    muted: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +385,7 @@ ServerMessage: TypeAlias = (
     | ParticipantLeft
     | TrackPublished
     | TrackUnpublished
+    | TrackMuted
     | PublishAnswer
     | SubscribeOffer
     | Layer
@@ -583,7 +601,12 @@ _CLIENT_PARSERS: Final[Mapping[str, Callable[[_Reader], ClientMessage]]] = Mappi
 
 def _track(r: _Reader) -> TrackInfo:
     layers = r.opt("layers", _array_of(_ID))
-    return TrackInfo(r.req("id", _ID), r.req("kind", _KIND), tuple(layers) if layers else None)
+    return TrackInfo(
+        r.req("id", _ID),
+        r.req("kind", _KIND),
+        tuple(layers) if layers else None,
+        r.opt("muted", _boolean),
+    )
 
 
 def _participant(r: _Reader) -> ParticipantInfo:
@@ -622,6 +645,9 @@ _SERVER_PARSERS: Final[Mapping[str, Callable[[_Reader], ServerMessage]]] = Mappi
         ),
         TrackUnpublished.type: lambda r: TrackUnpublished(
             r.req("participant", _ID), r.req("track", _ID)
+        ),
+        TrackMuted.type: lambda r: TrackMuted(
+            r.req("participant", _ID), r.req("track", _ID), r.req("muted", _boolean)
         ),
         PublishAnswer.type: lambda r: PublishAnswer(
             r.req("sdp", _SDP), tuple(map(_published, r.objs("tracks"))), r.request_id

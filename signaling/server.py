@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -26,6 +27,15 @@ from sfu.participant import NegotiationError, Participant, PublishedTrack, Subsc
 from sfu.room import Sfu
 
 from . import messages as m
+from .auth import (
+    NOT_ALLOWED,
+    AuthConfig,
+    Claims,
+    Grants,
+    TokenError,
+    may_see_load,
+    verify_token,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +61,8 @@ class ServerConfig:
     #: Seconds a client may take between opening the websocket and joining.
     join_timeout: float = 30.0
     authorize: Authorize | None = None
+    #: API key and secret: with a secret, joins need a token (``signaling/auth.py``)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     #: What ``server_shutdown`` tells clients when the application stops.
     shutdown_reason: str = "server is shutting down"
     #: ``server_shutdown``'s hint of when to rejoin: about what a restart takes.
@@ -130,6 +142,9 @@ class Session:
         self._tasks: set[asyncio.Task[None]] = set()
         #: the task running this session's websocket handler
         self.handler: asyncio.Task[object] | None = None
+        #: the join token's claims (None: no token needed) and what it may do
+        self.claims: Claims | None = None
+        self.grants = Grants()
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         """Run ``coro`` in the background, keeping a reference and retrieving its outcome."""
@@ -176,10 +191,12 @@ class Session:
     # ------------------------------------------------------------ ParticipantListener
 
     def participant_joined(self, other: Participant) -> None:
-        self.send(m.ParticipantJoined(participant=_participant_info(other)))
+        if not is_hidden(other):
+            self.send(m.ParticipantJoined(participant=_participant_info(other)))
 
     def participant_left(self, other: Participant) -> None:
-        self.send(m.ParticipantLeft(id=other.id))
+        if not is_hidden(other):
+            self.send(m.ParticipantLeft(id=other.id))
 
     def track_published(self, other: Participant, track: PublishedTrack) -> None:
         self.send(m.TrackPublished(participant=other.id, track=_track_info(track)))
@@ -300,7 +317,10 @@ class Session:
             elif self.state != "joined" or self.participant is None:
                 self.error("wrong_state", f"{name} needs a joined session", name, rid)
             elif isinstance(message, m.PublishOffer):
-                await self._publish(message)
+                if self.grants.may_publish:
+                    await self._publish(message)
+                else:
+                    self.error(NOT_ALLOWED, "this participant may not publish", name, rid)
             elif isinstance(message, m.SubscribeAnswer):
                 await self.participant.apply_subscribe_answer(message.sdp)
             elif isinstance(message, m.SetLayer):
@@ -326,6 +346,15 @@ class Session:
         if self.state != "new":
             self.error("wrong_state", "already joined", "join", message.request_id)
             return
+        if self.config.auth.enabled:
+            try:
+                self.claims = verify_token(
+                    message.token, self.config.auth, now=time.time(), room=message.room
+                )
+            except TokenError as exc:
+                self.error(exc.code, exc.message, "join", message.request_id)
+                return
+            self.grants = self.claims.grants
         authorize = self.config.authorize
         if authorize is not None:
             reason = await authorize(
@@ -336,12 +365,18 @@ class Session:
                 return
         if self.state != "new":
             return
+        name = message.name if self.claims is None else self.claims.display_name[:64]
         participant = self.sfu.join(
-            message.room, message.name, self, reuse_mlines=message.reuse_mlines is not False
+            message.room, name, self, reuse_mlines=message.reuse_mlines is not False
         )
         self.participant = participant
         self.state = "joined"
-        others = [p for p in participant.room.participants.values() if p is not participant]
+        apply_grants(participant, self.grants)
+        others = [
+            p
+            for p in participant.room.participants.values()
+            if p is not participant and not is_hidden(p)
+        ]
         self.send(
             m.Joined(
                 id=participant.id,
@@ -395,7 +430,41 @@ class Session:
 
 
 def _track_info(track: PublishedTrack) -> m.TrackInfo:
-    return m.TrackInfo(id=track.id, kind=cast(m.TrackKind, track.kind), layers=track.rids)
+    return m.TrackInfo(
+        id=track.id,
+        kind=cast(m.TrackKind, track.kind),
+        layers=track.rids,
+        muted=True if track.muted else None,
+    )
+
+
+def session_of(p: Participant) -> Session | None:
+    """The signaling session of a participant (None for one an embedder added itself)."""
+    return p.listener if isinstance(p.listener, Session) else None
+
+
+def is_hidden(p: Participant) -> bool:
+    session = session_of(p)
+    return session is not None and session.grants.hidden
+
+
+def apply_grants(participant: Participant, grants: Grants) -> None:
+    """Make what ``participant`` receives and may send match ``grants``.
+
+    Subscribing follows ``can_subscribe`` (every other participant's tracks, or none);
+    data follows ``can_publish_data``. Publishing is checked when it is asked for
+    (``publish_offer``); the admin API unpublishes what a revoked grant no longer allows.
+    """
+    participant.data_side.may_send = grants.may_publish_data
+    participant.can_subscribe = grants.can_subscribe
+    if not grants.can_subscribe:
+        for sub in list(participant.subscriptions.values()):
+            participant.unsubscribe(sub.track)
+        return
+    for other in list(participant.room.participants.values()):
+        if other is not participant and not other.closed:
+            for track in list(other.tracks.values()):
+                participant.subscribe(other, track)
 
 
 def _participant_info(p: Participant) -> m.ParticipantInfo:
@@ -449,6 +518,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Liveness for anyone; the counts only for the operator (``signaling/admin.py``)."""
+    auth = request.app[CONFIG_KEY].auth
+    if not may_see_load(auth, request.headers.get("Authorization"), now=time.time()):
+        return web.json_response({"status": "ok"})
     sfu = request.app[SFU_KEY]
     return web.json_response({"status": "ok", **sfu.stats()})
 
@@ -548,6 +621,9 @@ def setup_parley(
     app.on_shutdown.append(shutdown_sessions)
     app.router.add_get(f"{prefix}/ws", websocket_handler)
     app.router.add_get(f"{prefix}/healthz", healthz)
+    from .admin import add_admin_routes  # admin.py builds on this module's sessions
+
+    add_admin_routes(app, prefix)
     app.router.add_get(f"{prefix}/", index)
     if prefix:
         app.router.add_get(prefix, _redirect_handler(f"{prefix}/"))
