@@ -33,9 +33,11 @@ def serve_command(
 ) -> list[str]:
     """``python -m parley serve`` listening on ``host:port``, ICE on ``ice_addresses``."""
     ice = [arg for address in ice_addresses for arg in ("--ice-address", address)]
+    # a test server reachable over impaired links' host ends (inside scripts/in_netns.py)
+    anonymous = ["--allow-anonymous"] if host not in ("127.0.0.1", "localhost", "::1") else []
     return [
         sys.executable, "-m", "parley", "serve", "--host", host, "--port", str(port),
-        *ice, "--log-level", log_level,
+        *ice, "--log-level", log_level, *anonymous,
     ]  # fmt: skip
 
 

@@ -374,6 +374,11 @@ def test_error_codes_match_the_spec():
         "data_too_large",
         "data_rate_limited",
         "bad_data",
+        "token_required",
+        "token_invalid",
+        "token_expired",
+        "token_wrong_room",
+        "not_allowed",
     }
 
 
