@@ -187,12 +187,17 @@ async def show_room(request: web.Request) -> web.Response:
 async def close_room(request: web.Request) -> web.Response:
     room = _room(request)
     count = len(room.participants)
+    for p in room.participants.values():
+        if (session := session_of(p)) is not None:
+            session.final = True
     await room.close()
     return web.json_response({"room": room.id, "closed": True, "removed": count})
 
 
 async def remove_participant(request: web.Request) -> web.Response:
     participant = _participant(request)
+    if (session := session_of(participant)) is not None:
+        session.final = True
     await participant.close(REMOVED_REASON)
     return web.json_response({"id": participant.id, "removed": True})
 

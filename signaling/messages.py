@@ -345,6 +345,8 @@ class Left(_Message):
     type: ClassVar[str] = "left"
     reason: str
     request_id: RequestId | None = None
+    #: False: the operator ended it (removed, room closed): do not rejoin on your own
+    reconnect: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -664,7 +666,9 @@ _SERVER_PARSERS: Final[Mapping[str, Callable[[_Reader], ServerMessage]]] = Mappi
             r.opt("temporal", _TID),
         ),
         ActiveSpeaker.type: lambda r: ActiveSpeaker(r.req("participant", _optional(_ID))),
-        Left.type: lambda r: Left(r.req("reason", _TEXT), r.request_id),
+        Left.type: lambda r: Left(
+            r.req("reason", _TEXT), r.request_id, r.opt("reconnect", _boolean)
+        ),
         ServerShutdown.type: lambda r: ServerShutdown(
             r.req("reason", _TEXT), r.req("retry_after_ms", _integer(0, 3_600_000))
         ),

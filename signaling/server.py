@@ -145,6 +145,8 @@ class Session:
         #: the join token's claims (None: no token needed) and what it may do
         self.claims: Claims | None = None
         self.grants = Grants()
+        #: set when the operator ends the session (admin API): `left` says not to rejoin
+        self.final = False
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         """Run ``coro`` in the background, keeping a reference and retrieving its outcome."""
@@ -231,7 +233,13 @@ class Session:
 
     def closed(self, reason: str) -> None:
         if self.state == "joined":
-            self.send(m.Left(reason=reason, request_id=self._leave_request_id))
+            self.send(
+                m.Left(
+                    reason=reason,
+                    request_id=self._leave_request_id,
+                    reconnect=False if self.final else None,
+                )
+            )
             self.state = "closed"
             # the websocket is closed once the goodbye is written
             self._spawn(self._flush_and_close())

@@ -39,6 +39,7 @@ from signaling.messages import (
     SubscribeOffer,
     TrackInfo,
     TrackPublished,
+    TrackMuted,
     TrackUnpublished,
     parse_client_message,
     parse_server_message,
@@ -434,6 +435,18 @@ SERVER_EXAMPLES: list[tuple[object, dict[str, Any]]] = [
         {"type": "track_unpublished", "participant": "p1", "track": "v1"},
     ),
     (
+        TrackMuted("p1", "v1", True),
+        {"type": "track_muted", "participant": "p1", "track": "v1", "muted": True},
+    ),
+    (
+        TrackPublished("p1", TrackInfo("v1", "video", muted=True)),
+        {
+            "type": "track_published",
+            "participant": "p1",
+            "track": {"id": "v1", "kind": "video", "muted": True},
+        },
+    ),
+    (
         PublishAnswer(
             SDP, (PublishedTrack("a1", "audio", "0"), PublishedTrack("v1", "video", "1")), "p"
         ),
@@ -483,6 +496,10 @@ SERVER_EXAMPLES: list[tuple[object, dict[str, Any]]] = [
     (Left("left", "bye"), {"type": "left", "reason": "left", "request_id": "bye"}),
     (Left("removed"), {"type": "left", "reason": "removed"}),
     (
+        Left("removed by the server's operator", reconnect=False),
+        {"type": "left", "reason": "removed by the server's operator", "reconnect": False},
+    ),
+    (
         ServerShutdown("server is shutting down", 2000),
         {"type": "server_shutdown", "reason": "server is shutting down", "retry_after_ms": 2000},
     ),
@@ -530,6 +547,7 @@ def test_every_server_message_type_is_covered():
         ParticipantLeft,
         TrackPublished,
         TrackUnpublished,
+        TrackMuted,
         PublishAnswer,
         SubscribeOffer,
         Left,
