@@ -83,7 +83,7 @@ async def test_bad_tokens_are_refused_with_their_codes_and_a_good_one_joins(
         assert answer["type"] == "joined", answer
         (p,) = secured.sfu.rooms["r1"].participants.values()
         assert p.name == "Ada Lovelace"
-        await c.ws.close()  # type: ignore[union-attr]
+        await c.close()
 
 
 async def test_a_subscribe_only_bot_receives_but_cannot_publish(secured: RunningServer) -> None:
@@ -139,7 +139,7 @@ async def test_without_can_subscribe_nothing_is_forwarded(secured: RunningServer
             lambda: len([m for m in pub.messages if m["type"] == "track_published"]) == 2
         )
         for c in (deaf, pub):
-            await c.ws.close()  # type: ignore[union-attr]
+            await c.close()
 
 
 async def test_a_hidden_participant_is_not_announced_and_may_not_publish(
@@ -160,7 +160,7 @@ async def test_a_hidden_participant_is_not_announced_and_may_not_publish(
         assert [p["name"] for p in late_joined["participants"]] == ["ada"]
         refused = await reply(ghost, {"type": "publish_offer", "sdp": "v=0\r\n"})
         assert refused["type"] == "error" and refused["code"] == "not_allowed", refused
-        await ghost.ws.close()  # type: ignore[union-attr]
+        await ghost.close()
         await wait_until(lambda: len(secured.sfu.rooms["r1"].participants) == 2)
         await asyncio.sleep(0.3)
         for c in (seen, late):
@@ -175,7 +175,7 @@ async def test_a_hidden_participant_is_not_announced_and_may_not_publish(
             m["participant"]["name"] for m in seen.messages if m["type"] == "participant_joined"
         ] == ["bob"]
         for c in (seen, late):
-            await c.ws.close()  # type: ignore[union-attr]
+            await c.close()
 
 
 async def test_healthz_counts_only_for_the_operator(secured: RunningServer) -> None:
