@@ -84,7 +84,11 @@ async def test_admin_needs_the_secret_or_a_room_admin_token(secured: RunningServ
             headers = {"Authorization": f"Bearer {credential}"} if credential else {}
             async with http.request(method, secured.url + path, headers=headers) as resp:
                 if resp.status >= 400:
-                    assert (await resp.json())["error"] in ("unauthorized", "not_allowed", "not_found")
+                    assert (await resp.json())["error"] in (
+                        "unauthorized",
+                        "not_allowed",
+                        "not_found",
+                    )
                 return resp.status
 
         assert await status("/admin/rooms", None) == 401

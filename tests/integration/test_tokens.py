@@ -234,3 +234,23 @@ def test_serve_refuses_a_public_address_without_a_secret(
     assert args.host == "127.0.0.1" and args.api_secret is None
     assert exposure_error(args.host, AuthConfig(), allow_anonymous=False) is None
     assert exposure_error("localhost", AuthConfig(), allow_anonymous=False) is None
+
+
+async def test_without_can_publish_data_its_messages_are_refused(secured: RunningServer) -> None:
+    quiet = BotConfig(
+        url=secured.url,
+        room="r1",
+        name="quiet",
+        duration=5.0,
+        data_every=0.3,
+        token=token(identity="quiet", grants=Grants(can_publish_data=False)),
+    )
+    talk = BotConfig(
+        url=secured.url, room="r1", name="talk", duration=5.0, data_every=0.3, token=token()
+    )
+    q, t = await asyncio.gather(run_bot(quiet), run_bot(talk))
+    assert q["data"]["sent"] > 3 and t["data"]["sent"] > 3
+    assert q["id"] not in t["data"]["received_from"], t["data"]
+    assert q["data"]["received_from"].get(t["id"], 0) > 0, q["data"]
+    assert any(e["code"] == "not_allowed" for e in q["errors"]), q["errors"]
+    assert not any(e["code"] == "not_allowed" for e in t["errors"]), t["errors"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import jwt
 import pytest
@@ -150,3 +151,18 @@ def test_parse_ttl() -> None:
     for bad in ("", "0", "h", "-5m", "6w"):
         with pytest.raises(ValueError):
             parse_ttl(bad)
+
+
+def test_parley_load_mints_a_token_per_bot() -> None:
+    from loadgen.load.bots import BotSpec
+    from loadgen.load.config import LoadConfig
+    from loadgen.load.run import LoadRun
+
+    spec = BotSpec(role="subscriber", room="room-3", name="sub-7", index=7, start_at=0.0)
+    run = LoadRun(LoadConfig(url="http://127.0.0.1:1", api_key=KEY, api_secret=SECRET))
+    minted = run._token(spec)
+    claims = verify_token(minted, AUTH, now=time.time(), room="room-3")
+    assert claims.identity == "sub-7" and claims.grants == Grants()
+    assert run._config_json()["api_secret"] == "(set)"  # reports carry no credentials
+    assert LoadRun(LoadConfig(url="x", token="given"))._token(spec) == "given"
+    assert LoadRun(LoadConfig(url="x"))._token(spec) is None
