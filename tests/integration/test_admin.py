@@ -15,6 +15,7 @@ import pytest
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from loadgen.bot import BotConfig, run_bot
 from parley import cli
 from signaling.auth import AuthConfig, Grants, mint_token
 from signaling.server import ServerConfig
@@ -149,6 +150,9 @@ async def test_list_mute_unmute_grants_remove_close(
             "muted": True,
         }
         await asyncio.sleep(0.5)  # what was in flight
+        assert any(
+            m["type"] == "layer" and m["track"] == video["id"] and m["paused"] for m in sub.messages
+        )
         assert await frames_in(sub, "video", 1.5) == 0
         assert await frames_in(sub, "audio", 1.0) > 0  # only that track
         status, _ = await asyncio.to_thread(
@@ -227,3 +231,24 @@ async def test_granting_subscribe_later_subscribes(secured: RunningServer) -> No
             assert resp.status == 400
         for c in (pub, deaf):
             await c.close()
+
+
+async def test_a_removed_bot_does_not_rejoin_even_with_reconnect(secured: RunningServer) -> None:
+    config = BotConfig(
+        url=secured.url, room="r1", name="bot", duration=5.0, reconnect=True, token=token()
+    )
+    run = asyncio.ensure_future(run_bot(config))
+    await wait_until(lambda: "r1" in secured.sfu.rooms and secured.sfu.rooms["r1"].participants)
+    await asyncio.sleep(1.0)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.delete(
+            f"{secured.url}/admin/rooms/r1/participants/pub",  # by its token identity
+            headers={"Authorization": f"Bearer {SECRET}"},
+        ) as resp,
+    ):
+        assert resp.status == 200
+    summary = await run
+    assert summary["left_reason"] == "removed by the server's operator"
+    assert summary["reconnects"] == [], summary["reconnects"]
+    assert "r1" not in secured.sfu.rooms
