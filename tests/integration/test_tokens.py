@@ -4,7 +4,11 @@ websockets, real bots (``loadgen.bot``) and peer connections; ``/healthz``; the 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,6 +22,7 @@ from signaling.auth import AuthConfig, Grants, mint_token, verify_token
 from signaling.server import ServerConfig
 
 from ._clients import Client
+from ._parley_process import parley_serve
 from .conftest import RunningServer, ServerFactory
 
 KEY = "test-key"
@@ -254,3 +259,32 @@ async def test_without_can_publish_data_its_messages_are_refused(secured: Runnin
     assert q["data"]["received_from"].get(t["id"], 0) > 0, q["data"]
     assert any(e["code"] == "not_allowed" for e in q["errors"]), q["errors"]
     assert not any(e["code"] == "not_allowed" for e in t["errors"]), t["errors"]
+
+
+async def test_parley_serve_with_a_secret_and_parley_load_minting_tokens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {**os.environ, "PARLEY_API_KEY": KEY, "PARLEY_API_SECRET": SECRET}
+    async with parley_serve("--log-level", "WARNING") as anonymous:
+        # the subprocess here got no secret: it is open (on loopback)
+        async with aiohttp.ClientSession() as http, http.get(f"{anonymous.url}/healthz") as r:
+            assert "rooms" in await r.json()
+    monkeypatch.setenv("PARLEY_API_SECRET", SECRET)  # the server process reads it at start
+    async with parley_serve("--api-key", KEY, "--log-level", "WARNING") as server:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{server.url}/healthz") as resp:
+                assert await resp.json() == {"status": "ok"}  # the secret is in force
+        report = tmp_path / "load.json"
+        load = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "parley", "load", "--url", server.url,
+            "--publishers", "1", "--subscribers", "1", "--duration", "3", "--quiet",
+            "--slo-p99-ms", "2000", "--slo-freeze-ms", "5000", "--slo-loss-pct", "50",
+            "--json", str(report),
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(load.communicate(), 120)
+        assert load.returncode == 0, (out + err).decode()
+        result = json.loads(report.read_text())
+        assert result["bots"]["joined"] == 2, result["bots"]
+        assert result["config"]["api_secret"] == "(set)"
+        assert SECRET not in report.read_text()
