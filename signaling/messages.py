@@ -521,6 +521,15 @@ _KIND = cast("_Check[TrackKind]", _one_of(TRACK_KINDS))
 _CODE = cast("_Check[ErrorCode]", _one_of(ERROR_CODES))
 
 
+def name_problem(value: str) -> str | None:
+    """Why ``value`` is not a valid participant name (None: it is one)."""
+    try:
+        _NAME(value)
+    except _Invalid as exc:
+        return str(exc)
+    return None
+
+
 def _request_id(value: object) -> RequestId:
     if isinstance(value, int) and not isinstance(value, bool):
         return value

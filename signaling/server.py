@@ -75,6 +75,9 @@ class ServerConfig:
     shutdown_timeout: float = 0.5
 
 
+#: ``left``'s reason for a session replaced by a new join with the same token identity
+REPLACED_REASON = "joined again elsewhere with the same identity"
+
 #: Server messages queued for one client before it is considered gone (it stopped reading).
 MAX_QUEUED_MESSAGES = 1000
 
@@ -362,6 +365,11 @@ class Session:
             except TokenError as exc:
                 self.error(exc.code, exc.message, "join", message.request_id)
                 return
+            problem = m.name_problem(self.claims.display_name)
+            if problem is not None:
+                self.claims = None
+                self.error("token_invalid", f"token's name {problem}", "join", message.request_id)
+                return
             self.grants = self.claims.grants
         authorize = self.config.authorize
         if authorize is not None:
@@ -373,7 +381,11 @@ class Session:
                 return
         if self.state != "new":
             return
-        name = message.name if self.claims is None else self.claims.display_name[:64]
+        name = message.name if self.claims is None else self.claims.display_name
+        if self.claims is not None:
+            await self._replace_same_identity(message.room, self.claims.identity)
+            if self.state != "new":
+                return
         participant = self.sfu.join(
             message.room, name, self, reuse_mlines=message.reuse_mlines is not False
         )
@@ -396,6 +408,19 @@ class Session:
         )
         if participant.subscriptions:
             self.subscriptions_changed()
+
+    async def _replace_same_identity(self, room_id: str, identity: str) -> None:
+        """One identity is in a room once: a new join with it removes the old session
+        (a reloaded page, a client rejoining before its old connection timed out)."""
+        room = self.sfu.rooms.get(room_id)
+        if room is None:
+            return
+        for other in list(room.participants.values()):
+            session = session_of(other)
+            if session is not None and session.claims is not None:
+                if session.claims.identity == identity and not other.closed:
+                    session.final = True
+                    await other.close(REPLACED_REASON)
 
     async def _publish(self, message: m.PublishOffer) -> None:
         assert self.participant is not None

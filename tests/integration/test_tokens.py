@@ -288,3 +288,28 @@ async def test_parley_serve_with_a_secret_and_parley_load_minting_tokens(
         assert result["bots"]["joined"] == 2, result["bots"]
         assert result["config"]["api_secret"] == "(set)"
         assert SECRET not in report.read_text()
+
+
+async def test_one_identity_is_in_a_room_once(secured: RunningServer) -> None:
+    async with aiohttp.ClientSession() as http:
+        first = await Client(http, secured.url).connect()
+        await reply(first, {"type": "join", "room": "r1", "name": "x", "token": token()})
+        other = await Client(http, secured.url).connect()
+        await reply(other, {"type": "join", "room": "r1", "name": "x", "token": token("r1", "bob")})
+        second = await Client(http, secured.url).connect()
+        joined = await reply(second, {"type": "join", "room": "r1", "name": "x", "token": token()})
+        assert joined["type"] == "joined"
+        assert [p["name"] for p in joined["participants"]] == ["bob"]  # not its old self
+        left = await first.wait_for("left")
+        assert left["reconnect"] is False and "same identity" in left["reason"]
+        assert sorted(p.name for p in secured.sfu.rooms["r1"].participants.values()) == [
+            "ada",
+            "bob",
+        ]
+        # a token whose name the protocol cannot carry is refused
+        bad = token(identity="eve", name="line\nbreak")
+        third = await Client(http, secured.url).connect()
+        refused = await reply(third, {"type": "join", "room": "r1", "name": "x", "token": bad})
+        assert refused["code"] == "token_invalid" and "name" in refused["message"]
+        for c in (first, other, second, third):
+            await c.close()
