@@ -252,3 +252,20 @@ async def test_a_removed_bot_does_not_rejoin_even_with_reconnect(secured: Runnin
     assert summary["left_reason"] == "removed by the server's operator"
     assert summary["reconnects"] == [], summary["reconnects"]
     assert "r1" not in secured.sfu.rooms
+
+
+async def test_without_a_secret_the_admin_api_answers_loopback_callers(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        c = await Client(http, server.url).connect()
+        await c.join("open", "ann")
+
+        def run() -> tuple[int, Any]:
+            status = cli.main(["admin", "--url", server.url, "participants", "open"])
+            return status, json.loads(capsys.readouterr().out)
+
+        status, room = await asyncio.to_thread(run)
+        assert status == 0 and [p["name"] for p in room["participants"]] == ["ann"]
+        assert room["participants"][0]["identity"] is None  # no token, no identity
+        await c.close()
