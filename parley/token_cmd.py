@@ -64,7 +64,10 @@ def add_auth_arguments(parser: argparse.ArgumentParser) -> None:
 def auth_config(args: argparse.Namespace) -> AuthConfig:
     from signaling.auth import AuthConfig
 
-    return AuthConfig(api_key=args.api_key, api_secret=args.api_secret)
+    # without a secret the server is on loopback: its admin API answers loopback callers
+    return AuthConfig(
+        api_key=args.api_key, api_secret=args.api_secret, loopback_admin=not args.api_secret
+    )
 
 
 def _is_loopback(host: str) -> bool:

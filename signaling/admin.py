@@ -2,8 +2,9 @@
 
 Every request carries ``Authorization: Bearer <credential>``: the API secret (every
 room), or a token with the ``room_admin`` grant (its room only; ``room: "*"`` for
-every room). Without a configured secret the API answers only callers on loopback
-(the server itself then listens on loopback unless ``--allow-anonymous``).
+every room). Without a configured secret the API answers nobody, except callers on
+loopback when ``AuthConfig.loopback_admin`` (``parley serve`` without a secret, which
+listens on loopback unless ``--allow-anonymous``).
 
 =======  ===========================================================  ======================
 GET      ``/admin/rooms``                                             rooms and their counts
@@ -63,7 +64,7 @@ def _caller(request: web.Request) -> Claims:
     auth = request.app[CONFIG_KEY].auth
     now = time.time()
     if not auth.enabled:
-        if _is_loopback(request):
+        if auth.loopback_admin and _is_loopback(request):
             return Claims("", "", "*", now, Grants(room_admin=True))
         raise _fail(web.HTTPUnauthorized, "unauthorized", "set an API secret to use the admin API")
     credential = bearer(request.headers.get("Authorization"))

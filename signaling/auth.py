@@ -124,6 +124,10 @@ class AuthConfig:
 
     api_key: str | None = None
     api_secret: str | None = field(default=None, repr=False)
+    #: without a secret, answer the admin API for callers on loopback (``parley serve``,
+    #: which then listens on loopback only); off for embedders, whose application may
+    #: sit behind a reverse proxy on the same host
+    loopback_admin: bool = False
 
     @property
     def enabled(self) -> bool:

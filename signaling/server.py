@@ -551,7 +551,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness for anyone; the counts only for the operator (``signaling/admin.py``)."""
+    """Liveness for anyone; the counts only for the operator (``auth.may_see_load``)."""
     auth = request.app[CONFIG_KEY].auth
     if not may_see_load(auth, request.headers.get("Authorization"), now=time.time()):
         return web.json_response({"status": "ok"})

@@ -17,6 +17,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from loadgen.bot import BotConfig, run_bot
 from parley import cli
+from parley.token_cmd import auth_config
 from signaling.auth import AuthConfig, Grants, mint_token
 from signaling.server import ServerConfig
 
@@ -255,8 +256,15 @@ async def test_a_removed_bot_does_not_rejoin_even_with_reconnect(secured: Runnin
 
 
 async def test_without_a_secret_the_admin_api_answers_loopback_callers(
-    server: RunningServer, capsys: pytest.CaptureFixture[str]
+    server_factory: ServerFactory,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # what `parley serve` without a secret runs (cli.serve_main -> token_cmd.auth_config)
+    monkeypatch.delenv("PARLEY_API_SECRET", raising=False)
+    args = cli.build_serve_parser().parse_args([])
+    assert not args.api_secret
+    server = await server_factory(ServerConfig(auth=auth_config(args)))
     async with aiohttp.ClientSession() as http:
         c = await Client(http, server.url).connect()
         await c.join("open", "ann")
@@ -269,3 +277,12 @@ async def test_without_a_secret_the_admin_api_answers_loopback_callers(
         assert status == 0 and [p["name"] for p in room["participants"]] == ["ann"]
         assert room["participants"][0]["identity"] is None  # no token, no identity
         await c.close()
+
+
+async def test_an_embedders_server_without_a_secret_has_no_admin_api(
+    server: RunningServer,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.url}/admin/rooms") as resp:
+            assert resp.status == 401
+            assert (await resp.json())["error"] == "unauthorized"
