@@ -37,9 +37,12 @@ def serve_command(
     participant comes from one address, joining faster than ``--join-rate`` allows, and
     capacity runs may put more in a room than ``--max-participants-per-room``."""
     ice = [arg for address in ice_addresses for arg in ("--ice-address", address)]
+    # a test server reachable over impaired links' host ends (inside scripts/in_netns.py)
+    anonymous = ["--allow-anonymous"] if host not in ("127.0.0.1", "localhost", "::1") else []
     return [
         sys.executable, "-m", "parley", "serve", "--host", host, "--port", str(port),
         *ice, "--log-level", log_level, "--join-rate", "0", "--max-participants-per-room", "0",
+        *anonymous,
     ]  # fmt: skip
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import errno
 import logging
 import signal
@@ -18,6 +19,8 @@ import socket
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from parley.token_cmd import add_auth_arguments, auth_config, exposure_error
 
 # aiohttp, aiortc and the SFU are imported when a command runs, not with this module:
 # `parley --help` answers at once, and a Ctrl-C during start-up lands in main()
@@ -37,6 +40,8 @@ COMMANDS: dict[str, str] = {
     "serve": "run the server: signaling, SFU and the web page",
     "bot": "a headless participant that publishes and decodes media",
     "load": "many synthetic participants: latency, loss, capacity",
+    "token": "mint a join or admin token for a server with an API secret",
+    "admin": "the admin API: rooms, participants, remove, mute, close, grants",
 }
 
 
@@ -160,6 +165,7 @@ def build_serve_parser() -> argparse.ArgumentParser:
         metavar="LEVEL",
         help="one of " + ", ".join(LOG_LEVELS) + " (default INFO)",
     )
+    add_auth_arguments(parser)
     return parser
 
 
@@ -220,6 +226,9 @@ async def _serve(app: web.Application, host: str, port: int, out: Callable[[str]
 
 def serve_main(argv: list[str]) -> int:
     args = build_serve_parser().parse_args(argv)
+    if (refusal := exposure_error(args.host, auth_config(args), args.allow_anonymous)) is not None:
+        print(f"parley serve: {refusal}", file=sys.stderr)
+        return 2
     from sfu.config import IceConfig, SfuConfig
     from sfu.datachannel import DataLimits
     from signaling.limits import with_limits
@@ -247,6 +256,7 @@ def serve_main(argv: list[str]) -> int:
     config = with_limits(config, args)
     config = with_origins(config, args)
     config = with_webhooks(config, args)
+    config = dataclasses.replace(config, auth=auth_config(args))
     app = create_app(config, freeze_gc=True)
     try:
         asyncio.run(_serve(app, args.host, args.port, lambda s: print(s, flush=True)))
@@ -264,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         "serve": serve_main,
         "bot": _bot_main,
         "load": _load_main,
+        "token": _token_main,
+        "admin": _admin_main,
     }
     parser = build_main_parser()
     if not argv:
@@ -288,6 +300,18 @@ def _load_main(argv: list[str]) -> int:
     from loadgen.load.cli import main as load_main
 
     return load_main(argv)
+
+
+def _token_main(argv: list[str]) -> int:
+    from parley.token_cmd import main as token_main
+
+    return token_main(argv)
+
+
+def _admin_main(argv: list[str]) -> int:
+    from parley.admin_cmd import main as admin_main
+
+    return admin_main(argv)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,11 @@ COUNTERS = (
     "data_dropped_rate",
     "data_bad",
     "data_dropped_slow",
+    "data_not_allowed",
 )
+
+#: the error code of a message from a participant that may not send data
+NOT_ALLOWED = "not_allowed"
 
 
 class DataSide:
@@ -79,6 +83,8 @@ class DataSide:
         self._untold: dict[str, int] = {}
         self.channel: Any = None
         self.closed = False
+        #: False: this participant's messages are refused (its token's grants)
+        self.may_send = True
 
     def attach(self, channel: Any) -> None:
         """aiortc's ``datachannel`` event on the publish connection."""
@@ -102,6 +108,10 @@ class DataSide:
     def on_message(self, message: str | bytes, now: float) -> None:
         """Check one message of this participant's and relay it."""
         self.counters["data_in"] += 1
+        if not self.may_send:
+            self.counters["data_not_allowed"] += 1
+            self._refuse(NOT_ALLOWED, "this participant may not send data channel messages", now)
+            return
         size = message_size(message)
         refused = self._limiter.check(size, now)
         if refused is not None:

@@ -90,6 +90,8 @@ class Participant:
         self.config = config
         self.closed = False
         self.close_reason: str | None = None
+        #: False: subscribed to nothing (a token without ``can_subscribe``)
+        self.can_subscribe = True
         #: why the last DTLS handshake failed, if one did (``_dtls_failed``)
         self._dtls_failure: str | None = None
         self._loop = asyncio.get_running_loop()
@@ -201,7 +203,7 @@ class Participant:
     # ------------------------------------------------------------ subscribe
 
     def subscribe(self, publisher: Participant, track: PublishedTrack) -> None:
-        if not self.closed:
+        if not self.closed and self.can_subscribe:
             self.subscribe_side.subscribe(publisher, track)
 
     def unsubscribe(self, track: PublishedTrack) -> None:

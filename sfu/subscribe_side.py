@@ -317,7 +317,7 @@ class SubscribeSide:
             forwarder = sub.forwarder
             if not sub.negotiated and sub.transceiver is None:
                 continue
-            if forwarder.request.paused:
+            if forwarder.request.paused or sub.track.muted:
                 forwarder.set_target(None, now)
                 continue
             if not forwarder.is_video:

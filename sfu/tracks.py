@@ -18,6 +18,8 @@ class PublishedTrack:
     mid: str
     #: one Source, or one per simulcast layer in the publisher's order
     layers: tuple[Source, ...]
+    #: muted by the operator: forwarded to nobody until unmuted
+    muted: bool = False
 
     @property
     def source(self) -> Source:

@@ -60,6 +60,11 @@ ErrorCode: TypeAlias = Literal[
     "too_many_rooms",
     "too_many_tracks",
     "rate_limited",
+    "token_required",
+    "token_invalid",
+    "token_expired",
+    "token_wrong_room",
+    "not_allowed",
 ]
 
 ERROR_CODES: Final[frozenset[str]] = frozenset(get_args(ErrorCode))
@@ -200,6 +205,8 @@ class TrackInfo(_Wire):
     kind: TrackKind
     #: RIDs of a simulcast track's layers, in the publisher's order (absent: one layer)
     layers: tuple[str, ...] | None = None
+    #: True while an operator has muted it (absent: not muted)
+    muted: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +268,16 @@ class TrackUnpublished(_Message):
     type: ClassVar[str] = "track_unpublished"
     participant: str
     track: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrackMuted(_Message):
+    """An operator muted (or unmuted) a track: nobody receives it while ``muted``."""
+
+    type: ClassVar[str] = "track_muted"
+    participant: str
+    track: str
+    muted: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +349,8 @@ class Left(_Message):
     type: ClassVar[str] = "left"
     reason: str
     request_id: RequestId | None = None
+    #: False: the operator ended it (removed, room closed): do not rejoin on your own
+    reconnect: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +391,7 @@ ServerMessage: TypeAlias = (
     | ParticipantLeft
     | TrackPublished
     | TrackUnpublished
+    | TrackMuted
     | PublishAnswer
     | SubscribeOffer
     | Layer
@@ -505,6 +525,15 @@ _KIND = cast("_Check[TrackKind]", _one_of(TRACK_KINDS))
 _CODE = cast("_Check[ErrorCode]", _one_of(ERROR_CODES))
 
 
+def name_problem(value: str) -> str | None:
+    """Why ``value`` is not a valid participant name (None: it is one)."""
+    try:
+        _NAME(value)
+    except _Invalid as exc:
+        return str(exc)
+    return None
+
+
 def _request_id(value: object) -> RequestId:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -587,7 +616,12 @@ _CLIENT_PARSERS: Final[Mapping[str, Callable[[_Reader], ClientMessage]]] = Mappi
 
 def _track(r: _Reader) -> TrackInfo:
     layers = r.opt("layers", _array_of(_ID))
-    return TrackInfo(r.req("id", _ID), r.req("kind", _KIND), tuple(layers) if layers else None)
+    return TrackInfo(
+        r.req("id", _ID),
+        r.req("kind", _KIND),
+        tuple(layers) if layers else None,
+        r.opt("muted", _boolean),
+    )
 
 
 def _participant(r: _Reader) -> ParticipantInfo:
@@ -627,6 +661,9 @@ _SERVER_PARSERS: Final[Mapping[str, Callable[[_Reader], ServerMessage]]] = Mappi
         TrackUnpublished.type: lambda r: TrackUnpublished(
             r.req("participant", _ID), r.req("track", _ID)
         ),
+        TrackMuted.type: lambda r: TrackMuted(
+            r.req("participant", _ID), r.req("track", _ID), r.req("muted", _boolean)
+        ),
         PublishAnswer.type: lambda r: PublishAnswer(
             r.req("sdp", _SDP), tuple(map(_published, r.objs("tracks"))), r.request_id
         ),
@@ -642,7 +679,9 @@ _SERVER_PARSERS: Final[Mapping[str, Callable[[_Reader], ServerMessage]]] = Mappi
             r.opt("temporal", _TID),
         ),
         ActiveSpeaker.type: lambda r: ActiveSpeaker(r.req("participant", _optional(_ID))),
-        Left.type: lambda r: Left(r.req("reason", _TEXT), r.request_id),
+        Left.type: lambda r: Left(
+            r.req("reason", _TEXT), r.request_id, r.opt("reconnect", _boolean)
+        ),
         ServerShutdown.type: lambda r: ServerShutdown(
             r.req("reason", _TEXT), r.req("retry_after_ms", _integer(0, 3_600_000))
         ),

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -37,6 +38,15 @@ from .limits import (
 from .metrics import count_error, setup_metrics
 from .origins import OriginPolicy, origin_refusal
 from .webhooks import WebhookConfig, Webhooks
+from .auth import (
+    NOT_ALLOWED,
+    AuthConfig,
+    Claims,
+    Grants,
+    TokenError,
+    may_see_load,
+    verify_token,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +72,8 @@ class ServerConfig:
     #: Seconds a client may take between opening the websocket and joining.
     join_timeout: float = 30.0
     authorize: Authorize | None = None
+    #: API key and secret: with a secret, joins need a token (``signaling/auth.py``)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     #: What ``server_shutdown`` tells clients when the application stops.
     shutdown_reason: str = "server is shutting down"
     #: ``server_shutdown``'s hint of when to rejoin: about what a restart takes.
@@ -76,6 +88,9 @@ class ServerConfig:
     origins: OriginPolicy = field(default_factory=OriginPolicy)
     webhooks: WebhookConfig = field(default_factory=WebhookConfig)
 
+
+#: ``left``'s reason for a session replaced by a new join with the same token identity
+REPLACED_REASON = "joined again elsewhere with the same identity"
 
 #: Server messages queued for one client before it is considered gone (it stopped reading).
 MAX_QUEUED_MESSAGES = 1000
@@ -150,6 +165,11 @@ class Session:
         self._tasks: set[asyncio.Task[None]] = set()
         #: the task running this session's websocket handler
         self.handler: asyncio.Task[object] | None = None
+        #: the join token's claims (None: no token needed) and what it may do
+        self.claims: Claims | None = None
+        self.grants = Grants()
+        #: set when the operator ends the session (admin API): `left` says not to rejoin
+        self.final = False
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         """Run ``coro`` in the background, keeping a reference and retrieving its outcome."""
@@ -198,10 +218,12 @@ class Session:
     # ------------------------------------------------------------ ParticipantListener
 
     def participant_joined(self, other: Participant) -> None:
-        self.send(m.ParticipantJoined(participant=_participant_info(other)))
+        if not is_hidden(other):
+            self.send(m.ParticipantJoined(participant=_participant_info(other)))
 
     def participant_left(self, other: Participant) -> None:
-        self.send(m.ParticipantLeft(id=other.id))
+        if not is_hidden(other):
+            self.send(m.ParticipantLeft(id=other.id))
 
     def track_published(self, other: Participant, track: PublishedTrack) -> None:
         self.send(m.TrackPublished(participant=other.id, track=_track_info(track)))
@@ -236,7 +258,13 @@ class Session:
 
     def closed(self, reason: str) -> None:
         if self.state == "joined":
-            self.send(m.Left(reason=reason, request_id=self._leave_request_id))
+            self.send(
+                m.Left(
+                    reason=reason,
+                    request_id=self._leave_request_id,
+                    reconnect=False if self.final else None,
+                )
+            )
             self.state = "closed"
             # the websocket is closed once the goodbye is written
             self._spawn(self._flush_and_close())
@@ -322,7 +350,10 @@ class Session:
             elif self.state != "joined" or self.participant is None:
                 self.error("wrong_state", f"{name} needs a joined session", name, rid)
             elif isinstance(message, m.PublishOffer):
-                await self._publish(message)
+                if self.grants.may_publish:
+                    await self._publish(message)
+                else:
+                    self.error(NOT_ALLOWED, "this participant may not publish", name, rid)
             elif isinstance(message, m.SubscribeAnswer):
                 await self.participant.apply_subscribe_answer(message.sdp)
             elif isinstance(message, m.SetLayer):
@@ -354,6 +385,20 @@ class Session:
             text = f"too many joins from {address}: at most {rate:g} a second"
             self.error("rate_limited", text, "join", message.request_id)
             return
+        if self.config.auth.enabled:
+            try:
+                self.claims = verify_token(
+                    message.token, self.config.auth, now=time.time(), room=message.room
+                )
+            except TokenError as exc:
+                self.error(exc.code, exc.message, "join", message.request_id)
+                return
+            problem = m.name_problem(self.claims.display_name)
+            if problem is not None:
+                self.claims = None
+                self.error("token_invalid", f"token's name {problem}", "join", message.request_id)
+                return
+            self.grants = self.claims.grants
         authorize = self.config.authorize
         if authorize is not None:
             reason = await authorize(
@@ -367,12 +412,22 @@ class Session:
         if (refusal := self._room_refusal(message.room)) is not None:
             self.error(*refusal, "join", message.request_id)
             return
+        name = message.name if self.claims is None else self.claims.display_name
+        if self.claims is not None:
+            await self._replace_same_identity(message.room, self.claims.identity)
+            if self.state != "new":
+                return
         participant = self.sfu.join(
-            message.room, message.name, self, reuse_mlines=message.reuse_mlines is not False
+            message.room, name, self, reuse_mlines=message.reuse_mlines is not False
         )
         self.participant = participant
         self.state = "joined"
-        others = [p for p in participant.room.participants.values() if p is not participant]
+        apply_grants(participant, self.grants)
+        others = [
+            p
+            for p in participant.room.participants.values()
+            if p is not participant and not is_hidden(p)
+        ]
         self.send(
             m.Joined(
                 id=participant.id,
@@ -389,6 +444,19 @@ class Session:
         room = self.sfu.rooms.get(room_id)
         participants = None if room is None else len(room.participants)
         return join_refusal(self.config.limits, len(self.sfu.rooms), participants)
+
+    async def _replace_same_identity(self, room_id: str, identity: str) -> None:
+        """One identity is in a room once: a new join with it removes the old session
+        (a reloaded page, a client rejoining before its old connection timed out)."""
+        room = self.sfu.rooms.get(room_id)
+        if room is None:
+            return
+        for other in list(room.participants.values()):
+            session = session_of(other)
+            if session is not None and session.claims is not None:
+                if session.claims.identity == identity and not other.closed:
+                    session.final = True
+                    await other.close(REPLACED_REASON)
 
     async def _publish(self, message: m.PublishOffer) -> None:
         assert self.participant is not None
@@ -434,7 +502,41 @@ class Session:
 
 
 def _track_info(track: PublishedTrack) -> m.TrackInfo:
-    return m.TrackInfo(id=track.id, kind=cast(m.TrackKind, track.kind), layers=track.rids)
+    return m.TrackInfo(
+        id=track.id,
+        kind=cast(m.TrackKind, track.kind),
+        layers=track.rids,
+        muted=True if track.muted else None,
+    )
+
+
+def session_of(p: Participant) -> Session | None:
+    """The signaling session of a participant (None for one an embedder added itself)."""
+    return p.listener if isinstance(p.listener, Session) else None
+
+
+def is_hidden(p: Participant) -> bool:
+    session = session_of(p)
+    return session is not None and session.grants.hidden
+
+
+def apply_grants(participant: Participant, grants: Grants) -> None:
+    """Make what ``participant`` receives and may send match ``grants``.
+
+    Subscribing follows ``can_subscribe`` (every other participant's tracks, or none);
+    data follows ``can_publish_data``. Publishing is checked when it is asked for
+    (``publish_offer``); the admin API unpublishes what a revoked grant no longer allows.
+    """
+    participant.data_side.may_send = grants.may_publish_data
+    participant.can_subscribe = grants.can_subscribe
+    if not grants.can_subscribe:
+        for sub in list(participant.subscriptions.values()):
+            participant.unsubscribe(sub.track)
+        return
+    for other in list(participant.room.participants.values()):
+        if other is not participant and not other.closed:
+            for track in list(other.tracks.values()):
+                participant.subscribe(other, track)
 
 
 def _participant_info(p: Participant) -> m.ParticipantInfo:
@@ -502,6 +604,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Liveness for anyone; the counts only for the operator (``auth.may_see_load``)."""
+    auth = request.app[CONFIG_KEY].auth
+    if not may_see_load(auth, request.headers.get("Authorization"), now=time.time()):
+        return web.json_response({"status": "ok"})
     sfu = request.app[SFU_KEY]
     return web.json_response({"status": "ok", **sfu.stats()})
 
@@ -612,6 +718,9 @@ def setup_parley(
     app.on_shutdown.append(shutdown_sessions)
     app.router.add_get(f"{prefix}/ws", websocket_handler)
     app.router.add_get(f"{prefix}/healthz", healthz)
+    from .admin import add_admin_routes  # admin.py builds on this module's sessions
+
+    add_admin_routes(app, prefix)
     app.router.add_get(f"{prefix}/", index)
     if prefix:
         app.router.add_get(prefix, _redirect_handler(f"{prefix}/"))

@@ -380,11 +380,8 @@ def add_webhook_arguments(parser: argparse.ArgumentParser) -> None:
         help="POST room, participant and track events here, signed with the API secret "
         "(repeatable; needs --api-key and --api-secret)",
     )
-    # shared with tokens (signaling/auth.py): the lead keeps one definition at merge
-    parser.add_argument("--api-key", dest="api_key", default=None, help="the API key")
-    parser.add_argument(
-        "--api-secret", dest="api_secret", default=None, help="the API secret (signs webhooks)"
-    )
+    # (--api-key and --api-secret, which sign webhooks, are the tokens' own options:
+    # parley/token_cmd.py add_auth_arguments)
 
 
 def with_webhooks(config: ServerConfig, args: argparse.Namespace) -> ServerConfig:

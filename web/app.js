@@ -630,6 +630,22 @@ function stopLocalMedia() {
 
 // ------------------------------------------------------------------ join / leave
 
+/**
+ * The claims of a join token (a JWT), read without checking it (the server does), or
+ * null when it is not one.
+ * @param {string} token
+ * @returns {Record<string, unknown> | null}
+ */
+function tokenClaims(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(payload + "=".repeat((4 - (payload.length % 4)) % 4)));
+    return claims && typeof claims === "object" ? claims : null;
+  } catch {
+    return null;
+  }
+}
+
 /** @param {unknown} error */
 function joinErrorText(error) {
   if (error instanceof ParleyError) {
@@ -641,6 +657,13 @@ function joinErrorText(error) {
         return `Cannot reach the Parley server (${websocketUrl(serverBase)}). Check your connection, or try again in a moment.`;
       case "timeout":
         return "The server did not answer in time. Try again in a moment.";
+      case "token_required":
+        return "This server needs a join token: open the link your host gave you (it ends in ?token=…).";
+      case "token_expired":
+        return "Your join token has expired: ask your host for a new link.";
+      case "token_invalid":
+      case "token_wrong_room":
+        return `The server did not accept your join token: ${error.message.replace(/^token_\w+: /, "")}`;
       case "invalid_field":
         return `The server did not accept the room or name: ${error.message.replace(/^invalid_field: /, "")}`;
       default:
@@ -1125,6 +1148,12 @@ window.addEventListener("pagehide", () => client?.close("page closed"));
 ui.room.value = params.get("room") ?? "";
 ui.name.value = params.get("name") ?? "";
 ui.token.value = params.get("token") ?? "";
+// a link with only a token: its room and name fill the form in
+if (ui.token.value) {
+  const claims = tokenClaims(ui.token.value);
+  if (!ui.room.value && typeof claims?.room === "string" && claims.room !== "*") ui.room.value = claims.room;
+  if (!ui.name.value && typeof claims?.name === "string") ui.name.value = claims.name || String(claims.sub ?? "");
+}
 if (params.get("camera") === "0") ui.withCamera.checked = false;
 if (params.get("mic") === "0") ui.withMic.checked = false;
 showStats(params.get("stats") === "1");

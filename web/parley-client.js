@@ -37,7 +37,7 @@ export const DEFAULT_SIMULCAST_ENCODINGS = Object.freeze([
 
 /**
  * @typedef {"audio" | "video"} TrackKind
- * @typedef {{id: string, kind: TrackKind, layers?: string[]}} TrackInfo  `layers`: the RIDs
+ * @typedef {{id: string, kind: TrackKind, layers?: string[], muted?: boolean}} TrackInfo  `layers`: the RIDs
  *     of a simulcast video track, lowest first as published
  * @typedef {{id: string, name: string, tracks: TrackInfo[]}} ParticipantInfo
  * @typedef {{participant: string, track: string, kind: TrackKind}} SubscribedTrackInfo
@@ -142,6 +142,8 @@ export const DEFAULT_SIMULCAST_ENCODINGS = Object.freeze([
  * @property {CustomEvent<RemoteTrack>} trackremoved  it stopped (its m-line was reused or dropped)
  * @property {CustomEvent<PublishedTrackInfo[]>} published  the server accepted our tracks
  * @property {CustomEvent<LayerInfo>} layer
+ * @property {CustomEvent<{participant: string, trackId: string, muted: boolean}>} trackmuted
+ *     the server's operator muted (or unmuted) a track: nobody receives it meanwhile
  * @property {CustomEvent<{kind: TrackKind, muted: boolean}>} mute
  * @property {CustomEvent<ServerError>} servererror   every `error` message from the server
  * @property {CustomEvent<{during: string, message: string}>} clienterror  applying a server
@@ -454,6 +456,7 @@ function toTrackInfo(t) {
   /** @type {TrackInfo} */
   const track = { id: t.id, kind: t.kind };
   if (Array.isArray(t.layers)) track.layers = [...t.layers];
+  if (t.muted === true) track.muted = true;
   return track;
 }
 
@@ -1239,6 +1242,15 @@ export class ParleyClient extends EventTarget {
           kind: track ? track.kind : null,
         });
       }
+      case "track_muted": {
+        const track = this.participants.get(message.participant)?.tracks.get(message.track);
+        if (track) track.muted = Boolean(message.muted);
+        return this._emit("trackmuted", {
+          participant: message.participant,
+          trackId: message.track,
+          muted: Boolean(message.muted),
+        });
+      }
       case "subscribe_offer":
         return this._onSubscribeOffer(message, scope);
       case "layer": {
@@ -1267,6 +1279,8 @@ export class ParleyClient extends EventTarget {
         return this._emit("activespeaker", { participant: this.activeSpeaker });
       case "left":
         this._leftReason = String(message.reason);
+        // the operator ended it (removed, room closed): close instead of rejoining
+        if (message.reconnect === false) this._leaving = true;
         // not asked for (the server shut down, our connection failed): we rejoin
         if (!this._leaving) this._serverLeft = `the server ended the session: ${this._leftReason}`;
         this._emit("left", { reason: this._leftReason });

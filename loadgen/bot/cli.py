@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
         "impaired link",
         "run the bot in a network namespace of its own behind a veth pair (10.99.N.2; the "
         "server is reached at 10.99.N.1 on the URL's port, and must gather ICE there: "
-        "parley serve --host 0.0.0.0 --ice-address 127.0.0.1 --ice-address 10.99.N.1). "
+        "parley serve --host 0.0.0.0 --allow-anonymous --ice-address 127.0.0.1 "
+        "--ice-address 10.99.N.1). "
         "Needs CAP_NET_ADMIN: root, or scripts/in_netns.py.",
     )
     link.add_argument("--link", type=int, default=None, metavar="N", help="link number 0-255")

@@ -133,6 +133,8 @@ class Bot:
         self._reconnects: list[Reconnect] = []
         #: (code, message, when) of a connection lost and not recovered
         self._lost: tuple[str, str, float] | None = None
+        #: the operator ended the session (``left`` with ``reconnect: false``): no rejoin
+        self._final = False
         self._failed_connections: list[str] = []
         self._fatal: str | None = None
         self._join_error: str | None = None
@@ -208,7 +210,7 @@ class Bot:
                 if not self._session_over.is_set() or drop is None or self._closed:
                     break  # the duration is over, or the bot was closed
                 now = self._clock()
-                if not cfg.reconnect:
+                if not cfg.reconnect or self._final:
                     self._lost = (*drop, now)
                     break
                 if not await self._reconnect(drop, deadline):
@@ -700,8 +702,8 @@ class Bot:
                 if key in self._tracks:
                     self._tracks[key].on_unpublished(now)
                 self._event(now, message.type, participant=pid, track=track_id)
-            case Left(reason=reason):
-                self._on_left(reason, now)
+            case Left(reason=reason, reconnect=reconnect):
+                self._on_left(reason, now, final=reconnect is False)
             case Layer():
                 self._on_layer(message, now)
             case ActiveSpeaker(participant=participant):
@@ -711,13 +713,17 @@ class Bot:
             case Pong():
                 pass
 
-    def _on_left(self, reason: str, now: float) -> None:
+    def _on_left(self, reason: str, now: float, final: bool = False) -> None:
+        """``final``: the operator ended the session (``reconnect: false``): no rejoin."""
         self._left_reason = reason
         self._left.set()
         if not self._leaving:
             self._event(now, "left", reason=reason)
             if self._drop is None:
-                if reason == "room closed":  # an older server's shutdown
+                self._final = final
+                if final:
+                    self._drop = ("removed", f"removed by the server's operator ({reason})")
+                elif reason == "room closed":  # an older server's shutdown
                     self._drop = ("server_shutdown", "the server closed the room")
                 else:
                     self._drop = ("removed", f"removed by the server ({reason})")

@@ -72,6 +72,8 @@ class BotSpec:
     watch: bool = False
     #: subscribers: send receiver reports and NACKs (``loadgen/load/rtcp.py``)
     feedback: bool = True
+    #: join token, for a server with an API secret (``parley load --api-secret/--token``)
+    token: str | None = None
 
 
 # -------------------------------------------------------------- shared metrics
@@ -173,6 +175,7 @@ class LoadBot:
         self.ws_open_at: float | None = None
         self.joined_at: float | None = None
         self.session = session_factory(url, self.on_offer)
+        self.session.token = spec.token
         #: the peer connection on which this bot receives (every bot answers offers)
         self.sub_pc: RTCPeerConnection | None = None
         self.sub_port: MediaPort | None = None

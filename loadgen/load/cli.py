@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--uplink-schedule", default="", metavar="T:STATE,...", help="uplink changes"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    tokens = parser.add_argument_group("tokens", "for a server started with --api-secret")
+    tokens.add_argument("--token", default=None, help="one join token for every bot")
+    tokens.add_argument(
+        "--api-key",
+        default=os.environ.get("PARLEY_API_KEY") or None,
+        help="with --api-secret: mint a token per bot (default $PARLEY_API_KEY)",
+    )
+    tokens.add_argument(
+        "--api-secret",
+        default=os.environ.get("PARLEY_API_SECRET") or None,
+        help="mint a token per bot, its name the identity (default $PARLEY_API_SECRET)",
+    )
     return parser
 
 
@@ -236,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         uplink_rate=args.uplink_rate,
         uplink_loss=args.uplink_loss,
         uplink_schedule=args.uplink_schedule,
+        token=args.token,
+        api_key=args.api_key,
+        api_secret=args.api_secret,
     )
     _check_links(parser, args)
     if args.find_capacity and (

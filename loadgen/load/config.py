@@ -56,6 +56,11 @@ class LoadConfig:
     uplink_rate: int | None = None
     uplink_loss: float = 0.0
     uplink_schedule: str = ""
+    #: a server with an API secret: one token for every bot, or the key and secret to
+    #: mint one per bot (its name the identity, its room the room)
+    token: str | None = None
+    api_key: str | None = None
+    api_secret: str | None = None
 
     @property
     def impaired(self) -> bool:

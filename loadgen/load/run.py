@@ -231,10 +231,24 @@ class LoadRun:
         for link in self.links:
             link.link.close()
 
+    def _token(self, spec: BotSpec) -> str | None:
+        """The bot's join token: ``--token``, or one minted with the API secret."""
+        cfg = self.config
+        if cfg.api_secret is None:
+            return cfg.token
+        from signaling.auth import mint_token
+
+        ttl = cfg.duration + cfg.ramp + cfg.publish_timeout + 3600
+        return mint_token(
+            cfg.api_key or "", cfg.api_secret, room=spec.room, identity=spec.name,
+            ttl=ttl, now=time.time(),
+        )  # fmt: skip
+
     def _send_bots(self, specs: list[BotSpec]) -> None:
         per_worker: list[list[dict[str, Any]]] = [[] for _ in self.commands]
         by_name = {link.bot: link for link in self.links}
         for spec in specs:
+            spec.token = self._token(spec)
             link = by_name.get(spec.name)
             if link is not None:  # its own worker, inside the link's namespace
                 link.worker.commands.put(("bots", [asdict(spec)]))
@@ -366,6 +380,8 @@ class LoadRun:
     def _config_json(self) -> dict[str, Any]:
         cfg = asdict(self.config)
         cfg["url"] = self.url
+        for secret in ("token", "api_secret"):  # reports are shared: no credentials in them
+            cfg[secret] = None if cfg[secret] is None else "(set)"
         return cfg
 
     # ---- reports from workers

@@ -55,6 +55,8 @@ class ServerSession:
         self.layer_events: list[tuple[float, str, str | None, bool]] = []
         #: called with (track, rid, paused) for each ``layer`` message
         self.on_layer: Callable[[str, str | None, bool], None] | None = None
+        #: the join token (a server with an API secret wants one)
+        self.token: str | None = None
 
     async def join(self, room: str, name: str, publisher: bool, timeout: float) -> None:
         """Join ``room``; raise on refusal or timeout. Subscribers then get offers."""
@@ -151,7 +153,7 @@ class ParleySession(ServerSession):
     async def join(self, room: str, name: str, publisher: bool, timeout: float) -> None:
         await self.client.connect(timeout)
         try:
-            joined = await self.client.join(room, name, timeout)
+            joined = await self.client.join(room, name, timeout, token=self.token)
         except RequestFailed as exc:
             raise RuntimeError(_error_text(exc.error)) from None
         except ClientClosed:

@@ -38,6 +38,7 @@ from signaling.messages import (
     SubscribedTrack,
     SubscribeOffer,
     TrackInfo,
+    TrackMuted,
     TrackPublished,
     TrackUnpublished,
     parse_client_message,
@@ -378,6 +379,11 @@ def test_error_codes_match_the_spec():
         "too_many_rooms",
         "too_many_tracks",
         "rate_limited",
+        "token_required",
+        "token_invalid",
+        "token_expired",
+        "token_wrong_room",
+        "not_allowed",
     }
 
 
@@ -433,6 +439,18 @@ SERVER_EXAMPLES: list[tuple[object, dict[str, Any]]] = [
         {"type": "track_unpublished", "participant": "p1", "track": "v1"},
     ),
     (
+        TrackMuted("p1", "v1", True),
+        {"type": "track_muted", "participant": "p1", "track": "v1", "muted": True},
+    ),
+    (
+        TrackPublished("p1", TrackInfo("v1", "video", muted=True)),
+        {
+            "type": "track_published",
+            "participant": "p1",
+            "track": {"id": "v1", "kind": "video", "muted": True},
+        },
+    ),
+    (
         PublishAnswer(
             SDP, (PublishedTrack("a1", "audio", "0"), PublishedTrack("v1", "video", "1")), "p"
         ),
@@ -482,6 +500,10 @@ SERVER_EXAMPLES: list[tuple[object, dict[str, Any]]] = [
     (Left("left", "bye"), {"type": "left", "reason": "left", "request_id": "bye"}),
     (Left("removed"), {"type": "left", "reason": "removed"}),
     (
+        Left("removed by the server's operator", reconnect=False),
+        {"type": "left", "reason": "removed by the server's operator", "reconnect": False},
+    ),
+    (
         ServerShutdown("server is shutting down", 2000),
         {"type": "server_shutdown", "reason": "server is shutting down", "retry_after_ms": 2000},
     ),
@@ -529,6 +551,7 @@ def test_every_server_message_type_is_covered():
         ParticipantLeft,
         TrackPublished,
         TrackUnpublished,
+        TrackMuted,
         PublishAnswer,
         SubscribeOffer,
         Left,
