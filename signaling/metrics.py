@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter as Tally
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 
 from aiohttp import web
 from prometheus_client import (
@@ -445,18 +445,34 @@ def count_error(request: web.Request | None, code: str) -> None:
             metrics.count_error(code)
 
 
-async def metrics_handler(request: web.Request) -> web.Response:
-    body = request.app[METRICS_KEY].render()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+#: Whether a request may read the metrics (its ``Authorization`` header checked).
+MetricsAccess = Callable[[web.Request], bool]
 
 
-def setup_metrics(app: web.Application, sfu_key: web.AppKey[Sfu], prefix: str = "") -> None:
+def setup_metrics(
+    app: web.Application,
+    sfu_key: web.AppKey[Sfu],
+    prefix: str = "",
+    *,
+    allowed: MetricsAccess | None = None,
+) -> None:
     """Serve ``{prefix}/metrics`` on ``app`` for the SFU stored under ``sfu_key``.
 
     Call after the SFU's ``cleanup_ctx`` is appended (``setup_parley`` does): the
-    metrics attach to the SFU once it exists and stop before it closes."""
+    metrics attach to the SFU once it exists and stop before it closes. ``allowed``
+    decides who may read them (everyone when None); others get 401."""
     metrics = ParleyMetrics()
     app[METRICS_KEY] = metrics
+
+    async def metrics_handler(request: web.Request) -> web.Response:
+        if allowed is not None and not allowed(request):
+            return web.Response(
+                status=401,
+                text="the metrics need Authorization: Bearer <API secret or admin token>\n",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        body = metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def metrics_context(app: web.Application) -> AsyncIterator[None]:
         metrics.attach(app[sfu_key])

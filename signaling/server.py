@@ -27,6 +27,15 @@ from sfu.participant import NegotiationError, Participant, PublishedTrack, Subsc
 from sfu.room import Sfu
 
 from . import messages as m
+from .auth import (
+    NOT_ALLOWED,
+    AuthConfig,
+    Claims,
+    Grants,
+    TokenError,
+    may_see_load,
+    verify_token,
+)
 from .limits import (
     RATE_CLOSE_CODE,
     AddressBuckets,
@@ -38,15 +47,6 @@ from .limits import (
 from .metrics import count_error, setup_metrics
 from .origins import OriginPolicy, origin_refusal
 from .webhooks import WebhookConfig, Webhooks
-from .auth import (
-    NOT_ALLOWED,
-    AuthConfig,
-    Claims,
-    Grants,
-    TokenError,
-    may_see_load,
-    verify_token,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -714,7 +714,15 @@ def setup_parley(
             await webhooks.close()
 
     app.cleanup_ctx.append(sfu_context)
-    setup_metrics(app, SFU_KEY, prefix)
+    setup_metrics(
+        app,
+        SFU_KEY,
+        prefix,
+        # with an API secret, as /healthz's counts: the secret or an admin token
+        allowed=lambda request: may_see_load(
+            request.app[CONFIG_KEY].auth, request.headers.get("Authorization"), now=time.time()
+        ),
+    )
     app.on_shutdown.append(shutdown_sessions)
     app.router.add_get(f"{prefix}/ws", websocket_handler)
     app.router.add_get(f"{prefix}/healthz", healthz)

@@ -313,3 +313,23 @@ async def test_one_identity_is_in_a_room_once(secured: RunningServer) -> None:
         assert refused["code"] == "token_invalid" and "name" in refused["message"]
         for c in (first, other, second, third):
             await c.close()
+
+
+async def test_metrics_only_for_the_operator_when_there_is_a_secret(
+    secured: RunningServer, server: RunningServer
+) -> None:
+    async with aiohttp.ClientSession() as http:
+
+        async def status(base: str, auth: str | None) -> int:
+            headers = {"Authorization": auth} if auth else {}
+            async with http.get(f"{base}/metrics", headers=headers) as resp:
+                if resp.status == 200:
+                    assert "parley_rooms" in await resp.text()
+                return resp.status
+
+        assert await status(secured.url, None) == 401
+        assert await status(secured.url, f"Bearer {token()}") == 401  # a join token
+        assert await status(secured.url, f"Bearer {SECRET}") == 200
+        admin = token(room="*", grants=Grants(room_admin=True))
+        assert await status(secured.url, f"Bearer {admin}") == 200
+        assert await status(server.url, None) == 200  # no secret: open (loopback by default)
