@@ -166,6 +166,9 @@ def build_serve_parser() -> argparse.ArgumentParser:
         help="one of " + ", ".join(LOG_LEVELS) + " (default INFO)",
     )
     add_auth_arguments(parser)
+    from cluster.redis_node import add_redis_arguments
+
+    add_redis_arguments(parser)
     return parser
 
 
@@ -258,6 +261,15 @@ def serve_main(argv: list[str]) -> int:
     config = with_webhooks(config, args)
     config = dataclasses.replace(config, auth=auth_config(args))
     app = create_app(config, freeze_gc=True)
+    from cluster.redis_node import node_url, setup_redis_node
+
+    try:
+        if args.redis:
+            node_url(args)
+    except ValueError as exc:
+        print(f"parley serve: {exc}", file=sys.stderr)
+        return 2
+    setup_redis_node(app, args)  # with --redis: this process is one node of a cluster
     try:
         asyncio.run(_serve(app, args.host, args.port, lambda s: print(s, flush=True)))
     except ListenError as exc:

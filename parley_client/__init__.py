@@ -11,7 +11,9 @@ from .client import (
     InvalidHandler,
     MessageHandler,
     ProtocolClient,
+    Redirected,
     RequestFailed,
+    base_url,
 )
 
 __all__ = [
@@ -19,5 +21,7 @@ __all__ = [
     "InvalidHandler",
     "MessageHandler",
     "ProtocolClient",
+    "Redirected",
     "RequestFailed",
+    "base_url",
 ]

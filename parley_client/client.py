@@ -32,6 +32,7 @@ from signaling.messages import (
     ProtocolError,
     PublishAnswer,
     PublishOffer,
+    Redirect,
     RequestId,
     ServerMessage,
     ServerShutdown,
@@ -53,6 +54,7 @@ _Reply = TypeVar("_Reply", Joined, PublishAnswer, Left, Pong)
 #: reply type -> the request it answers
 _REPLY_TO = {
     Joined.type: Join.type,
+    Redirect.type: Join.type,
     PublishAnswer.type: PublishOffer.type,
     Left.type: Leave.type,
     Pong.type: Ping.type,
@@ -65,6 +67,24 @@ class RequestFailed(Exception):
     def __init__(self, error: ErrorMessage) -> None:
         super().__init__(f"{error.code}: {error.message}")
         self.error = error
+
+
+class Redirected(Exception):
+    """The server answered ``join`` with ``redirect``: another node serves the room.
+    Close this client and join through ``base_url`` (what :class:`ProtocolClient` takes)."""
+
+    def __init__(self, redirect: Redirect) -> None:
+        super().__init__(f"room {redirect.room} is served at {redirect.url}")
+        self.redirect = redirect
+
+    @property
+    def base_url(self) -> str:
+        return base_url(self.redirect.url)
+
+
+def base_url(ws_url: str) -> str:
+    """``ws://host:port/ws`` -> ``ws://host:port`` (the URL :class:`ProtocolClient` takes)."""
+    return ws_url[: -len("/ws")] if ws_url.endswith("/ws") else ws_url
 
 
 class ClientClosed(ConnectionError):
@@ -95,6 +115,8 @@ class ProtocolClient:
         self.close_code: int | None = None
         #: The ``server_shutdown`` the server sent, if it did.
         self.server_shutdown: ServerShutdown | None = None
+        #: The ``redirect`` that answered ``join``, if one did (the server closes next).
+        self.redirect: Redirect | None = None
         self._http: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -128,10 +150,12 @@ class ProtocolClient:
     # ------------------------------------------------------------------ requests
 
     async def join(self, room: str, name: str, timeout: float, token: str | None = None) -> Joined:
-        """``join``; returns ``joined`` or raises :class:`RequestFailed`, ``TimeoutError``
-        or :class:`ClientClosed`."""
+        """``join``; returns ``joined`` or raises :class:`Redirected` (another node serves
+        the room), :class:`RequestFailed`, ``TimeoutError`` or :class:`ClientClosed`."""
         request_id = self._next_id("join")
         reply = await self._request(Join(room, name, token, request_id), timeout)
+        if isinstance(reply, Redirect):
+            raise Redirected(reply)
         return _expect(reply, Joined)
 
     async def publish(self, sdp: str, timeout: float) -> PublishAnswer:
@@ -212,6 +236,8 @@ class ProtocolClient:
                     continue
                 if isinstance(message, ServerShutdown):
                     self.server_shutdown = message
+                elif isinstance(message, Redirect):
+                    self.redirect = message
                 await self._deliver(message)
                 self._resolve(message)
         finally:

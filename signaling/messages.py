@@ -367,6 +367,18 @@ class ServerShutdown(_Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Redirect(_Message):
+    """The answer to ``join`` when another node serves the room (``parley serve --redis``):
+    close this websocket, open ``url`` (a ``ws://…/ws`` URL) and send the same ``join``
+    there. When the connection is lost later, rejoin through the URL you first used."""
+
+    type: ClassVar[str] = "redirect"
+    url: str
+    room: str
+    request_id: RequestId | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Pong(_Message):
     type: ClassVar[str] = "pong"
     request_id: RequestId | None = None
@@ -398,6 +410,7 @@ ServerMessage: TypeAlias = (
     | ActiveSpeaker
     | Left
     | ServerShutdown
+    | Redirect
     | Pong
     | ErrorMessage
 )
@@ -516,6 +529,7 @@ _TOKEN = _string(max_len=4096)
 _SDP = _string(nonempty=True)
 _ID = _string(nonempty=True)
 _TEXT = _string()
+_WS_URL = _string(nonempty=True, max_len=2048, pattern=re.compile(r"wss?://[^\s]+"))
 _REQUEST_ID_STR = _string(max_len=64)
 _MAX_HEIGHT = _integer(0, 4320)
 _MAX_WIDTH = _integer(0, 7680)
@@ -684,6 +698,9 @@ _SERVER_PARSERS: Final[Mapping[str, Callable[[_Reader], ServerMessage]]] = Mappi
         ),
         ServerShutdown.type: lambda r: ServerShutdown(
             r.req("reason", _TEXT), r.req("retry_after_ms", _integer(0, 3_600_000))
+        ),
+        Redirect.type: lambda r: Redirect(
+            r.req("url", _WS_URL), r.req("room", _ROOM), r.request_id
         ),
         Pong.type: lambda r: Pong(r.request_id),
         ErrorMessage.type: lambda r: ErrorMessage(

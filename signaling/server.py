@@ -14,7 +14,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -63,6 +63,9 @@ class JoinRequest:
 
 #: Returns None to admit the join, or a reason (shown to the user) to refuse it.
 Authorize = Callable[[JoinRequest], Awaitable[str | None]]
+#: Room -> the ``ws://…/ws`` URL of the node that serves it, or None to serve it here
+#: (``parley serve --redis``: ``cluster/redis_node.py``). The join is answered ``redirect``.
+Route = Callable[[str], Awaitable[str | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,10 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     origins: OriginPolicy = field(default_factory=OriginPolicy)
     webhooks: WebhookConfig = field(default_factory=WebhookConfig)
+    #: where a room is served, when not every room is served here (a cluster of nodes)
+    route: Route | None = None
+    #: more fields for ``/healthz``'s operator view (a cluster node's ``load``)
+    health: Callable[[], Mapping[str, object]] | None = None
 
 
 #: ``left``'s reason for a session replaced by a new join with the same token identity
@@ -409,6 +416,14 @@ class Session:
                 return
         if self.state != "new":
             return
+        if self.config.route is not None:
+            url = await self.config.route(message.room)
+            if url is not None and self.state == "new":
+                self.send(m.Redirect(url=url, room=message.room, request_id=message.request_id))
+                self.state = "closed"  # the handler writes it, then closes the websocket
+                return
+        if self.state != "new":
+            return
         if (refusal := self._room_refusal(message.room)) is not None:
             self.error(*refusal, "join", message.request_id)
             return
@@ -609,7 +624,9 @@ async def healthz(request: web.Request) -> web.Response:
     if not may_see_load(auth, request.headers.get("Authorization"), now=time.time()):
         return web.json_response({"status": "ok"})
     sfu = request.app[SFU_KEY]
-    return web.json_response({"status": "ok", **sfu.stats()})
+    health = request.app[CONFIG_KEY].health
+    extra = health() if health is not None else {}
+    return web.json_response({"status": "ok", **sfu.stats(), **extra})
 
 
 def web_root() -> Path:

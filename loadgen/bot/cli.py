@@ -39,6 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="parley bot", description="A synthetic participant for load and end-to-end tests."
     )
     parser.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8080")
+    parser.add_argument(
+        "--fallback-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="another entry URL of the same cluster (parley serve --redis), repeatable: a "
+        "join whose entry cannot be reached goes through the next one",
+    )
     parser.add_argument("--room", required=True, help="room to join (letters, digits, _ . -)")
     parser.add_argument("--name", required=True, help="display name the others see")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds (default 10)")
@@ -284,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         data_every=args.data_every,
         data_to=tuple(args.data_to),
         data_bytes=args.data_bytes,
+        fallback_urls=tuple(args.fallback_url),
     )
     summary = asyncio.run(run_bot(config))
     if not args.json_path:

@@ -61,6 +61,9 @@ class BotConfig:
     data_to: tuple[str, ...] = ()
     #: Bytes of padding in each of those messages.
     data_bytes: int = 0
+    #: Other entry URLs of the same cluster (``parley serve --redis``): a join whose
+    #: entry cannot be reached goes through the next one (``url`` first).
+    fallback_urls: tuple[str, ...] = ()
 
     @property
     def ws_url(self) -> str:

@@ -51,7 +51,7 @@ from loadgen.media.simulcast import (
     munge_simulcast_offer,
 )
 from loadgen.media.synthetic import PatternTrack, ToneTrack
-from parley_client import ClientClosed, ProtocolClient, RequestFailed
+from parley_client import ClientClosed, ProtocolClient, Redirected, RequestFailed
 from sfu.aiortc_adapter import (
     MediaPort,
     NegotiatedRtp,
@@ -93,6 +93,8 @@ logger = logging.getLogger(__name__)
 #: The websocket is pinged this often (s) and given half as long to answer: a server that
 #: vanished without closing the connection is noticed within 1.5x this.
 WS_HEARTBEAT = 10.0
+#: ``redirect`` answers followed for one join (a cluster redirects once; more is a loop)
+MAX_REDIRECTS = 3
 
 _FID_GROUP = re.compile(r"^a=ssrc-group:FID (\d+) (\d+)", re.MULTILINE)
 
@@ -136,6 +138,8 @@ class Bot:
         #: the operator ended the session (``left`` with ``reconnect: false``): no rejoin
         self._final = False
         self._failed_connections: list[str] = []
+        #: which of ``url`` and ``fallback_urls`` the next join goes through
+        self._entry = 0
         self._fatal: str | None = None
         self._join_error: str | None = None
         self._deadline = 0.0
@@ -500,31 +504,45 @@ class Bot:
         """Open the websocket and join; ``on_connected`` notes when the server answered."""
         cfg = self.config
         timeout = cfg.join_timeout if timeout is None else timeout
-        client = ProtocolClient(
-            cfg.url,
-            on_message=self._on_message,
-            on_invalid=self._on_invalid,
-            heartbeat=WS_HEARTBEAT,
-        )
-        self._client = client
-        try:
-            await client.connect(timeout)
-        except TimeoutError:
-            raise JoinFailed(f"no websocket within {timeout:.1f} s") from None
-        if on_connected is not None and on_connected.connected_at is None:
-            on_connected.connected_at = self._clock()
-        self._spawn(self._watch_connection(client))
-        try:
-            await client.join(cfg.room, cfg.name, timeout, token=cfg.token)
-        except TimeoutError:
-            raise JoinFailed(f"no joined within {timeout:.1f} s") from None
-        except RequestFailed as exc:
-            raise JoinFailed(f"{exc.error.code}: {exc.error.message}") from None
-        except ClientClosed:
-            shutdown = client.server_shutdown
-            if shutdown is not None:
-                raise JoinFailed(f"server_shutdown: {shutdown.reason}") from None
-            raise JoinFailed("websocket closed before joined") from None
+        entries = (cfg.url, *cfg.fallback_urls)
+        url = entries[self._entry % len(entries)]
+        for hop in range(MAX_REDIRECTS + 1):
+            client = ProtocolClient(
+                url,
+                on_message=self._on_message,
+                on_invalid=self._on_invalid,
+                heartbeat=WS_HEARTBEAT,
+            )
+            self._client = client
+            try:
+                await client.connect(timeout)
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                if hop == 0:  # the entry itself is unreachable: the next attempt tries another
+                    self._entry += 1
+                if isinstance(exc, TimeoutError):
+                    raise JoinFailed(f"no websocket within {timeout:.1f} s") from None
+                raise
+            if on_connected is not None and on_connected.connected_at is None:
+                on_connected.connected_at = self._clock()
+            self._spawn(self._watch_connection(client))
+            try:
+                await client.join(cfg.room, cfg.name, timeout, token=cfg.token)
+                return
+            except Redirected as redirect:
+                # another node serves the room (parley serve --redis): join there
+                self._event(self._clock(), "redirected", url=redirect.redirect.url)
+                url = redirect.base_url
+                await client.close()
+            except TimeoutError:
+                raise JoinFailed(f"no joined within {timeout:.1f} s") from None
+            except RequestFailed as exc:
+                raise JoinFailed(f"{exc.error.code}: {exc.error.message}") from None
+            except ClientClosed:
+                shutdown = client.server_shutdown
+                if shutdown is not None:
+                    raise JoinFailed(f"server_shutdown: {shutdown.reason}") from None
+                raise JoinFailed("websocket closed before joined") from None
+        raise JoinFailed(f"more than {MAX_REDIRECTS} redirects")
 
     async def _publish(self) -> None:
         pc = create_peer_connection(self._ice_config())
@@ -652,6 +670,8 @@ class Bot:
     async def _watch_connection(self, client: ProtocolClient) -> None:
         """When the websocket closes, the session is over; unexpected, it is a drop."""
         await client.closed.wait()
+        if client.redirect is not None:
+            return  # answered `redirect`: the bot joins elsewhere, the session goes on
         if not self._leaving and not self._closed and self._drop is None:
             self._drop = ("connection_lost", f"websocket closed (code {client.close_code})")
         self._left.set()

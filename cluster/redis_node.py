@@ -1,0 +1,207 @@
+"""``parley serve --redis URL --node-url ws://addr:port/ws``: this process as one node of a
+cluster that shares a Redis (docs/scaling.md, "Many nodes through Redis").
+
+:func:`setup_redis_node` adds to the application (before it runs):
+
+* the registry (``cluster/registry.py``): the node's load in Redis every second, with a
+  TTL of three, and in ``/healthz`` (``load``);
+* the route (``ServerConfig.route``): a ``join`` for a room another live node owns is
+  answered ``redirect`` to that node's URL (the one place that decides it); an unowned
+  room is placed by :class:`~cluster.redis_placement.RedisPlacement` (two random
+  choices, lowest load) and served here or redirected. While Redis cannot be reached,
+  joins are served here (availability first; the rooms are reconciled when it is back);
+* every heartbeat, the claims on the rooms this node serves are refreshed; a room that
+  another live node took meanwhile (Redis lost its keys, two nodes placed it at once)
+  is moved: its participants here get ``left`` and rejoin through their entry URL;
+* at shutdown (SIGTERM), before clients are told ``server_shutdown``: the node leaves
+  Redis and releases its rooms, so the clients' rejoins are placed on the other nodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from sfu.room import Sfu
+from signaling.server import CONFIG_KEY, SFU_KEY
+
+from .placement import Target
+from .redis_placement import RedisPlacement
+from .registry import HEARTBEAT_INTERVAL, HEARTBEAT_TTL, Keys, Logged, Registry
+
+logger = logging.getLogger(__name__)
+
+#: seconds one routing decision may wait for Redis before the join is served here
+ROUTE_TIMEOUT = 0.5
+#: ``left``'s reason for a participant whose room another node took
+MOVED_REASON = "room moved to another node"
+#: participants a node takes by default (its ``capacity`` in the load)
+DEFAULT_CAPACITY = 200
+
+
+def add_redis_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("cluster (many nodes through Redis)")
+    group.add_argument(
+        "--redis",
+        metavar="URL",
+        default=None,
+        help="join a cluster of nodes sharing this Redis, e.g. redis://10.0.0.5:6379/0 "
+        "(default: none, a single node)",
+    )
+    group.add_argument(
+        "--node-url",
+        metavar="WS_URL",
+        default=None,
+        help="with --redis: the websocket URL clients and other nodes reach this node at, "
+        "e.g. ws://10.0.0.7:8080/ws (default: from --host and --port when both are concrete)",
+    )
+    group.add_argument(
+        "--node-id", default=None, help="with --redis: this node's id (default: host-random)"
+    )
+    group.add_argument(
+        "--capacity",
+        type=int,
+        default=DEFAULT_CAPACITY,
+        metavar="N",
+        help=f"with --redis: participants this node takes (default {DEFAULT_CAPACITY}); "
+        "load = max(CPU share of a core, participants / N)",
+    )
+    group.add_argument(
+        "--redis-prefix", default="parley", help="with --redis: key prefix (default parley)"
+    )
+
+
+def node_url(args: argparse.Namespace) -> str:
+    """``--node-url``, or ``ws://host:port/ws`` from a concrete ``--host`` and ``--port``."""
+    if args.node_url:
+        url = urlsplit(args.node_url)
+        if url.scheme not in ("ws", "wss") or not url.netloc:
+            raise ValueError(f"--node-url {args.node_url!r} is not a ws:// or wss:// URL")
+        return str(args.node_url)
+    if args.host in ("0.0.0.0", "::", "") or args.port == 0:
+        raise ValueError("--redis needs --node-url (the address clients reach this node at)")
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    return f"ws://{host}:{args.port}/ws"
+
+
+class RedisNode:
+    """The registry, the placement and the route of one node; lives with the app."""
+
+    def __init__(self, redis: Redis, node_id: str, ws_url: str, capacity: int, keys: Keys) -> None:
+        self.redis = redis
+        self.node_id = node_id
+        self.ws_url = ws_url
+        self.keys = keys
+        self.placement = RedisPlacement(redis, keys, room_ttl=HEARTBEAT_TTL)
+        self.sfu: Sfu | None = None
+        self.registry = Registry(
+            redis,
+            node_id=node_id,
+            ws_url=ws_url,
+            capacity=capacity,
+            stats=self._stats,
+            packet_counts=self._packet_counts,
+            keys=keys,
+            interval=HEARTBEAT_INTERVAL,
+            ttl=HEARTBEAT_TTL,
+            on_beat=self._hold_rooms,
+        )
+        self._route_log = Logged()
+
+    def _stats(self) -> Mapping[str, Any]:
+        return self.sfu.stats() if self.sfu is not None else {}
+
+    def _packet_counts(self) -> Mapping[int, int]:
+        if self.sfu is None:
+            return {}
+        return {
+            id(s.forwarder): s.forwarder.packets_sent
+            for room in self.sfu.rooms.values()
+            for p in room.participants.values()
+            for s in p.subscriptions.values()
+        }
+
+    def health(self) -> Mapping[str, object]:
+        load = self.registry.load
+        return {"load": dataclasses.asdict(load)} if load is not None else {}
+
+    async def route(self, room: str) -> str | None:
+        """The URL of the node serving ``room``, or None to serve it here."""
+        if self.registry.draining:
+            return None
+        try:
+            async with asyncio.timeout(ROUTE_TIMEOUT):
+                target = await self.placement.place(room)
+        except Exception as exc:
+            self._route_log.failed(time.monotonic(), "placing a room", exc)
+            return None  # Redis is down (or no node registered yet): serve here
+        self._route_log.recovered("placing a room")
+        return None if target.node_id == self.node_id else target.ws_url
+
+    async def _hold_rooms(self) -> None:
+        if self.sfu is None or self.registry.draining:
+            return
+        lost = await self.placement.hold(self.node_id, list(self.sfu.rooms))
+        for room_id, url in lost.items():
+            room = self.sfu.rooms.get(room_id)
+            if room is None:
+                continue
+            logger.warning("room %s is served by %s now: moving its participants", room_id, url)
+            for participant in list(room.participants.values()):
+                await participant.close(MOVED_REASON)
+
+    async def leave(self) -> None:
+        """Out of the cluster (the node stops): its key and its room claims."""
+        self.registry.draining = True
+        await self.registry.close()
+        await self.registry.deregister()
+        if self.sfu is not None:
+            for room in list(self.sfu.rooms):
+                try:
+                    async with asyncio.timeout(0.2):
+                        await self.placement.forget(room, Target(self.ws_url, self.node_id))
+                except Exception:
+                    break  # Redis is gone: the keys expire on their own
+
+    async def close(self) -> None:
+        await self.registry.close()
+        await self.placement.close()
+        await self.redis.aclose()
+
+
+def setup_redis_node(app: web.Application, args: argparse.Namespace) -> RedisNode | None:
+    """With ``--redis``: make the application a node of the cluster (no-op without)."""
+    if not args.redis:
+        return None
+    redis = Redis.from_url(
+        args.redis, socket_timeout=ROUTE_TIMEOUT, socket_connect_timeout=ROUTE_TIMEOUT
+    )
+    node_id = args.node_id or f"{socket.gethostname()}-{secrets.token_hex(3)}"
+    node = RedisNode(redis, node_id, node_url(args), args.capacity, Keys(args.redis_prefix))
+    app[CONFIG_KEY] = dataclasses.replace(app[CONFIG_KEY], route=node.route, health=node.health)
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        node.sfu = app[SFU_KEY]  # the SFU's context ran before this one
+        await node.registry.beat()  # registered before the first client arrives
+        node.registry.start()
+        logger.info("node %s registered in Redis at %s as %s", node_id, args.redis, node.ws_url)
+        yield
+        await node.close()
+
+    async def on_shutdown(app: web.Application) -> None:
+        await node.leave()
+
+    app.cleanup_ctx.append(lifetime)
+    app.on_shutdown.insert(0, on_shutdown)  # before the sessions hear server_shutdown
+    return node

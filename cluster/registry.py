@@ -1,0 +1,298 @@
+"""A node's entry in Redis: who it is, where clients reach it, how loaded it is.
+
+Keys (``prefix`` defaults to ``parley``; docs/scaling.md, "Many nodes through Redis"):
+
+* ``{prefix}:node:{id}`` — the node's :class:`NodeLoad` as JSON, written every
+  ``interval`` seconds with a TTL of ``ttl`` seconds: a node whose key expired is out;
+* ``{prefix}:nodes`` — a set of node ids (no TTL; an id whose key is gone is pruned by
+  whoever lists the nodes);
+* ``{prefix}:pending`` — a hash node id → rooms claimed for it since its last heartbeat
+  (the placement counts them as load the heartbeat does not show yet); the node resets
+  its own field when it writes its load.
+
+The heartbeat never raises: while Redis is unreachable each failed beat is retried at
+the next interval and logged at most once per ``log_interval``; a beat that succeeds again
+re-registers the node (the key is written whole each time, so a restarted, empty Redis
+knows the node again within one interval). Redis is never on the media path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+logger = logging.getLogger(__name__)
+
+#: seconds between two heartbeats, and how long a node key lives without one
+HEARTBEAT_INTERVAL = 1.0
+HEARTBEAT_TTL = 3.0
+#: seconds between two log lines about Redis being unreachable
+LOG_INTERVAL = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLoad:
+    """The load a node publishes (Redis, ``/healthz``'s ``load``): one JSON object."""
+
+    node_id: str
+    #: websocket URL clients and other nodes reach this node's signaling at
+    ws_url: str
+    #: participants the operator says the node takes (``--capacity``)
+    capacity: int
+    #: process CPU over the last interval, percent of one core (the SFU is one loop)
+    cpu_percent: float
+    rooms: int
+    participants: int
+    published_tracks: int
+    forwarders: int
+    #: RTP packets forwarded to subscribers per second over the last interval
+    forwarded_pps: float
+    #: the node takes no new rooms (it is stopping); its rooms are placed elsewhere
+    draining: bool
+    #: unix time of the sample
+    at: float
+
+    @property
+    def score(self) -> float:
+        """What placement compares: the larger of CPU (fraction of a core) and
+        participants per capacity; 1.0 is full."""
+        return load_score(self.cpu_percent, self.participants, self.capacity)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> NodeLoad:
+        data = json.loads(text)
+        return cls(
+            node_id=str(data["node_id"]),
+            ws_url=str(data["ws_url"]),
+            capacity=int(data["capacity"]),
+            cpu_percent=float(data["cpu_percent"]),
+            rooms=int(data["rooms"]),
+            participants=int(data["participants"]),
+            published_tracks=int(data["published_tracks"]),
+            forwarders=int(data["forwarders"]),
+            forwarded_pps=float(data["forwarded_pps"]),
+            draining=bool(data["draining"]),
+            at=float(data["at"]),
+        )
+
+
+def load_score(cpu_percent: float, participants: int, capacity: int) -> float:
+    return max(cpu_percent / 100.0, participants / max(capacity, 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "parley"
+
+    def node(self, node_id: str) -> str:
+        return f"{self.prefix}:node:{node_id}"
+
+    @property
+    def nodes(self) -> str:
+        return f"{self.prefix}:nodes"
+
+    @property
+    def pending(self) -> str:
+        return f"{self.prefix}:pending"
+
+    def room(self, room: str) -> str:
+        return f"{self.prefix}:room:{room}"
+
+
+class RateSampler:
+    """CPU percent and forwarded packets per second between two samples. Pure: the
+    caller passes the times and counters in."""
+
+    def __init__(self) -> None:
+        self._last: tuple[float, float] | None = None  # (wall, cpu seconds)
+        self._packets: dict[int, int] = {}
+
+    def cpu_percent(self, now: float, cpu_seconds: float) -> float:
+        last, self._last = self._last, (now, cpu_seconds)
+        if last is None or now <= last[0]:
+            return 0.0
+        return round(100.0 * max(cpu_seconds - last[1], 0.0) / (now - last[0]), 1)
+
+    def forwarded(self, elapsed: float, counts: Mapping[int, int]) -> float:
+        """``counts``: packets sent so far by each live forwarder (keyed by identity);
+        a forwarder new since the last sample counts whole, a departed one not at all."""
+        previous, self._packets = self._packets, dict(counts)
+        if elapsed <= 0:
+            return 0.0
+        sent = sum(max(n - previous.get(key, 0), 0) for key, n in counts.items())
+        return round(sent / elapsed, 1)
+
+
+class Logged:
+    """Log a recurring failure at most once per ``interval`` (time passed in)."""
+
+    def __init__(self, interval: float = LOG_INTERVAL) -> None:
+        self.interval = interval
+        self._at: float | None = None
+        self.failing = False
+
+    def failed(self, now: float, what: str, exc: BaseException) -> None:
+        if self._at is None or now - self._at >= self.interval:
+            self._at = now
+            logger.warning("%s: %s: %s (retrying)", what, type(exc).__name__, exc)
+        self.failing = True
+
+    def recovered(self, what: str) -> None:
+        if self.failing:
+            logger.info("%s: Redis reachable again", what)
+        self.failing = False
+        self._at = None
+
+
+#: what the registry reads the node's state from (``Sfu.stats()`` and its forwarders)
+StatsSource = Callable[[], Mapping[str, Any]]
+PacketCounts = Callable[[], Mapping[int, int]]
+#: extra work each heartbeat does on the same connection (the owner's room claims)
+BeatHook = Callable[[], Awaitable[None]]
+
+
+class Registry:
+    """Registers one node and keeps its key alive: ``start()``, ``close()``."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        node_id: str,
+        ws_url: str,
+        capacity: int,
+        stats: StatsSource,
+        packet_counts: PacketCounts,
+        keys: Keys | None = None,
+        interval: float = HEARTBEAT_INTERVAL,
+        ttl: float = HEARTBEAT_TTL,
+        on_beat: BeatHook | None = None,
+    ) -> None:
+        if not 0 < interval < ttl:
+            raise ValueError("need 0 < interval < ttl")
+        self.redis = redis
+        self.node_id = node_id
+        self.ws_url = ws_url
+        self.capacity = capacity
+        self.keys = keys or Keys()
+        self.interval = interval
+        self.ttl = ttl
+        self.draining = False
+        self.on_beat = on_beat
+        self._stats = stats
+        self._packet_counts = packet_counts
+        self._sampler = RateSampler()
+        self._log = Logged()
+        self._last_sample_at: float | None = None
+        #: the last load sampled (``/healthz`` shows it)
+        self.load: NodeLoad | None = None
+        self.beats = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def sample(self, now: float, cpu_seconds: float) -> NodeLoad:
+        stats = self._stats()
+        elapsed = 0.0 if self._last_sample_at is None else now - self._last_sample_at
+        self._last_sample_at = now
+        self.load = NodeLoad(
+            node_id=self.node_id,
+            ws_url=self.ws_url,
+            capacity=self.capacity,
+            cpu_percent=self._sampler.cpu_percent(now, cpu_seconds),
+            rooms=int(stats.get("rooms", 0)),
+            participants=int(stats.get("participants", 0)),
+            published_tracks=int(stats.get("published_tracks", 0)),
+            forwarders=int(stats.get("forwarders", 0)),
+            forwarded_pps=self._sampler.forwarded(elapsed, self._packet_counts()),
+            draining=self.draining,
+            at=now,
+        )
+        return self.load
+
+    async def beat(self) -> bool:
+        """One heartbeat: write the load (with its TTL), the id, reset pending claims,
+        then the hook. True if Redis took it; never raises (but for cancellation)."""
+        load = self.sample(time.time(), _cpu_seconds())
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(self.keys.node(self.node_id), load.to_json(), px=int(self.ttl * 1000))
+                pipe.sadd(self.keys.nodes, self.node_id)
+                pipe.hdel(self.keys.pending, self.node_id)
+                await pipe.execute()
+            if self.on_beat is not None:
+                await self.on_beat()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._log.failed(time.monotonic(), f"node {self.node_id} heartbeat", exc)
+            return False
+        self._log.recovered(f"node {self.node_id} heartbeat")
+        self.beats += 1
+        return True
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await self.beat()
+            await asyncio.sleep(max(self.interval - (loop.time() - started), 0.05))
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def deregister(self) -> None:
+        """Out of the cluster now (the node is stopping): delete its key and id."""
+        self.draining = True
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(0.5):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.delete(self.keys.node(self.node_id))
+                    pipe.srem(self.keys.nodes, self.node_id)
+                    pipe.hdel(self.keys.pending, self.node_id)
+                    await pipe.execute()
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+async def live_nodes(redis: Redis, keys: Keys) -> list[NodeLoad]:
+    """Every node whose key has not expired; ids whose key is gone are pruned."""
+    ids = sorted(
+        m.decode() if isinstance(m, bytes) else str(m) for m in await redis.smembers(keys.nodes)
+    )
+    if not ids:
+        return []
+    values = await redis.mget([keys.node(i) for i in ids])
+    nodes, gone = [], []
+    for node_id, value in zip(ids, values, strict=True):
+        if value is None:
+            gone.append(node_id)
+            continue
+        try:
+            nodes.append(NodeLoad.from_json(value))
+        except (ValueError, KeyError, TypeError):
+            logger.warning("ignoring node %s: its key is not a node's load", node_id)
+    if gone:
+        await redis.srem(keys.nodes, *gone)
+    return nodes
