@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import secrets
@@ -38,12 +39,14 @@ from signaling.server import CONFIG_KEY, SFU_KEY
 
 from .placement import Target
 from .redis_placement import RedisPlacement
-from .registry import HEARTBEAT_INTERVAL, HEARTBEAT_TTL, Keys, Logged, Registry
+from .registry import HEARTBEAT_INTERVAL, HEARTBEAT_TTL, Keys, Logged, NodeLoad, Registry
 
 logger = logging.getLogger(__name__)
 
 #: seconds one routing decision may wait for Redis before the join is served here
 ROUTE_TIMEOUT = 0.5
+#: seconds a probe of another node's address may take (``listening``)
+PROBE_TIMEOUT = 0.3
 #: ``left``'s reason for a participant whose room another node took
 MOVED_REASON = "room moved to another node"
 #: participants a node takes by default (its ``capacity`` in the load)
@@ -103,7 +106,9 @@ class RedisNode:
         self.node_id = node_id
         self.ws_url = ws_url
         self.keys = keys
-        self.placement = RedisPlacement(redis, keys, room_ttl=HEARTBEAT_TTL)
+        self.placement = RedisPlacement(
+            redis, keys, room_ttl=HEARTBEAT_TTL, self_id=node_id, probe=listening
+        )
         self.sfu: Sfu | None = None
         self.registry = Registry(
             redis,
@@ -178,6 +183,24 @@ class RedisNode:
         await self.registry.close()
         await self.placement.close()
         await self.redis.aclose()
+
+
+async def listening(node: NodeLoad) -> bool:
+    """False only when ``node``'s address refuses a TCP connection (the process is gone);
+    a timeout or any other error says nothing and counts as up."""
+    url = urlsplit(node.ws_url)
+    port = url.port or (443 if url.scheme == "wss" else 80)
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT):
+            _, writer = await asyncio.open_connection(url.hostname, port)
+    except ConnectionRefusedError:
+        return False
+    except (OSError, TimeoutError):
+        return True
+    writer.close()
+    with contextlib.suppress(Exception):
+        await writer.wait_closed()
+    return True
 
 
 def setup_redis_node(app: web.Application, args: argparse.Namespace) -> RedisNode | None:

@@ -8,14 +8,15 @@ compare-and-set, so two nodes placing the same room at once agree — for a node
 **two random choices, lowest load** (:func:`two_choices`) among the live nodes that are
 not draining, as LiveKit's node selector does. The load compared is the node's published
 score with the rooms claimed for it since its last heartbeat counted as one participant
-each (``{prefix}:pending``), so a burst of new rooms does not all land on the node that
-was idlest a second ago.
+each (``{prefix}:pending``); scores within :data:`SCORE_TOLERANCE` of each other are
+decided by rooms (plus those pending), so a burst of new rooms does not all land on the
+node that was idlest a second ago, nor follow CPU jitter.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from redis.asyncio import Redis
 
@@ -24,6 +25,9 @@ from .registry import Keys, NodeLoad, live_nodes, load_score
 
 #: seconds a room key lives without its owner refreshing it
 ROOM_TTL = 3.0
+#: scores closer than this are as good as equal (CPU readings jitter by a few percent
+#: between two samples): the node with fewer rooms (counting pending claims) is chosen
+SCORE_TOLERANCE = 0.05
 
 # KEYS[1] room key; ARGV: candidate node id, the owner seen before ("" for none), ttl ms.
 # Claims the room for the candidate unless someone else changed the owner meanwhile;
@@ -55,6 +59,10 @@ return 0
 """
 
 
+#: False when ``node`` is certainly down (nothing listens at its URL), True otherwise
+Probe = Callable[[NodeLoad], Awaitable[bool]]
+
+
 class NoNodeError(RuntimeError):
     """No live node takes rooms."""
 
@@ -68,15 +76,18 @@ def estimated_score(node: NodeLoad, pending: int) -> float:
 def two_choices(
     nodes: Sequence[NodeLoad], pending: Mapping[str, int], rng: random.Random
 ) -> NodeLoad | None:
-    """Two distinct random nodes that are not draining; the less loaded of them (the
-    first drawn on a tie). None when no node takes rooms."""
+    """Two distinct random nodes that are not draining; the less loaded of them, or, when
+    their scores are within :data:`SCORE_TOLERANCE`, the one with fewer rooms (the first
+    drawn on a tie). None when no node takes rooms."""
     healthy = [n for n in nodes if not n.draining]
     if len(healthy) <= 1:
         return healthy[0] if healthy else None
     a, b = rng.sample(healthy, 2)
-    score_a = estimated_score(a, pending.get(a.node_id, 0))
-    score_b = estimated_score(b, pending.get(b.node_id, 0))
-    return a if score_a <= score_b else b
+    pending_a, pending_b = pending.get(a.node_id, 0), pending.get(b.node_id, 0)
+    score_a, score_b = estimated_score(a, pending_a), estimated_score(b, pending_b)
+    if abs(score_a - score_b) < SCORE_TOLERANCE:  # as loaded, within noise: fewer rooms
+        return a if a.rooms + pending_a <= b.rooms + pending_b else b
+    return a if score_a < score_b else b
 
 
 def _text(value: object) -> str:
@@ -94,8 +105,15 @@ class RedisPlacement:
         *,
         room_ttl: float = ROOM_TTL,
         rng: random.Random | None = None,
+        self_id: str | None = None,
+        probe: Probe | None = None,
     ) -> None:
         self.redis = redis
+        #: this node's id: never probed
+        self.self_id = self_id
+        #: asked before a room is sent to another node whose key is alive: a node killed a
+        #: moment ago refuses connections long before its key expires
+        self.probe = probe
         self.keys = keys or Keys()
         self.room_ttl_ms = int(room_ttl * 1000)
         self.rng = rng or random.Random()
@@ -111,12 +129,20 @@ class RedisPlacement:
         value = await self.redis.get(self.keys.room(room))
         return None if value is None else _text(value)
 
+    async def _up(self, load: NodeLoad) -> bool:
+        return load.node_id == self.self_id or self.probe is None or await self.probe(load)
+
     async def place(self, room: str) -> Target:
+        down: set[str] = set()
         for _ in range(3):
             owner = await self.owner(room)
-            if owner is not None and (load := await self.node(owner)) is not None:
-                return Target(load.ws_url, load.node_id)
-            nodes = await live_nodes(self.redis, self.keys)
+            if owner is not None and owner not in down:
+                load = await self.node(owner)
+                if load is not None and await self._up(load):
+                    return Target(load.ws_url, load.node_id)
+                if load is not None:
+                    down.add(owner)
+            nodes = [n for n in await live_nodes(self.redis, self.keys) if n.node_id not in down]
             raw = await self.redis.hgetall(self.keys.pending)
             pending = {_text(k): int(v) for k, v in raw.items()}
             chosen = two_choices(nodes, pending, self.rng)
