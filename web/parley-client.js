@@ -155,6 +155,9 @@ export const DEFAULT_SIMULCAST_ENCODINGS = Object.freeze([
  * @property {CustomEvent<{attempt: number, delayMs: number, reason: string}>} reconnecting  the
  *     session was lost; attempt `attempt` starts in `delayMs`
  * @property {CustomEvent<{attempt: number}>} reconnectattempt  attempt `attempt` starts now
+ * @property {CustomEvent<{url: string}>} redirected  the server answered `join` with
+ *     `redirect` (another node of a cluster serves the room): the join goes on at `url`;
+ *     a later rejoin starts again at `options.url`
  * @property {CustomEvent<{reason: string, retryAfterMs: number}>} servershutdown  the server
  *     said it is stopping (`server_shutdown`); the session ends at once and, unless
  *     reconnecting is off, the first rejoin waits about `retryAfterMs`
@@ -392,6 +395,9 @@ export function websocketUrl(base) {
   url.hash = "";
   return url.toString();
 }
+
+/** `redirect` answers followed for one join (a cluster redirects once; more is a loop). */
+export const MAX_REDIRECTS = 3;
 
 /** The label of the data channel the server relays (docs/protocol.md, "Data channel"). */
 export const DATA_CHANNEL_LABEL = "parley";
@@ -881,27 +887,44 @@ export class ParleyClient extends EventTarget {
     if (!rejoin) this._setState("joining");
     this._leaving = false;
     this._serverLeft = null;
-    const signaling = new SignalingChannel(websocketUrl(this.options.url), {
-      WebSocketImpl: this.options.WebSocketImpl,
-      requestTimeoutMs: this.options.requestTimeoutMs,
-    });
     // a session of our own: nothing left over from the last one (a handler stuck on its
     // closed peer connection, say) can hold this one up
     const scope = new SessionScope();
     this._scope = scope;
-    this.signaling = signaling;
-    signaling.onmessage = (message) => {
-      // handled at once, not behind the queue: the session is over
-      if (message.type === "server_shutdown") this._onServerShutdown(signaling, message);
-      else this._enqueue(message);
+    /** @param {string} url */
+    const channel = (url) => {
+      const signaling = new SignalingChannel(url, {
+        WebSocketImpl: this.options.WebSocketImpl,
+        requestTimeoutMs: this.options.requestTimeoutMs,
+      });
+      this.signaling = signaling;
+      signaling.onmessage = (message) => {
+        // handled at once, not behind the queue: the session is over
+        if (message.type === "server_shutdown") this._onServerShutdown(signaling, message);
+        else if (message.type !== "redirect") this._enqueue(message);
+      };
+      signaling.onclose = (code, reason) => this._onSignalingClosed(signaling, code, reason);
+      return signaling;
     };
-    signaling.onclose = (code, reason) => this._onSignalingClosed(signaling, code, reason);
+    // always through the page's own server (the entry): it knows where the room is now
+    let signaling = channel(websocketUrl(this.options.url));
     try {
       await signaling.open(this.options.connectTimeoutMs);
       /** @type {Message} */
       const join = { type: "join", room: this.options.room, name: this.options.name };
       if (this.options.token !== undefined) join.token = this.options.token;
-      await signaling.request(join, ["joined"]);
+      let reply = await signaling.request(join, ["joined", "redirect"]);
+      for (let hops = 0; reply.type === "redirect"; hops++) {
+        // another node of the cluster serves the room (parley serve --redis): join there
+        if (hops >= MAX_REDIRECTS) throw new ParleyError("redirect_loop", `more than ${MAX_REDIRECTS} redirects`);
+        signaling.onclose = () => {};
+        signaling.close();
+        if (this._scope !== scope) throw new ParleyError("closed", "session ended");
+        this._emit("redirected", { url: String(reply.url) });
+        signaling = channel(String(reply.url));
+        await signaling.open(this.options.connectTimeoutMs);
+        reply = await signaling.request(join, ["joined", "redirect"]);
+      }
       // `joined` went into the inbox before the request settled
       await scope.guard(scope.inbox, "handling joined", this.options.requestTimeoutMs);
       if (this._scope !== scope) throw new ParleyError("closed", "session ended");
