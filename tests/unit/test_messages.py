@@ -32,6 +32,7 @@ from signaling.messages import (
     PublishAnswer,
     PublishedTrack,
     PublishOffer,
+    Redirect,
     ServerShutdown,
     SetLayer,
     SubscribeAnswer,
@@ -507,6 +508,15 @@ SERVER_EXAMPLES: list[tuple[object, dict[str, Any]]] = [
         ServerShutdown("server is shutting down", 2000),
         {"type": "server_shutdown", "reason": "server is shutting down", "retry_after_ms": 2000},
     ),
+    (
+        Redirect("ws://10.0.0.7:8080/ws", "standup", "join-1"),
+        {
+            "type": "redirect",
+            "url": "ws://10.0.0.7:8080/ws",
+            "room": "standup",
+            "request_id": "join-1",
+        },
+    ),
     (Pong(), {"type": "pong"}),
     (Pong(7), {"type": "pong", "request_id": 7}),
     (
@@ -556,6 +566,7 @@ def test_every_server_message_type_is_covered():
         SubscribeOffer,
         Left,
         ServerShutdown,
+        Redirect,
         Pong,
         ErrorMessage,
     }
