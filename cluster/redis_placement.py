@@ -25,9 +25,9 @@ from .registry import Keys, NodeLoad, live_nodes, load_score
 
 #: seconds a room key lives without its owner refreshing it
 ROOM_TTL = 3.0
-#: scores closer than this are as good as equal (CPU readings jitter by a few percent
-#: between two samples): the node with fewer rooms (counting pending claims) is chosen
-SCORE_TOLERANCE = 0.05
+#: scores closer than this are as good as equal (CPU readings jitter by several percent
+#: on a shared host, even averaged): the node with fewer rooms (counting pending claims) is chosen
+SCORE_TOLERANCE = 0.1
 
 # KEYS[1] room key; ARGV: candidate node id, the owner seen before ("" for none), ttl ms.
 # Claims the room for the candidate unless someone else changed the owner meanwhile;

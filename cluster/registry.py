@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 #: seconds between two heartbeats, and how long a node key lives without one
 HEARTBEAT_INTERVAL = 1.0
 HEARTBEAT_TTL = 3.0
+#: seconds: the time constant of the CPU share's moving average
+CPU_TAU = 5.0
 #: seconds between two log lines about Redis being unreachable
 LOG_INTERVAL = 10.0
 
@@ -48,7 +51,8 @@ class NodeLoad:
     ws_url: str
     #: participants the operator says the node takes (``--capacity``)
     capacity: int
-    #: process CPU over the last interval, percent of one core (the SFU is one loop)
+    #: process CPU, percent of one core (the SFU is one loop), averaged over about
+    #: ``CPU_TAU`` seconds
     cpu_percent: float
     rooms: int
     participants: int
@@ -112,18 +116,28 @@ class Keys:
 
 
 class RateSampler:
-    """CPU percent and forwarded packets per second between two samples. Pure: the
-    caller passes the times and counters in."""
+    """CPU percent (smoothed) and forwarded packets per second between two samples.
+    Pure: the caller passes the times and counters in.
 
-    def __init__(self) -> None:
+    CPU readings of one second jitter by several percent on a shared host; placement
+    compares nodes by them, so the CPU share is an exponentially weighted average with a
+    time constant of ``cpu_tau`` seconds (starting from 0: a node that just started
+    counts as idle)."""
+
+    def __init__(self, cpu_tau: float = CPU_TAU) -> None:
+        self.cpu_tau = cpu_tau
         self._last: tuple[float, float] | None = None  # (wall, cpu seconds)
+        self._cpu = 0.0
         self._packets: dict[int, int] = {}
 
     def cpu_percent(self, now: float, cpu_seconds: float) -> float:
         last, self._last = self._last, (now, cpu_seconds)
         if last is None or now <= last[0]:
-            return 0.0
-        return round(100.0 * max(cpu_seconds - last[1], 0.0) / (now - last[0]), 1)
+            return round(self._cpu, 1)
+        elapsed = now - last[0]
+        rate = 100.0 * max(cpu_seconds - last[1], 0.0) / elapsed
+        self._cpu += (1.0 - math.exp(-elapsed / self.cpu_tau)) * (rate - self._cpu)
+        return round(self._cpu, 1)
 
     def forwarded(self, elapsed: float, counts: Mapping[int, int]) -> float:
         """``counts``: packets sent so far by each live forwarder (keyed by identity);

@@ -104,12 +104,18 @@ def test_pending_claims_spread_a_burst_of_new_rooms() -> None:
     assert pending == {"a": 10, "b": 10}
 
 
-def test_cpu_percent_between_two_samples() -> None:
-    sampler = RateSampler()
+def test_cpu_percent_is_a_moving_average_of_the_process_cpu() -> None:
+    sampler = RateSampler(cpu_tau=5.0)
     assert sampler.cpu_percent(100.0, 5.0) == 0.0  # nothing to compare with yet
-    assert sampler.cpu_percent(101.0, 5.25) == 25.0
-    assert sampler.cpu_percent(103.0, 6.25) == 50.0
-    assert sampler.cpu_percent(103.0, 7.0) == 0.0  # no time passed: no rate
+    # a one-second spike to 100 % moves the average by 1 - e^(-1/5) of the way
+    assert sampler.cpu_percent(101.0, 6.0) == pytest.approx(18.1, abs=0.05)
+    assert sampler.cpu_percent(101.0, 7.0) == pytest.approx(18.1, abs=0.05)  # no time: same
+    # a steady 50 % for long enough is read as 50 %
+    t, cpu = 101.0, 7.0
+    for _ in range(60):
+        t, cpu = t + 1.0, cpu + 0.5
+        value = sampler.cpu_percent(t, cpu)
+    assert value == pytest.approx(50.0, abs=0.1)
 
 
 def test_forwarded_packets_per_second_follow_forwarders_coming_and_going() -> None:
