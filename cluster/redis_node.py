@@ -39,7 +39,15 @@ from signaling.server import CONFIG_KEY, SFU_KEY
 
 from .placement import Target
 from .redis_placement import RedisPlacement
-from .registry import HEARTBEAT_INTERVAL, HEARTBEAT_TTL, Keys, Logged, NodeLoad, Registry
+from .registry import (
+    HEARTBEAT_INTERVAL,
+    HEARTBEAT_TTL,
+    Keys,
+    Logged,
+    NodeLoad,
+    Registry,
+    within,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -143,11 +151,10 @@ class RedisNode:
 
     async def route(self, room: str) -> str | None:
         """The URL of the node serving ``room``, or None to serve it here."""
-        if self.registry.draining:
+        if self.registry.stopping:
             return None
         try:
-            async with asyncio.timeout(ROUTE_TIMEOUT):
-                target = await self.placement.place(room)
+            target = await within(self.placement.place(room), ROUTE_TIMEOUT)
         except Exception as exc:
             self._route_log.failed(time.monotonic(), "placing a room", exc)
             return None  # Redis is down (or no node registered yet): serve here
@@ -155,7 +162,7 @@ class RedisNode:
         return None if target.node_id == self.node_id else target.ws_url
 
     async def _hold_rooms(self) -> None:
-        if self.sfu is None or self.registry.draining:
+        if self.sfu is None or self.registry.stopping:
             return
         lost = await self.placement.hold(self.node_id, list(self.sfu.rooms))
         for room_id, url in lost.items():
@@ -168,16 +175,15 @@ class RedisNode:
 
     async def leave(self) -> None:
         """Out of the cluster (the node stops): its key and its room claims."""
-        self.registry.draining = True
+        self.registry.stopping = True
         await self.registry.close()
         await self.registry.deregister()
         if self.sfu is not None:
-            for room in list(self.sfu.rooms):
-                try:
-                    async with asyncio.timeout(0.2):
-                        await self.placement.forget(room, Target(self.ws_url, self.node_id))
-                except Exception:
-                    break  # Redis is gone: the keys expire on their own
+            target = Target(self.ws_url, self.node_id)
+            rooms = list(self.sfu.rooms)
+            forget = asyncio.gather(*(self.placement.forget(room, target) for room in rooms))
+            with contextlib.suppress(Exception):  # Redis is gone: the keys expire on their own
+                await within(forget, 0.5)
 
     async def close(self) -> None:
         await self.registry.close()

@@ -6,6 +6,8 @@ Keys (``prefix`` defaults to ``parley``; docs/scaling.md, "Many nodes through Re
   ``interval`` seconds with a TTL of ``ttl`` seconds: a node whose key expired is out;
 * ``{prefix}:nodes`` — a set of node ids (no TTL; an id whose key is gone is pruned by
   whoever lists the nodes);
+* ``{prefix}:drain:{id}`` — set by an operator or autoscaler (any value, no TTL needed):
+  the node reports ``draining`` and gets no new rooms, its rooms stay; deleted: undrained;
 * ``{prefix}:pending`` — a hash node id → rooms claimed for it since its last heartbeat
   (the placement counts them as load the heartbeat does not show yet); the node resets
   its own field when it writes its load.
@@ -27,17 +29,21 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: seconds between two heartbeats, and how long a node key lives without one
 HEARTBEAT_INTERVAL = 1.0
 HEARTBEAT_TTL = 3.0
 #: seconds: the time constant of the CPU share's moving average
 CPU_TAU = 5.0
+#: seconds ``Registry.close`` waits for a beat under way
+CLOSE_TIMEOUT = 2.0
 #: seconds between two log lines about Redis being unreachable
 LOG_INTERVAL = 10.0
 
@@ -60,7 +66,8 @@ class NodeLoad:
     forwarders: int
     #: RTP packets forwarded to subscribers per second over the last interval
     forwarded_pps: float
-    #: the node takes no new rooms (it is stopping); its rooms are placed elsewhere
+    #: the node takes no new rooms (``{prefix}:drain:{id}`` is set, or it is stopping);
+    #: the rooms it has stay there
     draining: bool
     #: unix time of the sample
     at: float
@@ -113,6 +120,9 @@ class Keys:
 
     def room(self, room: str) -> str:
         return f"{self.prefix}:room:{room}"
+
+    def drain(self, node_id: str) -> str:
+        return f"{self.prefix}:drain:{node_id}"
 
 
 class RateSampler:
@@ -203,7 +213,10 @@ class Registry:
         self.keys = keys or Keys()
         self.interval = interval
         self.ttl = ttl
-        self.draining = False
+        #: the node is stopping (it left the cluster)
+        self.stopping = False
+        #: an operator or autoscaler set ``{prefix}:drain:{id}`` (read every heartbeat)
+        self.drain_requested = False
         self.on_beat = on_beat
         self._stats = stats
         self._packet_counts = packet_counts
@@ -214,6 +227,11 @@ class Registry:
         self.load: NodeLoad | None = None
         self.beats = 0
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    @property
+    def draining(self) -> bool:
+        return self.stopping or self.drain_requested
 
     def sample(self, now: float, cpu_seconds: float) -> NodeLoad:
         stats = self._stats()
@@ -235,10 +253,12 @@ class Registry:
         return self.load
 
     async def beat(self) -> bool:
-        """One heartbeat: write the load (with its TTL), the id, reset pending claims,
-        then the hook. True if Redis took it; never raises (but for cancellation)."""
-        load = self.sample(time.time(), _cpu_seconds())
+        """One heartbeat: read the drain flag, write the load (with its TTL) and the id,
+        reset pending claims, then the hook. True if Redis took it; never raises (but for
+        cancellation). The load is sampled either way (``/healthz`` shows it)."""
         try:
+            self.drain_requested = bool(await self.redis.exists(self.keys.drain(self.node_id)))
+            load = self.sample(time.time(), _cpu_seconds())
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.set(self.keys.node(self.node_id), load.to_json(), px=int(self.ttl * 1000))
                 pipe.sadd(self.keys.nodes, self.node_id)
@@ -249,6 +269,11 @@ class Registry:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if (
+                self._last_sample_at is None
+                or time.time() - self._last_sample_at > self.interval / 2
+            ):
+                self.sample(time.time(), _cpu_seconds())
             self._log.failed(time.monotonic(), f"node {self.node_id} heartbeat", exc)
             return False
         self._log.recovered(f"node {self.node_id} heartbeat")
@@ -257,32 +282,62 @@ class Registry:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stop.is_set():
             started = loop.time()
             await self.beat()
-            await asyncio.sleep(max(self.interval - (loop.time() - started), 0.05))
+            with contextlib.suppress(TimeoutError):
+                wait = max(self.interval - (loop.time() - started), 0.05)
+                await asyncio.wait_for(self._stop.wait(), wait)
 
     def start(self) -> None:
         if self._task is None:
+            self._stop.clear()
             self._task = asyncio.ensure_future(self._run())
 
     async def deregister(self) -> None:
         """Out of the cluster now (the node is stopping): delete its key and id."""
-        self.draining = True
+        self.stopping = True
+
+        async def delete() -> None:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(self.keys.node(self.node_id))
+                pipe.srem(self.keys.nodes, self.node_id)
+                pipe.hdel(self.keys.pending, self.node_id)
+                await pipe.execute()
+
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(0.5):
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.delete(self.keys.node(self.node_id))
-                    pipe.srem(self.keys.nodes, self.node_id)
-                    pipe.hdel(self.keys.pending, self.node_id)
-                    await pipe.execute()
+            await within(delete(), 0.5)
 
     async def close(self) -> None:
+        """Stop beating. A beat under way finishes first (bounded by the client's socket
+        timeouts): cancelling redis-py in the middle of a command can leave the close
+        waiting on its connection; only a beat that overruns ``CLOSE_TIMEOUT`` is cancelled."""
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        self._stop.set()
+        done, _ = await asyncio.wait({task}, timeout=CLOSE_TIMEOUT)
+        if not done:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=CLOSE_TIMEOUT)
+
+
+def _drop_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: a late failure is not "never retrieved"
+
+
+async def within(aw: Awaitable[_T], timeout: float) -> _T:
+    """``aw``'s result, or ``TimeoutError`` after ``timeout`` seconds, without cancelling
+    it: redis-py's asyncio client can be left hanging or out of step by a command
+    cancelled half-way (redis/redis-py#2624, #2665), so a late call runs on until its
+    socket timeout and its outcome is dropped."""
+    task = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        task.add_done_callback(_drop_outcome)
+        raise TimeoutError
+    return task.result()
 
 
 def _cpu_seconds() -> float:

@@ -372,3 +372,37 @@ async def _both(cluster: Cluster) -> bool:
         return await cluster.registered() == {"a", "b"}
     except Exception:
         return False
+
+
+async def test_a_stopped_node_leaves_redis_and_its_room_moves_to_the_other(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    procs = await run_bots(
+        [
+            bot_command(cluster, "a", "drain", "ada", tmp_path, 12, "--reconnect"),
+            bot_command(cluster, "b", "drain", "bob", tmp_path, 12, "--reconnect"),
+        ]
+    )
+    try:
+        owner = await wait_for("room placed", lambda: cluster.owner("drain"), 30)
+        stopping = cluster.nodes[owner]
+        survivor = next(n for n in cluster.nodes.values() if n is not stopping)
+        await wait_for("both bots forwarded", lambda: forwarding(stopping, 4), 30)
+        assert stopping.proc is not None
+        stopping.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(stopping.proc.wait(), 5) == 0
+        # gone from Redis at once (not after its TTL), its room released or re-placed
+        assert await cluster.registered() == {survivor.node_id}
+        assert await cluster.owner("drain") in (None, survivor.node_id)
+        await wait_for("the survivor forwards", lambda: forwarding(survivor, 4), 10)
+    finally:
+        codes = await finish(procs)
+    for name, other in (("ada", "bob"), ("bob", "ada")):
+        summary = json.loads((tmp_path / f"{name}.json").read_text())
+        brief = {k: v for k, v in summary.items() if k not in ("events", "tracks")}
+        (reconnect,) = summary["reconnects"]
+        assert reconnect["code"] == "server_shutdown" and reconnect["recovered"], brief
+        assert reconnect["media_after_ms"] <= 5000, brief
+        assert decoded_from(summary, other, session=1) == {"audio", "video"}
+    assert codes == [0, 0]
+    assert survivor.problems() == [] and stopping.problems() == [], stopping.log

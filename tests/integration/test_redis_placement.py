@@ -155,3 +155,23 @@ async def test_registration_and_rooms_come_back_after_a_redis_restart(
     failures = [r for r in caplog.records if "heartbeat" in r.getMessage()]
     assert len(failures) == 1, [r.getMessage() for r in failures]  # logged once
     await node.close()
+
+
+async def test_a_drained_node_keeps_its_rooms_and_gets_no_new_ones(redis) -> None:
+    _, client = redis
+    a, b = registry(client, "a", ttl=30), registry(client, "b", participants=9, ttl=30)
+    await a.beat()
+    await b.beat()
+    placement = RedisPlacement(client, rng=random.Random(3))
+    assert (await placement.place("old")).node_id == "a"  # b is 90 % full
+    await client.set("parley:drain:a", "1")  # what an autoscaler does
+    await a.beat()
+    (load,) = [n for n in await live_nodes(client, Keys()) if n.node_id == "a"]
+    assert load.draining and a.draining
+    for i in range(10):
+        assert (await placement.place(f"new-{i}")).node_id == "b"
+    assert (await placement.place("old")).node_id == "a"
+    await client.delete("parley:drain:a")  # undrained
+    await a.beat()
+    assert not a.draining
+    assert (await placement.place("after")).node_id == "a"
