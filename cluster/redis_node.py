@@ -153,6 +153,8 @@ class RedisNode:
         """The URL of the node serving ``room``, or None to serve it here."""
         if self.registry.stopping:
             return None
+        if self.sfu is not None and room in self.sfu.rooms:
+            return None  # served here now: its claim is this node's (kept by the heartbeat)
         try:
             target = await within(self.placement.place(room), ROUTE_TIMEOUT)
         except Exception as exc:
