@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from parley_client import ClientClosed, ProtocolClient, RequestFailed
+from parley_client import ClientClosed, ProtocolClient, Redirected, RequestFailed
 from sfu.config import IceServer
 from signaling.messages import ErrorMessage, Layer, Leave, ServerMessage, SubscribeOffer
 
@@ -141,6 +141,10 @@ class WebSocketJson:
         self.closed.set()
 
 
+#: ``redirect`` answers followed for one join
+MAX_REDIRECTS = 3
+
+
 class ParleySession(ServerSession):
     """Parley's protocol over ``{url}/ws``, through :class:`parley_client.ProtocolClient`."""
 
@@ -153,7 +157,19 @@ class ParleySession(ServerSession):
     async def join(self, room: str, name: str, publisher: bool, timeout: float) -> None:
         await self.client.connect(timeout)
         try:
-            joined = await self.client.join(room, name, timeout, token=self.token)
+            joined = None
+            for _ in range(MAX_REDIRECTS + 1):
+                try:
+                    joined = await self.client.join(room, name, timeout, token=self.token)
+                    break
+                except Redirected as redirect:
+                    # another node of a cluster serves the room (parley serve --redis)
+                    await self.client.close()
+                    self.client = ProtocolClient(redirect.base_url, on_message=self._dispatch)
+                    self.closed = self.client.closed
+                    await self.client.connect(timeout)
+            if joined is None:
+                raise RuntimeError(f"more than {MAX_REDIRECTS} redirects")
         except RequestFailed as exc:
             raise RuntimeError(_error_text(exc.error)) from None
         except ClientClosed:

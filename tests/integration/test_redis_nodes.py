@@ -406,3 +406,37 @@ async def test_a_stopped_node_leaves_redis_and_its_room_moves_to_the_other(
         assert decoded_from(summary, other, session=1) == {"audio", "video"}
     assert codes == [0, 0]
     assert survivor.problems() == [] and stopping.problems() == [], stopping.log
+
+
+async def test_parley_load_through_one_node_follows_redirects_to_both(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    report_path = tmp_path / "load.json"
+    proc = await asyncio.create_subprocess_exec(
+        *PARLEY, "load", "--url", cluster.nodes["a"].url, "--rooms", "6",
+        "--publishers", "1", "--subscribers", "1", "--duration", "5", "--processes", "1",
+        "--ice-address", cluster.nodes["a"].link.host_address,
+        "--slo-p99-ms", "1000", "--slo-freeze-ms", "3000", "--json", str(report_path), "--quiet",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    most: dict[str, int] = {"a": 0, "b": 0}
+    try:
+        while proc.returncode is None:
+            for name, node in cluster.nodes.items():
+                body = await asyncio.to_thread(healthz, node.url)
+                if body is not None:
+                    most[name] = max(most[name], body["rooms"])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 0.5)
+        assert proc.stdout is not None
+        output = (await proc.stdout.read()).decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, output
+    # every room joined through node a; the ones placed on b were joined there
+    assert most["a"] > 0 and most["b"] > 0 and most["a"] + most["b"] == 6, most
+    report = json.loads(report_path.read_text())
+    bots = {k: v for k, v in report["bots"].items() if k != "list"}
+    assert bots["joined"] == 12 and bots["errors"] == [], bots
