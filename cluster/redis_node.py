@@ -82,7 +82,7 @@ def add_redis_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--capacity",
-        type=int,
+        type=_capacity,
         default=DEFAULT_CAPACITY,
         metavar="N",
         help=f"with --redis: participants this node takes (default {DEFAULT_CAPACITY}); "
@@ -91,6 +91,29 @@ def add_redis_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--redis-prefix", default="parley", help="with --redis: key prefix (default parley)"
     )
+
+
+def _capacity(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {value}")
+    return value
+
+
+def redis_arguments_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``--redis`` and ``--node-url`` (None: nothing, or no ``--redis``)."""
+    if not args.redis:
+        return None
+    if urlsplit(args.redis).scheme not in ("redis", "rediss", "unix"):
+        return f"--redis {args.redis!r} is not a redis://, rediss:// or unix:// URL"
+    try:
+        node_url(args)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def node_url(args: argparse.Namespace) -> str:

@@ -261,13 +261,10 @@ def serve_main(argv: list[str]) -> int:
     config = with_webhooks(config, args)
     config = dataclasses.replace(config, auth=auth_config(args))
     app = create_app(config, freeze_gc=True)
-    from cluster.redis_node import node_url, setup_redis_node
+    from cluster.redis_node import redis_arguments_error, setup_redis_node
 
-    try:
-        if args.redis:
-            node_url(args)
-    except ValueError as exc:
-        print(f"parley serve: {exc}", file=sys.stderr)
+    if (problem := redis_arguments_error(args)) is not None:
+        print(f"parley serve: {problem}", file=sys.stderr)
         return 2
     setup_redis_node(app, args)  # with --redis: this process is one node of a cluster
     try:

@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from cluster.redis_node import node_url
+from cluster.redis_node import node_url, redis_arguments_error
 from cluster.redis_placement import SCORE_TOLERANCE, estimated_score, two_choices
 from cluster.registry import Logged, NodeLoad, RateSampler, load_score
 from parley_client import base_url
@@ -163,3 +163,16 @@ def test_node_url_from_the_options() -> None:
     for bad in (args(host="0.0.0.0"), args(port=0), args(node_url="http://a/ws")):
         with pytest.raises(ValueError):
             node_url(bad)
+
+
+def test_redis_arguments_are_checked_before_serving() -> None:
+    import argparse
+
+    def args(**kw: object) -> argparse.Namespace:
+        base = {"redis": "redis://10.0.0.5:6379/0", "node_url": None, "host": "h", "port": 1}
+        return argparse.Namespace(**{**base, **kw})
+
+    assert redis_arguments_error(args()) is None
+    assert redis_arguments_error(args(redis=None, host="0.0.0.0")) is None  # no cluster
+    assert "redis://" in (redis_arguments_error(args(redis="10.0.0.5:6379")) or "")
+    assert "--node-url" in (redis_arguments_error(args(host="0.0.0.0")) or "")
