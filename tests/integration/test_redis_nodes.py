@@ -440,3 +440,34 @@ async def test_parley_load_through_one_node_follows_redirects_to_both(
     report = json.loads(report_path.read_text())
     bots = {k: v for k, v in report["bots"].items() if k != "list"}
     assert bots["joined"] == 12 and bots["errors"] == [], bots
+
+
+async def test_a_room_claimed_by_another_node_moves_there(cluster: Cluster, tmp_path: Path) -> None:
+    """What a split leaves behind (Redis lost its keys and another node placed the room
+    meanwhile): the node serving the room finds it owned by another live node at its
+    next heartbeat, ends its participants there, and they rejoin on the owner."""
+    procs = await run_bots(
+        [
+            bot_command(cluster, "a", "split", "ada", tmp_path, 12, "--reconnect"),
+            bot_command(cluster, "a", "split", "bob", tmp_path, 12, "--reconnect"),
+        ]
+    )
+    try:
+        owner = await wait_for("room placed", lambda: cluster.owner("split"), 30)
+        serving = cluster.nodes[owner]
+        other = next(n for n in cluster.nodes.values() if n is not serving)
+        await wait_for("both bots forwarded", lambda: forwarding(serving, 4), 30)
+        await cluster.client.set("parley:room:split", other.node_id, px=3000)
+        await wait_for("moved to the owner", lambda: forwarding(other, 4), 10)
+        assert (healthz(serving.url) or {}).get("rooms") == 0
+    finally:
+        codes = await finish(procs)
+    for name, peer in (("ada", "bob"), ("bob", "ada")):
+        summary = json.loads((tmp_path / f"{name}.json").read_text())
+        brief = {k: v for k, v in summary.items() if k not in ("events", "tracks")}
+        (reconnect,) = summary["reconnects"]
+        assert "room moved to another node" in reconnect["message"], brief
+        assert reconnect["recovered"] and reconnect["media_after_ms"] <= 5000, brief
+        assert decoded_from(summary, peer, session=1) == {"audio", "video"}
+    assert codes == [0, 0]
+    assert serving.problems() == [] and other.problems() == []
