@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
-import logging
 import signal
 import socket
 import sys
@@ -153,6 +152,11 @@ def build_serve_parser() -> argparse.ArgumentParser:
         metavar="LEVEL",
         help="one of " + ", ".join(LOG_LEVELS) + " (default INFO)",
     )
+    from signaling.drain import add_drain_arguments
+    from signaling.oplog import add_log_arguments
+
+    add_log_arguments(parser)
+    add_drain_arguments(parser)
     return parser
 
 
@@ -185,24 +189,39 @@ async def _listen(app: web.Application, host: str, port: int) -> tuple[web.AppRu
 
 
 async def _serve(app: web.Application, host: str, port: int, out: Callable[[str], None]) -> None:
+    from signaling.drain import drain
+    from signaling.server import CONFIG_KEY, SFU_KEY
+
     runner, urls = await _listen(app, host, port)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    stop_draining = asyncio.Event()
     main_task = asyncio.current_task()
     assert main_task is not None
+    drain_config = app[CONFIG_KEY].drain
 
     def on_signal(signum: int) -> None:
+        if stop.is_set() and drain_config.timeout > 0 and not stop_draining.is_set():
+            out(f"{signal.Signals(signum).name}: draining stopped, shutting down")
+            stop_draining.set()  # a second signal while draining: stop waiting
+            return
         if stop.is_set():  # a second Ctrl-C: stop waiting for the graceful part
             main_task.cancel()
             return
-        out(f"{signal.Signals(signum).name}: shutting down")
+        what = "draining" if drain_config.timeout > 0 else "shutting down"
+        out(f"{signal.Signals(signum).name}: {what}")
         stop.set()
+
+    def participants() -> int:
+        return sum(len(room.participants) for room in app[SFU_KEY].rooms.values())
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         out("Parley serving on " + ", ".join(urls) + " (SIGTERM or Ctrl-C stops it)")
         await stop.wait()
+        if drain_config.timeout > 0:
+            await drain(app, drain_config, participants, stop_draining)
     finally:
         try:
             await runner.cleanup()
@@ -212,14 +231,14 @@ async def _serve(app: web.Application, host: str, port: int, out: Callable[[str]
 
 
 def serve_main(argv: list[str]) -> int:
-    args = build_serve_parser().parse_args(argv)
+    args = parse_command_args(build_serve_parser(), argv, "serve")
     from sfu.config import IceConfig, SfuConfig
     from sfu.datachannel import DataLimits
+    from signaling.drain import drain_config
+    from signaling.oplog import configure_logging
     from signaling.server import ServerConfig, create_app
 
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level, args.log_format)
     ice = IceConfig(
         servers=tuple(args.ice_server or ()),
         addresses=tuple(args.ice_address or ("127.0.0.1",)),
@@ -232,7 +251,9 @@ def serve_main(argv: list[str]) -> int:
         byte_burst=2 * max(args.data_bytes_rate, args.data_max_bytes),
     )
     config = ServerConfig(
-        sfu=SfuConfig(ice=ice, data_limits=data), max_message_bytes=args.max_message_bytes
+        sfu=SfuConfig(ice=ice, data_limits=data),
+        max_message_bytes=args.max_message_bytes,
+        drain=drain_config(args),
     )
     app = create_app(config, freeze_gc=True)
     try:
@@ -243,6 +264,29 @@ def serve_main(argv: list[str]) -> int:
     except (KeyboardInterrupt, asyncio.CancelledError):
         return 130
     return 0
+
+
+def parse_command_args(
+    parser: argparse.ArgumentParser, argv: list[str], command: str
+) -> argparse.Namespace:
+    """``parser.parse_args(argv)`` under the config file and ``PARLEY_*`` variables
+    (``parley/config_file.py``): ``--config``, ``--print-config``, table ``[command]``."""
+    from parley.config_file import parse_args
+
+    return parse_args(
+        parser, argv, section=command, sections=COMMANDS, other_dests=_all_option_names
+    )
+
+
+def _all_option_names() -> set[str]:
+    """Every command's option names: a shared key of the config file must be one of them."""
+    from loadgen.bot.cli import build_parser as bot_parser
+    from loadgen.load.cli import build_parser as load_parser
+
+    names: set[str] = set()
+    for parser in (build_serve_parser(), bot_parser(), load_parser()):
+        names.update(a.dest for a in parser._actions if a.option_strings)
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:

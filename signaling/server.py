@@ -26,6 +26,8 @@ from sfu.participant import NegotiationError, Participant, PublishedTrack, Subsc
 from sfu.room import Sfu
 
 from . import messages as m
+from .drain import DRAINING_CLOSE_CODE, DRAINING_KEY, DrainConfig, is_draining
+from .oplog import OperatorLog, PauseLog
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +57,16 @@ class ServerConfig:
     shutdown_reason: str = "server is shutting down"
     #: ``server_shutdown``'s hint of when to rejoin: about what a restart takes.
     shutdown_retry_after_ms: int = 2000
+    #: ``server_shutdown``'s ``reconnect``: whether clients should rejoin (here or elsewhere).
+    shutdown_reconnect: bool = True
     #: Seconds a client gets to take its ``server_shutdown`` and close frame before its
     #: connection is cut (a client that stopped reading must not hold the shutdown up).
     shutdown_grace: float = 0.3
     #: Seconds the whole shutdown of sessions may take; what is left is cancelled.
     #: (0.5 s leaves the process room to exit within a second of the signal on a busy host.)
     shutdown_timeout: float = 0.5
+    #: Waiting for rooms to empty before a stop (``signaling/drain.py``).
+    drain: DrainConfig = field(default_factory=DrainConfig)
 
 
 #: Server messages queued for one client before it is considered gone (it stopped reading).
@@ -130,6 +136,7 @@ class Session:
         self._tasks: set[asyncio.Task[None]] = set()
         #: the task running this session's websocket handler
         self.handler: asyncio.Task[object] | None = None
+        self.pause_log = PauseLog()  # operator lines when a subscribed video pauses/resumes
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         """Run ``coro`` in the background, keeping a reference and retrieving its outcome."""
@@ -190,6 +197,8 @@ class Session:
     def layer_changed(self, subscription: Subscription) -> None:
         forwarder = subscription.forwarder
         current = forwarder.current
+        publisher = subscription.publisher.id
+        self.pause_log.update(self.participant, subscription.track.id, publisher, current is None)
         self.send(
             m.Layer(
                 track=subscription.track.id,
@@ -230,7 +239,9 @@ class Session:
         with contextlib.suppress(Exception):
             await self.ws.close(code=code, message=message)
 
-    async def shutdown(self, reason: str, retry_after_ms: int, grace: float) -> None:
+    async def shutdown(
+        self, reason: str, retry_after_ms: int, grace: float, reconnect: bool = True
+    ) -> None:
         """The server stops: send ``server_shutdown``, close the websocket (1001), leave.
 
         Whatever was still queued for the client is dropped (it is moot now); a client
@@ -241,7 +252,9 @@ class Session:
             self.state = "closed"  # nothing but the goodbye goes out from now on
             while not self._out.empty():
                 self._out.get_nowait()
-            self._out.put_nowait(m.ServerShutdown(reason=reason, retry_after_ms=retry_after_ms))
+            self._out.put_nowait(
+                m.ServerShutdown(reason=reason, retry_after_ms=retry_after_ms, reconnect=reconnect)
+            )
             self._out.put_nowait(None)
             try:
                 async with asyncio.timeout(grace):
@@ -325,6 +338,10 @@ class Session:
     async def _join(self, message: m.Join) -> None:
         if self.state != "new":
             self.error("wrong_state", "already joined", "join", message.request_id)
+            return
+        if is_draining(self.request.app):
+            self.error("server_draining", self.config.drain.refusal, "join", message.request_id)
+            self._spawn(self._flush_and_close(DRAINING_CLOSE_CODE, b"server draining"))
             return
         authorize = self.config.authorize
         if authorize is not None:
@@ -450,6 +467,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
 
 async def healthz(request: web.Request) -> web.Response:
     sfu = request.app[SFU_KEY]
+    if is_draining(request.app):  # 503: a load balancer takes this instance out
+        return web.json_response({"status": "draining", **sfu.stats()}, status=503)
     return web.json_response({"status": "ok", **sfu.stats()})
 
 
@@ -500,7 +519,10 @@ async def shutdown_sessions(app: web.Application) -> None:
     closing = [
         asyncio.ensure_future(
             s.shutdown(
-                config.shutdown_reason, config.shutdown_retry_after_ms, config.shutdown_grace
+                config.shutdown_reason,
+                config.shutdown_retry_after_ms,
+                config.shutdown_grace,
+                config.shutdown_reconnect,
             )
         )
         for s in sessions
@@ -537,9 +559,11 @@ def setup_parley(
     app[CONFIG_KEY] = config
     app[SESSIONS_KEY] = set()
     app[STOPPING_KEY] = asyncio.Event()
+    app[DRAINING_KEY] = asyncio.Event()
 
     async def sfu_context(app: web.Application) -> AsyncIterator[None]:
         sfu = Sfu(config.sfu)
+        sfu.add_observer(OperatorLog())  # one log line per join, leave, publish, unpublish
         app[SFU_KEY] = sfu
         yield
         await sfu.close()

@@ -659,7 +659,11 @@ class Bot:
         """``server_shutdown``: the server is going away and closes the websocket next."""
         now = self._clock()
         self._event(
-            now, "server_shutdown", reason=message.reason, retry_after_ms=message.retry_after_ms
+            now,
+            "server_shutdown",
+            reason=message.reason,
+            retry_after_ms=message.retry_after_ms,
+            reconnect=message.reconnect,
         )
         if self._leaving or self._closed:
             return
