@@ -7,7 +7,8 @@ a command's parser is settable in the file and the environment with no code here
   option's ``dest`` (``--max-message-bytes`` -> ``max_message_bytes``). Keys in a table named
   after the command (``[serve]``, ``[bot]``, ``[load]``, ...) apply to that command; top-level
   keys are shared by every command that has that option (``api_key``, ``api_secret``, ...). A
-  repeatable option (``action="append"``) takes an array; a flag (``store_true``) a boolean.
+  repeatable option (``action="append"``) takes an array; a flag a boolean, the value of its
+  ``dest`` (``--no-publish``, dest ``publish``: ``publish = false``).
 - **Environment**: ``PARLEY_<DEST>`` (``PARLEY_MAX_MESSAGE_BYTES``) for any command having the
   option, ``PARLEY_<COMMAND>_<DEST>`` (``PARLEY_SERVE_PORT``) for one command only (it wins
   over the generic name). A repeatable option takes whitespace-separated items (commas stay
@@ -133,8 +134,7 @@ def _from_toml(action: argparse.Action, value: object) -> _Setting:
     if _is_flag(action):
         if not isinstance(value, bool):
             raise ConfigError(f"argument {name}: expected true or false, not {value!r}")
-        const = action.const if value else not action.const
-        return _Setting(const, value, "")
+        return _Setting(value, value, "")  # the key is the dest: its value as it is
     if _is_count(action):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"argument {name}: expected a count (0, 1, 2 ...), not {value!r}")
@@ -157,7 +157,7 @@ def _from_env(action: argparse.Action, text: str) -> _Setting:
         if word not in TRUE_WORDS | FALSE_WORDS:
             raise ConfigError(f"argument {name}: expected 1/true/yes/on or 0/false/no/off")
         on = word in TRUE_WORDS
-        return _Setting(action.const if on else not action.const, on, "")
+        return _Setting(on, on, "")
     if _is_count(action):
         try:
             count = int(text)

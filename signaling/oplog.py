@@ -5,7 +5,9 @@
 ``parley.ops`` logger. :class:`PauseLog` (one per signaling session) adds one line when a
 subscriber's video is paused (the SFU stopped forwarding it: congestion, or the client
 asked) and one when it resumes. Every line reads ``event room=... participant=... name=...``
-and carries the same as structured fields (``extra``) that :class:`JsonFormatter` writes.
+and carries the same as structured fields (``extra={"parley_fields": {...}}``) that
+:class:`JsonFormatter` writes as keys of its JSON object (``event``, ``room``,
+``participant``, ``name``, and ``track``, ``kind``, ``reason``, ``publisher`` where they apply).
 
 :func:`configure_logging` sets up the process's logging for ``parley serve``:
 ``--log-format text`` (the default) or ``json`` (one object per line, for log shippers),
@@ -36,8 +38,8 @@ LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: Libraries that log every ICE check or HTTP request at INFO: WARNING unless DEBUG.
 CHATTY_LOGGERS = ("aioice", "aiortc", "aiohttp.access")
-#: ``extra`` fields a JSON line carries when a record has them.
-STRUCTURED_FIELDS = ("event", "room", "participant", "name", "track", "kind", "reason")
+#: The record attribute (``extra``) holding an operator line's structured fields.
+FIELDS_ATTRIBUTE = "parley_fields"
 
 
 def _fields(event: str, room: str, participant: Participant, **more: object) -> dict[str, object]:
@@ -62,7 +64,8 @@ def _line(fields: dict[str, object]) -> str:
 def emit(event: str, room: str, participant: Participant, **more: object) -> None:
     """One operator line (INFO) for ``event`` in ``room`` about ``participant``."""
     fields = _fields(event, room, participant, **more)
-    logger.info("%s", _line(fields), extra=fields)
+    # one attribute: LogRecord reserves ``name`` (the logger's) and other plain words
+    logger.info("%s", _line(fields), extra={FIELDS_ATTRIBUTE: fields})
 
 
 class OperatorLog(SfuObserver):
@@ -119,10 +122,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in (*STRUCTURED_FIELDS, "publisher", "layers"):
-            value = getattr(record, key, None)
-            if value is not None:
-                out[key] = value
+        fields = getattr(record, FIELDS_ATTRIBUTE, None)
+        if isinstance(fields, dict):
+            out.update((k, v) for k, v in fields.items() if v is not None and k not in out)
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False, default=str)
