@@ -51,6 +51,21 @@ def _ice_server(text: str) -> IceServer:
     raise argparse.ArgumentTypeError("expected URL or URL,USERNAME,CREDENTIAL")
 
 
+def _announce(text: str) -> tuple[str, str]:
+    """``PUBLIC`` (for every ICE address) or ``LOCAL=PUBLIC``: IP addresses."""
+    import ipaddress
+
+    local, _, public = text.rpartition("=")
+    try:
+        for address in (public, *([local] if local else [])):
+            ipaddress.ip_address(address)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected PUBLIC_IP or LOCAL_IP=PUBLIC_IP: {exc}"
+        ) from None
+    return (local or "*", public)
+
+
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -104,6 +119,15 @@ def build_serve_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         help="local address ICE gathers candidates on (repeatable; default 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--ice-announce",
+        action="append",
+        type=_announce,
+        default=None,
+        metavar="[LOCAL=]PUBLIC",
+        help="behind a 1:1 NAT: announce PUBLIC in host candidates instead of the "
+        "--ice-address they are bound on (LOCAL=PUBLIC for one address; repeatable)",
     )
     parser.add_argument(
         "--ice-server",
@@ -242,6 +266,7 @@ def serve_main(argv: list[str]) -> int:
     ice = IceConfig(
         servers=tuple(args.ice_server or ()),
         addresses=tuple(args.ice_address or ("127.0.0.1",)),
+        announced=tuple(args.ice_announce or ()),
     )
     data = DataLimits(
         max_message_bytes=args.data_max_bytes,

@@ -344,6 +344,14 @@ def _toml_value(value: object) -> str | None:
     return None
 
 
+def _plain(value: object) -> bool:
+    """A TOML scalar, or a list of them: what a config file gives (not a parsed object)."""
+    scalars = (str, int, float, bool)
+    return isinstance(value, scalars) or (
+        isinstance(value, list) and all(isinstance(v, scalars) for v in value)
+    )
+
+
 def render_toml(
     section: str,
     actions: Mapping[str, argparse.Action],
@@ -360,7 +368,7 @@ def render_toml(
         if value is None:
             lines.append(f"# {dest} is not set")
             continue
-        text = _toml_value(value)
+        text = _toml_value(value) if _plain(value) else None
         if text is None and dest in raw:  # a converted object (e.g. an ICE server): its text
             text = _toml_value(raw[dest])
         if text is None:
