@@ -337,13 +337,13 @@ def main(argv: list[str] | None = None) -> int:
 def _bot_main(argv: list[str]) -> int:
     from loadgen.bot import main as bot_main
 
-    return bot_main(argv)
+    return bot_main(argv, lambda parser, args: parse_command_args(parser, args, "bot"))
 
 
 def _load_main(argv: list[str]) -> int:
     from loadgen.load.cli import main as load_main
 
-    return load_main(argv)
+    return load_main(argv, lambda parser, args: parse_command_args(parser, args, "load"))
 
 
 if __name__ == "__main__":
