@@ -160,3 +160,17 @@ def test_serve_parser_options_all_settable(
     data = tomllib.loads(capsys.readouterr().out)["serve"]
     assert data["ice_server"] == ["turn:turn.example:3478?transport=udp,u,p"]
     assert data["drain_timeout"] == 30.0
+
+
+def test_the_documented_config_files_are_valid(tmp_path: Path) -> None:
+    """Every ``toml`` example in docs/operations.md is a file ``parley serve`` accepts."""
+    import re
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+    blocks = re.findall(r"```toml\n(.*?)```", doc.read_text(), re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        path = tmp_path / "example.toml"
+        path.write_text(block)
+        args = parse_args(build_serve_parser(), ["--config", str(path)], section="serve", env={})
+        assert args.port == 8080
