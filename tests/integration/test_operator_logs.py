@@ -13,8 +13,10 @@ import json
 from typing import Any
 
 import aiohttp
+import pytest
 
 from loadgen.bot import BotConfig, run_bot
+from sfu.aiortc_adapter import dtls
 
 from ._clients import Client
 from ._parley_process import ServerProcess, parley_serve
@@ -104,3 +106,32 @@ async def test_json_lines_name_room_and_participant_for_each_event() -> None:
     noisy = [r for r in records if r["logger"].split(".")[0] in ("aioice", "aiortc")]
     assert all(r["level"] in ("WARNING", "ERROR") for r in noisy), noisy
     assert not [r for r in records if r["logger"] == "aiohttp.access"]
+
+
+async def test_a_dtls_failure_names_room_participant_and_the_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client whose DTLS offers only ECDHE-RSA suites cannot shake hands with Parley's
+    ECDSA certificate: the server's lines say who failed, where, and why (the alert)."""
+    # this test's client only (the server is another process): Parley's own adapter, whose
+    # DTLS client suites (``dtls.CIPHERS``) are cut down to ECDHE-RSA
+    monkeypatch.setattr(dtls, "CIPHERS", b"ECDHE-RSA-AES128-GCM-SHA256")
+    async with parley_serve("--log-format", "json") as server, aiohttp.ClientSession() as http:
+        client = await Client(http, server.url).connect()
+        try:
+            await client.join("dtls", "mallory")
+            await client.publish()
+            await _wait_for_event(server, "leave", "mallory")
+        finally:
+            await client.close()
+            if client.pub_pc is not None:
+                await client.pub_pc.close()
+        records = _records(server)
+    failed = [r for r in _events(records) if r["event"] == "dtls_failed"]
+    assert len(failed) == 1, records
+    assert failed[0]["room"] == "dtls" and failed[0]["name"] == "mallory", failed
+    assert failed[0]["level"] == "WARNING" and "handshake_failure" in failed[0]["reason"], failed
+    assert "room=dtls participant=" in failed[0]["message"], failed
+    leave = next(r for r in _events(records) if r["event"] == "leave")
+    assert leave["participant"] == failed[0]["participant"], leave
+    assert "DTLS: sent fatal alert handshake_failure" in leave["reason"], leave
