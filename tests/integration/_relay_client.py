@@ -1,8 +1,9 @@
 """A participant that reaches Parley's media only through a TURN relay (run in its own netns).
 
-``python -m tests.integration._relay_client WS_URL TURN_URL USER PASSWORD SERVER_IP:PORT LOCAL_IP``
+``python -m tests.integration._relay_client WS_URL SERVER_IP:PORT LOCAL_IP``
 
 Joins room ``nat`` as ``behind``, publishes a tone and a test pattern and subscribes, with
+the ICE servers the server sends in ``joined`` (as the web client does) and
 ``iceTransportPolicy: relay`` (``IceConfig.relay_only``): its only candidates are the TURN
 server's relay addresses, none on ``LOCAL_IP`` (which it would gather on otherwise). First it checks that the server's own address is unreachable
 from here (no direct path). Prints one JSON line: whether the server was reachable
@@ -15,6 +16,7 @@ import asyncio
 import json
 import socket
 import sys
+from typing import Any
 
 import aiohttp
 
@@ -35,24 +37,31 @@ def _direct_path(address: str) -> str:
     return "reachable"
 
 
-async def main(
-    url: str, turn: str, user: str, password: str, server: str, local: str
-) -> dict[str, object]:
-    result: dict[str, object] = {"direct_path": _direct_path(server)}
-    ice = IceConfig(
-        servers=(IceServer(urls=(turn,), username=user, credential=password),),
-        addresses=(local,),
-        relay_only=True,
+def _ice_servers(joined: dict[str, Any]) -> tuple[IceServer, ...]:
+    return tuple(
+        IceServer(urls=tuple(s["urls"]), username=s.get("username"), credential=s.get("credential"))
+        for s in joined["ice_servers"]
     )
+
+
+async def main(url: str, server: str, local: str) -> dict[str, object]:
+    result: dict[str, object] = {"direct_path": _direct_path(server)}
     async with aiohttp.ClientSession() as http:
-        client = await Client(http, url, answer=True, ice=ice).connect()
+        client = await Client(http, url, answer=True).connect()
         try:
-            await client.join("nat", "behind")
+            joined = await client.join("nat", "behind")
+            client.ice = IceConfig(
+                servers=_ice_servers(joined), addresses=(local,), relay_only=True
+            )
+            result["ice_servers"] = joined["ice_servers"]
+            loop = asyncio.get_running_loop()
+            started = loop.time()
             await client.publish()
             async with asyncio.timeout(40):
                 while await client.packets_received() < 30:
                     await asyncio.sleep(0.2)
             result["packets_received"] = await client.packets_received()
+            result["media_after_s"] = round(loop.time() - started, 2)
             types = set()
             for pc in (client.pub_pc, client.sub_pc):
                 assert pc is not None
@@ -73,4 +82,4 @@ async def main(
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(main(*sys.argv[1:7]))), flush=True)
+    print(json.dumps(asyncio.run(main(*sys.argv[1:4]))), flush=True)

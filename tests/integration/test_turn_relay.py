@@ -117,7 +117,8 @@ async def test_media_both_ways_through_a_coturn_relay_only(tmp_path: Path) -> No
     server_log: list[str] = []
     async with server_link, client_link:
         serve = [*parley_command(), "serve", "--host", server_ip, "--port", str(PORT)]
-        serve += ["--ice-address", server_ip]
+        turn = f"turn:{turn_ip}:{TURN_PORT}?transport=udp,{TURN_USER},{TURN_PASSWORD}"
+        serve += ["--ice-address", server_ip, "--ice-server", turn]
         async with (
             _process(_coturn(turn_ip, relay_ip, tmp_path), "Total General servers", turn_log),
             _process(server_link.command(serve), "Parley serving on", server_log),
@@ -132,8 +133,7 @@ async def test_media_both_ways_through_a_coturn_relay_only(tmp_path: Path) -> No
                 await direct.publish()
                 relay_client = [
                     sys.executable, "-m", "tests.integration._relay_client",
-                    f"http://{turn_ip}:{PORT}", f"turn:{turn_ip}:{TURN_PORT}?transport=udp",
-                    TURN_USER, TURN_PASSWORD, f"{server_ip}:{PORT}", client_ip,
+                    f"http://{turn_ip}:{PORT}", f"{server_ip}:{PORT}", client_ip,
                 ]  # fmt: skip
                 proc = await asyncio.create_subprocess_exec(
                     *client_link.command(relay_client),
