@@ -59,14 +59,14 @@ def test_defaults_without_file_or_environment() -> None:
 def test_file_sets_every_kind_of_option(tmp_path: Path) -> None:
     path = _write(
         tmp_path,
-        'room = "shared"\n[serve]\nport = 9000\nallowed_origin = ["https://a", "https://b"]\n'
+        'room = "common"\n[serve]\nport = 9000\nallowed_origin = ["https://a", "https://b"]\n'
         'verbose = true\npublish = false\nmode = "b"\n',
     )
     args = _parse(["--config", path])  # --room is required: the file's shared key gives it
     assert args.port == 9000
     assert args.allowed_origin == ["https://a", "https://b"]
     assert args.verbose is True and args.publish is False
-    assert args.mode == "b" and args.room == "shared"
+    assert args.mode == "b" and args.room == "common"
 
 
 def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path) -> None:
