@@ -134,7 +134,8 @@ def build_serve_parser() -> argparse.ArgumentParser:
         action="append",
         type=_ice_server,
         default=None,
-        help="STUN/TURN server given to every peer connection (repeatable; default none)",
+        help="STUN/TURN server given to clients; the server's own connections ask STUN "
+        "servers but allocate no TURN relay (repeatable; default none)",
     )
     parser.add_argument(
         "--max-message-bytes",

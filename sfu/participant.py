@@ -250,7 +250,8 @@ class Participant:
     # ------------------------------------------------------------ lifecycle
 
     def _create_pc(self) -> RTCPeerConnection:
-        pc = adapter.create_peer_connection(self.config.ice, self._dtls_failed)
+        # the SFU's own connections allocate no TURN relay: the TURN servers are the clients'
+        pc = adapter.create_peer_connection(self.config.ice, self._dtls_failed, relay=False)
         self._watch(pc)
         return pc
 

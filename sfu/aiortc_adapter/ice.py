@@ -36,10 +36,15 @@ def rtc_configuration(ice: IceConfig) -> RTCConfiguration:
 
 
 def create_peer_connection(
-    ice: IceConfig, on_dtls_failure: DtlsFailure | None = None
+    ice: IceConfig, on_dtls_failure: DtlsFailure | None = None, *, relay: bool = True
 ) -> RTCPeerConnection:
     """A peer connection that gathers only on ``ice.addresses`` and uses only ``ice.servers``.
 
+    ``relay=False`` (the SFU's own connections): no TURN allocation. The TURN servers
+    of ``ice.servers`` are for clients (``joined.ice_servers``); the server's relayed
+    candidate would only ever reach a client through a second relay, and allocating one
+    per connection would hold every join up for a round trip to the TURN server and
+    load it. STUN servers are still asked (server-reflexive candidates).
     A failed DTLS handshake is logged with OpenSSL's reason and passed to
     ``on_dtls_failure`` (``dtls.watch_handshake``)."""
     pc = RTCPeerConnection(rtc_configuration(ice))
@@ -48,6 +53,8 @@ def create_peer_connection(
     def create_dtls_transport() -> RTCDtlsTransport:
         dtls = create_dtls()
         connection = dtls.transport.iceGatherer._connection
+        if not relay:
+            connection.turn_server = None
         _restrict_gathering(connection, ice)
         _configure_consent(connection, ice.consent_interval, ice.consent_failures)
         watch_handshake(dtls, on_dtls_failure)

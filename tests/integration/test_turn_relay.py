@@ -28,7 +28,7 @@ from loadgen.impair.link import ImpairedLink
 from sfu.config import IceConfig
 
 from ._clients import Client
-from ._parley_process import parley_command
+from ._parley_process import parley_command, parley_serve
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT = 8090
@@ -159,3 +159,33 @@ async def test_media_both_ways_through_a_coturn_relay_only(tmp_path: Path) -> No
     # the relayed participant's media went through coturn to the server and on
     assert received_direct >= 30, received_direct
     assert any("ALLOCATE" in line and "success" in line for line in turn_log), turn_log[-30:]
+
+
+async def test_the_server_hands_turn_to_clients_and_allocates_none_itself(tmp_path: Path) -> None:
+    """``--ice-server turn:...`` is for clients: Parley's own connections gather no relay
+    candidate (each would cost every join a round trip to the TURN server and load it)."""
+    turn_log: list[str] = []
+    turn = f"turn:127.0.0.1:{TURN_PORT}?transport=udp,{TURN_USER},{TURN_PASSWORD}"
+    async with (
+        _process(_coturn("127.0.0.1", "127.0.0.1", tmp_path), "Total General servers", turn_log),
+        parley_serve("--ice-server", turn) as server,
+        aiohttp.ClientSession() as http,
+    ):
+        client = await Client(http, server.url, answer=True).connect()
+        try:
+            joined = await client.join("turn", "ann")
+            answer = await client.publish()
+            await asyncio.sleep(1)  # an allocation would have been logged by now
+        finally:
+            await client.close()
+            if client.pub_pc is not None:
+                await client.pub_pc.close()
+    assert joined["ice_servers"] == [
+        {
+            "urls": [f"turn:127.0.0.1:{TURN_PORT}?transport=udp"],
+            "username": TURN_USER,
+            "credential": TURN_PASSWORD,
+        }
+    ]
+    assert "typ host" in answer["sdp"] and "typ relay" not in answer["sdp"], answer["sdp"]
+    assert not [line for line in turn_log if "ALLOCATE" in line], turn_log
