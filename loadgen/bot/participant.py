@@ -133,6 +133,8 @@ class Bot:
         self._reconnects: list[Reconnect] = []
         #: (code, message, when) of a connection lost and not recovered
         self._lost: tuple[str, str, float] | None = None
+        #: the server's ``server_shutdown`` said not to come back (``reconnect: false``)
+        self._no_rejoin = False
         self._failed_connections: list[str] = []
         self._fatal: str | None = None
         self._join_error: str | None = None
@@ -208,7 +210,7 @@ class Bot:
                 if not self._session_over.is_set() or drop is None or self._closed:
                     break  # the duration is over, or the bot was closed
                 now = self._clock()
-                if not cfg.reconnect:
+                if not cfg.reconnect or self._no_rejoin:
                     self._lost = (*drop, now)
                     break
                 if not await self._reconnect(drop, deadline):
@@ -670,6 +672,7 @@ class Bot:
         if self._drop is None:
             self._drop = ("server_shutdown", f"the server shut down ({message.reason})")
         self._retry_after_ms = message.retry_after_ms
+        self._no_rejoin = not message.reconnect
         self._session_over.set()
 
     async def _handle(self, message: ServerMessage) -> None:
