@@ -65,6 +65,7 @@ ErrorCode: TypeAlias = Literal[
     "token_expired",
     "token_wrong_room",
     "not_allowed",
+    "server_draining",
 ]
 
 ERROR_CODES: Final[frozenset[str]] = frozenset(get_args(ErrorCode))
@@ -358,12 +359,14 @@ class ServerShutdown(_Message):
     """The server is stopping: every session ends now and the websocket closes (1001).
 
     ``retry_after_ms`` is the server's hint for when to rejoin (a restart takes about that
-    long); clients rejoin with their own backoff from then on.
+    long); clients rejoin with their own backoff from then on. ``reconnect`` false means
+    the server asks clients not to rejoin at all.
     """
 
     type: ClassVar[str] = "server_shutdown"
     reason: str
     retry_after_ms: int
+    reconnect: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -683,7 +686,9 @@ _SERVER_PARSERS: Final[Mapping[str, Callable[[_Reader], ServerMessage]]] = Mappi
             r.req("reason", _TEXT), r.request_id, r.opt("reconnect", _boolean)
         ),
         ServerShutdown.type: lambda r: ServerShutdown(
-            r.req("reason", _TEXT), r.req("retry_after_ms", _integer(0, 3_600_000))
+            r.req("reason", _TEXT),
+            r.req("retry_after_ms", _integer(0, 3_600_000)),
+            r.opt("reconnect", _boolean) is not False,  # absent (older servers): true
         ),
         Pong.type: lambda r: Pong(r.request_id),
         ErrorMessage.type: lambda r: ErrorMessage(

@@ -9,6 +9,7 @@ import json
 import logging
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -230,9 +231,14 @@ def run_behind_link(args: argparse.Namespace, argv: list[str]) -> int:
     return code
 
 
-def main(argv: list[str] | None = None) -> int:
+#: Parses a command's arguments (``parley/cli.py`` passes its config-file layer).
+ParseArgs = Callable[[argparse.ArgumentParser, list[str]], argparse.Namespace]
+
+
+def main(argv: list[str] | None = None, parse: ParseArgs | None = None) -> int:
     """``parley bot``: exit code 0 when the summary is ``ok``, 1 otherwise."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = (parse or argparse.ArgumentParser.parse_args)(build_parser(), argv)
     if args.duration < 0:
         build_parser().error("--duration must not be negative")
     if args.max_height is not None and args.max_height <= 0:

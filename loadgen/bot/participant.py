@@ -133,7 +133,8 @@ class Bot:
         self._reconnects: list[Reconnect] = []
         #: (code, message, when) of a connection lost and not recovered
         self._lost: tuple[str, str, float] | None = None
-        #: the operator ended the session (``left`` with ``reconnect: false``): no rejoin
+        #: no rejoin: the operator ended the session (``left`` with ``reconnect: false``),
+        #: or the server's ``server_shutdown`` said not to come back
         self._final = False
         self._failed_connections: list[str] = []
         self._fatal: str | None = None
@@ -661,13 +662,19 @@ class Bot:
         """``server_shutdown``: the server is going away and closes the websocket next."""
         now = self._clock()
         self._event(
-            now, "server_shutdown", reason=message.reason, retry_after_ms=message.retry_after_ms
+            now,
+            "server_shutdown",
+            reason=message.reason,
+            retry_after_ms=message.retry_after_ms,
+            reconnect=message.reconnect,
         )
         if self._leaving or self._closed:
             return
         if self._drop is None:
             self._drop = ("server_shutdown", f"the server shut down ({message.reason})")
         self._retry_after_ms = message.retry_after_ms
+        if not message.reconnect:  # the server said not to come back
+            self._final = True
         self._session_over.set()
 
     async def _handle(self, message: ServerMessage) -> None:

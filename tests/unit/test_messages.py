@@ -384,6 +384,7 @@ def test_error_codes_match_the_spec():
         "token_expired",
         "token_wrong_room",
         "not_allowed",
+        "server_draining",
     }
 
 
@@ -505,7 +506,21 @@ SERVER_EXAMPLES: list[tuple[object, dict[str, Any]]] = [
     ),
     (
         ServerShutdown("server is shutting down", 2000),
-        {"type": "server_shutdown", "reason": "server is shutting down", "retry_after_ms": 2000},
+        {
+            "type": "server_shutdown",
+            "reason": "server is shutting down",
+            "retry_after_ms": 2000,
+            "reconnect": True,
+        },
+    ),
+    (
+        ServerShutdown("closing for good", 0, reconnect=False),
+        {
+            "type": "server_shutdown",
+            "reason": "closing for good",
+            "retry_after_ms": 0,
+            "reconnect": False,
+        },
     ),
     (Pong(), {"type": "pong"}),
     (Pong(7), {"type": "pong", "request_id": 7}),
@@ -746,3 +761,13 @@ def test_doc_examples_are_valid_messages(example):
     else:
         msg = parse_server_message(example)
     assert msg.to_json() == wire
+
+
+def test_server_shutdown_without_reconnect_means_reconnect() -> None:
+    """Servers from before ``reconnect`` existed: their clients rejoined, so absent is true."""
+    raw = '{"type": "server_shutdown", "reason": "bye", "retry_after_ms": 10}'
+    message = parse_server_message(raw)
+    assert isinstance(message, ServerShutdown) and message.reconnect is True
+    raw = '{"type": "server_shutdown", "reason": "bye", "retry_after_ms": 10, "reconnect": false}'
+    message = parse_server_message(raw)
+    assert isinstance(message, ServerShutdown) and message.reconnect is False
