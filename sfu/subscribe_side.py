@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 
 from . import aiortc_adapter as adapter
 from .config import SfuConfig
@@ -36,6 +36,7 @@ from .rtp.extensions import TRANSPORT_CC_URI
 from .rtp.malformed import MalformedLog
 from .rtp.twcc import TransportFeedback
 from .sdp import check_transport
+from .subscribe_codecs import codec_preferences, reusable
 from .subscribe_rtcp import SubscriberRtcp, sender_report
 from .tracks import PublishedTrack, Subscription
 from .twcc_feedback import TransportFeedbackAdapter
@@ -190,21 +191,11 @@ class SubscribeSide:
 
     def _assign_transceiver(self, pc: RTCPeerConnection, sub: Subscription) -> None:
         kind = sub.track.kind
-        transceiver = next(
-            (
-                t
-                for t, s in self._transceivers.items()
-                if s is None and t.kind == kind and t.mid is not None and self.reuse_mlines
-            ),
-            None,
-        )
+        free = (t for t, s in self._transceivers.items() if s is None and self.reuse_mlines)
+        transceiver = next((t for t in free if reusable(t, kind, self._previous, sub.track)), None)
         if transceiver is None:
             transceiver = pc.addTransceiver(kind, direction="sendonly")
-            capabilities = RTCRtpSender.getCapabilities(kind)
-            wanted = f"{kind}/{sub.track.source.params.codec}".lower()
-            transceiver.setCodecPreferences(
-                [c for c in capabilities.codecs if c.mimeType.lower() in (wanted, f"{kind}/rtx")]
-            )
+            transceiver.setCodecPreferences(codec_preferences(kind, sub.track.source.params))
             adapter.hook_sender(transceiver.sender, self._sender_negotiated(transceiver))
         else:
             transceiver.direction = "sendonly"
