@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from loadgen.bot.codecs import VIDEO_CODECS
 from loadgen.bot.config import BotConfig
 from loadgen.bot.participant import Bot, write_summary
 from loadgen.bot.verdict import (
@@ -83,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--simulcast",
         action="store_true",
         help="publish video as three VP8 encodings q/h/f (320x180, 640x360, 1280x720)",
+    )
+    parser.add_argument(
+        "--codec",
+        choices=sorted(VIDEO_CODECS),
+        default="vp8",
+        help="codec of the published video: vp8 (default) or h264 (libx264, "
+        "packetization-mode 1); not with --simulcast, which is VP8",
     )
     parser.add_argument(
         "--max-height",
@@ -272,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         token=args.token,
         join_timeout=args.join_timeout,
         simulcast=args.simulcast,
+        codec=args.codec,
         max_height=args.max_height,
         fps=args.fps,
         volume=args.volume,
