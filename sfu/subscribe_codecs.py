@@ -11,11 +11,13 @@ gets nothing of that track.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from aiortc import RTCRtpCodecCapability, RTCRtpSender, RTCRtpTransceiver
 
 from .forwarder import Forwarder
+from .sdp import split_sections
 from .source import SourceParams
 from .tracks import PublishedTrack
 
@@ -50,3 +52,48 @@ def reusable(
     if transceiver.kind != kind or transceiver.mid is None or last is None:
         return False
     return same_codec(last.source.params, track.source.params)
+
+
+_RTPMAP_H264 = re.compile(r"^a=rtpmap:(\d+) H264/", re.IGNORECASE)
+_FMTP = re.compile(r"^a=fmtp:(\d+) (.*)$")
+
+
+def _h264_fmtp(lines: list[str]) -> dict[str, str]:
+    """pt -> fmtp value of each H.264 payload type of one m-section."""
+    pts = {m.group(1) for line in lines if (m := _RTPMAP_H264.match(line))}
+    return {
+        m.group(1): m.group(2) for line in lines if (m := _FMTP.match(line)) and m.group(1) in pts
+    }
+
+
+def complete_h264_answer(answer_sdp: str, offer_sdp: str) -> str:
+    """The subscriber's answer with ``profile-level-id`` filled in where an H.264 fmtp
+    omits it (GStreamer webrtcbin 1.22 answers ``packetization-mode=1;
+    level-asymmetry-allowed=1`` only).
+
+    RFC 6184 §8.1: without profile-level-id a receiver takes the Baseline profile,
+    which decodes the Baseline and Constrained Baseline streams Parley offers; aiortc
+    would read the absence as Constrained Baseline and refuse the answer to a Baseline
+    (42001f) offer. The offer's value for that payload type is written in. Line
+    endings kept; answers without such an fmtp are returned unchanged."""
+    _, _, offer_sections = split_sections(offer_sdp)
+    offered: dict[str, dict[str, str]] = {}
+    for lines in offer_sections:
+        mid = next((line[6:].strip() for line in lines if line.startswith("a=mid:")), "")
+        offered[mid] = _h264_fmtp(lines)
+    newline, session, sections = split_sections(answer_sdp)
+    out = list(session)
+    for lines in sections:
+        mid = next((line[6:].strip() for line in lines if line.startswith("a=mid:")), "")
+        ours = offered.get(mid, {})
+        answered = _h264_fmtp(lines)
+        for line in lines:
+            m = _FMTP.match(line)
+            if m and m.group(1) in answered and "profile-level-id" not in m.group(2):
+                theirs = dict(
+                    p.split("=", 1) for p in ours.get(m.group(1), "").split(";") if "=" in p
+                )
+                if "profile-level-id" in theirs:
+                    line = f"{line};profile-level-id={theirs['profile-level-id']}"
+            out.append(line)
+    return newline.join(out)

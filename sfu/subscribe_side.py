@@ -36,7 +36,7 @@ from .rtp.extensions import TRANSPORT_CC_URI
 from .rtp.malformed import MalformedLog
 from .rtp.twcc import TransportFeedback
 from .sdp import check_transport
-from .subscribe_codecs import codec_preferences, reusable
+from .subscribe_codecs import codec_preferences, complete_h264_answer, reusable
 from .subscribe_rtcp import SubscriberRtcp, sender_report
 from .tracks import PublishedTrack, Subscription
 from .twcc_feedback import TransportFeedbackAdapter
@@ -252,6 +252,7 @@ class SubscribeSide:
                 self._twcc_id = twcc_id
                 self.congestion.use_transport_cc()
                 self.rtcp.transport_cc = True
+            answer_sdp = complete_h264_answer(answer_sdp, self.pc.localDescription.sdp)
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
         except Exception as exc:
             raise NegotiationError("bad_sdp", f"cannot apply answer: {exc}") from exc
