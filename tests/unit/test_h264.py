@@ -6,6 +6,7 @@ tests/fixtures/h264_rtp.jsonl; hand-made ones test what encoders do not send."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -236,3 +237,41 @@ def test_malformed_h264_is_dropped_and_counted() -> None:
     assert source.malformed == 2 and sink.packets == []
     source.on_rtp(RtpView(rtp(3, 180, SSRC, 102, stap_a(SPS, PPS, IDR), 1)), 1.1)
     assert [RtpView(d).payload() for d in sink.packets] == [stap_a(SPS, PPS, IDR)]
+
+
+def test_h264_goes_native_in_the_steady_state_and_matches_python() -> None:
+    """The C loop forwards H.264 as it forwards VP8 (no descriptor to rewrite: only
+    sequence numbers and timestamps); it and the Python path send the same bytes."""
+    from sfu import native
+    from sfu.pacer import Pacer
+    from sfu.rtp.extensions import ABS_SEND_TIME_URI
+    from tests.unit.test_native import EgressSink, Wire
+
+    _, source = h264_source()
+    wires = (Wire(), Wire())
+    pacer = Pacer()
+    params = EgressParams("3", 99, 0xABCD, 100, 0xABCE, {MID_URI: 4, ABS_SEND_TIME_URI: 3})
+    forwarders = []
+    for wire, p in zip(wires, (pacer, Pacer()), strict=True):
+        random.seed(3)
+        forwarders.append(Forwarder([source], EgressSink(wire.egress, p), "sub"))
+    fast, slow = forwarders
+    try:
+        for f in forwarders:
+            f.configure(params)
+        fast.egress, fast.pacer = wires[0].egress, pacer
+        for f in forwarders:
+            f.start(0.0)
+        for i, pkt in enumerate(GST):
+            data = rtp(pkt.seq, pkt.timestamp, SSRC, 102, pkt.payload(), pkt.marker)
+            source.on_rtp(RtpView(data), 1.0 + i * 0.01)
+        fast_out, slow_out = wires[0].received(), wires[1].received()
+        assert len(slow_out) == len(GST) and fast_out == slow_out
+        assert [RtpView(d).payload() for d in slow_out] == [p.payload() for p in GST]
+        # the first packet of the keyframe run starts the stream in Python, the rest is C
+        assert fast.native_packets == (len(GST) - 1 if native.NATIVE else 0)
+    finally:
+        for f in forwarders:
+            f.close()
+        for wire in wires:
+            wire.close()
