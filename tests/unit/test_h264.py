@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -275,3 +276,53 @@ def test_h264_goes_native_in_the_steady_state_and_matches_python() -> None:
             f.close()
         for wire in wires:
             wire.close()
+
+
+def test_an_h264_simulcast_switch_starts_on_the_target_keyframe_run() -> None:
+    """Two H.264 layers: a forwarder aimed at the other layer keeps sending the old one
+    until the new one's SPS+PPS+IDR run, then continues with contiguous sequence
+    numbers and later timestamps; nothing but those two fields changes."""
+    owner = RecordingOwner()
+    layers = [
+        Source(SourceParams("cam", "video", "h264", 90000, 102, 0x100 + i, rid=rid), owner)
+        for i, rid in enumerate(("q", "f"))
+    ]
+    sink = RecordingSink()
+    forwarder = Forwarder(layers, sink, "sub")
+    forwarder.configure(EgressParams("m", 99, 0xE1, 100, 0xE2, {MID_URI: 1}))
+    forwarder.set_target(layers[0], 0.0)
+    seqs = [100, 5000]
+
+    def send(layer: int, ts: int, *payloads: bytes) -> None:
+        for i, payload in enumerate(payloads):
+            marker = int(i == len(payloads) - 1)
+            data = rtp(seqs[layer], ts, 0x100 + layer, 102, payload, marker)
+            layers[layer].on_rtp(RtpView(data), ts / 90000)
+            seqs[layer] += 1
+
+    send(0, 9000, stap_a(SPS, PPS, IDR))
+    send(0, 12000, SLICE)
+    forwarder.set_target(layers[1], 0.2)
+    send(1, 500_000, SLICE)  # a delta frame of the target: not a start
+    send(0, 15000, SLICE)  # the old layer goes on meanwhile
+    send(1, 503_000, SPS, PPS, fu_a(IDR, True, False), fu_a(IDR, False, True))
+    send(1, 506_000, SLICE)
+    send(0, 18000, SLICE)  # the old layer is left
+    out = sink.views()
+    assert [p.payload() for p in out] == [
+        stap_a(SPS, PPS, IDR),
+        SLICE,
+        SLICE,
+        SPS,
+        PPS,
+        fu_a(IDR, True, False),
+        fu_a(IDR, False, True),
+        SLICE,
+    ]
+    assert [(p.seq - out[0].seq) & 0xFFFF for p in out] == list(range(8))
+    stamps = [p.timestamp for p in out]
+    assert all(0 < (b - a) & 0xFFFFFFFF < 0x80000000 for a, b in pairwise(stamps) if a != b)
+    assert stamps[3] == stamps[4] == stamps[5] == stamps[6]  # the run is one picture
+    assert stamps[7] - stamps[6] == 3000  # the new layer's own spacing
+    assert forwarder.current is layers[1] and forwarder.layer_switches == 1
+    assert {p.ssrc for p in out} == {0xE1}
