@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 #: H.264: packetization-mode 1, constrained baseline or baseline profile (what aiortc's
 #: codec list matches, ``sfu/rtp/h264.py``); a publish answer keeps one codec, the offer's first
 SUPPORTED_CODECS = {"audio": {"audio/opus"}, "video": {"video/vp8", "video/h264"}}
+NO_CODEC = (
+    "no supported codec offered: Parley forwards Opus, VP8, and H.264 with"
+    " packetization-mode=1 in the constrained baseline or baseline profile"
+)
 #: Wait this long after a gap appears before the first NACK (lets reordering settle),
 #: then send due NACKs every NACK_INTERVAL while packets are missing.
 NACK_BATCH_DELAY = 0.005
@@ -127,6 +131,8 @@ class PublishSide:
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         except Exception as exc:
+            if "description send parameters" in str(exc):  # aiortc: no codec in common
+                raise NegotiationError("unsupported_media", NO_CODEC) from exc
             raise NegotiationError("bad_sdp", f"cannot apply offer: {exc}") from exc
         if self.closed:
             raise NegotiationError("wrong_state", "participant is closed")
@@ -135,11 +141,7 @@ class PublishSide:
                 adapter.hook_receiver(transceiver.receiver, lambda _params: None)
                 self._hooked_receivers.add(transceiver.receiver)
             if not adapter.restrict_codecs(transceiver, SUPPORTED_CODECS[transceiver.kind], True):
-                raise NegotiationError(
-                    "unsupported_media",
-                    f"m-line {transceiver.mid}: no supported {transceiver.kind} codec (need Opus,"
-                    " VP8, or H.264 with packetization-mode=1 in a (constrained) baseline profile)",
-                )
+                raise NegotiationError("unsupported_media", f"m-line {transceiver.mid}: {NO_CODEC}")
         by_mid = {m.mid: m for m in media}
         for mid in layers:
             m = by_mid[mid]
