@@ -36,7 +36,8 @@ from .rtp.extensions import TRANSPORT_CC_URI
 from .rtp.malformed import MalformedLog
 from .rtp.twcc import TransportFeedback
 from .sdp import check_transport
-from .subscribe_codecs import codec_preferences, complete_h264_answer, reusable
+from .subscribe_codecs import codec_preferences, reusable
+from .subscribe_refusals import CodecRefusals, refused_tracks
 from .subscribe_rtcp import SubscriberRtcp, sender_report
 from .tracks import PublishedTrack, Subscription
 from .twcc_feedback import TransportFeedbackAdapter
@@ -91,6 +92,7 @@ class SubscribeSide:
             self.update_layers,
             self._transport_feedback,
         )
+        self.refusals = CodecRefusals(participant_id)  # codecs it refused
         #: {mid: RED payload type} of the audio m-lines whose answer accepted RED
         self._red_pts: dict[str, int] = {}
         #: the transport-wide sequence number extension's id, once the answer accepted
@@ -105,8 +107,8 @@ class SubscribeSide:
     # ------------------------------------------------------------ subscriptions
 
     def subscribe(self, publisher: Peer, track: PublishedTrack) -> None:
-        if self.closed or track.id in self.subscriptions:
-            return
+        if self.closed or track.id in self.subscriptions or self.refusals.refuses(track):
+            return  # (a codec it refused: it gets the room's other tracks)
         forwarder = Forwarder(track.layers, self.egress, self.id)
         self.egress.wire(forwarder)
         self.subscriptions[track.id] = Subscription(publisher, track, forwarder)
@@ -178,8 +180,8 @@ class SubscribeSide:
             )
         mapping: dict[str, dict[str, str]] = {}
         for transceiver, sub in self._transceivers.items():
-            if sub is not None and transceiver.mid is not None:
-                mapping[transceiver.mid] = {
+            if sub is not None and transceiver.mid not in (None, *self.refusals.dead):
+                mapping[str(transceiver.mid)] = {
                     "participant": sub.publisher.id,
                     "track": sub.track.id,
                     "kind": sub.track.kind,
@@ -187,7 +189,8 @@ class SubscribeSide:
         # transport-wide congestion control: offered to every subscriber (aiortc does not
         # know it; the SFU stamps and reads it itself)
         # and Opus RED (RFC 2198) beside Opus: aiortc knows neither (sfu/red_sdp.py)
-        return subscribe_offer(pc.localDescription.sdp, self._twcc_id or None), mapping
+        sent = subscribe_offer(pc.localDescription.sdp, self._twcc_id or None)
+        return self.refusals.offer(sent), mapping
 
     def _assign_transceiver(self, pc: RTCPeerConnection, sub: Subscription) -> None:
         kind = sub.track.kind
@@ -252,8 +255,11 @@ class SubscribeSide:
                 self._twcc_id = twcc_id
                 self.congestion.use_transport_cc()
                 self.rtcp.transport_cc = True
-            answer_sdp = complete_h264_answer(answer_sdp, self.pc.localDescription.sdp)
+            local = self.pc.localDescription.sdp  # m-lines refused for their codec: dead
+            answer_sdp, refused = self.refusals.answer(answer_sdp, local)
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+            for track in refused_tracks(self.subscriptions.values(), refused):
+                self.unsubscribe(track)  # (logged by CodecRefusals.answer)
         except Exception as exc:
             raise NegotiationError("bad_sdp", f"cannot apply answer: {exc}") from exc
         finally:
