@@ -124,3 +124,36 @@ async def test_a_room_mixes_vp8_and_h264_tracks(server: RunningServer, tmp_path:
     _check_decoded(_video_of(json.loads(vp8_json.read_text()), "gst"), "h264", first_ms=5000)
     failed = {f["code"] for f in watch_summary["failed"]}
     assert failed <= {"freeze", "loss"}, (watch_summary["verdict"], watch_err[-2000:])
+
+
+async def test_libwebrtc_without_h264_gets_the_rest_of_the_room(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """libwebrtc for Node (@roamhq/wrtc 0.10) has no H.264: it answers the H.264 m-line
+    ``m=video 0`` (rejected). Parley accepts that answer (the m-line is dead, the track
+    not forwarded to it, H.264 never offered to it again) instead of failing it, so
+    wrtc still gets the H.264 bot's audio. Without sfu/subscribe_refusals.py the answer
+    fails (``bad_sdp``) and wrtc gets nothing."""
+    from .test_libwebrtc import CLIENT as WRTC_CLIENT
+    from .test_libwebrtc import _node
+    from .test_libwebrtc import _run as run_node
+
+    node = _node()
+    bot = _bot(server.url, "no264", "h264bot", tmp_path / "bot.json", "--codec", "h264")
+    await asyncio.sleep(3.0)  # the bot's tracks are published when wrtc joins
+    rc, out, err = await run_node(
+        node, str(WRTC_CLIENT), "--url", server.url, "--room", "no264", "--name", "wrtc",
+        "--duration", "8", "--no-publish", timeout=40,
+    )  # fmt: skip
+    room = server.sfu.rooms.get("no264")
+    await bot
+    assert out.strip(), f"the wrtc client printed no summary (rc {rc}); stderr:\n{err[-3000:]}"
+    summary = json.loads(out)
+    assert summary["errors"] == [] and rc == 0, (summary["errors"], err[-3000:])
+    # its first answer rejected the H.264 m-line, and no codec of it was offered again
+    first = summary["sdp"]["subscribe_answer"]
+    assert "m=video 0 " in first, first
+    assert room is not None
+    print(f"\nwrtc received {summary['received']} of the H.264 bot (its video refused)")
+    assert summary["received"].get("video_frames", 0) == 0
+    assert summary["received"]["audio_samples"] >= 5 * 48000 * 0.5, summary["received"]
