@@ -9,14 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from aiortc import RTCRtpCodecParameters
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpCodecParameters,
+    RTCSessionDescription,
+)
 from aiortc.rtcpeerconnection import is_codec_compatible
 from aiortc.sdp import SessionDescription
 
-from sfu.aiortc_adapter import describe_remote_media
+from sfu.aiortc_adapter import describe_remote_media, negotiated_codecs, restrict_codecs
 from sfu.forwarder import Forwarder
 from sfu.ports import NegotiationError
-from sfu.publish_side import check_offer
+from sfu.publish_side import SUPPORTED_CODECS, check_offer
 from sfu.source import Source, SourceParams
 from sfu.subscribe_codecs import codec_preferences, complete_h264_answer, reusable, same_codec
 from sfu.tracks import PublishedTrack
@@ -128,3 +133,38 @@ def test_m_lines_are_reused_for_the_same_codec_only() -> None:
     assert not reusable(t, "video", last, h264_track)  # type: ignore[arg-type]
     assert not reusable(t, "audio", last, vp8_track)  # type: ignore[arg-type]
     assert not reusable(t, "video", {}, vp8_track)  # type: ignore[arg-type]
+
+
+CHROMIUM_OFFER = (FIXTURES / "chromium_h264_simulcast_publish_offer.sdp").read_bytes().decode()
+
+
+async def test_chromiums_h264_simulcast_offer_is_answered_with_one_codec() -> None:
+    """Chromium's offer with H.264 first (``videoCodec: "video/H264"``) lists H.264 in
+    four variants (packetization-mode 0 and 1, baseline and constrained baseline) and
+    Main, then VP8 and the rest: Parley keeps only the first it can forward (baseline,
+    packetization-mode 1, payload type 102) and its RTX."""
+    media, layers = check_offer(CHROMIUM_OFFER)
+    video = next(m for m in media if m.kind == "video")
+    assert layers == {video.mid: ("q", "h", "f")}
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(CHROMIUM_OFFER, "offer"))
+        transceiver = next(t for t in pc.getTransceivers() if t.kind == "video")
+        assert restrict_codecs(transceiver, SUPPORTED_CODECS["video"], True)
+        kept = [
+            (c.mimeType, c.payloadType, dict(c.parameters)) for c in negotiated_codecs(transceiver)
+        ]
+        assert kept == [
+            (
+                "video/H264",
+                102,
+                {
+                    "level-asymmetry-allowed": "1",
+                    "packetization-mode": "1",
+                    "profile-level-id": "42001f",
+                },
+            ),
+            ("video/rtx", 103, {"apt": 102}),
+        ], kept
+    finally:
+        await pc.close()
