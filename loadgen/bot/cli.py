@@ -269,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.simulcast and args.codec != "vp8":
+        build_parser().error("--simulcast publishes VP8: it takes no --codec h264")
     config = BotConfig(
         url=args.url,
         room=args.room,

@@ -168,3 +168,13 @@ async def test_chromiums_h264_simulcast_offer_is_answered_with_one_codec() -> No
         ], kept
     finally:
         await pc.close()
+
+
+def test_the_bot_offers_the_codec_asked_for_and_reads_what_was_answered() -> None:
+    """``parley bot --codec``: the capabilities it offers; its summary's ``codec``."""
+    from loadgen.bot.codecs import answer_codecs, video_codecs
+
+    assert {c.mimeType.lower() for c in video_codecs("h264")} == {"video/h264", "video/rtx"}
+    assert {c.mimeType.lower() for c in video_codecs("vp8")} == {"video/vp8", "video/rtx"}
+    assert answer_codecs(GST_ANSWER) == {"0": "opus", "1": "h264"}
+    assert answer_codecs(PARLEY_ANSWER) == {"video0": "h264", "audio1": "opus"}
