@@ -326,3 +326,17 @@ def test_an_h264_simulcast_switch_starts_on_the_target_keyframe_run() -> None:
     assert stamps[7] - stamps[6] == 3000  # the new layer's own spacing
     assert forwarder.current is layers[1] and forwarder.layer_switches == 1
     assert {p.ssrc for p in out} == {0xE1}
+
+
+def test_a_nacked_h264_packet_is_resent_as_rtx_from_the_cache() -> None:
+    _, source = h264_source()
+    sink, forwarder = attach(source)
+    source.on_rtp(RtpView(rtp(20, 900, SSRC, 102, SPS)), 1.0)
+    source.on_rtp(RtpView(rtp(21, 900, SSRC, 102, PPS)), 1.0)
+    source.on_rtp(RtpView(rtp(22, 900, SSRC, 102, IDR, 1)), 1.0)
+    pps = sink.views()[1]
+    sink.clear()
+    assert forwarder.on_nack([pps.seq], 1.1)[0] == 1
+    (rtx,) = sink.views()
+    assert (rtx.ssrc, rtx.payload_type) == (0xE2, 100)  # the subscriber leg's RTX
+    assert rtx.payload() == pps.seq.to_bytes(2, "big") + PPS
