@@ -29,6 +29,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtpPacket
 from av import AudioFrame, VideoFrame
 
+from loadgen.bot.codecs import answer_codecs, video_codecs
 from loadgen.bot.config import BotConfig, JoinFailed
 from loadgen.bot.data import BotData
 from loadgen.bot.reconnect import Backoff, Reconnect
@@ -539,6 +540,8 @@ class Bot:
             transceiver = pc.addTransceiver(track, direction="sendonly")
             if track.kind == "audio":
                 set_opus_bitrate(transceiver.sender, self.config.audio_bitrate)
+            else:  # --codec: VP8 (aiortc's first) or H.264 (its libx264 encoder)
+                transceiver.setCodecPreferences(video_codecs(self.config.codec))
         self._open_data(pc)
         await pc.setLocalDescription(await pc.createOffer())  # gathers before returning
         await self._send(PublishOffer(pc.localDescription.sdp))
@@ -862,6 +865,9 @@ class Bot:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
         answer = pc.localDescription.sdp
+        for mid, codec in answer_codecs(answer).items():  # what each m-line decodes
+            if mid in mapping and (stats := self._tracks.get(mapping[mid])) is not None:
+                stats.codec = codec
         if self._sub_twcc is not None:
             # aiortc drops transport-cc from its answer: keep it, and send the feedback
             answer = self._sub_twcc.answer(sdp, answer)
