@@ -82,10 +82,13 @@ class Participant:
         clock: Clock | None = None,
         *,
         reuse_mlines: bool = True,
+        identity: str | None = None,
     ) -> None:
         self.room = room
         self.id = participant_id
         self.name = name
+        #: who this is for the application (a join token's identity; None without one)
+        self.identity = identity
         self.listener = listener
         self.config = config
         self.closed = False

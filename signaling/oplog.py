@@ -48,6 +48,7 @@ def _fields(event: str, room: str, participant: Participant, **more: object) -> 
         "room": room,
         "participant": participant.id,
         "name": participant.name,
+        **({"identity": participant.identity} if participant.identity is not None else {}),
         **more,
     }
 

@@ -435,7 +435,11 @@ class Session:
             if self.state != "new":
                 return
         participant = self.sfu.join(
-            message.room, name, self, reuse_mlines=message.reuse_mlines is not False
+            message.room,
+            name,
+            self,
+            reuse_mlines=message.reuse_mlines is not False,
+            identity=self.claims.identity if self.claims is not None else None,
         )
         self.participant = participant
         self.state = "joined"
