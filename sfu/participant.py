@@ -83,6 +83,7 @@ class Participant:
         *,
         reuse_mlines: bool = True,
         identity: str | None = None,
+        decodes: frozenset[str] | None = None,
     ) -> None:
         self.room = room
         self.id = participant_id
@@ -144,6 +145,7 @@ class Participant:
             active_speaker=self._active_speaker_id,
         )
         self.subscribe_side.reuse_mlines = reuse_mlines
+        self.subscribe_side.refusals.decodes = decodes
         self.data_side = DataSide(
             participant_id,
             config.data_limits,

@@ -78,6 +78,7 @@ class Room:
         *,
         reuse_mlines: bool = True,
         identity: str | None = None,
+        decodes: frozenset[str] | None = None,
     ) -> Participant:
         participant_id = secrets.token_hex(6)
         participant = Participant(
@@ -88,6 +89,7 @@ class Room:
             self.sfu.config,
             reuse_mlines=reuse_mlines,
             identity=identity,
+            decodes=decodes,
         )
         others = self._others(participant)
         self.participants[participant_id] = participant
@@ -160,17 +162,21 @@ class Sfu:
         *,
         reuse_mlines: bool = True,
         identity: str | None = None,
+        decodes: frozenset[str] | None = None,
     ) -> Participant:
         """Add a participant to room ``room_id`` (created if needed). ``reuse_mlines``:
         whether its subscribe connection may reuse inactive m-lines for new tracks;
-        ``identity``: who it is for the application (``Participant.identity``)."""
+        ``identity``: who it is for the application (``Participant.identity``);
+        ``decodes``: the codecs it can decode (None: any), it is subscribed to no other."""
         if self.closed:
             raise RuntimeError("the SFU is closed")
         room = self.rooms.get(room_id)
         if room is None:
             room = self.rooms[room_id] = Room(self, room_id)
             self._notify("room_started", room)
-        return room.add(name, listener, reuse_mlines=reuse_mlines, identity=identity)
+        return room.add(
+            name, listener, reuse_mlines=reuse_mlines, identity=identity, decodes=decodes
+        )
 
     def add_observer(self, observer: SfuObserver) -> None:
         """Tell ``observer`` of rooms, participants and tracks from now on."""

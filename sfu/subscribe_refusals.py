@@ -74,10 +74,17 @@ class CodecRefusals:
         self.dead: set[str] = set()
         #: (kind, codec) the subscriber cannot decode, e.g. ("video", "h264")
         self.codecs: set[tuple[str, str]] = set()
+        #: the codecs the subscriber said it decodes (``join``'s ``codecs``; lower case),
+        #: None: any (it refuses what it cannot take in its answers)
+        self.decodes: frozenset[str] | None = None
 
     def refuses(self, track: PublishedTrack) -> bool:
-        """Whether the subscriber refused ``track``'s codec before."""
-        return (track.kind, track.source.params.codec.lower()) in self.codecs
+        """Whether the subscriber cannot take ``track``'s codec: it refused it before, or
+        it is not among the codecs it said it decodes."""
+        codec = track.source.params.codec.lower()
+        if self.decodes is not None and codec not in self.decodes:
+            return True
+        return (track.kind, codec) in self.codecs
 
     def offer(self, offer_sdp: str) -> str:
         """The offer as sent: each dead m-line rejected (port 0, inactive, not bundled)."""

@@ -151,6 +151,10 @@ class Join(_Message):
     #: False: new subscribe m-lines for every track, never an inactive one reused
     #: (clients that cannot change an m-line's direction, such as GStreamer's webrtcbin)
     reuse_mlines: bool | None = None
+    #: the codecs the client can decode (RTP encoding names, e.g. ``["opus", "vp8"]``):
+    #: it is not subscribed to tracks of others (libwebrtc builds without H.264). Absent:
+    #: every codec Parley forwards
+    codecs: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -526,6 +530,17 @@ _SIZE = _integer(0, 16384)
 _TID = _integer(0, 3)
 _KIND = cast("_Check[TrackKind]", _one_of(TRACK_KINDS))
 _CODE = cast("_Check[ErrorCode]", _one_of(ERROR_CODES))
+_CODEC = _string(nonempty=True, max_len=32, pattern=re.compile(r"[A-Za-z0-9_.-]{1,32}"))
+
+
+def _codecs(value: object) -> tuple[str, ...]:
+    codecs = _array_of(_CODEC)(value)
+    if len(codecs) > 32:
+        raise _Invalid("must list at most 32 codecs")
+    return tuple(codec.lower() for codec in codecs)
+
+
+_CODECS: _Check[tuple[str, ...]] = _codecs
 
 
 def name_problem(value: str) -> str | None:
@@ -601,6 +616,7 @@ _CLIENT_PARSERS: Final[Mapping[str, Callable[[_Reader], ClientMessage]]] = Mappi
             r.opt("token", _TOKEN),
             r.request_id,
             r.opt("reuse_mlines", _boolean),
+            r.opt("codecs", _CODECS),
         ),
         PublishOffer.type: lambda r: PublishOffer(r.req("sdp", _SDP), r.request_id),
         SubscribeAnswer.type: lambda r: SubscribeAnswer(r.req("sdp", _SDP), r.request_id),

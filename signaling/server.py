@@ -440,6 +440,7 @@ class Session:
             self,
             reuse_mlines=message.reuse_mlines is not False,
             identity=self.claims.identity if self.claims is not None else None,
+            decodes=frozenset(message.codecs) if message.codecs is not None else None,
         )
         self.participant = participant
         self.state = "joined"

@@ -157,3 +157,38 @@ async def test_libwebrtc_without_h264_gets_the_rest_of_the_room(
     print(f"\nwrtc received {summary['received']} of the H.264 bot (its video refused)")
     assert summary["received"].get("video_frames", 0) == 0
     assert summary["received"]["audio_samples"] >= 5 * 48000 * 0.5, summary["received"]
+
+
+async def test_libwebrtc_saying_what_it_decodes_gets_the_vp8_of_a_mixed_room(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """A room with an H.264 bot (published first: its m-line comes first in the offer) and
+    a VP8 bot. wrtc rejecting the H.264 m-line *before* a VP8 one cannot apply its own
+    answer and never answers; with ``join``'s ``codecs`` (``["opus", "vp8"]``) Parley
+    never offers it the H.264 track: it decodes the VP8 bot's video and both bots' audio.
+    (Without ``codecs`` its first offer carries H.264 and it gets no video.)"""
+    from .test_libwebrtc import CLIENT as WRTC_CLIENT
+    from .test_libwebrtc import _node
+    from .test_libwebrtc import _run as run_node
+
+    node = _node()
+    h264 = _bot(server.url, "mixed", "h264bot", tmp_path / "h.json", "--codec", "h264")
+    await asyncio.sleep(1.5)
+    vp8 = _bot(server.url, "mixed", "vp8bot", tmp_path / "v.json")
+    await asyncio.sleep(2.5)  # both bots' tracks are published when wrtc joins
+    rc, out, err = await run_node(
+        node, str(WRTC_CLIENT), "--url", server.url, "--room", "mixed", "--name", "wrtc",
+        "--duration", "8", "--no-publish", "--codecs", "opus,vp8", timeout=40,
+    )  # fmt: skip
+    await asyncio.gather(h264, vp8)
+    assert out.strip(), f"the wrtc client printed no summary (rc {rc}); stderr:\n{err[-3000:]}"
+    summary = json.loads(out)
+    assert summary["errors"] == [] and rc == 0, (summary["errors"], err[-3000:])
+    offer = summary["sdp"]["subscribe_offer"]  # the first one
+    assert "H264" not in offer, offer
+    by = summary["received_by_participant"]
+    print(f"\nwrtc received {by}")
+    video = {p: got.get("video_frames", 0) for p, got in by.items()}
+    audio = {p: got.get("audio_samples", 0) for p, got in by.items()}
+    assert sum(video.values()) >= 5 * FPS * 0.5, by
+    assert len([p for p, n in audio.items() if n >= 5 * 48000 * 0.5]) == 2, by

@@ -74,6 +74,10 @@ CLIENT_EXAMPLES: list[tuple[dict[str, Any], object]] = [
         {"type": "join", "room": "standup", "name": "Ada", "reuse_mlines": False},
         Join("standup", "Ada", reuse_mlines=False),
     ),
+    (
+        {"type": "join", "room": "standup", "name": "Ada", "codecs": ["opus", "vp8"]},
+        Join("standup", "Ada", codecs=("opus", "vp8")),
+    ),
     ({"type": "publish_offer", "sdp": SDP, "request_id": "p1"}, PublishOffer(SDP, "p1")),
     ({"type": "subscribe_answer", "sdp": SDP}, SubscribeAnswer(SDP)),
     (
@@ -253,6 +257,10 @@ INVALID_FIELDS: list[tuple[dict[str, Any], str]] = [
     ({**JOIN, "reuse_mlines": 0}, "reuse_mlines"),
     ({**JOIN, "reuse_mlines": "false"}, "reuse_mlines"),
     ({**JOIN, "reuse_mlines": None}, "reuse_mlines"),
+    ({**JOIN, "codecs": "vp8"}, "codecs"),
+    ({**JOIN, "codecs": ["vp8", 8]}, "codecs"),
+    ({**JOIN, "codecs": ["vp 8"]}, "codecs"),
+    ({**JOIN, "codecs": ["vp8"] * 33}, "codecs"),
     ({"type": "publish_offer", "sdp": 1}, "sdp"),
     ({"type": "publish_offer", "sdp": {"sdp": SDP}}, "sdp"),
     ({"type": "subscribe_answer", "sdp": None}, "sdp"),

@@ -80,3 +80,11 @@ def test_an_answer_that_accepts_everything_is_unchanged() -> None:
     text, refused = refusals.answer(GST_ANSWER, GST_OFFER)
     assert refused == set() and not refusals.dead and not refusals.codecs
     assert "profile-level-id=42001f" in text  # only the H.264 fmtp completion
+
+
+def test_a_subscriber_that_said_what_it_decodes_refuses_the_rest() -> None:
+    """``join``'s ``codecs`` (lower case): tracks of other codecs are never offered."""
+    refusals = CodecRefusals()
+    assert not refusals.refuses(track("H264"))  # nothing said: it answers for itself
+    refusals.decodes = frozenset({"opus", "vp8"})
+    assert refusals.refuses(track("H264")) and not refusals.refuses(track("VP8"))
