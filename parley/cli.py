@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import dataclasses
 import errno
+import os
 import signal
 import socket
 import sys
@@ -195,6 +196,10 @@ def build_serve_parser() -> argparse.ArgumentParser:
 
     add_log_arguments(parser)
     add_drain_arguments(parser)
+
+    from cluster.workers import add_worker_arguments
+
+    add_worker_arguments(parser)
     return parser
 
 
@@ -304,7 +309,16 @@ def serve_main(argv: list[str]) -> int:
     config = with_origins(config, args)
     config = with_webhooks(config, args)
     config = dataclasses.replace(config, auth=auth_config(args))
-    app = create_app(config, freeze_gc=True)
+    from cluster.workers import FRONT_KEY_ENV, worker_argv, worker_count
+
+    workers = worker_count(args.workers)
+    if workers is not None:  # the front: workers behind one address (cluster/front.py)
+        from cluster.front import create_front_app
+
+        app = create_front_app(config, workers, worker_argv(argv))
+    else:  # one process; behind a front when it passed its key (a worker)
+        config = dataclasses.replace(config, front_key=os.environ.get(FRONT_KEY_ENV) or None)
+        app = create_app(config, freeze_gc=True)
     try:
         asyncio.run(_serve(app, args.host, args.port, lambda s: print(s, flush=True)))
     except ListenError as exc:
