@@ -2,8 +2,7 @@
 
 Each worker is an ordinary ``parley serve`` on ``127.0.0.1`` and a free port, with the
 front's own options (tokens, limits, ICE, data limits...) but not ``--workers``,
-``--host`` or ``--port``. Its stdout is read until it prints the URL it got; from then on
-the worker is up (``on_up``). When it exits for any reason other than the front stopping,
+``--host`` or ``--port``. Once its ``/healthz`` answers the worker is up (``on_up``). When it exits for any reason other than the front stopping,
 ``on_down`` is called at once and it is started again (after 0.2 s, doubling up to 5 s if
 it keeps dying within seconds of starting). A worker also gets SIGTERM if the front
 dies (``PR_SET_PDEATHSIG``), so none outlives it.
@@ -17,18 +16,18 @@ import contextlib
 import ctypes
 import logging
 import os
-import re
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import aiohttp
+
 from .placement import Target
 
 logger = logging.getLogger(__name__)
-
-_URL = re.compile(r"Parley serving on http://127\.0\.0\.1:(\d+)")
 
 #: Environment variable carrying the key the front sends with each relayed join, so a
 #: worker honours the ``X-Forwarded-For`` it sends (signaling/server.py: client_address).
@@ -86,6 +85,13 @@ def worker_argv(argv: list[str]) -> list[str]:
     return out
 
 
+def free_port() -> int:
+    """A port free on 127.0.0.1 now (a worker that then fails to bind it is restarted)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     with contextlib.suppress(Exception):
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -139,24 +145,37 @@ class Supervisor:
         if pending:
             raise RuntimeError(f"{len(pending)} worker(s) did not start within {timeout:g} s")
 
-    async def _spawn(self, worker: Worker) -> asyncio.subprocess.Process:
+    async def _spawn(self, port: int) -> asyncio.subprocess.Process:
         command = [sys.executable, "-m", "parley", "serve", "--host", "127.0.0.1"]
+        # stdout is not kept: a worker must not depend on a pipe to the front (after the
+        # front died, its "shutting down" line would raise on a broken pipe)
         return await asyncio.create_subprocess_exec(
-            *command, "--port", "0", *self._argv,
-            stdout=asyncio.subprocess.PIPE, env=self._env, preexec_fn=_die_with_parent,
+            *command, "--port", str(port), *self._argv,
+            stdout=asyncio.subprocess.DEVNULL, env=self._env, preexec_fn=_die_with_parent,
         )  # fmt: skip
+
+    async def _until_up(self, proc: asyncio.subprocess.Process, port: int) -> bool:
+        """Poll the worker's /healthz until it answers (True) or the process exits."""
+        url = f"http://127.0.0.1:{port}/healthz"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as http:
+            while proc.returncode is None:
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with http.get(url) as response:
+                        if response.status == 200:
+                            return True
+                await asyncio.sleep(0.05)
+        return False
 
     async def _run(self, worker: Worker) -> None:
         delay = FIRST_RESTART_DELAY
         while not self._stopping:
             worker.started_at = time.monotonic()
-            proc = worker.proc = await self._spawn(worker)
-            assert proc.stdout is not None
-            while line := await proc.stdout.readline():
-                if worker.target is None and (match := _URL.search(line.decode(errors="replace"))):
-                    worker.target = Target(f"ws://127.0.0.1:{match.group(1)}/ws", worker.node_id)
-                    worker.up.set()
-                    self._on_up(worker.target)
+            port = free_port()
+            proc = worker.proc = await self._spawn(port)
+            if await self._until_up(proc, port) and not self._stopping:
+                worker.target = Target(f"ws://127.0.0.1:{port}/ws", worker.node_id)
+                worker.up.set()
+                self._on_up(worker.target)
             code = await proc.wait()
             was_up = worker.target is not None
             worker.target = None

@@ -1,0 +1,171 @@
+"""``parley serve --workers 2``: one address, two SFU worker processes (cluster/front.py).
+
+Real processes: the front and its workers, and ``parley bot`` subprocesses. Two rooms land
+on different workers; each room's bots decode each other through the front; the worker
+owning one room is killed (SIGKILL) mid-call: its bots are back with media within 5 s,
+on the other worker, while the other room's bots never notice; the dead worker is
+restarted. SIGTERM on the front stops everything within about a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from ._parley_process import ServerProcess, parley_serve
+
+PARLEY = [sys.executable, "-m", "parley"]
+
+
+async def healthz(url: str) -> dict[str, Any]:
+    timeout = aiohttp.ClientTimeout(total=5.0)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as http,
+        http.get(url + "/healthz") as response,
+    ):
+        body: dict[str, Any] = await response.json()
+        return body
+
+
+async def wait_for(url: str, predicate: Any, timeout: float, what: str) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = await healthz(url)
+        if predicate(body):
+            print(f"{what}: {time.monotonic() - deadline + timeout:.1f} s", file=sys.stderr)
+            return body
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not {what} within {timeout} s: {body}")
+
+
+def worker_with(body: dict[str, Any], participants: int, forwarders: int) -> dict[str, Any] | None:
+    for worker in body["workers"]:
+        if worker.get("participants") == participants and worker.get("forwarders") == forwarders:
+            return dict(worker)
+    return None
+
+
+async def start_bot(url: str, room: str, name: str, tmp_path: Path, duration: float) -> Any:
+    command = [
+        *PARLEY, "bot", "--url", url, "--room", room, "--name", name, "--reconnect",
+        "--duration", str(duration), "--json", str(tmp_path / f"{name}.json"), "--fps", "10",
+    ]  # fmt: skip
+    return await asyncio.create_subprocess_exec(*command, stderr=asyncio.subprocess.PIPE)
+
+
+async def test_rooms_spread_over_workers_and_a_killed_worker_s_room_comes_back(
+    tmp_path: Path,
+) -> None:
+    bots: dict[str, Any] = {}
+    async with parley_serve("--workers", "2", "--log-level", "WARNING") as server:
+        url = server.url
+        try:
+            body = await wait_for(url, lambda b: all(w["alive"] for w in b["workers"]), 30, "up")
+            assert [w["id"] for w in body["workers"]] == ["w0", "w1"]
+            # room "alpha" first: it lands on one worker ...
+            for name in ("ada", "bob"):
+                bots[name] = await start_bot(url, "alpha", name, tmp_path, 26)
+            body = await wait_for(url, lambda b: worker_with(b, 2, 4), 20, "alpha forwarding")
+            alpha = worker_with(body, 2, 4)
+            assert alpha is not None
+            # ... and "beta" on the other, the least loaded
+            for name in ("cat", "dan"):
+                bots[name] = await start_bot(url, "beta", name, tmp_path, 20)
+            body = await wait_for(
+                url, lambda b: b["participants"] == 4 and b["forwarders"] == 8, 20, "beta"
+            )
+            by_id = {w["id"]: w for w in body["workers"]}
+            beta_id = next(i for i in by_id if i != alpha["id"])
+            assert by_id[alpha["id"]]["rooms"] == 1 and by_id[beta_id]["rooms"] == 1, body
+            assert by_id[beta_id]["participants"] == 2 and by_id[beta_id]["forwarders"] == 4
+            assert by_id[alpha["id"]]["relayed_sessions"] == 2, body
+            await asyncio.sleep(3.0)  # media flows in both rooms
+
+            os.kill(alpha["pid"], signal.SIGKILL)
+            # alpha comes back on the other worker (the only live one at first)
+            body = await wait_for(
+                url, lambda b: worker_with(b, 4, 8) is not None, 10, "alpha re-placed"
+            )
+            moved = worker_with(body, 4, 8)
+            assert moved is not None and moved["id"] == beta_id and moved["rooms"] == 2, body
+            # the killed worker is restarted (a new process) and idle
+            body = await wait_for(
+                url,
+                lambda b: any(w["id"] == alpha["id"] and w.get("answered") for w in b["workers"]),
+                30,
+                "the worker restarted",
+            )
+            restarted = next(w for w in body["workers"] if w["id"] == alpha["id"])
+            assert restarted["restarts"] == 1 and restarted["pid"] != alpha["pid"], restarted
+            assert restarted["participants"] == 0, restarted
+            codes = {n: await asyncio.wait_for(p.wait(), 60) for n, p in bots.items()}
+        finally:
+            for proc in bots.values():
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+        assert server.problems() == [], server.problems()
+    stderr = {n: (await p.stderr.read()).decode()[-2000:] for n, p in bots.items()}
+    assert codes == dict.fromkeys(bots, 0), (codes, stderr)
+    summaries = {n: json.loads((tmp_path / f"{n}.json").read_text()) for n in bots}
+    for name, other in (("ada", "bob"), ("bob", "ada")):
+        summary = summaries[name]
+        brief = {k: v for k, v in summary.items() if k not in ("events", "tracks")}
+        (reconnect,) = summary["reconnects"]
+        # the front told it the worker was gone (server_shutdown), and it rejoined
+        assert reconnect["code"] == "server_shutdown" and reconnect["recovered"], brief
+        assert reconnect["publishers"] == [other] and reconnect["missing_publishers"] == []
+        # media from the other bot again within 5 s of losing the worker
+        print(name, "media back after", reconnect["media_after_ms"], "ms")
+        assert 0 < reconnect["media_after_ms"] <= 5000, brief
+        assert summary["ok"], brief
+        second = [t for t in summary["tracks"] if t["session"] == 1]
+        assert sorted(t["kind"] for t in second) == ["audio", "video"], summary["tracks"]
+        assert all(t["frames_decoded"] > 0 for t in second), second
+    for name, other in (("cat", "dan"), ("dan", "cat")):
+        summary = summaries[name]
+        brief = {k: v for k, v in summary.items() if k not in ("events", "tracks")}
+        # the other room never noticed: no reconnect, no freeze, both tracks decoded
+        assert summary["reconnects"] == [] and summary["ok"], brief
+        tracks = [t for t in summary["tracks"] if t["participant_name"] == other]
+        assert sorted(t["kind"] for t in tracks) == ["audio", "video"], summary["tracks"]
+        assert all(t["frames_decoded"] > 0 for t in tracks), tracks
+
+
+async def _front_stops(server: ServerProcess) -> float:
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    await asyncio.wait_for(server.proc.wait(), 10)
+    return time.monotonic() - started
+
+
+async def test_sigterm_on_the_front_tells_clients_and_stops_the_workers() -> None:
+    async with parley_serve("--workers", "2", "--log-level", "WARNING") as server:
+        body = await wait_for(server.url, lambda b: all(w["alive"] for w in b["workers"]), 30, "up")
+        pids = [w["pid"] for w in body["workers"]]
+        ws_url = server.url.replace("http://", "ws://") + "/ws"
+        async with aiohttp.ClientSession() as http, http.ws_connect(ws_url) as ws:
+            await ws.send_json({"type": "join", "room": "r1", "name": "ann"})
+            joined = await ws.receive_json(timeout=10)
+            assert joined["type"] == "joined", joined
+            took = await _front_stops(server)
+            goodbye = await ws.receive_json(timeout=5)
+            assert goodbye["type"] == "server_shutdown", goodbye
+            closing = await ws.receive(timeout=5)
+            assert ws.closed or closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert server.proc.returncode == 0
+        assert took < 2.0, took
+        for pid in pids:  # no worker outlives the front
+            assert (
+                not Path(f"/proc/{pid}").exists()
+                or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+            ), pid
