@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
+
+from signaling.auth import mint_token
 
 from ._parley_process import ServerProcess, parley_serve
 
@@ -169,3 +172,62 @@ async def test_sigterm_on_the_front_tells_clients_and_stops_the_workers() -> Non
                 not Path(f"/proc/{pid}").exists()
                 or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
             ), pid
+
+
+async def test_the_front_keeps_what_one_process_enforces() -> None:
+    """Origin check, frame limit, pre-join answers, tokens (checked by the worker), the
+    page and its files, /healthz and /metrics behind the API secret: through the front."""
+    secret = "s" * 32
+    args = ("--workers", "2", "--log-level", "WARNING", "--max-message-bytes", "2000")
+    async with parley_serve(*args, "--api-key", "key", "--api-secret", secret) as server:
+        url = server.url
+        ws_url = url.replace("http://", "ws://") + "/ws"
+        auth = {"Authorization": f"Bearer {secret}"}
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            async with http.get(url + "/healthz") as response:
+                assert await response.json() == {"status": "ok"}  # no counts without access
+            async with http.get(url + "/healthz", headers=auth) as response:
+                body = await response.json()
+            assert [w["id"] for w in body["workers"]] == ["w0", "w1"], body
+            assert all(w["answered"] for w in body["workers"]), body
+            async with http.get(url + "/metrics") as response:
+                assert response.status == 401
+            async with http.get(url + "/metrics", headers=auth) as response:
+                text = await response.text()
+            assert 'parley_rooms{worker="w0"}' in text and 'parley_rooms{worker="w1"}' in text
+            async with http.get(url + "/") as response:
+                assert response.status == 200 and "<html" in (await response.text())
+            async with http.get(url + "/static/parley-client.js") as response:
+                assert response.status == 200
+            # a page elsewhere may not open the websocket
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await http.ws_connect(ws_url, headers={"Origin": "http://evil.example"})
+            assert refused.value.status == 403
+            async with http.ws_connect(ws_url) as ws:
+                await ws.send_json({"type": "ping", "request_id": 1})
+                assert (await ws.receive_json(timeout=5)) == {"type": "pong", "request_id": 1}
+                await ws.send_json({"type": "leave"})
+                error = await ws.receive_json(timeout=5)
+                assert error["type"] == "error" and error["code"] == "wrong_state", error
+                # the join reaches a worker, which wants a token
+                await ws.send_json({"type": "join", "room": "r1", "name": "ann"})
+                error = await ws.receive_json(timeout=5)
+                assert error["type"] == "error" and error["code"] == "token_required", error
+                # still unjoined: a join for another room would reach the wrong worker
+                await ws.send_json({"type": "join", "room": "r2", "name": "ann"})
+                error = await ws.receive_json(timeout=5)
+                assert error["code"] == "wrong_state" and "r1" in error["message"], error
+                # a frame over the limit: too_large, then 1009
+                await ws.send_str(json.dumps({"type": "ping", "pad": "x" * 3000}))
+                error = await ws.receive_json(timeout=5)
+                assert error["code"] == "too_large", error
+                closing = await ws.receive(timeout=5)
+                assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1009
+            # with a token, the worker admits the join
+            token = mint_token("key", secret, room="r1", identity="ann", now=time.time())
+            async with http.ws_connect(ws_url) as ws:
+                await ws.send_json({"type": "join", "room": "r1", "name": "x", "token": token})
+                joined = await ws.receive_json(timeout=10)
+                assert joined["type"] == "joined" and joined["room"] == "r1", joined
+        assert server.problems() == [], server.problems()
