@@ -21,8 +21,9 @@ import aiohttp
 from aiohttp import web
 
 from signaling.auth import may_see_load
+from signaling.drain import DRAINING_KEY, is_draining
 from signaling.origins import origin_refusal
-from signaling.server import ParleyWebSocket, ServerConfig, index, page_files
+from signaling.server import CONFIG_KEY, ParleyWebSocket, ServerConfig, index, page_files
 
 from .local_placement import LocalPlacement
 from .metrics_merge import merge_metrics
@@ -113,6 +114,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     assert front.http is not None
     relay = Relay(ws, request, config, front.placement, front.http, front.key, front.attach)
+    relay.draining = lambda: is_draining(request.app)
     front.relays.add(relay)
     try:
         await relay.run()
@@ -130,10 +132,13 @@ def _allowed(request: web.Request) -> bool:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness for anyone; with the operator's access, every worker's counts, summed
-    (same keys as one process's /healthz) and per worker under ``workers``."""
+    """Liveness for anyone (``draining`` with 503 while draining); with the operator's
+    access, every worker's counts, summed (the keys of one process's /healthz) and per
+    worker under ``workers``."""
+    draining = is_draining(request.app)
+    status = {"status": "draining" if draining else "ok"}
     if not _allowed(request):
-        return web.json_response({"status": "ok"})
+        return web.json_response(status, status=503 if draining else 200)
     front = _front(request)
     bodies = await front.worker_json("/healthz", request.headers.get("Authorization"))
     workers = []
@@ -147,7 +152,8 @@ async def healthz(request: web.Request) -> web.Response:
         rooms = front.placement.rooms_of(str(info["id"]))
         workers.append({**info, "relayed_sessions": relayed, "placed_rooms": len(rooms),
                         "answered": body is not None, **counts})  # fmt: skip
-    return web.json_response({"status": "ok", **totals, "workers": workers})
+    body = {**status, **totals, "workers": workers}
+    return web.json_response(body, status=503 if draining else 200)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -172,6 +178,15 @@ async def metrics(request: web.Request) -> web.Response:
     body = merge_metrics([(w, t) for w, t in labelled if t is not None], own)
     return web.Response(text=body, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})  # fmt: skip
+
+
+def relayed_sessions(app: web.Application) -> int:
+    """Clients relayed now (what a drain waits for to reach 0)."""
+    return len(app[FRONT_KEY].relays)
+
+
+def is_front(app: web.Application) -> bool:
+    return FRONT_KEY in app
 
 
 def _file(path: Any) -> Any:
@@ -203,6 +218,8 @@ def create_front_app(config: ServerConfig, workers: int, worker_argv: list[str])
     app = web.Application()
     front = Front(config, workers, worker_argv)
     app[FRONT_KEY] = front
+    app[CONFIG_KEY] = config  # what `parley serve` reads of any app (drain)
+    app[DRAINING_KEY] = asyncio.Event()
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         front.http = aiohttp.ClientSession()

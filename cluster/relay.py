@@ -24,6 +24,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 
 from signaling import messages as m
+from signaling.drain import DRAINING_CLOSE_CODE
 from signaling.limits import RATE_CLOSE_CODE, MessageGate
 from signaling.server import ServerConfig
 
@@ -84,6 +85,8 @@ class Relay:
         self.joined = False
         self.ending: Ending | None = None
         self._pumps: list[asyncio.Task[None]] = []
+        #: whether the front drains (``parley serve --drain-timeout``): joins are refused
+        self.draining: Callable[[], bool] = lambda: False
 
     async def _send(self, message: m.ServerMessage) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
@@ -133,6 +136,11 @@ class Relay:
                 continue
             if isinstance(message, m.Ping):
                 await self._send(m.Pong(request_id=message.request_id))
+            elif isinstance(message, m.Join) and self.draining():
+                await self._error("server_draining", self.config.drain.refusal, "join",
+                                  message.request_id)  # fmt: skip
+                await self.ws.close(code=DRAINING_CLOSE_CODE, message=b"server draining")
+                return False
             elif isinstance(message, m.Join):
                 return await self._connect(message.room, msg.data)
             else:
