@@ -231,3 +231,38 @@ async def test_the_front_keeps_what_one_process_enforces() -> None:
                 joined = await ws.receive_json(timeout=10)
                 assert joined["type"] == "joined" and joined["room"] == "r1", joined
         assert server.problems() == [], server.problems()
+
+
+async def test_the_front_drains_then_stops() -> None:
+    args = ("--workers", "2", "--log-level", "WARNING", "--drain-timeout", "20")
+    async with parley_serve(*args) as server:
+        await wait_for(server.url, lambda b: all(w["alive"] for w in b["workers"]), 30, "up")
+        ws_url = server.url.replace("http://", "ws://") + "/ws"
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            async with http.ws_connect(ws_url) as ws:
+                await ws.send_json({"type": "join", "room": "r1", "name": "ann"})
+                assert (await ws.receive_json(timeout=10))["type"] == "joined"
+                server.signal(signal.SIGTERM)
+                deadline = time.monotonic() + 5
+                status = 0
+                while status != 503 and time.monotonic() < deadline:
+                    async with http.get(server.url + "/healthz") as response:
+                        status = response.status
+                        body = await response.json()
+                    await asyncio.sleep(0.05)
+                assert status == 503 and body["status"] == "draining", body
+                async with http.ws_connect(ws_url) as late:  # a new join is refused
+                    await late.send_json({"type": "join", "room": "r2", "name": "bob"})
+                    refused = await late.receive_json(timeout=5)
+                    assert refused["code"] == "server_draining", refused
+                    closing = await late.receive(timeout=5)
+                    assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1013
+                assert server.proc.returncode is None  # still waiting for ann
+                left_at = time.monotonic()
+                await ws.send_json({"type": "leave"})
+                assert (await ws.receive_json(timeout=5))["type"] == "left"
+            await asyncio.wait_for(server.proc.wait(), 10)
+        # the last participant left: the drain ends and the front stops soon after
+        assert server.proc.returncode == 0
+        assert time.monotonic() - left_at < 3.0
