@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 WORKER_LOST_REASON = "the room's worker stopped; rejoin to continue on another"
 #: How long a join keeps trying to reach a worker (the owner may be restarting).
 CONNECT_PATIENCE = 3.0
+#: How long one attempt to open a worker's websocket may take.
+CONNECT_TIMEOUT = 2.0
 #: Headers telling a worker the client's address (honoured with the front's key).
 FORWARDED_FOR = "X-Forwarded-For"
 FRONT_KEY_HEADER = "X-Parley-Front-Key"
@@ -157,15 +159,16 @@ class Relay:
             target: Target | None = None
             try:
                 target = await self.placement.place(room)
-                self.upstream = await self.http.ws_connect(
-                    target.ws_url, headers=headers, max_msg_size=0, autoping=True
-                )
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    self.upstream = await self.http.ws_connect(
+                        target.ws_url, headers=headers, max_msg_size=0, autoping=True
+                    )
                 break
-            except (aiohttp.ClientError, OSError, RuntimeError) as exc:
-                if target is not None:  # it died, or is restarting: place the room anew
+            except Exception as exc:  # no live worker, or it died / is restarting
+                if target is not None:  # place the room anew on the next attempt
                     await self.placement.forget(room, target)
                 if loop.time() > give_up:
-                    logger.warning("no worker reachable for room %r: %s", room, exc)
+                    logger.warning("no worker reachable for room %r: %r", room, exc)
                     await self._send(m.ServerShutdown("no worker is available", 1000))
                     await self.ws.close(code=aiohttp.WSCloseCode.GOING_AWAY)
                     return False
