@@ -3,8 +3,8 @@
 Each worker is an ordinary ``parley serve`` on ``127.0.0.1`` and a free port, with the
 front's own options (tokens, limits, ICE, data limits...) but not ``--workers``,
 ``--host`` or ``--port``. Once its ``/healthz`` answers the worker is up (``on_up``). When it exits for any reason other than the front stopping,
-``on_down`` is called at once and it is started again (after 0.2 s, doubling up to 5 s if
-it keeps dying within seconds of starting). A worker also gets SIGTERM if the front
+``on_down`` is called at once and it is started again after 0.2 s (doubling up to 5 s
+while it dies before answering or within 3 s of answering: a crash loop). A worker also gets SIGTERM if the front
 dies (``PR_SET_PDEATHSIG``), so none outlives it.
 """
 
@@ -38,6 +38,8 @@ FRONT_ONLY = ("--workers", "--host", "--port")
 
 FIRST_RESTART_DELAY = 0.2
 MAX_RESTART_DELAY = 5.0
+#: A worker that dies within this many seconds of answering is in a crash loop.
+CRASH_LOOP_S = 3.0
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,6 +106,7 @@ class Worker:
     target: Target | None = None
     restarts: int = 0
     started_at: float = 0.0
+    up_at: float = 0.0
     up: asyncio.Event = field(default_factory=asyncio.Event)
 
     def info(self) -> dict[str, object]:
@@ -173,6 +176,7 @@ class Supervisor:
             port = free_port()
             proc = worker.proc = await self._spawn(port)
             if await self._until_up(proc, port) and not self._stopping:
+                worker.up_at = time.monotonic()
                 worker.target = Target(f"ws://127.0.0.1:{port}/ws", worker.node_id)
                 worker.up.set()
                 self._on_up(worker.target)
@@ -186,8 +190,10 @@ class Supervisor:
                            proc.pid, code)  # fmt: skip
             if was_up:
                 self._on_down(worker.node_id)
-            # a worker that keeps dying soon after it starts is restarted less and less often
-            if time.monotonic() - worker.started_at > 10.0:
+            # a worker that dies before it answers, or within seconds of answering (a
+            # crash loop), is restarted less and less often; one that ran is restarted
+            # at once
+            if was_up and time.monotonic() - worker.up_at > CRASH_LOOP_S:
                 delay = FIRST_RESTART_DELAY
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_RESTART_DELAY)
