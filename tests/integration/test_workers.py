@@ -26,6 +26,11 @@ from signaling.auth import mint_token
 from ._parley_process import ServerProcess, parley_serve
 
 PARLEY = [sys.executable, "-m", "parley"]
+#: The bots' freeze limit: four bots (each encoding and decoding video) and three
+#: servers share two cores with other work here, and a starved decoder stalls for over
+#: a second now and then with no failover at all; a failover's gap is not a freeze (the
+#: bot accounts it as a reconnect), so this does not hide one.
+MAX_FREEZE_MS = 3000
 
 
 async def healthz(url: str) -> dict[str, Any]:
@@ -61,6 +66,7 @@ async def start_bot(url: str, room: str, name: str, tmp_path: Path, duration: fl
     command = [
         *PARLEY, "bot", "--url", url, "--room", room, "--name", name, "--reconnect",
         "--duration", str(duration), "--json", str(tmp_path / f"{name}.json"), "--fps", "10",
+        "--max-freeze-ms", str(MAX_FREEZE_MS),
     ]  # fmt: skip
     return await asyncio.create_subprocess_exec(*command, stderr=asyncio.subprocess.PIPE)
 
@@ -118,8 +124,9 @@ async def test_rooms_spread_over_workers_and_a_killed_worker_s_room_comes_back(
                     await proc.wait()
         assert server.problems() == [], server.problems()
     stderr = {n: (await p.stderr.read()).decode()[-2000:] for n, p in bots.items()}
-    assert codes == dict.fromkeys(bots, 0), (codes, stderr)
     summaries = {n: json.loads((tmp_path / f"{n}.json").read_text()) for n in bots}
+    failed = {n: s["failed"] for n, s in summaries.items()}
+    assert codes == dict.fromkeys(bots, 0), (codes, failed, stderr)
     for name, other in (("ada", "bob"), ("bob", "ada")):
         summary = summaries[name]
         brief = {k: v for k, v in summary.items() if k not in ("events", "tracks")}
