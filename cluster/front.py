@@ -25,6 +25,7 @@ from signaling.drain import DRAINING_KEY, is_draining
 from signaling.origins import origin_refusal
 from signaling.server import CONFIG_KEY, ParleyWebSocket, ServerConfig, index, page_files
 
+from .admin_proxy import add_admin_proxy_routes
 from .local_placement import LocalPlacement
 from .metrics_merge import merge_metrics
 from .relay import Relay
@@ -240,6 +241,7 @@ def create_front_app(config: ServerConfig, workers: int, worker_argv: list[str])
     app.router.add_get("/ws", websocket_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    add_admin_proxy_routes(app, front)
     app.router.add_get("/", index)
     for path in page_files():
         app.router.add_get(f"/static/{path.name}", _file(path))

@@ -237,6 +237,22 @@ async def test_the_front_keeps_what_one_process_enforces() -> None:
                 await ws.send_json({"type": "join", "room": "r1", "name": "x", "token": token})
                 joined = await ws.receive_json(timeout=10)
                 assert joined["type"] == "joined" and joined["room"] == "r1", joined
+                # the admin API through the front: checked there, then the room's worker
+                async with http.get(url + "/admin/rooms") as response:
+                    assert response.status == 401
+                async with http.get(url + "/admin/rooms", headers=auth) as response:
+                    rooms = (await response.json())["rooms"]
+                assert [(r["room"], r["participants"]) for r in rooms] == [("r1", 1)], rooms
+                assert rooms[0]["worker"] in ("w0", "w1"), rooms
+                async with http.get(url + "/admin/rooms/r1", headers=auth) as response:
+                    shown = await response.json()
+                assert [p["identity"] for p in shown["participants"]] == ["ann"], shown
+                async with http.delete(url + "/admin/rooms/r1", headers=auth) as response:
+                    assert (await response.json())["closed"] is True
+                left = await ws.receive_json(timeout=5)
+                assert left["type"] == "left" and left["reconnect"] is False, left
+                async with http.get(url + "/admin/rooms/r1", headers=auth) as response:
+                    assert response.status == 404
         assert server.problems() == [], server.problems()
 
 

@@ -168,3 +168,39 @@ def test_a_worker_takes_the_forwarded_address_only_with_the_front_s_key() -> Non
     assert client_address(request(wrong), worker) == peer != "10.1.2.3"
     # a server that is no worker never believes the header
     assert client_address(request(forwarded), ServerConfig()) == peer
+
+
+def test_the_front_checks_admin_callers_itself() -> None:
+    """A worker sees the front's requests as loopback: without a secret the front must
+    refuse a remote caller itself; with one, only the secret or an admin token passes."""
+    from unittest import mock
+
+    from aiohttp.test_utils import make_mocked_request
+
+    from cluster.admin_proxy import admin_refusal
+    from signaling.auth import AuthConfig, Grants, mint_token
+
+    def request(peer: str, headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+        transport = mock.Mock()
+        transport.get_extra_info.side_effect = lambda name, default=None: (
+            (peer, 4000) if name == "peername" else default
+        )
+        return make_mocked_request("GET", "/admin/rooms", headers=headers, transport=transport)
+
+    open_ = AuthConfig(loopback_admin=True)
+    assert admin_refusal(request("127.0.0.1"), open_) is None
+    refused = admin_refusal(request("10.0.0.5"), open_)
+    assert refused is not None and refused.status == 401
+    secret = "s" * 32
+    auth = AuthConfig(api_key="k", api_secret=secret)
+    assert admin_refusal(request("127.0.0.1"), auth) is not None  # loopback is not enough
+    assert admin_refusal(request("10.0.0.5", {"Authorization": f"Bearer {secret}"}), auth) is None
+    import time
+
+    joiner = mint_token("k", secret, room="r", identity="i", now=time.time())
+    refused = admin_refusal(request("10.0.0.5", {"Authorization": f"Bearer {joiner}"}), auth)
+    assert refused is not None and refused.status == 401  # a join token is no admin token
+    admin = mint_token(
+        "k", secret, room="r", identity="i", grants=Grants(room_admin=True), now=time.time()
+    )
+    assert admin_refusal(request("10.0.0.5", {"Authorization": f"Bearer {admin}"}), auth) is None
