@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -29,7 +30,7 @@ from .admin_proxy import add_admin_proxy_routes
 from .local_placement import LocalPlacement
 from .metrics_merge import merge_metrics
 from .relay import Relay
-from .workers import Supervisor
+from .workers import Supervisor, cpu_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,8 @@ async def healthz(request: web.Request) -> web.Response:
         rooms = front.placement.rooms_of(str(info["id"]))
         workers.append({**info, "relayed_sessions": relayed, "placed_rooms": len(rooms),
                         "answered": body is not None, **counts})  # fmt: skip
-    body = {**status, **totals, "workers": workers}
+    front_cpu = cpu_seconds(os.getpid())
+    body = {**status, **totals, "front_cpu_seconds": front_cpu, "workers": workers}
     return web.json_response(body, status=503 if draining else 200)
 
 

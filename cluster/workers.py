@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 
@@ -87,6 +88,18 @@ def worker_argv(argv: list[str]) -> list[str]:
     return out
 
 
+def cpu_seconds(pid: int | None) -> float | None:
+    """CPU time (user + system, s) a process has used, from /proc; None if it is gone."""
+    if pid is None:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+
+
 def free_port() -> int:
     """A port free on 127.0.0.1 now (a worker that then fails to bind it is restarted)."""
     with socket.socket() as s:
@@ -110,9 +123,11 @@ class Worker:
     up: asyncio.Event = field(default_factory=asyncio.Event)
 
     def info(self) -> dict[str, object]:
+        pid = self.proc.pid if self.proc is not None else None
         return {
             "id": self.node_id,
-            "pid": self.proc.pid if self.proc is not None else None,
+            "pid": pid,
+            "cpu_seconds": cpu_seconds(pid) if self.target is not None else None,
             "ws_url": self.target.ws_url if self.target is not None else None,
             "alive": self.target is not None,
             "restarts": self.restarts,

@@ -198,6 +198,8 @@ async def test_the_front_keeps_what_one_process_enforces() -> None:
                 body = await response.json()
             assert [w["id"] for w in body["workers"]] == ["w0", "w1"], body
             assert all(w["answered"] for w in body["workers"]), body
+            assert all(w["cpu_seconds"] > 0 for w in body["workers"]), body
+            assert body["front_cpu_seconds"] > 0, body
             async with http.get(url + "/metrics") as response:
                 assert response.status == 401
             async with http.get(url + "/metrics", headers=auth) as response:
