@@ -7,8 +7,9 @@ both ways (media does not pass here: the worker's ICE candidates are in its SDP)
 the worker says ``joined``, another ``join`` for a different room is refused (the
 connection belongs to the first room's worker). A close frame from the worker is passed
 on with its code; a worker connection that breaks without one (the worker died) is told
-to the client as ``server_shutdown`` (rejoin at once) and the room is forgotten, so the
-client's rejoin places it on a live worker.
+to the client as ``server_shutdown`` (rejoin at once); the rejoin places the room on a live
+worker (the dead one is out of placement as soon as its process exit is seen, and a
+failed connect forgets the room's owner).
 """
 
 from __future__ import annotations
@@ -193,8 +194,9 @@ class Relay:
             task.cancel()
         await asyncio.gather(*self._pumps, return_exceptions=True)
         if self.ending == "worker_lost":
-            assert self.room is not None and self.target is not None
-            await self.placement.forget(self.room, self.target)
+            # the room is not forgotten here: one broken connection is no proof that its
+            # worker died (the supervisor says so, or a failed connect; the front forgets
+            # a room with its last session), and a room must not be split
             await self._send(m.ServerShutdown(WORKER_LOST_REASON, 0))
             with contextlib.suppress(Exception):
                 await self.ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"worker lost")
@@ -203,15 +205,20 @@ class Relay:
         upstream = self.upstream
         assert upstream is not None
         async for msg in self.ws:
-            if msg.type == WSMsgType.TEXT:
-                if not self.joined and self._other_room(msg.data):
-                    await self._error("wrong_state", "this connection joins room "
-                                      f"{self.room!r}: open another to join a different room",
-                                      "join")  # fmt: skip
-                    continue
-                await upstream.send_str(msg.data)
-            elif msg.type == WSMsgType.BINARY:
-                await upstream.send_bytes(msg.data)
+            try:
+                if msg.type == WSMsgType.TEXT:
+                    if not self.joined and self._other_room(msg.data):
+                        await self._error("wrong_state", "this connection joins room "
+                                          f"{self.room!r}: open another to join a different "
+                                          "room", "join")  # fmt: skip
+                        continue
+                    await upstream.send_str(msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    await upstream.send_bytes(msg.data)
+            except (ConnectionError, RuntimeError):  # the worker's side broke: it died
+                if self.ending is None:
+                    self.ending = "worker_lost"
+                return
         if self.ending is None:
             self.ending = "client"
 
@@ -226,12 +233,18 @@ class Relay:
         assert upstream is not None
         while True:
             msg = await upstream.receive()
-            if msg.type == WSMsgType.TEXT:
-                if not self.joined and is_joined(msg.data):
+            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                if msg.type == WSMsgType.TEXT and not self.joined and is_joined(msg.data):
                     self.joined = True
-                await self.ws.send_str(msg.data)
-            elif msg.type == WSMsgType.BINARY:
-                await self.ws.send_bytes(msg.data)
+                try:
+                    if msg.type == WSMsgType.TEXT:
+                        await self.ws.send_str(msg.data)
+                    else:
+                        await self.ws.send_bytes(msg.data)
+                except (ConnectionError, RuntimeError):  # the client is gone
+                    if self.ending is None:
+                        self.ending = "client"
+                    return
             elif msg.type == WSMsgType.CLOSE:  # the worker ended the session: pass it on
                 if self.ending is None:
                     self.ending = "worker"
