@@ -204,3 +204,22 @@ def test_the_front_checks_admin_callers_itself() -> None:
         "k", secret, room="r", identity="i", grants=Grants(room_admin=True), now=time.time()
     )
     assert admin_refusal(request("10.0.0.5", {"Authorization": f"Bearer {admin}"}), auth) is None
+
+
+def test_signaling_and_the_sfu_do_not_import_cluster() -> None:
+    """``cluster`` sits above them (beside ``parley``), never the other way round."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    offenders = []
+    for package in ("signaling", "sfu"):
+        for path in sorted((root / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "cluster"]
+    assert offenders == []
