@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import dataclasses
 import errno
+import os
 import signal
 import socket
 import sys
@@ -195,6 +196,10 @@ def build_serve_parser() -> argparse.ArgumentParser:
 
     add_log_arguments(parser)
     add_drain_arguments(parser)
+
+    from cluster.workers import add_worker_arguments
+
+    add_worker_arguments(parser)
     return parser
 
 
@@ -251,6 +256,10 @@ async def _serve(app: web.Application, host: str, port: int, out: Callable[[str]
         stop.set()
 
     def participants() -> int:
+        from cluster.front import is_front, relayed_sessions
+
+        if is_front(app):  # parley serve --workers: the clients it relays
+            return relayed_sessions(app)
         return sum(len(room.participants) for room in app[SFU_KEY].rooms.values())
 
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -304,7 +313,19 @@ def serve_main(argv: list[str]) -> int:
     config = with_origins(config, args)
     config = with_webhooks(config, args)
     config = dataclasses.replace(config, auth=auth_config(args))
-    app = create_app(config, freeze_gc=True)
+    from cluster.workers import FRONT_KEY_ENV, worker_argv, worker_count
+
+    # a worker (started by a front, which passes its key) is never a front itself, even
+    # when the config file or a PARLEY_* variable says --workers
+    front_key = os.environ.get(FRONT_KEY_ENV) or None
+    workers = worker_count(args.workers) if front_key is None else None
+    if workers is not None:  # the front: workers behind one address (cluster/front.py)
+        from cluster.front import create_front_app
+
+        app = create_front_app(config, workers, worker_argv(argv))
+    else:  # one process; behind a front when it passed its key (a worker)
+        config = dataclasses.replace(config, front_key=front_key)
+        app = create_app(config, freeze_gc=True)
     try:
         asyncio.run(_serve(app, args.host, args.port, lambda s: print(s, flush=True)))
     except ListenError as exc:

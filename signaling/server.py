@@ -93,6 +93,20 @@ class ServerConfig:
     webhooks: WebhookConfig = field(default_factory=WebhookConfig)
     #: Waiting for rooms to empty before a stop (``signaling/drain.py``).
     drain: DrainConfig = field(default_factory=DrainConfig)
+    #: Set on a worker behind ``parley serve --workers`` (cluster/front.py): a request
+    #: carrying this key in ``X-Parley-Front-Key`` comes from the front, and its
+    #: ``X-Forwarded-For`` is the client's address (join rate limits are per client).
+    front_key: str | None = None
+
+
+def client_address(request: web.Request, config: ServerConfig) -> str:
+    """The client's address: the peer's, or the one the front forwarded with its key."""
+    key = config.front_key
+    if key and request.headers.get("X-Parley-Front-Key") == key:
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+        if forwarded:
+            return forwarded
+    return request.remote or ""
 
 
 #: ``left``'s reason for a session replaced by a new join with the same token identity
@@ -396,7 +410,7 @@ class Session:
             self.error("server_draining", self.config.drain.refusal, "join", message.request_id)
             self._spawn(self._flush_and_close(DRAINING_CLOSE_CODE, b"server draining"))
             return
-        address = self.request.remote or ""
+        address = client_address(self.request, self.config)
         if not self.request.app[JOIN_RATE_KEY].take(address, asyncio.get_running_loop().time()):
             rate = self.config.limits.join_rate
             text = f"too many joins from {address}: at most {rate:g} a second"
