@@ -1,0 +1,159 @@
+"""One room over two SFUs joined by a pipe (sfu/pipe.py): a simulcast bot publishes on
+server A, its tracks are piped to server B, bots subscribed on B decode them, a small
+one gets the lower layer, packets lost on the pipe are repaired, and closing the pipe
+unpublishes on B."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from loadgen.bot import BotConfig, run_bot
+from sfu.pipe import PipeTransport
+from sfu.pipe_import import is_piped
+from signaling.server import ServerConfig
+
+from .conftest import RunningServer, ServerFactory
+
+ROOM = "spread"
+
+
+def _video_from(summary: dict[str, Any], participant: str, kind: str = "video") -> dict[str, Any]:
+    (track,) = [
+        t for t in summary["tracks"] if t["participant"] == participant and t["kind"] == kind
+    ]
+    return track
+
+
+async def _until(predicate: Any, timeout: float) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return bool(predicate())
+
+
+@pytest.fixture
+async def two_servers(
+    server_factory: ServerFactory,
+) -> AsyncIterator[tuple[RunningServer, RunningServer, PipeTransport, PipeTransport]]:
+    a = await server_factory(ServerConfig())
+    b = await server_factory(ServerConfig())
+    pipe_a = await PipeTransport.open(a.sfu, ("127.0.0.1", 0))
+    pipe_b = await PipeTransport.open(b.sfu, ("127.0.0.1", 0))
+    pipe_a.connect(pipe_b.local_address)
+    pipe_b.connect(pipe_a.local_address)
+    try:
+        yield a, b, pipe_a, pipe_b
+    finally:
+        await pipe_a.close()
+        await pipe_b.close()
+
+
+async def test_a_piped_simulcast_publisher_is_decoded_on_the_far_server(
+    two_servers: tuple[RunningServer, RunningServer, PipeTransport, PipeTransport],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    a, b, pipe_a, pipe_b = two_servers
+    caplog.set_level(logging.WARNING)
+    await pipe_a.export_room(ROOM)  # every publisher of the room, as it comes
+    # lose one video packet in 40 on the pipe (never the first ones: keyframes get through)
+    counter = {"n": 0}
+
+    def lossy(data: bytes) -> bool:
+        counter["n"] += 1
+        return counter["n"] > 200 and counter["n"] % 40 == 0 and data[1] & 0x7F == 96
+
+    pipe_a.drop_rtp = lossy
+    publisher = BotConfig(url=a.url, room=ROOM, name="cam", duration=11.0, simulcast=True)
+    big = BotConfig(url=b.url, room=ROOM, name="big", duration=7.0, publish=False)
+    small = BotConfig(
+        url=b.url, room=ROOM, name="small", duration=7.0, publish=False, max_height=180
+    )
+    seen: dict[str, Any] = {}
+
+    async def inspect() -> None:
+        await asyncio.sleep(5.0)
+        room_b = b.sfu.rooms[ROOM]
+        (remote,) = [p for p in room_b.participants.values() if is_piped(p)]
+        seen["remote"] = remote.id
+        video = next(t for t in remote.tracks.values() if t.kind == "video")
+        seen["rids"] = video.rids
+        seen["forwarders"] = [len(layer.forwarders) for layer in video.layers]
+        seen["layer_packets"] = [layer.packets for layer in video.layers]
+
+    pub_task = asyncio.ensure_future(run_bot(publisher))
+    await asyncio.sleep(1.5)
+    big_summary, small_summary, _ = await asyncio.gather(
+        run_bot(big), run_bot(small), inspect()
+    )
+    stats_a, stats_b = pipe_a.stats(), pipe_b.stats()
+    # the remote publisher on B keeps the origin's id, and B has nothing of its own
+    (origin,) = [p for p in a.sfu.rooms[ROOM].participants.values() if p.name == "cam"]
+    assert seen["remote"] == origin.id
+    assert seen["rids"] == ("q", "h", "f")
+    # every layer comes down the pipe; on B, big takes f and small takes q
+    assert all(n > 30 for n in seen["layer_packets"]), seen
+    assert seen["forwarders"] == [1, 0, 1], seen
+    for summary in (big_summary, small_summary):
+        assert summary["ok"], summary
+        audio = _video_from(summary, origin.id, "audio")
+        assert audio["packets"] > 150, audio
+    big_video = _video_from(big_summary, origin.id)
+    small_video = _video_from(small_summary, origin.id)
+    assert big_video["frames_decoded"] > 40, big_video
+    assert small_video["frames_decoded"] > 40, small_video
+    assert big_video["resolutions"] == [[1280, 720]], big_video
+    assert small_video["resolutions"] == [[320, 180]], small_video
+    # the pipe lost packets on purpose; B asked for them and A resent them from its cache
+    assert pipe_a.dropped_on_purpose > 5, stats_a
+    assert stats_b["nacks_sent"] > 0 and stats_a["nacks_in"] > 0, (stats_a, stats_b)
+    assert stats_a["retransmitted"] >= pipe_a.dropped_on_purpose // 2, (stats_a, stats_b)
+    assert stats_a["keyframe_requests_in"] > 0, stats_a
+    assert big_video["loss_pct"] < 1.0, big_video
+    assert [r.getMessage() for r in caplog.records if "failed to decode" in r.getMessage()] == []
+
+    # closing the pipe unpublishes on B: the remote publisher leaves B's room
+    room_b = b.sfu.rooms.get(ROOM)
+    assert room_b is not None and origin.id in room_b.participants
+    await pipe_a.close()
+    assert await _until(
+        lambda: b.sfu.rooms.get(ROOM) is None or origin.id not in b.sfu.rooms[ROOM].participants,
+        3.0,
+    )
+    assert pipe_b.closed and pipe_b.close_reason == "the far side closed the pipe"
+    assert await pub_task
+
+
+async def test_a_piped_track_follows_its_publisher_and_the_pipe_times_out(
+    two_servers: tuple[RunningServer, RunningServer, PipeTransport, PipeTransport],
+) -> None:
+    """export_participant follows one publisher; when it leaves A, its remote publisher
+    leaves B; a peer that falls silent closes the pipe on its own."""
+    a, b, pipe_a, pipe_b = two_servers
+    publisher = asyncio.ensure_future(
+        run_bot(BotConfig(url=a.url, room=ROOM, name="cam", duration=4.0))
+    )
+    assert await _until(lambda: ROOM in a.sfu.rooms and a.sfu.rooms[ROOM].participants, 5.0)
+    (origin,) = a.sfu.rooms[ROOM].participants.values()
+    assert await _until(lambda: len(origin.tracks) == 2, 5.0)
+    await pipe_a.export_participant(ROOM, origin.id)
+    remote = b.sfu.rooms[ROOM].participants[origin.id]
+    assert sorted(t.kind for t in remote.tracks.values()) == ["audio", "video"]
+    assert await _until(lambda: all(t.source.packets > 20 for t in remote.tracks.values()), 5.0)
+    assert (await publisher)["ok"]
+    # the publisher left A: B's room is empty again
+    assert await _until(lambda: ROOM not in b.sfu.rooms, 3.0), b.sfu.rooms
+    assert pipe_b.stats()["remote_publishers"] == 0
+
+    # the far side falls silent (its datagrams are not answered): the pipe closes itself
+    pipe_b.timeout = 0.5
+    pipe_a.connect(("127.0.0.1", 9))  # A now talks to nobody: B hears nothing more
+    assert await _until(lambda: pipe_b.closed, 3.0)
+    assert "nothing heard" in (pipe_b.close_reason or "")
