@@ -63,12 +63,12 @@ async def test_a_piped_simulcast_publisher_is_decoded_on_the_far_server(
     a, b, pipe_a, pipe_b = two_servers
     caplog.set_level(logging.WARNING)
     await pipe_a.export_room(ROOM)  # every publisher of the room, as it comes
-    # lose one video packet in 40 on the pipe (never the first ones: keyframes get through)
+    # lose one packet in 40 on the pipe (none of the first ones: the first keyframes pass)
     counter = {"n": 0}
 
     def lossy(data: bytes) -> bool:
         counter["n"] += 1
-        return counter["n"] > 200 and counter["n"] % 40 == 0 and data[1] & 0x7F == 96
+        return counter["n"] > 200 and counter["n"] % 40 == 0
 
     pipe_a.drop_rtp = lossy
     publisher = BotConfig(url=a.url, room=ROOM, name="cam", duration=11.0, simulcast=True)
@@ -90,9 +90,7 @@ async def test_a_piped_simulcast_publisher_is_decoded_on_the_far_server(
 
     pub_task = asyncio.ensure_future(run_bot(publisher))
     await asyncio.sleep(1.5)
-    big_summary, small_summary, _ = await asyncio.gather(
-        run_bot(big), run_bot(small), inspect()
-    )
+    big_summary, small_summary, _ = await asyncio.gather(run_bot(big), run_bot(small), inspect())
     stats_a, stats_b = pipe_a.stats(), pipe_b.stats()
     # the remote publisher on B keeps the origin's id, and B has nothing of its own
     (origin,) = [p for p in a.sfu.rooms[ROOM].participants.values() if p.name == "cam"]
@@ -112,7 +110,7 @@ async def test_a_piped_simulcast_publisher_is_decoded_on_the_far_server(
     assert big_video["resolutions"] == [[1280, 720]], big_video
     assert small_video["resolutions"] == [[320, 180]], small_video
     # the pipe lost packets on purpose; B asked for them and A resent them from its cache
-    assert pipe_a.dropped_on_purpose > 5, stats_a
+    assert pipe_a.dropped_on_purpose > 30, stats_a
     assert stats_b["nacks_sent"] > 0 and stats_a["nacks_in"] > 0, (stats_a, stats_b)
     assert stats_a["retransmitted"] >= pipe_a.dropped_on_purpose // 2, (stats_a, stats_b)
     assert stats_a["keyframe_requests_in"] > 0, stats_a

@@ -1,0 +1,257 @@
+"""The pipe's wire format (sfu/pipe_wire.py), its control channel (sfu/pipe_control.py)
+and the far side's demultiplexing by pipe SSRC (sfu/pipe_import.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from sfu.pipe_control import ControlChannel
+from sfu.pipe_import import Importer, PipedListener, is_piped
+from sfu.pipe_wire import (
+    CONTROL,
+    RTCP,
+    RTP,
+    LayerAnnouncement,
+    TrackAnnouncement,
+    WireError,
+    build_rtx,
+    classify,
+    decode_control,
+    encode_control,
+    with_ssrc,
+)
+from sfu.ports import NullListener
+from sfu.room import Sfu
+from sfu.rtp.packet import RtpView
+from sfu.rtp.rtcp import build_nack
+from tests.fakes import rtp, vp8_payload
+
+ANNOUNCEMENT = TrackAnnouncement(
+    room="r",
+    participant="p1",
+    participant_name="cam",
+    track="t1",
+    kind="video",
+    mid="1",
+    codec="vp8",
+    clock_rate=90000,
+    payload_type=96,
+    rtx_payload_type=97,
+    red_payload_type=None,
+    audio_level_ext=0,
+    layers=(
+        LayerAnnouncement("q", 1001, 2001),
+        LayerAnnouncement("h", 1002, 2002),
+        LayerAnnouncement("f", 1003, 2003),
+    ),
+)
+
+
+def test_datagrams_are_told_apart_by_their_first_bytes() -> None:
+    assert classify(rtp(1, pt=96)) == RTP
+    assert classify(rtp(1, pt=111, marker=1)) == RTP
+    assert classify(build_nack(1, 2, [5])) == RTCP
+    assert classify(encode_control({"t": "ping"})) == CONTROL
+    assert classify(b"\x00\x01\x00\x00") is None  # STUN-like
+    assert classify(b"\x80") is None
+    assert classify(b"\x80\x60\x00") is None  # too short for RTP
+
+
+def test_the_ssrc_rewrite_changes_only_the_ssrc() -> None:
+    data = rtp(7, 1234, ssrc=0x11111111, payload=b"abc", extensions=[(3, b"\x01")])
+    out = with_ssrc(data, 0xCAFEBABE)
+    view, orig = RtpView(out), RtpView(data)
+    assert view.ssrc == 0xCAFEBABE
+    assert (view.seq, view.timestamp, view.payload(), view.extensions()) == (
+        orig.seq,
+        orig.timestamp,
+        orig.payload(),
+        orig.extensions(),
+    )
+
+
+def test_rtx_carries_the_original_sequence_number_and_payload_without_padding() -> None:
+    data = rtp(40000, 99, ssrc=5, pt=96, payload=b"media", marker=1, padding=4)
+    view = RtpView(data)
+    out = RtpView(build_rtx(data, view.payload_start, view.payload_end, 97, 12, 0xABC))
+    assert (out.payload_type, out.seq, out.ssrc, out.timestamp, out.marker) == (
+        97,
+        12,
+        0xABC,
+        99,
+        1,
+    )
+    assert out.padding == 0
+    assert out.payload() == (40000).to_bytes(2, "big") + b"media"
+
+
+def test_a_track_announcement_survives_the_wire() -> None:
+    data = encode_control({"t": "export", "track": ANNOUNCEMENT.to_json(), "s": "x", "n": 1})
+    message = decode_control(data)
+    assert message["track"] == ANNOUNCEMENT
+    assert message["n"] == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"kind": "text"},
+        {"layers": []},
+        {"layers": [["q", -1, 2]]},
+        {"layers": [["q", 1 << 32, 2]]},
+        {"payload_type": 300},
+        {"room": 5},
+        {"clock_rate": True},
+    ],
+)
+def test_a_bad_announcement_is_refused(change: dict[str, Any]) -> None:
+    track = {**ANNOUNCEMENT.to_json(), **change}
+    with pytest.raises(WireError):
+        decode_control(json.dumps({"t": "export", "track": track, "s": "x", "n": 1}).encode())
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"{not json", b"[1]", b'{"t":"nope"}', b'{"t":"ack"}', b'{"t":"leave","room":"r"}'],
+)
+def test_bad_control_datagrams_are_refused(data: bytes) -> None:
+    with pytest.raises(WireError):
+        decode_control(data)
+
+
+# ------------------------------------------------------------------ control channel
+
+
+class Link:
+    """Two control channels whose datagrams go through a list (lost or reordered on demand)."""
+
+    def __init__(self) -> None:
+        self.wire: list[tuple[str, bytes]] = []
+        self.delivered: dict[str, list[dict[str, Any]]] = {"a": [], "b": []}
+        self.restarts = 0
+        self.a = self._channel("a")
+        self.b = self._channel("b")
+
+    def _channel(self, name: str, session: str | None = None) -> ControlChannel:
+        def restarted() -> None:
+            self.restarts += 1
+
+        return ControlChannel(
+            session or f"session-{name}",
+            lambda data: self.wire.append((name, data)),
+            self.delivered[name].append,
+            restarted,
+            retransmit=0.1,
+            attempts=3,
+        )
+
+    def pump(self, drop: set[int] | None = None, reverse: bool = False) -> None:
+        """Deliver what is on the wire (leaving out the indexes in ``drop``)."""
+        batch, self.wire = self.wire, []
+        items = list(enumerate(batch))
+        if reverse:
+            items.reverse()
+        for i, (sender, data) in items:
+            if drop and i in drop:
+                continue
+            (self.b if sender == "a" else self.a).on_message(decode_control(data))
+
+
+def test_control_messages_arrive_once_and_in_order_despite_loss_and_reordering() -> None:
+    link = Link()
+    for i in range(3):
+        link.a.send({"t": "leave", "room": "r", "participant": f"p{i}"}, 0.0)
+    link.pump(drop={1}, reverse=True)  # the 2nd is lost, the others arrive backwards
+    assert [m["participant"] for m in link.delivered["b"]] == ["p0"]  # p2 is held back
+    link.pump()  # acks
+    assert link.a.pending == 1
+    assert link.a.poll(0.05) == []  # not due yet
+    assert link.wire == []
+    assert link.a.poll(0.11) == []  # retransmits the lost one
+    link.pump()
+    link.pump()
+    assert [m["participant"] for m in link.delivered["b"]] == ["p0", "p1", "p2"]
+    assert link.a.pending == 0 and link.a.retransmissions == 1
+    # a duplicate (a retransmission whose ack was lost) is acknowledged, not delivered
+    n = link.a.send({"t": "bye"}, 1.0)
+    first = link.wire[0]
+    link.pump()
+    link.wire.append(first)
+    link.pump()
+    assert [m["t"] for m in link.delivered["b"]].count("bye") == 1
+    assert link.b.duplicates == 1 and link.a.acked(n)
+
+
+def test_an_unacknowledged_message_is_given_up_after_its_attempts() -> None:
+    link = Link()
+    n = link.a.send({"t": "bye"}, 0.0)
+    failed: list[int] = []
+    for step in range(1, 6):
+        failed += link.a.poll(step * 0.1 + 0.001)
+        link.wire.clear()  # nobody answers
+    assert failed == [n] and link.a.pending == 0
+
+
+def test_a_new_peer_session_is_a_restart() -> None:
+    link = Link()
+    link.a.send({"t": "leave", "room": "r", "participant": "x"}, 0.0)
+    link.pump()
+    assert link.restarts == 0
+    link.a = link._channel("a", session="session-a2")  # the peer restarted: numbers from 1
+    link.a.send({"t": "leave", "room": "r", "participant": "y"}, 0.0)
+    link.pump()
+    assert link.restarts == 1
+    assert [m["participant"] for m in link.delivered["b"]] == ["x", "y"]
+
+
+# ------------------------------------------------------------------ demux by SSRC
+
+
+async def test_the_far_side_publishes_an_announced_track_and_routes_packets_by_pipe_ssrc() -> None:
+    sfu = Sfu()
+    sent: list[bytes] = []
+    loop = asyncio.get_running_loop()
+    importer = Importer(
+        lambda room, name, listener, pid: sfu.join(room, name, listener, participant_id=pid),
+        sent.append,
+        loop,
+        100_000,
+        2_000_000,
+    )
+    watcher = sfu.join("r", "watcher", NullListener())
+    importer.on_export(ANNOUNCEMENT, loop.time())
+    remote = sfu.rooms["r"].participants["p1"]
+    assert is_piped(remote) and not is_piped(watcher)
+    assert isinstance(remote.listener, PipedListener) and remote.name == "cam"
+    (track,) = remote.tracks.values()
+    assert track.id == "t1" and track.rids == ("q", "h", "f")
+    assert "t1" in watcher.subscriptions  # subscribed like any published track
+    q, h, f = track.layers
+    key = vp8_payload(keyframe=True, picture_id=1, tl0picidx=1)
+    for seq, ssrc in ((10, 1002), (11, 1002), (10, 1003), (12, 1002)):
+        importer.on_rtp(rtp(seq, 0, ssrc=ssrc, pt=96, payload=key), loop.time())
+    importer.on_rtp(rtp(1, 0, ssrc=4242, pt=96, payload=key), loop.time())
+    assert (q.packets, h.packets, f.packets, importer.unknown) == (0, 3, 1, 1)
+    assert (h.width, h.height) == (640, 360)
+    # an RTX packet on h's pipe RTX SSRC repairs a loss h has asked for
+    h_lost = rtp(13, 0, ssrc=1002, pt=96, payload=key)
+    importer.on_rtp(rtp(14, 0, ssrc=1002, pt=96, payload=key), loop.time())
+    assert 13 in h.nack.missing
+    lost_view = RtpView(h_lost)
+    importer.on_rtp(
+        build_rtx(h_lost, lost_view.payload_start, lost_view.payload_end, 97, 1, 2002),
+        loop.time(),
+    )
+    assert 13 not in h.nack.missing and h.cache.get(13) is not None
+    # unexport: the track is unpublished, its SSRCs no longer routed
+    importer.on_unexport("r", "p1", "t1")
+    assert remote.tracks == {} and "t1" not in watcher.subscriptions
+    importer.on_rtp(rtp(15, 0, ssrc=1002, pt=96, payload=key), loop.time())
+    assert importer.unknown == 2
+    await importer.close("test")
+    assert remote.closed and "p1" not in sfu.rooms["r"].participants
+    await sfu.close()
