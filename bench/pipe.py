@@ -191,7 +191,7 @@ async def cpu_run(packets: int) -> dict[str, Any]:
         received["cpu"] += time.process_time() - t0
         received["n"] += 1
 
-    pipe_b.datagram_received = timed  # type: ignore[method-assign]
+    pipe_b.datagram_received = timed  # type: ignore[method-assign,assignment]
 
     async def push(offset: int) -> float:
         cpu = 0.0
@@ -240,7 +240,8 @@ def main() -> int:
     parser.add_argument("--export", action="store_true")
     args = parser.parse_args()
     if args.node:
-        asyncio.run(run_node(*args.node, export=args.export))
+        http, pipe, peer = args.node
+        asyncio.run(run_node(http, pipe, peer, export=args.export))
         return 0
     from loadgen.netns import ensure_loopback_namespace
 

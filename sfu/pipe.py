@@ -17,7 +17,8 @@ publisher. NACK, PLI and REMB flow back (``sfu/pipe_export.py``). The wire forma
 
 A pipe whose peer falls silent for ``timeout`` seconds (pings go every second), or
 whose control message goes unacknowledged for ``attempts × retransmit`` seconds, closes
-itself (``on_closed`` is called): its remote publishers leave their rooms.
+itself (``on_closed`` is called): its remote publishers leave their rooms. So does a pipe
+whose peer restarted (a new session id): the owner opens a new pipe.
 """
 
 from __future__ import annotations
@@ -237,9 +238,9 @@ class PipeTransport(asyncio.DatagramProtocol):
             self._close_soon("the far side closed the pipe")
 
     def _peer_restarted(self) -> None:
-        """The peer is a new pipe (it restarted): what it announced before is void."""
-        for room, participant in list(self.importer.remote):
-            self.importer.on_leave(room, participant, "pipe peer restarted")
+        """The peer is a new pipe (it restarted): what either side announced is void, so
+        this pipe closes (its owner opens a new one)."""
+        self._close_soon("the far side restarted")
 
     # ------------------------------------------------------------ periodic
 
@@ -259,7 +260,7 @@ class PipeTransport(asyncio.DatagramProtocol):
                 self.exporter.send_sender_reports(now)
                 if now >= self._next_ping:
                     self._next_ping = now + PING_INTERVAL
-                    self._send(encode_control({"t": "ping"}))
+                    self._send(encode_control({"t": "ping", "s": self.control.session}))
                 if now >= self._next_remb:
                     self._next_remb = now + REMB_INTERVAL
                     self.importer.send_estimates()

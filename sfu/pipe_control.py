@@ -6,7 +6,8 @@ sequence number ``n`` (1, 2, ...). The receiver acknowledges every one (``ack``,
 duplicates) and delivers them in order, once, holding back those that overtook a lost
 one. The sender retransmits an unacknowledged message every ``retransmit`` seconds and
 gives up after ``attempts`` sends: the pipe is then broken (``sfu/pipe.py`` closes it).
-A new session id from the peer means the peer restarted: its old state is forgotten.
+A new session id from the peer (in any message: pings carry it too) means the peer
+restarted: ``restarted`` is called and the peer's old state is forgotten.
 """
 
 from __future__ import annotations
@@ -90,15 +91,15 @@ class ControlChannel:
         if message["t"] == "ack":
             self._unacked.pop(message["n"], None)
             return
-        if "n" not in message or "s" not in message:
-            self._deliver(message)  # unreliable (ping)
-            return
-        if message["s"] != self.peer_session:
+        if "s" in message and message["s"] != self.peer_session:
             if self.peer_session is not None:
                 self._restarted()
             self.peer_session = message["s"]
             self._expected = 1
             self._held.clear()
+        if "n" not in message:
+            self._deliver(message)  # unreliable (ping)
+            return
         n = message["n"]
         self._send(encode_control({"t": "ack", "n": n}))
         if n < self._expected or n in self._held:

@@ -200,7 +200,9 @@ def decode_control(data: bytes) -> dict[str, Any]:
         if not isinstance(message["track"], dict):
             raise WireError("export: track is an object")
         message["track"] = TrackAnnouncement.from_json(message["track"])
-    for field in ("room", "participant", "track", "s"):
+    if "s" in message and not isinstance(message["s"], str):
+        raise WireError(f"{kind}: s is a string")
+    for field in ("room", "participant", "track"):
         if field in message and kind != "export" and not isinstance(message[field], str):
             raise WireError(f"{kind}: {field} is a string")
     return message

@@ -116,7 +116,14 @@ def test_a_bad_announcement_is_refused(change: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"{not json", b"[1]", b'{"t":"nope"}', b'{"t":"ack"}', b'{"t":"leave","room":"r"}'],
+    [
+        b"{not json",
+        b"[1]",
+        b'{"t":"nope"}',
+        b'{"t":"ack"}',
+        b'{"t":"leave","room":"r"}',
+        b'{"t":"ping","s":5}',
+    ],
 )
 def test_bad_control_datagrams_are_refused(data: bytes) -> None:
     with pytest.raises(WireError):
@@ -206,6 +213,11 @@ def test_a_new_peer_session_is_a_restart() -> None:
     link.pump()
     assert link.restarts == 1
     assert [m["participant"] for m in link.delivered["b"]] == ["x", "y"]
+    # a ping names its session too: a peer that restarted and has said nothing else yet
+    link.b.on_message(decode_control(encode_control({"t": "ping", "s": "session-a2"})))
+    assert link.restarts == 1
+    link.b.on_message(decode_control(encode_control({"t": "ping", "s": "session-a3"})))
+    assert link.restarts == 2 and link.delivered["b"][-1]["t"] == "ping"
 
 
 # ------------------------------------------------------------------ demux by SSRC
