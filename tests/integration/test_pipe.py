@@ -87,6 +87,24 @@ async def test_a_piped_simulcast_publisher_is_decoded_on_the_far_server(
         seen["rids"] = video.rids
         seen["forwarders"] = [len(layer.forwarders) for layer in video.layers]
         seen["layer_packets"] = [layer.packets for layer in video.layers]
+        # the publisher's sender reports came down the pipe (lip sync on B), for every
+        # stream that has them on A (the simulcast bot sends them for its audio only)
+        (cam,) = [p for p in a.sfu.rooms[ROOM].participants.values() if p.name == "cam"]
+        seen["sender_reports"] = [
+            (
+                layer.sender_report is not None,
+                remote.tracks[mid].layers[i].sender_report is not None,
+            )
+            for mid, track in cam.tracks.items()
+            for i, layer in enumerate(track.layers)
+        ]
+        # ... and B's estimate of what its subscribers take went up it (REMB)
+        seen["remb"] = [
+            tap.remb
+            for exported in pipe_a.exporter.tracks.values()
+            if exported.track.kind == "video"
+            for tap in exported.taps
+        ]
 
     pub_task = asyncio.ensure_future(run_bot(publisher))
     await asyncio.sleep(1.5)
@@ -99,6 +117,10 @@ async def test_a_piped_simulcast_publisher_is_decoded_on_the_far_server(
     # every layer comes down the pipe; on B, big takes f and small takes q
     assert all(n > 30 for n in seen["layer_packets"]), seen
     assert seen["forwarders"] == [1, 0, 1], seen
+    assert len(seen["sender_reports"]) == 4, seen
+    assert all(on_a == on_b for on_a, on_b in seen["sender_reports"]), seen
+    assert (True, True) in seen["sender_reports"], seen
+    assert len(seen["remb"]) == 3 and all(r is not None and r > 0 for r in seen["remb"]), seen
     for summary in (big_summary, small_summary):
         assert summary["ok"], summary
         audio = _video_from(summary, origin.id, "audio")
