@@ -72,6 +72,7 @@ async def test_a_piped_simulcast_publisher_is_decoded_on_the_far_server(
 
     pipe_a.drop_rtp = lossy
     publisher = BotConfig(url=a.url, room=ROOM, name="cam", duration=11.0, simulcast=True)
+    second = BotConfig(url=a.url, room=ROOM, name="plain", duration=10.5)  # one layer
     big = BotConfig(url=b.url, room=ROOM, name="big", duration=7.0, publish=False)
     small = BotConfig(
         url=b.url, room=ROOM, name="small", duration=7.0, publish=False, max_height=180
@@ -81,8 +82,9 @@ async def test_a_piped_simulcast_publisher_is_decoded_on_the_far_server(
     async def inspect() -> None:
         await asyncio.sleep(5.0)
         room_b = b.sfu.rooms[ROOM]
-        (remote,) = [p for p in room_b.participants.values() if is_piped(p)]
-        seen["remote"] = remote.id
+        remotes = {p.name: p for p in room_b.participants.values() if is_piped(p)}
+        seen["remote"] = [remotes["cam"].id, remotes["plain"].id]
+        remote = remotes["cam"]
         video = next(t for t in remote.tracks.values() if t.kind == "video")
         seen["rids"] = video.rids
         seen["forwarders"] = [len(layer.forwarders) for layer in video.layers]
@@ -107,29 +109,37 @@ async def test_a_piped_simulcast_publisher_is_decoded_on_the_far_server(
         ]
 
     pub_task = asyncio.ensure_future(run_bot(publisher))
+    second_task = asyncio.ensure_future(run_bot(second))
     await asyncio.sleep(1.5)
     big_summary, small_summary, _ = await asyncio.gather(run_bot(big), run_bot(small), inspect())
     stats_a, stats_b = pipe_a.stats(), pipe_b.stats()
     # the remote publisher on B keeps the origin's id, and B has nothing of its own
     (origin,) = [p for p in a.sfu.rooms[ROOM].participants.values() if p.name == "cam"]
-    assert seen["remote"] == origin.id
+    (plain,) = [p for p in a.sfu.rooms[ROOM].participants.values() if p.name == "plain"]
+    assert seen["remote"] == [origin.id, plain.id]
     assert seen["rids"] == ("q", "h", "f")
-    # every layer comes down the pipe; on B, big takes f and small takes q
+    # every layer comes down the pipe
     assert all(n > 30 for n in seen["layer_packets"]), seen
-    assert seen["forwarders"] == [1, 0, 1], seen
+    # small asked for 180p: q; big asked for nothing: a higher layer, as far as its link
+    # estimate allows two publishers' video at that moment (h or f)
+    assert seen["forwarders"][0] == 1 and sum(seen["forwarders"]) == 2, seen
     assert len(seen["sender_reports"]) == 4, seen
     assert all(on_a == on_b for on_a, on_b in seen["sender_reports"]), seen
     assert (True, True) in seen["sender_reports"], seen
-    assert len(seen["remb"]) == 3 and all(r is not None and r > 0 for r in seen["remb"]), seen
+    assert len(seen["remb"]) == 4 and all(r is not None and r > 0 for r in seen["remb"]), seen
     for summary in (big_summary, small_summary):
         assert summary["ok"], summary
         audio = _video_from(summary, origin.id, "audio")
         assert audio["packets"] > 150, audio
+    for summary in (big_summary, small_summary):  # the single-layer publisher too
+        plain_video = _video_from(summary, plain.id)
+        assert plain_video["frames_decoded"] > 40, plain_video
+        assert plain_video["resolutions"] == [[320, 240]], plain_video
     big_video = _video_from(big_summary, origin.id)
     small_video = _video_from(small_summary, origin.id)
     assert big_video["frames_decoded"] > 40, big_video
     assert small_video["frames_decoded"] > 40, small_video
-    assert big_video["resolutions"] == [[1280, 720]], big_video
+    assert big_video["resolutions"][-1] in ([640, 360], [1280, 720]), big_video
     assert small_video["resolutions"] == [[320, 180]], small_video
     # the pipe lost packets on purpose; B asked for them and A resent them from its cache
     assert pipe_a.dropped_on_purpose > 30, stats_a
@@ -149,6 +159,7 @@ async def test_a_piped_simulcast_publisher_is_decoded_on_the_far_server(
     )
     assert pipe_b.closed and pipe_b.close_reason == "the far side closed the pipe"
     assert await pub_task
+    assert await second_task
 
 
 async def test_a_piped_track_follows_its_publisher_and_the_pipe_times_out(
