@@ -232,10 +232,25 @@ class PipeTransport(asyncio.DatagramProtocol):
             self.importer.on_export(message["track"], now)
         elif kind == "unexport":
             self.importer.on_unexport(message["room"], message["participant"], message["track"])
+        elif kind == "mute":
+            self.importer.on_mute(
+                message["room"], message["participant"], message["track"], message["muted"] is True
+            )
         elif kind == "leave":
             self.importer.on_leave(message["room"], message["participant"])
         elif kind == "bye":
             self._close_soon("the far side closed the pipe")
+
+    @property
+    def set_muted(self) -> Callable[[Participant, PublishedTrack, bool], None]:
+        """How an operator's mute on the origin is applied to the piped track here: by
+        default the track is muted for the SFU's subscribers; the signaling server sets
+        ``signaling.admin.set_muted`` so that its clients are told too."""
+        return self.importer.set_muted
+
+    @set_muted.setter
+    def set_muted(self, apply: Callable[[Participant, PublishedTrack, bool], None]) -> None:
+        self.importer.set_muted = apply
 
     def _peer_restarted(self) -> None:
         """The peer is a new pipe (it restarted): what either side announced is void, so

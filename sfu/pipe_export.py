@@ -138,6 +138,8 @@ class Exported:
         self.participant = participant
         self.track = track
         self.taps = taps
+        #: the mute state the far side has been told
+        self.muted = track.muted
 
 
 class Exporter(SfuObserver):
@@ -280,7 +282,20 @@ class Exporter(SfuObserver):
                         tap.remb = bitrate
 
     def send_sender_reports(self, now: float) -> None:
+        """The publishers' new sender reports; and an operator's mute or unmute of an
+        exported track since the last call (``PublishedTrack.muted``)."""
         for exported in self.tracks.values():
+            if exported.track.muted != exported.muted:
+                exported.muted = exported.track.muted
+                self._announce(
+                    {
+                        "t": "mute",
+                        "room": exported.room,
+                        "participant": exported.participant.id,
+                        "track": exported.track.id,
+                        "muted": exported.muted,
+                    }
+                )
             for tap in exported.taps:
                 sr = tap.sender_report(now)
                 if sr is not None:

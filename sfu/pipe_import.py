@@ -17,6 +17,7 @@ the subscribers here take of it (``publish_rtcp.publish_bitrate``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Callable
@@ -60,6 +61,16 @@ def is_piped(participant: Participant) -> bool:
     return isinstance(participant.listener, PipedListener)
 
 
+def _set_muted(publisher: Participant, track: PublishedTrack, muted: bool) -> None:
+    """Mute or unmute ``track`` for everyone in its room (the signaling layer's own
+    ``signaling.admin.set_muted`` also tells the clients: ``PipeTransport.set_muted``)."""
+    track.muted = muted
+    now = asyncio.get_running_loop().time()
+    for p in list(publisher.room.participants.values()):
+        if p is not publisher and not p.closed:
+            p.update_layers(now)
+
+
 class Importer:
     """Every remote publisher and piped Source one pipe feeds; their ``SourceOwner``."""
 
@@ -74,6 +85,8 @@ class Importer:
         keyframe_interval: float = 0.5,
     ) -> None:
         self._join = join
+        #: how a mute reaches the room (``PipeTransport.set_muted``)
+        self.set_muted: Callable[[Participant, PublishedTrack, bool], None] = _set_muted
         self._send = send
         self._clock = clock
         self._lo, self._hi = min_bitrate, max_bitrate
@@ -154,6 +167,13 @@ class Importer:
         participant = self.remote.get((room, participant_id))
         if participant is not None and not participant.closed:
             participant.publish_side.remove_track(track)
+
+    def on_mute(self, room: str, participant_id: str, track_id: str, muted: bool) -> None:
+        """The origin's operator muted or unmuted a piped track: so is it here."""
+        track = self.tracks.get((room, track_id))
+        participant = self.remote.get((room, participant_id))
+        if track is not None and participant is not None and track.muted != muted:
+            self.set_muted(participant, track, muted)
 
     def on_leave(self, room: str, participant_id: str, reason: str = "left") -> None:
         participant = self.remote.pop((room, participant_id), None)

@@ -166,6 +166,7 @@ MESSAGES: dict[str, tuple[str, ...]] = {
     "export": ("track",),  # a TrackAnnouncement
     "unexport": ("room", "participant", "track"),
     "leave": ("room", "participant"),
+    "mute": ("room", "participant", "track", "muted"),
     "bye": (),
     # unreliable
     "ack": ("n",),

@@ -63,29 +63,51 @@ async def test_a_piped_simulcast_publisher_is_decoded_on_the_far_server(
     a, b, pipe_a, pipe_b = two_servers
     caplog.set_level(logging.WARNING)
     await pipe_a.export_room(ROOM)  # every publisher of the room, as it comes
-    # lose one packet in 40 on the pipe (none of the first ones: the first keyframes pass)
+    # once layers are chosen, lose one packet in 15 on the pipe
     counter = {"n": 0}
 
     def lossy(data: bytes) -> bool:
         counter["n"] += 1
-        return counter["n"] > 200 and counter["n"] % 40 == 0
+        return counter["n"] % 15 == 0
 
-    pipe_a.drop_rtp = lossy
-    publisher = BotConfig(url=a.url, room=ROOM, name="cam", duration=11.0, simulcast=True)
-    second = BotConfig(url=a.url, room=ROOM, name="plain", duration=10.5)  # one layer
-    big = BotConfig(url=b.url, room=ROOM, name="big", duration=7.0, publish=False)
+    publisher = BotConfig(url=a.url, room=ROOM, name="cam", duration=14.0, simulcast=True)
+    second = BotConfig(url=a.url, room=ROOM, name="plain", duration=13.5)  # one layer
+    big = BotConfig(url=b.url, room=ROOM, name="big", duration=10.0, publish=False)
     small = BotConfig(
-        url=b.url, room=ROOM, name="small", duration=7.0, publish=False, max_height=180
+        url=b.url, room=ROOM, name="small", duration=10.0, publish=False, max_height=180
     )
     seen: dict[str, Any] = {}
 
+    def remotes() -> dict[str, Any]:
+        room_b = b.sfu.rooms.get(ROOM)
+        if room_b is None:
+            return {}
+        return {p.name: p for p in room_b.participants.values() if is_piped(p)}
+
+    def cam_video() -> Any:
+        cam = remotes().get("cam")
+        tracks = [t for t in cam.tracks.values() if t.kind == "video"] if cam else []
+        return tracks[0] if tracks else None
+
+    def settled() -> bool:
+        """Every layer has come down the pipe, and both subscribers on B have chosen."""
+        video = cam_video()
+        if video is None:
+            return False
+        forwarders = [len(layer.forwarders) for layer in video.layers]
+        return (
+            all(s.packets > 30 for s in video.layers)
+            and forwarders[0] == 1
+            and sum(forwarders) == 2
+        )
+
     async def inspect() -> None:
-        await asyncio.sleep(5.0)
-        room_b = b.sfu.rooms[ROOM]
-        remotes = {p.name: p for p in room_b.participants.values() if is_piped(p)}
-        seen["remote"] = [remotes["cam"].id, remotes["plain"].id]
-        remote = remotes["cam"]
-        video = next(t for t in remote.tracks.values() if t.kind == "video")
+        await asyncio.sleep(3.0)
+        await _until(settled, 5.0)  # a busy machine may take longer
+        found = remotes()
+        seen["remote"] = [found["cam"].id, found["plain"].id]
+        remote = found["cam"]
+        video = cam_video()
         seen["rids"] = video.rids
         seen["forwarders"] = [len(layer.forwarders) for layer in video.layers]
         seen["layer_packets"] = [layer.packets for layer in video.layers]
@@ -107,6 +129,7 @@ async def test_a_piped_simulcast_publisher_is_decoded_on_the_far_server(
             if exported.track.kind == "video"
             for tap in exported.taps
         ]
+        pipe_a.drop_rtp = lossy
 
     pub_task = asyncio.ensure_future(run_bot(publisher))
     second_task = asyncio.ensure_future(run_bot(second))
@@ -128,21 +151,21 @@ async def test_a_piped_simulcast_publisher_is_decoded_on_the_far_server(
     assert (True, True) in seen["sender_reports"], seen
     assert len(seen["remb"]) == 4 and all(r is not None and r > 0 for r in seen["remb"]), seen
     for summary in (big_summary, small_summary):
-        assert summary["ok"], summary
+        assert summary["ok"], summary["verdict"]
         audio = _video_from(summary, origin.id, "audio")
         assert audio["packets"] > 150, audio
     for summary in (big_summary, small_summary):  # the single-layer publisher too
         plain_video = _video_from(summary, plain.id)
-        assert plain_video["frames_decoded"] > 40, plain_video
+        assert plain_video["frames_decoded"] > 30, plain_video
         assert plain_video["resolutions"] == [[320, 240]], plain_video
     big_video = _video_from(big_summary, origin.id)
     small_video = _video_from(small_summary, origin.id)
-    assert big_video["frames_decoded"] > 40, big_video
-    assert small_video["frames_decoded"] > 40, small_video
+    assert big_video["frames_decoded"] > 30, big_video
+    assert small_video["frames_decoded"] > 30, small_video
     assert big_video["resolutions"][-1] in ([640, 360], [1280, 720]), big_video
     assert small_video["resolutions"] == [[320, 180]], small_video
     # the pipe lost packets on purpose; B asked for them and A resent them from its cache
-    assert pipe_a.dropped_on_purpose > 30, stats_a
+    assert pipe_a.dropped_on_purpose > 20, stats_a
     assert stats_b["nacks_sent"] > 0 and stats_a["nacks_in"] > 0, (stats_a, stats_b)
     assert stats_a["retransmitted"] >= pipe_a.dropped_on_purpose // 2, (stats_a, stats_b)
     assert stats_a["keyframe_requests_in"] > 0, stats_a

@@ -8,8 +8,10 @@ import json
 from typing import Any
 
 import pytest
+from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_PLI, RtcpPsfbPacket, pack_remb_fci
 
 from sfu.pipe_control import ControlChannel
+from sfu.pipe_export import Exporter
 from sfu.pipe_import import Importer, PipedListener, is_piped
 from sfu.pipe_wire import (
     CONTROL,
@@ -27,7 +29,9 @@ from sfu.pipe_wire import (
 from sfu.ports import NullListener
 from sfu.room import Sfu
 from sfu.rtp.packet import RtpView
-from sfu.rtp.rtcp import build_nack
+from sfu.rtp.rtcp import build_nack, parse_rtcp
+from sfu.source import Source, SourceParams
+from sfu.tracks import PublishedTrack
 from tests.fakes import rtp, vp8_payload
 
 ANNOUNCEMENT = TrackAnnouncement(
@@ -266,4 +270,92 @@ async def test_the_far_side_publishes_an_announced_track_and_routes_packets_by_p
     assert importer.unknown == 2
     await importer.close("test")
     assert remote.closed and "p1" not in sfu.rooms["r"].participants
+    await sfu.close()
+
+
+async def test_a_piped_track_can_be_muted_from_the_origin() -> None:
+    sfu = Sfu()
+    loop = asyncio.get_running_loop()
+    importer = Importer(
+        lambda room, name, listener, pid: sfu.join(room, name, listener, participant_id=pid),
+        lambda data: None,
+        loop,
+        100_000,
+        2_000_000,
+    )
+    importer.on_export(ANNOUNCEMENT, loop.time())
+    remote = sfu.rooms["r"].participants["p1"]
+    (track,) = remote.tracks.values()
+    importer.on_mute("r", "p1", "t1", True)
+    assert track.muted
+    told: list[tuple[str, bool]] = []
+    importer.set_muted = lambda p, t, muted: told.append((t.id, muted))
+    importer.on_mute("r", "p1", "t1", False)
+    importer.on_mute("r", "p1", "nope", False)
+    assert told == [("t1", False)]
+    await importer.close("test")
+    await sfu.close()
+
+
+# ------------------------------------------------------------------ the origin side
+
+
+async def test_the_origin_pipes_every_layer_and_answers_feedback_from_its_cache() -> None:
+    sfu = Sfu()
+    loop = asyncio.get_running_loop()
+    sent: list[bytes] = []
+    announced: list[dict[str, Any]] = []
+
+    def announce(message: dict[str, Any]) -> int:
+        announced.append(message)
+        return len(announced)
+
+    exporter = Exporter(sent.append, announce, loop.time)
+    pub = sfu.join("r", "cam", NullListener())
+    layers = tuple(
+        Source(
+            SourceParams("t", "video", "vp8", 90000, 96, 0x100 + i, 97, 0x200 + i, mid="1", rid=r),
+            pub.publish_side,
+        )
+        for i, r in enumerate(("q", "h"))
+    )
+    track = PublishedTrack("t", "video", "1", layers)
+    pub.publish_side.add_track(track, loop.time())
+    exporter.export("r", pub, track, loop.time())
+    (message,) = announced
+    assert message["t"] == "export"
+    a = decode_control(encode_control({**message, "s": "x", "n": 1}))["track"]
+    assert [la.rid for la in a.layers] == ["q", "h"] and a.participant == pub.id
+    pipe_ssrcs = {la.rid: (la.ssrc, la.rtx_ssrc) for la in a.layers}
+    assert len({s for pair in pipe_ssrcs.values() for s in pair}) == 4
+    key = vp8_payload(keyframe=True, picture_id=1, tl0picidx=1)
+    for seq in (1, 2, 3):
+        layers[1].on_rtp(RtpView(rtp(seq, 0, ssrc=0x101, payload=key)), loop.time())
+    assert [RtpView(d).ssrc for d in sent] == [pipe_ssrcs["h"][0]] * 3
+    assert [RtpView(d).payload() for d in sent] == [key] * 3
+    # the far side lost seq 2: resent from the cache as RTX on the layer's pipe RTX SSRC
+    sent.clear()
+    (nack,) = parse_rtcp(build_nack(9, pipe_ssrcs["h"][0], [2, 50]))
+    exporter.on_rtcp(nack, loop.time())
+    (rtx,) = [RtpView(d) for d in sent]
+    assert rtx.ssrc == pipe_ssrcs["h"][1] and rtx.payload() == b"\x00\x02" + key
+    # PLI asks the origin Source for a keyframe; REMB sets what the far side takes
+    before = layers[0].keyframe_requests_sent + layers[0].keyframe_requests_throttled
+    pli = RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=9, media_ssrc=pipe_ssrcs["q"][0])
+    exporter.on_rtcp(pli, loop.time())
+    assert layers[0].keyframe_requests_sent + layers[0].keyframe_requests_throttled == before + 1
+    remb = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=9, media_ssrc=0)
+    remb.fci = pack_remb_fci(300_000, [pipe_ssrcs["q"][0], pipe_ssrcs["h"][0]])
+    exporter.on_rtcp(remb, loop.time())
+    assert [t.remb for t in exporter.tracks["t"].taps] == [300_000, 300_000]
+    # an operator's mute goes down the pipe once
+    track.muted = True
+    exporter.send_sender_reports(loop.time())
+    exporter.send_sender_reports(loop.time())
+    assert [m["t"] for m in announced] == ["export", "mute"] and announced[1]["muted"] is True
+    # unpublished: the taps are detached and the far side told
+    pub.publish_side.remove_track(track)
+    exporter.track_unpublished(sfu.rooms["r"], pub, track)
+    assert announced[-1]["t"] == "unexport" and exporter.taps == {}
+    assert all(len(layer.forwarders) == 0 for layer in layers)
     await sfu.close()
