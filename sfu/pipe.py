@@ -26,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from .participant import Participant
 from .pipe_control import ControlChannel
@@ -45,6 +46,14 @@ logger = logging.getLogger(__name__)
 #: how often (s) the pipe's timer runs: control retransmissions, SR, pings, REMB
 TICK = 0.05
 PING_INTERVAL = 1.0
+#: the pipe socket's buffers: a busy event loop reads nothing for a while, and a
+#: datagram that finds the receive buffer full is lost (and asked for again: more load)
+SOCKET_BUFFER = 4 << 20
+#: datagrams read per wake-up of the event loop at most (then other work gets a turn)
+READ_BATCH = 64
+#: Linux's SO_RCVBUFFORCE / SO_SNDBUFFORCE (not in the socket module)
+SO_RCVBUFFORCE = 33
+SO_SNDBUFFORCE = 32
 REMB_INTERVAL = 1.0
 
 
@@ -52,7 +61,7 @@ class PipeError(Exception):
     """An export the far side did not acknowledge, or a pipe that is closed."""
 
 
-class PipeTransport(asyncio.DatagramProtocol):
+class PipeTransport:
     def __init__(self, sfu: Sfu, *, timeout: float = 5.0) -> None:
         self.sfu = sfu
         self.timeout = timeout
@@ -64,7 +73,7 @@ class PipeTransport(asyncio.DatagramProtocol):
         #: test hook: an outgoing RTP datagram for which it returns True is not sent
         self.drop_rtp: Callable[[bytes], bool] | None = None
         self._loop = asyncio.get_running_loop()
-        self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
         self.control = ControlChannel(
             secrets.token_hex(8), self._send, self._on_control, self._peer_restarted
         )
@@ -79,7 +88,14 @@ class PipeTransport(asyncio.DatagramProtocol):
             cache_size=config.packet_cache_size,
             keyframe_interval=config.keyframe_request_interval,
         )
-        self.counters = {"rtp_in": 0, "rtcp_in": 0, "control_in": 0, "bad_in": 0, "sent": 0}
+        self.counters = {
+            "rtp_in": 0,
+            "rtcp_in": 0,
+            "control_in": 0,
+            "bad_in": 0,
+            "sent": 0,
+            "send_failed": 0,
+        }
         self.dropped_on_purpose = 0
         self._heard = self._loop.time()
         self._next_ping = 0.0
@@ -89,33 +105,71 @@ class PipeTransport(asyncio.DatagramProtocol):
 
     @classmethod
     async def open(
-        cls, sfu: Sfu, local: tuple[str, int] = ("127.0.0.1", 0), *, timeout: float = 5.0
+        cls,
+        sfu: Sfu,
+        local: tuple[str, int] = ("127.0.0.1", 0),
+        *,
+        timeout: float = 5.0,
+        buffer_bytes: int = SOCKET_BUFFER,
     ) -> PipeTransport:
-        """A pipe of ``sfu`` listening on ``local`` (port 0: any free port)."""
+        """A pipe of ``sfu`` listening on ``local`` (port 0: any free port), its socket's
+        receive and send buffers ``buffer_bytes`` (the kernel's limits allowing)."""
         loop = asyncio.get_running_loop()
         pipe = cls(sfu, timeout=timeout)
-        await loop.create_datagram_endpoint(lambda: pipe, local_addr=local)
+        sock = socket.socket(
+            socket.AF_INET6 if ":" in local[0] else socket.AF_INET, socket.SOCK_DGRAM
+        )
+        try:
+            sock.bind(local)
+            for force, plain in (
+                (SO_RCVBUFFORCE, socket.SO_RCVBUF),
+                (SO_SNDBUFFORCE, socket.SO_SNDBUF),
+            ):
+                try:  # past net.core.rmem_max / wmem_max when allowed (CAP_NET_ADMIN)
+                    sock.setsockopt(socket.SOL_SOCKET, force, buffer_bytes)
+                except OSError:
+                    sock.setsockopt(socket.SOL_SOCKET, plain, buffer_bytes)
+            sock.setblocking(False)
+            loop.add_reader(sock.fileno(), pipe._readable)
+        except BaseException:
+            sock.close()
+            raise
+        pipe._sock = sock
         sfu.add_observer(pipe.exporter)
         pipe._timer = loop.call_later(TICK, pipe._tick)
         return pipe
 
-    # ------------------------------------------------------------ asyncio
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.DatagramTransport, transport)
+    # ------------------------------------------------------------ the socket
 
     @property
     def local_address(self) -> tuple[str, int]:
-        assert self._transport is not None
-        host, port = self._transport.get_extra_info("sockname")[:2]
+        assert self._sock is not None
+        host, port = self._sock.getsockname()[:2]
         return host, port
+
+    def _readable(self) -> None:
+        """Read up to READ_BATCH datagrams per wake-up (asyncio's datagram transport reads
+        one per event-loop iteration: one socket carrying a whole room's layers would fall
+        behind a busy loop)."""
+        sock = self._sock
+        if sock is None:
+            return
+        for _ in range(READ_BATCH):
+            try:
+                data, addr = sock.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # an ICMP error reported on the socket
+                logger.debug("pipe %s: %s", self.remote, exc)
+                continue
+            self.datagram_received(data, addr)
 
     def connect(self, remote: tuple[str, int]) -> None:
         """Send to (and accept datagrams only from) the peer pipe at ``remote``."""
         self.remote = (remote[0], remote[1])
         self._heard = self._loop.time()
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if self.closed or addr[:2] != self.remote:
             return
         now = self._loop.time()
@@ -142,15 +196,16 @@ class PipeTransport(asyncio.DatagramProtocol):
             self.counters["bad_in"] += 1
             logger.exception("pipe %s: handling a datagram failed", self.remote)
 
-    def error_received(self, exc: Exception) -> None:
-        logger.debug("pipe %s: %s", self.remote, exc)
-
     # ------------------------------------------------------------ sending
 
     def _send(self, data: bytes) -> None:
-        if self._transport is not None and self.remote is not None and not self.closed:
-            self._transport.sendto(data, self.remote)
+        if self._sock is None or self.remote is None or self.closed:
+            return
+        try:
+            self._sock.sendto(data, self.remote)
             self.counters["sent"] += 1
+        except OSError:  # the send buffer is full (a loss, repaired as any), or an error
+            self.counters["send_failed"] += 1
 
     def _send_rtp(self, data: bytes) -> None:
         drop = self.drop_rtp
@@ -310,7 +365,7 @@ class PipeTransport(asyncio.DatagramProtocol):
         the remote publishers of the far side's tracks leave here. Idempotent."""
         if self.closed:
             return
-        if self.remote is not None and self._transport is not None:
+        if self.remote is not None and self._sock is not None:
             self.control.send({"t": "bye"}, self._loop.time())  # best effort: not awaited
         self.closed = True
         self.close_reason = reason
@@ -322,7 +377,9 @@ class PipeTransport(asyncio.DatagramProtocol):
         self.sfu.remove_observer(self.exporter)
         self.exporter.close()
         await self.importer.close(reason)
-        if self._transport is not None:
-            self._transport.close()
+        if self._sock is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
         if self.on_closed is not None:
             self.on_closed(reason)

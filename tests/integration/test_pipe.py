@@ -63,16 +63,20 @@ async def test_a_piped_simulcast_publisher_is_decoded_on_the_far_server(
     a, b, pipe_a, pipe_b = two_servers
     caplog.set_level(logging.WARNING)
     await pipe_a.export_room(ROOM)  # every publisher of the room, as it comes
-    # once layers are chosen, lose one packet in 15 on the pipe
-    counter = {"n": 0}
+    # once layers are chosen, lose a few packets on the pipe: one in 25 of layer f (which
+    # nobody on B watches: the repair is judged at B's Source, not by a subscriber's
+    # jitter buffer, which on a loaded machine may give up on a late repair), 12 in all
+    counter = {"n": 0, "ssrc": -1}
 
     def lossy(data: bytes) -> bool:
+        if int.from_bytes(data[8:12], "big") != counter["ssrc"]:
+            return False
         counter["n"] += 1
-        return counter["n"] % 15 == 0
+        return counter["n"] % 25 == 0 and counter["n"] <= 300
 
     publisher = BotConfig(url=a.url, room=ROOM, name="cam", duration=14.0, simulcast=True)
     second = BotConfig(url=a.url, room=ROOM, name="plain", duration=13.5)  # one layer
-    big = BotConfig(url=b.url, room=ROOM, name="big", duration=10.0, publish=False)
+    big = BotConfig(url=b.url, room=ROOM, name="big", duration=10.0, publish=False, max_height=360)
     small = BotConfig(
         url=b.url, room=ROOM, name="small", duration=10.0, publish=False, max_height=180
     )
@@ -89,17 +93,30 @@ async def test_a_piped_simulcast_publisher_is_decoded_on_the_far_server(
         tracks = [t for t in cam.tracks.values() if t.kind == "video"] if cam else []
         return tracks[0] if tracks else None
 
+    def diagnose() -> list[Any]:
+        """What each subscriber's layer choice on B was based on (shown on failure)."""
+        now = asyncio.get_running_loop().time()
+        return [
+            (
+                p.name,
+                sub.forwarder.request,
+                p.layer_budget(),
+                sub.forwarder.current.rid if sub.forwarder.current else None,
+                sub.forwarder.target.rid if sub.forwarder.target else None,
+                sub.forwarder.layer_infos(now, 1.5),
+            )
+            for p in b.sfu.rooms[ROOM].participants.values()
+            for sub in p.subscriptions.values()
+            if sub.forwarder.is_video and sub.track.rids
+        ]
+
     def settled() -> bool:
         """Every layer has come down the pipe, and both subscribers on B have chosen."""
         video = cam_video()
         if video is None:
             return False
         forwarders = [len(layer.forwarders) for layer in video.layers]
-        return (
-            all(s.packets > 30 for s in video.layers)
-            and forwarders[0] == 1
-            and sum(forwarders) == 2
-        )
+        return all(s.packets > 30 for s in video.layers) and forwarders == [1, 1, 0]
 
     async def inspect() -> None:
         await asyncio.sleep(3.0)
@@ -111,6 +128,7 @@ async def test_a_piped_simulcast_publisher_is_decoded_on_the_far_server(
         seen["rids"] = video.rids
         seen["forwarders"] = [len(layer.forwarders) for layer in video.layers]
         seen["layer_packets"] = [layer.packets for layer in video.layers]
+        seen["diagnosis"] = diagnose()
         # the publisher's sender reports came down the pipe (lip sync on B), for every
         # stream that has them on A (the simulcast bot sends them for its audio only)
         (cam,) = [p for p in a.sfu.rooms[ROOM].participants.values() if p.name == "cam"]
@@ -129,6 +147,12 @@ async def test_a_piped_simulcast_publisher_is_decoded_on_the_far_server(
             if exported.track.kind == "video"
             for tap in exported.taps
         ]
+        (counter["ssrc"],) = [
+            tap.ssrc
+            for exported in pipe_a.exporter.tracks.values()
+            for tap in exported.taps
+            if tap.source.rid == "f"
+        ]
         pipe_a.drop_rtp = lossy
 
     pub_task = asyncio.ensure_future(run_bot(publisher))
@@ -143,9 +167,8 @@ async def test_a_piped_simulcast_publisher_is_decoded_on_the_far_server(
     assert seen["rids"] == ("q", "h", "f")
     # every layer comes down the pipe
     assert all(n > 30 for n in seen["layer_packets"]), seen
-    # small asked for 180p: q; big asked for nothing: a higher layer, as far as its link
-    # estimate allows two publishers' video at that moment (h or f)
-    assert seen["forwarders"][0] == 1 and sum(seen["forwarders"]) == 2, seen
+    # on B, small (180p) takes q, big (360p) takes h, nobody f
+    assert seen["forwarders"] == [1, 1, 0], (seen, seen["diagnosis"])
     assert len(seen["sender_reports"]) == 4, seen
     assert all(on_a == on_b for on_a, on_b in seen["sender_reports"]), seen
     assert (True, True) in seen["sender_reports"], seen
@@ -162,12 +185,21 @@ async def test_a_piped_simulcast_publisher_is_decoded_on_the_far_server(
     small_video = _video_from(small_summary, origin.id)
     assert big_video["frames_decoded"] > 30, big_video
     assert small_video["frames_decoded"] > 30, small_video
-    assert big_video["resolutions"][-1] in ([640, 360], [1280, 720]), big_video
+    assert big_video["resolutions"] == [[640, 360]], big_video
     assert small_video["resolutions"] == [[320, 180]], small_video
     # the pipe lost packets on purpose; B asked for them and A resent them from its cache
-    assert pipe_a.dropped_on_purpose > 20, stats_a
+    assert pipe_a.dropped_on_purpose == 12, stats_a
     assert stats_b["nacks_sent"] > 0 and stats_a["nacks_in"] > 0, (stats_a, stats_b)
-    assert stats_a["retransmitted"] >= pipe_a.dropped_on_purpose // 2, (stats_a, stats_b)
+    assert stats_a["retransmitted"] >= 12, (stats_a, stats_b)
+    # B's Sources got every packet A piped: nothing is lost for good (RR cumulative loss)
+    now = asyncio.get_running_loop().time()
+    far_lost = [
+        (p.name, t.kind, s.rid, s.stats.report_block(s.ssrc or 0, now).packets_lost)
+        for p in remotes().values()
+        for t in p.tracks.values()
+        for s in t.layers
+    ]
+    assert len(far_lost) == 6 and all(lost == 0 for *_, lost in far_lost), far_lost
     assert stats_a["keyframe_requests_in"] > 0, stats_a
     assert big_video["loss_pct"] < 1.0, big_video
     assert [r.getMessage() for r in caplog.records if "failed to decode" in r.getMessage()] == []
