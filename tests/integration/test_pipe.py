@@ -123,6 +123,9 @@ async def test_a_piped_simulcast_publisher_is_decoded_on_the_far_server(
         await _until(settled, 5.0)  # a busy machine may take longer
         found = remotes()
         seen["remote"] = [found["cam"].id, found["plain"].id]
+        # B exporting the room back exports nothing: piped tracks never go back up a pipe
+        await pipe_b.export_room(ROOM)
+        seen["exported_back"] = len(pipe_b.exporter.tracks)
         remote = found["cam"]
         video = cam_video()
         seen["rids"] = video.rids
@@ -164,6 +167,7 @@ async def test_a_piped_simulcast_publisher_is_decoded_on_the_far_server(
     (origin,) = [p for p in a.sfu.rooms[ROOM].participants.values() if p.name == "cam"]
     (plain,) = [p for p in a.sfu.rooms[ROOM].participants.values() if p.name == "plain"]
     assert seen["remote"] == [origin.id, plain.id]
+    assert seen["exported_back"] == 0
     assert seen["rids"] == ("q", "h", "f")
     # every layer comes down the pipe
     assert all(n > 30 for n in seen["layer_packets"]), seen
@@ -185,7 +189,9 @@ async def test_a_piped_simulcast_publisher_is_decoded_on_the_far_server(
     small_video = _video_from(small_summary, origin.id)
     assert big_video["frames_decoded"] > 30, big_video
     assert small_video["frames_decoded"] > 30, small_video
-    assert big_video["resolutions"] == [[640, 360]], big_video
+    # big gets h (its estimate may take it down to q for a while on a busy machine), never f
+    assert big_video["resolutions"][0] == big_video["resolutions"][-1] == [640, 360], big_video
+    assert all(r in ([640, 360], [320, 180]) for r in big_video["resolutions"]), big_video
     assert small_video["resolutions"] == [[320, 180]], small_video
     # the pipe lost packets on purpose; B asked for them and A resent them from its cache
     assert pipe_a.dropped_on_purpose == 12, stats_a
