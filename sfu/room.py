@@ -77,6 +77,8 @@ class Room:
         listener: ParticipantListener,
         *,
         reuse_mlines: bool = True,
+        identity: str | None = None,
+        decodes: frozenset[str] | None = None,
         participant_id: str | None = None,
     ) -> Participant:
         if participant_id is None:
@@ -84,7 +86,14 @@ class Room:
         elif participant_id in self.participants:
             raise ValueError(f"participant {participant_id} is already in room {self.id}")
         participant = Participant(
-            self, participant_id, name, listener, self.sfu.config, reuse_mlines=reuse_mlines
+            self,
+            participant_id,
+            name,
+            listener,
+            self.sfu.config,
+            reuse_mlines=reuse_mlines,
+            identity=identity,
+            decodes=decodes,
         )
         others = self._others(participant)
         self.participants[participant_id] = participant
@@ -156,10 +165,14 @@ class Sfu:
         listener: ParticipantListener,
         *,
         reuse_mlines: bool = True,
+        identity: str | None = None,
+        decodes: frozenset[str] | None = None,
         participant_id: str | None = None,
     ) -> Participant:
         """Add a participant to room ``room_id`` (created if needed). ``reuse_mlines``:
         whether its subscribe connection may reuse inactive m-lines for new tracks;
+        ``identity``: who it is for the application (``Participant.identity``);
+        ``decodes``: the codecs it can decode (None: any), it is subscribed to no other;
         ``participant_id``: its id (default: a new random one; a piped publisher keeps
         its origin's, ``sfu/pipe.py``), ValueError if the room has it already."""
         if self.closed:
@@ -168,7 +181,14 @@ class Sfu:
         if room is None:
             room = self.rooms[room_id] = Room(self, room_id)
             self._notify("room_started", room)
-        return room.add(name, listener, reuse_mlines=reuse_mlines, participant_id=participant_id)
+        return room.add(
+            name,
+            listener,
+            reuse_mlines=reuse_mlines,
+            identity=identity,
+            decodes=decodes,
+            participant_id=participant_id,
+        )
 
     def add_observer(self, observer: SfuObserver) -> None:
         """Tell ``observer`` of rooms, participants and tracks from now on."""

@@ -36,6 +36,7 @@ from .auth import (
     may_see_load,
     verify_token,
 )
+from .drain import DRAINING_CLOSE_CODE, DRAINING_KEY, DrainConfig, is_draining
 from .limits import (
     RATE_CLOSE_CODE,
     AddressBuckets,
@@ -45,6 +46,7 @@ from .limits import (
     tracks_refusal,
 )
 from .metrics import count_error, setup_metrics
+from .oplog import OperatorLog, PauseLog
 from .origins import OriginPolicy, origin_refusal
 from .webhooks import WebhookConfig, Webhooks
 
@@ -78,6 +80,8 @@ class ServerConfig:
     shutdown_reason: str = "server is shutting down"
     #: ``server_shutdown``'s hint of when to rejoin: about what a restart takes.
     shutdown_retry_after_ms: int = 2000
+    #: ``server_shutdown``'s ``reconnect``: whether clients should rejoin (here or elsewhere).
+    shutdown_reconnect: bool = True
     #: Seconds a client gets to take its ``server_shutdown`` and close frame before its
     #: connection is cut (a client that stopped reading must not hold the shutdown up).
     shutdown_grace: float = 0.3
@@ -87,6 +91,8 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     origins: OriginPolicy = field(default_factory=OriginPolicy)
     webhooks: WebhookConfig = field(default_factory=WebhookConfig)
+    #: Waiting for rooms to empty before a stop (``signaling/drain.py``).
+    drain: DrainConfig = field(default_factory=DrainConfig)
 
 
 #: ``left``'s reason for a session replaced by a new join with the same token identity
@@ -170,6 +176,7 @@ class Session:
         self.grants = Grants()
         #: set when the operator ends the session (admin API): `left` says not to rejoin
         self.final = False
+        self.pause_log = PauseLog()  # operator lines when a subscribed video pauses/resumes
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         """Run ``coro`` in the background, keeping a reference and retrieving its outcome."""
@@ -234,6 +241,8 @@ class Session:
     def layer_changed(self, subscription: Subscription) -> None:
         forwarder = subscription.forwarder
         current = forwarder.current
+        publisher = subscription.publisher.id
+        self.pause_log.update(self.participant, subscription.track.id, publisher, current is None)
         self.send(
             m.Layer(
                 track=subscription.track.id,
@@ -280,7 +289,9 @@ class Session:
         with contextlib.suppress(Exception):
             await self.ws.close(code=code, message=message)
 
-    async def shutdown(self, reason: str, retry_after_ms: int, grace: float) -> None:
+    async def shutdown(
+        self, reason: str, retry_after_ms: int, grace: float, reconnect: bool = True
+    ) -> None:
         """The server stops: send ``server_shutdown``, close the websocket (1001), leave.
 
         Whatever was still queued for the client is dropped (it is moot now); a client
@@ -291,7 +302,9 @@ class Session:
             self.state = "closed"  # nothing but the goodbye goes out from now on
             while not self._out.empty():
                 self._out.get_nowait()
-            self._out.put_nowait(m.ServerShutdown(reason=reason, retry_after_ms=retry_after_ms))
+            self._out.put_nowait(
+                m.ServerShutdown(reason=reason, retry_after_ms=retry_after_ms, reconnect=reconnect)
+            )
             self._out.put_nowait(None)
             try:
                 async with asyncio.timeout(grace):
@@ -379,6 +392,10 @@ class Session:
         if self.state != "new":
             self.error("wrong_state", "already joined", "join", message.request_id)
             return
+        if is_draining(self.request.app):
+            self.error("server_draining", self.config.drain.refusal, "join", message.request_id)
+            self._spawn(self._flush_and_close(DRAINING_CLOSE_CODE, b"server draining"))
+            return
         address = self.request.remote or ""
         if not self.request.app[JOIN_RATE_KEY].take(address, asyncio.get_running_loop().time()):
             rate = self.config.limits.join_rate
@@ -418,7 +435,12 @@ class Session:
             if self.state != "new":
                 return
         participant = self.sfu.join(
-            message.room, name, self, reuse_mlines=message.reuse_mlines is not False
+            message.room,
+            name,
+            self,
+            reuse_mlines=message.reuse_mlines is not False,
+            identity=self.claims.identity if self.claims is not None else None,
+            decodes=frozenset(message.codecs) if message.codecs is not None else None,
         )
         self.participant = participant
         self.state = "joined"
@@ -604,12 +626,14 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness for anyone; the counts only for the operator (``auth.may_see_load``)."""
+    """Liveness for anyone (``draining`` with 503 while draining: a load balancer takes
+    this instance out); the counts only for the operator (``auth.may_see_load``)."""
+    draining = is_draining(request.app)
+    body: dict[str, object] = {"status": "draining" if draining else "ok"}
     auth = request.app[CONFIG_KEY].auth
-    if not may_see_load(auth, request.headers.get("Authorization"), now=time.time()):
-        return web.json_response({"status": "ok"})
-    sfu = request.app[SFU_KEY]
-    return web.json_response({"status": "ok", **sfu.stats()})
+    if may_see_load(auth, request.headers.get("Authorization"), now=time.time()):
+        body.update(request.app[SFU_KEY].stats())
+    return web.json_response(body, status=503 if draining else 200)
 
 
 def web_root() -> Path:
@@ -659,7 +683,10 @@ async def shutdown_sessions(app: web.Application) -> None:
     closing = [
         asyncio.ensure_future(
             s.shutdown(
-                config.shutdown_reason, config.shutdown_retry_after_ms, config.shutdown_grace
+                config.shutdown_reason,
+                config.shutdown_retry_after_ms,
+                config.shutdown_grace,
+                config.shutdown_reconnect,
             )
         )
         for s in sessions
@@ -696,6 +723,7 @@ def setup_parley(
     app[CONFIG_KEY] = config
     app[SESSIONS_KEY] = set()
     app[STOPPING_KEY] = asyncio.Event()
+    app[DRAINING_KEY] = asyncio.Event()
     limits = config.limits
     app[JOIN_RATE_KEY] = AddressBuckets(
         limits.join_rate, limits.join_burst, limits.max_tracked_addresses
@@ -703,6 +731,7 @@ def setup_parley(
 
     async def sfu_context(app: web.Application) -> AsyncIterator[None]:
         sfu = Sfu(config.sfu)
+        sfu.add_observer(OperatorLog())  # one log line per join, leave, publish, unpublish
         app[SFU_KEY] = sfu
         webhooks = Webhooks(config.webhooks) if config.webhooks.urls else None
         if webhooks is not None:
