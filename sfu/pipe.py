@@ -277,9 +277,16 @@ class PipeTransport:
     # ------------------------------------------------------------ importing
 
     def _join(
-        self, room_id: str, name: str, listener: PipedListener, participant_id: str
+        self,
+        room_id: str,
+        name: str,
+        listener: PipedListener,
+        participant_id: str,
+        identity: str | None,
     ) -> Participant:
-        return self.sfu.join(room_id, name, listener, participant_id=participant_id)
+        return self.sfu.join(
+            room_id, name, listener, participant_id=participant_id, identity=identity
+        )
 
     def _on_control(self, message: dict[str, Any]) -> None:
         kind, now = message["t"], self._loop.time()

@@ -200,6 +200,8 @@ class Exporter(SfuObserver):
             audio_level_ext=p.audio_level_ext,
             layers=tuple(LayerAnnouncement(t.source.rid, t.ssrc, t.rtx_ssrc) for t in taps),
             muted=track.muted,
+            fmtp=p.fmtp,
+            identity=participant.identity,
         )
         n = self._announce({"t": "export", "track": announcement.to_json()})
         self.announced.add(participant.id)

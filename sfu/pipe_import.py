@@ -76,7 +76,7 @@ class Importer:
 
     def __init__(
         self,
-        join: Callable[[str, str, PipedListener, str], Participant],
+        join: Callable[[str, str, PipedListener, str, str | None], Participant],
         send: Callable[[bytes], object],
         clock: Clock,
         min_bitrate: int,
@@ -121,7 +121,9 @@ class Importer:
         if participant is None or participant.closed:
             listener = PipedListener(lambda: self._gone(key))
             try:
-                participant = self._join(a.room, a.participant_name, listener, a.participant)
+                participant = self._join(
+                    a.room, a.participant_name, listener, a.participant, a.identity
+                )
             except (ValueError, RuntimeError) as exc:
                 logger.warning("pipe: cannot add remote publisher %s: %s", a.participant, exc)
                 return
@@ -143,6 +145,7 @@ class Importer:
                 mid=a.mid,
                 rid=layer.rid,
                 red_payload_type=a.red_payload_type,
+                fmtp=a.fmtp,
             )
             source = Source(
                 params,

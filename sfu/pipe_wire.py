@@ -117,13 +117,17 @@ class TrackAnnouncement:
     audio_level_ext: int
     layers: tuple[LayerAnnouncement, ...]
     muted: bool = False
+    #: the codec's format parameters (H.264: profile-level-id, packetization-mode)
+    fmtp: tuple[tuple[str, str], ...] = ()
+    #: the publisher's identity for the application (``Participant.identity``)
+    identity: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            f: getattr(self, f) for f in self.__slots__ if f not in ("layers", "muted")
+            f: getattr(self, f) for f in self.__slots__ if f not in ("layers", "fmtp")
         }
         out["layers"] = [[la.rid, la.ssrc, la.rtx_ssrc] for la in self.layers]
-        out["muted"] = self.muted
+        out["fmtp"] = [[k, v] for k, v in self.fmtp]
         return out
 
     @classmethod
@@ -148,6 +152,8 @@ class TrackAnnouncement:
                 audio_level_ext=_int(obj["audio_level_ext"], 0, 255),
                 layers=layers,
                 muted=bool(obj.get("muted", False)),
+                fmtp=tuple((_str(k), _str(v)) for k, v in obj.get("fmtp", ())),
+                identity=_opt_str(obj.get("identity")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, WireError):

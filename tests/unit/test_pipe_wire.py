@@ -52,6 +52,8 @@ ANNOUNCEMENT = TrackAnnouncement(
         LayerAnnouncement("h", 1002, 2002),
         LayerAnnouncement("f", 1003, 2003),
     ),
+    fmtp=(("x-google", "1"),),
+    identity="ada@example.org",
 )
 
 
@@ -232,7 +234,9 @@ async def test_the_far_side_publishes_an_announced_track_and_routes_packets_by_p
     sent: list[bytes] = []
     loop = asyncio.get_running_loop()
     importer = Importer(
-        lambda room, name, listener, pid: sfu.join(room, name, listener, participant_id=pid),
+        lambda room, name, listener, pid, identity: sfu.join(
+            room, name, listener, participant_id=pid, identity=identity
+        ),
         sent.append,
         loop,
         100_000,
@@ -243,8 +247,10 @@ async def test_the_far_side_publishes_an_announced_track_and_routes_packets_by_p
     remote = sfu.rooms["r"].participants["p1"]
     assert is_piped(remote) and not is_piped(watcher)
     assert isinstance(remote.listener, PipedListener) and remote.name == "cam"
+    assert remote.identity == "ada@example.org"
     (track,) = remote.tracks.values()
     assert track.id == "t1" and track.rids == ("q", "h", "f")
+    assert track.source.params.fmtp == (("x-google", "1"),)
     assert "t1" in watcher.subscriptions  # subscribed like any published track
     q, h, f = track.layers
     key = vp8_payload(keyframe=True, picture_id=1, tl0picidx=1)
@@ -277,7 +283,9 @@ async def test_a_piped_track_can_be_muted_from_the_origin() -> None:
     sfu = Sfu()
     loop = asyncio.get_running_loop()
     importer = Importer(
-        lambda room, name, listener, pid: sfu.join(room, name, listener, participant_id=pid),
+        lambda room, name, listener, pid, identity: sfu.join(
+            room, name, listener, participant_id=pid, identity=identity
+        ),
         lambda data: None,
         loop,
         100_000,
