@@ -79,8 +79,12 @@ class Room:
         reuse_mlines: bool = True,
         identity: str | None = None,
         decodes: frozenset[str] | None = None,
+        participant_id: str | None = None,
     ) -> Participant:
-        participant_id = secrets.token_hex(6)
+        if participant_id is None:
+            participant_id = secrets.token_hex(6)
+        elif participant_id in self.participants:
+            raise ValueError(f"participant {participant_id} is already in room {self.id}")
         participant = Participant(
             self,
             participant_id,
@@ -163,11 +167,14 @@ class Sfu:
         reuse_mlines: bool = True,
         identity: str | None = None,
         decodes: frozenset[str] | None = None,
+        participant_id: str | None = None,
     ) -> Participant:
         """Add a participant to room ``room_id`` (created if needed). ``reuse_mlines``:
         whether its subscribe connection may reuse inactive m-lines for new tracks;
         ``identity``: who it is for the application (``Participant.identity``);
-        ``decodes``: the codecs it can decode (None: any), it is subscribed to no other."""
+        ``decodes``: the codecs it can decode (None: any), it is subscribed to no other;
+        ``participant_id``: its id (default: a new random one; a piped publisher keeps
+        its origin's, ``sfu/pipe.py``), ValueError if the room has it already."""
         if self.closed:
             raise RuntimeError("the SFU is closed")
         room = self.rooms.get(room_id)
@@ -175,7 +182,12 @@ class Sfu:
             room = self.rooms[room_id] = Room(self, room_id)
             self._notify("room_started", room)
         return room.add(
-            name, listener, reuse_mlines=reuse_mlines, identity=identity, decodes=decodes
+            name,
+            listener,
+            reuse_mlines=reuse_mlines,
+            identity=identity,
+            decodes=decodes,
+            participant_id=participant_id,
         )
 
     def add_observer(self, observer: SfuObserver) -> None:
