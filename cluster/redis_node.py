@@ -35,6 +35,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from sfu.room import Sfu
+from signaling.drain import is_draining
 from signaling.server import CONFIG_KEY, SFU_KEY
 
 from .placement import Target
@@ -247,6 +248,7 @@ def setup_redis_node(app: web.Application, args: argparse.Namespace) -> RedisNod
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         node.sfu = app[SFU_KEY]  # the SFU's context ran before this one
+        node.registry.local_draining = lambda: is_draining(app)
         await node.registry.beat()  # registered before the first client arrives
         node.registry.start()
         logger.info("node %s registered in Redis at %s as %s", node_id, args.redis, node.ws_url)

@@ -217,6 +217,8 @@ class Registry:
         self.stopping = False
         #: an operator or autoscaler set ``{prefix}:drain:{id}`` (read every heartbeat)
         self.drain_requested = False
+        #: the server itself drains (``parley serve --drain-timeout``, signaling/drain.py)
+        self.local_draining: Callable[[], bool] | None = None
         self.on_beat = on_beat
         self._stats = stats
         self._packet_counts = packet_counts
@@ -231,7 +233,8 @@ class Registry:
 
     @property
     def draining(self) -> bool:
-        return self.stopping or self.drain_requested
+        local = self.local_draining is not None and self.local_draining()
+        return self.stopping or self.drain_requested or local
 
     def sample(self, now: float, cpu_seconds: float) -> NodeLoad:
         stats = self._stats()

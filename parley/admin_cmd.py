@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 
 from parley.token_cmd import GRANT_NAMES, add_key_arguments
 
@@ -99,9 +100,13 @@ def _credential(args: argparse.Namespace) -> str | None:
     return None  # a server without a secret answers loopback callers
 
 
-def main(argv: list[str]) -> int:
+def main(
+    argv: list[str],
+    parse: Callable[[argparse.ArgumentParser, list[str]], argparse.Namespace] | None = None,
+) -> int:
+    """``parse``: how to read the options (``parley.cli`` passes the config-file layer)."""
     parser = build_admin_parser()
-    args = parser.parse_args(argv)
+    args = (parse or argparse.ArgumentParser.parse_args)(parser, argv)
     try:
         method, path, body = _request(args)
     except ValueError as exc:

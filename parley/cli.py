@@ -13,7 +13,7 @@ import argparse
 import asyncio
 import dataclasses
 import errno
-import logging
+import os
 import signal
 import socket
 import sys
@@ -55,6 +55,21 @@ def _ice_server(text: str) -> IceServer:
     if len(parts) == 1:
         return IceServer(urls=(parts[0],))
     raise argparse.ArgumentTypeError("expected URL or URL,USERNAME,CREDENTIAL")
+
+
+def _announce(text: str) -> tuple[str, str]:
+    """``PUBLIC`` (for every ICE address) or ``LOCAL=PUBLIC``: IP addresses."""
+    import ipaddress
+
+    local, _, public = text.rpartition("=")
+    try:
+        for address in (public, *([local] if local else [])):
+            ipaddress.ip_address(address)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected PUBLIC_IP or LOCAL_IP=PUBLIC_IP: {exc}"
+        ) from None
+    return (local or "*", public)
 
 
 def _port(text: str) -> int:
@@ -112,11 +127,21 @@ def build_serve_parser() -> argparse.ArgumentParser:
         help="local address ICE gathers candidates on (repeatable; default 127.0.0.1)",
     )
     parser.add_argument(
+        "--ice-announce",
+        action="append",
+        type=_announce,
+        default=None,
+        metavar="[LOCAL=]PUBLIC",
+        help="behind a 1:1 NAT: announce PUBLIC in host candidates instead of the "
+        "--ice-address they are bound on (LOCAL=PUBLIC for one address; repeatable)",
+    )
+    parser.add_argument(
         "--ice-server",
         action="append",
         type=_ice_server,
         default=None,
-        help="STUN/TURN server given to every peer connection (repeatable; default none)",
+        help="STUN/TURN server given to clients; the server's own connections ask STUN "
+        "servers but allocate no TURN relay (repeatable; default none)",
     )
     parser.add_argument(
         "--max-message-bytes",
@@ -166,8 +191,16 @@ def build_serve_parser() -> argparse.ArgumentParser:
         help="one of " + ", ".join(LOG_LEVELS) + " (default INFO)",
     )
     add_auth_arguments(parser)
-    from cluster.redis_node import add_redis_arguments
+    from signaling.drain import add_drain_arguments
+    from signaling.oplog import add_log_arguments
 
+    add_log_arguments(parser)
+    add_drain_arguments(parser)
+
+    from cluster.redis_node import add_redis_arguments
+    from cluster.workers import add_worker_arguments
+
+    add_worker_arguments(parser)
     add_redis_arguments(parser)
     return parser
 
@@ -201,24 +234,43 @@ async def _listen(app: web.Application, host: str, port: int) -> tuple[web.AppRu
 
 
 async def _serve(app: web.Application, host: str, port: int, out: Callable[[str], None]) -> None:
+    from signaling.drain import drain
+    from signaling.server import CONFIG_KEY, SFU_KEY
+
     runner, urls = await _listen(app, host, port)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    stop_draining = asyncio.Event()
     main_task = asyncio.current_task()
     assert main_task is not None
+    drain_config = app[CONFIG_KEY].drain
 
     def on_signal(signum: int) -> None:
+        if stop.is_set() and drain_config.timeout > 0 and not stop_draining.is_set():
+            out(f"{signal.Signals(signum).name}: draining stopped, shutting down")
+            stop_draining.set()  # a second signal while draining: stop waiting
+            return
         if stop.is_set():  # a second Ctrl-C: stop waiting for the graceful part
             main_task.cancel()
             return
-        out(f"{signal.Signals(signum).name}: shutting down")
+        what = "draining" if drain_config.timeout > 0 else "shutting down"
+        out(f"{signal.Signals(signum).name}: {what}")
         stop.set()
+
+    def participants() -> int:
+        from cluster.front import is_front, relayed_sessions
+
+        if is_front(app):  # parley serve --workers: the clients it relays
+            return relayed_sessions(app)
+        return sum(len(room.participants) for room in app[SFU_KEY].rooms.values())
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         out("Parley serving on " + ", ".join(urls) + " (SIGTERM or Ctrl-C stops it)")
         await stop.wait()
+        if drain_config.timeout > 0:
+            await drain(app, drain_config, participants, stop_draining)
     finally:
         try:
             await runner.cleanup()
@@ -228,23 +280,24 @@ async def _serve(app: web.Application, host: str, port: int, out: Callable[[str]
 
 
 def serve_main(argv: list[str]) -> int:
-    args = build_serve_parser().parse_args(argv)
+    args = parse_command_args(build_serve_parser(), argv, "serve")
     if (refusal := exposure_error(args.host, auth_config(args), args.allow_anonymous)) is not None:
         print(f"parley serve: {refusal}", file=sys.stderr)
         return 2
     from sfu.config import IceConfig, SfuConfig
     from sfu.datachannel import DataLimits
+    from signaling.drain import drain_config
     from signaling.limits import with_limits
+    from signaling.oplog import configure_logging
     from signaling.origins import with_origins
     from signaling.server import ServerConfig, create_app
     from signaling.webhooks import with_webhooks
 
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level, args.log_format)
     ice = IceConfig(
         servers=tuple(args.ice_server or ()),
         addresses=tuple(args.ice_address or ("127.0.0.1",)),
+        announced=tuple(args.ice_announce or ()),
     )
     data = DataLimits(
         max_message_bytes=args.data_max_bytes,
@@ -254,19 +307,36 @@ def serve_main(argv: list[str]) -> int:
         byte_burst=2 * max(args.data_bytes_rate, args.data_max_bytes),
     )
     config = ServerConfig(
-        sfu=SfuConfig(ice=ice, data_limits=data), max_message_bytes=args.max_message_bytes
+        sfu=SfuConfig(ice=ice, data_limits=data),
+        max_message_bytes=args.max_message_bytes,
+        drain=drain_config(args),
     )
     config = with_limits(config, args)
     config = with_origins(config, args)
     config = with_webhooks(config, args)
     config = dataclasses.replace(config, auth=auth_config(args))
-    app = create_app(config, freeze_gc=True)
     from cluster.redis_node import redis_arguments_error, setup_redis_node
+    from cluster.workers import FRONT_KEY_ENV, worker_argv, worker_count
 
+    # a worker (started by a front, which passes its key) is never a front itself, even
+    # when the config file or a PARLEY_* variable says --workers
+    front_key = os.environ.get(FRONT_KEY_ENV) or None
+    workers = worker_count(args.workers) if front_key is None else None
     if (problem := redis_arguments_error(args)) is not None:
         print(f"parley serve: {problem}", file=sys.stderr)
         return 2
-    setup_redis_node(app, args)  # with --redis: this process is one node of a cluster
+    if workers is not None and args.redis:
+        # a node is one process for now: its workers would each register as the node
+        print("parley serve: --redis with --workers is not supported yet", file=sys.stderr)
+        return 2
+    if workers is not None:  # the front: workers behind one address (cluster/front.py)
+        from cluster.front import create_front_app
+
+        app = create_front_app(config, workers, worker_argv(argv))
+    else:  # one process; behind a front when it passed its key (a worker)
+        config = dataclasses.replace(config, front_key=front_key)
+        app = create_app(config, freeze_gc=True)
+        setup_redis_node(app, args)  # with --redis: this process is one node of a cluster
     try:
         asyncio.run(_serve(app, args.host, args.port, lambda s: print(s, flush=True)))
     except ListenError as exc:
@@ -275,6 +345,32 @@ def serve_main(argv: list[str]) -> int:
     except (KeyboardInterrupt, asyncio.CancelledError):
         return 130
     return 0
+
+
+def parse_command_args(
+    parser: argparse.ArgumentParser, argv: list[str], command: str
+) -> argparse.Namespace:
+    """``parser.parse_args(argv)`` under the config file and ``PARLEY_*`` variables
+    (``parley/config_file.py``): ``--config``, ``--print-config``, table ``[command]``."""
+    from parley.config_file import parse_args
+
+    return parse_args(
+        parser, argv, section=command, sections=COMMANDS, other_dests=_all_option_names
+    )
+
+
+def _all_option_names() -> set[str]:
+    """Every command's option names: a shared key of the config file must be one of them."""
+    from loadgen.bot.cli import build_parser as bot_parser
+    from loadgen.load.cli import build_parser as load_parser
+    from parley.admin_cmd import build_admin_parser
+    from parley.token_cmd import build_token_parser
+
+    names: set[str] = set()
+    parsers = (build_serve_parser(), bot_parser(), load_parser())
+    for parser in (*parsers, build_token_parser(), build_admin_parser()):
+        names.update(a.dest for a in parser._actions if a.option_strings)
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -302,25 +398,25 @@ def main(argv: list[str] | None = None) -> int:
 def _bot_main(argv: list[str]) -> int:
     from loadgen.bot import main as bot_main
 
-    return bot_main(argv)
+    return bot_main(argv, lambda parser, args: parse_command_args(parser, args, "bot"))
 
 
 def _load_main(argv: list[str]) -> int:
     from loadgen.load.cli import main as load_main
 
-    return load_main(argv)
+    return load_main(argv, lambda parser, args: parse_command_args(parser, args, "load"))
 
 
 def _token_main(argv: list[str]) -> int:
     from parley.token_cmd import main as token_main
 
-    return token_main(argv)
+    return token_main(argv, lambda parser, args: parse_command_args(parser, args, "token"))
 
 
 def _admin_main(argv: list[str]) -> int:
     from parley.admin_cmd import main as admin_main
 
-    return admin_main(argv)
+    return admin_main(argv, lambda parser, args: parse_command_args(parser, args, "admin"))
 
 
 if __name__ == "__main__":

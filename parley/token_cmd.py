@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 # pyjwt is imported when a token is made or checked, not by `parley --help`
@@ -152,11 +153,15 @@ def build_token_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str]) -> int:
+def main(
+    argv: list[str],
+    parse: Callable[[argparse.ArgumentParser, list[str]], argparse.Namespace] | None = None,
+) -> int:
+    """``parse``: how to read the options (``parley.cli`` passes the config-file layer)."""
     from signaling.auth import mint_token, parse_ttl
 
     parser = build_token_parser()
-    args = parser.parse_args(argv)
+    args = (parse or argparse.ArgumentParser.parse_args)(parser, argv)
     if not args.api_secret:
         parser.error("an API secret is needed: --api-secret or PARLEY_API_SECRET")
     try:

@@ -36,6 +36,14 @@ class IceConfig:
 
     servers: tuple[IceServer, ...] = ()
     addresses: tuple[str, ...] = ("127.0.0.1",)
+    #: Addresses written into host candidates instead of the bound ones, for a server
+    #: behind a 1:1 NAT (a cloud VM's public address; mediasoup's ``announcedIp``):
+    #: ``(local, public)`` pairs, ``local`` ``"*"`` for every address. Sockets stay
+    #: bound on ``addresses``; only what peers are told changes.
+    announced: tuple[tuple[str, str], ...] = ()
+    #: Gather only relay candidates (TURN; ``iceTransportPolicy: "relay"``): for clients
+    #: (bots, tests) that must reach the server through a TURN server, never directly.
+    relay_only: bool = False
     #: RFC 7675 consent freshness. A check goes out every ``consent_interval`` seconds
     #: (randomised to 0.8-1.2x, as RFC 7675 asks); consent expires, and the peer
     #: connection closes, when no check has been answered for ``consent_interval x
@@ -44,6 +52,13 @@ class IceConfig:
     #: while a stall of up to about 4 s is survived (``sfu/aiortc_adapter/ice.py``).
     consent_interval: float = 1.0
     consent_failures: int = 6
+
+    def announced_address(self, local: str) -> str | None:
+        """The address to announce for a host candidate bound on ``local``, if any."""
+        for bound, public in self.announced:
+            if bound in (local, "*"):
+                return public
+        return None
 
     @property
     def consent_timeout(self) -> float:

@@ -27,6 +27,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from .token_bucket import TokenBucket
+
 DATA_CHANNEL_LABEL = "parley"
 
 #: error codes a sender is told (a signaling ``error`` message)
@@ -61,31 +63,6 @@ class DataLimits:
             raise ValueError("data limits: byte_burst must be at least max_message_bytes > 0")
 
 
-class TokenBucket:
-    """``rate`` tokens per second up to ``burst``; full at ``now``."""
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        if rate < 0 or burst <= 0:
-            raise ValueError("a token bucket needs rate >= 0 and burst > 0")
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self._last = now
-
-    def refill(self, now: float) -> None:
-        elapsed = max(0.0, now - self._last)  # a clock that steps back adds nothing
-        self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
-        self._last = max(self._last, now)
-
-    def has(self, cost: float, now: float) -> bool:
-        self.refill(now)
-        return self.tokens >= cost
-
-    def take(self, cost: float) -> None:
-        """Spend ``cost`` tokens (after ``has`` said yes)."""
-        self.tokens -= cost
-
-
 class DataLimiter:
     """One participant's limits: size, then messages/s and bytes/s."""
 
@@ -101,8 +78,8 @@ class DataLimiter:
             return DATA_TOO_LARGE
         if not (self.messages.has(1.0, now) and self.bytes.has(float(size), now)):
             return DATA_RATE_LIMITED
-        self.messages.take(1.0)
-        self.bytes.take(float(size))
+        self.messages.spend(1.0)
+        self.bytes.spend(float(size))
         return None
 
 

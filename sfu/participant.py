@@ -82,10 +82,14 @@ class Participant:
         clock: Clock | None = None,
         *,
         reuse_mlines: bool = True,
+        identity: str | None = None,
+        decodes: frozenset[str] | None = None,
     ) -> None:
         self.room = room
         self.id = participant_id
         self.name = name
+        #: who this is for the application (a join token's identity; None without one)
+        self.identity = identity
         self.listener = listener
         self.config = config
         self.closed = False
@@ -141,6 +145,7 @@ class Participant:
             active_speaker=self._active_speaker_id,
         )
         self.subscribe_side.reuse_mlines = reuse_mlines
+        self.subscribe_side.refusals.decodes = decodes
         self.data_side = DataSide(
             participant_id,
             config.data_limits,
@@ -258,7 +263,8 @@ class Participant:
     # ------------------------------------------------------------ lifecycle
 
     def _create_pc(self) -> RTCPeerConnection:
-        pc = adapter.create_peer_connection(self.config.ice, self._dtls_failed)
+        # the SFU's own connections allocate no TURN relay: the TURN servers are the clients'
+        pc = adapter.create_peer_connection(self.config.ice, self._dtls_failed, relay=False)
         self._watch(pc)
         return pc
 
@@ -274,8 +280,25 @@ class Participant:
 
     def _dtls_failed(self, reason: str) -> None:
         """A DTLS handshake failed: say why (OpenSSL's reason or the peer's alert)."""
-        logger.warning("participant %s (%r): DTLS handshake failed: %s", self.id, self.name, reason)
+        logger.warning(
+            "dtls_failed room=%s participant=%s name=%s reason=%r",
+            self.room.id,
+            self.id,
+            self.name,
+            reason,
+            extra={"parley_fields": self._log_fields("dtls_failed", reason=reason)},
+        )
         self._dtls_failure = reason
+
+    def _log_fields(self, event: str, **more: object) -> dict[str, object]:
+        """Structured fields of an operator log line (``signaling/oplog.py``'s JSON)."""
+        return {
+            "event": event,
+            "room": self.room.id,
+            "participant": self.id,
+            "name": self.name,
+            **more,
+        }
 
     def _watch(self, pc: RTCPeerConnection) -> None:
         @pc.on("connectionstatechange")
@@ -288,7 +311,15 @@ class Participant:
                 self.subscribe_side.rewire()
             elif state in ("failed", "closed") and not self.closed:
                 why = f" (DTLS: {self._dtls_failure})" if self._dtls_failure else ""
-                logger.info("participant %s: peer connection %s%s", self.id, state, why)
+                logger.info(
+                    "peer_connection_%s room=%s participant=%s name=%s%s",
+                    state,
+                    self.room.id,
+                    self.id,
+                    self.name,
+                    why,
+                    extra={"parley_fields": self._log_fields(f"peer_connection_{state}")},
+                )
                 self.close_soon(f"peer connection {state}{why}")
 
     def tick(self, now: float) -> None:

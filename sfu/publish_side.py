@@ -30,7 +30,13 @@ from .tracks import PublishedTrack
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_CODECS = {"audio": {"audio/opus"}, "video": {"video/vp8"}}
+#: H.264: packetization-mode 1, constrained baseline or baseline profile (what aiortc's
+#: codec list matches, ``sfu/rtp/h264.py``); a publish answer keeps one codec, the offer's first
+SUPPORTED_CODECS = {"audio": {"audio/opus"}, "video": {"video/vp8", "video/h264"}}
+NO_CODEC = (
+    "no supported codec offered: Parley forwards Opus, VP8, and H.264 with"
+    " packetization-mode=1 in the constrained baseline or baseline profile"
+)
 #: Wait this long after a gap appears before the first NACK (lets reordering settle),
 #: then send due NACKs every NACK_INTERVAL while packets are missing.
 NACK_BATCH_DELAY = 0.005
@@ -72,7 +78,7 @@ def check_offer(offer_sdp: str) -> tuple[list[adapter.RemoteMedia], dict[str, tu
             raise NegotiationError(
                 "unsupported_media",
                 f"m-line {m.mid}: no supported {m.kind} codec offered"
-                " (Parley forwards Opus and VP8)",
+                " (Parley forwards Opus, VP8 and H.264)",
             )
     return media, layers
 
@@ -125,6 +131,8 @@ class PublishSide:
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         except Exception as exc:
+            if "description send parameters" in str(exc):  # aiortc: no codec in common
+                raise NegotiationError("unsupported_media", NO_CODEC) from exc
             raise NegotiationError("bad_sdp", f"cannot apply offer: {exc}") from exc
         if self.closed:
             raise NegotiationError("wrong_state", "participant is closed")
@@ -132,11 +140,8 @@ class PublishSide:
             if transceiver.receiver not in self._hooked_receivers:
                 adapter.hook_receiver(transceiver.receiver, lambda _params: None)
                 self._hooked_receivers.add(transceiver.receiver)
-            if not adapter.restrict_codecs(transceiver, SUPPORTED_CODECS[transceiver.kind]):
-                raise NegotiationError(
-                    "unsupported_media",
-                    f"m-line {transceiver.mid}: no supported {transceiver.kind} codec (need Opus or VP8)",
-                )
+            if not adapter.restrict_codecs(transceiver, SUPPORTED_CODECS[transceiver.kind], True):
+                raise NegotiationError("unsupported_media", f"m-line {transceiver.mid}: {NO_CODEC}")
         by_mid = {m.mid: m for m in media}
         for mid in layers:
             m = by_mid[mid]
@@ -217,10 +222,11 @@ class PublishSide:
             existing = self.tracks.get(m.mid)
             if existing is not None:
                 old = existing.source.params
-                same = (old.payload_type, old.kind, old.red_payload_type) == (
+                same = (old.payload_type, old.kind, old.red_payload_type, old.codec) == (
                     primary.payloadType,
                     m.kind,
                     red_pt,
+                    primary.mimeType.split("/")[1].lower(),
                 ) and tuple(s.rid for s in existing.layers) == rids
                 if same and (rids != (None,) or old.ssrc == announced[0][0]):
                     continue
@@ -241,6 +247,7 @@ class PublishSide:
                     mid=m.mid,
                     rid=rid,
                     red_payload_type=red_pt,
+                    fmtp=tuple(sorted((k, str(v)) for k, v in primary.parameters.items())),
                 )
                 sources.append(
                     Source(

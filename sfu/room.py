@@ -72,11 +72,28 @@ class Room:
         return [p for p in self.participants.values() if p is not participant and not p.closed]
 
     def add(
-        self, name: str, listener: ParticipantListener, *, reuse_mlines: bool = True
+        self,
+        name: str,
+        listener: ParticipantListener,
+        *,
+        reuse_mlines: bool = True,
+        identity: str | None = None,
+        decodes: frozenset[str] | None = None,
+        participant_id: str | None = None,
     ) -> Participant:
-        participant_id = secrets.token_hex(6)
+        if participant_id is None:
+            participant_id = secrets.token_hex(6)
+        elif participant_id in self.participants:
+            raise ValueError(f"participant {participant_id} is already in room {self.id}")
         participant = Participant(
-            self, participant_id, name, listener, self.sfu.config, reuse_mlines=reuse_mlines
+            self,
+            participant_id,
+            name,
+            listener,
+            self.sfu.config,
+            reuse_mlines=reuse_mlines,
+            identity=identity,
+            decodes=decodes,
         )
         others = self._others(participant)
         self.participants[participant_id] = participant
@@ -142,17 +159,36 @@ class Sfu:
             )
 
     def join(
-        self, room_id: str, name: str, listener: ParticipantListener, *, reuse_mlines: bool = True
+        self,
+        room_id: str,
+        name: str,
+        listener: ParticipantListener,
+        *,
+        reuse_mlines: bool = True,
+        identity: str | None = None,
+        decodes: frozenset[str] | None = None,
+        participant_id: str | None = None,
     ) -> Participant:
         """Add a participant to room ``room_id`` (created if needed). ``reuse_mlines``:
-        whether its subscribe connection may reuse inactive m-lines for new tracks."""
+        whether its subscribe connection may reuse inactive m-lines for new tracks;
+        ``identity``: who it is for the application (``Participant.identity``);
+        ``decodes``: the codecs it can decode (None: any), it is subscribed to no other;
+        ``participant_id``: its id (default: a new random one; a piped publisher keeps
+        its origin's, ``sfu/pipe.py``), ValueError if the room has it already."""
         if self.closed:
             raise RuntimeError("the SFU is closed")
         room = self.rooms.get(room_id)
         if room is None:
             room = self.rooms[room_id] = Room(self, room_id)
             self._notify("room_started", room)
-        return room.add(name, listener, reuse_mlines=reuse_mlines)
+        return room.add(
+            name,
+            listener,
+            reuse_mlines=reuse_mlines,
+            identity=identity,
+            decodes=decodes,
+            participant_id=participant_id,
+        )
 
     def add_observer(self, observer: SfuObserver) -> None:
         """Tell ``observer`` of rooms, participants and tracks from now on."""

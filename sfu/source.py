@@ -16,6 +16,7 @@ from .native import fanout
 from .packet_cache import PacketCache
 from .ports import SourceOwner, SourceSubscriber
 from .receive_stats import ReceiveStatistics
+from .rtp.h264 import H264Tracker, parse_h264
 from .rtp.packet import RtpError, RtpView, Vp8Descriptor, abs_send_time
 from .rtp.red import check_red
 
@@ -26,7 +27,7 @@ __all__ = ["Source", "SourceOwner", "SourceParams"]
 class SourceParams:
     track_id: str
     kind: str  # "audio" | "video"
-    codec: str  # "opus" | "vp8"
+    codec: str  # "opus" | "vp8" | "h264"
     clock_rate: int
     payload_type: int
     ssrc: int | None
@@ -38,6 +39,9 @@ class SourceParams:
     rid: str | None = None
     #: the payload type of RFC 2198 RED (Opus inside) the publisher may send, or None
     red_payload_type: int | None = None
+    #: the codec's format parameters as negotiated (H.264: profile-level-id,
+    #: packetization-mode), offered as they are to subscribers
+    fmtp: tuple[tuple[str, str], ...] = ()
 
 
 class Source:
@@ -58,6 +62,8 @@ class Source:
         self.kind = params.kind
         self.is_video = params.kind == "video"
         self.is_vp8 = params.codec == "vp8"
+        #: H.264: keyframes are IDRs with SPS+PPS before them (sfu/rtp/h264.py)
+        self.h264 = H264Tracker() if params.codec == "h264" else None
         self.clock_rate = params.clock_rate
         self.payload_type = params.payload_type
         self.ssrc = params.ssrc
@@ -172,11 +178,36 @@ class Source:
                 self.keyframe_pending = False
                 if vp8.width:
                     self.width, self.height = vp8.width, vp8.height
+        elif self.h264 is not None:
+            self._on_h264(pkt, now)
+            return
         self.cache.store(seq, pkt.data, (pkt, vp8))
         forwarders = self.forwarders
         if forwarders:
             pkt.abs_send_time = abs_send_time(now)
             fanout(self, pkt, vp8, now, forwarders)  # C for steady forwarders (sfu/native.py)
+
+    def _on_h264(self, pkt: RtpView, now: float) -> None:
+        """An H.264 packet: cached now, forwarded when its run is complete (a
+        parameter-set-only packet waits for the slice after it: ``H264Tracker``)."""
+        assert self.h264 is not None
+        try:
+            nals = parse_h264(pkt.data, pkt.payload_start, pkt.payload_end)
+        except RtpError as exc:
+            self._malformed(exc, now)
+            return
+        self.cache.store(pkt.seq, pkt.data, (pkt, None))
+        run = self.h264.push(pkt, nals)
+        if run and run[0][1].keyframe:
+            self.last_keyframe_time = now
+            self.keyframe_pending = False
+            if run[0][1].width:
+                self.width, self.height = run[0][1].width, run[0][1].height
+        if self.forwarders:
+            ast = abs_send_time(now)
+            for held, desc in run:
+                held.abs_send_time = held.abs_send_time or ast
+                fanout(self, held, desc, now, self.forwarders)
 
     def on_rtx(self, pkt: RtpView, now: float) -> None:
         """An RTX packet: forwarded only when it repairs a loss we asked for."""

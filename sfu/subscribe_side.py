@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 
 from . import aiortc_adapter as adapter
 from .config import SfuConfig
@@ -36,6 +36,8 @@ from .rtp.extensions import TRANSPORT_CC_URI
 from .rtp.malformed import MalformedLog
 from .rtp.twcc import TransportFeedback
 from .sdp import check_transport
+from .subscribe_codecs import codec_preferences, reusable
+from .subscribe_refusals import CodecRefusals, refused_tracks
 from .subscribe_rtcp import SubscriberRtcp, sender_report
 from .tracks import PublishedTrack, Subscription
 from .twcc_feedback import TransportFeedbackAdapter
@@ -90,6 +92,7 @@ class SubscribeSide:
             self.update_layers,
             self._transport_feedback,
         )
+        self.refusals = CodecRefusals(participant_id)  # codecs it refused
         #: {mid: RED payload type} of the audio m-lines whose answer accepted RED
         self._red_pts: dict[str, int] = {}
         #: the transport-wide sequence number extension's id, once the answer accepted
@@ -104,8 +107,8 @@ class SubscribeSide:
     # ------------------------------------------------------------ subscriptions
 
     def subscribe(self, publisher: Peer, track: PublishedTrack) -> None:
-        if self.closed or track.id in self.subscriptions:
-            return
+        if self.closed or track.id in self.subscriptions or self.refusals.refuses(track):
+            return  # (a codec it refused: it gets the room's other tracks)
         forwarder = Forwarder(track.layers, self.egress, self.id)
         self.egress.wire(forwarder)
         self.subscriptions[track.id] = Subscription(publisher, track, forwarder)
@@ -177,8 +180,8 @@ class SubscribeSide:
             )
         mapping: dict[str, dict[str, str]] = {}
         for transceiver, sub in self._transceivers.items():
-            if sub is not None and transceiver.mid is not None:
-                mapping[transceiver.mid] = {
+            if sub is not None and transceiver.mid not in (None, *self.refusals.dead):
+                mapping[str(transceiver.mid)] = {
                     "participant": sub.publisher.id,
                     "track": sub.track.id,
                     "kind": sub.track.kind,
@@ -186,25 +189,16 @@ class SubscribeSide:
         # transport-wide congestion control: offered to every subscriber (aiortc does not
         # know it; the SFU stamps and reads it itself)
         # and Opus RED (RFC 2198) beside Opus: aiortc knows neither (sfu/red_sdp.py)
-        return subscribe_offer(pc.localDescription.sdp, self._twcc_id or None), mapping
+        sent = subscribe_offer(pc.localDescription.sdp, self._twcc_id or None)
+        return self.refusals.offer(sent), mapping
 
     def _assign_transceiver(self, pc: RTCPeerConnection, sub: Subscription) -> None:
         kind = sub.track.kind
-        transceiver = next(
-            (
-                t
-                for t, s in self._transceivers.items()
-                if s is None and t.kind == kind and t.mid is not None and self.reuse_mlines
-            ),
-            None,
-        )
+        free = (t for t, s in self._transceivers.items() if s is None and self.reuse_mlines)
+        transceiver = next((t for t in free if reusable(t, kind, self._previous, sub.track)), None)
         if transceiver is None:
             transceiver = pc.addTransceiver(kind, direction="sendonly")
-            capabilities = RTCRtpSender.getCapabilities(kind)
-            wanted = f"{kind}/{sub.track.source.params.codec}".lower()
-            transceiver.setCodecPreferences(
-                [c for c in capabilities.codecs if c.mimeType.lower() in (wanted, f"{kind}/rtx")]
-            )
+            transceiver.setCodecPreferences(codec_preferences(kind, sub.track.source.params))
             adapter.hook_sender(transceiver.sender, self._sender_negotiated(transceiver))
         else:
             transceiver.direction = "sendonly"
@@ -261,7 +255,11 @@ class SubscribeSide:
                 self._twcc_id = twcc_id
                 self.congestion.use_transport_cc()
                 self.rtcp.transport_cc = True
+            local = self.pc.localDescription.sdp  # m-lines refused for their codec: dead
+            answer_sdp, refused = self.refusals.answer(answer_sdp, local)
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+            for track in refused_tracks(self.subscriptions.values(), refused):
+                self.unsubscribe(track)  # (logged by CodecRefusals.answer)
         except Exception as exc:
             raise NegotiationError("bad_sdp", f"cannot apply answer: {exc}") from exc
         finally:

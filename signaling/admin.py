@@ -93,7 +93,7 @@ def _participant(request: web.Request) -> Participant:
     pid = request.match_info["pid"]
     found = room.participants.get(pid)
     if found is None:
-        by_identity = [p for p in room.participants.values() if _identity(p) == pid]
+        by_identity = [p for p in room.participants.values() if p.identity == pid]
         found = by_identity[0] if len(by_identity) == 1 else None
     if found is None or found.closed:
         raise _fail(web.HTTPNotFound, "not_found", f"no participant {pid!r} in {room.id!r}")
@@ -106,11 +106,6 @@ def _track(request: web.Request, participant: Participant) -> PublishedTrack:
         if key in (track.id, track.mid):
             return track
     raise _fail(web.HTTPNotFound, "not_found", f"{participant.id} publishes no track {key!r}")
-
-
-def _identity(p: Participant) -> str | None:
-    session = session_of(p)
-    return session.claims.identity if session is not None and session.claims else None
 
 
 # ------------------------------------------------------------------ views
@@ -146,7 +141,7 @@ def participant_json(p: Participant, now: float) -> dict[str, object]:
     estimate = p.bwe.estimate(now)
     return {
         "id": p.id,
-        "identity": _identity(p),
+        "identity": p.identity,
         "name": p.name,
         "hidden": is_hidden(p),
         "grants": session.grants.to_json() if session is not None else None,

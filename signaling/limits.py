@@ -17,6 +17,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from sfu.token_bucket import TokenBucket
+
 if TYPE_CHECKING:
     from .server import ServerConfig
 
@@ -53,38 +55,6 @@ ABUSE_WINDOW = 10.0
 RATE_CLOSE_CODE = 1008
 
 
-class TokenBucket:
-    """``rate`` tokens a second up to ``burst``; starts full. ``rate`` 0: always allows."""
-
-    __slots__ = ("rate", "burst", "tokens", "updated")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = max(burst, 1.0)
-        self.tokens = self.burst
-        self.updated = now
-
-    def _refill(self, now: float) -> None:
-        if now > self.updated:
-            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-            self.updated = now
-
-    def take(self, now: float, tokens: float = 1.0) -> bool:
-        """Spend ``tokens`` if there are that many; False (nothing spent) otherwise."""
-        if self.rate <= 0:
-            return True
-        self._refill(now)
-        if self.tokens >= tokens:
-            self.tokens -= tokens
-            return True
-        return False
-
-    def full(self, now: float) -> bool:
-        """Refilled to the brim: the same as a new bucket."""
-        self._refill(now)
-        return self.tokens >= self.burst
-
-
 class AddressBuckets:
     """One token bucket per client address, at most ``max_addresses`` remembered.
 
@@ -108,7 +78,7 @@ class AddressBuckets:
         if bucket is None:
             if len(self._buckets) >= self.max_addresses:
                 self._forget(now)
-            bucket = self._buckets[address] = TokenBucket(self.rate, self.burst, now)
+            bucket = self._buckets[address] = TokenBucket(self.rate, max(self.burst, 1), now)
         else:
             self._buckets.move_to_end(address)
         return bucket.take(now)
@@ -129,13 +99,18 @@ class MessageGate:
     """
 
     def __init__(self, limits: Limits, now: float) -> None:
-        self.messages = TokenBucket(limits.message_rate, limits.message_burst, now)
+        #: None: no limit (``message_rate`` 0)
+        self.messages = (
+            TokenBucket(limits.message_rate, max(limits.message_burst, 1), now)
+            if limits.message_rate > 0
+            else None
+        )
         allowed = max(limits.max_refused_messages, 1)
         self.strikes = TokenBucket(allowed / ABUSE_WINDOW, allowed, now)
         self.refused = 0
 
     def admit(self, now: float) -> str:
-        if self.messages.take(now):
+        if self.messages is None or self.messages.take(now):
             return "ok"
         self.refused += 1
         return "refuse" if self.strikes.take(now) else "close"

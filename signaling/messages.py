@@ -65,6 +65,7 @@ ErrorCode: TypeAlias = Literal[
     "token_expired",
     "token_wrong_room",
     "not_allowed",
+    "server_draining",
 ]
 
 ERROR_CODES: Final[frozenset[str]] = frozenset(get_args(ErrorCode))
@@ -150,6 +151,10 @@ class Join(_Message):
     #: False: new subscribe m-lines for every track, never an inactive one reused
     #: (clients that cannot change an m-line's direction, such as GStreamer's webrtcbin)
     reuse_mlines: bool | None = None
+    #: the codecs the client can decode (RTP encoding names, e.g. ``["opus", "vp8"]``):
+    #: it is not subscribed to tracks of others (libwebrtc builds without H.264). Absent:
+    #: every codec Parley forwards
+    codecs: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,12 +363,14 @@ class ServerShutdown(_Message):
     """The server is stopping: every session ends now and the websocket closes (1001).
 
     ``retry_after_ms`` is the server's hint for when to rejoin (a restart takes about that
-    long); clients rejoin with their own backoff from then on.
+    long); clients rejoin with their own backoff from then on. ``reconnect`` false means
+    the server asks clients not to rejoin at all.
     """
 
     type: ClassVar[str] = "server_shutdown"
     reason: str
     retry_after_ms: int
+    reconnect: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -537,6 +544,17 @@ _SIZE = _integer(0, 16384)
 _TID = _integer(0, 3)
 _KIND = cast("_Check[TrackKind]", _one_of(TRACK_KINDS))
 _CODE = cast("_Check[ErrorCode]", _one_of(ERROR_CODES))
+_CODEC = _string(nonempty=True, max_len=32, pattern=re.compile(r"[A-Za-z0-9_.-]{1,32}"))
+
+
+def _codecs(value: object) -> tuple[str, ...]:
+    codecs = _array_of(_CODEC)(value)
+    if len(codecs) > 32:
+        raise _Invalid("must list at most 32 codecs")
+    return tuple(codec.lower() for codec in codecs)
+
+
+_CODECS: _Check[tuple[str, ...]] = _codecs
 
 
 def name_problem(value: str) -> str | None:
@@ -612,6 +630,7 @@ _CLIENT_PARSERS: Final[Mapping[str, Callable[[_Reader], ClientMessage]]] = Mappi
             r.opt("token", _TOKEN),
             r.request_id,
             r.opt("reuse_mlines", _boolean),
+            r.opt("codecs", _CODECS),
         ),
         PublishOffer.type: lambda r: PublishOffer(r.req("sdp", _SDP), r.request_id),
         SubscribeAnswer.type: lambda r: SubscribeAnswer(r.req("sdp", _SDP), r.request_id),
@@ -697,7 +716,9 @@ _SERVER_PARSERS: Final[Mapping[str, Callable[[_Reader], ServerMessage]]] = Mappi
             r.req("reason", _TEXT), r.request_id, r.opt("reconnect", _boolean)
         ),
         ServerShutdown.type: lambda r: ServerShutdown(
-            r.req("reason", _TEXT), r.req("retry_after_ms", _integer(0, 3_600_000))
+            r.req("reason", _TEXT),
+            r.req("retry_after_ms", _integer(0, 3_600_000)),
+            r.opt("reconnect", _boolean) is not False,  # absent (older servers): true
         ),
         Redirect.type: lambda r: Redirect(
             r.req("url", _WS_URL), r.req("room", _ROOM), r.request_id

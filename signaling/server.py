@@ -36,6 +36,7 @@ from .auth import (
     may_see_load,
     verify_token,
 )
+from .drain import DRAINING_CLOSE_CODE, DRAINING_KEY, DrainConfig, is_draining
 from .limits import (
     RATE_CLOSE_CODE,
     AddressBuckets,
@@ -45,6 +46,7 @@ from .limits import (
     tracks_refusal,
 )
 from .metrics import count_error, setup_metrics
+from .oplog import OperatorLog, PauseLog
 from .origins import OriginPolicy, origin_refusal
 from .webhooks import WebhookConfig, Webhooks
 
@@ -81,6 +83,8 @@ class ServerConfig:
     shutdown_reason: str = "server is shutting down"
     #: ``server_shutdown``'s hint of when to rejoin: about what a restart takes.
     shutdown_retry_after_ms: int = 2000
+    #: ``server_shutdown``'s ``reconnect``: whether clients should rejoin (here or elsewhere).
+    shutdown_reconnect: bool = True
     #: Seconds a client gets to take its ``server_shutdown`` and close frame before its
     #: connection is cut (a client that stopped reading must not hold the shutdown up).
     shutdown_grace: float = 0.3
@@ -94,6 +98,22 @@ class ServerConfig:
     route: Route | None = None
     #: more fields for ``/healthz``'s operator view (a cluster node's ``load``)
     health: Callable[[], Mapping[str, object]] | None = None
+    #: Waiting for rooms to empty before a stop (``signaling/drain.py``).
+    drain: DrainConfig = field(default_factory=DrainConfig)
+    #: Set on a worker behind ``parley serve --workers`` (cluster/front.py): a request
+    #: carrying this key in ``X-Parley-Front-Key`` comes from the front, and its
+    #: ``X-Forwarded-For`` is the client's address (join rate limits are per client).
+    front_key: str | None = None
+
+
+def client_address(request: web.Request, config: ServerConfig) -> str:
+    """The client's address: the peer's, or the one the front forwarded with its key."""
+    key = config.front_key
+    if key and request.headers.get("X-Parley-Front-Key") == key:
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+        if forwarded:
+            return forwarded
+    return request.remote or ""
 
 
 #: ``left``'s reason for a session replaced by a new join with the same token identity
@@ -177,6 +197,7 @@ class Session:
         self.grants = Grants()
         #: set when the operator ends the session (admin API): `left` says not to rejoin
         self.final = False
+        self.pause_log = PauseLog()  # operator lines when a subscribed video pauses/resumes
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         """Run ``coro`` in the background, keeping a reference and retrieving its outcome."""
@@ -241,6 +262,8 @@ class Session:
     def layer_changed(self, subscription: Subscription) -> None:
         forwarder = subscription.forwarder
         current = forwarder.current
+        publisher = subscription.publisher.id
+        self.pause_log.update(self.participant, subscription.track.id, publisher, current is None)
         self.send(
             m.Layer(
                 track=subscription.track.id,
@@ -287,7 +310,9 @@ class Session:
         with contextlib.suppress(Exception):
             await self.ws.close(code=code, message=message)
 
-    async def shutdown(self, reason: str, retry_after_ms: int, grace: float) -> None:
+    async def shutdown(
+        self, reason: str, retry_after_ms: int, grace: float, reconnect: bool = True
+    ) -> None:
         """The server stops: send ``server_shutdown``, close the websocket (1001), leave.
 
         Whatever was still queued for the client is dropped (it is moot now); a client
@@ -298,7 +323,9 @@ class Session:
             self.state = "closed"  # nothing but the goodbye goes out from now on
             while not self._out.empty():
                 self._out.get_nowait()
-            self._out.put_nowait(m.ServerShutdown(reason=reason, retry_after_ms=retry_after_ms))
+            self._out.put_nowait(
+                m.ServerShutdown(reason=reason, retry_after_ms=retry_after_ms, reconnect=reconnect)
+            )
             self._out.put_nowait(None)
             try:
                 async with asyncio.timeout(grace):
@@ -386,7 +413,11 @@ class Session:
         if self.state != "new":
             self.error("wrong_state", "already joined", "join", message.request_id)
             return
-        address = self.request.remote or ""
+        if is_draining(self.request.app):
+            self.error("server_draining", self.config.drain.refusal, "join", message.request_id)
+            self._spawn(self._flush_and_close(DRAINING_CLOSE_CODE, b"server draining"))
+            return
+        address = client_address(self.request, self.config)
         if not self.request.app[JOIN_RATE_KEY].take(address, asyncio.get_running_loop().time()):
             rate = self.config.limits.join_rate
             text = f"too many joins from {address}: at most {rate:g} a second"
@@ -433,7 +464,12 @@ class Session:
             if self.state != "new":
                 return
         participant = self.sfu.join(
-            message.room, name, self, reuse_mlines=message.reuse_mlines is not False
+            message.room,
+            name,
+            self,
+            reuse_mlines=message.reuse_mlines is not False,
+            identity=self.claims.identity if self.claims is not None else None,
+            decodes=frozenset(message.codecs) if message.codecs is not None else None,
         )
         self.participant = participant
         self.state = "joined"
@@ -619,14 +655,17 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness for anyone; the counts only for the operator (``auth.may_see_load``)."""
+    """Liveness for anyone (``draining`` with 503 while draining: a load balancer takes
+    this instance out); the counts only for the operator (``auth.may_see_load``)."""
+    draining = is_draining(request.app)
+    body: dict[str, object] = {"status": "draining" if draining else "ok"}
     auth = request.app[CONFIG_KEY].auth
-    if not may_see_load(auth, request.headers.get("Authorization"), now=time.time()):
-        return web.json_response({"status": "ok"})
-    sfu = request.app[SFU_KEY]
-    health = request.app[CONFIG_KEY].health
-    extra = health() if health is not None else {}
-    return web.json_response({"status": "ok", **sfu.stats(), **extra})
+    if may_see_load(auth, request.headers.get("Authorization"), now=time.time()):
+        body.update(request.app[SFU_KEY].stats())
+        health = request.app[CONFIG_KEY].health
+        if health is not None:
+            body.update(health())
+    return web.json_response(body, status=503 if draining else 200)
 
 
 def web_root() -> Path:
@@ -676,7 +715,10 @@ async def shutdown_sessions(app: web.Application) -> None:
     closing = [
         asyncio.ensure_future(
             s.shutdown(
-                config.shutdown_reason, config.shutdown_retry_after_ms, config.shutdown_grace
+                config.shutdown_reason,
+                config.shutdown_retry_after_ms,
+                config.shutdown_grace,
+                config.shutdown_reconnect,
             )
         )
         for s in sessions
@@ -713,6 +755,7 @@ def setup_parley(
     app[CONFIG_KEY] = config
     app[SESSIONS_KEY] = set()
     app[STOPPING_KEY] = asyncio.Event()
+    app[DRAINING_KEY] = asyncio.Event()
     limits = config.limits
     app[JOIN_RATE_KEY] = AddressBuckets(
         limits.join_rate, limits.join_burst, limits.max_tracked_addresses
@@ -720,6 +763,7 @@ def setup_parley(
 
     async def sfu_context(app: web.Application) -> AsyncIterator[None]:
         sfu = Sfu(config.sfu)
+        sfu.add_observer(OperatorLog())  # one log line per join, leave, publish, unpublish
         app[SFU_KEY] = sfu
         webhooks = Webhooks(config.webhooks) if config.webhooks.urls else None
         if webhooks is not None:

@@ -272,7 +272,11 @@ class Webhooks(SfuObserver):
             "room": {"name": room.id, "num_participants": len(room.participants)},
         }
         if participant is not None:
-            event["participant"] = {"id": participant.id, "name": participant.name}
+            event["participant"] = {
+                "id": participant.id,
+                "identity": participant.identity,  # the join token's (None without tokens)
+                "name": participant.name,
+            }
             if reason is not None:
                 event["participant"]["reason"] = reason
         if track is not None:

@@ -158,9 +158,10 @@ export const DEFAULT_SIMULCAST_ENCODINGS = Object.freeze([
  * @property {CustomEvent<{url: string}>} redirected  the server answered `join` with
  *     `redirect` (another node of a cluster serves the room): the join goes on at `url`;
  *     a later rejoin starts again at `options.url`
- * @property {CustomEvent<{reason: string, retryAfterMs: number}>} servershutdown  the server
- *     said it is stopping (`server_shutdown`); the session ends at once and, unless
- *     reconnecting is off, the first rejoin waits about `retryAfterMs`
+ * @property {CustomEvent<{reason: string, retryAfterMs: number, reconnect: boolean}>} servershutdown
+ *     the server said it is stopping (`server_shutdown`); the session ends at once and, unless
+ *     reconnecting is off or the server said `reconnect: false` (then the client closes),
+ *     the first rejoin waits about `retryAfterMs`
  * @property {CustomEvent<{id: string, attempts: number}>} reconnected  joined again (and
  *     republished); `id` is our new participant id
  * @property {CustomEvent<{participant: string | null}>} activespeaker  the server's
@@ -1001,8 +1002,9 @@ export class ParleyClient extends EventTarget {
     const hint = Number(message.retry_after_ms);
     // a hint is a hint: never more than a minute, whatever the server says
     const retryAfterMs = Number.isFinite(hint) ? Math.min(60_000, Math.max(0, Math.round(hint))) : 0;
-    this._emit("servershutdown", { reason, retryAfterMs });
-    if (this._leaving) {
+    const reconnect = message.reconnect !== false; // absent (older servers): true
+    this._emit("servershutdown", { reason, retryAfterMs, reconnect });
+    if (this._leaving || !reconnect) {
       this.close(this._leftReason);
       return;
     }

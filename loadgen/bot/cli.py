@@ -9,9 +9,11 @@ import json
 import logging
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from loadgen.bot.codecs import VIDEO_CODECS
 from loadgen.bot.config import BotConfig
 from loadgen.bot.participant import Bot, write_summary
 from loadgen.bot.verdict import (
@@ -91,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--simulcast",
         action="store_true",
         help="publish video as three VP8 encodings q/h/f (320x180, 640x360, 1280x720)",
+    )
+    parser.add_argument(
+        "--codec",
+        choices=sorted(VIDEO_CODECS),
+        default="vp8",
+        help="codec of the published video: vp8 (default) or h264 (libx264, "
+        "packetization-mode 1); not with --simulcast, which is VP8",
     )
     parser.add_argument(
         "--max-height",
@@ -238,9 +247,14 @@ def run_behind_link(args: argparse.Namespace, argv: list[str]) -> int:
     return code
 
 
-def main(argv: list[str] | None = None) -> int:
+#: Parses a command's arguments (``parley/cli.py`` passes its config-file layer).
+ParseArgs = Callable[[argparse.ArgumentParser, list[str]], argparse.Namespace]
+
+
+def main(argv: list[str] | None = None, parse: ParseArgs | None = None) -> int:
     """``parley bot``: exit code 0 when the summary is ``ok``, 1 otherwise."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = (parse or argparse.ArgumentParser.parse_args)(build_parser(), argv)
     if args.duration < 0:
         build_parser().error("--duration must not be negative")
     if args.max_height is not None and args.max_height <= 0:
@@ -270,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.simulcast and args.codec != "vp8":
+        build_parser().error("--simulcast publishes VP8: it takes no --codec h264")
     config = BotConfig(
         url=args.url,
         room=args.room,
@@ -281,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         token=args.token,
         join_timeout=args.join_timeout,
         simulcast=args.simulcast,
+        codec=args.codec,
         max_height=args.max_height,
         fps=args.fps,
         volume=args.volume,

@@ -36,6 +36,8 @@ class BotConfig:
     leave_timeout: float = 1.0
     #: Publish video as three VP8 simulcast encodings (q/h/f), like Chromium.
     simulcast: bool = False
+    #: The published video's codec: "vp8" or "h264" (``loadgen/bot/codecs.py``).
+    codec: str = "vp8"
     #: Ask the server for at most this height of every remote video track (``set_layer``).
     max_height: int | None = None
     #: Amplitude of the published tone, 0 (silence) to 1.

@@ -29,6 +29,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtpPacket
 from av import AudioFrame, VideoFrame
 
+from loadgen.bot.codecs import answer_codecs, video_codecs
 from loadgen.bot.config import BotConfig, JoinFailed
 from loadgen.bot.data import BotData
 from loadgen.bot.reconnect import Backoff, Reconnect
@@ -135,7 +136,8 @@ class Bot:
         self._reconnects: list[Reconnect] = []
         #: (code, message, when) of a connection lost and not recovered
         self._lost: tuple[str, str, float] | None = None
-        #: the operator ended the session (``left`` with ``reconnect: false``): no rejoin
+        #: no rejoin: the operator ended the session (``left`` with ``reconnect: false``),
+        #: or the server's ``server_shutdown`` said not to come back
         self._final = False
         self._failed_connections: list[str] = []
         #: which of ``url`` and ``fallback_urls`` the next join goes through
@@ -556,6 +558,8 @@ class Bot:
             transceiver = pc.addTransceiver(track, direction="sendonly")
             if track.kind == "audio":
                 set_opus_bitrate(transceiver.sender, self.config.audio_bitrate)
+            else:  # --codec: VP8 (aiortc's first) or H.264 (its libx264 encoder)
+                transceiver.setCodecPreferences(video_codecs(self.config.codec))
         self._open_data(pc)
         await pc.setLocalDescription(await pc.createOffer())  # gathers before returning
         await self._send(PublishOffer(pc.localDescription.sdp))
@@ -681,13 +685,19 @@ class Bot:
         """``server_shutdown``: the server is going away and closes the websocket next."""
         now = self._clock()
         self._event(
-            now, "server_shutdown", reason=message.reason, retry_after_ms=message.retry_after_ms
+            now,
+            "server_shutdown",
+            reason=message.reason,
+            retry_after_ms=message.retry_after_ms,
+            reconnect=message.reconnect,
         )
         if self._leaving or self._closed:
             return
         if self._drop is None:
             self._drop = ("server_shutdown", f"the server shut down ({message.reason})")
         self._retry_after_ms = message.retry_after_ms
+        if not message.reconnect:  # the server said not to come back
+            self._final = True
         self._session_over.set()
 
     async def _handle(self, message: ServerMessage) -> None:
@@ -875,6 +885,9 @@ class Bot:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
         answer = pc.localDescription.sdp
+        for mid, codec in answer_codecs(answer).items():  # what each m-line decodes
+            if mid in mapping and (stats := self._tracks.get(mapping[mid])) is not None:
+                stats.codec = codec
         if self._sub_twcc is not None:
             # aiortc drops transport-cc from its answer: keep it, and send the feedback
             answer = self._sub_twcc.answer(sdp, answer)

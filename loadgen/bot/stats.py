@@ -97,6 +97,8 @@ class TrackStats:
     unpublished_at: float | None = None
     #: The subscribe m-line that last carried this track.
     mid: str | None = None
+    #: the codec its subscribe m-line negotiated ("vp8", "h264", "opus"), once known
+    codec: str | None = None
     frames_decoded: int = 0
     resolutions: list[tuple[int, int]] = field(default_factory=list)
     first_frame_at: float | None = None
@@ -263,6 +265,7 @@ class TrackStats:
             "track": self.track,
             "kind": self.kind,
             "mid": self.mid,
+            "codec": self.codec,
             "frames_decoded": self.frames_decoded,
             "resolutions": [list(r) for r in self.resolutions],
             "first_frame_ms": round_tenth(self.first_frame_ms),

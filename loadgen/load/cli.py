@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -202,9 +203,14 @@ def _check_links(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
             parser.error("impaired links and --find-capacity do not mix")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    parse: Callable[[argparse.ArgumentParser, list[str]], argparse.Namespace] | None = None,
+) -> int:
+    """``parse``: how to parse (``parley/cli.py`` passes its config-file layer)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = (parse or argparse.ArgumentParser.parse_args)(parser, argv)
     for name in ("rooms", "publishers", "processes"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")

@@ -12,7 +12,7 @@ from typing import Any
 from aioice import ice as aioice_ice
 from aioice import stun as aioice_stun
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
-from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.rtcconfiguration import RTCBundlePolicy, RTCIceTransportPolicy
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 
 from ..config import IceConfig
@@ -29,24 +29,33 @@ def rtc_configuration(ice: IceConfig) -> RTCConfiguration:
             for s in ice.servers
         ],
         bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+        iceTransportPolicy=(
+            RTCIceTransportPolicy.RELAY if ice.relay_only else RTCIceTransportPolicy.ALL
+        ),
     )
 
 
 def create_peer_connection(
-    ice: IceConfig, on_dtls_failure: DtlsFailure | None = None
+    ice: IceConfig, on_dtls_failure: DtlsFailure | None = None, *, relay: bool = True
 ) -> RTCPeerConnection:
     """A peer connection that gathers only on ``ice.addresses`` and uses only ``ice.servers``.
 
+    ``relay=False`` (the SFU's own connections): no TURN allocation. The TURN servers
+    of ``ice.servers`` are for clients (``joined.ice_servers``); the server's relayed
+    candidate would only ever reach a client through a second relay, and allocating one
+    per connection would hold every join up for a round trip to the TURN server and
+    load it. STUN servers are still asked (server-reflexive candidates).
     A failed DTLS handshake is logged with OpenSSL's reason and passed to
     ``on_dtls_failure`` (``dtls.watch_handshake``)."""
     pc = RTCPeerConnection(rtc_configuration(ice))
-    addresses = list(ice.addresses)
     create_dtls = pc._RTCPeerConnection__createDtlsTransport  # type: ignore[attr-defined]
 
     def create_dtls_transport() -> RTCDtlsTransport:
         dtls = create_dtls()
         connection = dtls.transport.iceGatherer._connection
-        _restrict_gathering(connection, addresses)
+        if not relay:
+            connection.turn_server = None
+        _restrict_gathering(connection, ice)
         _configure_consent(connection, ice.consent_interval, ice.consent_failures)
         watch_handshake(dtls, on_dtls_failure)
         configure_ssl(dtls)
@@ -57,15 +66,26 @@ def create_peer_connection(
     return pc
 
 
-def _restrict_gathering(connection: aioice_ice.Connection, addresses: list[str]) -> None:
+def _restrict_gathering(connection: aioice_ice.Connection, ice: IceConfig) -> None:
+    """Host candidates on ``ice.addresses`` only (none with the relay policy: then the
+    TURN server's relay candidates alone), announced as ``ice.announced`` says."""
+    relay_only = connection._transport_policy == aioice_ice.TransportPolicy.RELAY
+    addresses = [] if relay_only else list(ice.addresses)
+
     async def gather_candidates() -> None:
         if connection._local_candidates_start:
             return
         connection._local_candidates_start = True
         for component in sorted(connection._components):
-            connection._local_candidates += await connection.get_component_candidates(
+            candidates = await connection.get_component_candidates(
                 component=component, addresses=addresses
             )
+            for candidate in candidates:
+                public = ice.announced_address(candidate.host)
+                if candidate.type == "host" and public is not None:
+                    # the socket stays bound where it is; peers are told the NAT's address
+                    candidate.host = public
+            connection._local_candidates += candidates
         connection._local_candidates_end = True
 
     connection.gather_candidates = gather_candidates  # type: ignore[method-assign]

@@ -115,8 +115,12 @@ def set_sender_msid(sender: RTCRtpSender, stream_id: str, track_id: str) -> None
     sender._track_id = track_id
 
 
-def restrict_codecs(transceiver: RTCRtpTransceiver, allowed: set[str]) -> bool:
-    """Keep only codecs whose mime type is in ``allowed`` (and their RTX).
+def restrict_codecs(
+    transceiver: RTCRtpTransceiver, allowed: set[str], single: bool = False
+) -> bool:
+    """Keep only codecs whose mime type is in ``allowed`` (and their RTX); ``single``:
+    only the first of them (the offerer's preference), so that the answer names one
+    codec and payload type, the one the SFU forwards.
 
     Call after ``setRemoteDescription`` of an offer and before ``createAnswer``.
     Returns False when nothing acceptable is left.
@@ -124,7 +128,7 @@ def restrict_codecs(transceiver: RTCRtpTransceiver, allowed: set[str]) -> bool:
     kept_pts: set[int] = set()
     kept: list[RTCRtpCodecParameters] = []
     for codec in transceiver._codecs:
-        if codec.mimeType.lower() in allowed:
+        if codec.mimeType.lower() in allowed and not (single and kept):
             kept.append(codec)
             if codec.payloadType is not None:
                 kept_pts.add(codec.payloadType)

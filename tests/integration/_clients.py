@@ -25,8 +25,16 @@ from sfu.config import IceConfig
 class Client:
     """One websocket client; ``messages`` has every server message, in order."""
 
-    def __init__(self, http: aiohttp.ClientSession, url: str, *, answer: bool = False) -> None:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        url: str,
+        *,
+        answer: bool = False,
+        ice: IceConfig | None = None,
+    ) -> None:
         self.http = http
+        self.ice = ice if ice is not None else IceConfig()
         self.url = url
         self.answer = answer
         self.messages: list[dict[str, Any]] = []
@@ -92,7 +100,7 @@ class Client:
 
     async def publish(self) -> dict[str, Any]:
         """Publish a tone and a 320x240 test pattern over a real publish connection."""
-        pc = self.pub_pc = create_peer_connection(IceConfig())
+        pc = self.pub_pc = create_peer_connection(self.ice)
         pc.addTransceiver(ToneTrack(), direction="sendonly")
         pc.addTransceiver(PatternTrack(), direction="sendonly")
         await pc.setLocalDescription(await pc.createOffer())
@@ -103,7 +111,7 @@ class Client:
 
     async def _answer(self, offer: dict[str, Any]) -> None:
         if self.sub_pc is None:
-            self.sub_pc = create_peer_connection(IceConfig())
+            self.sub_pc = create_peer_connection(self.ice)
             # aiortc decodes what it receives into an unbounded queue per track: drain it
             self.sub_pc.on("track", self._drain)
         pc = self.sub_pc

@@ -69,10 +69,13 @@ async def test_unsupported_codec_is_refused_clearly(server: RunningServer) -> No
         ]
         transceiver.setCodecPreferences(h264)
         await pc.setLocalDescription(await pc.createOffer())
+        # H.264 is forwarded in packetization-mode 1 only (sfu/rtp/h264.py): mode 0 is not
+        offer = pc.localDescription.sdp.replace("packetization-mode=1", "packetization-mode=0")
+        assert "packetization-mode=0" in offer
         async with aiohttp.ClientSession() as http, http.ws_connect(f"{server.url}/ws") as ws:
-            await ws.send_json({"type": "join", "room": "codecs", "name": "h264-only"})
+            await ws.send_json({"type": "join", "room": "codecs", "name": "h264-mode-0"})
             assert (await ws.receive_json(timeout=5))["type"] == "joined"
-            await ws.send_json({"type": "publish_offer", "sdp": pc.localDescription.sdp})
+            await ws.send_json({"type": "publish_offer", "sdp": offer})
             reply = await ws.receive_json(timeout=5)
             assert reply["type"] == "error"
             assert reply["code"] in ("unsupported_media", "bad_sdp"), reply

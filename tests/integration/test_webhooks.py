@@ -5,6 +5,7 @@ first attempts gets retries; a dead receiver holds up neither joins nor media.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -189,3 +190,27 @@ async def test_serve_refuses_webhooks_without_a_key() -> None:
         _, err = await proc.communicate()
     assert proc.returncode != 0
     assert b"--api-key" in err and b"--api-secret" in err, err
+
+
+async def test_with_tokens_events_name_the_tokens_identity(
+    server_factory: ServerFactory, receivers: Callable[..., Any]
+) -> None:
+    from signaling.auth import AuthConfig, Grants, mint_token
+
+    good: Receiver = await receivers()
+    config = ServerConfig(
+        auth=AuthConfig(api_key=KEY, api_secret=SECRET),
+        webhooks=WebhookConfig(urls=(good.url,), api_key=KEY, api_secret=SECRET),
+    )
+    server = await server_factory(config)
+    token = mint_token(
+        KEY, SECRET, room="ids", identity="user-42", name="Ann", grants=Grants(),
+        ttl=600, now=time.time(),
+    )  # fmt: skip
+    bot = BotConfig(url=server.url, room="ids", name="ignored", duration=1.0, publish=False)
+    summary = await run_bot(dataclasses.replace(bot, token=token))
+    assert summary["joined"], summary
+    await _wait_for(lambda: ("room_finished",) in good.kinds(), 15.0)
+    joined = next(e for e in good.events if e["event"] == "participant_joined")
+    assert joined["participant"]["identity"] == "user-42"
+    assert joined["participant"]["name"] == "Ann"  # the token's name, not the join's

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """A GStreamer webrtcbin client of Parley: joins a room over Parley's websocket protocol
-(docs/protocol.md), publishes ``videotestsrc`` as VP8 and ``audiotestsrc`` as Opus on its
+(docs/protocol.md), publishes ``videotestsrc`` as VP8 (or H.264: ``--video-codec h264``)
+and ``audiotestsrc`` as Opus on its
 publish connection, answers the server's subscribe offers on its subscribe connection,
 decodes what it receives and prints a JSON summary (frames encoded and decoded).
 
@@ -40,6 +41,22 @@ gi.require_version("Nice", "0.1")
 from gi.repository import GLib, Gst, GstSdp, GstWebRTC, Nice  # noqa: E402
 
 VIDEO_CAPS = "application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000"
+H264_CAPS = "application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000"
+#: the published video's encoder and payloader (--video-codec): VP8 (libvpx) or H.264
+#: (openh264enc, constrained baseline, from gstreamer1.0-plugins-bad; rtph264pay sends
+#: packetization-mode 1, SPS and PPS in band before each IDR)
+VIDEO_ENCODERS = {
+    "vp8": "vp8enc name=venc deadline=1 cpu-used=8 target-bitrate=300000 keyframe-max-dist=30 "
+    f"! rtpvp8pay pt=96 ! {VIDEO_CAPS}",
+    "h264": "openh264enc name=venc bitrate=300000 gop-size=30 complexity=low "
+    "! video/x-h264,profile=constrained-baseline ! h264parse "
+    f"! rtph264pay pt=102 ! {H264_CAPS}",
+}
+#: what decodes each received video encoding
+VIDEO_DECODERS = {
+    "VP8": "rtpvp8depay ! vp8dec ! videoconvert",
+    "H264": "rtph264depay ! h264parse ! avdec_h264 ! videoconvert",
+}
 START = time.monotonic()
 AUDIO_CAPS = "application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000"
 
@@ -235,8 +252,7 @@ class Client:
             "webrtcbin name=pub bundle-policy=max-bundle "
             f"videotestsrc is-live=true pattern=ball ! video/x-raw,width={a.width},"
             f"height={a.height},framerate={a.fps}/1 ! videoconvert ! queue ! "
-            "vp8enc name=venc deadline=1 cpu-used=8 target-bitrate=300000 keyframe-max-dist=30 "
-            f"! rtpvp8pay pt=96 ! {VIDEO_CAPS} ! pub. "
+            f"{VIDEO_ENCODERS[a.video_codec]} ! pub. "
             "audiotestsrc is-live=true wave=sine freq=440 volume=0.3 ! audioconvert ! "
             "audioresample ! queue ! opusenc name=aenc ! rtpopuspay pt=111 ! "
             f"{AUDIO_CAPS} ! pub."
@@ -340,8 +356,8 @@ class Client:
         caps = pad.get_current_caps() or pad.query_caps(None)
         s = caps.get_structure(0)
         media, encoding = s.get_string("media"), (s.get_string("encoding-name") or "").upper()
-        if media == "video" and encoding == "VP8":
-            chain, key = "rtpvp8depay ! vp8dec ! videoconvert", "video_frames"
+        if media == "video" and encoding in VIDEO_DECODERS:
+            chain, key = VIDEO_DECODERS[encoding], "video_frames"
         elif media == "audio" and encoding == "OPUS":
             chain, key = "rtpopusdepay ! opusdec ! audioconvert", "audio_buffers"
         else:
@@ -350,6 +366,7 @@ class Client:
         transceiver = pad.get_property("transceiver")
         mid = transceiver.get_property("mid") if transceiver is not None else None
         self.event(f"receiving {media} {encoding} on mid {mid}")
+        self.summary.setdefault("received_encodings", {})[str(mid)] = encoding
         if chain:
             bin_ = Gst.parse_bin_from_description(
                 f"queue ! {chain} ! fakesink name=sink sync=false async=false", True
@@ -457,6 +474,12 @@ def main() -> int:
         help="join's reuse_mlines (default: not sent; the server then reuses m-lines)",
     )
     parser.add_argument("--no-publish", dest="publish", action="store_false")
+    parser.add_argument(
+        "--video-codec",
+        choices=sorted(VIDEO_ENCODERS),
+        default="vp8",
+        help="the published video's codec (h264: openh264enc, packetization-mode 1)",
+    )
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--fps", type=int, default=15)

@@ -17,7 +17,6 @@ from sfu.datachannel import (
     DataLimiter,
     DataLimits,
     EnvelopeError,
-    TokenBucket,
     decode_relayed,
     encode_envelope,
     parse_envelope,
@@ -28,25 +27,6 @@ from sfu.ports import NegotiationError
 from sfu.publish_side import check_offer
 
 # ------------------------------------------------------------ limiter
-
-
-def test_token_bucket_refills_at_its_rate_up_to_its_burst() -> None:
-    bucket = TokenBucket(rate=2.0, burst=3.0, now=0.0)
-    for _ in range(3):
-        assert bucket.has(1.0, 0.0)
-        bucket.take(1.0)
-    assert not bucket.has(1.0, 0.0)
-    assert not bucket.has(1.0, 0.4)  # 0.8 token
-    assert bucket.has(1.0, 0.5)
-    assert bucket.has(3.0, 100.0) and not bucket.has(3.5, 100.0)  # capped at the burst
-
-
-def test_token_bucket_ignores_a_clock_that_steps_back() -> None:
-    bucket = TokenBucket(rate=1.0, burst=1.0, now=10.0)
-    bucket.take(1.0)
-    assert not bucket.has(1.0, 5.0)
-    assert not bucket.has(1.0, 10.5)
-    assert bucket.has(1.0, 11.0)
 
 
 def test_limiter_refuses_oversize_before_spending_anything() -> None:

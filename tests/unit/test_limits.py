@@ -1,4 +1,4 @@
-"""Limits' pure parts with a fake clock: token buckets, the per-address map, the message
+"""Limits' pure parts with a fake clock: the per-address map, the message
 gate, the room/track checks, and the Origin allow-list."""
 
 from __future__ import annotations
@@ -12,41 +12,12 @@ from signaling.limits import (
     AddressBuckets,
     Limits,
     MessageGate,
-    TokenBucket,
     add_limit_arguments,
     join_refusal,
     offered_tracks,
     tracks_refusal,
 )
 from signaling.origins import OriginPolicy, normalize_origin, origin_refusal
-
-
-def test_bucket_allows_its_burst_then_its_rate() -> None:
-    bucket = TokenBucket(rate=2.0, burst=3, now=100.0)
-    assert [bucket.take(100.0) for _ in range(4)] == [True, True, True, False]
-    assert not bucket.take(100.4)  # 0.8 of a token
-    assert bucket.take(100.5)  # one token after half a second at 2/s
-    assert not bucket.take(100.5)
-    # a long pause refills to the burst, no further
-    assert [bucket.take(1000.0) for _ in range(4)] == [True, True, True, False]
-
-
-def test_a_refused_take_spends_nothing_and_rate_zero_is_no_limit() -> None:
-    bucket = TokenBucket(rate=1.0, burst=1, now=0.0)
-    assert bucket.take(0.0)
-    for _ in range(10):
-        assert not bucket.take(0.5)
-    assert bucket.take(1.0)
-    unlimited = TokenBucket(rate=0.0, burst=1, now=0.0)
-    assert all(unlimited.take(0.0) for _ in range(1000))
-
-
-def test_a_clock_going_backwards_adds_no_tokens() -> None:
-    bucket = TokenBucket(rate=10.0, burst=1, now=50.0)
-    assert bucket.take(50.0)
-    assert not bucket.take(10.0)
-    assert not bucket.take(50.05)
-    assert bucket.take(50.1)
 
 
 def test_addresses_have_their_own_buckets() -> None:

@@ -75,6 +75,10 @@ CLIENT_EXAMPLES: list[tuple[dict[str, Any], object]] = [
         {"type": "join", "room": "standup", "name": "Ada", "reuse_mlines": False},
         Join("standup", "Ada", reuse_mlines=False),
     ),
+    (
+        {"type": "join", "room": "standup", "name": "Ada", "codecs": ["opus", "vp8"]},
+        Join("standup", "Ada", codecs=("opus", "vp8")),
+    ),
     ({"type": "publish_offer", "sdp": SDP, "request_id": "p1"}, PublishOffer(SDP, "p1")),
     ({"type": "subscribe_answer", "sdp": SDP}, SubscribeAnswer(SDP)),
     (
@@ -254,6 +258,10 @@ INVALID_FIELDS: list[tuple[dict[str, Any], str]] = [
     ({**JOIN, "reuse_mlines": 0}, "reuse_mlines"),
     ({**JOIN, "reuse_mlines": "false"}, "reuse_mlines"),
     ({**JOIN, "reuse_mlines": None}, "reuse_mlines"),
+    ({**JOIN, "codecs": "vp8"}, "codecs"),
+    ({**JOIN, "codecs": ["vp8", 8]}, "codecs"),
+    ({**JOIN, "codecs": ["vp 8"]}, "codecs"),
+    ({**JOIN, "codecs": ["vp8"] * 33}, "codecs"),
     ({"type": "publish_offer", "sdp": 1}, "sdp"),
     ({"type": "publish_offer", "sdp": {"sdp": SDP}}, "sdp"),
     ({"type": "subscribe_answer", "sdp": None}, "sdp"),
@@ -385,6 +393,7 @@ def test_error_codes_match_the_spec():
         "token_expired",
         "token_wrong_room",
         "not_allowed",
+        "server_draining",
     }
 
 
@@ -506,7 +515,21 @@ SERVER_EXAMPLES: list[tuple[object, dict[str, Any]]] = [
     ),
     (
         ServerShutdown("server is shutting down", 2000),
-        {"type": "server_shutdown", "reason": "server is shutting down", "retry_after_ms": 2000},
+        {
+            "type": "server_shutdown",
+            "reason": "server is shutting down",
+            "retry_after_ms": 2000,
+            "reconnect": True,
+        },
+    ),
+    (
+        ServerShutdown("closing for good", 0, reconnect=False),
+        {
+            "type": "server_shutdown",
+            "reason": "closing for good",
+            "retry_after_ms": 0,
+            "reconnect": False,
+        },
     ),
     (
         Redirect("ws://10.0.0.7:8080/ws", "standup", "join-1"),
@@ -757,3 +780,13 @@ def test_doc_examples_are_valid_messages(example):
     else:
         msg = parse_server_message(example)
     assert msg.to_json() == wire
+
+
+def test_server_shutdown_without_reconnect_means_reconnect() -> None:
+    """Servers from before ``reconnect`` existed: their clients rejoined, so absent is true."""
+    raw = '{"type": "server_shutdown", "reason": "bye", "retry_after_ms": 10}'
+    message = parse_server_message(raw)
+    assert isinstance(message, ServerShutdown) and message.reconnect is True
+    raw = '{"type": "server_shutdown", "reason": "bye", "retry_after_ms": 10, "reconnect": false}'
+    message = parse_server_message(raw)
+    assert isinstance(message, ServerShutdown) and message.reconnect is False

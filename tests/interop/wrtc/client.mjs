@@ -3,7 +3,8 @@
 // pattern and a 440 Hz tone through wrtc's nonstandard sources, receives what the server
 // offers through RTCVideoSink/RTCAudioSink, and after --duration s prints a JSON summary.
 // Usage: node client.mjs --url http://127.0.0.1:8080 --room R [--name N] [--duration 12]
-//        [--fps 15] [--width 320] [--height 240] [--no-publish]
+//        [--fps 15] [--width 320] [--height 240] [--no-publish] [--codecs opus,vp8]
+// --codecs: sent as join's `codecs` (what this build decodes: it has no H.264)
 import wrtc from "@roamhq/wrtc";
 import WebSocket from "ws";
 
@@ -113,7 +114,9 @@ async function answer(message) {
 // ---- signaling ----
 let finish;
 const done = new Promise((resolve) => (finish = resolve));
-ws.on("open", () => send({ type: "join", room: args.room, name: args.name }));
+const join = { type: "join", room: args.room, name: args.name };
+if (args.codecs) join.codecs = args.codecs.split(",");
+ws.on("open", () => send(join));
 ws.on("error", (e) => { error(`websocket: ${e.message}`); finish(); });
 ws.on("close", () => finish());
 ws.on("message", async (raw) => {
