@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -32,9 +33,13 @@ class Client:
         *,
         answer: bool = False,
         ice: IceConfig | None = None,
+        ice_from_joined: Callable[[dict[str, Any]], IceConfig] | None = None,
     ) -> None:
         self.http = http
         self.ice = ice if ice is not None else IceConfig()
+        #: the ICE configuration taken from ``joined`` (its ``ice_servers``), as the page
+        #: does: set while ``joined`` is read, before any offer that follows it is answered
+        self.ice_from_joined = ice_from_joined
         self.url = url
         self.answer = answer
         self.messages: list[dict[str, Any]] = []
@@ -64,6 +69,8 @@ class Client:
                 msg = await self.ws.receive()
                 if msg.type == aiohttp.WSMsgType.TEXT:
                     message = json.loads(msg.data)
+                    if message["type"] == "joined" and self.ice_from_joined is not None:
+                        self.ice = self.ice_from_joined(message)
                     if message["type"] == "subscribe_offer" and self.answer:
                         await self._answer(message)
                     async with self._arrived:

@@ -47,12 +47,20 @@ def _ice_servers(joined: dict[str, Any]) -> tuple[IceServer, ...]:
 async def main(url: str, server: str, local: str) -> dict[str, object]:
     result: dict[str, object] = {"direct_path": _direct_path(server)}
     async with aiohttp.ClientSession() as http:
-        client = await Client(http, url, answer=True).connect()
+        # the ICE servers come with ``joined``; a subscribe offer may follow it at once,
+        # so the client takes them while it reads ``joined`` (setting them after
+        # ``join()`` returns could be too late for that offer)
+        client = Client(
+            http,
+            url,
+            answer=True,
+            ice_from_joined=lambda joined: IceConfig(
+                servers=_ice_servers(joined), addresses=(local,), relay_only=True
+            ),
+        )
+        await client.connect()
         try:
             joined = await client.join("nat", "behind")
-            client.ice = IceConfig(
-                servers=_ice_servers(joined), addresses=(local,), relay_only=True
-            )
             result["ice_servers"] = joined["ice_servers"]
             loop = asyncio.get_running_loop()
             started = loop.time()
