@@ -486,7 +486,8 @@ class Bot:
     def _transport_cc_summary(self) -> dict[str, Any]:
         """Transport-cc of the subscribe connections (summed over reconnects): whether
         it was negotiated (the last connection's, else any ended one's), packets
-        recorded, feedback packets sent and not sent (transport down)."""
+        recorded, feedback packets sent and not sent (transport down), packets stamped
+        with the kernel's receive time and (unknown to it) with the loop's."""
         parts = list(self._twcc_ended)
         if self._sub_twcc is not None:
             parts.append(self._sub_twcc.summary())
@@ -494,7 +495,8 @@ class Bot:
             "enabled": self.config.transport_cc,
             "negotiated": bool(parts) and parts[-1]["negotiated"],
         }
-        for key in ("packets_recorded", "feedback_sent", "feedback_failed", "tap_errors"):
+        keys = ("packets_recorded", "feedback_sent", "feedback_failed", "tap_errors")
+        for key in (*keys, "kernel_stamped", "loop_stamped"):
             out[key] = sum(p[key] for p in parts)
         return out
 

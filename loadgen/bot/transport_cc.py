@@ -5,7 +5,8 @@ answer drops it, so a plain aiortc subscriber leaves the SFU with its REMB estim
 (``sfu/bwe.py``). The bot keeps the lines in its answer (``sfu.sdp.keep_transport_cc``),
 which gets it the send-side estimator (``sfu/gcc/``), and then owes the feedback: it
 sees every decrypted RTP packet before aiortc does (``sfu.aiortc_adapter.ReceiveTap``;
-aiortc still gets and decodes each one), records the arrival of those carrying the
+aiortc still gets and decodes each one), records the arrival (the kernel's receive time,
+``sfu/aiortc_adapter/arrival_stamps.py``) of those carrying the
 transport-wide sequence number (``loadgen/media/twcc.py``) and sends a feedback packet
 every :data:`~loadgen.media.twcc.FEEDBACK_INTERVAL` on the same transport.
 ``parley bot --no-transport-cc`` answers as aiortc does (REMB only).
@@ -50,7 +51,9 @@ class SubscribeTransportCc:
             if not transceivers:
                 return answer_sdp
             dtls = transceivers[0].receiver.transport  # BUNDLE: one for all
-            self._tap = ReceiveTap(dtls, self._on_rtp)
+            # arrival times as the kernel saw them, not when this busy process got to
+            # them (as libwebrtc stamps): sfu/aiortc_adapter/arrival_stamps.py
+            self._tap = ReceiveTap(dtls, self._on_rtp, kernel_arrivals=True)
             self._task = asyncio.ensure_future(self._send_feedback())
         return munged
 
@@ -85,5 +88,8 @@ class SubscribeTransportCc:
             "packets_recorded": self.recorder.packets_recorded,
             "feedback_sent": self.feedback_sent,
             "feedback_failed": self.feedback_failed,
+            # packets stamped with the kernel's receive time / with the loop's time
+            "kernel_stamped": tap.arrivals.stamped if tap and tap.arrivals else 0,
+            "loop_stamped": tap.arrivals.unstamped if tap and tap.arrivals else 0,
             "tap_errors": 0 if tap is None else tap.errors,
         }

@@ -33,7 +33,7 @@ Hooks, all installed per instance (nothing is patched globally):
 
 The package's modules: ``ice`` (peer connections, gathering, consent), ``rtp_params``
 (negotiated parameters, idle receivers and senders), ``media_port`` (ingress fast path
-and egress), ``receive_tap`` (raw RTP beside aiortc's own receive path), ``remote_sdp`` (what routing reads of a remote description), ``dtls`` (DTLS role, cipher suites, handshake failures). Nothing
+and egress), ``receive_tap`` (raw RTP beside aiortc's own receive path), ``arrival_stamps`` (the kernel's receive time of each RTP packet, SIOCGSTAMP), ``remote_sdp`` (what routing reads of a remote description), ``dtls`` (DTLS role, cipher suites, handshake failures). Nothing
 outside this package touches aiortc's, aioice's or pylibsrtp's private API.
 """
 

@@ -10,6 +10,8 @@ import logging
 import pylibsrtp
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 
+from .arrival_stamps import KernelArrivals
+from .ice import ice_connection
 from .media_port import RtpHandler
 
 logger = logging.getLogger("sfu.aiortc_adapter")
@@ -18,15 +20,20 @@ logger = logging.getLogger("sfu.aiortc_adapter")
 class ReceiveTap:
     """Calls ``on_rtp(data, now)`` with every decrypted RTP packet ``dtls`` hands aiortc,
     just before aiortc gets it (``now``: the event loop's clock when aiortc's DTLS task
-    takes the packet from aioice's queue). aiortc still gets every packet, unchanged;
+    takes the packet from aioice's queue; with ``kernel_arrivals``, when the kernel
+    received it, on that clock: ``arrival_stamps.py``). aiortc still gets every packet, unchanged;
     a handler that raises is counted (``errors``) and logged once, never passed on.
 
     ``send_rtcp`` protects one RTCP packet with the transport's SRTP session and sends
     it on the nominated pair. ``close()`` gives aiortc its own handler back.
     """
 
-    def __init__(self, dtls: RTCDtlsTransport, on_rtp: RtpHandler) -> None:
+    def __init__(
+        self, dtls: RTCDtlsTransport, on_rtp: RtpHandler, *, kernel_arrivals: bool = False
+    ) -> None:
         self._dtls = dtls
+        self.arrivals = KernelArrivals(ice_connection(dtls)) if kernel_arrivals else None
+        arrivals = self.arrivals
         self._closed = False
         self.packets = 0
         self.errors = 0
@@ -39,7 +46,8 @@ class ReceiveTap:
             if not self._closed:
                 self.packets += 1
                 try:
-                    on_rtp(data, loop.time())
+                    now = loop.time()
+                    on_rtp(data, now if arrivals is None else arrivals.arrival(data, now))
                 except Exception:  # the tap must never cost aiortc a packet
                     self.errors += 1
                     if self.errors == 1:
@@ -64,3 +72,5 @@ class ReceiveTap:
         if not self._closed:
             self._closed = True
             self._dtls._handle_rtp_data = self._original  # type: ignore[method-assign]
+            if self.arrivals is not None:
+                self.arrivals.close()

@@ -76,6 +76,10 @@ async def test_bot_subscriber_gets_the_send_side_estimator_unless_told_not_to(
         if negotiated:
             assert twcc["feedback_sent"] > 40 and twcc["packets_recorded"] > 300, twcc
             assert twcc["tap_errors"] == 0, twcc
+            # arrival times are the kernel's (sfu/aiortc_adapter/arrival_stamps.py): all
+            # but the very first packets (the first read turns the stamping on)
+            tapped = twcc["kernel_stamped"] + twcc["loop_stamped"]
+            assert tapped > 300 and twcc["loop_stamped"] <= 0.02 * tapped, twcc
         else:
             assert twcc["feedback_sent"] == twcc["packets_recorded"] == 0, twcc
         # aiortc still decodes everything (the tap only looks)
