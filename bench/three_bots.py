@@ -18,9 +18,10 @@ acknowledged (delivered) rate. Tests and the server run in a loopback-only netwo
 namespace: the script re-executes itself under ``scripts/in_netns.py``.
 
     .venv/bin/python bench/three_bots.py [--runs 10] [--duration 60] [--only plain,stalled]
-                                         [--cpus 0] [--remb]
+                                         [--cpus 0] [--burn 0.6] [--remb]
 
-``--cpus 0`` pins the server and the bots to one core: a busy machine on demand. The bots
+``--cpus 0`` pins the server and the bots to one core: a busy machine on demand;
+``--burn 0.6`` adds a process on that core busy 300 ms of every 500 ms. The bots
 send transport-cc feedback (the server's send-side estimator, ``sfu/gcc/``); ``--remb``
 makes them answer as plain aiortc (``--no-transport-cc``: the REMB estimator).
 
@@ -36,6 +37,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -292,6 +294,7 @@ async def main_async(args: argparse.Namespace) -> int:
         "runs": args.runs,
         "duration_s": args.duration,
         "cpus": args.cpus,
+        "burn": args.burn,
         "estimator": "remb" if args.remb else "transport-cc",
         "cores": os.cpu_count(),
         "loadavg_end": list(os.getloadavg()),
@@ -331,11 +334,37 @@ def main() -> int:
         action="store_true",
         help="keep the estimator's samples (every 0.25 s) in the JSON",
     )
+    parser.add_argument(
+        "--burn",
+        type=float,
+        default=0.0,
+        help="also run a process on the same CPUs that burns this share of each 0.5 s "
+        "(e.g. 0.6: busy 300 ms, idle 200 ms): a machine busy with other work",
+    )
     args = parser.parse_args()
     reexec_in_netns()
     if args.cpus is not None:
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})  # bots inherit it
-    return asyncio.run(main_async(args))
+    burner = _start_burner(args.burn) if args.burn > 0 else None
+    try:
+        return asyncio.run(main_async(args))
+    finally:
+        if burner is not None:
+            burner.kill()
+            burner.wait()
+
+
+def _start_burner(share: float) -> subprocess.Popen[bytes]:
+    """A process that keeps a CPU busy ``share`` of every 0.5 s (inherits the affinity)."""
+    busy, idle = 0.5 * share, 0.5 * (1 - share)
+    code = (
+        "import time\n"
+        "while True:\n"
+        "    t = time.monotonic()\n"
+        f"    while time.monotonic() - t < {busy}: pass\n"
+        f"    time.sleep({idle})\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", code])
 
 
 if __name__ == "__main__":
