@@ -30,6 +30,7 @@ from .admin_proxy import add_admin_proxy_routes
 from .local_placement import LocalPlacement
 from .metrics_merge import merge_metrics
 from .relay import Relay
+from .spread import PipeLinker, SpreadPlacement
 from .workers import Supervisor, cpu_seconds
 
 logger = logging.getLogger(__name__)
@@ -38,19 +39,38 @@ logger = logging.getLogger(__name__)
 class Front:
     """The state of the front: workers, placement, the relays it runs."""
 
-    def __init__(self, config: ServerConfig, workers: int, worker_argv: list[str]) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        workers: int,
+        worker_argv: list[str],
+        spread_after: int | None = None,
+    ) -> None:
         self.config = config
         self.key = secrets.token_urlsafe(24)
         self.relays: set[Relay] = set()
         #: sessions relayed now, by worker and by (room, worker)
         self.sessions: dict[str, int] = {}
         self.room_sessions: dict[tuple[str, str], int] = {}
-        self.placement = LocalPlacement(load=lambda node_id: self.sessions.get(node_id, 0))
+        self.http: aiohttp.ClientSession | None = None
+        self.placement: LocalPlacement | SpreadPlacement
+        if spread_after is None:  # a room lives on one worker
+            self.placement = LocalPlacement(load=lambda node_id: self.sessions.get(node_id, 0))
+        else:  # a join goes where there is room: one room over several workers, piped
+            self.placement = SpreadPlacement(
+                PipeLinker(self._http, self.key),
+                spread_after,
+                load=lambda node_id: self.sessions.get(node_id, 0),
+                room_load=lambda room, node_id: self.room_sessions.get((room, node_id), 0),
+            )
         self.supervisor = Supervisor(
             workers, worker_argv, self.key, self.placement.worker_up, self._worker_down
         )
         self.stopping = asyncio.Event()
-        self.http: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        assert self.http is not None, "the front has not started"
+        return self.http
 
     def _worker_down(self, node_id: str) -> None:
         rooms = self.placement.worker_down(node_id)
@@ -217,9 +237,11 @@ async def _shutdown(app: web.Application) -> None:
     await front.supervisor.stop(timeout=0.5)
 
 
-def create_front_app(config: ServerConfig, workers: int, worker_argv: list[str]) -> web.Application:
+def create_front_app(
+    config: ServerConfig, workers: int, worker_argv: list[str], spread_after: int | None = None
+) -> web.Application:
     app = web.Application()
-    front = Front(config, workers, worker_argv)
+    front = Front(config, workers, worker_argv, spread_after)
     app[FRONT_KEY] = front
     app[CONFIG_KEY] = config  # what `parley serve` reads of any app (drain)
     app[DRAINING_KEY] = asyncio.Event()

@@ -198,9 +198,11 @@ def build_serve_parser() -> argparse.ArgumentParser:
     add_drain_arguments(parser)
 
     from cluster.redis_node import add_redis_arguments
+    from cluster.spread import add_spread_arguments
     from cluster.workers import add_worker_arguments
 
     add_worker_arguments(parser)
+    add_spread_arguments(parser)
     add_redis_arguments(parser)
     return parser
 
@@ -332,10 +334,17 @@ def serve_main(argv: list[str]) -> int:
     if workers is not None:  # the front: workers behind one address (cluster/front.py)
         from cluster.front import create_front_app
 
-        app = create_front_app(config, workers, worker_argv(argv))
+        app = create_front_app(config, workers, worker_argv(argv), args.spread_after)
     else:  # one process; behind a front when it passed its key (a worker)
+        if args.spread_after is not None and front_key is None:
+            print("parley serve: --spread needs --workers", file=sys.stderr)
+            return 2
         config = dataclasses.replace(config, front_key=front_key)
         app = create_app(config, freeze_gc=True)
+        if front_key is not None:  # a worker: its front may pipe rooms to the others
+            from cluster.worker_pipes import add_worker_pipe_routes
+
+            add_worker_pipe_routes(app, front_key)
         setup_redis_node(app, args)  # with --redis: this process is one node of a cluster
     try:
         asyncio.run(_serve(app, args.host, args.port, lambda s: print(s, flush=True)))

@@ -1,0 +1,162 @@
+"""A worker's pipes to the other workers of its host, opened on the front's word.
+
+When the front (``cluster/front.py``) spreads a room over several workers
+(``cluster/spread.py``), it asks each worker of the room, over HTTP on the worker's own
+port, to open a pipe (``sfu/pipe.py``) to each other one and to export the room down it:
+every publisher of the room on one worker then is a remote publisher on the others, and
+their subscribers get it like any other. The routes exist only on a worker (started by a
+front, which gave it its key) and answer only requests carrying that key:
+
+* ``POST /_parley/pipes/open`` ``{"peer": "w1"}`` → ``{"address": [host, port]}``: the
+  pipe to that worker (one per pair, reused by every room), listening on loopback;
+* ``POST /_parley/pipes/connect`` ``{"peer", "address"}``: where the peer's pipe listens;
+* ``POST /_parley/pipes/export`` / ``unexport`` ``{"peer", "room"}``: follow a room
+  down the pipe (every publisher there, now and later) or stop;
+* ``POST /_parley/pipes/close`` ``{"peer"}``: the peer died (its remote publishers leave
+  at once, not after the pipe's 5 s of silence);
+* ``GET /_parley/pipes``: each pipe's counters (``PipeTransport.stats``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from sfu.pipe import PipeError, PipeTransport
+from sfu.room import Sfu
+from signaling.server import SFU_KEY
+
+logger = logging.getLogger(__name__)
+
+FRONT_KEY_HEADER = "X-Parley-Front-Key"
+PREFIX = "/_parley/pipes"
+
+
+class WorkerPipes:
+    """The pipes of one worker, by the peer worker's node id."""
+
+    def __init__(self, sfu: Callable[[], Sfu], host: str = "127.0.0.1") -> None:
+        #: the SFU (it exists once the application has started)
+        self.sfu = sfu
+        self.host = host
+        self.pipes: dict[str, PipeTransport] = {}
+
+    async def open(self, peer: str) -> tuple[str, int]:
+        pipe = self.pipes.get(peer)
+        if pipe is None or pipe.closed:
+            pipe = await PipeTransport.open(self.sfu(), (self.host, 0))
+
+            def closed(reason: str, peer: str = peer, pipe: PipeTransport = pipe) -> None:
+                if self.pipes.get(peer) is pipe:
+                    del self.pipes[peer]
+
+            pipe.on_closed = closed
+            self.pipes[peer] = pipe
+        return pipe.local_address
+
+    def _pipe(self, peer: str) -> PipeTransport:
+        pipe = self.pipes.get(peer)
+        if pipe is None or pipe.closed:
+            raise web.HTTPConflict(text=f"no pipe to {peer!r}: open it first")
+        return pipe
+
+    def connect(self, peer: str, address: tuple[str, int]) -> None:
+        self._pipe(peer).connect(address)
+
+    async def export(self, peer: str, room: str) -> None:
+        try:
+            await self._pipe(peer).export_room(room)
+        except PipeError as exc:
+            raise web.HTTPConflict(text=str(exc)) from exc
+
+    def unexport(self, peer: str, room: str) -> None:
+        pipe = self.pipes.get(peer)
+        if pipe is not None and not pipe.closed:
+            pipe.unexport_room(room)
+
+    async def close_peer(self, peer: str, reason: str = "the peer worker stopped") -> None:
+        pipe = self.pipes.pop(peer, None)
+        if pipe is not None:
+            await pipe.close(reason)
+
+    def stats(self) -> dict[str, Any]:
+        return {peer: pipe.stats() for peer, pipe in self.pipes.items()}
+
+    async def close(self) -> None:
+        for peer in list(self.pipes):
+            await self.close_peer(peer, "pipe closed")
+
+
+WORKER_PIPES_KEY = web.AppKey("parley_worker_pipes", WorkerPipes)
+
+
+def _checked(request: web.Request, key: str) -> WorkerPipes:
+    if request.headers.get(FRONT_KEY_HEADER) != key:
+        raise web.HTTPForbidden(text="the front's key is required")
+    return request.app[WORKER_PIPES_KEY]
+
+
+async def _body(request: web.Request, *fields: str) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text="a JSON object is required") from exc
+    if not isinstance(body, dict) or any(not isinstance(body.get(f), str) for f in fields):
+        raise web.HTTPBadRequest(text=f"a JSON object with string fields {list(fields)}")
+    return body
+
+
+def add_worker_pipe_routes(app: web.Application, key: str) -> None:
+    """The pipe routes of a worker (``signaling.server.setup_parley`` done) whose front
+    holds ``key``; the pipes close when the application shuts down, before the SFU."""
+    app[WORKER_PIPES_KEY] = WorkerPipes(lambda: app[SFU_KEY])
+
+    async def open_(request: web.Request) -> web.Response:
+        body = await _body(request, "peer")
+        host, port = await _checked(request, key).open(body["peer"])
+        return web.json_response({"address": [host, port]})
+
+    async def connect(request: web.Request) -> web.Response:
+        body = await _body(request, "peer")
+        address = body.get("address")
+        if not (
+            isinstance(address, list)
+            and len(address) == 2
+            and isinstance(address[0], str)
+            and isinstance(address[1], int)
+        ):
+            raise web.HTTPBadRequest(text="address must be [host, port]")
+        _checked(request, key).connect(body["peer"], (address[0], address[1]))
+        return web.json_response({})
+
+    async def export(request: web.Request) -> web.Response:
+        body = await _body(request, "peer", "room")
+        await _checked(request, key).export(body["peer"], body["room"])
+        return web.json_response({})
+
+    async def unexport(request: web.Request) -> web.Response:
+        body = await _body(request, "peer", "room")
+        _checked(request, key).unexport(body["peer"], body["room"])
+        return web.json_response({})
+
+    async def close(request: web.Request) -> web.Response:
+        body = await _body(request, "peer")
+        await _checked(request, key).close_peer(body["peer"])
+        return web.json_response({})
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response(_checked(request, key).stats())
+
+    async def cleanup(app: web.Application) -> None:
+        await app[WORKER_PIPES_KEY].close()
+
+    app.on_shutdown.insert(0, cleanup)  # before the SFU closes: the peers hear "bye"
+    app.router.add_post(f"{PREFIX}/open", open_)
+    app.router.add_post(f"{PREFIX}/connect", connect)
+    app.router.add_post(f"{PREFIX}/export", export)
+    app.router.add_post(f"{PREFIX}/unexport", unexport)
+    app.router.add_post(f"{PREFIX}/close", close)
+    app.router.add_get(PREFIX, stats)
