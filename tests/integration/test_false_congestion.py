@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -58,17 +59,35 @@ async def _stall(proc: asyncio.subprocess.Process, start: float, stop: float) ->
     return stops
 
 
-async def _call(server: RunningServer, room: str, tmp: Path, stalled: str | None, transport_cc: bool = False) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
+#: a process that keeps a CPU busy 300 ms of every 500 ms (other work on the machine)
+BURNER = (
+    "import time\n"
+    "while True:\n"
+    "    t = time.monotonic()\n"
+    "    while time.monotonic() - t < 0.3: pass\n"
+    "    time.sleep(0.2)\n"
+)
+
+
+async def _call(server: RunningServer, room: str, tmp: Path, stalled: str | None, transport_cc: bool = False, busy: bool = False) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
+    """``busy``: the three bots share one CPU with a process that burns 60 % of it."""
     paths = {name: tmp / f"{name}.json" for name in NAMES}
     procs = {
         name: await _start_bot(server.url, room, name, paths[name], transport_cc) for name in NAMES
     }
+    if busy:
+        burner = await asyncio.create_subprocess_exec(sys.executable, "-c", BURNER)
+        procs["burner"] = burner
+        cpu = {min(os.sched_getaffinity(0))}
+        for proc in procs.values():
+            os.sched_setaffinity(proc.pid, cpu)
     stops = 0
     try:
         if stalled is not None:
             stops = await _stall(procs[stalled], 3.0, DURATION)
-        for proc in procs.values():
-            await asyncio.wait_for(proc.wait(), DURATION + 30)
+        for name, proc in procs.items():
+            if name != "burner":
+                await asyncio.wait_for(proc.wait(), DURATION + 30)
     finally:
         for proc in procs.values():
             if proc.returncode is None:
@@ -126,11 +145,22 @@ def _check_receiver(v: dict[str, Any]) -> None:
     assert v["max_freeze_ms"] is not None and v["max_freeze_ms"] <= 1000, v
 
 
-@pytest.mark.parametrize("transport_cc", [True, False], ids=["transport-cc", "remb"])
+@pytest.mark.parametrize(
+    ("transport_cc", "busy"),
+    [(True, False), (False, False), (True, True)],
+    ids=["transport-cc", "remb", "transport-cc-busy-core"],
+)
 async def test_three_bots_on_loopback_keep_all_their_video(
-    server: RunningServer, tmp_path: Path, transport_cc: bool
+    server: RunningServer, tmp_path: Path, transport_cc: bool, busy: bool
 ) -> None:
-    summaries, _ = await _call(server, "plain", tmp_path, stalled=None, transport_cc=transport_cc)
+    """Nobody paused, every receiver at 90 % of 15 fps or more, no freeze over 1 s. The
+    busy-core variant runs the three bots on one CPU beside a process that burns 60 % of
+    it: before the bot stamped arrivals with the kernel's receive time
+    (``sfu/aiortc_adapter/arrival_stamps.py``), bots that fell behind read as queues on
+    the path and were paused (2 of 4 runs of ``bench/three_bots.py --cpus 0 --burn 0.6``)."""
+    summaries, _ = await _call(
+        server, "plain", tmp_path, stalled=None, transport_cc=transport_cc, busy=busy
+    )
     assert all(s["transport_cc"]["negotiated"] is transport_cc for s in summaries)
     videos = _videos(summaries)
     assert len(videos) == 6, videos  # every bot receives both others' video
@@ -144,10 +174,12 @@ async def test_a_stalled_receiver_degrades_nobody_else(
 ) -> None:
     """``cy`` is stopped for 300 ms of every second: its reports and REMB arrive late and
     bunched. ``ann`` and ``bob`` keep everything; ``cy`` is never paused for long and
-    decodes both others at the end. Both estimators: with transport-cc feedback stamped
-    on resume (300 ms late every second, then a backlog worked off in a rush), the
-    send-side estimator reads the stall as the receiver's (``sfu/gcc/stall.py``), not
-    as a queue; before it did, it paused one of ``cy``'s videos for 18 s."""
+    decodes both others at the end. Both estimators. With transport-cc, ``cy``'s
+    feedback comes late but its arrival times are the kernel's (``arrival_stamps.py``);
+    before they were, they were taken on resume (300 ms late every second, a backlog
+    worked off in a rush), which ``sfu/gcc/stall.py`` has to recognise as the
+    receiver's stall (receivers that stamp that way still exist); before it did, one of
+    ``cy``'s videos was paused for 18 s."""
     summaries, stops = await _call(
         server, "stalled", tmp_path, stalled="cy", transport_cc=transport_cc
     )
