@@ -58,6 +58,7 @@ from sfu.aiortc_adapter import (
     NegotiatedRtp,
     create_peer_connection,
     describe_remote_media,
+    enlarge_receive_buffers,
     hook_sender,
     observe_received_rtp,
     set_opus_bitrate,
@@ -96,6 +97,8 @@ logger = logging.getLogger(__name__)
 WS_HEARTBEAT = 10.0
 #: ``redirect`` answers followed for one join (a cluster redirects once; more is a loop)
 MAX_REDIRECTS = 3
+#: bytes of kernel receive buffer for each socket of the subscribe connection
+RECEIVE_BUFFER = 2 << 20
 
 _FID_GROUP = re.compile(r"^a=ssrc-group:FID (\d+) (\d+)", re.MULTILINE)
 
@@ -181,6 +184,8 @@ class Bot:
         #: transport-cc of the current subscribe connection (config.transport_cc), and
         #: what the ended ones counted
         self._sub_twcc: SubscribeTransportCc | None = None
+        #: the subscribe connection's sockets' receive buffers (bytes, as the kernel says)
+        self.receive_buffers: list[int] = []
         self._twcc_ended: list[dict[str, Any]] = []
         #: the data channel (docs/protocol.md, "Data channel")
         self.data = BotData(
@@ -473,6 +478,7 @@ class Bot:
             "simulcast": simulcast,
             "reconnects": [r.to_json(self._started_at) for r in self._reconnects],
             "transport_cc": self._transport_cc_summary(),
+            "receive_buffers": self.receive_buffers,
             "data": self.data.summary(),
             "limits": {
                 "max_freeze_ms": self.config.max_freeze_ms,
@@ -886,6 +892,10 @@ class Bot:
 
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
+        # this process decodes on the thread that reads the sockets: a kernel buffer of
+        # 2 MB (a browser's network thread keeps reading) so that falling behind on a
+        # busy machine delays packets instead of dropping them
+        self.receive_buffers = enlarge_receive_buffers(pc, RECEIVE_BUFFER)
         answer = pc.localDescription.sdp
         for mid, codec in answer_codecs(answer).items():  # what each m-line decodes
             if mid in mapping and (stats := self._tracks.get(mapping[mid])) is not None:

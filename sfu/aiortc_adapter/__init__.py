@@ -72,6 +72,7 @@ from .ice import (
     CONSENT_RETRANSMISSIONS,
     CONSENT_STALL,
     create_peer_connection,
+    enlarge_receive_buffers,
     ice_connection,
     rtc_configuration,
 )
@@ -131,6 +132,7 @@ __all__ = [
     "ice_sockets",
     "hook_receiver",
     "hook_sender",
+    "enlarge_receive_buffers",
     "ice_connection",
     "make_egress",
     "negotiated_codecs",

@@ -82,6 +82,8 @@ async def test_bot_subscriber_gets_the_send_side_estimator_unless_told_not_to(
             assert tapped > 300 and twcc["loop_stamped"] <= 0.02 * tapped, twcc
         else:
             assert twcc["feedback_sent"] == twcc["packets_recorded"] == 0, twcc
+        # the subscribe connection's sockets hold 2 MB (the kernel reports twice that)
+        assert summary["receive_buffers"] and min(summary["receive_buffers"]) >= 4 << 20
         # aiortc still decodes everything (the tap only looks)
         tracks = {t["kind"]: t for t in summary["tracks"]}
         assert tracks["video"]["frames_decoded"] > 60, (name, tracks["video"])
