@@ -175,6 +175,9 @@ async def metrics(request: web.Request) -> web.Response:
          {w.node_id: front.sessions.get(w.node_id, 0) for w in ws}),
         ("parley_worker_restarts_total", "counter", "Times a worker was restarted.",
          {w.node_id: w.restarts for w in ws}),
+        ("parley_worker_hangs_total", "counter",
+         "Times a worker was killed for not answering its health ping.",
+         {w.node_id: w.hangs for w in ws}),
         ("parley_worker_up", "gauge", "1 while the worker answers, 0 while it restarts.",
          {w.node_id: int(w.target is not None) for w in ws}),
     ]  # fmt: skip
