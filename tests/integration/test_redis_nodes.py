@@ -450,6 +450,16 @@ async def test_parley_load_through_one_node_follows_redirects_to_both(
     report = json.loads(report_path.read_text())
     bots = {k: v for k, v in report["bots"].items() if k != "list"}
     assert bots["joined"] == 12 and bots["errors"] == [], bots
+    # the report says where each room landed and each node's load (its own /healthz)
+    nodes = {n["url"]: n for n in report["nodes"]}
+    assert set(nodes) == {node.url for node in cluster.nodes.values()}, report["nodes"]
+    for name, node in cluster.nodes.items():
+        shown = nodes[node.url]
+        assert len(shown["rooms"]) == most[name] and shown["bots"] == 2 * most[name], shown
+        assert shown["peak_participants"] == 2 * most[name], shown
+        assert shown["healthz"]["load"]["node_id"] == name, shown
+    assert sorted(r for n in nodes.values() for r in n["rooms"]) == [f"load-{i}" for i in range(6)]
+    assert "node " + cluster.nodes["b"].url in output, output
 
 
 async def test_a_room_claimed_by_another_node_moves_there(cluster: Cluster, tmp_path: Path) -> None:
