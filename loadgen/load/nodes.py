@@ -109,6 +109,7 @@ def nodes_section(
     out = []
     for url in sorted(urls):
         mine = [b for b in bots if b.get("node") and http_url(str(b["node"])) == url]
+        first = [b for b in bots if (f := _first_node(b)) is not None and http_url(f) == url]
         answered = [(t, body) for t, body in samples.get(url, []) if body is not None]
         window = [(t, body) for t, body in answered if start <= t <= end]
         chosen = window or [(t, body) for t, body in answered if t <= end][-1:]
@@ -117,6 +118,8 @@ def nodes_section(
             {
                 "url": url,
                 "rooms": sorted({str(b["room"]) for b in mine if "room" in b}),
+                # where the rooms were first placed (before any rejoin elsewhere)
+                "first_rooms": sorted({str(b["room"]) for b in first if "room" in b}),
                 "bots": len(mine),
                 "healthz": busiest[1] if busiest is not None else None,
                 "peak_participants": max(
@@ -128,6 +131,13 @@ def nodes_section(
     return out
 
 
+def _first_node(bot: dict[str, Any]) -> str | None:
+    """The node the bot first joined at: before its first rejoin, or where it is."""
+    rejoins = bot.get("reconnects") or ()
+    first = rejoins[0].get("node_before") if rejoins else bot.get("node")
+    return None if first is None else str(first)
+
+
 def nodes_table(nodes: list[dict[str, Any]]) -> str:
     """One line per node for the summary printed at the end."""
     lines = []
@@ -136,7 +146,8 @@ def nodes_table(nodes: list[dict[str, Any]]) -> str:
         load = health.get("load") or {}
         cpu = f", cpu {load['cpu_percent']:.0f}%" if "cpu_percent" in load else ""
         lines.append(
-            f"node {node['url']}: {len(node['rooms'])} room(s), {node['bots']} bot(s), "
+            f"node {node['url']}: {len(node['rooms'])} room(s) "
+            f"({len(node['first_rooms'])} first placed here), {node['bots']} bot(s), "
             f"peak {node['peak_participants'] if node['peak_participants'] is not None else '-'}"
             f" participant(s){cpu}"
         )

@@ -201,7 +201,12 @@ class ParleySession(ServerSession):
             tracks = [
                 OfferedTrack(info.track, info.kind, mid) for mid, info in message.tracks.items()
             ]
-            answer = await self.on_offer(message.sdp, tracks)
+            try:
+                answer = await self.on_offer(message.sdp, tracks)
+            except Exception:
+                if self.stopping:  # the bot leaves or rejoins: its peer connection is closed
+                    return
+                raise
             with contextlib.suppress(ClientClosed):
                 await self.client.answer(answer)
         elif isinstance(message, Layer):
