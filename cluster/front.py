@@ -30,7 +30,7 @@ from .admin_proxy import add_admin_proxy_routes
 from .local_placement import LocalPlacement
 from .metrics_merge import merge_metrics
 from .relay import Relay
-from .workers import Supervisor, cpu_seconds
+from .workers import HANG_TIMEOUT, Supervisor, cpu_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,13 @@ logger = logging.getLogger(__name__)
 class Front:
     """The state of the front: workers, placement, the relays it runs."""
 
-    def __init__(self, config: ServerConfig, workers: int, worker_argv: list[str]) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        workers: int,
+        worker_argv: list[str],
+        hang_timeout: float = HANG_TIMEOUT,
+    ) -> None:
         self.config = config
         self.key = secrets.token_urlsafe(24)
         self.relays: set[Relay] = set()
@@ -47,7 +53,12 @@ class Front:
         self.room_sessions: dict[tuple[str, str], int] = {}
         self.placement = LocalPlacement(load=lambda node_id: self.sessions.get(node_id, 0))
         self.supervisor = Supervisor(
-            workers, worker_argv, self.key, self.placement.worker_up, self._worker_down
+            workers,
+            worker_argv,
+            self.key,
+            self.placement.worker_up,
+            self._worker_down,
+            hang_timeout=hang_timeout,
         )
         self.stopping = asyncio.Event()
         self.http: aiohttp.ClientSession | None = None
@@ -220,9 +231,14 @@ async def _shutdown(app: web.Application) -> None:
     await front.supervisor.stop(timeout=0.5)
 
 
-def create_front_app(config: ServerConfig, workers: int, worker_argv: list[str]) -> web.Application:
+def create_front_app(
+    config: ServerConfig,
+    workers: int,
+    worker_argv: list[str],
+    hang_timeout: float = HANG_TIMEOUT,
+) -> web.Application:
     app = web.Application()
-    front = Front(config, workers, worker_argv)
+    front = Front(config, workers, worker_argv, hang_timeout)
     app[FRONT_KEY] = front
     app[CONFIG_KEY] = config  # what `parley serve` reads of any app (drain)
     app[DRAINING_KEY] = asyncio.Event()

@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 FRONT_KEY_ENV = "PARLEY_FRONT_KEY"
 
 #: Options of the front that workers do not get (the front sets their own).
-FRONT_ONLY = ("--workers", "--host", "--port")
+FRONT_ONLY = ("--workers", "--worker-hang-timeout", "--host", "--port")
 
 FIRST_RESTART_DELAY = 0.2
 MAX_RESTART_DELAY = 5.0
@@ -68,6 +68,25 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         "a room lives on one worker, a new room goes to the least-loaded one "
         "(default: one process, no workers)",
     )
+    parser.add_argument(
+        "--worker-hang-timeout",
+        type=_hang_timeout,
+        default=HANG_TIMEOUT,
+        metavar="S",
+        help="with --workers: a worker whose /healthz has not answered for S seconds is hung "
+        f"(stopped, its event loop stuck): killed and restarted (default {HANG_TIMEOUT:g}; "
+        "0: never)",
+    )
+
+
+def _hang_timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, not {text}")
+    return value
 
 
 def worker_count(value: str | None) -> int | None:
@@ -230,6 +249,8 @@ class Supervisor:
         """Ping the running worker's /healthz; kill it when nothing answered for
         ``hang_timeout`` seconds (it is stopped or stuck: it would hold its clients in
         calls without media forever). Returns once it killed it."""
+        if self.hang_timeout <= 0:  # --worker-hang-timeout 0: not watched
+            return
         url = f"http://127.0.0.1:{port}/healthz"
         loop = asyncio.get_running_loop()
         answered = loop.time()

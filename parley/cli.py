@@ -332,7 +332,7 @@ def serve_main(argv: list[str]) -> int:
     if workers is not None:  # the front: workers behind one address (cluster/front.py)
         from cluster.front import create_front_app
 
-        app = create_front_app(config, workers, worker_argv(argv))
+        app = create_front_app(config, workers, worker_argv(argv), args.worker_hang_timeout)
     else:  # one process; behind a front when it passed its key (a worker)
         config = dataclasses.replace(config, front_key=front_key)
         app = create_app(config, freeze_gc=True)
