@@ -197,15 +197,15 @@ class RedisNode:
         """The URL of the node serving ``room``, or None to serve it here."""
         if self.registry.stopping and not self.moving:
             return None
-        if room in self.moved:
-            return self.moved[room]
         if self.sfu is not None and room in self.sfu.rooms and not self.moving:
             return None  # served here now: its claim is this node's (kept by the heartbeat)
         try:
             target = await within(self.placement.place(room), ROUTE_TIMEOUT)
         except Exception as exc:
             self._route_log.failed(time.monotonic(), "placing a room", exc)
-            return None  # Redis is down (or no node registered yet): serve here
+            # Redis is down (or no node registered yet): serve here, unless the room was
+            # moved off this draining node
+            return self.moved.get(room)
         self._route_log.recovered("placing a room")
         return None if target.node_id == self.node_id else target.ws_url
 
