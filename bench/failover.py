@@ -13,6 +13,11 @@ The script re-executes itself in a loopback-only namespace (``loadgen/netns.py``
 
 Prints one line per trial and the p50 and max, and writes
 ``bench/results/failover.json``. See docs/scaling.md.
+
+With ``--drain`` the owner is not killed but drained: the nodes run with
+``--drain-timeout 20`` and the owner gets SIGTERM, so it moves its clients to the other
+node before it exits; "media back" counts from the SIGTERM, and the time the node took
+to exit is kept too (``bench/results/failover-drain.json``).
 """
 
 from __future__ import annotations
@@ -68,8 +73,10 @@ def redis_cli(port: int, *args: str) -> str:
 
 
 class Node:
-    def __init__(self, name: str, link: ImpairedLink, redis_port: int) -> None:
-        self.name, self.link, self.redis_port = name, link, redis_port
+    def __init__(
+        self, name: str, link: ImpairedLink, redis_port: int, extra: tuple[str, ...] = ()
+    ) -> None:
+        self.name, self.link, self.redis_port, self.extra = name, link, redis_port, extra
         self.url = f"http://{link.peer_address}:{PORT}"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -81,7 +88,7 @@ class Node:
                 "--ice-address", link.peer_address, "--allow-anonymous",
                 "--redis", f"redis://{link.host_address}:{self.redis_port}/0",
                 "--node-url", f"ws://{link.peer_address}:{PORT}/ws", "--node-id", self.name,
-                "--log-level", "WARNING",
+                "--log-level", "WARNING", *self.extra,
             ]),
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
@@ -93,7 +100,9 @@ class Node:
             self.proc.wait()
 
 
-def trial(index: int, nodes: dict[str, Node], redis_port: int, tmp: Path) -> dict[str, Any]:
+def trial(
+    index: int, nodes: dict[str, Node], redis_port: int, tmp: Path, drain: bool = False
+) -> dict[str, Any]:
     room = f"trial-{index}"
     bots = []
     for name, entry, other in (("ada", "a", "b"), ("bob", "b", "a")):
@@ -112,8 +121,15 @@ def trial(index: int, nodes: dict[str, Node], redis_port: int, tmp: Path) -> dic
     dead = nodes[owner]
     wait("forwarding", lambda: (healthz(dead.url) or {}).get("forwarders", 0) >= 4, 30)
     time.sleep(1.5)
-    dead.kill()
-    killed_at = time.time()
+    exited_after = None
+    if drain and dead.proc is not None:
+        dead.proc.send_signal(signal.SIGTERM)
+        killed_at = time.time()
+        dead.proc.wait(30)
+        exited_after = round(time.time() - killed_at, 3)
+    else:
+        dead.kill()
+        killed_at = time.time()
     for bot in bots:
         bot.wait(60)
     backs = {}
@@ -126,12 +142,18 @@ def trial(index: int, nodes: dict[str, Node], redis_port: int, tmp: Path) -> dic
         ]
         backs[name] = round(max(firsts) - killed_at, 3) if len(firsts) == 2 else None
     dead.start()  # for the next trial
-    return {"trial": index, "killed": owner, "media_back_s": backs}
+    result: dict[str, Any] = {"trial": index, "killed": owner, "media_back_s": backs}
+    if drain:
+        result["exited_after_s"] = exited_after
+    return result
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument(
+        "--drain", action="store_true", help="SIGTERM a node with --drain-timeout, not SIGKILL"
+    )
     args = parser.parse_args()
     ensure_loopback_namespace(who="failover")
     if shutil.which("redis-server") is None:
@@ -156,11 +178,12 @@ def main() -> int:
         )  # fmt: skip
         wait("redis answers", lambda: redis_cli(redis_port, "PING") == "PONG", 10)
         for name, link in zip("ab", links, strict=True):
-            nodes[name] = Node(name, link, redis_port)
+            extra = ("--drain-timeout", "20") if args.drain else ()
+            nodes[name] = Node(name, link, redis_port, extra)
             nodes[name].start()
         with tempfile.TemporaryDirectory() as tmp:
             for i in range(args.trials):
-                result = trial(i, nodes, redis_port, Path(tmp))
+                result = trial(i, nodes, redis_port, Path(tmp), args.drain)
                 results.append(result)
                 print(json.dumps(result), flush=True)
     finally:
@@ -183,10 +206,16 @@ def main() -> int:
         "results": results,
         "host": socket.gethostname(),
         "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"media back after a node's death: p50 {summary['p50_s']} s, max {summary['max_s']} s, "
+    if args.drain:
+        exits = sorted(r["exited_after_s"] for r in results)
+        summary["mode"] = "drain (SIGTERM with --drain-timeout 20)"
+        summary["exited_after_s"] = {"p50": statistics.median(exits), "max": exits[-1]}
+    out = RESULTS.with_name("failover-drain.json") if args.drain else RESULTS
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"media back after a node's {'drain' if args.drain else 'death'}: p50 {summary['p50_s']} s, max {summary['max_s']} s, "
           f"{missing} of {len(backs)} clients not back")  # fmt: skip
     return 0 if missing == 0 else 1
 

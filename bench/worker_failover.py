@@ -3,7 +3,13 @@ the worker owning the room killed (SIGKILL) ``--trials`` times, 4 s after media 
 again each time. Prints, from the bots' own summaries, the time from each loss to the
 other bot's media decoded again (p50, max) as JSON.
 
+With ``--hang`` the worker is stopped (SIGSTOP: alive, not answering) instead: the
+front's health watch kills it (``--worker-hang-timeout``, 2.5 s); the figures are then
+also taken from the stop (``media_back_from_stop_ms``: the detection included) and
+written to ``bench/results/worker_hang.json``.
+
     .venv/bin/python scripts/in_netns.py .venv/bin/python bench/worker_failover.py --trials 10
+    .venv/bin/python scripts/in_netns.py .venv/bin/python bench/worker_failover.py --hang
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ async def owner(http: aiohttp.ClientSession, url: str, timeout: float) -> dict[s
     raise AssertionError(f"the room is not forwarding: {body}")
 
 
-async def main(trials: int) -> dict[str, Any]:
+async def main(trials: int, hang: bool = False) -> dict[str, Any]:
     parley = str(Path(sys.executable).with_name("parley"))
     server = await asyncio.create_subprocess_exec(
         parley, "serve", "--port", "0", "--workers", "2", "--log-level", "ERROR",
@@ -52,7 +58,8 @@ async def main(trials: int) -> dict[str, Any]:
         while not (match := URL.search((await server.stdout.readline()).decode())):
             pass
         url = match.group(1)
-        duration = 15 + 8 * trials
+        duration = 15 + (11 if hang else 8) * trials
+        stops: list[float] = []
         for name in ("ada", "bob"):
             bots.append(await asyncio.create_subprocess_exec(
                 parley, "bot", "--url", url, "--room", "f", "--name", name, "--reconnect",
@@ -62,7 +69,8 @@ async def main(trials: int) -> dict[str, Any]:
             for _ in range(trials):
                 worker = await owner(http, url, 30)
                 await asyncio.sleep(4.0)
-                os.kill(worker["pid"], signal.SIGKILL)
+                os.kill(worker["pid"], signal.SIGSTOP if hang else signal.SIGKILL)
+                stops.append(time.time())
                 await asyncio.sleep(1.0)
         for bot in bots:
             await bot.wait()
@@ -72,21 +80,41 @@ async def main(trials: int) -> dict[str, Any]:
                 proc.kill()
                 await proc.wait()
     backs: list[float] = []
+    from_stop: list[float] = []
     for name in ("ada", "bob"):
         summary = json.loads((tmp / f"{name}.json").read_text())
         for reconnect in summary["reconnects"]:
             assert reconnect["recovered"], reconnect
             backs.append(reconnect["media_after_ms"])
-    return {
+            lost = summary["started_unix"] + reconnect["t_ms"] / 1000
+            stop = max((t for t in stops if t <= lost), default=None)
+            if stop is not None and reconnect["media_after_ms"] is not None:
+                from_stop.append(round((lost - stop) * 1000 + reconnect["media_after_ms"], 1))
+    result: dict[str, Any] = {
+        "mode": "SIGSTOP (hung worker)" if hang else "SIGKILL",
         "trials": trials,
         "losses": len(backs),
         "media_back_ms_p50": round(statistics.median(backs), 1),
         "media_back_ms_max": max(backs),
         "media_back_ms": sorted(backs),
     }
+    if hang:
+        result.update(
+            media_back_from_stop_ms_p50=round(statistics.median(from_stop), 1),
+            media_back_from_stop_ms_max=max(from_stop),
+            media_back_from_stop_ms=sorted(from_stop),
+            load_average=os.getloadavg(),
+        )
+    return result
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=10)
-    print(json.dumps(asyncio.run(main(parser.parse_args().trials)), indent=2))
+    parser.add_argument("--hang", action="store_true", help="SIGSTOP the worker, not SIGKILL")
+    args = parser.parse_args()
+    figures = asyncio.run(main(args.trials, args.hang))
+    print(json.dumps(figures, indent=2))
+    if args.hang:
+        out = Path(__file__).parent / "results" / "worker_hang.json"
+        out.write_text(json.dumps(figures, indent=2) + "\n")

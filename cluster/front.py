@@ -31,7 +31,7 @@ from .local_placement import LocalPlacement
 from .metrics_merge import merge_metrics
 from .relay import Relay
 from .spread import PipeLinker, SpreadPlacement
-from .workers import Supervisor, cpu_seconds
+from .workers import HANG_TIMEOUT, Supervisor, cpu_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class Front:
         workers: int,
         worker_argv: list[str],
         spread_after: int | None = None,
+        hang_timeout: float = HANG_TIMEOUT,
     ) -> None:
         self.config = config
         self.key = secrets.token_urlsafe(24)
@@ -64,7 +65,12 @@ class Front:
                 room_load=lambda room, node_id: self.room_sessions.get((room, node_id), 0),
             )
         self.supervisor = Supervisor(
-            workers, worker_argv, self.key, self.placement.worker_up, self._worker_down
+            workers,
+            worker_argv,
+            self.key,
+            self.placement.worker_up,
+            self._worker_down,
+            hang_timeout=hang_timeout,
         )
         self.stopping = asyncio.Event()
 
@@ -195,6 +201,9 @@ async def metrics(request: web.Request) -> web.Response:
          {w.node_id: front.sessions.get(w.node_id, 0) for w in ws}),
         ("parley_worker_restarts_total", "counter", "Times a worker was restarted.",
          {w.node_id: w.restarts for w in ws}),
+        ("parley_worker_hangs_total", "counter",
+         "Times a worker was killed for not answering its health ping.",
+         {w.node_id: w.hangs for w in ws}),
         ("parley_worker_up", "gauge", "1 while the worker answers, 0 while it restarts.",
          {w.node_id: int(w.target is not None) for w in ws}),
     ]  # fmt: skip
@@ -238,10 +247,14 @@ async def _shutdown(app: web.Application) -> None:
 
 
 def create_front_app(
-    config: ServerConfig, workers: int, worker_argv: list[str], spread_after: int | None = None
+    config: ServerConfig,
+    workers: int,
+    worker_argv: list[str],
+    spread_after: int | None = None,
+    hang_timeout: float = HANG_TIMEOUT,
 ) -> web.Application:
     app = web.Application()
-    front = Front(config, workers, worker_argv, spread_after)
+    front = Front(config, workers, worker_argv, spread_after, hang_timeout)
     app[FRONT_KEY] = front
     app[CONFIG_KEY] = config  # what `parley serve` reads of any app (drain)
     app[DRAINING_KEY] = asyncio.Event()

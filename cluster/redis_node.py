@@ -13,8 +13,15 @@ cluster that shares a Redis (docs/scaling.md, "Many nodes through Redis").
 * every heartbeat, the claims on the rooms this node serves are refreshed; a room that
   another live node took meanwhile (Redis lost its keys, two nodes placed it at once)
   is moved: its participants here get ``left`` and rejoin through their entry URL;
+* a node that drains moves its clients off: when it starts draining (SIGTERM with
+  ``--drain-timeout``: ``signaling/drain.py``; or ``{prefix}:drain:{id}`` set to ``move``
+  in Redis) it writes ``draining: true`` at once (placement skips it), claims each of its
+  rooms for another node (:meth:`RedisPlacement.move`), and tells the room's clients
+  ``server_shutdown`` (reconnect, ``retry_after_ms`` 0); their rejoins, through any
+  entry (this node included: while it moves, a join here is redirected to the room's new
+  owner), land on that node. A room no other node can take stays (as on one server);
 * at shutdown (SIGTERM), before clients are told ``server_shutdown``: the node leaves
-  Redis and releases its rooms, so the clients' rejoins are placed on the other nodes.
+  Redis and moves its rooms the same way (released when no other node takes them).
 """
 
 from __future__ import annotations
@@ -27,16 +34,16 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from aiohttp import web
 from redis.asyncio import Redis
 
 from sfu.room import Sfu
-from signaling.drain import is_draining
-from signaling.server import CONFIG_KEY, SFU_KEY
+from signaling.drain import DRAINING_KEY, is_draining
+from signaling.server import CONFIG_KEY, SESSIONS_KEY, SFU_KEY, Session
 
 from .placement import Target
 from .redis_placement import RedisPlacement
@@ -60,6 +67,10 @@ PROBE_TIMEOUT = 0.3
 MOVED_REASON = "room moved to another node"
 #: participants a node takes by default (its ``capacity`` in the load)
 DEFAULT_CAPACITY = 200
+#: ``server_shutdown``'s reason for a client whose room a draining node moved away
+MOVE_REASON = "this node is draining: rejoin to continue on another"
+#: seconds moving the rooms off a draining node may wait for Redis (all rooms)
+MOVE_TIMEOUT = 2.0
 
 
 def add_redis_arguments(parser: argparse.ArgumentParser) -> None:
@@ -155,6 +166,15 @@ class RedisNode:
             on_beat=self._hold_rooms,
         )
         self._route_log = Logged()
+        #: the node drains and moves its rooms away (joins here are routed, never served
+        #: here unless no other node takes the room)
+        self.moving = False
+        #: rooms moved off, room → the ws URL of the node that took it
+        self.moved: dict[str, str] = {}
+        #: the server's sessions (set by :func:`setup_redis_node`)
+        self.sessions: Callable[[], Iterable[Session]] = lambda: ()
+        #: ``server_shutdown``'s grace for a moved client (the server's own)
+        self.shutdown_grace = 0.3
 
     def _stats(self) -> Mapping[str, Any]:
         return self.sfu.stats() if self.sfu is not None else {}
@@ -175,22 +195,31 @@ class RedisNode:
 
     async def route(self, room: str) -> str | None:
         """The URL of the node serving ``room``, or None to serve it here."""
-        if self.registry.stopping:
+        if self.registry.stopping and not self.moving:
             return None
-        if self.sfu is not None and room in self.sfu.rooms:
+        if self.sfu is not None and room in self.sfu.rooms and not self.moving:
             return None  # served here now: its claim is this node's (kept by the heartbeat)
         try:
             target = await within(self.placement.place(room), ROUTE_TIMEOUT)
         except Exception as exc:
             self._route_log.failed(time.monotonic(), "placing a room", exc)
-            return None  # Redis is down (or no node registered yet): serve here
+            # Redis is down (or no node registered yet): serve here, unless the room was
+            # moved off this draining node
+            return self.moved.get(room)
         self._route_log.recovered("placing a room")
         return None if target.node_id == self.node_id else target.ws_url
 
     async def _hold_rooms(self) -> None:
         if self.sfu is None or self.registry.stopping:
             return
-        lost = await self.placement.hold(self.node_id, list(self.sfu.rooms))
+        if self.registry.drain_move and not self.moving:
+            await self.move_rooms()  # an operator asked (``{prefix}:drain:{id}`` = move)
+        elif self.moving and not self.registry.draining:
+            logger.info("node %s is not draining any more: it takes rooms again", self.node_id)
+            self.moving = False
+            self.moved.clear()
+        rooms = [room for room in self.sfu.rooms if room not in self.moved]
+        lost = await self.placement.hold(self.node_id, rooms)
         for room_id, url in lost.items():
             room = self.sfu.rooms.get(room_id)
             if room is None:
@@ -199,14 +228,51 @@ class RedisNode:
             for participant in list(room.participants.values()):
                 await participant.close(MOVED_REASON)
 
+    async def move_rooms(self) -> dict[str, str]:
+        """The node drains: each room served here is claimed for another node and its
+        clients are told ``server_shutdown`` (rejoin now); from now on a join here is
+        routed. Returns the rooms moved by this call (room → the new owner's URL)."""
+        self.moving = True
+        if self.sfu is None:
+            return {}
+        rooms = [room for room in self.sfu.rooms if room not in self.moved]
+        moved: dict[str, str] = {}
+
+        async def one(room: str) -> None:
+            target = await self.placement.move(room, self.node_id)
+            if target is not None:
+                moved[room] = target.ws_url
+
+        try:
+            await within(asyncio.gather(*(one(room) for room in rooms)), MOVE_TIMEOUT)
+        except Exception as exc:  # Redis is slow or gone: what was claimed is moved
+            logger.warning("node %s: moving rooms failed: %r", self.node_id, exc)
+        taken = dict(moved)  # a claim finishing late is not acted on
+        self.moved.update(taken)
+        sessions = [
+            s
+            for s in self.sessions()
+            if s.participant is not None and s.participant.room.id in taken
+        ]
+        logger.info("node %s drains: %d room(s) moved (%d client(s)), %d stay", self.node_id,
+                    len(taken), len(sessions), len(rooms) - len(taken))  # fmt: skip
+        await asyncio.gather(
+            *(s.shutdown(MOVE_REASON, 0, self.shutdown_grace) for s in sessions),
+            return_exceptions=True,
+        )
+        return taken
+
     async def leave(self) -> None:
-        """Out of the cluster (the node stops): its key and its room claims."""
+        """Out of the cluster (the node stops): its key, and its rooms moved to the other
+        nodes (their claims released where no other node takes them)."""
         self.registry.stopping = True
         await self.registry.close()
         await self.registry.deregister()
         if self.sfu is not None:
+            with contextlib.suppress(Exception):
+                await self.move_rooms()
             target = Target(self.ws_url, self.node_id)
-            rooms = list(self.sfu.rooms)
+            rooms = [room for room in self.sfu.rooms if room not in self.moved]
             forget = asyncio.gather(*(self.placement.forget(room, target) for room in rooms))
             with contextlib.suppress(Exception):  # Redis is gone: the keys expire on their own
                 await within(forget, 0.5)
@@ -244,7 +310,21 @@ def setup_redis_node(app: web.Application, args: argparse.Namespace) -> RedisNod
     )
     node_id = args.node_id or f"{socket.gethostname()}-{secrets.token_hex(3)}"
     node = RedisNode(redis, node_id, node_url(args), args.capacity, Keys(args.redis_prefix))
-    app[CONFIG_KEY] = dataclasses.replace(app[CONFIG_KEY], route=node.route, health=node.health)
+    # a client of a stopping node rejoins at once: another node takes its room
+    app[CONFIG_KEY] = dataclasses.replace(
+        app[CONFIG_KEY], route=node.route, health=node.health, shutdown_retry_after_ms=0
+    )
+    node.shutdown_grace = app[CONFIG_KEY].shutdown_grace
+
+    def sessions() -> list[Session]:
+        return list(cast("set[Session]", app[SESSIONS_KEY]))
+
+    node.sessions = sessions
+
+    async def move_when_draining() -> None:
+        await app[DRAINING_KEY].wait()  # parley serve --drain-timeout, after SIGTERM
+        await node.registry.beat()  # draining: true in Redis now, not at the next beat
+        await node.move_rooms()
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         node.sfu = app[SFU_KEY]  # the SFU's context ran before this one
@@ -252,7 +332,10 @@ def setup_redis_node(app: web.Application, args: argparse.Namespace) -> RedisNod
         await node.registry.beat()  # registered before the first client arrives
         node.registry.start()
         logger.info("node %s registered in Redis at %s as %s", node_id, args.redis, node.ws_url)
+        mover = asyncio.ensure_future(move_when_draining())
         yield
+        mover.cancel()
+        await asyncio.gather(mover, return_exceptions=True)
         await node.close()
 
     async def on_shutdown(app: web.Application) -> None:

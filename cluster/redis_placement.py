@@ -160,6 +160,36 @@ class RedisPlacement:
             # another node claimed it first: take its answer on the next round
         raise NoNodeError(f"room {room!r}: its owner keeps changing")
 
+    async def move(self, room: str, from_id: str) -> Target | None:
+        """``from_id`` drains: claim ``room`` (which it serves) for another node, chosen
+        as for a new room among the live, not draining nodes but ``from_id``; the owner
+        already, when another live node holds it. None when no other node takes rooms
+        (the room stays where it is)."""
+        owner = await self.owner(room)
+        if owner is not None and owner != from_id:
+            load = await self.node(owner)
+            if load is not None and not load.draining and await self._up(load):
+                return Target(load.ws_url, load.node_id)
+        nodes = [n for n in await live_nodes(self.redis, self.keys) if n.node_id != from_id]
+        raw = await self.redis.hgetall(self.keys.pending)
+        pending = {_text(k): int(v) for k, v in raw.items()}
+        while (chosen := two_choices(nodes, pending, self.rng)) is not None:
+            if await self._up(chosen):
+                break
+            nodes = [n for n in nodes if n.node_id != chosen.node_id]
+        if chosen is None:
+            return None
+        result = _text(
+            await self._claim(
+                keys=[self.keys.room(room)], args=[chosen.node_id, owner or "", self.room_ttl_ms]
+            )
+        )
+        if result == chosen.node_id:
+            await self.redis.hincrby(self.keys.pending, chosen.node_id, 1)
+            return Target(chosen.ws_url, chosen.node_id)
+        load = await self.node(result) if result != from_id else None
+        return None if load is None else Target(load.ws_url, load.node_id)
+
     async def forget(self, room: str, target: Target) -> None:
         await self._release(keys=[self.keys.room(room)], args=[target.node_id])
 

@@ -7,7 +7,9 @@ Keys (``prefix`` defaults to ``parley``; docs/scaling.md, "Many nodes through Re
 * ``{prefix}:nodes`` — a set of node ids (no TTL; an id whose key is gone is pruned by
   whoever lists the nodes);
 * ``{prefix}:drain:{id}`` — set by an operator or autoscaler (any value, no TTL needed):
-  the node reports ``draining`` and gets no new rooms, its rooms stay; deleted: undrained;
+  the node reports ``draining`` and gets no new rooms, its rooms stay; with the value
+  ``move`` its rooms are moved to the other nodes (``cluster/redis_node.py``); deleted:
+  undrained;
 * ``{prefix}:pending`` — a hash node id → rooms claimed for it since its last heartbeat
   (the placement counts them as load the heartbeat does not show yet); the node resets
   its own field when it writes its load.
@@ -217,6 +219,8 @@ class Registry:
         self.stopping = False
         #: an operator or autoscaler set ``{prefix}:drain:{id}`` (read every heartbeat)
         self.drain_requested = False
+        #: ... with the value ``move``: its rooms are moved to the other nodes now
+        self.drain_move = False
         #: the server itself drains (``parley serve --drain-timeout``, signaling/drain.py)
         self.local_draining: Callable[[], bool] | None = None
         self.on_beat = on_beat
@@ -260,7 +264,10 @@ class Registry:
         reset pending claims, then the hook. True if Redis took it; never raises (but for
         cancellation). The load is sampled either way (``/healthz`` shows it)."""
         try:
-            self.drain_requested = bool(await self.redis.exists(self.keys.drain(self.node_id)))
+            flag = await self.redis.get(self.keys.drain(self.node_id))
+            self.drain_requested = flag is not None
+            text = flag.decode(errors="replace") if isinstance(flag, bytes) else str(flag)
+            self.drain_move = flag is not None and text.strip().lower() == "move"
             load = self.sample(time.time(), _cpu_seconds())
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.set(self.keys.node(self.node_id), load.to_json(), px=int(self.ttl * 1000))

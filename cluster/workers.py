@@ -6,6 +6,14 @@ front's own options (tokens, limits, ICE, data limits...) but not ``--workers``,
 ``on_down`` is called at once and it is started again after 0.2 s (doubling up to 5 s
 while it dies before answering or within 3 s of answering: a crash loop). A worker also gets SIGTERM if the front
 dies (``PR_SET_PDEATHSIG``), so none outlives it.
+
+A worker that is alive but does not answer (stopped with SIGSTOP, deadlocked, its event
+loop stuck) is found by a health watch: its ``/healthz`` is asked every
+``HEALTH_INTERVAL`` seconds; when no answer has come for ``HANG_TIMEOUT`` seconds it is
+killed (SIGKILL), which breaks its relayed websockets (the front tells those clients
+``server_shutdown``, as for a crash) and goes down the crash path above: out of
+placement at once, started again. A worker that never answers at start is killed after
+``START_TIMEOUT`` seconds.
 """
 
 from __future__ import annotations
@@ -35,12 +43,20 @@ logger = logging.getLogger(__name__)
 FRONT_KEY_ENV = "PARLEY_FRONT_KEY"
 
 #: Options of the front that workers do not get (the front sets their own).
-FRONT_ONLY = ("--workers", "--host", "--port")
+FRONT_ONLY = ("--workers", "--worker-hang-timeout", "--host", "--port")
 
 FIRST_RESTART_DELAY = 0.2
 MAX_RESTART_DELAY = 5.0
 #: A worker that dies within this many seconds of answering is in a crash loop.
 CRASH_LOOP_S = 3.0
+#: Seconds between two health pings of a running worker.
+HEALTH_INTERVAL = 0.5
+#: Seconds one health ping may take.
+HEALTH_PING_TIMEOUT = 1.0
+#: Seconds without an answer after which a running worker is hung: it is killed.
+HANG_TIMEOUT = 2.5
+#: Seconds a starting worker may take to answer its first /healthz.
+START_TIMEOUT = 60.0
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +68,25 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         "a room lives on one worker, a new room goes to the least-loaded one "
         "(default: one process, no workers)",
     )
+    parser.add_argument(
+        "--worker-hang-timeout",
+        type=_hang_timeout,
+        default=HANG_TIMEOUT,
+        metavar="S",
+        help="with --workers: a worker whose /healthz has not answered for S seconds is hung "
+        f"(stopped, its event loop stuck): killed and restarted (default {HANG_TIMEOUT:g}; "
+        "0: never)",
+    )
+
+
+def _hang_timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, not {text}")
+    return value
 
 
 def worker_count(value: str | None) -> int | None:
@@ -107,6 +142,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+async def _answers(http: aiohttp.ClientSession, url: str) -> bool:
+    """Whether ``url`` answered 200 within the session's timeout."""
+    try:
+        async with http.get(url) as response:
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return False
+
+
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()  # SIGKILL ends a stopped process too
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     with contextlib.suppress(Exception):
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -118,6 +167,8 @@ class Worker:
     proc: asyncio.subprocess.Process | None = None
     target: Target | None = None
     restarts: int = 0
+    #: times it was killed for not answering (a hang)
+    hangs: int = 0
     started_at: float = 0.0
     up_at: float = 0.0
     up: asyncio.Event = field(default_factory=asyncio.Event)
@@ -131,6 +182,7 @@ class Worker:
             "ws_url": self.target.ws_url if self.target is not None else None,
             "alive": self.target is not None,
             "restarts": self.restarts,
+            "hangs": self.hangs,
         }
 
 
@@ -144,8 +196,10 @@ class Supervisor:
         front_key: str,
         on_up: Callable[[Target], None],
         on_down: Callable[[str], None],
+        hang_timeout: float = HANG_TIMEOUT,
     ) -> None:
         self.workers = [Worker(f"w{i}") for i in range(count)]
+        self.hang_timeout = hang_timeout
         self._argv = argv
         self._env = {**os.environ, FRONT_KEY_ENV: front_key, "PYTHONUNBUFFERED": "1"}
         self._on_up = on_up
@@ -173,16 +227,46 @@ class Supervisor:
         )  # fmt: skip
 
     async def _until_up(self, proc: asyncio.subprocess.Process, port: int) -> bool:
-        """Poll the worker's /healthz until it answers (True) or the process exits."""
+        """Poll the worker's /healthz until it answers (True), the process exits, or
+        ``START_TIMEOUT`` passes (then it is killed)."""
         url = f"http://127.0.0.1:{port}/healthz"
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + START_TIMEOUT
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as http:
             while proc.returncode is None:
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with http.get(url) as response:
-                        if response.status == 200:
-                            return True
+                if await _answers(http, url):
+                    return True
+                if loop.time() > give_up:
+                    logger.warning("worker (pid %d) did not answer within %g s: killing it",
+                                   proc.pid, START_TIMEOUT)  # fmt: skip
+                    _kill(proc)
+                    break
                 await asyncio.sleep(0.05)
         return False
+
+    async def _watch_health(self, worker: Worker, proc: asyncio.subprocess.Process,
+                            port: int) -> None:  # fmt: skip
+        """Ping the running worker's /healthz; kill it when nothing answered for
+        ``hang_timeout`` seconds (it is stopped or stuck: it would hold its clients in
+        calls without media forever). Returns once it killed it."""
+        if self.hang_timeout <= 0:  # --worker-hang-timeout 0: not watched
+            return
+        url = f"http://127.0.0.1:{port}/healthz"
+        loop = asyncio.get_running_loop()
+        answered = loop.time()
+        timeout = aiohttp.ClientTimeout(total=min(HEALTH_PING_TIMEOUT, self.hang_timeout))
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            while proc.returncode is None and not self._stopping:
+                started = loop.time()
+                if await _answers(http, url):
+                    answered = loop.time()
+                elif loop.time() - answered >= self.hang_timeout and proc.returncode is None:
+                    logger.warning("worker %s (pid %d) has not answered for %.1f s: killing it",
+                                   worker.node_id, proc.pid, loop.time() - answered)  # fmt: skip
+                    worker.hangs += 1
+                    _kill(proc)
+                    return
+                await asyncio.sleep(max(0.0, HEALTH_INTERVAL - (loop.time() - started)))
 
     async def _run(self, worker: Worker) -> None:
         delay = FIRST_RESTART_DELAY
@@ -195,7 +279,14 @@ class Supervisor:
                 worker.target = Target(f"ws://127.0.0.1:{port}/ws", worker.node_id)
                 worker.up.set()
                 self._on_up(worker.target)
-            code = await proc.wait()
+                watch = asyncio.ensure_future(self._watch_health(worker, proc, port))
+                try:
+                    code = await proc.wait()
+                finally:
+                    watch.cancel()
+                    await asyncio.gather(watch, return_exceptions=True)
+            else:
+                code = await proc.wait()
             was_up = worker.target is not None
             worker.target = None
             worker.up.clear()

@@ -334,7 +334,9 @@ def serve_main(argv: list[str]) -> int:
     if workers is not None:  # the front: workers behind one address (cluster/front.py)
         from cluster.front import create_front_app
 
-        app = create_front_app(config, workers, worker_argv(argv), args.spread_after)
+        app = create_front_app(
+            config, workers, worker_argv(argv), args.spread_after, args.worker_hang_timeout
+        )
     else:  # one process; behind a front when it passed its key (a worker)
         if args.spread_after is not None and front_key is None:
             print("parley serve: --spread needs --workers", file=sys.stderr)

@@ -299,6 +299,10 @@ class Session:
             # the websocket is closed once the goodbye is written
             self._spawn(self._flush_and_close())
 
+    def _refuse_draining(self, message: m.Join) -> None:
+        self.error("server_draining", self.config.drain.refusal, "join", message.request_id)
+        self._spawn(self._flush_and_close(DRAINING_CLOSE_CODE, b"server draining"))
+
     async def _flush_and_close(self, code: int = 1000, message: bytes = b"") -> None:
         """Write what is queued, then close the websocket with ``code``."""
         self._out.put_nowait(None)
@@ -413,9 +417,8 @@ class Session:
         if self.state != "new":
             self.error("wrong_state", "already joined", "join", message.request_id)
             return
-        if is_draining(self.request.app):
-            self.error("server_draining", self.config.drain.refusal, "join", message.request_id)
-            self._spawn(self._flush_and_close(DRAINING_CLOSE_CODE, b"server draining"))
+        if is_draining(self.request.app) and self.config.route is None:
+            self._refuse_draining(message)
             return
         address = client_address(self.request, self.config)
         if not self.request.app[JOIN_RATE_KEY].take(address, asyncio.get_running_loop().time()):
@@ -454,6 +457,9 @@ class Session:
                 self.state = "closed"  # the handler writes it, then closes the websocket
                 return
         if self.state != "new":
+            return
+        if is_draining(self.request.app):  # a cluster node: no other node takes the room
+            self._refuse_draining(message)
             return
         if (refusal := self._room_refusal(message.room)) is not None:
             self.error(*refusal, "join", message.request_id)

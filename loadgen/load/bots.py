@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 import asyncio
 import contextlib
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +48,9 @@ from sfu.config import IceConfig
 logger = logging.getLogger(__name__)
 
 NTP_EPOCH_OFFSET = 2_208_988_800
+#: A rejoin's first wait (s, times 0.5-1 at random), doubled per failed attempt up to the max.
+REJOIN_FIRST_DELAY = 0.25
+REJOIN_MAX_DELAY = 2.0
 PSFB_PLI = 1
 PSFB_FIR = 4
 RTPFB_NACK = 1
@@ -74,6 +78,41 @@ class BotSpec:
     feedback: bool = True
     #: join token, for a server with an API secret (``parley load --api-secret/--token``)
     token: str | None = None
+    #: rejoin when the websocket drops (``parley load --reconnect``), through the run's
+    #: URL or the next of these (``--fallback-url``)
+    reconnect: bool = False
+    fallback_urls: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Reconnect:
+    """One drop of a bot's websocket and its rejoin (``time.monotonic()`` times)."""
+
+    lost_at: float
+    reason: str
+    #: the node the bot was on, and the one it rejoined at
+    node_before: str | None
+    node: str | None = None
+    attempts: int = 0
+    last_error: str | None = None
+    joined_at: float | None = None
+    #: media again: a subscriber's first packet, a publisher sending
+    media_at: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        def ms(t: float | None) -> float | None:
+            return None if t is None else round((t - self.lost_at) * 1000, 1)
+
+        return {
+            "reason": self.reason,
+            "node_before": self.node_before,
+            "node": self.node,
+            "attempts": self.attempts,
+            "recovered": self.joined_at is not None,
+            "joined_after_ms": ms(self.joined_at),
+            "media_after_ms": ms(self.media_at),
+            "last_error": self.last_error,
+        }
 
 
 # -------------------------------------------------------------- shared metrics
@@ -174,8 +213,13 @@ class LoadBot:
         self.joined = False
         self.ws_open_at: float | None = None
         self.joined_at: float | None = None
+        self._session_factory = session_factory
         self.session = session_factory(url, self.on_offer)
         self.session.token = spec.token
+        #: each drop of the websocket and the rejoin (``spec.reconnect``)
+        self.reconnects: list[Reconnect] = []
+        #: the last reconnect while media has not come back yet
+        self._awaiting_media: Reconnect | None = None
         #: the peer connection on which this bot receives (every bot answers offers)
         self.sub_pc: RTCPeerConnection | None = None
         self.sub_port: MediaPort | None = None
@@ -204,13 +248,19 @@ class LoadBot:
             self.joined_at = time.monotonic()
             self.joined = True
             await self.started()
-            stop = asyncio.ensure_future(self._stop.wait())
-            closed = asyncio.ensure_future(self.session.closed.wait())
-            await asyncio.wait({stop, closed}, return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
-            closed.cancel()
-            if not self._stop.is_set():
-                self.errors.append("the server closed the connection")
+            while True:
+                stop = asyncio.ensure_future(self._stop.wait())
+                closed = asyncio.ensure_future(self.session.closed.wait())
+                await asyncio.wait({stop, closed}, return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
+                closed.cancel()
+                if self._stop.is_set():
+                    break
+                if not self.spec.reconnect:
+                    self.errors.append("the server closed the connection")
+                    break
+                if not await self._rejoin(join_timeout):
+                    break
         except Exception as exc:  # recorded in the report
             self.errors.append(f"{type(exc).__name__}: {exc}")
         finally:
@@ -220,6 +270,66 @@ class LoadBot:
 
     def stop(self) -> None:
         self._stop.set()
+
+    # ---- rejoining (``spec.reconnect``)
+
+    async def _rejoin(self, join_timeout: float) -> bool:
+        """The websocket dropped: tear this session's media down, rejoin with a capped
+        backoff (the run's URL, then each fallback in turn), start again. False when the
+        run stopped first."""
+        old = self.session
+        record = Reconnect(time.monotonic(), old.drop_reason(), old.node_url)
+        self.reconnects.append(record)
+        self.errors.extend(old.errors)
+        old.stopping = True
+        await self.reset_media()
+        with contextlib.suppress(Exception):
+            await old.close()
+        entries = (self.url, *self.spec.fallback_urls)
+        delay = REJOIN_FIRST_DELAY
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay * random.uniform(0.5, 1.0))
+            if self._stop.is_set():
+                return False
+            url = entries[record.attempts % len(entries)]
+            record.attempts += 1
+            self.session = self._session_factory(url, self.on_offer)
+            self.session.token = self.spec.token
+            self.bind_session()
+            try:
+                await self.session.join(
+                    self.spec.room, self.spec.name, self.spec.role == "publisher", join_timeout
+                )
+                break
+            except Exception as exc:
+                record.last_error = f"{type(exc).__name__}: {exc}"
+                with contextlib.suppress(Exception):
+                    await self.session.close()
+                delay = min(delay * 2, REJOIN_MAX_DELAY)
+        record.joined_at = time.monotonic()
+        record.node = self.session.node_url
+        self._awaiting_media = record
+        await self.started()
+        return True
+
+    def media_back(self, now: float) -> None:
+        """Media flows again after a rejoin (the first packet, or publishing again)."""
+        record = self._awaiting_media
+        if record is not None:
+            record.media_at = now
+            self._awaiting_media = None
+
+    def bind_session(self) -> None:
+        """A new session after a rejoin: hook what the bot listens to on it."""
+
+    async def reset_media(self) -> None:
+        """Before a rejoin: close this session's peer connections (the next session
+        negotiates new ones); what was measured is kept."""
+        await self._close_receiving()
+        self.sub_pc = None
+        self.sub_port = None
+        self._hooked.clear()
 
     async def started(self) -> None:
         """Joined: publish, or wait for offers."""
@@ -267,6 +377,14 @@ class LoadBot:
 
     async def close_media(self) -> None:
         """Stop media and close peer connections."""
+
+    def cluster_summary(self) -> dict[str, Any]:
+        """Where the bot ended (``node``: the node it last joined at, after redirects),
+        and each rejoin."""
+        return {
+            "node": self.session.node_url,
+            "reconnects": [r.to_json() for r in self.reconnects],
+        }
 
     def summary(self) -> dict[str, Any]:
         """What this bot did, for the report's ``bots.list``."""

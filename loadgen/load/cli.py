@@ -13,6 +13,7 @@ from typing import Any
 
 from loadgen.impair.schedule import parse_schedule
 from loadgen.load.config import LoadConfig
+from loadgen.load.nodes import nodes_table, reconnects_line
 from loadgen.load.run import LoadRun, capacity_summary
 from loadgen.report.build import summary_table
 
@@ -156,6 +157,20 @@ def build_parser() -> argparse.ArgumentParser:
     links.add_argument(
         "--uplink-schedule", default="", metavar="T:STATE,...", help="uplink changes"
     )
+    parser.add_argument(
+        "--reconnect",
+        action="store_true",
+        help="a bot whose websocket drops (its server or node died or drained) rejoins, with a "
+        "capped backoff; each rejoin is in the report (bots.list[].reconnects, reconnects)",
+    )
+    parser.add_argument(
+        "--fallback-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="another entry URL of the same cluster (parley serve --redis), repeatable: "
+        "rejoins go through --url and these in turn",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     tokens = parser.add_argument_group("tokens", "for a server started with --api-secret")
     tokens.add_argument("--token", default=None, help="one join token for every bot")
@@ -258,6 +273,8 @@ def main(
         token=args.token,
         api_key=args.api_key,
         api_secret=args.api_secret,
+        reconnect=args.reconnect,
+        fallback_urls=tuple(args.fallback_url),
     )
     _check_links(parser, args)
     if args.find_capacity and (
@@ -274,6 +291,10 @@ def main(
 
         write_html(args.html_path, report)
     print(summary_table(report))
+    if report.get("nodes"):
+        print(nodes_table(report["nodes"]))
+    if report.get("reconnects", {}).get("count"):
+        print(reconnects_line(report["reconnects"]))
     if "capacity" in report:
         print(capacity_summary(report["capacity"]))
     print(f"parley load: {report['verdict']}", file=sys.stderr)

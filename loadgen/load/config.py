@@ -61,6 +61,10 @@ class LoadConfig:
     token: str | None = None
     api_key: str | None = None
     api_secret: str | None = None
+    #: a bot whose websocket drops rejoins (``--reconnect``), through ``url`` or the next
+    #: of ``fallback_urls`` (``--fallback-url``: other entry nodes of a cluster)
+    reconnect: bool = False
+    fallback_urls: tuple[str, ...] = ()
 
     @property
     def impaired(self) -> bool:

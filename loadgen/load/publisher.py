@@ -84,6 +84,9 @@ class LoadPublisher(LoadBot):
         self._sim_ext: SimulcastExtensions | None = None
         self._answer: str | None = None
         self._start = 0.0
+        #: tag sequence numbers reached per stream id, kept across a rejoin (the
+        #: subscribers count what a failover lost as a gap, not as a new stream)
+        self._tag_seqs: dict[int, int] = {}
         #: simulcast: the loss-based uplink control a browser has (``loadgen/media/simulcast/``)
         self.uplink: UplinkControl | None = None
 
@@ -141,10 +144,13 @@ class LoadPublisher(LoadBot):
                 first_seq=self.rng.randint(0, 0xFFFF),
                 timestamp_offset=self.rng.randint(0, 0xFFFFFFFF),
             )
+            self.audio.tag_seq = self._tag_seqs.get(self.audio.stream, 0)
             self._tasks.append(asyncio.ensure_future(self._audio_loop()))
         else:
             rtx_pt = negotiated.rtx_payload_type(pt)
             self.video = self._video_streams(negotiated, pt, rtx_pt, ssrc, rtx_ssrc)
+            for stream in self.video:
+                stream.tag_seq = self._tag_seqs.get(stream.stream, 0)
             if self.spec.simulcast:
                 self.uplink = UplinkControl(len(self.video))
             self.players = [
@@ -160,8 +166,11 @@ class LoadPublisher(LoadBot):
                 self.encoder = LiveEncoder(specs, self.media.fps)
             self._tasks.append(asyncio.ensure_future(self._video_loop()))
             self._tasks.append(asyncio.ensure_future(self._report_loop()))
-        if self.audio is not None and self.video and self.media_started_at is None:
-            self.media_started_at = time.monotonic()
+        if self.audio is not None and self.video:
+            if self.media_started_at is None:
+                self.media_started_at = time.monotonic()
+            else:  # publishing again after a rejoin
+                self.media_back(time.monotonic())
 
     def _video_streams(
         self,
@@ -351,6 +360,21 @@ class LoadPublisher(LoadBot):
         back = uplink.on_loss(worst, now)
         if back is not None:
             self.video[back].keyframe_requested = True
+
+    async def reset_media(self) -> None:
+        for stream in [*self.video, *([self.audio] if self.audio is not None else [])]:
+            self._tag_seqs[stream.stream] = stream.tag_seq
+        await self.close_media()
+        self.encoder = None
+        self.pc = self.port = None
+        self.audio = None
+        self.video = []
+        self.players = []
+        self.uplink = None
+        self._audio_sender = self._video_sender = None
+        self._answer = self._munged_mid = None
+        self._sim_ext = None
+        await super().reset_media()
 
     async def close_media(self) -> None:
         for task in self._tasks:

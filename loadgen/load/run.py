@@ -27,6 +27,7 @@ from loadgen.load.capacity import CapacitySearch, ServiceLevel, measure_step
 from loadgen.load.config import LoadConfig
 from loadgen.load.links import LinkWorker, RunLink
 from loadgen.load.metrics import KINDS, Interval
+from loadgen.load.nodes import NodeSampler, nodes_section, reconnects_section
 from loadgen.load.plan import plan_bots, subscriber_specs
 from loadgen.load.verdict import verdict_section
 from loadgen.media.prepared import default_cache_dir, prepare_media
@@ -89,6 +90,9 @@ class LoadRun:
         #: bots behind impaired links (``--impaired-*``), and the schedule's zero
         self.links: list[RunLink] = []
         self.t0: float | None = None
+        #: every node's /healthz, sampled once a second (a cluster: ``loadgen/load/nodes.py``)
+        secret = config.api_secret
+        self.nodes = NodeSampler(f"Bearer {secret}" if secret else None)
 
     # ---- lifecycle
 
@@ -213,6 +217,7 @@ class LoadRun:
                 )
 
     def close(self) -> None:
+        self.nodes.close()
         for proc in self.workers:
             proc.join(5)
             if proc.is_alive():
@@ -249,6 +254,8 @@ class LoadRun:
         by_name = {link.bot: link for link in self.links}
         for spec in specs:
             spec.token = self._token(spec)
+            spec.reconnect = self.config.reconnect
+            spec.fallback_urls = tuple(self.config.fallback_urls)
             link = by_name.get(spec.name)
             if link is not None:  # its own worker, inside the link's namespace
                 link.worker.commands.put(("bots", [asdict(spec)]))
@@ -266,6 +273,9 @@ class LoadRun:
     def run(self) -> dict[str, Any]:
         cfg = self.config
         self.start()
+        if cfg.target == "parley":
+            self.nodes.see([self.url])
+            self.nodes.start()
         try:
             self.started = time.monotonic()
             self._machine.append((self.started, *machine_cpu()))
@@ -321,6 +331,10 @@ class LoadRun:
             link_changes={link.bot: [(t, st) for t, st in link.changes] for link in self.links},
         )
         report = build_report(data)
+        if cfg.target == "parley":
+            bots = report["bots"]["list"]
+            report["nodes"] = nodes_section(bots, self.nodes.samples, data.steady_from, end)
+            report["reconnects"] = reconnects_section(bots)
         if self.search is not None:
             report["capacity"] = self.search.to_json()
             report.update(verdict_section(report))
@@ -398,6 +412,7 @@ class LoadRun:
             except queue.Empty:
                 break
             if kind == "progress":
+                self.nodes.see(data.get("nodes", ()))
                 self.progress.append((worker, data))
                 self.latest[worker] = data
                 self._on_second(data["t"])

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from loadgen.load.nodes import http_url
 from parley_client import ClientClosed, ProtocolClient, Redirected, RequestFailed
 from sfu.config import IceServer
 from signaling.messages import ErrorMessage, Layer, Leave, ServerMessage, SubscribeOffer
@@ -57,6 +58,8 @@ class ServerSession:
         self.on_layer: Callable[[str, str | None, bool], None] | None = None
         #: the join token (a server with an API secret wants one)
         self.token: str | None = None
+        #: the node the bot joined at, after any redirect (``http://host:port``)
+        self.node_url: str | None = None
 
     async def join(self, room: str, name: str, publisher: bool, timeout: float) -> None:
         """Join ``room``; raise on refusal or timeout. Subscribers then get offers."""
@@ -68,6 +71,10 @@ class ServerSession:
 
     async def set_layer(self, track: OfferedTrack, max_height: int) -> None:
         """Ask for at most ``max_height`` pixels of height of a simulcast track."""
+
+    def drop_reason(self) -> str:
+        """Why the connection ended (after :attr:`closed`)."""
+        return "the server closed the connection"
 
     async def close(self) -> None:
         """Leave (when joined) and close the connection. Idempotent."""
@@ -175,6 +182,7 @@ class ParleySession(ServerSession):
         except ClientClosed:
             raise RuntimeError("websocket closed before joined") from None
         self.ice_servers = joined.ice_servers
+        self.node_url = http_url(self.client.ws_url)
         self._is_joined = True
 
     async def publish(self, sdp: str, timeout: float) -> str:
@@ -193,7 +201,12 @@ class ParleySession(ServerSession):
             tracks = [
                 OfferedTrack(info.track, info.kind, mid) for mid, info in message.tracks.items()
             ]
-            answer = await self.on_offer(message.sdp, tracks)
+            try:
+                answer = await self.on_offer(message.sdp, tracks)
+            except Exception:
+                if self.stopping:  # the bot leaves or rejoins: its peer connection is closed
+                    return
+                raise
             with contextlib.suppress(ClientClosed):
                 await self.client.answer(answer)
         elif isinstance(message, Layer):
@@ -205,6 +218,12 @@ class ParleySession(ServerSession):
             # an error answering join or publish_offer fails that request instead
             if not self.client.answers_request(message) and message.code != "not_found":
                 self.errors.append(_error_text(message))
+
+    def drop_reason(self) -> str:
+        shutdown = self.client.server_shutdown
+        if shutdown is not None:
+            return f"server_shutdown: {shutdown.reason}"
+        return f"websocket closed (code {self.client.close_code})"
 
     async def close(self) -> None:
         if self._is_joined and self.client.connected:

@@ -187,6 +187,8 @@ class LoadSubscriber(LoadBot):
                 _, seq, ssrc = rtp_header(data)
                 self.feedback.on_rtp(ssrc, seq, now)
             return
+        if self._awaiting_media is not None:
+            self.media_back(now)
         stream = tag.stream
         rx = self.streams.get(stream)
         video = tag.flags & FLAG_VIDEO
@@ -271,6 +273,22 @@ class LoadSubscriber(LoadBot):
 
     def _on_sub_rtcp(self, data: bytes, now: float) -> None:
         self.feedback.on_rtcp(data, now)
+
+    def bind_session(self) -> None:
+        self.session.on_layer = self._on_layer
+
+    async def reset_media(self) -> None:
+        if self._nack_timer is not None:
+            self._nack_timer.cancel()
+            self._nack_timer = None
+        for task in (self._feedback_task, self._twcc_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._feedback_task = self._twcc_task = None
+        self._twcc_id = None
+        await super().reset_media()
 
     def finish(self, end: float) -> None:
         for track in self.tracks.values():

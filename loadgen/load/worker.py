@@ -205,6 +205,13 @@ class Worker:
                         "joined": sum(b.joined for b in [*self.publishers, *self.subscribers]),
                         "receiving": sum(s.first_frame_at is not None for s in self.subscribers),
                         "errors": sum(len(b.errors) for b in [*self.publishers, *self.subscribers]),
+                        "nodes": sorted(
+                            {
+                                b.session.node_url
+                                for b in [*self.publishers, *self.subscribers]
+                                if b.session.node_url is not None
+                            }
+                        ),
                     },
                 )
             )
@@ -224,7 +231,10 @@ class Worker:
             "e2e_unreadable": sum(s.decoder.unreadable for s in self.subscribers if s.decoder),
             "cpu_samples": self.cpu_samples,
             "lag": self.lag.to_json(),
-            "bots": [b.summary() for b in [*self.publishers, *self.subscribers]],
+            "bots": [
+                {**b.summary(), **b.cluster_summary()}
+                for b in [*self.publishers, *self.subscribers]
+            ],
         }
 
 

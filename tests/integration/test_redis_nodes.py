@@ -47,6 +47,8 @@ LINKS = (171, 172)
 class Node:
     node_id: str
     link: ImpairedLink
+    #: more ``parley serve`` options
+    args: tuple[str, ...] = ()
     proc: asyncio.subprocess.Process | None = None
     log: list[str] = field(default_factory=list)
     reader: asyncio.Task[None] | None = None
@@ -100,6 +102,7 @@ async def start_node(node: Node, redis_port: int) -> None:
             "--ice-address", link.peer_address,
             "--redis", f"redis://{link.host_address}:{redis_port}/0",
             "--node-url", node.ws_url, "--node-id", node.node_id, "--allow-anonymous",
+            *node.args,
         ]),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -131,8 +134,9 @@ def _route_through(link: ImpairedLink) -> None:
     )
 
 
-@pytest.fixture
-async def cluster() -> AsyncIterator[Cluster]:
+@contextlib.asynccontextmanager
+async def running_cluster(*args: str) -> AsyncIterator[Cluster]:
+    """Two nodes ``a`` and ``b`` (each with ``args`` too) and their Redis."""
     links = [ImpairedLink(i) for i in LINKS]
     redis = RedisServer(bind="0.0.0.0")  # this namespace has only lo and the two veths
     nodes: dict[str, Node] = {}
@@ -145,7 +149,7 @@ async def cluster() -> AsyncIterator[Cluster]:
         Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
         await redis.start()
         for name, link in zip("ab", links, strict=True):
-            nodes[name] = Node(name, link)
+            nodes[name] = Node(name, link, args)
         await asyncio.gather(*(start_node(n, redis.port) for n in nodes.values()))
         yield Cluster(redis, client, nodes)
     finally:
@@ -154,6 +158,12 @@ async def cluster() -> AsyncIterator[Cluster]:
         await redis.kill()
         for link in links:
             await asyncio.to_thread(link.close)
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    async with running_cluster() as running:
+        yield running
 
 
 def bot_command(
@@ -440,6 +450,16 @@ async def test_parley_load_through_one_node_follows_redirects_to_both(
     report = json.loads(report_path.read_text())
     bots = {k: v for k, v in report["bots"].items() if k != "list"}
     assert bots["joined"] == 12 and bots["errors"] == [], bots
+    # the report says where each room landed and each node's load (its own /healthz)
+    nodes = {n["url"]: n for n in report["nodes"]}
+    assert set(nodes) == {node.url for node in cluster.nodes.values()}, report["nodes"]
+    for name, node in cluster.nodes.items():
+        shown = nodes[node.url]
+        assert len(shown["rooms"]) == most[name] and shown["bots"] == 2 * most[name], shown
+        assert shown["peak_participants"] == 2 * most[name], shown
+        assert shown["healthz"]["load"]["node_id"] == name, shown
+    assert sorted(r for n in nodes.values() for r in n["rooms"]) == [f"load-{i}" for i in range(6)]
+    assert "node " + cluster.nodes["b"].url in output, output
 
 
 async def test_a_room_claimed_by_another_node_moves_there(cluster: Cluster, tmp_path: Path) -> None:

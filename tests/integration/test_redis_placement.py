@@ -175,3 +175,27 @@ async def test_a_drained_node_keeps_its_rooms_and_gets_no_new_ones(redis) -> Non
     await a.beat()
     assert not a.draining
     assert (await placement.place("after")).node_id == "a"
+
+
+async def test_a_draining_node_s_room_is_moved_to_a_live_node_that_takes_rooms(redis) -> None:
+    _, client = redis
+    a, b, c = (registry(client, n, ttl=30) for n in ("a", "b", "c"))
+    for node in (a, b, c):
+        await node.beat()
+    placement = RedisPlacement(client, rng=random.Random(5))
+    await client.set("parley:room:r1", "a")
+    await client.set("parley:drain:c", "1")  # c takes no rooms
+    await c.beat()
+    await client.set("parley:drain:a", "move")
+    await a.beat()
+    assert a.draining and a.drain_move and not c.drain_move
+    target = await placement.move("r1", "a")
+    assert target is not None and target.node_id == "b", target
+    assert await placement.owner("r1") == "b"
+    assert await placement.move("r1", "a") == target  # moved already: the same answer
+    # no other node takes rooms: the room stays where it is
+    await client.set("parley:room:r2", "a")
+    await client.set("parley:drain:b", "1")
+    await b.beat()
+    assert await placement.move("r2", "a") is None
+    assert await placement.owner("r2") == "a"

@@ -4,12 +4,15 @@ Real processes: the front and its workers, and ``parley bot`` subprocesses. Two 
 on different workers; each room's bots decode each other through the front; the worker
 owning one room is killed (SIGKILL) mid-call: its bots are back with media within 5 s,
 on the other worker, while the other room's bots never notice; the dead worker is
-restarted. SIGTERM on the front stops everything within about a second.
+restarted. A worker stopped with SIGSTOP (alive, not answering) is found by the front's
+health watch, killed and restarted; its bots are back with media within 5 s of the stop.
+SIGTERM on the front stops everything within about a second.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -149,6 +152,73 @@ async def test_rooms_spread_over_workers_and_a_killed_worker_s_room_comes_back(
         tracks = [t for t in summary["tracks"] if t["participant_name"] == other]
         assert sorted(t["kind"] for t in tracks) == ["audio", "video"], summary["tracks"]
         assert all(t["frames_decoded"] > 0 for t in tracks), tracks
+
+
+async def test_a_hung_worker_is_killed_and_its_clients_come_back_within_5_s(
+    tmp_path: Path,
+) -> None:
+    """SIGSTOP: the worker's process lives and its sockets stay open, so nothing breaks by
+    itself; without the front's health watch the bots would sit in a call with no media."""
+    bots: dict[str, Any] = {}
+    async with parley_serve("--workers", "2", "--log-level", "WARNING") as server:
+        url = server.url
+        stopped_pid = 0
+        try:
+            await wait_for(url, lambda b: all(w["alive"] for w in b["workers"]), 30, "up")
+            for name in ("eve", "fay"):
+                bots[name] = await start_bot(url, "hang", name, tmp_path, 16)
+            body = await wait_for(url, lambda b: worker_with(b, 2, 4), 20, "forwarding")
+            owner = worker_with(body, 2, 4)
+            assert owner is not None
+            await asyncio.sleep(2.0)  # media flows
+            stopped_pid = int(owner["pid"])
+            os.kill(stopped_pid, signal.SIGSTOP)
+            stopped_at = time.time()
+            body = await wait_for(
+                url, lambda b: worker_with(b, 2, 4) is not None, 10, "the room re-placed"
+            )
+            moved = worker_with(body, 2, 4)
+            assert moved is not None and moved["id"] != owner["id"], body
+            body = await wait_for(
+                url,
+                lambda b: any(w["id"] == owner["id"] and w.get("answered") for w in b["workers"]),
+                30,
+                "the hung worker restarted",
+            )
+            restarted = next(w for w in body["workers"] if w["id"] == owner["id"])
+            assert restarted["hangs"] == 1 and restarted["restarts"] == 1, restarted
+            assert restarted["pid"] != stopped_pid, restarted
+            # the stopped process was killed (gone, or a zombie until reaped)
+            stat = Path(f"/proc/{stopped_pid}/stat")
+            assert not stat.exists() or stat.read_text().split(")")[1].split()[0] in "ZX", stat
+            codes = {n: await asyncio.wait_for(p.wait(), 60) for n, p in bots.items()}
+        finally:
+            for proc in bots.values():
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+            if stopped_pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(stopped_pid, signal.SIGKILL)
+        assert server.problems() == [], server.problems()
+        assert any("has not answered" in line for line in server.stderr), server.stderr
+    summaries = {n: json.loads((tmp_path / f"{n}.json").read_text()) for n in bots}
+    assert codes == dict.fromkeys(bots, 0), (codes, {n: s["failed"] for n, s in summaries.items()})
+    for name, other in (("eve", "fay"), ("fay", "eve")):
+        summary = summaries[name]
+        brief = {k: v for k, v in summary.items() if k not in ("events", "tracks")}
+        (reconnect,) = summary["reconnects"]
+        assert reconnect["code"] == "server_shutdown" and reconnect["recovered"], brief
+        first = [
+            summary["started_unix"] + t["first_frame_ms"] / 1000
+            for t in summary["tracks"]
+            if t["session"] == 1 and t["participant_name"] == other and t["frames_decoded"] > 0
+        ]
+        assert len(first) == 2, summary["tracks"]  # audio and video again
+        back = max(first) - stopped_at
+        print(f"{name}: media back {back:.2f} s after SIGSTOP", file=sys.stderr)
+        assert 0 < back <= 5.0, (name, back, brief)
+        assert summary["ok"], brief
 
 
 async def _front_stops(server: ServerProcess) -> float:

@@ -103,7 +103,7 @@ def test_joined_is_recognised_among_the_worker_s_frames() -> None:
 
 def test_workers_get_the_front_s_options_but_not_its_address() -> None:
     argv = ["--workers", "2", "--host", "0.0.0.0", "--port=8080", "--api-secret", "s",
-            "--max-rooms", "3", "--work=4", "--po", "9"]  # fmt: skip
+            "--max-rooms", "3", "--work=4", "--po", "9", "--worker-hang-timeout", "5"]  # fmt: skip
     assert worker_argv(argv) == ["--api-secret", "s", "--max-rooms", "3"]
     assert worker_count(None) is None
     assert worker_count("3") == 3
