@@ -15,16 +15,9 @@ from loadgen.bot import BotConfig, run_bot
 from tests.integration.conftest import RunningServer
 from tests.integration.test_bot_reconnect import free_port, start_server, wait_for_forwarders
 
+from ._wait import until
+
 PARLEY = [sys.executable, "-m", "parley"]
-
-
-async def _wait_for(predicate: object, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        await asyncio.sleep(0.1)
-    return False
 
 
 async def test_a_publisher_stopped_for_seconds_fails_its_watchers_verdict(
@@ -64,7 +57,7 @@ async def test_a_publisher_stopped_for_seconds_fails_its_watchers_verdict(
                 and sum(len(p.subscriptions) for p in room.participants.values()) >= 4
             )
 
-        assert await _wait_for(watched, 15.0)
+        assert await until(watched, 15.0)
         await asyncio.sleep(2.5)  # video flows
         publisher.send_signal(signal.SIGSTOP)
         await asyncio.sleep(2.5)

@@ -12,21 +12,12 @@ from typing import Any
 
 from loadgen.bot import BotConfig, run_bot
 
+from ._wait import until
 from .conftest import RunningServer
 
 
 def _tracks_from(summary: dict[str, Any], participant: str) -> list[dict[str, Any]]:
     return [t for t in summary["tracks"] if t["participant"] == participant]
-
-
-async def _wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(interval)
-    return bool(predicate())
 
 
 async def test_three_bots_decode_each_other(server: RunningServer) -> None:
@@ -64,8 +55,8 @@ async def test_three_bots_decode_each_other(server: RunningServer) -> None:
         # nobody receives their own media back
         assert not _tracks_from(summary, summary["id"])
     # ...and once everyone left, the room is gone and nothing lingers
-    assert await _wait_for(lambda: not server.sfu.rooms, 5.0), server.sfu.rooms
-    assert await _wait_for(lambda: not _media_tasks(), 5.0), _media_tasks()
+    assert await until(lambda: not server.sfu.rooms, 5.0), server.sfu.rooms
+    assert await until(lambda: not _media_tasks(), 5.0), _media_tasks()
 
 
 def _media_tasks() -> list[str]:
@@ -119,7 +110,7 @@ async def test_leaver_disappears_from_subscriptions(server: RunningServer) -> No
         for t in _tracks_from(summary, cy_id):
             assert t["frames_decoded"] > 0, t
     assert summaries[2]["left_reason"] in (None, "left"), summaries[2]
-    assert await _wait_for(lambda: "r2" not in server.sfu.rooms, 5.0)
+    assert await until(lambda: "r2" not in server.sfu.rooms, 5.0)
 
 
 async def test_killed_bot_is_cleaned_up(server: RunningServer, tmp_path: Path) -> None:
@@ -156,7 +147,7 @@ async def test_killed_bot_is_cleaned_up(server: RunningServer, tmp_path: Path) -
             v = by_name.get("victim")
             return bool(s and v and len(v.tracks) == 2 and len(s.subscriptions) == 2)
 
-        assert await _wait_for(survivor_subscribed, 10.0)
+        assert await until(survivor_subscribed, 10.0)
         await asyncio.sleep(2.0)
         victim.send_signal(signal.SIGKILL)
         await victim.wait()
@@ -165,7 +156,7 @@ async def test_killed_bot_is_cleaned_up(server: RunningServer, tmp_path: Path) -
             room = server.sfu.rooms.get("r3")
             return room is not None and [p.name for p in room.participants.values()] == ["survivor"]
 
-        assert await _wait_for(victim_gone, 5.0), "killed participant was not removed"
+        assert await until(victim_gone, 5.0), "killed participant was not removed"
         room = server.sfu.rooms["r3"]
         survivor = next(iter(room.participants.values()))
         assert survivor.subscriptions == {}
@@ -214,7 +205,7 @@ async def test_garbage_in_one_room_leaves_another_untouched(server: RunningServe
             describe_remote_media(answer["sdp"])
             await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
             # authenticated (real SRTP) but malformed RTP on the vandal's announced SSRCs
-            assert await _wait_for(lambda: pc.connectionState == "connected", 10.0)
+            assert await until(lambda: pc.connectionState == "connected", 10.0)
             offered = describe_remote_media(pc.localDescription.sdp)
             port = MediaPort(
                 pc.getTransceivers()[0].sender.transport, lambda d, t: None, lambda d, t: None
@@ -256,9 +247,9 @@ async def test_garbage_in_one_room_leaves_another_untouched(server: RunningServe
             port.close()
             assert sent >= attempted // 2
             vandal_participant = next(iter(server.sfu.rooms["junk"].participants.values()))
-            assert await _wait_for(
-                lambda: vandal_participant.counters["rtp_malformed"] >= 100, 3.0
-            ), vandal_participant.counters
+            assert await until(lambda: vandal_participant.counters["rtp_malformed"] >= 100, 3.0), (
+                vandal_participant.counters
+            )
             junk_frames = [
                 "{not json",
                 "[]",
@@ -327,7 +318,7 @@ async def test_garbage_in_one_room_leaves_another_untouched(server: RunningServe
     assert errors[8]["code"] == "too_large"
     assert errors[9]["code"] == 1009, errors[9]
     # the vandal's room was cleaned up when its websocket closed
-    assert await _wait_for(lambda: "junk" not in server.sfu.rooms, 5.0)
+    assert await until(lambda: "junk" not in server.sfu.rooms, 5.0)
 
 
 async def test_silent_peer_is_removed_by_ice_consent(server_factory: Any, tmp_path: Path) -> None:
@@ -369,14 +360,12 @@ async def test_silent_peer_is_removed_by_ice_consent(server_factory: Any, tmp_pa
                 for p in room.participants.values()
             )
 
-        assert await _wait_for(frozen_publishing, 10.0)
+        assert await until(frozen_publishing, 10.0)
         frozen_participant = next(
             p for p in srv.sfu.rooms["r4"].participants.values() if p.name == "frozen"
         )
         frozen.send_signal(signal.SIGSTOP)  # alive, socket open, but silent
-        assert await _wait_for(lambda: frozen_participant.closed, 10.0), (
-            "silent peer was not removed"
-        )
+        assert await until(lambda: frozen_participant.closed, 10.0), "silent peer was not removed"
         assert frozen_participant.close_reason is not None
         assert frozen_participant.close_reason.startswith("peer connection"), (
             frozen_participant.close_reason
@@ -402,7 +391,7 @@ async def test_lost_packets_are_repaired_from_the_sfu_cache(server: RunningServe
             room = server.sfu.rooms.get("r5")
             return room is not None and any(p.name == "lossy" for p in room.participants.values())
 
-        assert await _wait_for(ready, 10.0)
+        assert await until(ready, 10.0)
         lossy = next(p for p in server.sfu.rooms["r5"].participants.values() if p.name == "lossy")
         watched["participant"] = lossy
         egress = lossy.subscribe_side.egress  # the subscriber's packet sink (sfu/egress.py)
@@ -493,7 +482,7 @@ async def test_a_transport_that_refuses_packets_is_counted_and_lowers_the_estima
                         return True
             return False
 
-        assert await _wait_for(watcher_flowing, 10.0)
+        assert await until(watcher_flowing, 10.0)
         watcher = seen["participant"]
         assert watcher.bwe.cap is None  # nothing limits this loopback link
         assert watcher.counters["send_failures"] == 0

@@ -4,7 +4,6 @@ SCTP data channels (docs/protocol.md, "Data channel")."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 from loadgen.bot import Bot, BotConfig
@@ -12,20 +11,11 @@ from sfu.config import SfuConfig
 from sfu.datachannel import DataLimits
 from signaling.server import ServerConfig
 
+from ._wait import until
 from .conftest import ServerFactory
 
 #: the server's limits here: the default size, and at most 20 messages at once
 LIMITS = DataLimits(messages_per_second=4.0, message_burst=20.0)
-
-
-async def _wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return predicate()
 
 
 def _got(bot: Bot, sender: Bot, data: Any) -> bool:
@@ -46,7 +36,7 @@ async def test_bots_exchange_room_targeted_and_refused_messages(
     bots = (ann, bob, cy)
     runs = [asyncio.ensure_future(b.run()) for b in bots]
     try:
-        ready = await _wait_for(
+        ready = await until(
             lambda: all(
                 b.data.channel is not None
                 and b.data.channel.readyState == "open"
@@ -59,7 +49,7 @@ async def test_bots_exchange_room_targeted_and_refused_messages(
 
         # to the room: everybody else gets it, with the sender's id
         assert ann.data.send("hello room")
-        assert await _wait_for(
+        assert await until(
             lambda: _got(bob, ann, "hello room") and _got(cy, ann, "hello room"), 5.0
         )
         # to one participant, by id: the third does not get it
@@ -67,16 +57,16 @@ async def test_bots_exchange_room_targeted_and_refused_messages(
         # binary, to one participant by name
         sent_binary_at = asyncio.get_running_loop().time()
         assert bob.data.send(b"\x00\xffbin", to=("ann",))
-        assert await _wait_for(
+        assert await until(
             lambda: _got(bob, ann, {"secret": 1}) and _got(ann, bob, "00ff62696e"), 5.0
         )
         # too large: refused with an error to the sender, nobody gets it, nothing breaks
         assert ann.data.send("x" * (17 * 1024))
-        assert await _wait_for(lambda: any(e["code"] == "data_too_large" for e in ann._errors), 5.0)
+        assert await until(lambda: any(e["code"] == "data_too_large" for e in ann._errors), 5.0)
         room = server.sfu.rooms["dc"]
         assert room.participants[ann._id or ""].counters["data_dropped_size"] == 1
         assert ann.data.send("after")
-        assert await _wait_for(lambda: _got(bob, ann, "after") and _got(cy, ann, "after"), 5.0)
+        assert await until(lambda: _got(bob, ann, "after") and _got(cy, ann, "after"), 5.0)
         # a burst over the rate limit: the first 20 go (the burst), the rest are refused
         for i in range(30):
             assert bob.data.send({"burst": i}, to=("ann",))
@@ -86,17 +76,17 @@ async def test_bots_exchange_room_targeted_and_refused_messages(
             relayed = ann.data.received_from.get(bob._id or "", 0) - 1  # less the binary one
             return relayed + counters["data_dropped_rate"] == 30
 
-        assert await _wait_for(burst_done, 5.0), (ann.data.received_from, counters)
+        assert await until(burst_done, 5.0), (ann.data.received_from, counters)
         # the bucket holds 20, less what the binary message above spent, refilled at 4/s
         # since then (a busy machine may spread the burst's arrival over more time)
         refill = 4 * (asyncio.get_running_loop().time() - sent_binary_at)
         dropped = counters["data_dropped_rate"]
         assert 30 - 19 - int(refill) - 1 <= dropped <= 12, (counters, refill)
-        assert await _wait_for(
+        assert await until(
             lambda: any(e["code"] == "data_rate_limited" for e in bob._errors), 5.0
         ), bob._errors
         # the periodic messages of cy reach bob only
-        assert await _wait_for(lambda: bob.data.received_from.get(cy._id or "", 0) >= 3, 5.0)
+        assert await until(lambda: bob.data.received_from.get(cy._id or "", 0) >= 3, 5.0)
         summaries = await asyncio.gather(*runs)
     finally:
         for run in runs:

@@ -23,6 +23,7 @@ import aiohttp
 from sfu.config import IceConfig, SfuConfig
 from signaling.server import ServerConfig
 
+from ._wait import until
 from .conftest import ServerFactory
 
 
@@ -40,16 +41,6 @@ class Watcher:
 
     def arrivals(self, type_: str) -> list[float]:
         return [t for t, m in self.messages if m["type"] == type_]
-
-
-async def _wait_for(predicate: Any, timeout: float) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return bool(predicate())
 
 
 def test_defaults_are_close_to_a_browser() -> None:
@@ -103,14 +94,14 @@ async def test_a_sigstopped_bot_is_gone_within_8_s_and_a_3_s_stall_is_survived(
                     and all(t.source.packets > 20 for t in p.tracks.values())
                 )
 
-            assert await _wait_for(publishing, 20.0), "the bot did not start publishing"
+            assert await until(publishing, 20.0), "the bot did not start publishing"
             participant = sleeper()
             # a brief stall: 3 s stopped, then running again; nobody is removed
             bot.send_signal(signal.SIGSTOP)
             await asyncio.sleep(3.0)
             bot.send_signal(signal.SIGCONT)
             packets = sum(t.source.packets for t in participant.tracks.values())
-            assert await _wait_for(
+            assert await until(
                 lambda: sum(t.source.packets for t in participant.tracks.values()) > packets + 20,
                 5.0,
             ), "the bot's media did not resume after the stall"
@@ -120,7 +111,7 @@ async def test_a_sigstopped_bot_is_gone_within_8_s_and_a_3_s_stall_is_survived(
             # frozen for good
             bot.send_signal(signal.SIGSTOP)
             stopped = loop.time()
-            assert await _wait_for(lambda: watcher.arrivals("participant_left"), 12.0), (
+            assert await until(lambda: watcher.arrivals("participant_left"), 12.0), (
                 "the frozen bot was not removed"
             )
             left = watcher.arrivals("participant_left")[0] - stopped

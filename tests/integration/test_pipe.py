@@ -17,6 +17,7 @@ from sfu.pipe import PipeTransport
 from sfu.pipe_import import is_piped
 from signaling.server import ServerConfig
 
+from ._wait import until
 from .conftest import RunningServer, ServerFactory
 
 ROOM = "spread"
@@ -27,16 +28,6 @@ def _video_from(summary: dict[str, Any], participant: str, kind: str = "video") 
         t for t in summary["tracks"] if t["participant"] == participant and t["kind"] == kind
     ]
     return track
-
-
-async def _until(predicate: Any, timeout: float) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return bool(predicate())
 
 
 @pytest.fixture
@@ -120,7 +111,7 @@ async def test_a_piped_simulcast_publisher_is_decoded_on_the_far_server(
 
     async def inspect() -> None:
         await asyncio.sleep(3.0)
-        await _until(settled, 5.0)  # a busy machine may take longer
+        await until(settled, 5.0)  # a busy machine may take longer
         found = remotes()
         seen["remote"] = [found["cam"].id, found["plain"].id]
         # B exporting the room back exports nothing: piped tracks never go back up a pipe
@@ -214,7 +205,7 @@ async def test_a_piped_simulcast_publisher_is_decoded_on_the_far_server(
     room_b = b.sfu.rooms.get(ROOM)
     assert room_b is not None and origin.id in room_b.participants
     await pipe_a.close()
-    assert await _until(
+    assert await until(
         lambda: b.sfu.rooms.get(ROOM) is None or origin.id not in b.sfu.rooms[ROOM].participants,
         3.0,
     )
@@ -232,20 +223,20 @@ async def test_a_piped_track_follows_its_publisher_and_the_pipe_times_out(
     publisher = asyncio.ensure_future(
         run_bot(BotConfig(url=a.url, room=ROOM, name="cam", duration=4.0))
     )
-    assert await _until(lambda: ROOM in a.sfu.rooms and a.sfu.rooms[ROOM].participants, 5.0)
+    assert await until(lambda: ROOM in a.sfu.rooms and a.sfu.rooms[ROOM].participants, 5.0)
     (origin,) = a.sfu.rooms[ROOM].participants.values()
-    assert await _until(lambda: len(origin.tracks) == 2, 5.0)
+    assert await until(lambda: len(origin.tracks) == 2, 5.0)
     await pipe_a.export_participant(ROOM, origin.id)
     remote = b.sfu.rooms[ROOM].participants[origin.id]
     assert sorted(t.kind for t in remote.tracks.values()) == ["audio", "video"]
-    assert await _until(lambda: all(t.source.packets > 20 for t in remote.tracks.values()), 5.0)
+    assert await until(lambda: all(t.source.packets > 20 for t in remote.tracks.values()), 5.0)
     assert (await publisher)["ok"]
     # the publisher left A: B's room is empty again
-    assert await _until(lambda: ROOM not in b.sfu.rooms, 3.0), b.sfu.rooms
+    assert await until(lambda: ROOM not in b.sfu.rooms, 3.0), b.sfu.rooms
     assert pipe_b.stats()["remote_publishers"] == 0
 
     # the far side falls silent (its datagrams are not answered): the pipe closes itself
     pipe_b.timeout = 0.5
     pipe_a.connect(("127.0.0.1", 9))  # A now talks to nobody: B hears nothing more
-    assert await _until(lambda: pipe_b.closed, 3.0)
+    assert await until(lambda: pipe_b.closed, 3.0)
     assert "nothing heard" in (pipe_b.close_reason or "")

@@ -56,16 +56,6 @@ def _diagnose(server: RunningServer, room: str) -> list[Any]:
     return out
 
 
-async def _until(predicate: Any, timeout: float) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.1)
-    return bool(predicate())
-
-
 async def test_subscribers_get_the_layer_they_ask_for(
     server: RunningServer, caplog: pytest.LogCaptureFixture
 ) -> None:
