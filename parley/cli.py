@@ -284,6 +284,9 @@ def serve_main(argv: list[str]) -> int:
     if (refusal := exposure_error(args.host, auth_config(args), args.allow_anonymous)) is not None:
         print(f"parley serve: {refusal}", file=sys.stderr)
         return 2
+    from parley.memtrace import install_from_env
+
+    install_from_env(os.environ)  # PARLEY_TRACEMALLOC: bench/memory.py's snapshots
     from sfu.config import IceConfig, SfuConfig
     from sfu.datachannel import DataLimits
     from signaling.drain import drain_config
