@@ -46,6 +46,7 @@ from harness.memory_trace import (  # noqa: E402
     process_memory,
     summarize,
 )
+
 from loadgen.load.config import LoadConfig  # noqa: E402
 from loadgen.load.run import LoadRun  # noqa: E402
 from loadgen.netns import ensure_loopback_namespace  # noqa: E402
@@ -119,7 +120,11 @@ class MemoryRun(LoadRun):
     def _on_second(self, t: float) -> None:
         super()._on_second(t)
         started = self._subscribers_started
-        if started is not None and "all" not in self.phases and time.monotonic() >= started + self.settle:
+        if (
+            started is not None
+            and "all" not in self.phases
+            and time.monotonic() >= started + self.settle
+        ):
             self._read("all")
 
 
@@ -236,7 +241,9 @@ def main() -> int:
     parser.add_argument("--ramp", type=float, default=20.0, help="bots started per second")
     parser.add_argument("--processes", type=int, default=2, help="load worker processes")
     parser.add_argument("--idle", type=float, default=3.0, help="s idle before the base reading")
-    parser.add_argument("--settle", type=float, default=6.0, help="s after joining before a reading")
+    parser.add_argument(
+        "--settle", type=float, default=6.0, help="s after joining before a reading"
+    )
     parser.add_argument("--trace", action="store_true", help="also run with tracemalloc")
     parser.add_argument("--trace-levels", default="", help="levels traced (default: --levels)")
     parser.add_argument("--imports", action="store_true", help="RSS added by each import step")
@@ -269,7 +276,11 @@ def main() -> int:
             print(trace_text(traced), flush=True)
     result["machine"]["loadavg_end"] = os.getloadavg()
     print(table(result["levels"]))
-    print("load average at start / end:", result["machine"]["loadavg_start"], result["machine"]["loadavg_end"])
+    print(
+        "load average at start / end:",
+        result["machine"]["loadavg_start"],
+        result["machine"]["loadavg_end"],
+    )
     path = Path(args.json_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")

@@ -22,11 +22,15 @@ IMPORT_STEPS: tuple[tuple[str, str], ...] = (
     ("cryptography, pyOpenSSL", "import cryptography.x509, OpenSSL.SSL"),
     ("aioice, pylibsrtp, google_crc32c", "import aioice, pylibsrtp, google_crc32c"),
     ("prometheus_client", "import prometheus_client"),
-    ("av (PyAV: FFmpeg's libraries), if aiortc imports it", "import aiortc.rtp"),
-    ("aiortc", "import sfu.aiortc_adapter"),
+    ("aiortc (through sfu.aiortc_adapter: without PyAV)", "import sfu.aiortc_adapter"),
     ("sfu (rooms, sources, forwarders)", "import sfu.room"),
     ("signaling (server)", "import signaling.server"),
     ("cluster (front, redis node)", "import cluster.front, cluster.redis_node, cluster.workers"),
+)
+#: Measured after :data:`IMPORT_STEPS` (and after the heavy modules are listed): what
+#: ``parley serve`` no longer loads.
+EXTRA_STEPS: tuple[tuple[str, str], ...] = (
+    ("av (PyAV, FFmpeg's libraries: not loaded by parley serve)", "import av"),
 )
 
 HEAVY = ("av", "numpy", "PIL", "redis", "matplotlib", "aiortc.codecs.vpx", "aiortc.codecs.h264")
@@ -49,12 +53,15 @@ import json, sys
 def rss():
     with open('/proc/self/statm') as f:
         return int(f.read().split()[1]) * {page} / 1e6
-steps = json.loads(sys.argv[1])
+steps, extra = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 out = [["python", rss()]]
 for label, code in steps:
     exec(code)
     out.append([label, rss()])
 heavy = [m for m in {heavy!r} if m in sys.modules]
+for label, code in extra:
+    exec(code)
+    out.append([label, rss()])
 print(json.dumps({{"rss": out, "heavy_loaded": heavy}}))
 """
 
@@ -65,7 +72,7 @@ def import_costs() -> dict[str, Any]:
 
     code = _IMPORT_PROBE.format(page=os.sysconf("SC_PAGE_SIZE"), heavy=HEAVY)
     proc = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(IMPORT_STEPS)],
+        [sys.executable, "-c", code, json.dumps(IMPORT_STEPS), json.dumps(EXTRA_STEPS)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -134,7 +141,11 @@ def summarize(snapshot: tracemalloc.Snapshot, top: int = 15) -> dict[str, Any]:
         return [[k, round(v / 1e6, 3)] for k, v in rows]
 
     lines = [
-        [f"{_short(s.traceback[0].filename)}:{s.traceback[0].lineno}", round(s.size / 1e6, 3), s.count]
+        [
+            f"{_short(s.traceback[0].filename)}:{s.traceback[0].lineno}",
+            round(s.size / 1e6, 3),
+            s.count,
+        ]
         for s in stats[:top]
     ]
     return {

@@ -30,16 +30,24 @@ Hooks, all installed per instance (nothing is patched globally):
   Parley also offers ECDHE-RSA suites (servers with RSA certificates).
 * Egress: packets are protected with the transport's SRTP session and written with
   ``sendto`` on the nominated pair's socket, synchronously.
+* Import (``deferred_av``): when this package is what first imports aiortc (``parley
+  serve`` imports it first), aiortc is imported with stand-ins for PyAV, which loads
+  only when a frame is first encoded or decoded: a forwarding server never loads it
+  (about 21 MB of resident memory).
 
 The package's modules: ``ice`` (peer connections, gathering, consent), ``rtp_params``
 (negotiated parameters, idle receivers and senders), ``media_port`` (ingress fast path
-and egress), ``receive_tap`` (raw RTP beside aiortc's own receive path), ``remote_sdp`` (what routing reads of a remote description), ``dtls`` (DTLS role, cipher suites, handshake failures). Nothing
+and egress), ``receive_tap`` (raw RTP beside aiortc's own receive path), ``remote_sdp`` (what routing reads of a remote description), ``dtls`` (DTLS role, cipher suites, handshake failures), ``deferred_av`` (aiortc without PyAV). Nothing
 outside this package touches aiortc's, aioice's or pylibsrtp's private API.
 """
 
 from __future__ import annotations
 
 import asyncio
+
+from . import deferred_av  # noqa: F401 (first: aiortc imported without PyAV)
+
+# isort: split
 
 import pylibsrtp
 from aioice import ice as aioice_ice
