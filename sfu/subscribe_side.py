@@ -200,6 +200,7 @@ class SubscribeSide:
             transceiver = pc.addTransceiver(kind, direction="sendonly")
             transceiver.setCodecPreferences(codec_preferences(kind, sub.track.source.params))
             adapter.hook_sender(transceiver.sender, self._sender_negotiated(transceiver))
+            adapter.release_receiver_state(transceiver.receiver)
         else:
             transceiver.direction = "sendonly"
             previous = self._previous.pop(transceiver, None)

@@ -15,7 +15,9 @@ Hooks, all installed per instance (nothing is patched globally):
   connection's ``StunProtocol.datagram_received``: SRTP is unprotected and handed
   to Parley in the same call, skipping aioice's queue and the DTLS receive task.
 * Receivers: ``RTCRtpReceiver.receive`` is replaced so no decoder thread and no
-  RTCP task start; Parley learns the negotiated parameters instead.
+  RTCP task start; Parley learns the negotiated parameters instead. Idle receivers
+  (these, and send-only transceivers') drop aiortc's REMB estimator and NACK generator
+  (``release_receiver_state``).
 * Observing receivers (bots that decode): ``RTCRtpReceiver._handle_rtp_packet`` is
   wrapped so the bot sees each packet before aiortc's jitter buffer.
 * Receive tap (bots that decode and send transport-cc feedback): the DTLS transport's
@@ -103,6 +105,7 @@ from .rtp_params import (
     hook_sender,
     negotiated_codecs,
     observe_received_rtp,
+    release_receiver_state,
     restrict_codecs,
     sender_ssrcs,
     set_opus_bitrate,
@@ -143,6 +146,7 @@ __all__ = [
     "make_egress",
     "negotiated_codecs",
     "observe_received_rtp",
+    "release_receiver_state",
     "restrict_codecs",
     "restrict_srtp_profiles",
     "rtc_configuration",
@@ -170,6 +174,8 @@ HOOKED_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (RTCCertificate, "_create_ssl_context"),
     (RTCRtpReceiver, "receive"),
     (RTCRtpReceiver, "_handle_rtp_packet"),
+    (RTCRtpReceiver, "_RTCRtpReceiver__remote_bitrate_estimator"),  # release_receiver_state
+    (RTCRtpReceiver, "_RTCRtpReceiver__nack_generator"),
     (RTCRtpSender, "send"),
     (RTCRtpSender, "_ssrc"),
     (RTCRtpSender, "_rtx_ssrc"),
