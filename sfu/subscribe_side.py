@@ -445,6 +445,8 @@ class SubscribeSide:
         self.subscriptions.clear()
         self._by_out_ssrc.clear()
         self._previous.clear()
+        # the forwarders go now, not when the collector finds this participant's cycles
+        self._transceivers.clear()
 
     def stop(self) -> None:
         """Close the transport's port, cancel the timers."""
