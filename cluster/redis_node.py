@@ -28,11 +28,10 @@ import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from sfu.room import Sfu
 from signaling.drain import is_draining
@@ -49,6 +48,9 @@ from .registry import (
     Registry,
     within,
 )
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis  # imported when --redis is given (setup_redis_node)
 
 logger = logging.getLogger(__name__)
 
@@ -239,6 +241,8 @@ def setup_redis_node(app: web.Application, args: argparse.Namespace) -> RedisNod
     """With ``--redis``: make the application a node of the cluster (no-op without)."""
     if not args.redis:
         return None
+    from redis.asyncio import Redis  # here: a server without --redis never loads it
+
     redis = Redis.from_url(
         args.redis, socket_timeout=ROUTE_TIMEOUT, socket_connect_timeout=ROUTE_TIMEOUT
     )
