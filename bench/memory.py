@@ -46,6 +46,7 @@ from harness.memory_trace import (  # noqa: E402
     process_memory,
     summarize,
 )
+from janus_server import CLIENT_ADDRESS, IsolatedServer  # noqa: E402
 
 from loadgen.load.config import LoadConfig  # noqa: E402
 from loadgen.load.run import LoadRun  # noqa: E402
@@ -67,7 +68,10 @@ def sample_memory(pid: int, seconds: float = 1.0, samples: int = 5) -> dict[str,
     return {key: round(statistics.median(r[key] for r in reads), 2) for key in reads[0]}
 
 
-def healthz(url: str) -> dict[str, Any]:
+def healthz(url: str) -> dict[str, Any] | None:
+    """Parley's ``/healthz`` (rooms, participants, forwarders), None for Janus."""
+    if not url.startswith("http"):
+        return None
     with urllib.request.urlopen(url + "/healthz", timeout=5) as response:
         data: dict[str, Any] = json.loads(response.read())
     return data
@@ -134,37 +138,70 @@ def plan(level: int, room_size: int) -> tuple[int, int]:
     return rooms, (level - rooms) // rooms
 
 
-def run_level(level: int, args: argparse.Namespace, trace_dir: Path | None) -> dict[str, Any]:
+class Server:
+    """``parley serve`` on loopback here, or Janus in its own namespace over a veth pair
+    (``bench/janus_server.py``, as ``bench/compare.py`` runs it)."""
+
+    def __init__(self, target: str, trace_dir: Path | None) -> None:
+        self.target = target
+        self.janus: IsolatedServer | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        if target == "janus":
+            self.janus = IsolatedServer("janus")
+            self.pid, self.url, self.ice_address = self.janus.pid, self.janus.url, CLIENT_ADDRESS
+            return
+        port = free_port()
+        env = dict(os.environ)
+        if trace_dir is not None:
+            env["PARLEY_TRACEMALLOC"] = str(trace_dir)
+        cmd = serve_command("127.0.0.1", port, ("127.0.0.1",))
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+        self.pid, self.url, self.ice_address = (
+            self.proc.pid,
+            f"http://127.0.0.1:{port}",
+            "127.0.0.1",
+        )
+        proc = self.proc
+        try:
+            wait_for_healthz(self.url, lambda: proc.poll() is None, 60)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.proc is not None:
+            stop_server(self.proc)
+        if self.janus is not None:
+            self.janus.close()
+
+
+def run_level(
+    level: int, args: argparse.Namespace, trace_dir: Path | None, target: str = "parley"
+) -> dict[str, Any]:
     rooms, subs = plan(level, args.room_size)
-    port = free_port()
-    env = dict(os.environ)
-    if trace_dir is not None:
-        env["PARLEY_TRACEMALLOC"] = str(trace_dir)
-    cmd = serve_command("127.0.0.1", port, ("127.0.0.1",))
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    server = Server(target, trace_dir)
     tracer = Tracer(trace_dir)
     try:
-        wait_for_healthz(url, lambda: proc.poll() is None, 60)
         time.sleep(args.idle)
-        base = sample_memory(proc.pid)
-        tracer.snap(proc.pid, "base")
+        base = sample_memory(server.pid)
+        tracer.snap(server.pid, "base")
         config = LoadConfig(
-            url=url, rooms=rooms, publishers=1, subscribers=subs, simulcast=True,
+            url=server.url, rooms=rooms, publishers=1, subscribers=subs, simulcast=True,
             duration=args.settle + 4.0, ramp=args.ramp, processes=args.processes,
-            server_pid=proc.pid, quiet=True,
+            server_pid=server.pid, quiet=True, target=target, ice_address=server.ice_address,
         )  # fmt: skip
         run = MemoryRun(config, args.settle, tracer)
         report = run.run()
         time.sleep(args.settle)
-        after = {**sample_memory(proc.pid), "health": healthz(url)}
-        tracer.snap(proc.pid, "after_leave")
+        after = {**sample_memory(server.pid), "health": healthz(server.url)}
+        tracer.snap(server.pid, "after_leave")
     finally:
-        stop_server(proc)
+        server.close()
     pubs, subscribers = rooms, rooms * subs
     pub_phase = run.phases.get("publishers", {})
     all_phase = run.phases.get("all", {})
     result: dict[str, Any] = {
+        "target": target,
         "level": level,
         "rooms": rooms,
         "publishers": pubs,
@@ -206,12 +243,12 @@ def trace_summary(taken: dict[str, Path], pubs: int, subs: int) -> dict[str, Any
 
 
 def table(levels: list[dict[str, Any]]) -> str:
-    head = f"{'participants':>12} {'pubs':>5} {'subs':>5} {'base MB':>8} {'pubs MB':>8} {'all MB':>8} {'left MB':>8} {'MB/pub':>7} {'MB/sub':>7} {'anon all':>8} {'file all':>8}"
+    head = f"{'server':>6} {'participants':>12} {'pubs':>5} {'subs':>5} {'base MB':>8} {'pubs MB':>8} {'all MB':>8} {'left MB':>8} {'MB/pub':>7} {'MB/sub':>7} {'anon all':>8} {'file all':>8}"
     rows = [head]
     for r in levels:
         a = r.get("all_joined") or r.get("publishers_sending") or {}
         rows.append(
-            f"{r['level']:>12} {r['publishers']:>5} {r['subscribers']:>5} {r['base']['VmRSS']:>8.1f} "
+            f"{r.get('target', 'parley'):>6} {r['level']:>12} {r['publishers']:>5} {r['subscribers']:>5} {r['base']['VmRSS']:>8.1f} "
             f"{r.get('publishers_sending', {}).get('VmRSS', float('nan')):>8.1f} "
             f"{r.get('all_joined', {}).get('VmRSS', float('nan')):>8.1f} {r['after_leave']['VmRSS']:>8.1f} "
             f"{r.get('per_publisher_mb', float('nan')):>7.2f} {r.get('per_subscriber_mb', float('nan')):>7.3f} "
@@ -247,6 +284,9 @@ def main() -> int:
     parser.add_argument("--trace", action="store_true", help="also run with tracemalloc")
     parser.add_argument("--trace-levels", default="", help="levels traced (default: --levels)")
     parser.add_argument("--imports", action="store_true", help="RSS added by each import step")
+    parser.add_argument(
+        "--targets", default="parley", help="parley,janus: Janus too, same bots, same run"
+    )
     parser.add_argument("--json", dest="json_path", default="bench/results/memory.json")
     args = parser.parse_args()
     ensure_loopback_namespace(who="bench/memory.py")
@@ -261,9 +301,10 @@ def main() -> int:
             print(f"{step['rss_mb']:7.1f} MB  (+{step['added_mb'] or 0:5.1f})  {step['step']}")
         print("heavy modules loaded:", result["imports"]["heavy_loaded_by_serve_imports"])
     for level in (int(x) for x in args.levels.split(",")):
-        print(f"--- {level} participants", flush=True)
-        result["levels"].append(run_level(level, args, None))
-        print(table(result["levels"][-1:]), flush=True)
+        for target in args.targets.split(","):
+            print(f"--- {target}, {level} participants", flush=True)
+            result["levels"].append(run_level(level, args, None, target))
+            print(table(result["levels"][-1:]), flush=True)
     if args.trace:
         result["traced"] = []
         for level in (int(x) for x in (args.trace_levels or args.levels).split(",")):

@@ -168,7 +168,8 @@ def difference(
     per = max(per, 1)
 
     def where(tb: tracemalloc.Traceback) -> str:
-        return " <- ".join(f"{_short(f.filename)}:{f.lineno}" for f in list(tb)[:3])
+        newest_first = list(tb)[::-1]  # a Traceback runs from the oldest frame
+        return " <- ".join(f"{_short(f.filename)}:{f.lineno}" for f in newest_first[:3])
 
     return {
         "added_mb": round(total / 1e6, 3),
