@@ -452,7 +452,6 @@ class SubscribeSide:
         """Close the transport's port, cancel the timers."""
         self.egress.close()
         self.probes.close()
-        self._twcc = TransportFeedbackAdapter()  # no feedback any more: its ring goes now
 
 
 def _current_key(forwarder: Forwarder) -> int | None:
