@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .cache_window import CacheSizer, CacheWindow
 from .nack import NackGenerator
 from .native import fanout
 from .packet_cache import PacketCache
@@ -52,6 +53,7 @@ class Source:
         cache_size: int = 1024,
         keyframe_interval: float = 0.5,
         on_malformed: Callable[[str, float], None] | None = None,
+        cache_window: CacheWindow | None = None,
     ) -> None:
         self.params = params
         #: told (reason, now) of each malformed packet dropped here
@@ -71,7 +73,9 @@ class Source:
         self.rid = params.rid
         self._audio_level_ext = params.audio_level_ext
         self._owner = owner
-        self.cache = PacketCache(cache_size)
+        #: with a window, the cache's capacity follows the packet rate (``tick``)
+        self.cache_sizer = CacheSizer(cache_window) if cache_window is not None else None
+        self.cache = PacketCache(cache_size if cache_window is None else cache_window.max_packets)
         self.stats = ReceiveStatistics(params.clock_rate)
         self.nack = NackGenerator()
         #: replaced, never mutated, so that iterating it while forwarding is safe
@@ -249,7 +253,10 @@ class Source:
             self._owner.keyframe_deferred(self, self.last_keyframe_request + self.keyframe_interval)
 
     def tick(self, now: float) -> None:
-        """Update ``bitrate``; call about once a second."""
+        """Update ``bitrate`` and the cache's capacity; call about once a second."""
+        sizer = self.cache_sizer
+        if sizer is not None and (capacity := sizer.update(self.packets, now)) is not None:
+            self.cache.resize(capacity)
         mark = self._rate_mark
         if mark is not None and now - mark[0] >= 0.2:
             rate = (self.bytes - mark[1]) * 8 / (now - mark[0])

@@ -200,6 +200,7 @@ class SubscribeSide:
             transceiver = pc.addTransceiver(kind, direction="sendonly")
             transceiver.setCodecPreferences(codec_preferences(kind, sub.track.source.params))
             adapter.hook_sender(transceiver.sender, self._sender_negotiated(transceiver))
+            adapter.release_receiver_state(transceiver.receiver)
         else:
             transceiver.direction = "sendonly"
             previous = self._previous.pop(transceiver, None)
@@ -444,6 +445,8 @@ class SubscribeSide:
         self.subscriptions.clear()
         self._by_out_ssrc.clear()
         self._previous.clear()
+        # the forwarders go now, not when the collector finds this participant's cycles
+        self._transceivers.clear()
 
     def stop(self) -> None:
         """Close the transport's port, cancel the timers."""
