@@ -35,6 +35,7 @@ from loadgen.bot.data import BotData
 from loadgen.bot.reconnect import Backoff, Reconnect
 from loadgen.bot.stats import TrackKey, TrackStats, round_tenth
 from loadgen.bot.transport_cc import SubscribeTransportCc
+from loadgen.join_phases import JoinTimeline
 from loadgen.bot.verdict import (
     Failure,
     Limits,
@@ -60,9 +61,11 @@ from sfu.aiortc_adapter import (
     describe_remote_media,
     hook_sender,
     observe_received_rtp,
+    release_frames_on_marker,
     set_opus_bitrate,
 )
 from sfu.config import IceConfig, IceServer
+from sfu.rtp.packet import RtpError, Vp8Descriptor
 from signaling.messages import (
     ActiveSpeaker,
     ClientMessage,
@@ -149,6 +152,8 @@ class Bot:
 
         self._started_at = 0.0
         self._joined_at: float | None = None
+        #: the first join's per-phase timeline (``join_phases_ms`` in the summary)
+        self._timeline: JoinTimeline | None = None
         self._id: str | None = None
         self._ice_servers: tuple[IceServer, ...] = ()
         self._published = False
@@ -461,6 +466,7 @@ class Bot:
             "join_ms": round_tenth(
                 None if self._joined_at is None else (self._joined_at - self._started_at) * 1000
             ),
+            "join_phases_ms": None if self._timeline is None else self._timeline.to_json(),
             "published": self._published,
             "published_tracks": list(self._published_tracks),
             "started_unix": round(self._started_unix, 3),
@@ -509,6 +515,8 @@ class Bot:
         entries = (cfg.url, *cfg.fallback_urls)
         url = entries[self._entry % len(entries)]
         for hop in range(MAX_REDIRECTS + 1):
+            if self._timeline is None:
+                self._timeline = JoinTimeline(self._clock())
             client = ProtocolClient(
                 url,
                 on_message=self._on_message,
@@ -526,6 +534,7 @@ class Bot:
                 raise
             if on_connected is not None and on_connected.connected_at is None:
                 on_connected.connected_at = self._clock()
+            self._phase("ws_open")
             self._spawn(self._watch_connection(client))
             try:
                 await client.join(cfg.room, cfg.name, timeout, token=cfg.token)
@@ -563,6 +572,7 @@ class Bot:
         self._open_data(pc)
         await pc.setLocalDescription(await pc.createOffer())  # gathers before returning
         await self._send(PublishOffer(pc.localDescription.sdp))
+        self._phase("publish.offer_sent")
 
     async def _publish_simulcast(self, pc: RTCPeerConnection) -> None:
         """Audio through aiortc's sender; video as three encodings sent by
@@ -590,6 +600,7 @@ class Bot:
             DEFAULT_LAYERS, munged.mid, munged.extensions, random.Random()
         )
         await self._send(PublishOffer(munged.sdp))
+        self._phase("publish.offer_sent")
 
     def _on_video_negotiated(self, negotiated: NegotiatedRtp) -> None:
         """aiortc would start the video sender now (DTLS is up): start the simulcast path."""
@@ -763,6 +774,7 @@ class Bot:
         self._id = message.id
         if self._joined_at is None:
             self._joined_at = now
+            self._phase("joined", now)
         self._session_joined_at = now
         self._ice_servers = message.ice_servers
         for participant in message.participants:
@@ -842,6 +854,7 @@ class Bot:
         if pc is None:
             self._error("protocol", "publish_answer without a publish_offer")
             return
+        self._phase("publish.answer_received")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=message.sdp, type="answer"))
         if self.config.simulcast:
             self._apply_simulcast_answer(message.sdp)
@@ -849,6 +862,7 @@ class Bot:
         self._published_tracks = [t.to_json() for t in message.tracks]
 
     async def _on_subscribe_offer(self, message: SubscribeOffer, now: float) -> None:
+        self._phase("subscribe.offer_received", now)
         sdp = message.sdp
         mapping: dict[str, TrackKey] = {}
         for mid, info in message.tracks.items():
@@ -892,6 +906,7 @@ class Bot:
             # aiortc drops transport-cc from its answer: keep it, and send the feedback
             answer = self._sub_twcc.answer(sdp, answer)
         await self._send(SubscribeAnswer(answer))
+        self._phase("subscribe.answer_sent")
         # (Re)send set_layer once per video track when it first reaches us: an earlier
         # request may have come before the server had subscribed us to it.
         fresh = [
@@ -954,10 +969,23 @@ class Bot:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
+    def _phase(self, phase: str, now: float | None = None) -> None:
+        """Note a phase of the first join (later sessions are not timed)."""
+        timeline = self._timeline
+        if timeline is not None and self._session_index == 0:
+            timeline.mark(phase, self._clock() if now is None else now)
+
     def _watch(self, pc: RTCPeerConnection, role: str) -> None:
+        @pc.on("iceconnectionstatechange")
+        def on_ice() -> None:
+            if pc.iceConnectionState in ("connected", "completed"):
+                self._phase(f"{role}.ice_connected")
+
         @pc.on("connectionstatechange")
         def on_state() -> None:
             state = pc.connectionState
+            if state == "connected":
+                self._phase(f"{role}.dtls_connected")
             logger.debug("bot %s: %s connection %s", self.config.name, role, state)
             if state == "failed" and not self._closed and pc in (self._pub_pc, self._sub_pc):
                 self._error("ice_failed", f"{role} peer connection failed")
@@ -976,8 +1004,8 @@ class Bot:
         if mid is None:
             self._error("internal", f"no transceiver for remote {track.kind} track")
             return
-        if track.kind == "audio":
-            self._observe(transceiver.receiver, mid)
+        self._observe(transceiver.receiver, mid)
+        release_frames_on_marker(transceiver.receiver)
         self._spawn(self._consume(track, mid))
 
     def _observe(self, receiver: RTCRtpReceiver, mid: str) -> None:
@@ -990,11 +1018,29 @@ class Bot:
         def on_packet(packet: RtpPacket) -> None:
             key = self._mid_map.get(mid)
             stats = self._tracks.get(key) if key is not None else None
+            if stats is not None and stats.kind == "video":
+                self._on_video_packet(packet, stats.codec)
             if stats is not None and stats.kind == "audio":
                 second = int(self._clock() - stats.started_at)
                 stats.audio_packets.on_packet(packet.ssrc, packet.sequence_number, second)
 
         observe_received_rtp(receiver, on_packet)
+
+    def _on_video_packet(self, packet: RtpPacket, codec: str | None) -> None:
+        """The first video packets of the first join: first RTP, first keyframe (VP8
+        only: an H.264 join has no ``first_keyframe`` phase)."""
+        timeline = self._timeline
+        if timeline is None or timeline.has("subscribe.first_keyframe"):
+            return
+        self._phase("subscribe.first_rtp")
+        if packet.ssrc in self._rtx_ssrcs or codec != "vp8":
+            return
+        try:
+            keyframe = Vp8Descriptor(packet.payload).keyframe
+        except RtpError:
+            return
+        if keyframe:
+            self._phase("subscribe.first_keyframe")
 
     async def _consume(self, track: MediaStreamTrack, mid: str) -> None:
         """Decode ``track`` until it ends, crediting frames to what ``mid`` carries now.
@@ -1016,6 +1062,7 @@ class Bot:
                 continue
             if isinstance(frame, VideoFrame):
                 stats.on_frame(now, frame.width, frame.height)
+                self._phase("subscribe.first_frame", now)
             else:
                 stats.on_frame(now)
                 if isinstance(frame, AudioFrame) and frame.pts is not None:

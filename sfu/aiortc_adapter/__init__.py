@@ -18,6 +18,9 @@ Hooks, all installed per instance (nothing is patched globally):
   RTCP task start; Parley learns the negotiated parameters instead.
 * Observing receivers (bots that decode): ``RTCRtpReceiver._handle_rtp_packet`` is
   wrapped so the bot sees each packet before aiortc's jitter buffer.
+* Frames released on their marker (bots that decode, ``join``): the video receiver's
+  jitter buffer is replaced by a subclass that hands a complete frame to the decoder
+  at its marker packet instead of at the next frame's first packet.
 * Receive tap (bots that decode and send transport-cc feedback): the DTLS transport's
   ``_handle_rtp_data`` is wrapped so the raw decrypted packet is seen first, then
   handed to aiortc unchanged; RTCP is sent with ``_send_rtp`` (``receive_tap``).
@@ -75,6 +78,7 @@ from .ice import (
     ice_connection,
     rtc_configuration,
 )
+from .join import MarkerJitterBuffer, release_frames_on_marker
 from .media_port import (
     HANDLER_ERROR_LOG_INTERVAL,
     READ_BATCH,
@@ -117,6 +121,7 @@ __all__ = [
     "RECV_SIZE",
     "SRTP_SIGNATURE",
     "AdapterError",
+    "MarkerJitterBuffer",
     "MediaPort",
     "NegotiatedRtp",
     "ReceiveTap",
@@ -135,6 +140,7 @@ __all__ = [
     "make_egress",
     "negotiated_codecs",
     "observe_received_rtp",
+    "release_frames_on_marker",
     "restrict_codecs",
     "restrict_srtp_profiles",
     "rtc_configuration",
@@ -162,6 +168,7 @@ HOOKED_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (RTCCertificate, "_create_ssl_context"),
     (RTCRtpReceiver, "receive"),
     (RTCRtpReceiver, "_handle_rtp_packet"),
+    (RTCRtpReceiver, "_RTCRtpReceiver__jitter_buffer"),  # join.release_frames_on_marker
     (RTCRtpSender, "send"),
     (RTCRtpSender, "_ssrc"),
     (RTCRtpSender, "_rtx_ssrc"),
