@@ -22,6 +22,11 @@ from .rtp.red import check_red
 
 __all__ = ["Source", "SourceOwner", "SourceParams"]
 
+#: A starting forwarder is sent the cached newest keyframe and what followed it when it
+#: came at most this long ago (s) in at most this many packets (``Source.recent_keyframe``).
+REPLAY_AGE = 0.5
+REPLAY_PACKETS = 128
+
 
 @dataclass(frozen=True, slots=True)
 class SourceParams:
@@ -83,6 +88,8 @@ class Source:
         self.keyframe_requests_sent = 0
         self.keyframe_requests_throttled = 0
         self.last_keyframe_time: float | None = None
+        #: sequence number of the first packet of the newest VP8 keyframe (``recent_keyframe``)
+        self.last_keyframe_seq: int | None = None
         self.width = 0
         self.height = 0
         #: (64-bit NTP timestamp, RTP timestamp, local arrival time) of the last SR.
@@ -175,6 +182,7 @@ class Source:
                     self.tid_frames[tid] += 1
             if vp8.keyframe:
                 self.last_keyframe_time = now
+                self.last_keyframe_seq = seq
                 self.keyframe_pending = False
                 if vp8.width:
                     self.width, self.height = vp8.width, vp8.height
@@ -294,12 +302,38 @@ class Source:
         if self.keyframe_pending:
             self.request_keyframe(now)
 
-    def add_forwarder(self, forwarder: SourceSubscriber, now: float) -> None:
+    def add_forwarder(
+        self, forwarder: SourceSubscriber, now: float, *, keyframe: bool = True
+    ) -> None:
+        """Attach ``forwarder``; a video source asks for a keyframe unless ``keyframe``
+        is False (the forwarder starts on :meth:`recent_keyframe`)."""
         if forwarder in self.forwarders or self.closed:
             return
         self.forwarders = (*self.forwarders, forwarder)
-        if self.is_video:
+        if self.is_video and keyframe:
             self.request_keyframe(now)
+
+    def recent_keyframe(self, now: float) -> list[tuple[RtpView, Vp8Descriptor | None]]:
+        """The newest VP8 keyframe and every packet since, from the cache, when it came
+        at most ``REPLAY_AGE`` s ago, in at most ``REPLAY_PACKETS`` packets, all cached:
+        a forwarder that starts (a subscriber joining) sends them at once instead of
+        waiting for the keyframe it would ask for. Empty otherwise."""
+        first, newest, at = self.last_keyframe_seq, self.cache.newest, self.last_keyframe_time
+        if first is None or newest is None or at is None or now - at > REPLAY_AGE:
+            return []
+        count = ((newest - first) & 0xFFFF) + 1
+        entries = [
+            self.cache.get((first + i) & 0xFFFF) for i in range(min(count, 1 + REPLAY_PACKETS))
+        ]
+        if count > REPLAY_PACKETS or any(e is None for e in entries):
+            return []
+        packets: list[tuple[RtpView, Vp8Descriptor | None]] = []
+        for entry in entries:
+            assert entry is not None
+            pkt, vp8 = entry[1]  # type: ignore[misc]
+            pkt.abs_send_time = abs_send_time(now)
+            packets.append((pkt, vp8))
+        return packets
 
     def remove_forwarder(self, forwarder: SourceSubscriber) -> None:
         if forwarder in self.forwarders:

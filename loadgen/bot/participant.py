@@ -35,7 +35,6 @@ from loadgen.bot.data import BotData
 from loadgen.bot.reconnect import Backoff, Reconnect
 from loadgen.bot.stats import TrackKey, TrackStats, round_tenth
 from loadgen.bot.transport_cc import SubscribeTransportCc
-from loadgen.join_phases import JoinTimeline
 from loadgen.bot.verdict import (
     Failure,
     Limits,
@@ -43,6 +42,7 @@ from loadgen.bot.verdict import (
     evaluate,
     verdict_line,
 )
+from loadgen.join_phases import JoinTimeline
 from loadgen.media.simulcast import (
     DEFAULT_LAYERS,
     URI_RID,
