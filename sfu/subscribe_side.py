@@ -112,6 +112,8 @@ class SubscribeSide:
         forwarder = Forwarder(track.layers, self.egress, self.id)
         self.egress.wire(forwarder)
         self.subscriptions[track.id] = Subscription(publisher, track, forwarder)
+        if track.kind == "video" and len(track.layers) == 1:  # (the forwarder starts on it:
+            track.layers[0].request_keyframe(self._clock.time())  # Source.recent_keyframe)
         self._mark_dirty()
 
     def unsubscribe(self, track: PublishedTrack) -> None:
@@ -260,9 +262,6 @@ class SubscribeSide:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
             for track in refused_tracks(self.subscriptions.values(), refused):
                 self.unsubscribe(track)  # (logged by CodecRefusals.answer)
-            for sub in self.subscriptions.values():  # a keyframe ready when the transport is
-                if not sub.negotiated and len(sub.track.layers) == 1 and sub.track.kind == "video":
-                    sub.track.layers[0].request_keyframe(self._clock.time())
         except Exception as exc:
             raise NegotiationError("bad_sdp", f"cannot apply answer: {exc}") from exc
         finally:
