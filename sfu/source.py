@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from .nack import NackGenerator
 from .native import fanout
@@ -330,7 +331,7 @@ class Source:
         packets: list[tuple[RtpView, Vp8Descriptor | None]] = []
         for entry in entries:
             assert entry is not None
-            pkt, vp8 = entry[1]  # type: ignore[misc]
+            pkt, vp8 = cast(tuple[RtpView, Vp8Descriptor | None], entry[1])
             pkt.abs_send_time = abs_send_time(now)
             packets.append((pkt, vp8))
         return packets
