@@ -215,10 +215,7 @@ class Forwarder(ForwarderFeedback, ForwarderTemporal, ForwarderRed, ForwarderCor
         if self.target is None and not self.request.paused and not self.simulcast:
             self.target = self.layers[0]
         if self.target is not None and self.target is not self.current:
-            cached = [] if self.started else self.target.recent_keyframe(now)  # (joins)
-            self.target.add_forwarder(self, now, keyframe=not cached)
-            for pkt, vp8 in cached:
-                self.forward(self.target, pkt, vp8, now)
+            self.target.add_forwarder(self, now, replay=not self.started)
 
     def source_closed(self, source: Source) -> None:
         if source is self.current:

@@ -304,15 +304,19 @@ class Source:
             self.request_keyframe(now)
 
     def add_forwarder(
-        self, forwarder: SourceSubscriber, now: float, *, keyframe: bool = True
+        self, forwarder: SourceSubscriber, now: float, *, replay: bool = False
     ) -> None:
-        """Attach ``forwarder``; a video source asks for a keyframe unless ``keyframe``
-        is False (the forwarder starts on :meth:`recent_keyframe`)."""
+        """Attach ``forwarder``; a video source asks for a keyframe, unless ``replay``
+        (a forwarder that never sent anything) and :meth:`recent_keyframe` has one: the
+        forwarder is then given those packets at once."""
         if forwarder in self.forwarders or self.closed:
             return
         self.forwarders = (*self.forwarders, forwarder)
-        if self.is_video and keyframe:
+        cached = self.recent_keyframe(now) if replay and self.is_video else []
+        if self.is_video and not cached:
             self.request_keyframe(now)
+        for pkt, vp8 in cached:
+            forwarder.forward(self, pkt, vp8, now)
 
     def recent_keyframe(self, now: float) -> list[tuple[RtpView, Vp8Descriptor | None]]:
         """The newest VP8 keyframe and every packet since, from the cache, when it came

@@ -515,8 +515,8 @@ class Bot:
         entries = (cfg.url, *cfg.fallback_urls)
         url = entries[self._entry % len(entries)]
         for hop in range(MAX_REDIRECTS + 1):
-            if self._timeline is None:
-                self._timeline = JoinTimeline(self._clock())
+            if self._timeline is None:  # (from the run's start: the websocket opens next)
+                self._timeline = JoinTimeline(self._started_at)
             client = ProtocolClient(
                 url,
                 on_message=self._on_message,

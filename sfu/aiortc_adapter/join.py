@@ -61,7 +61,7 @@ def release_frames_on_marker(receiver: RTCRtpReceiver) -> bool:
     False when it is not a video receiver (audio keeps aiortc's)."""
     attribute = "_RTCRtpReceiver__jitter_buffer"
     current = getattr(receiver, attribute, None)
-    if receiver.track is None or receiver.track.kind != "video" or current is None:
+    if not isinstance(current, JitterBuffer) or not current._is_video:
         return False
     if not isinstance(current, MarkerJitterBuffer):
         setattr(receiver, attribute, MarkerJitterBuffer(capacity=current.capacity, is_video=True))

@@ -1,0 +1,57 @@
+"""The bot's ``join_phases_ms`` on a real call (issue 18, *Join*): a bot that joins a
+room with one publisher reports every phase of its join, in order, consistent with its
+decoded frames and its other figures; and it starts on the keyframe the server cached
+or asked for when it subscribed (no second request needed)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from loadgen.bot import BotConfig, run_bot
+from loadgen.join_phases import END, ORDER, PUBLISH, SUBSCRIBE, order_problems
+from tests.integration.conftest import RunningServer
+
+
+async def test_a_joining_bot_reports_every_phase_in_order(server: RunningServer) -> None:
+    publisher = asyncio.ensure_future(
+        run_bot(BotConfig(url=server.url, room="phases", name="cam", duration=9.0))
+    )
+    try:
+        for _ in range(100):  # the publisher's video reaches the server
+            room = server.sfu.rooms.get("phases")
+            sources = [
+                s
+                for p in (room.participants.values() if room else ())
+                for t in p.tracks.values()
+                for s in t.layers
+                if s.is_video and s.packets > 0
+            ]
+            if sources:
+                break
+            await asyncio.sleep(0.1)
+        assert sources, "the publisher's video never reached the server"
+        joiner = await run_bot(
+            BotConfig(url=server.url, room="phases", name="joiner", duration=3.0)
+        )
+    finally:
+        cam = await publisher
+
+    for summary in (joiner, cam):
+        phases = summary["join_phases_ms"]
+        assert isinstance(phases, dict)
+        assert order_problems(phases) == [], phases
+        assert list(phases) == [p for p in ORDER if p in phases]  # reported in order
+        assert all(p in phases for p in ("ws_open", "joined", *PUBLISH)), phases
+    phases = joiner["join_phases_ms"]
+    # the joiner subscribed to the publisher's video and decoded it: every phase is there
+    assert all(p in phases for p in SUBSCRIBE), phases
+    assert phases["joined"] == joiner["join_ms"]  # one clock, one start
+    video = [t for t in joiner["tracks"] if t["kind"] == "video"]
+    assert len(video) == 1 and video[0]["frames_decoded"] > 0
+    # the first frame decoded is the one the track's figures count first
+    first = video[0]["first_frame_ms"]
+    assert first is not None and abs(first - phases[END]) <= 0.1, (first, phases[END])
+    assert 0 < phases[END] < 3000  # websocket open -> first frame, on loopback
+    # the joiner's video started on a keyframe the server had or had asked for: the
+    # first packet forwarded is that keyframe's
+    assert phases["subscribe.first_keyframe"] == phases["subscribe.first_rtp"]
