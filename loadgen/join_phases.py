@@ -33,7 +33,15 @@ SUBSCRIBE = (
     "subscribe.first_frame",
 )
 #: The chains whose phases must be non-decreasing in time (each starts after ``joined``).
-CHAINS: tuple[tuple[str, ...], ...] = (SIGNALING + PUBLISH, SIGNALING + SUBSCRIBE)
+#: ICE may connect before the answer is sent or received (the answerer's checks are
+#: answered as soon as its answer is applied locally, before it reaches the other side),
+#: so ICE and the answer are two branches that meet at DTLS (which needs both).
+CHAINS: tuple[tuple[str, ...], ...] = (
+    SIGNALING + (PUBLISH[0], PUBLISH[2], PUBLISH[3]),
+    SIGNALING + (PUBLISH[0], PUBLISH[1], PUBLISH[3]),
+    SIGNALING + (SUBSCRIBE[0], *SUBSCRIBE[2:]),
+    SIGNALING + SUBSCRIBE[:2] + (SUBSCRIBE[3],),
+)
 ORDER: tuple[str, ...] = SIGNALING + PUBLISH + SUBSCRIBE
 #: The phase that ends a join (websocket open -> first remote video frame decoded).
 END = "subscribe.first_frame"
@@ -76,28 +84,41 @@ class JoinTimeline:
 
 
 def order_problems(phases: Mapping[str, float]) -> list[str]:
-    """Pairs of phases of one chain that happened in the wrong order (empty: consistent).
-
-    Only phases present are compared; a negative time is a problem too."""
+    """Pairs of phases of one chain (:data:`CHAINS`) that happened in the wrong order
+    (empty: consistent). Only phases present are compared; a negative time is a
+    problem too."""
     problems = [f"{p} < 0" for p, v in phases.items() if v < 0]
     for chain in CHAINS:
         present = [p for p in chain if p in phases]
         for earlier, later in zip(present, present[1:], strict=False):
             if phases[later] < phases[earlier]:
-                problems.append(f"{later} ({phases[later]}) before {earlier} ({phases[earlier]})")
+                problem = f"{later} ({phases[later]}) before {earlier} ({phases[earlier]})"
+                if problem not in problems:
+                    problems.append(problem)
     return problems
 
 
+def _connection(phase: str) -> str:
+    return phase.split(".", 1)[0] if "." in phase else ""
+
+
 def durations(phases: Mapping[str, float]) -> dict[str, float]:
-    """Time spent reaching each phase from the previous one of its chain (ms)."""
+    """Time spent reaching each phase (ms): from the latest phase of the signaling or of
+    its own connection that happened before it (at the same time: listed before it in
+    :data:`ORDER`); from the start for the first."""
     out: dict[str, float] = {}
-    for chain in CHAINS:
-        previous = 0.0
-        for phase in chain:
-            if phase in phases:
-                if phase not in out:
-                    out[phase] = round(phases[phase] - previous, 1)
-                previous = phases[phase]
+    rank = {p: i for i, p in enumerate(ORDER)}
+    for phase in [p for p in ORDER if p in phases]:
+        at = phases[phase]
+        before = [
+            phases[p]
+            for p in ORDER
+            if p in phases
+            and p != phase
+            and _connection(p) in ("", _connection(phase))
+            and (phases[p] < at or (phases[p] == at and rank[p] < rank[phase]))
+        ]
+        out[phase] = round(at - max(before, default=0.0), 1)
     return out
 
 

@@ -72,3 +72,14 @@ def test_phase_medians_and_nearest_rank() -> None:
     assert nearest_rank([], 50) is None
     assert nearest_rank([5.0, 1.0, 3.0, 4.0, 2.0], 50) == 3.0
     assert nearest_rank([5.0, 1.0, 3.0, 4.0, 2.0], 95) == 5.0
+
+
+def test_ice_may_connect_before_the_answer_is_sent_but_dtls_may_not() -> None:
+    base = {"ws_open": 1.0, "joined": 2.0, "subscribe.offer_received": 3.0}
+    early_ice = dict(base, **{"subscribe.ice_connected": 5.0, "subscribe.answer_sent": 6.0})
+    assert order_problems(early_ice) == []  # (Chromium answering: its checks succeed first)
+    assert durations(early_ice)["subscribe.answer_sent"] == 1.0  # from ICE, the latest before
+    early_dtls = dict(early_ice, **{"subscribe.dtls_connected": 5.5})
+    assert order_problems(early_dtls) == [
+        "subscribe.dtls_connected (5.5) before subscribe.answer_sent (6.0)"
+    ]
