@@ -179,6 +179,7 @@ class LoadBot:
         self.join_timeline: JoinTimeline | None = None
         self.session = session_factory(url, self.on_offer)
         self.session.token = spec.token
+        self.session.on_phase = self.phase
         #: the peer connection on which this bot receives (every bot answers offers)
         self.sub_pc: RTCPeerConnection | None = None
         self.sub_port: MediaPort | None = None
@@ -206,7 +207,7 @@ class LoadBot:
                 self.spec.room, self.spec.name, self.spec.role == "publisher", join_timeout
             )
             self.joined_at = time.monotonic()
-            self.phase("joined", self.joined_at)
+            self.phase("joined", self.joined_at)  # (Janus; Parley's session noted it as it came)
             self.joined = True
             await self.started()
             stop = asyncio.ensure_future(self._stop.wait())

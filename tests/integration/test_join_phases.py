@@ -6,10 +6,20 @@ or asked for when it subscribed (no second request needed)."""
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Any
+
+import pytest
+from aioice import ice as aioice_ice
 
 from loadgen.bot import BotConfig, run_bot
 from loadgen.join_phases import END, ORDER, PUBLISH, SUBSCRIBE, order_problems
+from sfu.aiortc_adapter import join as join_hooks
+from sfu.aiortc_adapter.ice import _restrict_gathering
+from sfu.config import IceConfig
 from tests.integration.conftest import RunningServer
+
+LOOPBACK = IceConfig(servers=(), addresses=("127.0.0.1",))
 
 
 async def test_a_joining_bot_reports_every_phase_in_order(server: RunningServer) -> None:
@@ -55,3 +65,44 @@ async def test_a_joining_bot_reports_every_phase_in_order(server: RunningServer)
     # the joiner's video started on a keyframe the server had or had asked for: the
     # first packet forwarded is that keyframe's
     assert phases["subscribe.first_keyframe"] == phases["subscribe.first_rtp"]
+
+
+async def test_ice_connects_as_soon_as_its_check_is_answered(monkeypatch: Any) -> None:
+    """``connect_without_idle_pacing``: with the pause between checks made 10 s long,
+    two aioice connections still connect at once (the pause ends when the check list
+    completes), nominate a pair and start consent checks; without a usable remote
+    candidate it still fails as aioice does."""
+    monkeypatch.setattr(join_hooks, "CHECK_PACING", 10.0)
+    a = aioice_ice.Connection(ice_controlling=True)
+    b = aioice_ice.Connection(ice_controlling=False)
+    try:
+        for c in (a, b):
+            join_hooks.connect_without_idle_pacing(c)
+            _restrict_gathering(c, LOOPBACK)
+            await c.gather_candidates()
+        for c, other in ((a, b), (b, a)):
+            c.remote_username, c.remote_password = other.local_username, other.local_password
+            for candidate in other.local_candidates:
+                if candidate.host == "127.0.0.1":
+                    await c.add_remote_candidate(candidate)
+            await c.add_remote_candidate(None)
+        started = time.monotonic()
+        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 5.0)
+        assert time.monotonic() - started < 5.0
+        for c in (a, b):
+            assert c._nominated and c._query_consent_task is not None
+    finally:
+        await a.close()
+        await b.close()
+
+    lonely = aioice_ice.Connection(ice_controlling=True)
+    join_hooks.connect_without_idle_pacing(lonely)
+    _restrict_gathering(lonely, LOOPBACK)
+    try:
+        await lonely.gather_candidates()
+        lonely.remote_username, lonely.remote_password = "user", "password"
+        await lonely.add_remote_candidate(None)  # no candidates at all
+        with pytest.raises(ConnectionError):
+            await asyncio.wait_for(lonely.connect(), 5.0)
+    finally:
+        await lonely.close()
