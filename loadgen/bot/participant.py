@@ -97,6 +97,9 @@ logger = logging.getLogger(__name__)
 #: The websocket is pinged this often (s) and given half as long to answer: a server that
 #: vanished without closing the connection is noticed within 1.5x this.
 WS_HEARTBEAT = 10.0
+#: A bot joining a room with tracks sends its publish offer once it has answered the
+#: subscribe offer, or after this long (s) at most (``Bot._answer_first``).
+ANSWER_FIRST_S = 0.3
 #: ``redirect`` answers followed for one join (a cluster redirects once; more is a loop)
 MAX_REDIRECTS = 3
 
@@ -124,6 +127,8 @@ class Bot:
         #: Set when the current connection ends: the websocket closed, the server shut
         #: down or removed the bot (``_drop`` says which), or the bot is closed.
         self._session_over = asyncio.Event()
+        #: the first subscribe answer of the connection is sent (``_answer_first``)
+        self._answered = asyncio.Event()
         self._drop: tuple[str, str] | None = None
         self._retry_after_ms: int | None = None
         self._leaving = False
@@ -261,12 +266,22 @@ class Bot:
         await self._join()
         if self.config.publish:
             try:
+                await self._answer_first()
                 await self._publish()
             except (aiohttp.ClientError, OSError, RuntimeError):
                 with contextlib.suppress(TimeoutError):  # the read loop names the cause
                     await asyncio.wait_for(self._session_over.wait(), 1.0)
                 if self._drop is None:
                     raise
+
+    async def _answer_first(self) -> None:
+        """In a room with tracks to receive, the subscribe offer follows ``joined`` at
+        once: answer it before sending the publish offer (waiting ``ANSWER_FIRST_S`` at
+        most), so that the server applies the answer (and starts ICE) before it works
+        on the publish offer, not after."""
+        if any(s.unpublished_at is None for s in self._tracks.values()):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._answered.wait(), ANSWER_FIRST_S)
 
     async def _reconnect(self, drop: tuple[str, str], deadline: float) -> bool:
         """The connection was lost (``drop``: code, message): tear it down and rejoin
@@ -344,6 +359,7 @@ class Bot:
         self._leaving = False
         self._left = asyncio.Event()
         self._session_over = asyncio.Event()
+        self._answered = asyncio.Event()
 
     def _open_data(self, pc: RTCPeerConnection) -> None:
         """The data channel, once the transceivers are there: with max-bundle, aiortc
@@ -906,6 +922,7 @@ class Bot:
             # aiortc drops transport-cc from its answer: keep it, and send the feedback
             answer = self._sub_twcc.answer(sdp, answer)
         await self._send(SubscribeAnswer(answer))
+        self._answered.set()
         self._phase("subscribe.answer_sent")
         # (Re)send set_layer once per video track when it first reaches us: an earlier
         # request may have come before the server had subscribed us to it.

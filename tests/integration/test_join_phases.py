@@ -6,7 +6,11 @@ or asked for when it subscribed (no second request needed)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +23,7 @@ from sfu.aiortc_adapter.ice import _restrict_gathering
 from sfu.config import IceConfig
 from tests.integration.conftest import RunningServer
 
+REPO = Path(__file__).resolve().parents[2]
 LOOPBACK = IceConfig(servers=(), addresses=("127.0.0.1",))
 
 
@@ -106,3 +111,19 @@ async def test_ice_connects_as_soon_as_its_check_is_answered(monkeypatch: Any) -
             await asyncio.wait_for(lonely.connect(), 5.0)
     finally:
         await lonely.close()
+
+
+def test_the_join_benchmark_runs_and_writes_its_figures(tmp_path: Path) -> None:
+    """``bench/join.py`` itself keeps working (its figures are the benchmark's business)."""
+    out = tmp_path / "join.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "join.py"), "--bots", "2", "--hold", "1.0",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert result["count"] == 2 and result["missing"] == 0 and result["order_problems"] == []
+    assert 0 < result["join_ms"]["p50"] <= result["join_ms"]["max"]
+    assert set(SUBSCRIBE) <= set(result["phase_medians_ms"])
+    assert "p50" in proc.stdout and "subscribe.first_frame" in proc.stdout
