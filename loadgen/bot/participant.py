@@ -1044,13 +1044,15 @@ class Bot:
         observe_received_rtp(receiver, on_packet)
 
     def _on_video_packet(self, packet: RtpPacket, codec: str | None) -> None:
-        """The first video packets of the first join: first RTP, first keyframe (VP8
-        only: an H.264 join has no ``first_keyframe`` phase)."""
+        """The first video packets of the first join: first media packet (not RTX, not
+        padding), first keyframe (VP8 only: an H.264 join has no ``first_keyframe``)."""
         timeline = self._timeline
         if timeline is None or timeline.has("subscribe.first_keyframe"):
             return
+        if packet.ssrc in self._rtx_ssrcs or not packet.payload:
+            return  # (retransmissions and the server's padding probes: not media)
         self._phase("subscribe.first_rtp")
-        if packet.ssrc in self._rtx_ssrcs or codec != "vp8":
+        if codec != "vp8":
             return
         try:
             keyframe = Vp8Descriptor(packet.payload).keyframe

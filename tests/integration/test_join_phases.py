@@ -60,7 +60,7 @@ async def test_a_joining_bot_reports_every_phase_in_order(server: RunningServer)
     phases = joiner["join_phases_ms"]
     # the joiner subscribed to the publisher's video and decoded it: every phase is there
     assert all(p in phases for p in SUBSCRIBE), phases
-    assert phases["joined"] == joiner["join_ms"]  # one clock, one start
+    assert abs(phases["joined"] - joiner["join_ms"]) <= 0.1  # one clock, one start
     video = [t for t in joiner["tracks"] if t["kind"] == "video"]
     assert len(video) == 1 and video[0]["frames_decoded"] > 0
     # the first frame decoded is the one the track's figures count first
