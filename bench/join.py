@@ -126,6 +126,13 @@ def print_result(result: dict[str, Any]) -> None:
         print("ORDER PROBLEMS: " + "; ".join(result["order_problems"][:5]))
 
 
+def to_text(result: dict[str, Any]) -> str:
+    """The result as JSON, one line per join."""
+    head = json.dumps({k: v for k, v in result.items() if k != "joins"}, indent=2)
+    joins = ",\n    ".join(json.dumps(j) for j in result["joins"])
+    return head[:-2] + f',\n  "joins": [\n    {joins}\n  ]\n}}\n'
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     ensure_loopback_namespace(who="join")
@@ -133,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     print_result(result)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    out.write_text(to_text(result), encoding="utf-8")
     return 0 if result["count"] and not result["missing"] and not result["order_problems"] else 1
 
 
