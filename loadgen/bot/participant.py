@@ -587,8 +587,8 @@ class Bot:
                 transceiver.setCodecPreferences(video_codecs(self.config.codec))
         self._open_data(pc)
         await pc.setLocalDescription(await pc.createOffer())  # gathers before returning
+        self._phase("publish.offer_sent")  # (before: the answer may be handled first)
         await self._send(PublishOffer(pc.localDescription.sdp))
-        self._phase("publish.offer_sent")
 
     async def _publish_simulcast(self, pc: RTCPeerConnection) -> None:
         """Audio through aiortc's sender; video as three encodings sent by
@@ -615,8 +615,8 @@ class Bot:
         self._simulcast = SimulcastSender.create(
             DEFAULT_LAYERS, munged.mid, munged.extensions, random.Random()
         )
+        self._phase("publish.offer_sent")  # (before: the answer may be handled first)
         await self._send(PublishOffer(munged.sdp))
-        self._phase("publish.offer_sent")
 
     def _on_video_negotiated(self, negotiated: NegotiatedRtp) -> None:
         """aiortc would start the video sender now (DTLS is up): start the simulcast path."""
@@ -921,9 +921,9 @@ class Bot:
         if self._sub_twcc is not None:
             # aiortc drops transport-cc from its answer: keep it, and send the feedback
             answer = self._sub_twcc.answer(sdp, answer)
+        self._phase("subscribe.answer_sent")
         await self._send(SubscribeAnswer(answer))
         self._answered.set()
-        self._phase("subscribe.answer_sent")
         # (Re)send set_layer once per video track when it first reaches us: an earlier
         # request may have come before the server had subscribed us to it.
         fresh = [
