@@ -40,7 +40,9 @@ def test_a_starting_forwarder_is_sent_the_recent_keyframe_and_what_followed() ->
     sink = start_forwarder(source, 0.05)
     views = sink.views()
     assert len(views) == 3  # the keyframe (seq 2) and the two packets after it
-    assert [(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in zip(views, views[1:])] == [
+    assert [
+        (b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in zip(views, views[1:], strict=False)
+    ] == [
         3000,
         3000,
     ]
