@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from .cache_window import CacheSizer, CacheWindow
 from .nack import NackGenerator
@@ -22,6 +23,11 @@ from .rtp.packet import RtpError, RtpView, Vp8Descriptor, abs_send_time
 from .rtp.red import check_red
 
 __all__ = ["Source", "SourceOwner", "SourceParams"]
+
+#: A starting forwarder is sent the cached newest keyframe and what followed it when it
+#: came at most this long ago (s) in at most this many packets (``Source.recent_keyframe``).
+REPLAY_AGE = 0.5
+REPLAY_PACKETS = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +93,8 @@ class Source:
         self.keyframe_requests_sent = 0
         self.keyframe_requests_throttled = 0
         self.last_keyframe_time: float | None = None
+        #: sequence number of the first packet of the newest VP8 keyframe (``recent_keyframe``)
+        self.last_keyframe_seq: int | None = None
         self.width = 0
         self.height = 0
         #: (64-bit NTP timestamp, RTP timestamp, local arrival time) of the last SR.
@@ -179,6 +187,7 @@ class Source:
                     self.tid_frames[tid] += 1
             if vp8.keyframe:
                 self.last_keyframe_time = now
+                self.last_keyframe_seq = seq
                 self.keyframe_pending = False
                 if vp8.width:
                     self.width, self.height = vp8.width, vp8.height
@@ -301,12 +310,42 @@ class Source:
         if self.keyframe_pending:
             self.request_keyframe(now)
 
-    def add_forwarder(self, forwarder: SourceSubscriber, now: float) -> None:
+    def add_forwarder(
+        self, forwarder: SourceSubscriber, now: float, *, replay: bool = False
+    ) -> None:
+        """Attach ``forwarder``; a video source asks for a keyframe, unless ``replay``
+        (a forwarder that never sent anything) and :meth:`recent_keyframe` has one: the
+        forwarder is then given those packets at once."""
         if forwarder in self.forwarders or self.closed:
             return
         self.forwarders = (*self.forwarders, forwarder)
-        if self.is_video:
+        cached = self.recent_keyframe(now) if replay and self.is_video else []
+        if self.is_video and not cached:
             self.request_keyframe(now)
+        for pkt, vp8 in cached:
+            forwarder.forward(self, pkt, vp8, now)
+
+    def recent_keyframe(self, now: float) -> list[tuple[RtpView, Vp8Descriptor | None]]:
+        """The newest VP8 keyframe and every packet since, from the cache, when it came
+        at most ``REPLAY_AGE`` s ago, in at most ``REPLAY_PACKETS`` packets, all cached:
+        a forwarder that starts (a subscriber joining) sends them at once instead of
+        waiting for the keyframe it would ask for. Empty otherwise."""
+        first, newest, at = self.last_keyframe_seq, self.cache.newest, self.last_keyframe_time
+        if first is None or newest is None or at is None or now - at > REPLAY_AGE:
+            return []
+        count = ((newest - first) & 0xFFFF) + 1
+        entries = [
+            self.cache.get((first + i) & 0xFFFF) for i in range(min(count, 1 + REPLAY_PACKETS))
+        ]
+        if count > REPLAY_PACKETS or any(e is None for e in entries):
+            return []
+        packets: list[tuple[RtpView, Vp8Descriptor | None]] = []
+        for entry in entries:
+            assert entry is not None
+            pkt, vp8 = cast(tuple[RtpView, Vp8Descriptor | None], entry[1])
+            pkt.abs_send_time = abs_send_time(now)
+            packets.append((pkt, vp8))
+        return packets
 
     def remove_forwarder(self, forwarder: SourceSubscriber) -> None:
         if forwarder in self.forwarders:

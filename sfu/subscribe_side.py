@@ -112,6 +112,8 @@ class SubscribeSide:
         forwarder = Forwarder(track.layers, self.egress, self.id)
         self.egress.wire(forwarder)
         self.subscriptions[track.id] = Subscription(publisher, track, forwarder)
+        if track.kind == "video" and len(track.layers) == 1:  # (the forwarder starts on it:
+            track.layers[0].request_keyframe(self._clock.time())  # Source.recent_keyframe)
         self._mark_dirty()
 
     def unsubscribe(self, track: PublishedTrack) -> None:

@@ -20,6 +20,9 @@ Hooks, all installed per instance (nothing is patched globally):
   (``release_receiver_state``).
 * Observing receivers (bots that decode): ``RTCRtpReceiver._handle_rtp_packet`` is
   wrapped so the bot sees each packet before aiortc's jitter buffer.
+* Frames released on their marker (bots that decode, ``join``): the video receiver's
+  jitter buffer is replaced by a subclass that hands a complete frame to the decoder
+  at its marker packet instead of at the next frame's first packet.
 * Receive tap (bots that decode and send transport-cc feedback): the DTLS transport's
   ``_handle_rtp_data`` is wrapped so the raw decrypted packet is seen first, then
   handed to aiortc unchanged; RTCP is sent with ``_send_rtp`` (``receive_tap``).
@@ -86,6 +89,7 @@ from .ice import (
     ice_connection,
     rtc_configuration,
 )
+from .join import MarkerJitterBuffer, release_frames_on_marker
 from .media_port import (
     HANDLER_ERROR_LOG_INTERVAL,
     READ_BATCH,
@@ -129,6 +133,7 @@ __all__ = [
     "RECV_SIZE",
     "SRTP_SIGNATURE",
     "AdapterError",
+    "MarkerJitterBuffer",
     "MediaPort",
     "NegotiatedRtp",
     "ReceiveTap",
@@ -149,6 +154,7 @@ __all__ = [
     "negotiated_codecs",
     "observe_received_rtp",
     "release_receiver_state",
+    "release_frames_on_marker",
     "restrict_codecs",
     "restrict_srtp_profiles",
     "rtc_configuration",
@@ -178,6 +184,7 @@ HOOKED_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (RTCRtpReceiver, "_handle_rtp_packet"),
     (RTCRtpReceiver, "_RTCRtpReceiver__remote_bitrate_estimator"),  # release_receiver_state
     (RTCRtpReceiver, "_RTCRtpReceiver__nack_generator"),
+    (RTCRtpReceiver, "_RTCRtpReceiver__jitter_buffer"),  # join.release_frames_on_marker
     (RTCRtpSender, "send"),
     (RTCRtpSender, "_ssrc"),
     (RTCRtpSender, "_rtx_ssrc"),
