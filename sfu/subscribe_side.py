@@ -176,10 +176,8 @@ class SubscribeSide:
             self._offer_pending = False
             raise
         if self.egress.port is None:
-            transceivers = pc.getTransceivers()
-            self.egress.port = adapter.MediaPort(
-                transceivers[0].sender.transport, self._on_rtp, self.rtcp.on_rtcp
-            )
+            dtls = pc.getTransceivers()[0].sender.transport
+            self.egress.port = adapter.MediaPort(dtls, self._on_rtp, self.rtcp.on_rtcp)
         mapping: dict[str, dict[str, str]] = {}
         for transceiver, sub in self._transceivers.items():
             if sub is not None and transceiver.mid not in (None, *self.refusals.dead):
