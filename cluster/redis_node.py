@@ -35,11 +35,10 @@ import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from sfu.room import Sfu
 from signaling.drain import DRAINING_KEY, is_draining
@@ -56,6 +55,9 @@ from .registry import (
     Registry,
     within,
 )
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis  # imported when --redis is given (setup_redis_node)
 
 logger = logging.getLogger(__name__)
 
@@ -305,6 +307,8 @@ def setup_redis_node(app: web.Application, args: argparse.Namespace) -> RedisNod
     """With ``--redis``: make the application a node of the cluster (no-op without)."""
     if not args.redis:
         return None
+    from redis.asyncio import Redis  # here: a server without --redis never loads it
+
     redis = Redis.from_url(
         args.redis, socket_timeout=ROUTE_TIMEOUT, socket_connect_timeout=ROUTE_TIMEOUT
     )

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING
 
 from .placement import Target
 from .registry import Keys, NodeLoad, live_nodes, load_score
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis  # imported when --redis is given (setup_redis_node)
 
 #: seconds a room key lives without its owner refreshing it
 ROOM_TTL = 3.0

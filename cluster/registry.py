@@ -31,9 +31,11 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from redis.asyncio import Redis
+if TYPE_CHECKING:
+    from redis.asyncio import Redis  # imported when --redis is given (setup_redis_node)
+
 
 logger = logging.getLogger(__name__)
 

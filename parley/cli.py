@@ -282,6 +282,11 @@ async def _serve(app: web.Application, host: str, port: int, out: Callable[[str]
 
 
 def serve_main(argv: list[str]) -> int:
+    from parley.memtrace import install_from_env
+
+    install_from_env(os.environ)  # PARLEY_TRACEMALLOC: bench/memory.py's snapshots
+    import sfu.aiortc_adapter  # noqa: F401 (before anything imports aiortc: no PyAV)
+
     args = parse_command_args(build_serve_parser(), argv, "serve")
     if (refusal := exposure_error(args.host, auth_config(args), args.allow_anonymous)) is not None:
         print(f"parley serve: {refusal}", file=sys.stderr)

@@ -62,9 +62,15 @@ static inline void put16(unsigned char *p, long long v)
 
 /* ------------------------------------------------------------------ Egress */
 
-/* Transport-wide sequence numbers (transport-cc): the send history's size, a power of
- * two. 16384 entries of 24 bytes, allocated when twcc_id is first set. */
+/* Transport-wide sequence numbers (transport-cc): the send history, a ring of 24-byte
+ * entries whose size is a power of two. It starts at TWCC_RING_MIN entries when twcc_id
+ * is first set and doubles, up to TWCC_RING, whenever the entry a packet would overwrite
+ * was sent less than TWCC_SPAN seconds ago: it holds at least TWCC_SPAN s of the
+ * subscriber's packets (or the last TWCC_RING), sized by the rate (24 kB at 500
+ * packets/s, not 393 kB for every subscriber). */
 #define TWCC_RING 16384
+#define TWCC_RING_MIN 1024
+#define TWCC_SPAN 2.0
 
 typedef struct {
     long long seq; /* unwrapped transport-wide sequence number, -1: empty */
@@ -86,6 +92,7 @@ typedef struct {
     int twcc_id;         /* the transport-cc extension id, 0: off */
     long long twcc_next; /* the next unwrapped transport-wide sequence number */
     TwccEntry *twcc_ring;
+    long long twcc_size; /* entries in twcc_ring (a power of two), 0 without one */
 } EgressObject;
 
 static int egress_traverse(EgressObject *self, visitproc visit, void *arg)
@@ -106,6 +113,7 @@ static void egress_dealloc(EgressObject *self)
     egress_clear(self);
     PyMem_Free(self->twcc_ring);
     self->twcc_ring = NULL;
+    self->twcc_size = 0;
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -180,6 +188,26 @@ static inline int twcc_slot(const EgressObject *self, const unsigned char *buf, 
            (buf[14] | buf[15]) != 0 && buf[16] == (unsigned char)((self->twcc_id << 4) | 1);
 }
 
+/* Double the send history (up to TWCC_RING), keeping every entry; on failure the
+ * history stays as it was. */
+static void twcc_grow(EgressObject *self)
+{
+    long long size = self->twcc_size * 2;
+    TwccEntry *ring = PyMem_Malloc(sizeof(TwccEntry) * (size_t)size);
+    if (ring == NULL)
+        return;
+    for (long long i = 0; i < size; i++)
+        ring[i].seq = -1;
+    for (long long i = 0; i < self->twcc_size; i++) {
+        const TwccEntry *e = &self->twcc_ring[i];
+        if (e->seq >= 0)
+            ring[e->seq & (size - 1)] = *e;
+    }
+    PyMem_Free(self->twcc_ring);
+    self->twcc_ring = ring;
+    self->twcc_size = size;
+}
+
 /* Protect buf[0:len] in place and send it `copies` times. 1: sent, 0: failed (counted).
  * With twcc_id set and the placeholder there, the packet gets the next transport-wide
  * sequence number (one for all its copies) and its send time and size are recorded:
@@ -204,9 +232,14 @@ static int egress_emit(EgressObject *self, unsigned char *buf, int len, int copi
     if (stamped) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        TwccEntry *e = &self->twcc_ring[self->twcc_next & (TWCC_RING - 1)];
+        double now = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+        TwccEntry *e = &self->twcc_ring[self->twcc_next & (self->twcc_size - 1)];
+        if (e->seq >= 0 && now - e->sent < TWCC_SPAN && self->twcc_size < TWCC_RING) {
+            twcc_grow(self);
+            e = &self->twcc_ring[self->twcc_next & (self->twcc_size - 1)];
+        }
         e->seq = self->twcc_next;
-        e->sent = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+        e->sent = now;
         e->size = len;
         self->twcc_next++;
     }
@@ -254,6 +287,9 @@ static PyObject *egress_close(EgressObject *self, PyObject *Py_UNUSED(ignored))
     self->closed = 1;
     self->fd = -1;
     Py_CLEAR(self->keep);
+    PyMem_Free(self->twcc_ring); /* nothing is sent any more: no feedback to join */
+    self->twcc_ring = NULL;
+    self->twcc_size = 0;
     Py_RETURN_NONE;
 }
 
@@ -268,9 +304,9 @@ static PyObject *egress_history(EgressObject *self, PyObject *arg)
     }
     if (self->twcc_ring == NULL)
         Py_RETURN_NONE;
-    const TwccEntry *e = &self->twcc_ring[v & (TWCC_RING - 1)];
+    const TwccEntry *e = &self->twcc_ring[v & (self->twcc_size - 1)];
     if (e->seq < 0 || (e->seq & 0xFFFF) != v || e->seq >= self->twcc_next ||
-        e->seq < self->twcc_next - TWCC_RING)
+        e->seq < self->twcc_next - self->twcc_size)
         Py_RETURN_NONE;
     return Py_BuildValue("(LdL)", e->seq, e->sent, e->size);
 }
@@ -293,14 +329,15 @@ static int egress_set_twcc_id(EgressObject *self, PyObject *value, void *closure
         PyErr_SetString(PyExc_ValueError, "twcc_id is 0 (off) or a one-byte extension id 1..14");
         return -1;
     }
-    if (id && self->twcc_ring == NULL) {
-        self->twcc_ring = PyMem_Malloc(sizeof(TwccEntry) * TWCC_RING);
+    if (id && self->twcc_ring == NULL && !self->closed) {
+        self->twcc_ring = PyMem_Malloc(sizeof(TwccEntry) * TWCC_RING_MIN);
         if (self->twcc_ring == NULL) {
             PyErr_NoMemory();
             return -1;
         }
-        for (int i = 0; i < TWCC_RING; i++)
+        for (int i = 0; i < TWCC_RING_MIN; i++)
             self->twcc_ring[i].seq = -1;
+        self->twcc_size = TWCC_RING_MIN;
     }
     self->twcc_id = (int)id;
     return 0;

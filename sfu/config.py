@@ -75,8 +75,10 @@ class SfuConfig:
     min_publish_bitrate: int = 100_000
     #: Minimum interval between two keyframe requests sent to one publisher stream (s).
     keyframe_request_interval: float = 0.5
-    #: Packets kept per published stream to answer NACKs.
+    #: Packets kept per published stream to answer NACKs: at most this many, and about
+    #: ``packet_cache_seconds`` of the stream at its packet rate (``sfu/cache_window.py``).
     packet_cache_size: int = 1024
+    packet_cache_seconds: float = 2.0
     #: A client that leaves a subscribe offer unanswered this long (s) is removed.
     subscribe_answer_timeout: float = 20.0
     #: The signaling websocket's heartbeat (s): after this long without a frame from the

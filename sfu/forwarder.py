@@ -215,7 +215,7 @@ class Forwarder(ForwarderFeedback, ForwarderTemporal, ForwarderRed, ForwarderCor
         if self.target is None and not self.request.paused and not self.simulcast:
             self.target = self.layers[0]
         if self.target is not None and self.target is not self.current:
-            self.target.add_forwarder(self, now)
+            self.target.add_forwarder(self, now, replay=not self.started)
 
     def source_closed(self, source: Source) -> None:
         if source is self.current:

@@ -33,8 +33,12 @@ __all__ = [
 ]
 
 
-#: transport-wide sequence numbers remembered (the C Egress's TWCC_RING)
+#: transport-wide sequence numbers remembered at most (the C Egress's TWCC_RING); the
+#: history starts at TWCC_HISTORY_MIN and doubles whenever it would forget a packet sent
+#: less than TWCC_SPAN s ago (TWCC_RING_MIN, TWCC_SPAN): sized by the subscriber's rate
 TWCC_HISTORY = 16384
+TWCC_HISTORY_MIN = 1024
+TWCC_SPAN = 2.0
 
 
 class PyEgress:
@@ -74,22 +78,23 @@ class PyEgress:
     def twcc_id(self, value: int) -> None:
         if not 0 <= value <= 14:
             raise ValueError("twcc_id is 0 (off) or a one-byte extension id 1..14")
-        if value and not self._history:
-            self._history = [None] * TWCC_HISTORY
+        if value and not self._history and not self.closed:
+            self._history = [None] * TWCC_HISTORY_MIN
         self._twcc_id = value
         self._twcc_byte = (value << 4) | 1 if value else -1
 
     def history(self, seq16: int) -> tuple[int, float, int] | None:
         """(seq unwrapped, send time s, RTP size) of the packet stamped with ``seq16``
-        among the last TWCC_HISTORY, else None."""
+        among those the history holds (see TWCC_HISTORY), else None."""
         if not 0 <= seq16 <= 0xFFFF:
             raise ValueError("history(seq16): seq16 is 0..65535")
         if not self._history:
             return None
-        entry = self._history[seq16 % TWCC_HISTORY]
+        size = len(self._history)
+        entry = self._history[seq16 % size]
         if entry is None or entry[0] & 0xFFFF != seq16:
             return None
-        if not self.twcc_next - TWCC_HISTORY <= entry[0] < self.twcc_next:
+        if not self.twcc_next - size <= entry[0] < self.twcc_next:
             return None
         return entry
 
@@ -113,7 +118,12 @@ class PyEgress:
             self.tx_errors += 1
             return False
         if seq >= 0:  # sent or refused by the socket (a loss to report), as in C
-            self._history[seq % TWCC_HISTORY] = (seq, self._clock(), len(data))
+            now = self._clock()
+            history = self._history
+            old = history[seq % len(history)]
+            if old is not None and now - old[1] < TWCC_SPAN and len(history) < TWCC_HISTORY:
+                history = self._history = self._grown(history)
+            history[seq % len(history)] = (seq, now, len(data))
             self.twcc_next = seq + 1
         try:
             for _ in range(copies):
@@ -130,8 +140,18 @@ class PyEgress:
     def send_twice(self, data: bytes) -> bool:
         return self._emit(data, 2)
 
+    @staticmethod
+    def _grown(history: list[tuple[int, float, int] | None]) -> list[tuple[int, float, int] | None]:
+        size = 2 * len(history)
+        grown: list[tuple[int, float, int] | None] = [None] * size
+        for entry in history:
+            if entry is not None:
+                grown[entry[0] % size] = entry
+        return grown
+
     def close(self) -> None:
         self.closed = True
+        self._history = []  # nothing is sent any more: no feedback to join, as in C
 
 
 #: The fields of ``RewriterCore`` (the C type's members, the stand-in's slots)

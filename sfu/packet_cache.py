@@ -109,6 +109,33 @@ class PacketCache:
         assert data is not None
         return data, self._meta[i]
 
+    def resize(self, capacity: int) -> None:
+        """Keep ``capacity`` slots (rounded up to a power of two) from now on, with the
+        packets of the newest sequence numbers that fit (``sfu/cache_window.py``)."""
+        if capacity < 1:
+            raise ValueError(f"capacity must be positive, got {capacity}")
+        size = 1 << (capacity - 1).bit_length()
+        if size == self._size:
+            return
+        ext, data, meta, old_mask = self._ext, self._data, self._meta, self._mask
+        kept = min(size, self._size)
+        self._size = size
+        self._mask = size - 1
+        self._restart = max(size, _RESTART_DISTANCE)
+        self._ext = [_EMPTY] * size
+        self._data = [None] * size
+        self._meta = [None] * size
+        newest = self._newest
+        if newest is None:
+            return
+        for e in range(newest - kept + 1, newest + 1):
+            old = e & old_mask
+            if ext[old] == e:
+                i = e & self._mask
+                self._ext[i] = e
+                self._data[i] = data[old]
+                self._meta[i] = meta[old]
+
     def clear(self) -> None:
         """Drop every packet (and the sequence reference)."""
         size = self._size

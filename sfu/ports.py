@@ -68,6 +68,10 @@ class SourceSubscriber(Protocol):
         """A padding-only packet of the source: close the gap it leaves downstream."""
         ...
 
+    def forward(self, source: Any, pkt: Any, vp8: Any, now: float) -> None:
+        """A packet of the source (the Python path; a replayed cached keyframe)."""
+        ...
+
     def source_closed(self, source: Any) -> None: ...
 
 

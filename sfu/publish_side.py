@@ -15,6 +15,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket, RtcpSrPacket
 
 from . import aiortc_adapter as adapter
+from .cache_window import CacheWindow
 from .config import SfuConfig
 from .ports import Clock, NegotiationError, Timer
 from .publish_rtcp import publish_bitrate, receiver_reports
@@ -253,9 +254,12 @@ class PublishSide:
                     Source(
                         params,
                         self,
-                        cache_size=self.config.packet_cache_size,
                         keyframe_interval=self.config.keyframe_request_interval,
                         on_malformed=self._malformed_rtp,
+                        cache_window=CacheWindow(
+                            self.config.packet_cache_seconds,
+                            max_packets=self.config.packet_cache_size,
+                        ),
                     )
                 )
             self.add_track(

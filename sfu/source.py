@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
+from .cache_window import CacheSizer, CacheWindow
 from .nack import NackGenerator
 from .native import fanout
 from .packet_cache import PacketCache
@@ -21,6 +23,11 @@ from .rtp.packet import RtpError, RtpView, Vp8Descriptor, abs_send_time
 from .rtp.red import check_red
 
 __all__ = ["Source", "SourceOwner", "SourceParams"]
+
+#: A starting forwarder is sent the cached newest keyframe and what followed it when it
+#: came at most this long ago (s) in at most this many packets (``Source.recent_keyframe``).
+REPLAY_AGE = 0.5
+REPLAY_PACKETS = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +59,7 @@ class Source:
         cache_size: int = 1024,
         keyframe_interval: float = 0.5,
         on_malformed: Callable[[str, float], None] | None = None,
+        cache_window: CacheWindow | None = None,
     ) -> None:
         self.params = params
         #: told (reason, now) of each malformed packet dropped here
@@ -71,7 +79,9 @@ class Source:
         self.rid = params.rid
         self._audio_level_ext = params.audio_level_ext
         self._owner = owner
-        self.cache = PacketCache(cache_size)
+        #: with a window, the cache's capacity follows the packet rate (``tick``)
+        self.cache_sizer = CacheSizer(cache_window) if cache_window is not None else None
+        self.cache = PacketCache(cache_size if cache_window is None else cache_window.max_packets)
         self.stats = ReceiveStatistics(params.clock_rate)
         self.nack = NackGenerator()
         #: replaced, never mutated, so that iterating it while forwarding is safe
@@ -83,6 +93,8 @@ class Source:
         self.keyframe_requests_sent = 0
         self.keyframe_requests_throttled = 0
         self.last_keyframe_time: float | None = None
+        #: sequence number of the first packet of the newest VP8 keyframe (``recent_keyframe``)
+        self.last_keyframe_seq: int | None = None
         self.width = 0
         self.height = 0
         #: (64-bit NTP timestamp, RTP timestamp, local arrival time) of the last SR.
@@ -175,6 +187,7 @@ class Source:
                     self.tid_frames[tid] += 1
             if vp8.keyframe:
                 self.last_keyframe_time = now
+                self.last_keyframe_seq = seq
                 self.keyframe_pending = False
                 if vp8.width:
                     self.width, self.height = vp8.width, vp8.height
@@ -249,7 +262,10 @@ class Source:
             self._owner.keyframe_deferred(self, self.last_keyframe_request + self.keyframe_interval)
 
     def tick(self, now: float) -> None:
-        """Update ``bitrate``; call about once a second."""
+        """Update ``bitrate`` and the cache's capacity; call about once a second."""
+        sizer = self.cache_sizer
+        if sizer is not None and (capacity := sizer.update(self.packets, now)) is not None:
+            self.cache.resize(capacity)
         mark = self._rate_mark
         if mark is not None and now - mark[0] >= 0.2:
             rate = (self.bytes - mark[1]) * 8 / (now - mark[0])
@@ -294,12 +310,42 @@ class Source:
         if self.keyframe_pending:
             self.request_keyframe(now)
 
-    def add_forwarder(self, forwarder: SourceSubscriber, now: float) -> None:
+    def add_forwarder(
+        self, forwarder: SourceSubscriber, now: float, *, replay: bool = False
+    ) -> None:
+        """Attach ``forwarder``; a video source asks for a keyframe, unless ``replay``
+        (a forwarder that never sent anything) and :meth:`recent_keyframe` has one: the
+        forwarder is then given those packets at once."""
         if forwarder in self.forwarders or self.closed:
             return
         self.forwarders = (*self.forwarders, forwarder)
-        if self.is_video:
+        cached = self.recent_keyframe(now) if replay and self.is_video else []
+        if self.is_video and not cached:
             self.request_keyframe(now)
+        for pkt, vp8 in cached:
+            forwarder.forward(self, pkt, vp8, now)
+
+    def recent_keyframe(self, now: float) -> list[tuple[RtpView, Vp8Descriptor | None]]:
+        """The newest VP8 keyframe and every packet since, from the cache, when it came
+        at most ``REPLAY_AGE`` s ago, in at most ``REPLAY_PACKETS`` packets, all cached:
+        a forwarder that starts (a subscriber joining) sends them at once instead of
+        waiting for the keyframe it would ask for. Empty otherwise."""
+        first, newest, at = self.last_keyframe_seq, self.cache.newest, self.last_keyframe_time
+        if first is None or newest is None or at is None or now - at > REPLAY_AGE:
+            return []
+        count = ((newest - first) & 0xFFFF) + 1
+        entries = [
+            self.cache.get((first + i) & 0xFFFF) for i in range(min(count, 1 + REPLAY_PACKETS))
+        ]
+        if count > REPLAY_PACKETS or any(e is None for e in entries):
+            return []
+        packets: list[tuple[RtpView, Vp8Descriptor | None]] = []
+        for entry in entries:
+            assert entry is not None
+            pkt, vp8 = cast(tuple[RtpView, Vp8Descriptor | None], entry[1])
+            pkt.abs_send_time = abs_send_time(now)
+            packets.append((pkt, vp8))
+        return packets
 
     def remove_forwarder(self, forwarder: SourceSubscriber) -> None:
         if forwarder in self.forwarders:

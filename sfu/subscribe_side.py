@@ -112,6 +112,8 @@ class SubscribeSide:
         forwarder = Forwarder(track.layers, self.egress, self.id)
         self.egress.wire(forwarder)
         self.subscriptions[track.id] = Subscription(publisher, track, forwarder)
+        if track.kind == "video" and len(track.layers) == 1:  # (the forwarder starts on it:
+            track.layers[0].request_keyframe(self._clock.time())  # Source.recent_keyframe)
         self._mark_dirty()
 
     def unsubscribe(self, track: PublishedTrack) -> None:
@@ -174,10 +176,8 @@ class SubscribeSide:
             self._offer_pending = False
             raise
         if self.egress.port is None:
-            transceivers = pc.getTransceivers()
-            self.egress.port = adapter.MediaPort(
-                transceivers[0].sender.transport, self._on_rtp, self.rtcp.on_rtcp
-            )
+            dtls = pc.getTransceivers()[0].sender.transport
+            self.egress.port = adapter.MediaPort(dtls, self._on_rtp, self.rtcp.on_rtcp)
         mapping: dict[str, dict[str, str]] = {}
         for transceiver, sub in self._transceivers.items():
             if sub is not None and transceiver.mid not in (None, *self.refusals.dead):
@@ -200,6 +200,7 @@ class SubscribeSide:
             transceiver = pc.addTransceiver(kind, direction="sendonly")
             transceiver.setCodecPreferences(codec_preferences(kind, sub.track.source.params))
             adapter.hook_sender(transceiver.sender, self._sender_negotiated(transceiver))
+            adapter.release_receiver_state(transceiver.receiver)
         else:
             transceiver.direction = "sendonly"
             previous = self._previous.pop(transceiver, None)
@@ -444,6 +445,8 @@ class SubscribeSide:
         self.subscriptions.clear()
         self._by_out_ssrc.clear()
         self._previous.clear()
+        # the forwarders go now, not when the collector finds this participant's cycles
+        self._transceivers.clear()
 
     def stop(self) -> None:
         """Close the transport's port, cancel the timers."""

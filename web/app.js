@@ -414,6 +414,9 @@ function onTrack(remote) {
     tile.lastRequest = "";
     tile.lastSample = null;
     showVideo(tile, remote.stream);
+    // the first remote frame on screen: the page's join time (client.joinPhases)
+    const joining = client;
+    tile.video.requestVideoFrameCallback?.(() => joining?.markJoinPhase("subscribe.first_frame"));
     sendLayerRequest(tile);
   } else {
     tile.audioTrack = remote;

@@ -569,6 +569,15 @@ export class ParleyClient extends EventTarget {
     };
     /** @type {ClientState} */
     this.state = "new";
+    /**
+     * When each phase of the first join happened, in ms since `join()` (the names of
+     * `loadgen/join_phases.py`: `ws_open`, `joined`, `publish.offer_sent`, …,
+     * `subscribe.first_frame`, which the page marks with `markJoinPhase`).
+     * @type {Record<string, number>}
+     */
+    this.joinPhases = {};
+    /** @type {number | null} */
+    this._joinStart = null;
     /** Rejoin attempts made since the session was lost (0 when not reconnecting). */
     this.reconnectAttempt = 0;
     /** @type {Promise<void> | null} the running reconnect loop */
@@ -743,7 +752,17 @@ export class ParleyClient extends EventTarget {
    */
   async join() {
     if (this.state !== "new") throw new ParleyError("wrong_state", `join() when ${this.state}`);
+    this._joinStart = performance.now();
     return this._startSession();
+  }
+
+  /**
+   * Notes `phase` of the first join now (the first time wins; see `joinPhases`).
+   * @param {string} phase
+   */
+  markJoinPhase(phase) {
+    if (this._joinStart === null || phase in this.joinPhases) return;
+    this.joinPhases[phase] = Math.round((performance.now() - this._joinStart) * 10) / 10;
   }
 
   /**
@@ -911,6 +930,7 @@ export class ParleyClient extends EventTarget {
     let signaling = channel(websocketUrl(this.options.url));
     try {
       await signaling.open(this.options.connectTimeoutMs);
+      this.markJoinPhase("ws_open");
       /** @type {Message} */
       const join = { type: "join", room: this.options.room, name: this.options.name };
       if (this.options.token !== undefined) join.token = this.options.token;
@@ -1108,9 +1128,15 @@ export class ParleyClient extends EventTarget {
     const Impl = this.options.PeerConnectionImpl ?? RTCPeerConnection;
     // never the browser's default ICE servers: exactly the server's list, maybe empty
     const pc = new Impl({ iceServers });
+    pc.addEventListener("iceconnectionstatechange", () => {
+      if (pc.iceConnectionState === "connected" || pc.iceConnectionState === "completed") {
+        this.markJoinPhase(`${role}.ice_connected`);
+      }
+    });
     pc.addEventListener("connectionstatechange", () => {
       if (pc !== this.publishConnection && pc !== this.subscribeConnection) return;
       const state = pc.connectionState;
+      if (state === "connected") this.markJoinPhase(`${role}.dtls_connected`);
       this._emit("connectionstatechange", { connection: role, state });
       const timer = this._iceTimers.get(pc);
       if (timer !== undefined) clearTimeout(timer);
@@ -1149,7 +1175,9 @@ export class ParleyClient extends EventTarget {
       await scope.guard(pc.setLocalDescription(offer), "applying the publish offer", timeout);
       await scope.guard(waitForIceGathering(pc, this.options.gatherTimeoutMs), "gathering", timeout);
       const local = /** @type {RTCSessionDescription} */ (pc.localDescription);
+      this.markJoinPhase("publish.offer_sent");
       const answer = await signaling.request({ type: "publish_offer", sdp: local.sdp }, ["publish_answer"]);
+      this.markJoinPhase("publish.answer_received");
       if (this._scope !== scope) throw new ParleyError("closed", "session ended");
       await scope.guard(pc.setRemoteDescription({ type: "answer", sdp: answer.sdp }), "applying the publish answer", timeout);
       this.publishedTracks = /** @type {PublishedTrackInfo[]} */ (answer.tracks ?? []);
@@ -1332,6 +1360,7 @@ export class ParleyClient extends EventTarget {
     for (const trackId of [...this._layerRequests.keys()]) {
       if (![...this.participants.values()].some((p) => p.tracks.has(trackId))) this._layerRequests.delete(trackId);
     }
+    this.markJoinPhase("joined");
     this._setState("joined");
     this._startKeepalive();
     this._emit("joined", {
@@ -1349,6 +1378,7 @@ export class ParleyClient extends EventTarget {
   async _onSubscribeOffer(message, scope) {
     const signaling = this.signaling;
     if (!signaling) return;
+    this.markJoinPhase("subscribe.offer_received");
     const timeout = this.options.requestTimeoutMs;
     const pc = this.subscribeConnection ?? this._newPeerConnection("subscribe", this.iceServers);
     this.subscribeConnection = pc;
@@ -1361,6 +1391,7 @@ export class ParleyClient extends EventTarget {
       type: "subscribe_answer",
       sdp: /** @type {RTCSessionDescription} */ (pc.localDescription).sdp,
     });
+    this.markJoinPhase("subscribe.answer_sent");
     this._mapRemoteTracks(pc, /** @type {Record<string, SubscribedTrackInfo>} */ (message.tracks ?? {}));
   }
 

@@ -42,6 +42,7 @@ from loadgen.bot.verdict import (
     evaluate,
     verdict_line,
 )
+from loadgen.join_phases import JoinTimeline
 from loadgen.media.simulcast import (
     DEFAULT_LAYERS,
     URI_RID,
@@ -61,9 +62,11 @@ from sfu.aiortc_adapter import (
     enlarge_receive_buffers,
     hook_sender,
     observe_received_rtp,
+    release_frames_on_marker,
     set_opus_bitrate,
 )
 from sfu.config import IceConfig, IceServer
+from sfu.rtp.packet import RtpError, Vp8Descriptor
 from signaling.messages import (
     ActiveSpeaker,
     ClientMessage,
@@ -95,6 +98,9 @@ logger = logging.getLogger(__name__)
 #: The websocket is pinged this often (s) and given half as long to answer: a server that
 #: vanished without closing the connection is noticed within 1.5x this.
 WS_HEARTBEAT = 10.0
+#: A bot joining a room with tracks sends its publish offer once it has answered the
+#: subscribe offer, or after this long (s) at most (``Bot._answer_first``).
+ANSWER_FIRST_S = 0.3
 #: ``redirect`` answers followed for one join (a cluster redirects once; more is a loop)
 MAX_REDIRECTS = 3
 #: bytes of kernel receive buffer for each socket of the subscribe connection
@@ -124,6 +130,8 @@ class Bot:
         #: Set when the current connection ends: the websocket closed, the server shut
         #: down or removed the bot (``_drop`` says which), or the bot is closed.
         self._session_over = asyncio.Event()
+        #: the first subscribe answer of the connection is sent (``_answer_first``)
+        self._answered = asyncio.Event()
         self._drop: tuple[str, str] | None = None
         self._retry_after_ms: int | None = None
         self._leaving = False
@@ -152,6 +160,8 @@ class Bot:
 
         self._started_at = 0.0
         self._joined_at: float | None = None
+        #: the first join's per-phase timeline (``join_phases_ms`` in the summary)
+        self._timeline: JoinTimeline | None = None
         self._id: str | None = None
         self._ice_servers: tuple[IceServer, ...] = ()
         self._published = False
@@ -261,12 +271,22 @@ class Bot:
         await self._join()
         if self.config.publish:
             try:
+                await self._answer_first()
                 await self._publish()
             except (aiohttp.ClientError, OSError, RuntimeError):
                 with contextlib.suppress(TimeoutError):  # the read loop names the cause
                     await asyncio.wait_for(self._session_over.wait(), 1.0)
                 if self._drop is None:
                     raise
+
+    async def _answer_first(self) -> None:
+        """In a room with tracks to receive, the subscribe offer follows ``joined`` at
+        once: answer it before sending the publish offer (waiting ``ANSWER_FIRST_S`` at
+        most), so that the server applies the answer (and starts ICE) before it works
+        on the publish offer, not after."""
+        if any(s.unpublished_at is None for s in self._tracks.values()):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._answered.wait(), ANSWER_FIRST_S)
 
     async def _reconnect(self, drop: tuple[str, str], deadline: float) -> bool:
         """The connection was lost (``drop``: code, message): tear it down and rejoin
@@ -344,6 +364,7 @@ class Bot:
         self._leaving = False
         self._left = asyncio.Event()
         self._session_over = asyncio.Event()
+        self._answered = asyncio.Event()
 
     def _open_data(self, pc: RTCPeerConnection) -> None:
         """The data channel, once the transceivers are there: with max-bundle, aiortc
@@ -466,6 +487,7 @@ class Bot:
             "join_ms": round_tenth(
                 None if self._joined_at is None else (self._joined_at - self._started_at) * 1000
             ),
+            "join_phases_ms": None if self._timeline is None else self._timeline.to_json(),
             "published": self._published,
             "published_tracks": list(self._published_tracks),
             "started_unix": round(self._started_unix, 3),
@@ -517,6 +539,8 @@ class Bot:
         entries = (cfg.url, *cfg.fallback_urls)
         url = entries[self._entry % len(entries)]
         for hop in range(MAX_REDIRECTS + 1):
+            if self._timeline is None:  # (from the run's start: the websocket opens next)
+                self._timeline = JoinTimeline(self._started_at)
             client = ProtocolClient(
                 url,
                 on_message=self._on_message,
@@ -534,6 +558,7 @@ class Bot:
                 raise
             if on_connected is not None and on_connected.connected_at is None:
                 on_connected.connected_at = self._clock()
+            self._phase("ws_open")
             self._spawn(self._watch_connection(client))
             try:
                 await client.join(cfg.room, cfg.name, timeout, token=cfg.token)
@@ -570,6 +595,7 @@ class Bot:
                 transceiver.setCodecPreferences(video_codecs(self.config.codec))
         self._open_data(pc)
         await pc.setLocalDescription(await pc.createOffer())  # gathers before returning
+        self._phase("publish.offer_sent")  # (before: the answer may be handled first)
         await self._send(PublishOffer(pc.localDescription.sdp))
 
     async def _publish_simulcast(self, pc: RTCPeerConnection) -> None:
@@ -597,6 +623,7 @@ class Bot:
         self._simulcast = SimulcastSender.create(
             DEFAULT_LAYERS, munged.mid, munged.extensions, random.Random()
         )
+        self._phase("publish.offer_sent")  # (before: the answer may be handled first)
         await self._send(PublishOffer(munged.sdp))
 
     def _on_video_negotiated(self, negotiated: NegotiatedRtp) -> None:
@@ -771,6 +798,7 @@ class Bot:
         self._id = message.id
         if self._joined_at is None:
             self._joined_at = now
+            self._phase("joined", now)
         self._session_joined_at = now
         self._ice_servers = message.ice_servers
         for participant in message.participants:
@@ -850,6 +878,7 @@ class Bot:
         if pc is None:
             self._error("protocol", "publish_answer without a publish_offer")
             return
+        self._phase("publish.answer_received")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=message.sdp, type="answer"))
         if self.config.simulcast:
             self._apply_simulcast_answer(message.sdp)
@@ -857,6 +886,7 @@ class Bot:
         self._published_tracks = [t.to_json() for t in message.tracks]
 
     async def _on_subscribe_offer(self, message: SubscribeOffer, now: float) -> None:
+        self._phase("subscribe.offer_received", now)
         sdp = message.sdp
         mapping: dict[str, TrackKey] = {}
         for mid, info in message.tracks.items():
@@ -903,7 +933,9 @@ class Bot:
         if self._sub_twcc is not None:
             # aiortc drops transport-cc from its answer: keep it, and send the feedback
             answer = self._sub_twcc.answer(sdp, answer)
+        self._phase("subscribe.answer_sent")
         await self._send(SubscribeAnswer(answer))
+        self._answered.set()
         # (Re)send set_layer once per video track when it first reaches us: an earlier
         # request may have come before the server had subscribed us to it.
         fresh = [
@@ -966,10 +998,23 @@ class Bot:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
+    def _phase(self, phase: str, now: float | None = None) -> None:
+        """Note a phase of the first join (later sessions are not timed)."""
+        timeline = self._timeline
+        if timeline is not None and self._session_index == 0:
+            timeline.mark(phase, self._clock() if now is None else now)
+
     def _watch(self, pc: RTCPeerConnection, role: str) -> None:
+        @pc.on("iceconnectionstatechange")
+        def on_ice() -> None:
+            if pc.iceConnectionState in ("connected", "completed"):
+                self._phase(f"{role}.ice_connected")
+
         @pc.on("connectionstatechange")
         def on_state() -> None:
             state = pc.connectionState
+            if state == "connected":
+                self._phase(f"{role}.dtls_connected")
             logger.debug("bot %s: %s connection %s", self.config.name, role, state)
             if state == "failed" and not self._closed and pc in (self._pub_pc, self._sub_pc):
                 self._error("ice_failed", f"{role} peer connection failed")
@@ -988,8 +1033,8 @@ class Bot:
         if mid is None:
             self._error("internal", f"no transceiver for remote {track.kind} track")
             return
-        if track.kind == "audio":
-            self._observe(transceiver.receiver, mid)
+        self._observe(transceiver.receiver, mid)
+        release_frames_on_marker(transceiver.receiver)
         self._spawn(self._consume(track, mid))
 
     def _observe(self, receiver: RTCRtpReceiver, mid: str) -> None:
@@ -1002,11 +1047,31 @@ class Bot:
         def on_packet(packet: RtpPacket) -> None:
             key = self._mid_map.get(mid)
             stats = self._tracks.get(key) if key is not None else None
+            if stats is not None and stats.kind == "video":
+                self._on_video_packet(packet, stats.codec)
             if stats is not None and stats.kind == "audio":
                 second = int(self._clock() - stats.started_at)
                 stats.audio_packets.on_packet(packet.ssrc, packet.sequence_number, second)
 
         observe_received_rtp(receiver, on_packet)
+
+    def _on_video_packet(self, packet: RtpPacket, codec: str | None) -> None:
+        """The first video packets of the first join: first media packet (not RTX, not
+        padding), first keyframe (VP8 only: an H.264 join has no ``first_keyframe``)."""
+        timeline = self._timeline
+        if timeline is None or timeline.has("subscribe.first_keyframe"):
+            return
+        if packet.ssrc in self._rtx_ssrcs or not packet.payload:
+            return  # (retransmissions and the server's padding probes: not media)
+        self._phase("subscribe.first_rtp")
+        if codec != "vp8":
+            return
+        try:
+            keyframe = Vp8Descriptor(packet.payload).keyframe
+        except RtpError:
+            return
+        if keyframe:
+            self._phase("subscribe.first_keyframe")
 
     async def _consume(self, track: MediaStreamTrack, mid: str) -> None:
         """Decode ``track`` until it ends, crediting frames to what ``mid`` carries now.
@@ -1028,6 +1093,7 @@ class Bot:
                 continue
             if isinstance(frame, VideoFrame):
                 stats.on_frame(now, frame.width, frame.height)
+                self._phase("subscribe.first_frame", now)
             else:
                 stats.on_frame(now)
                 if isinstance(frame, AudioFrame) and frame.pts is not None:

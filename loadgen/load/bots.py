@@ -30,6 +30,7 @@ from typing import Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
+from loadgen.join_phases import JoinTimeline
 from loadgen.load.metrics import (
     KINDS,
     LAYER_AUDIO,
@@ -220,6 +221,9 @@ class LoadBot:
         self.reconnects: list[Reconnect] = []
         #: the last reconnect while media has not come back yet
         self._awaiting_media: Reconnect | None = None
+        #: the join's per-phase timeline (``loadgen/join_phases.py``), from ``ws_open_at``
+        self.join_timeline: JoinTimeline | None = None
+        self.session.on_phase = self.phase
         #: the peer connection on which this bot receives (every bot answers offers)
         self.sub_pc: RTCPeerConnection | None = None
         self.sub_port: MediaPort | None = None
@@ -242,10 +246,12 @@ class LoadBot:
             return
         try:
             self.ws_open_at = time.monotonic()
+            self.join_timeline = JoinTimeline(self.ws_open_at)
             await self.session.join(
                 self.spec.room, self.spec.name, self.spec.role == "publisher", join_timeout
             )
             self.joined_at = time.monotonic()
+            self.phase("joined", self.joined_at)  # (Janus; Parley's session noted it as it came)
             self.joined = True
             await self.started()
             while True:
@@ -334,16 +340,33 @@ class LoadBot:
     async def started(self) -> None:
         """Joined: publish, or wait for offers."""
 
+    def phase(self, phase: str, now: float | None = None) -> None:
+        """Note a phase of the join (``loadgen/join_phases.py``; the first time wins)."""
+        if self.join_timeline is not None:
+            self.join_timeline.mark(phase, time.monotonic() if now is None else now)
+
+    @property
+    def join_phases(self) -> dict[str, float] | None:
+        return None if self.join_timeline is None else self.join_timeline.to_json()
+
     async def on_offer(self, sdp: str, tracks: list[OfferedTrack]) -> str:
         """A server offer of what to receive; returns the answer. Receivers are hooked
         (nothing decoded) and packets go to :meth:`_on_rtp` through a MediaPort."""
+        self.phase("subscribe.offer_received")
         pc = self.sub_pc
         if pc is None:
             pc = create_peer_connection(self.ice_config())
             self.sub_pc = pc
 
+            @pc.on("iceconnectionstatechange")
+            def on_ice() -> None:
+                if pc.iceConnectionState in ("connected", "completed"):
+                    self.phase("subscribe.ice_connected")
+
             @pc.on("connectionstatechange")
             def on_state() -> None:
+                if pc.connectionState == "connected":
+                    self.phase("subscribe.dtls_connected")
                 if pc.connectionState == "connected" and self.sub_port is not None:
                     self.sub_port.install_fast_path()
 
@@ -359,6 +382,7 @@ class LoadBot:
         await pc.setLocalDescription(await pc.createAnswer())
         if pc.connectionState == "connected" and self.sub_port is not None:
             self.sub_port.install_fast_path()
+        self.phase("subscribe.answer_sent")  # (ready: the session sends it at once)
         return str(pc.localDescription.sdp)
 
     def _on_rtp(self, data: bytes, now: float) -> None:

@@ -138,6 +138,7 @@ class JanusSession(ServerSession):
     async def join(self, room: str, name: str, publisher: bool, timeout: float) -> None:
         self._timeout = timeout
         await self.ws.connect(timeout)
+        self.on_phase("ws_open")
         created = await self._call({"janus": "create"})
         self.session_id = int(created["data"]["id"])
         self._keepalive = asyncio.ensure_future(self._keep_alive())
@@ -164,6 +165,7 @@ class JanusSession(ServerSession):
         )
         if jsep is None:
             raise JanusError("the subscriber join got no offer")
+        self.on_phase("joined")  # (Janus's subscriber join answers with the offer)
         tracks = [
             OfferedTrack(
                 f"{s.get('feed_id')}-{s.get('feed_mid')}", str(s.get("type")), str(s["mid"])

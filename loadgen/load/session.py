@@ -22,7 +22,7 @@ import aiohttp
 from loadgen.load.nodes import http_url
 from parley_client import ClientClosed, ProtocolClient, Redirected, RequestFailed
 from sfu.config import IceServer
-from signaling.messages import ErrorMessage, Layer, Leave, ServerMessage, SubscribeOffer
+from signaling.messages import ErrorMessage, Joined, Layer, Leave, ServerMessage, SubscribeOffer
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ class ServerSession:
         self.token: str | None = None
         #: the node the bot joined at, after any redirect (``http://host:port``)
         self.node_url: str | None = None
+        #: told the join's signaling phases as they happen (``ws_open``, ``joined``)
+        self.on_phase: Callable[[str], None] = lambda phase: None
 
     async def join(self, room: str, name: str, publisher: bool, timeout: float) -> None:
         """Join ``room``; raise on refusal or timeout. Subscribers then get offers."""
@@ -163,6 +165,7 @@ class ParleySession(ServerSession):
 
     async def join(self, room: str, name: str, publisher: bool, timeout: float) -> None:
         await self.client.connect(timeout)
+        self.on_phase("ws_open")
         try:
             joined = None
             for _ in range(MAX_REDIRECTS + 1):
@@ -197,7 +200,9 @@ class ParleySession(ServerSession):
             await self.client.set_layer(track.track, max_height=max_height)
 
     async def _dispatch(self, message: ServerMessage) -> None:
-        if isinstance(message, SubscribeOffer):
+        if isinstance(message, Joined):  # (seen before a subscribe_offer that follows)
+            self.on_phase("joined")
+        elif isinstance(message, SubscribeOffer):
             tracks = [
                 OfferedTrack(info.track, info.kind, mid) for mid, info in message.tracks.items()
             ]

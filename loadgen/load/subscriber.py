@@ -21,6 +21,7 @@ from loadgen.load.bots import (
 from loadgen.load.e2e import FrameAssembler, FrameDecoder
 from loadgen.load.metrics import (
     CODE_NAMES,
+    FLAG_KEYFRAME,
     FLAG_VIDEO,
     KINDS,
     LAYER_AUDIO,
@@ -221,12 +222,17 @@ class LoadSubscriber(LoadBot):
         self.metrics.record_latency(kind, now * 1000.0 - tag.send_ns / 1e6)
         if track is None:
             track = self.tracks[key] = TrackRx(bool(video))
+        if video and self.first_frame_at is None:
+            self.phase("subscribe.first_rtp", now)
+            if tag.flags & FLAG_KEYFRAME:
+                self.phase("subscribe.first_keyframe", now)
         assembler = self.assembler
         if assembler is not None and video:
             assembler.on_packet(key, data, tag)
         if track.on_packet(tag, now):
             if self.first_frame_at is None:
                 self.first_frame_at = now
+                self.phase("subscribe.first_frame", now)
             if assembler is not None and self.decoder is not None:
                 self.decoder.submit(key, assembler.take(key))
         elif track.needs_keyframe:
@@ -328,6 +334,7 @@ class LoadSubscriber(LoadBot):
             "max_height": self.spec.max_height,
             "joined": self.joined,
             "join_ms": None if self.join_ms is None else round(self.join_ms, 1),
+            "join_phases_ms": self.join_phases,
             "tracks": len(self.tracks),
             "video_tracks_offered": len(self._video_tracks),
             "frames": sum(t.frames for t in self.tracks.values()),

@@ -224,6 +224,7 @@ class Worker:
             "end": end,
             "total": self.metrics.total.to_json(),
             "join_ms": [s.join_ms for s in self.subscribers],
+            "join_phases_ms": [s.join_phases for s in self.subscribers],
             "freezes": asdict(freezes),
             "layer_switches": sum(s.layer_switches() for s in self.subscribers),
             "e2e": self.metrics.e2e.to_json(),

@@ -15,6 +15,7 @@ from importlib import resources
 from typing import Any
 
 from loadgen.impair.schedule import LinkState, analyse_subscriber
+from loadgen.join_phases import phase_medians
 from loadgen.load.metrics import KINDS, FreezeStats, Interval, LatencyHistogram, nearest_rank
 from loadgen.load.verdict import verdict_section
 
@@ -209,6 +210,7 @@ def build_report(data: RunData) -> dict[str, Any]:
     freezes = FreezeStats()
     join_values: list[float] = []
     join_missing = 0
+    join_phases: list[dict[str, float]] = []
     layer_switches = 0
     bots: list[dict[str, Any]] = []
     e2e = LatencyHistogram()
@@ -221,6 +223,7 @@ def build_report(data: RunData) -> dict[str, Any]:
         total.merge(Interval.from_json(result["total"]))
         freeze = result["freezes"]
         freezes.merge(FreezeStats(freeze["count"], freeze["total_s"], freeze["max_s"]))
+        join_phases.extend(p for p in result.get("join_phases_ms", []) if p)
         for value in result["join_ms"]:
             if value is None:
                 join_missing += 1
@@ -260,6 +263,7 @@ def build_report(data: RunData) -> dict[str, Any]:
             "count": len(join_values),
             "missing": join_missing,
         },
+        "join_phases_ms": phase_medians(join_phases),
         "loss_pct": {kind: total.counters[kind].loss_pct() for kind in KINDS},
         "loss_before_repair_pct": {
             kind: total.counters[kind].loss_before_repair_pct() for kind in KINDS
@@ -329,6 +333,10 @@ def summary_table(report: dict[str, Any]) -> str:
             "join p50/p95/max ms",
             "/".join(_fmt(join[k]) for k in ("p50", "p95", "max"))
             + f"  ({join['count']} joined, {join['missing']} without video)",
+        ),
+        (
+            "join phases, median ms",
+            ", ".join(f"{k} {v:g}" for k, v in report.get("join_phases_ms", {}).items()) or "-",
         ),
         (
             "loss audio / video %",

@@ -15,9 +15,14 @@ Hooks, all installed per instance (nothing is patched globally):
   connection's ``StunProtocol.datagram_received``: SRTP is unprotected and handed
   to Parley in the same call, skipping aioice's queue and the DTLS receive task.
 * Receivers: ``RTCRtpReceiver.receive`` is replaced so no decoder thread and no
-  RTCP task start; Parley learns the negotiated parameters instead.
+  RTCP task start; Parley learns the negotiated parameters instead. Idle receivers
+  (these, and send-only transceivers') drop aiortc's REMB estimator and NACK generator
+  (``release_receiver_state``).
 * Observing receivers (bots that decode): ``RTCRtpReceiver._handle_rtp_packet`` is
   wrapped so the bot sees each packet before aiortc's jitter buffer.
+* Frames released on their marker (bots that decode, ``join``): the video receiver's
+  jitter buffer is replaced by a subclass that hands a complete frame to the decoder
+  at its marker packet instead of at the next frame's first packet.
 * Receive tap (bots that decode and send transport-cc feedback): the DTLS transport's
   ``_handle_rtp_data`` is wrapped so the raw decrypted packet is seen first, then
   handed to aiortc unchanged; RTCP is sent with ``_send_rtp`` (``receive_tap``).
@@ -30,16 +35,24 @@ Hooks, all installed per instance (nothing is patched globally):
   Parley also offers ECDHE-RSA suites (servers with RSA certificates).
 * Egress: packets are protected with the transport's SRTP session and written with
   ``sendto`` on the nominated pair's socket, synchronously.
+* Import (``deferred_av``): when this package is what first imports aiortc (``parley
+  serve`` imports it first), aiortc is imported with stand-ins for PyAV, which loads
+  only when a frame is first encoded or decoded: a forwarding server never loads it
+  (about 21 MB of resident memory).
 
 The package's modules: ``ice`` (peer connections, gathering, consent), ``rtp_params``
 (negotiated parameters, idle receivers and senders), ``media_port`` (ingress fast path
-and egress), ``receive_tap`` (raw RTP beside aiortc's own receive path), ``arrival_stamps`` (the kernel's receive time of each RTP packet, SIOCGSTAMP), ``remote_sdp`` (what routing reads of a remote description), ``dtls`` (DTLS role, cipher suites, handshake failures). Nothing
+and egress), ``receive_tap`` (raw RTP beside aiortc's own receive path), ``arrival_stamps`` (the kernel's receive time of each RTP packet, SIOCGSTAMP), ``remote_sdp`` (what routing reads of a remote description), ``dtls`` (DTLS role, cipher suites, handshake failures), ``deferred_av`` (aiortc without PyAV). Nothing
 outside this package touches aiortc's, aioice's or pylibsrtp's private API.
 """
 
 from __future__ import annotations
 
 import asyncio
+
+from . import deferred_av  # noqa: F401 (first: aiortc imported without PyAV)
+
+# isort: split
 
 import pylibsrtp
 from aioice import ice as aioice_ice
@@ -76,6 +89,7 @@ from .ice import (
     ice_connection,
     rtc_configuration,
 )
+from .join import MarkerJitterBuffer, release_frames_on_marker
 from .media_port import (
     HANDLER_ERROR_LOG_INTERVAL,
     READ_BATCH,
@@ -96,6 +110,7 @@ from .rtp_params import (
     hook_sender,
     negotiated_codecs,
     observe_received_rtp,
+    release_receiver_state,
     restrict_codecs,
     sender_ssrcs,
     set_opus_bitrate,
@@ -118,6 +133,7 @@ __all__ = [
     "RECV_SIZE",
     "SRTP_SIGNATURE",
     "AdapterError",
+    "MarkerJitterBuffer",
     "MediaPort",
     "NegotiatedRtp",
     "ReceiveTap",
@@ -137,6 +153,8 @@ __all__ = [
     "make_egress",
     "negotiated_codecs",
     "observe_received_rtp",
+    "release_receiver_state",
+    "release_frames_on_marker",
     "restrict_codecs",
     "restrict_srtp_profiles",
     "rtc_configuration",
@@ -164,6 +182,9 @@ HOOKED_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (RTCCertificate, "_create_ssl_context"),
     (RTCRtpReceiver, "receive"),
     (RTCRtpReceiver, "_handle_rtp_packet"),
+    (RTCRtpReceiver, "_RTCRtpReceiver__remote_bitrate_estimator"),  # release_receiver_state
+    (RTCRtpReceiver, "_RTCRtpReceiver__nack_generator"),
+    (RTCRtpReceiver, "_RTCRtpReceiver__jitter_buffer"),  # join.release_frames_on_marker
     (RTCRtpSender, "send"),
     (RTCRtpSender, "_ssrc"),
     (RTCRtpSender, "_rtx_ssrc"),

@@ -18,6 +18,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 
 from ..config import IceConfig
 from .dtls import DtlsFailure, configure_ssl, watch_handshake
+from .join import connect_without_idle_pacing
 
 logger = logging.getLogger("sfu.aiortc_adapter")
 
@@ -58,6 +59,7 @@ def create_peer_connection(
             connection.turn_server = None
         _restrict_gathering(connection, ice)
         _configure_consent(connection, ice.consent_interval, ice.consent_failures)
+        connect_without_idle_pacing(connection)
         watch_handshake(dtls, on_dtls_failure)
         configure_ssl(dtls)
         return dtls

@@ -72,6 +72,16 @@ def hook_receiver(receiver: RTCRtpReceiver, on_parameters: Callable[[NegotiatedR
         on_parameters(_negotiated(kind, parameters, ssrcs))
 
     receiver.receive = receive  # type: ignore[method-assign]
+    release_receiver_state(receiver)
+
+
+def release_receiver_state(receiver: RTCRtpReceiver) -> None:
+    """Drop what an idle ``receiver`` (hooked, or a send-only transceiver's) never uses:
+    aiortc's REMB estimator (a 1000-bucket rate counter, about 100 kB per video
+    receiver) and NACK generator. Parley reads the packets itself; aiortc only looks at
+    these for packets it handles, and they are ``None`` for audio receivers already."""
+    receiver._RTCRtpReceiver__remote_bitrate_estimator = None  # type: ignore[attr-defined]
+    receiver._RTCRtpReceiver__nack_generator = None  # type: ignore[attr-defined]
 
 
 def observe_received_rtp(receiver: RTCRtpReceiver, on_packet: Callable[[RtpPacket], None]) -> None:

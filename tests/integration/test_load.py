@@ -11,6 +11,7 @@ from pathlib import Path
 
 from jsonschema import Draft202012Validator
 
+from loadgen.join_phases import END, ORDER, SUBSCRIBE, order_problems
 from loadgen.report.build import report_schema
 
 
@@ -74,6 +75,17 @@ def test_parley_load_reports_latency_join_loss_and_server_cost(tmp_path: Path) -
     join = report["join_ms"]
     assert join["count"] == 6 and join["missing"] == 0
     assert 0 < join["p50"] <= join["p95"] <= join["max"] < 5000
+    # each subscriber's join by phase (loadgen/join_phases.py): ordered, ending at its
+    # join time; the report has their medians
+    subscribers = [b for b in report["bots"]["list"] if b["role"] == "subscriber"]
+    for bot in subscribers:
+        phases = bot["join_phases_ms"]
+        assert order_problems(phases) == [], phases
+        assert set(SUBSCRIBE) <= set(phases), phases
+        assert abs(phases[END] - bot["join_ms"]) <= 0.1, (phases, bot["join_ms"])
+    medians = report["join_phases_ms"]
+    assert list(medians) == [p for p in ORDER if p in medians] and set(SUBSCRIBE) <= set(medians)
+    assert "join phases, median ms" in proc.stdout
 
     assert report["freezes"]["count"] == 0, report["freezes"]
     assert isinstance(report["layer_switches"], int)

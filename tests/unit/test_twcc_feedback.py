@@ -127,3 +127,36 @@ def test_with_a_real_egress_history() -> None:
         assert sends == sorted(sends)
     finally:
         wire.close()
+
+
+def test_what_was_reported_is_remembered_in_bounded_memory() -> None:
+    import tracemalloc
+
+    from sfu import twcc_feedback
+    from sfu.twcc_feedback import REPORTED_MEMORY
+
+    history = History()
+    adapter = TransportFeedbackAdapter()
+    tracemalloc.start()
+    try:
+        start = tracemalloc.take_snapshot()
+        base, count, t = 0, 0, 1.0
+        for _ in range(300):  # 30 000 packets reported, 100 per feedback
+            for seq in range(base, base + 100):
+                history.add(seq, t)
+            arrivals: list[float | None] = [t + i * 0.0005 for i in range(100)]
+            out = adapter.on_feedback(feedback(base & 0xFFFF, arrivals, count & 0xFF), history)
+            assert len(out) == 100
+            base, count, t = base + 100, count + 1, t + 0.05
+        grown = sum(
+            s.size_diff
+            for s in tracemalloc.take_snapshot().compare_to(start, "filename")
+            if s.traceback[0].filename == twcc_feedback.__file__
+        )
+    finally:
+        tracemalloc.stop()
+    # a ring of 9 bytes a number (and the last feedback's results), not an entry per report
+    assert grown < 20 * REPORTED_MEMORY
+    # the last numbers are still known: reported again, they are not news
+    again = adapter.on_feedback(feedback((base - 100) & 0xFFFF, arrivals, count & 0xFF), history)
+    assert again == []
