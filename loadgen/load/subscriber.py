@@ -283,7 +283,8 @@ class LoadSubscriber(LoadBot):
     def bind_session(self) -> None:
         self.session.on_layer = self._on_layer
 
-    async def reset_media(self) -> None:
+    async def _stop_feedback(self) -> None:
+        """Stop the NACK timer and the feedback tasks (receiver reports, transport-cc)."""
         if self._nack_timer is not None:
             self._nack_timer.cancel()
             self._nack_timer = None
@@ -293,6 +294,9 @@ class LoadSubscriber(LoadBot):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._feedback_task = self._twcc_task = None
+
+    async def reset_media(self) -> None:
+        await self._stop_feedback()
         self._twcc_id = None
         await super().reset_media()
 
@@ -303,15 +307,7 @@ class LoadSubscriber(LoadBot):
             self.timeline.append(self._snapshot(end))
 
     async def close_media(self) -> None:
-        if self._nack_timer is not None:
-            self._nack_timer.cancel()
-            self._nack_timer = None
-        for task in (self._feedback_task, self._twcc_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        self._feedback_task = self._twcc_task = None
+        await self._stop_feedback()
         await self._close_receiving()
         if self.decoder is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.decoder.close)
