@@ -224,7 +224,7 @@ async def _run_scenario(
     assert paced and paced[-1] > paced[0], (paced, context)
 
     summary = json.loads(summary_path.read_text())
-    assert summary["ok"], summary
+    assert summary["ok"], (summary["failed"], summary)
     # audio keeps flowing through the limited phase, once the 3 s of reaction are over
     # (the bot's clock: its first layer change after it had reached f is the downswitch)
     layers = [e for e in summary["events"] if e["type"] == "layer"]
@@ -255,6 +255,10 @@ async def test_five_percent_loss_is_repaired(tmp_path: Path) -> None:
                         *BOT, "--url", f"http://{link.host_address}:{port}",
                         "--name", "lossy", "--no-publish", "--duration", "20",
                         "--ice-address", link.peer_address, "--json", str(summary_path),
+                        # the verdict's loss counts the whole run on a link losing 5 %,
+                        # audio before the SFU's redundancy starts too: what is left
+                        # after repair is asserted below
+                        "--max-loss", "10",
                     ]
                 )
             )  # fmt: skip
@@ -262,7 +266,7 @@ async def test_five_percent_loss_is_repaired(tmp_path: Path) -> None:
         finally:
             await runner.cleanup()
     summary = json.loads(summary_path.read_text())
-    assert summary["ok"], summary
+    assert summary["ok"], (summary["failed"], summary)
     tracks = {t["kind"]: t for t in summary["tracks"]}
     video, audio = tracks["video"], tracks["audio"]
     assert video["frames_decoded"] > 150, video
@@ -356,7 +360,7 @@ async def test_a_publisher_behind_a_narrow_uplink_keeps_the_layers_that_arrive(
     assert min(n for _, n in uplink["changes"]) == 2, uplink
     for height, size in ((180, [320, 180]), (720, [640, 360])):
         summary = json.loads((tmp_path / f"h{height}.json").read_text())
-        assert summary["ok"], summary
+        assert summary["ok"], (summary["failed"], summary)
         (video,) = [t for t in summary["tracks"] if t["kind"] == "video"]
         assert video["resolutions"][-1] == size, (height, video)
         # (not "many frames": packets the publisher's uplink lost for good leave holes in
