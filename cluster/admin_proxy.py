@@ -19,6 +19,8 @@ from aiohttp import web
 
 from signaling.auth import NOT_ALLOWED, AuthConfig, admin_claims, bearer
 
+from .placement import http_base
+
 if TYPE_CHECKING:
     from .front import Front
 
@@ -59,10 +61,6 @@ def _headers(request: web.Request) -> dict[str, str]:
     return {"Authorization": auth} if auth else {}
 
 
-def _http_url(ws_url: str) -> str:
-    return ws_url.replace("ws://", "http://", 1).removesuffix("/ws")
-
-
 async def list_rooms(request: web.Request, front: Front) -> web.Response:
     if (refusal := admin_refusal(request, front.config.auth)) is not None:
         return refusal
@@ -75,7 +73,7 @@ async def list_rooms(request: web.Request, front: Front) -> web.Response:
             body = await response.json()
         return [{**room, "worker": node_id} for room in body.get("rooms", [])]
 
-    live = [(t.node_id, _http_url(t.ws_url)) for t in front.placement.live]
+    live = [(t.node_id, http_base(t.ws_url)) for t in front.placement.live]
     answers = await asyncio.gather(*(one(n, b) for n, b in live), return_exceptions=True)
     rooms = [room for answer in answers if isinstance(answer, list) for room in answer]
     return web.json_response({"rooms": rooms})
@@ -90,7 +88,7 @@ async def room_request(request: web.Request, front: Front) -> web.Response:
     if owner is None:
         return _fail(404, "not_found", f"no room {room!r}")
     assert front.http is not None
-    url = _http_url(owner.ws_url) + request.rel_url.path_qs
+    url = http_base(owner.ws_url) + request.rel_url.path_qs
     body = await request.read()
     headers = _headers(request)
     if body:

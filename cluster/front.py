@@ -29,6 +29,7 @@ from signaling.server import CONFIG_KEY, ParleyWebSocket, ServerConfig, index, p
 from .admin_proxy import add_admin_proxy_routes
 from .local_placement import LocalPlacement
 from .metrics_merge import merge_metrics
+from .placement import http_base
 from .relay import Relay
 from .spread import PipeLinker, SpreadPlacement
 from .workers import HANG_TIMEOUT, Supervisor, cpu_seconds
@@ -109,7 +110,7 @@ class Front:
         async def one(worker: dict[str, Any]) -> Any:
             if not worker["alive"]:
                 return None
-            url = str(worker["ws_url"]).replace("ws://", "http://", 1).removesuffix("/ws") + path
+            url = http_base(str(worker["ws_url"])) + path
             assert self.http is not None
             try:
                 async with self.http.get(url, headers=headers, timeout=aiohttp.ClientTimeout(

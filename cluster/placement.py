@@ -16,6 +16,11 @@ class Target:
     node_id: str
 
 
+def http_base(ws_url: str) -> str:
+    """A worker's or node's HTTP base (``http://host:port``) from its ``ws://…/ws`` URL."""
+    return ws_url.replace("ws://", "http://", 1).removesuffix("/ws")
+
+
 class Placement(Protocol):
     async def place(self, room: str) -> Target:
         """The owner of ``room``; claims it for the least-loaded if unowned."""

@@ -31,7 +31,7 @@ from typing import Any
 import aiohttp
 
 from .local_placement import NoLiveWorker
-from .placement import Target
+from .placement import Target, http_base
 from .worker_pipes import FRONT_KEY_HEADER, PREFIX
 
 logger = logging.getLogger(__name__)
@@ -68,9 +68,8 @@ class PipeLinker:
         self._key = key
 
     async def _post(self, worker: Target, action: str, body: dict[str, Any]) -> dict[str, Any]:
-        base = worker.ws_url.replace("ws://", "http://", 1).removesuffix("/ws")
         async with self._http().post(
-            f"{base}{PREFIX}/{action}",
+            f"{http_base(worker.ws_url)}{PREFIX}/{action}",
             json=body,
             headers={FRONT_KEY_HEADER: self._key},
             timeout=aiohttp.ClientTimeout(total=PIPE_REQUEST_TIMEOUT),

@@ -37,6 +37,7 @@ from .pipe_import import Importer, PipedListener
 from .pipe_wire import CONTROL, RTCP, RTP, WireError, classify, decode_control, encode_control
 from .room import Sfu
 from .rtp.rtcp import parse_rtcp
+from .socket_buffers import set_buffers
 from .tracks import PublishedTrack
 
 __all__ = ["PipeError", "PipeTransport"]
@@ -51,9 +52,6 @@ PING_INTERVAL = 1.0
 SOCKET_BUFFER = 4 << 20
 #: datagrams read per wake-up of the event loop at most (then other work gets a turn)
 READ_BATCH = 64
-#: Linux's SO_RCVBUFFORCE / SO_SNDBUFFORCE (not in the socket module)
-SO_RCVBUFFORCE = 33
-SO_SNDBUFFORCE = 32
 REMB_INTERVAL = 1.0
 
 
@@ -121,14 +119,7 @@ class PipeTransport:
         )
         try:
             sock.bind(local)
-            for force, plain in (
-                (SO_RCVBUFFORCE, socket.SO_RCVBUF),
-                (SO_SNDBUFFORCE, socket.SO_SNDBUF),
-            ):
-                try:  # past net.core.rmem_max / wmem_max when allowed (CAP_NET_ADMIN)
-                    sock.setsockopt(socket.SOL_SOCKET, force, buffer_bytes)
-                except OSError:
-                    sock.setsockopt(socket.SOL_SOCKET, plain, buffer_bytes)
+            set_buffers(sock, buffer_bytes)
             sock.setblocking(False)
             loop.add_reader(sock.fileno(), pipe._readable)
         except BaseException:

@@ -8,7 +8,6 @@ import argparse
 import asyncio
 import contextlib
 import re
-import socket
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -51,14 +50,12 @@ def _ice_ports(dtls: Any) -> list[int]:
 def _grow_rcvbuf(dtls: Any, size: int) -> None:
     """Bigger receive buffers on a *client's* ICE sockets (SO_RCVBUFFORCE works as ns root)."""
     from sfu import aiortc_adapter
+    from sfu.socket_buffers import set_buffers
 
     if size <= 0:
         return
     for sock in aiortc_adapter.ice_sockets(dtls):
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, 33, size)  # SO_RCVBUFFORCE
-        except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        set_buffers(sock, size, send=False)
 
 
 def _drain_readers(dtls: Any) -> None:

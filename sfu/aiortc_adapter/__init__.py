@@ -69,7 +69,6 @@ from pylibsrtp._binding import lib as srtp_lib
 
 from .bench_hooks import (
     drain_datagrams_per_wakeup,
-    ice_sockets,
     restrict_srtp_profiles,
     selected_srtp_profile,
 )
@@ -87,6 +86,7 @@ from .ice import (
     create_peer_connection,
     enlarge_receive_buffers,
     ice_connection,
+    ice_sockets,
     rtc_configuration,
 )
 from .join import MarkerJitterBuffer, release_frames_on_marker

@@ -36,16 +36,6 @@ def selected_srtp_profile(dtls: RTCDtlsTransport) -> str | None:
     return None
 
 
-def ice_sockets(dtls: RTCDtlsTransport) -> list[socket.socket]:
-    """The UDP sockets of the transport's ICE connection (one per local candidate)."""
-    sockets = []
-    for protocol in ice_connection(dtls)._protocols:
-        transport = getattr(protocol, "transport", None)
-        if transport is not None:
-            sockets.append(transport._sock)
-    return sockets
-
-
 def drain_datagrams_per_wakeup(dtls: RTCDtlsTransport, batch: int = 512) -> None:
     """Make each ICE socket read up to ``batch`` queued datagrams per wakeup instead of
     asyncio's one per loop turn (a benchmark *client* receiving tens of thousands of

@@ -17,6 +17,7 @@ from aiortc.rtcconfiguration import RTCBundlePolicy, RTCIceTransportPolicy
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 
 from ..config import IceConfig
+from ..socket_buffers import set_buffers
 from .dtls import DtlsFailure, configure_ssl, watch_handshake
 from .join import connect_without_idle_pacing
 
@@ -191,9 +192,14 @@ def ice_connection(dtls: RTCDtlsTransport) -> aioice_ice.Connection:
     return dtls.transport._connection
 
 
-#: Linux's SO_RCVBUFFORCE (not in the socket module): past net.core.rmem_max with
-#: CAP_NET_ADMIN
-SO_RCVBUFFORCE = 33
+def ice_sockets(dtls: RTCDtlsTransport) -> list[socket.socket]:
+    """The UDP sockets of the transport's ICE connection (one per local candidate)."""
+    sockets = []
+    for protocol in ice_connection(dtls)._protocols:
+        transport = getattr(protocol, "transport", None)
+        if transport is not None:
+            sockets.append(transport._sock)
+    return sockets
 
 
 def enlarge_receive_buffers(pc: RTCPeerConnection, size: int) -> list[int]:
@@ -208,15 +214,9 @@ def enlarge_receive_buffers(pc: RTCPeerConnection, size: int) -> list[int]:
         dtls = transceiver.receiver.transport
         if dtls is None:
             continue
-        for protocol in ice_connection(dtls)._protocols:
-            transport = getattr(protocol, "transport", None)
-            sock = transport.get_extra_info("socket") if transport is not None else None
-            if sock is None or sock.fileno() in seen:
+        for sock in ice_sockets(dtls):
+            if sock.fileno() in seen:
                 continue
             seen.add(sock.fileno())
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
-            except OSError:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-            sizes.append(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+            sizes.append(set_buffers(sock, size, send=False))
     return sizes
