@@ -20,11 +20,13 @@ them to the forwarders, the pacer and the probe timer:
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 from .bwe import BandwidthEstimator
 from .gcc.estimator import SendSideEstimator
 from .gcc.packet import PacketResult
+from .gcc.trendline import OVERUSING
 from .layers import UP_MARGIN, allocate
 from .pacer import TokenBucket
 from .ports import Estimator
@@ -33,6 +35,14 @@ from .ports import Estimator
 #: what it cannot repair twice until it has reported no loss for REDUNDANCY_HOLD seconds.
 LOSS_REDUNDANT = 2
 REDUNDANCY_HOLD = 10.0
+#: Transport-cc feedback shows loss within a few hundred ms, where receiver reports take
+#: a second or more: over the last FEEDBACK_LOSS_SPAN seconds of feedback, at least
+#: FEEDBACK_LOSS_PACKETS lost and a share between LOSS_REDUNDANT and FEEDBACK_LOSS_HIGH
+#: (more is a link dropping what it cannot carry, not random loss), with no delay
+#: signal and no cap, starts the redundancy too.
+FEEDBACK_LOSS_SPAN = 1.0
+FEEDBACK_LOSS_PACKETS = 2
+FEEDBACK_LOSS_HIGH = 0.10
 #: Retransmissions may use at most this share of the estimate (of what is sent, and at
 #: least RTX_FLOOR bit/s, while there is no cap).
 RTX_SHARE = 0.3
@@ -140,6 +150,9 @@ class CongestionController:
         self._rtx_bucket = TokenBucket()
         #: when the receiver last reported loss worth redundancy
         self.lossy_at: float | None = None
+        #: (when, packets, lost) of each transport-cc feedback in the last
+        #: FEEDBACK_LOSS_SPAN seconds
+        self._feedback_loss: deque[tuple[float, int, int]] = deque()
 
     # ------------------------------------------------------------ allocation
 
@@ -164,10 +177,36 @@ class CongestionController:
             return False
         assert isinstance(self.bwe, SendSideEstimator)
         self.bwe.on_feedback(results, now)
+        self._note_feedback_loss(results, now)
         before, after = self._allocated_budget, self.budget(now)
         if before is None or after is None:
             return before is not after
         return abs(after - before) > REALLOCATE_CHANGE * max(before, 1.0)
+
+    def _note_feedback_loss(self, results: list[PacketResult], now: float) -> None:
+        window = self._feedback_loss
+        window.append((now, len(results), sum(1 for r in results if r.arrival is None)))
+        while window and now - window[0][0] > FEEDBACK_LOSS_SPAN:
+            window.popleft()
+
+    def feedback_shows_random_loss(self, now: float) -> bool:
+        """After transport-cc feedback: whether what receivers cannot repair should now
+        be sent twice (``lossy_at`` is set; the subscribe side calls ``set_redundant``).
+        Random loss: a few packets lost, no delay signal, no cap, no recent decrease."""
+        window = self._feedback_loss
+        packets = sum(n for _, n, _ in window)
+        lost = sum(k for _, _, k in window)
+        if (
+            lost < FEEDBACK_LOSS_PACKETS
+            or not LOSS_REDUNDANT / 256.0 < lost / packets < FEEDBACK_LOSS_HIGH
+            or self.bwe.congested(now)
+        ):
+            return False
+        bwe = self.bwe
+        if isinstance(bwe, SendSideEstimator) and bwe.delay_state == OVERUSING:
+            return False
+        self.lossy_at = now
+        return True
 
     def allocate(self, demands: list[Demand], now: float) -> Allocation:
         """The level of each video track under the estimate; remembers whether a probe

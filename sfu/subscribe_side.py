@@ -283,6 +283,8 @@ class SubscribeSide:
         self.counters["twcc_feedback"] += 1
         if self.congestion.on_transport_feedback(results, now):
             self.update_layers(now)
+        if self.congestion.feedback_shows_random_loss(now):
+            self._lossy()
 
     # ------------------------------------------------------------ layer selection
 
@@ -387,10 +389,10 @@ class SubscribeSide:
 
     # ------------------------------------------------------------ congestion glue
 
-    def _lossy(self) -> None:
-        """Random loss: send audio packets and video retransmissions twice until it stops."""
+    def _lossy(self, on: bool = True) -> None:
+        """Random loss (``on``) or no more (``Forwarder.set_redundant``)."""
         for sub in self.subscriptions.values():
-            sub.forwarder.redundant = True
+            sub.forwarder.set_redundant(on)
 
     def _overflow(self, now: float) -> None:
         """The link takes less than is sent: lower the estimate (a lower layer follows)."""
@@ -399,16 +401,12 @@ class SubscribeSide:
 
     def measure(self, now: float) -> None:
         """Once a second: the video sent to this subscriber, and what its transport refused."""
-        sent = audio = 0
-        for sub in self.subscriptions.values():
-            if sub.forwarder.is_video:
-                sent += sub.forwarder.bytes_sent
-            else:
-                audio += sub.forwarder.bytes_sent
+        forwarders = [sub.forwarder for sub in self.subscriptions.values()]
+        sent = sum(f.bytes_sent for f in forwarders if f.is_video)
+        audio = sum(f.bytes_sent for f in forwarders if not f.is_video)
         result = self.congestion.measure(now, sent, self.egress.tx_errors, audio)
         if result.redundancy_off:
-            for sub in self.subscriptions.values():
-                sub.forwarder.redundant = False
+            self._lossy(False)
         if result.refused > 0:
             self.counters["send_failures"] += result.refused
         if result.reallocate:

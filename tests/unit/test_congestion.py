@@ -15,6 +15,7 @@ from sfu.congestion import (
     Demand,
     ReportBlock,
 )
+from sfu.gcc.packet import PacketResult
 
 #: the expected bit/s of a simulcast track's q, h and f layers
 LAYERS = [150_000.0, 500_000.0, 1_500_000.0]
@@ -287,3 +288,43 @@ def test_the_retransmission_budget_is_a_share_of_the_estimate():
     assert 0 < budget <= 800_000 * 0.3 / 8 * 0.2 + 1
     assert ctl.rtx_spent(budget, budget)  # all of it: limited
     assert ctl.rtx_budget(1.0) <= 0.0
+
+
+def _feedback_call(
+    loss_every: int | None, *, queue_growth: float = 0.0
+) -> tuple[CongestionController, list[float]]:
+    """A transport-cc subscriber fed 2 s of feedback (1 Mbit/s, every 50 ms), losing one
+    packet in ``loss_every`` (None: none), its arrivals drifting ``queue_growth`` s
+    later per second (a queue building); returns when redundancy was asked for."""
+    ctl = CongestionController()
+    ctl.use_transport_cc()
+    asked: list[float] = []
+    seq = 0
+    for step in range(1, 41):
+        now = step * 0.05
+        batch = []
+        for i in range(5):
+            t = now - 0.05 + i * 0.01
+            lost = loss_every is not None and seq % loss_every == loss_every - 1
+            arrival = None if lost else 100.0 + t + 0.02 + queue_growth * t
+            batch.append(PacketResult(seq, t, 1250, arrival))
+            seq += 1
+        ctl.on_transport_feedback(batch, now)
+        if ctl.feedback_shows_random_loss(now):
+            asked.append(now)
+    return ctl, asked
+
+
+def test_random_loss_in_transport_feedback_turns_redundancy_on_within_half_a_second():
+    ctl, asked = _feedback_call(20)  # 5 % lost at random, no queue
+    assert asked and asked[0] <= 0.5, asked
+    assert ctl.lossy_at == asked[-1] and ctl.bwe.estimate(2.0) is None
+
+
+def test_feedback_with_no_loss_or_heavy_loss_or_a_building_queue_asks_for_no_redundancy():
+    assert _feedback_call(None)[1] == []
+    assert _feedback_call(4)[1] == []  # 25 %: a link dropping what it cannot carry
+    # loss while the queue builds (arrivals fall behind by 30 % of the time): congestion
+    ctl, asked = _feedback_call(20, queue_growth=0.3)
+    assert ctl.bwe.delay_state == "overusing" and ctl.bwe.congested(2.0)
+    assert asked == []

@@ -257,3 +257,88 @@ def test_the_native_path_leaves_red_to_python_over_a_real_srtp_wire():
         fwd2.close()
     finally:
         wire.close()
+
+
+def opus_packet(seq: int, ts: int, payload: bytes) -> bytes:
+    return red_packet(seq, ts, payload=payload, pt=IN_OPUS)
+
+
+def test_a_lossy_red_subscriber_of_plain_opus_gets_red_with_the_two_previous_frames():
+    """Random loss (``set_redundant``): plain Opus to a subscriber that negotiated RED
+    goes out once, as RED carrying the previous two packets' payloads 960 and 1920
+    samples back, so a frame is lost only when three packets in a row are; the others
+    get each packet twice; without loss, plain Opus once again."""
+    source = red_source(RecordingOwner(), red=None)
+    red_sink, red_fwd = subscriber(source, OUT_RED)
+    plain_sink, plain_fwd = subscriber(source, None)
+    red_fwd.set_redundant(True)
+    plain_fwd.set_redundant(True)
+    frames = [bytes((0x78, i)) * (3 + i) for i in range(4)]
+    for i, frame in enumerate(frames):
+        source.on_rtp(RtpView(opus_packet(500 + i, 48000 + 960 * i, frame)), 0.02 * i)
+    out = views(red_sink)
+    assert len(out) == 4 and {p.payload_type for p in out} == {OUT_RED}
+    assert len(plain_sink.packets) == 8  # each plain packet twice
+    for i, view in enumerate(out):
+        payload = view.data[view.payload_start : view.payload_end]
+        blocks = parse_red(payload)
+        assert [b.payload_type for b in blocks] == [OUT_OPUS] * len(blocks)
+        assert [payload[b.start : b.end] for b in blocks] == frames[max(0, i - 2) : i + 1]
+        assert [b.ts_offset for b in blocks] == [960 * k for k in range(min(i, 2), -1, -1)]
+        check_red(payload, OUT_OPUS)
+    # the stream stays continuous (sequence numbers, timestamps) across the change
+    red_fwd.set_redundant(False)
+    source.on_rtp(RtpView(opus_packet(504, 48000 + 960 * 4, b"\x78end")), 0.08)
+    last = views(red_sink)[-1]
+    assert last.payload_type == OUT_OPUS and last.data[last.payload_start :] == b"\x78end"
+    assert (last.seq - out[0].seq) & 0xFFFF == 4
+    assert (last.timestamp - out[0].timestamp) & 0xFFFFFFFF == 960 * 4
+
+
+def test_red_made_from_opus_leaves_out_blocks_across_a_dtx_gap():
+    """A redundant block's timestamp offset has 14 bits: the packet before a DTX gap of
+    19200 samples is not carried, nor one too long for RED's 10-bit length."""
+    source = red_source(RecordingOwner(), red=None)
+    sink, fwd = subscriber(source, OUT_RED)
+    fwd.set_redundant(True)
+    source.on_rtp(RtpView(opus_packet(1, 960, b"\x78" * 1100)), 0.0)  # too long to carry
+    source.on_rtp(RtpView(opus_packet(2, 1920, b"\x78a")), 0.02)
+    source.on_rtp(RtpView(opus_packet(3, 1920 + 19200, b"\x78b")), 0.42)  # after DTX
+    source.on_rtp(RtpView(opus_packet(4, 1920 + 19200 + 960, b"\x78c")), 0.44)
+    bodies = [v.data[v.payload_start : v.payload_end] for v in views(sink)]
+    carried = [[body[b.start : b.end] for b in parse_red(body)] for body in bodies]
+    assert carried == [[b"\x78" * 1100], [b"\x78a"], [b"\x78b"], [b"\x78b", b"\x78c"]]
+
+
+def test_made_red_takes_the_python_path_and_arrives_over_a_real_srtp_wire():
+    """The C loop writes no RED: while a forwarder makes RED it leaves the packets to
+    Python (what arrives over real SRTP is RED), and takes them back after."""
+    from sfu import native
+    from sfu.pacer import Pacer
+    from tests.unit.test_native import EgressSink, Wire
+
+    source = red_source(RecordingOwner(), red=None)
+    wire = Wire()
+    try:
+        pacer = Pacer()
+        fwd = Forwarder([source], EgressSink(wire.egress, pacer), "sub")
+        fwd.configure(
+            EgressParams(
+                "4", OUT_OPUS, OUT, None, None, {MID_URI: OUT_MID}, red_payload_type=OUT_RED
+            )
+        )
+        fwd.egress, fwd.pacer = wire.egress, pacer
+        fwd.start(0.0)
+        fwd.set_redundant(True)
+        for i in range(10):
+            source.on_rtp(RtpView(opus_packet(i, 960 * i, b"\x78op")), 0.02 * i)
+        got = [RtpView(p) for p in wire.received()]
+        assert len(got) == 10 and fwd.native_packets == 0
+        assert {p.payload_type for p in got} == {OUT_RED}
+        fwd.set_redundant(False)
+        for i in range(10, 15):
+            source.on_rtp(RtpView(opus_packet(i, 960 * i, b"\x78op")), 0.02 * i)
+        assert fwd.native_packets == (5 if native.NATIVE else 0)
+        fwd.close()
+    finally:
+        wire.close()
