@@ -137,3 +137,23 @@ def test_the_clean_subscriber_leaving_the_top_layer_fails() -> None:
     )
     failed = check("loss5", slow, clean)
     assert failed and "never leaves 720p" in failed[0], failed
+
+
+def test_the_loss_row_judges_what_was_concealed_not_packets_red_recovered() -> None:
+    """At 5 % random loss the SFU sends RED: packetsLost counts the RTP packets the link
+    lost (about 5 %), but their audio came from the next packets' redundant blocks; what
+    was lost after repair is what NetEq concealed."""
+
+    def run(lost: int, concealed: int) -> list[str]:
+        samples = _samples([(0, 10, 720, 15), (10, 35, 720, 15), (35, 60, 720, 15)])
+        for s in samples:
+            if s["t"] >= 10:
+                progress = min(1.0, (s["t"] - 10) / 25)
+                s["audio"]["packetsLost"] = int(lost * progress)
+                s["audio"]["concealedSamples"] = int(concealed * progress)
+        slow = slow_figures(samples, [], Window(10.0, 35.0, 60.0))
+        return check("loss5", slow, None)
+
+    assert run(lost=62, concealed=0) == []  # 5 % of 1250 packets, all recovered
+    failed = run(lost=62, concealed=1250 * 960 // 100)  # 1 % concealed
+    assert len(failed) == 1 and failed[0].startswith("audio loss after repair < 0.5 %: concealed 1.0")
