@@ -53,6 +53,8 @@ PROBE_HEADROOM = 1.5
 LOSS_SETTLE = 2.0
 #: A bandwidth probe's padding goes out in slices this far apart (s).
 PROBE_TICK = 0.02
+#: A late slice sends the padding of at most this long (s).
+PROBE_SLICE_MAX = 0.06
 #: With transport-cc the estimate covers everything sent: video gets it less the audio
 #: measured (the estimate itself sits at about 0.85-0.95 x what the link carries, which
 #: is the headroom that keeps audio from queueing behind video at the bottleneck).
@@ -359,11 +361,14 @@ class CongestionController:
         """Start a probe if the estimator wants one: its padding rate (bit/s), or None."""
         return self.bwe.start_probe(now, wanted=self.wants_more, aim=self.next_step)
 
-    def probe_step(self, now: float) -> ProbeStep:
-        """The padding of the probe's slice starting now (``PROBE_TICK`` long)."""
+    def probe_step(self, now: float, elapsed: float = PROBE_TICK) -> ProbeStep:
+        """The padding of the probe's slice starting now: ``elapsed`` s since the last
+        slice (a busy event loop runs the slices late; each makes up for its delay, up
+        to ``PROBE_SLICE_MAX``, or the cluster would go out below its target and probe
+        nothing)."""
         rate = self.bwe.probe_rate(now)
         if rate > 0:
-            return ProbeStep(rate * PROBE_TICK / 8)
+            return ProbeStep(rate * min(max(elapsed, 0.0), PROBE_SLICE_MAX) / 8)
         probe = self.bwe.probe
         if probe is None:
             return ProbeStep(0.0)

@@ -33,6 +33,8 @@ class ProbeSender:
         self._carrier = carrier
         self._before_probe = before_probe
         self._timer: Timer | None = None
+        #: when the last slice of padding went out (None: the probe's first is next)
+        self._last_slice: float | None = None
         self.closed = False
 
     def maybe_probe(self) -> None:
@@ -44,6 +46,7 @@ class ProbeSender:
         if self._congestion.start_probe(now) is None:
             return
         self._counters["probes"] += 1
+        self._last_slice = None
         self._tick()
 
     def _tick(self) -> None:
@@ -52,7 +55,8 @@ class ProbeSender:
         if self.closed:
             return
         now = self._clock.time()
-        step = self._congestion.probe_step(now)
+        last, self._last_slice = self._last_slice, now
+        step = self._congestion.probe_step(now, PROBE_TICK if last is None else now - last)
         if step.padding <= 0:
             if step.result_at is not None:
                 self._timer = self._clock.call_at(step.result_at, self._result)

@@ -156,4 +156,6 @@ def test_the_loss_row_judges_what_was_concealed_not_packets_red_recovered() -> N
 
     assert run(lost=62, concealed=0) == []  # 5 % of 1250 packets, all recovered
     failed = run(lost=62, concealed=1250 * 960 // 100)  # 1 % concealed
-    assert len(failed) == 1 and failed[0].startswith("audio loss after repair < 0.5 %: concealed 1.0")
+    assert len(failed) == 1 and failed[0].startswith(
+        "audio loss after repair < 0.5 %: concealed 1.0"
+    )
