@@ -31,6 +31,9 @@ from dataclasses import dataclass, field
 
 from .packet import PacketResult
 
+#: the reason of a cluster sent below ``min_sent`` x its target: it probed nothing
+NOT_SENT = "not sent"
+
 
 @dataclass(frozen=True, slots=True)
 class ProbeSettings:
@@ -143,7 +146,7 @@ def judge(probe: Probe, now: float, settings: ProbeSettings) -> ProbeResult | No
     packets = probe.packets
     send_rate = sum(r.size for r in packets) * 8 / probe.duration
     if send_rate < s.min_sent * probe.target:
-        return ProbeResult(False, "not sent")  # it probed less than it was meant to
+        return ProbeResult(False, NOT_SENT)  # it probed less than it was meant to
     receive_rate = _rate(packets, max(probe.duration, _arrival_span(packets, s.stall_gap)))
     middle = probe.start + probe.duration / 2
     late = [r for r in packets if r.send_time >= middle]

@@ -6,7 +6,8 @@ unless the last probe succeeded (``probe_factor`` x, ``probe_growth`` x after a 
 ``probe.judge`` as its feedback comes. After a success the next may follow at once;
 after a failure it waits ``probe_wait`` s, doubled after each further one (at most
 ``max_probe_wait``), or ``probe_retry`` s when the failure follows a success (a
-receiver's stall, likely). The spans the last clusters were sent in (and
+receiver's stall, likely). A cluster that went out below its target ("not sent")
+proves nothing either way: it is retried after ``probe_retry`` s, with no other effect. The spans the last clusters were sent in (and
 ``probe_drain`` s of the queue they left) are remembered: their loss is the probe's,
 not the link's. For ``probe_drain_floor`` s after a failure, delay-based decreases
 stop at ``probe_floor`` x where it probed from (the queue it left has been judged).
@@ -15,7 +16,7 @@ stop at ``probe_floor`` x where it probed from (the queue it left has been judge
 from __future__ import annotations
 
 from .packet import PacketResult
-from .probe import Probe, ProbeResult, collect, judge, new_probe
+from .probe import NOT_SENT, Probe, ProbeResult, collect, judge, new_probe
 from .settings import GccSettings
 
 
@@ -87,6 +88,12 @@ class Probing:
         s = self.settings
         self.probe = None
         self.last_result = reason
+        if reason == NOT_SENT:
+            # it carried less than it was meant to (the media it was padded up from
+            # fell): it says nothing about the link, so neither a failure's wait and
+            # floor nor the end of a run of successes; it is tried again soon
+            self._next = now + s.probe_retry
+            return
         if ok:
             self.ok += 1
             self.streak += 1

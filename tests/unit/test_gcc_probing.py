@@ -54,6 +54,21 @@ def test_success_grows_the_next_probe_and_a_failure_after_it_retries_soon() -> N
     assert not probing.due(12.9) and probing.due(13.0)
 
 
+def test_a_cluster_sent_below_its_target_is_neither_a_failure_nor_the_end_of_a_run() -> None:
+    """ "not sent" (the media it was padded up from fell, or the loop ran late) proves
+    nothing about the link: no failure's wait or floor, the run of successes goes on
+    (the next cluster still grows 3x from the estimate), and it is retried soon."""
+    probing = Probing(GccSettings())
+    probing.start(10.0, 300_000, None, 150_000)
+    probing.done(11.0, True, "ok")
+    probing.start(11.0, 570_000, 400_000, 500_000, link=290_000)
+    probing.done(11.5, False, "not sent")
+    assert probing.failed == 0 and probing.streak == 1 and probing.floor(11.6) == 0.0
+    assert not probing.due(12.4) and probing.due(12.5)  # probe_retry
+    probe = probing.start(12.5, 570_000, 400_000, 500_000, link=290_000)
+    assert probe.target == pytest.approx(3 * 570_000)  # not from the old link's 290 k
+
+
 def test_loss_inside_probe_spans_is_left_out() -> None:
     probing = Probing(GccSettings())
     probe = probing.start(10.0, 300_000, None, 150_000)
