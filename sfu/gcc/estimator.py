@@ -171,6 +171,21 @@ class SendSideEstimator:
             # a queue already stands (a burst sent at once forms one send group, whose
             # delay the trendline sees only once all of it has crossed the bottleneck)
             state = OVERUSING
+        if (
+            state == OVERUSING
+            and newest <= self._last_decrease
+            and not self._stall.holding(now)
+            and acked is not None
+            and self._answered_too_high(acked)
+        ):
+            # the queue still reports packets sent before the last decrease, but what
+            # the bottleneck delivers lately is far under the estimate that decrease
+            # set (it used a rate measured before the link narrowed): answer again now,
+            # not once packets sent after it have crossed the queue (0.5 s behind a
+            # deep one, with the old layer still flooding it)
+            self._decrease(
+                max(s.beta * acked, self._probing.floor(now)), now, "delay", evidence=False
+            )
         if state == OVERUSING and (self._stall.holding(now) or newest <= self._last_decrease):
             # the receiver's own delay (it stalled), or a queue of packets all sent
             # before the last decrease, which answered them: hold (as the loss rule)
@@ -266,6 +281,12 @@ class SendSideEstimator:
             return acked
         recent = self._acked.recent_rate(now, self.settings.recent_window)
         return acked if recent is None else min(acked, recent)
+
+    def _answered_too_high(self, carried: float) -> bool:
+        """The estimate is over ``requeue`` x what the path carries behind a standing
+        queue (``_carried``: what arrived lately)."""
+        cap = self.cap
+        return cap is not None and cap > self.settings.requeue * carried
 
     def queue_delay(self, now: float) -> float | None:
         """Seconds the newest packets queued on the path (None: no fresh feedback)."""

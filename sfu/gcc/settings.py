@@ -54,6 +54,12 @@ class GccSettings:
     stall_hold: float = 1.0
     #: no decrease below this x the acknowledged rate
     acked_floor: float = 0.9
+    #: behind a standing queue, an estimate over this x what arrives lately is lowered
+    #: again at once (to ``beta`` x that), before the packets sent after the last
+    #: decrease have been reported
+    requeue: float = 1.5
+    #: a decrease's share of what the path carried (as ``AimdSettings.beta``)
+    beta: float = 0.9
     overflow_backoff: float = 0.85
     overflow_interval: float = 0.5
     min_bitrate: float = 30_000.0

@@ -162,3 +162,60 @@ def test_losing_is_whether_feedback_reported_a_loss_lately() -> None:
     bwe.on_feedback([PacketResult(10, 0.1, 1000, None), PacketResult(11, 0.11, 1000, 50.12)], 0.3)
     assert bwe.losing(0.3) and bwe.losing(0.6)
     assert not bwe.losing(0.61)
+
+
+def _narrowing_onset() -> tuple[SendSideEstimator, list[tuple[float, float | None]]]:
+    """1.5 Mbit/s of 1200-byte packets; at t=2 the path narrows to a 300 kbit/s token
+    bucket (15 kB burst) with a deep queue (nothing dropped), 20 ms each way; feedback
+    every 50 ms. Returns the estimator and (time, cap) after each feedback."""
+    bwe = SendSideEstimator()
+    rate, size, bucket_rate = 1_500_000.0, 1200, 300_000.0
+    interval = size * 8 / rate
+    sent: list[tuple[int, float]] = []
+    arrivals: dict[int, float] = {}
+    tokens, token_time, last_out = 15_000.0, 2.0, 0.0
+    seq, t, reported, caps = 0, 0.0, 0, []
+    next_feedback = 0.05
+    while t < 4.0:
+        if t < 2.0:
+            out = t
+        else:  # the bucket: what its tokens cover leaves at once, the rest in order
+            tokens = min(15_000.0, tokens + (t - token_time) * bucket_rate / 8)
+            token_time = t
+            out = max(t, last_out)
+            if tokens >= size and out == t:
+                tokens -= size
+            else:
+                out = max(out, t) + size * 8 / bucket_rate
+                tokens = 0.0
+                token_time = out
+        last_out = out
+        sent.append((seq, t))
+        arrivals[seq] = out + 0.02
+        seq += 1
+        t += interval
+        while next_feedback <= t:
+            now = next_feedback
+            batch = []
+            while reported < len(sent) and arrivals[sent[reported][0]] <= now - 0.02:
+                s, send_time = sent[reported]
+                batch.append(PacketResult(s, send_time, size, CLOCK + arrivals[s]))
+                reported += 1
+            if batch:
+                bwe.on_feedback(batch, now)
+            caps.append((now, bwe.cap))
+            next_feedback += 0.05
+    return bwe, caps
+
+
+def test_a_first_decrease_on_a_stale_rate_is_answered_again_behind_the_queue() -> None:
+    """Behind a deep queue the first decrease comes while the acknowledged rate still
+    holds the time before the link narrowed; what arrives lately (the bottleneck's
+    rate) shows it is far too high. The estimate follows within 0.25 s of that first
+    decrease, not once packets sent after it have crossed the queue (0.5 s and more)."""
+    bwe, caps = _narrowing_onset()
+    first = next(now for now, cap in caps if cap is not None)
+    under = next((now for now, cap in caps if cap is not None and cap <= 1.3 * 300_000), None)
+    assert under is not None and under - first <= 0.25, (first, under, bwe.events)
+    settled = [cap for now, cap in caps if now > under]
+    assert settled and min(c for c in settled if c is not None) >= 0.7 * 300_000, bwe.events
