@@ -113,6 +113,12 @@ class BweSettings:
     probes: ProbeSettings = ProbeSettings()
 
 
+#: seconds without video after a layer that overflowed the link is cut (``cut_hold``):
+#: about what a full 300 kbit/s bottleneck queue must drain to take the new layer's
+#: keyframe whole
+CUT_HOLD = 0.15
+
+
 class BandwidthEstimator:
     def __init__(
         self, settings: BweSettings | None = None, delivery: DeliverySettings | None = None
@@ -437,10 +443,10 @@ class BandwidthEstimator:
             return 0.0
         return probe.rate
 
-    def losing(self, now: float) -> bool:
-        """Whether the link is losing packets now: receiver reports are too coarse to
-        tell, so it may be (a cut layer leaves the bottleneck time: ``Pacer.hold``)."""
-        return True
+    def cut_hold(self, now: float) -> float:
+        """Receiver reports are too coarse to tell how full the bottleneck is: the
+        link may be losing, so a cut layer leaves it ``CUT_HOLD`` s (``Pacer.hold``)."""
+        return CUT_HOLD
 
     def congested(self, now: float, within: float = 5.0) -> bool:
         """Whether a congestion signal lowered the cap within ``within`` seconds."""

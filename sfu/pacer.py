@@ -162,7 +162,7 @@ class Pacer:
         must make room before the new layer's keyframe arrives there, or the keyframe
         is lost with it (and waits a round trip through that queue for its repair)."""
         rate = self.byte_rate
-        if rate is None:
+        if rate is None or seconds <= 0:
             return
         self._refill(now)
         self._bucket.tokens = min(self._bucket.tokens, -rate * seconds)

@@ -299,8 +299,10 @@ class Estimator(Protocol):
 
     def probe_rate(self, now: float) -> float: ...
 
-    def losing(self, now: float) -> bool:
-        """Whether the link is losing packets now (a cut layer leaves it time)."""
+    def cut_hold(self, now: float) -> float:
+        """Seconds without video after a layer that overflowed the link is cut
+        (``Pacer.hold``): what the bottleneck's queue must drain to take the new
+        layer's keyframe whole (0: nothing to wait for)."""
         ...
 
     def congested(self, now: float, within: float = 5.0) -> bool: ...

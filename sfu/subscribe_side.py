@@ -44,11 +44,6 @@ from .twcc_feedback import TransportFeedbackAdapter
 
 logger = logging.getLogger(__name__)
 
-#: seconds without video after a layer that overflowed the link is cut while the link
-#: loses packets (``Pacer.hold``): about what a full bottleneck queue must drain to take
-#: the new layer's keyframe whole
-CUT_HOLD = 0.15
-
 
 class SubscribeSide:
     def __init__(
@@ -382,8 +377,8 @@ class SubscribeSide:
             target = forwarder.layers[index]
             budget, now_on = allocation.budget, forwarder.current  # larger than all: cut
             cut = budget is not None and now_on is not None and now_on.bitrate > budget
-            if cut and target is not forwarder.target and self.congestion.bwe.losing(now):
-                self.egress.pacer.hold(CUT_HOLD, now)
+            if cut and target is not forwarder.target:
+                self.egress.pacer.hold(self.congestion.bwe.cut_hold(now), now)
             forwarder.set_target(target, now, cut=cut)
             forwarder.set_temporal(tid)
 

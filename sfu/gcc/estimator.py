@@ -369,6 +369,16 @@ class SendSideEstimator:
 
     # ------------------------------------------------------------ decisions
 
+    def cut_hold(self, now: float) -> float:
+        """Seconds without video after a layer that overflowed the link is cut: the
+        queue the newest feedback shows on the path (less ``cut_hold_margin``, at most
+        ``max_cut_hold``), and at least ``cut_hold`` while packets are lost (a full
+        bottleneck drops what arrives, the new layer's keyframe too)."""
+        s = self.settings
+        queued = self._queue.delay(now) or 0.0
+        hold = min(s.max_cut_hold, max(0.0, queued - s.cut_hold_margin))
+        return max(hold, s.cut_hold) if self.losing(now) else hold
+
     def losing(self, now: float, within: float = 0.3) -> bool:
         """Whether feedback within ``within`` s reported a packet lost: a bottleneck
         whose queue is full drops what arrives."""

@@ -60,6 +60,11 @@ class GccSettings:
     requeue: float = 1.5
     #: a decrease's share of what the path carried (as ``AimdSettings.beta``)
     beta: float = 0.9
+    #: after a cut (``cut_hold``): no video for the queue on the path less the margin,
+    #: at most ``max_cut_hold`` s, at least ``cut_hold`` s while packets are lost
+    cut_hold: float = 0.15
+    cut_hold_margin: float = 0.05
+    max_cut_hold: float = 0.5
     overflow_backoff: float = 0.85
     overflow_interval: float = 0.5
     min_bitrate: float = 30_000.0

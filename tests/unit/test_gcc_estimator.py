@@ -219,3 +219,19 @@ def test_a_first_decrease_on_a_stale_rate_is_answered_again_behind_the_queue() -
     assert under is not None and under - first <= 0.25, (first, under, bwe.events)
     settled = [cap for now, cap in caps if now > under]
     assert settled and min(c for c in settled if c is not None) >= 0.7 * 300_000, bwe.events
+
+
+def test_a_cut_holds_video_for_the_queue_the_feedback_shows() -> None:
+    """After a layer is cut, video waits for the bottleneck's queue to drain (what
+    the feedback shows, less 50 ms, at most 0.5 s; 0.15 s at least while packets are
+    lost); on a clean path it does not wait at all."""
+    deep, _ = _narrowing_onset()  # a queue of over a second behind the bucket
+    assert deep.queue_delay(4.0) > 0.5 and deep.cut_hold(4.0) == 0.5
+    clean = SendSideEstimator()
+    batch = [PacketResult(i, i * 0.01, 1000, CLOCK + i * 0.01 + 0.02) for i in range(20)]
+    clean.on_feedback(batch, 0.25)
+    assert clean.cut_hold(0.25) == 0.0
+    clean.on_feedback(
+        [PacketResult(20, 0.2, 1000, None), PacketResult(21, 0.21, 1000, CLOCK + 0.23)], 0.3
+    )
+    assert clean.losing(0.3) and clean.cut_hold(0.3) == 0.15
