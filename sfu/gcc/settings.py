@@ -34,7 +34,7 @@ class GccSettings:
     #: for this long (s) after a probe fails, delay-based decreases (on the queue it
     #: left) stop at ``probe_floor`` x the estimate it probed from
     probe_drain_floor: float = 1.0
-    probe_floor: float = 0.9
+    probe_floor: float = 1.0
     #: seconds before probing again when a probe fails right after a success
     probe_retry: float = 1.0
     #: seconds without a hold (loss 2-10 %, ``hold``) or decrease before probing

@@ -20,8 +20,9 @@ def test_probe_sizes_and_backoff() -> None:
     probing.done(14.0, False, "queue")
     assert not probing.due(16.9) and probing.due(17.0)  # then 3 s (at most)
     assert probing.failed == 2 and probing.streak == 0
-    # a failure leaves a floor for delay-based decreases, for a second
-    assert probing.floor(14.5) == pytest.approx(0.9 * 300_000)
+    # a failure leaves a floor for delay-based decreases, for a second: where it probed
+    # from (the queue behind it was the probe's)
+    assert probing.floor(14.5) == pytest.approx(300_000)
     assert probing.floor(15.1) == 0.0
 
 
@@ -33,7 +34,7 @@ def test_an_estimate_grown_past_the_link_is_not_probed_from() -> None:
     probe = probing.start(10.0, 370_000, 220_000, 220_000, link=280_000)
     assert probe.target == pytest.approx(560_000)
     probing.done(10.4, False, "queue")
-    assert probing.floor(10.5) == pytest.approx(0.9 * 280_000)
+    assert probing.floor(10.5) == pytest.approx(280_000)
     # what is acknowledged now is more than the link then: from there
     probe = probing.start(20.0, 370_000, 330_000, 330_000, link=280_000)
     assert probe.target == pytest.approx(660_000)
