@@ -35,7 +35,7 @@ import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -60,6 +60,8 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis  # imported when --redis is given (setup_redis_node)
 
 logger = logging.getLogger(__name__)
+
+_N = TypeVar("_N", bound="RedisNode")
 
 #: seconds one routing decision may wait for Redis before the join is served here
 ROUTE_TIMEOUT = 0.5
@@ -144,9 +146,22 @@ def node_url(args: argparse.Namespace) -> str:
 
 
 class RedisNode:
-    """The registry, the placement and the route of one node; lives with the app."""
+    """The registry, the placement and the route of one node; lives with the app.
 
-    def __init__(self, redis: Redis, node_id: str, ws_url: str, capacity: int, keys: Keys) -> None:
+    What the node serves is read through a few methods (:meth:`served_rooms`,
+    :meth:`serves`, :meth:`end_room`, :meth:`shutdown_rooms`, the stats): here one
+    process's SFU and sessions; a front of workers (``cluster/front_node.py``) overrides
+    them with its relayed sessions."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        node_id: str,
+        ws_url: str,
+        capacity: int,
+        keys: Keys,
+        **registry: Any,
+    ) -> None:
         self.redis = redis
         self.node_id = node_id
         self.ws_url = ws_url
@@ -166,6 +181,7 @@ class RedisNode:
             interval=HEARTBEAT_INTERVAL,
             ttl=HEARTBEAT_TTL,
             on_beat=self._hold_rooms,
+            **registry,
         )
         self._route_log = Logged()
         #: the node drains and moves its rooms away (joins here are routed, never served
@@ -177,6 +193,40 @@ class RedisNode:
         self.sessions: Callable[[], Iterable[Session]] = lambda: ()
         #: ``server_shutdown``'s grace for a moved client (the server's own)
         self.shutdown_grace = 0.3
+
+    # ------------------------------------------------------------ what the node serves
+
+    @property
+    def ready(self) -> bool:
+        """The node serves (its SFU exists)."""
+        return self.sfu is not None
+
+    def served_rooms(self) -> list[str]:
+        return list(self.sfu.rooms) if self.sfu is not None else []
+
+    def serves(self, room: str) -> bool:
+        return self.sfu is not None and room in self.sfu.rooms
+
+    async def end_room(self, room_id: str) -> None:
+        """Another node took the room: its participants here leave (they rejoin there)."""
+        room = self.sfu.rooms.get(room_id) if self.sfu is not None else None
+        if room is not None:
+            for participant in list(room.participants.values()):
+                await participant.close(MOVED_REASON)
+
+    async def shutdown_rooms(self, rooms: Mapping[str, str]) -> int:
+        """The clients of ``rooms`` are told ``server_shutdown`` (rejoin now); returns
+        how many."""
+        sessions = [
+            s
+            for s in self.sessions()
+            if s.participant is not None and s.participant.room.id in rooms
+        ]
+        await asyncio.gather(
+            *(s.shutdown(MOVE_REASON, 0, self.shutdown_grace) for s in sessions),
+            return_exceptions=True,
+        )
+        return len(sessions)
 
     def _stats(self) -> Mapping[str, Any]:
         return self.sfu.stats() if self.sfu is not None else {}
@@ -199,7 +249,7 @@ class RedisNode:
         """The URL of the node serving ``room``, or None to serve it here."""
         if self.registry.stopping and not self.moving:
             return None
-        if self.sfu is not None and room in self.sfu.rooms and not self.moving:
+        if self.serves(room) and not self.moving:
             return None  # served here now: its claim is this node's (kept by the heartbeat)
         try:
             target = await within(self.placement.place(room), ROUTE_TIMEOUT)
@@ -212,7 +262,7 @@ class RedisNode:
         return None if target.node_id == self.node_id else target.ws_url
 
     async def _hold_rooms(self) -> None:
-        if self.sfu is None or self.registry.stopping:
+        if not self.ready or self.registry.stopping:
             return
         if self.registry.drain_move and not self.moving:
             await self.move_rooms()  # an operator asked (``{prefix}:drain:{id}`` = move)
@@ -220,24 +270,22 @@ class RedisNode:
             logger.info("node %s is not draining any more: it takes rooms again", self.node_id)
             self.moving = False
             self.moved.clear()
-        rooms = [room for room in self.sfu.rooms if room not in self.moved]
+        rooms = [room for room in self.served_rooms() if room not in self.moved]
         lost = await self.placement.hold(self.node_id, rooms)
         for room_id, url in lost.items():
-            room = self.sfu.rooms.get(room_id)
-            if room is None:
+            if not self.serves(room_id):
                 continue
             logger.warning("room %s is served by %s now: moving its participants", room_id, url)
-            for participant in list(room.participants.values()):
-                await participant.close(MOVED_REASON)
+            await self.end_room(room_id)
 
     async def move_rooms(self) -> dict[str, str]:
         """The node drains: each room served here is claimed for another node and its
         clients are told ``server_shutdown`` (rejoin now); from now on a join here is
         routed. Returns the rooms moved by this call (room → the new owner's URL)."""
         self.moving = True
-        if self.sfu is None:
+        if not self.ready:
             return {}
-        rooms = [room for room in self.sfu.rooms if room not in self.moved]
+        rooms = [room for room in self.served_rooms() if room not in self.moved]
         moved: dict[str, str] = {}
 
         async def one(room: str) -> None:
@@ -251,17 +299,9 @@ class RedisNode:
             logger.warning("node %s: moving rooms failed: %r", self.node_id, exc)
         taken = dict(moved)  # a claim finishing late is not acted on
         self.moved.update(taken)
-        sessions = [
-            s
-            for s in self.sessions()
-            if s.participant is not None and s.participant.room.id in taken
-        ]
+        clients = await self.shutdown_rooms(taken)
         logger.info("node %s drains: %d room(s) moved (%d client(s)), %d stay", self.node_id,
-                    len(taken), len(sessions), len(rooms) - len(taken))  # fmt: skip
-        await asyncio.gather(
-            *(s.shutdown(MOVE_REASON, 0, self.shutdown_grace) for s in sessions),
-            return_exceptions=True,
-        )
+                    len(taken), clients, len(rooms) - len(taken))  # fmt: skip
         return taken
 
     async def leave(self) -> None:
@@ -270,11 +310,11 @@ class RedisNode:
         self.registry.stopping = True
         await self.registry.close()
         await self.registry.deregister()
-        if self.sfu is not None:
+        if self.ready:
             with contextlib.suppress(Exception):
                 await self.move_rooms()
             target = Target(self.ws_url, self.node_id)
-            rooms = [room for room in self.sfu.rooms if room not in self.moved]
+            rooms = [room for room in self.served_rooms() if room not in self.moved]
             forget = asyncio.gather(*(self.placement.forget(room, target) for room in rooms))
             with contextlib.suppress(Exception):  # Redis is gone: the keys expire on their own
                 await within(forget, 0.5)
@@ -303,27 +343,24 @@ async def listening(node: NodeLoad) -> bool:
     return True
 
 
-def setup_redis_node(app: web.Application, args: argparse.Namespace) -> RedisNode | None:
-    """With ``--redis``: make the application a node of the cluster (no-op without)."""
-    if not args.redis:
-        return None
+def new_node(args: argparse.Namespace, node_class: type[_N], **registry: Any) -> _N:
+    """The node ``--redis``, ``--node-url``, ``--node-id``... describe (not started)."""
     from redis.asyncio import Redis  # here: a server without --redis never loads it
 
     redis = Redis.from_url(
         args.redis, socket_timeout=ROUTE_TIMEOUT, socket_connect_timeout=ROUTE_TIMEOUT
     )
     node_id = args.node_id or f"{socket.gethostname()}-{secrets.token_hex(3)}"
-    node = RedisNode(redis, node_id, node_url(args), args.capacity, Keys(args.redis_prefix))
-    # a client of a stopping node rejoins at once: another node takes its room
-    app[CONFIG_KEY] = dataclasses.replace(
-        app[CONFIG_KEY], route=node.route, health=node.health, shutdown_retry_after_ms=0
-    )
-    node.shutdown_grace = app[CONFIG_KEY].shutdown_grace
+    keys = Keys(args.redis_prefix)
+    return node_class(redis, node_id, node_url(args), args.capacity, keys, **registry)
 
-    def sessions() -> list[Session]:
-        return list(cast("set[Session]", app[SESSIONS_KEY]))
 
-    node.sessions = sessions
+def run_node(
+    app: web.Application, node: RedisNode, redis_url: str, serving: Callable[[], None]
+) -> None:
+    """Tie ``node`` to ``app``'s life: registered once ``serving()`` ran (after the
+    contexts before this one: the SFU, or the front's workers), rooms moved off when the
+    app drains, out of Redis at shutdown before clients hear ``server_shutdown``."""
 
     async def move_when_draining() -> None:
         await app[DRAINING_KEY].wait()  # parley serve --drain-timeout, after SIGTERM
@@ -331,11 +368,12 @@ def setup_redis_node(app: web.Application, args: argparse.Namespace) -> RedisNod
         await node.move_rooms()
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
-        node.sfu = app[SFU_KEY]  # the SFU's context ran before this one
+        serving()
         node.registry.local_draining = lambda: is_draining(app)
         await node.registry.beat()  # registered before the first client arrives
         node.registry.start()
-        logger.info("node %s registered in Redis at %s as %s", node_id, args.redis, node.ws_url)
+        logger.info("node %s registered in Redis at %s as %s", node.node_id, redis_url,
+                    node.ws_url)  # fmt: skip
         mover = asyncio.ensure_future(move_when_draining())
         yield
         mover.cancel()
@@ -347,4 +385,26 @@ def setup_redis_node(app: web.Application, args: argparse.Namespace) -> RedisNod
 
     app.cleanup_ctx.append(lifetime)
     app.on_shutdown.insert(0, on_shutdown)  # before the sessions hear server_shutdown
+
+
+def setup_redis_node(app: web.Application, args: argparse.Namespace) -> RedisNode | None:
+    """With ``--redis``: make the application a node of the cluster (no-op without)."""
+    if not args.redis:
+        return None
+    node = new_node(args, RedisNode)
+    # a client of a stopping node rejoins at once: another node takes its room
+    app[CONFIG_KEY] = dataclasses.replace(
+        app[CONFIG_KEY], route=node.route, health=node.health, shutdown_retry_after_ms=0
+    )
+    node.shutdown_grace = app[CONFIG_KEY].shutdown_grace
+
+    def sessions() -> list[Session]:
+        return list(cast("set[Session]", app[SESSIONS_KEY]))
+
+    node.sessions = sessions
+
+    def serving() -> None:
+        node.sfu = app[SFU_KEY]  # the SFU's context ran before this one
+
+    run_node(app, node, args.redis, serving)
     return node

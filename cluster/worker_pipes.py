@@ -14,7 +14,11 @@ front, which gave it its key) and answer only requests carrying that key:
   down the pipe (every publisher there, now and later) or stop;
 * ``POST /_parley/pipes/close`` ``{"peer"}``: the peer died (its remote publishers leave
   at once, not after the pipe's 5 s of silence);
-* ``GET /_parley/pipes``: each pipe's counters (``PipeTransport.stats``).
+* ``GET /_parley/pipes``: each pipe's counters (``PipeTransport.stats``);
+* ``GET /_parley/load``: what the worker adds to its node's load in Redis
+  (``cluster/front_node.py``): its own participants (remote publishers left out: they
+  are counted on their own worker), their published tracks, its forwarders, and the
+  packets each live forwarder sent so far (for the node's forwarded packets per second).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from sfu.pipe import PipeError, PipeTransport
+from sfu.pipe_import import is_piped
 from sfu.room import Sfu
 from signaling.server import SFU_KEY
 
@@ -33,6 +38,23 @@ logger = logging.getLogger(__name__)
 
 FRONT_KEY_HEADER = "X-Parley-Front-Key"
 PREFIX = "/_parley/pipes"
+LOAD_PATH = "/_parley/load"
+
+
+def worker_load(sfu: Sfu) -> dict[str, Any]:
+    """The body of ``GET /_parley/load`` (see the module's text)."""
+    everyone = [p for room in sfu.rooms.values() for p in room.participants.values()]
+    local = [p for p in everyone if not is_piped(p)]
+    return {
+        "participants": len(local),
+        "published_tracks": sum(len(p.tracks) for p in local),
+        "forwarders": sum(len(p.subscriptions) for p in everyone),
+        "packets": {
+            str(id(s.forwarder)): s.forwarder.packets_sent
+            for p in everyone
+            for s in p.subscriptions.values()
+        },
+    }
 
 
 class WorkerPipes:
@@ -150,6 +172,10 @@ def add_worker_pipe_routes(app: web.Application, key: str) -> None:
     async def stats(request: web.Request) -> web.Response:
         return web.json_response(_checked(request, key).stats())
 
+    async def load(request: web.Request) -> web.Response:
+        _checked(request, key)
+        return web.json_response(worker_load(request.app[SFU_KEY]))
+
     async def cleanup(app: web.Application) -> None:
         await app[WORKER_PIPES_KEY].close()
 
@@ -160,3 +186,4 @@ def add_worker_pipe_routes(app: web.Application, key: str) -> None:
     app.router.add_post(f"{PREFIX}/unexport", unexport)
     app.router.add_post(f"{PREFIX}/close", close)
     app.router.add_get(PREFIX, stats)
+    app.router.add_get(LOAD_PATH, load)

@@ -43,7 +43,11 @@ logger = logging.getLogger(__name__)
 FRONT_KEY_ENV = "PARLEY_FRONT_KEY"
 
 #: Options of the front that workers do not get (the front sets their own).
-FRONT_ONLY = ("--workers", "--worker-hang-timeout", "--host", "--port")
+FRONT_ONLY = (
+    "--workers", "--worker-hang-timeout", "--host", "--port",
+    # the front is the node of a Redis cluster, not its workers (cluster/front_node.py)
+    "--redis", "--node-url", "--node-id", "--capacity", "--redis-prefix",
+)  # fmt: skip
 
 FIRST_RESTART_DELAY = 0.2
 MAX_RESTART_DELAY = 5.0
