@@ -32,6 +32,7 @@ from aiohttp import web
 from sfu.pipe import PipeError, PipeTransport
 from sfu.pipe_import import is_piped
 from sfu.room import Sfu
+from signaling.admin import set_muted
 from signaling.server import SFU_KEY
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class WorkerPipes:
         pipe = self.pipes.get(peer)
         if pipe is None or pipe.closed:
             pipe = await PipeTransport.open(self.sfu(), (self.host, 0))
+            pipe.set_muted = set_muted  # an operator's mute on the origin: clients told here
 
             def closed(reason: str, peer: str = peer, pipe: PipeTransport = pipe) -> None:
                 if self.pipes.get(peer) is pipe:
