@@ -32,6 +32,7 @@ from typing import Any
 
 from .participant import Participant
 from .pipe_control import ControlChannel
+from .pipe_data import DataPipe
 from .pipe_export import Exporter
 from .pipe_import import Importer, PipedListener
 from .pipe_wire import CONTROL, RTCP, RTP, WireError, classify, decode_control, encode_control
@@ -77,6 +78,7 @@ class PipeTransport:
         )
         config = sfu.config
         self.exporter = Exporter(self._send_rtp, self._announce, self._loop.time)
+        self.data = DataPipe(self._announce, self.exporter.wants, lambda: self.sfu.rooms)
         self.importer = Importer(
             self._join,
             self._send,
@@ -127,6 +129,7 @@ class PipeTransport:
             raise
         pipe._sock = sock
         sfu.add_observer(pipe.exporter)
+        sfu.add_observer(pipe.data)
         pipe._timer = loop.call_later(TICK, pipe._tick)
         return pipe
 
@@ -243,6 +246,7 @@ class PipeTransport:
         """Pipe every track of one participant, now and as it publishes more."""
         participant = self._find(room_id, participant_id)
         self.exporter.participants.add((room_id, participant_id))
+        self.data.tap(room_id, participant)
         for track in list(participant.tracks.values()):
             await self.export_track(room_id, participant_id, track.mid)
 
@@ -253,6 +257,8 @@ class PipeTransport:
             raise PipeError("the pipe is closed or not connected")
         self.exporter.rooms.add(room_id)
         room = self.sfu.rooms.get(room_id)
+        if room is not None:
+            self.data.tap_room(room)  # its data-channel messages too (sfu/pipe_data.py)
         for participant in list(room.participants.values()) if room is not None else []:
             if self.exporter.wants(room_id, participant):
                 for track in list(participant.tracks.values()):
@@ -261,6 +267,7 @@ class PipeTransport:
     def unexport_room(self, room_id: str) -> None:
         """Stop following ``room_id`` and unpublish its tracks on the far side."""
         self.exporter.rooms.discard(room_id)
+        self.data.untap_room(room_id)
         for exported in list(self.exporter.tracks.values()):
             if exported.room == room_id:
                 self.exporter.unexport(exported.track)
@@ -289,6 +296,8 @@ class PipeTransport:
             self.importer.on_mute(
                 message["room"], message["participant"], message["track"], message["muted"] is True
             )
+        elif kind == "data":
+            self.data.on_data(message)
         elif kind == "leave":
             self.importer.on_leave(message["room"], message["participant"])
         elif kind == "bye":
@@ -350,6 +359,7 @@ class PipeTransport:
             "keyframe_requests_in": self.exporter.keyframe_requests,
             "control_retransmissions": self.control.retransmissions,
             "dropped_on_purpose": self.dropped_on_purpose,
+            **self.data.stats(),
         }
 
     # ------------------------------------------------------------ lifecycle
@@ -373,7 +383,9 @@ class PipeTransport:
             self._timer.cancel()
             self._timer = None
         self.sfu.remove_observer(self.exporter)
+        self.sfu.remove_observer(self.data)
         self.exporter.close()
+        self.data.close()
         await self.importer.close(reason)
         if self._sock is not None:
             self._loop.remove_reader(self._sock.fileno())
