@@ -67,3 +67,37 @@ async def test_data_messages_cross_the_pipe_of_a_spread_room(tmp_path: Path) -> 
             assert count <= sent[sender_name], (name, sender_name, count, sent)
     for name in bots:
         assert s[name]["data"]["unreadable"] == 0, brief(s[name])
+
+
+async def test_the_active_speaker_on_the_far_worker_is_the_piped_loud_one(tmp_path: Path) -> None:
+    """``silent`` and ``listen`` on one worker, ``loud`` on the other: the far worker
+    computes the active speaker from the piped audio's level extensions."""
+    bots: dict[str, Any] = {}
+    async with parley_serve("--workers", "2", "--spread", "--log-level", "WARNING") as server:
+        url = server.url
+        try:
+            body = await wait_for(url, lambda b: all(w["alive"] for w in b["workers"]), 30, "up")
+            joins = (
+                ("silent", ("--volume", "0")),
+                ("loud", ("--volume", "0.5")),
+                ("listen", ("--no-publish",)),
+            )
+            placed: dict[str, str] = {}
+            for count, (name, extra) in enumerate(joins, start=1):
+                bots[name] = await start_bot(url, ROOM, name, tmp_path, 8, *extra)
+                before = _sessions(body)
+                body = await wait_for(
+                    url, lambda b, n=count: sum(_sessions(b).values()) == n, 20, f"{name} placed"
+                )
+                (placed[name],) = [w for w, n in _sessions(body).items() if n > before.get(w, 0)]
+            assert placed["silent"] == placed["listen"] != placed["loud"], placed
+            codes = {n: await asyncio.wait_for(p.wait(), 60) for n, p in bots.items()}
+        finally:
+            await stop_bots(bots.values())
+        assert server.problems() == [], server.problems()
+    assert codes == dict.fromkeys(bots, 0), codes
+    s = {n: summary(tmp_path, n) for n in bots}
+    for name in ("silent", "listen"):
+        events = [e["participant"] for e in s[name]["events"] if e["type"] == "active_speaker"]
+        speakers = [p for p in events if p is not None]  # None: loud left (it ends first)
+        assert speakers and set(speakers) == {s["loud"]["id"]}, (name, events, brief(s[name]))
