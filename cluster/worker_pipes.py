@@ -7,9 +7,11 @@ every publisher of the room on one worker then is a remote publisher on the othe
 their subscribers get it like any other. The routes exist only on a worker (started by a
 front, which gave it its key) and answer only requests carrying that key:
 
-* ``POST /_parley/pipes/open`` ``{"peer": "w1"}`` → ``{"address": [host, port]}``: the
-  pipe to that worker (one per pair, reused by every room), listening on loopback;
-* ``POST /_parley/pipes/connect`` ``{"peer", "address"}``: where the peer's pipe listens;
+* ``POST /_parley/pipes/open`` ``{"peer": "w1"}`` → ``{"address": [host, port], "key"}``:
+  the pipe to that worker (one per pair, reused by every room), listening on loopback;
+  ``key`` is its SRTP key in base64 with ``--pipe-srtp`` (``sfu/pipe_srtp.py``), else null;
+* ``POST /_parley/pipes/connect`` ``{"peer", "address", "key"}``: where the peer's pipe
+  listens, and its key;
 * ``POST /_parley/pipes/export`` / ``unexport`` ``{"peer", "room"}``: follow a room
   down the pipe (every publisher there, now and later) or stop;
 * ``POST /_parley/pipes/close`` ``{"peer"}``: the peer died (its remote publishers leave
@@ -23,6 +25,7 @@ front, which gave it its key) and answer only requests carrying that key:
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -61,16 +64,18 @@ def worker_load(sfu: Sfu) -> dict[str, Any]:
 class WorkerPipes:
     """The pipes of one worker, by the peer worker's node id."""
 
-    def __init__(self, sfu: Callable[[], Sfu], host: str = "127.0.0.1") -> None:
+    def __init__(self, sfu: Callable[[], Sfu], host: str = "127.0.0.1", srtp: bool = False) -> None:
         #: the SFU (it exists once the application has started)
         self.sfu = sfu
         self.host = host
+        #: SRTP on every pipe (``parley serve --pipe-srtp``)
+        self.srtp = srtp
         self.pipes: dict[str, PipeTransport] = {}
 
-    async def open(self, peer: str) -> tuple[str, int]:
+    async def open(self, peer: str) -> PipeTransport:
         pipe = self.pipes.get(peer)
         if pipe is None or pipe.closed:
-            pipe = await PipeTransport.open(self.sfu(), (self.host, 0))
+            pipe = await PipeTransport.open(self.sfu(), (self.host, 0), srtp=self.srtp)
             pipe.set_muted = set_muted  # an operator's mute on the origin: clients told here
 
             def closed(reason: str, peer: str = peer, pipe: PipeTransport = pipe) -> None:
@@ -79,7 +84,7 @@ class WorkerPipes:
 
             pipe.on_closed = closed
             self.pipes[peer] = pipe
-        return pipe.local_address
+        return pipe
 
     def _pipe(self, peer: str) -> PipeTransport:
         pipe = self.pipes.get(peer)
@@ -87,8 +92,11 @@ class WorkerPipes:
             raise web.HTTPConflict(text=f"no pipe to {peer!r}: open it first")
         return pipe
 
-    def connect(self, peer: str, address: tuple[str, int]) -> None:
-        self._pipe(peer).connect(address)
+    def connect(self, peer: str, address: tuple[str, int], key: bytes | None) -> None:
+        try:
+            self._pipe(peer).connect(address, key)
+        except ValueError as exc:  # SRTP on one end only, or a bad key
+            raise web.HTTPBadRequest(text=str(exc)) from exc
 
     async def export(self, peer: str, room: str) -> None:
         try:
@@ -133,15 +141,17 @@ async def _body(request: web.Request, *fields: str) -> dict[str, Any]:
     return body
 
 
-def add_worker_pipe_routes(app: web.Application, key: str) -> None:
+def add_worker_pipe_routes(app: web.Application, key: str, srtp: bool = False) -> None:
     """The pipe routes of a worker (``signaling.server.setup_parley`` done) whose front
     holds ``key``; the pipes close when the application shuts down, before the SFU."""
-    app[WORKER_PIPES_KEY] = WorkerPipes(lambda: app[SFU_KEY])
+    app[WORKER_PIPES_KEY] = WorkerPipes(lambda: app[SFU_KEY], srtp=srtp)
 
     async def open_(request: web.Request) -> web.Response:
         body = await _body(request, "peer")
-        host, port = await _checked(request, key).open(body["peer"])
-        return web.json_response({"address": [host, port]})
+        pipe = await _checked(request, key).open(body["peer"])
+        host, port = pipe.local_address
+        secret = base64.b64encode(pipe.key).decode() if pipe.key is not None else None
+        return web.json_response({"address": [host, port], "key": secret})
 
     async def connect(request: web.Request) -> web.Response:
         body = await _body(request, "peer")
@@ -153,7 +163,12 @@ def add_worker_pipe_routes(app: web.Application, key: str) -> None:
             and isinstance(address[1], int)
         ):
             raise web.HTTPBadRequest(text="address must be [host, port]")
-        _checked(request, key).connect(body["peer"], (address[0], address[1]))
+        secret = body.get("key")
+        try:
+            peer_key = base64.b64decode(secret, validate=True) if secret is not None else None
+        except (TypeError, ValueError) as exc:
+            raise web.HTTPBadRequest(text="key must be base64 or null") from exc
+        _checked(request, key).connect(body["peer"], (address[0], address[1]), peer_key)
         return web.json_response({})
 
     async def export(request: web.Request) -> web.Response:

@@ -349,7 +349,7 @@ def serve_main(argv: list[str]) -> int:
         if front_key is not None:  # a worker: its front may pipe rooms to the others
             from cluster.worker_pipes import add_worker_pipe_routes
 
-            add_worker_pipe_routes(app, front_key)
+            add_worker_pipe_routes(app, front_key, srtp=args.pipe_srtp)
         if front_key is None:  # a worker never registers: its front is the node
             setup_redis_node(app, args)  # with --redis: this process is one node of a cluster
     try:

@@ -13,6 +13,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ._bots import brief, start_bot, stop_bots, summary
 from ._parley_process import parley_serve
 from .test_workers import wait_for
@@ -25,9 +27,13 @@ def _sessions(body: dict[str, Any]) -> dict[str, int]:
     return {w["id"]: w["relayed_sessions"] for w in body["workers"]}
 
 
-async def test_data_messages_cross_the_pipe_of_a_spread_room(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pipe", ["plain", "srtp"])
+async def test_data_messages_cross_the_pipe_of_a_spread_room(tmp_path: Path, pipe: str) -> None:
+    """(With ``--pipe-srtp`` the pipes between the workers are SRTP, control authenticated.)"""
     bots: dict[str, Any] = {}
-    async with parley_serve("--workers", "2", "--spread", "--log-level", "WARNING") as server:
+    srtp = ("--pipe-srtp",) if pipe == "srtp" else ()
+    args = ("--workers", "2", "--spread", *srtp, "--log-level", "WARNING")
+    async with parley_serve(*args) as server:
         url = server.url
         try:
             body = await wait_for(url, lambda b: all(w["alive"] for w in b["workers"]), 30, "up")
