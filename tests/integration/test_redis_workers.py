@@ -5,13 +5,16 @@ namespace (as ``test_redis_nodes.py``), one real redis-server, real ``parley bot
   workers and ``workers: 2``; joins through either node's URL reach the room (one bot
   is redirected), which lives on one worker of its node; each bot decodes the other;
 * the front of the room's node killed with SIGKILL (its workers go with it): both bots
-  are back with media from each other on the other node within 5 s.
+  are back with media from each other on the other node within 5 s;
+* SIGTERM with ``--drain-timeout`` on the room's front: its clients are moved to the
+  other node (``server_shutdown``), with media within 5 s, and the node exits at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from ._bots import brief
 from .test_redis_nodes import (
     Cluster,
     bot_command,
@@ -130,3 +134,48 @@ async def test_a_killed_node_of_workers_has_its_clients_back_on_the_other_within
     print(f"media back after the node's kill: {', '.join(f'{b:.2f} s' for b in backs)}")
     assert codes == [0, 0]
     assert survivor.problems() == [], survivor.log
+
+
+async def test_a_draining_node_of_workers_moves_its_clients_to_the_other(tmp_path: Path) -> None:
+    """SIGTERM with ``--drain-timeout 20`` on the room's front: the room is claimed for
+    the other node, the front's relayed clients are told ``server_shutdown``, they are
+    back there with media within 5 s and the node exits long before its timeout."""
+    async with running_cluster("--workers", "2", "--drain-timeout", "20") as cluster:
+        procs = await run_bots(
+            [
+                bot_command(cluster, "a", "move", "ada", tmp_path, 14, "--reconnect"),
+                bot_command(cluster, "b", "move", "bob", tmp_path, 14, "--reconnect"),
+            ]
+        )
+        try:
+            owner = await wait_for("room placed", lambda: cluster.owner("move"), 30)
+            draining = cluster.nodes[owner]
+            survivor = next(n for n in cluster.nodes.values() if n is not draining)
+            await wait_for("both bots forwarded", lambda: forwarding(draining, 4), 30)
+            await asyncio.sleep(1.5)
+            assert draining.proc is not None
+            draining.proc.send_signal(signal.SIGTERM)
+            signalled = time.time()
+            await wait_for("the survivor forwards", lambda: forwarding(survivor, 4), 10)
+            assert await cluster.owner("move") == survivor.node_id
+            assert await asyncio.wait_for(draining.proc.wait(), 10) == 0
+            exited_after = time.time() - signalled
+        finally:
+            codes = await finish(procs)
+        assert exited_after < 8.0, exited_after
+        summaries = _summaries(tmp_path, "ada", "bob")
+        for name, peer in (("ada", "bob"), ("bob", "ada")):
+            summary = summaries[name]
+            (reconnect,) = summary["reconnects"]
+            assert reconnect["code"] == "server_shutdown" and reconnect["recovered"], brief(summary)
+            assert "draining" in reconnect["message"], brief(summary)
+            assert decoded_from(summary, peer, session=1) == {"audio", "video"}
+            first = [
+                summary["started_unix"] + t["first_frame_ms"] / 1000
+                for t in summary["tracks"]
+                if t["session"] == 1 and t["participant_name"] == peer
+            ]
+            assert 0 < max(first) - signalled <= 5.0, brief(summary)
+        assert codes == [0, 0]
+        assert survivor.problems() == [] and draining.problems() == [], draining.log
+        assert any("drains: 1 room(s) moved (2 client(s))" in line for line in draining.log)
