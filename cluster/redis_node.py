@@ -40,10 +40,12 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from sfu.pipe_import import is_piped
 from sfu.room import Sfu
 from signaling.drain import DRAINING_KEY, is_draining
 from signaling.server import CONFIG_KEY, SESSIONS_KEY, SFU_KEY, Session
 
+from .node_spread import NodeSpread
 from .placement import Target
 from .redis_placement import RedisPlacement
 from .registry import (
@@ -107,6 +109,12 @@ def add_redis_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--redis-prefix", default="parley", help="with --redis: key prefix (default parley)"
     )
+    group.add_argument(
+        "--node-spread",
+        action="store_true",
+        help="with --redis: serve a join on the node it reaches, piping the room to its "
+        "other nodes (one room over several nodes; default: redirect to the room's node)",
+    )
 
 
 def _capacity(text: str) -> int:
@@ -121,8 +129,12 @@ def _capacity(text: str) -> int:
 
 def redis_arguments_error(args: argparse.Namespace) -> str | None:
     """What is wrong with ``--redis`` and ``--node-url`` (None: nothing, or no ``--redis``)."""
+    if getattr(args, "node_spread", False) and not args.redis:
+        return "--node-spread needs --redis"
     if not args.redis:
         return None
+    if getattr(args, "node_spread", False) and getattr(args, "workers", None):
+        return "--node-spread is for nodes of one process (not with --workers) for now"
     if urlsplit(args.redis).scheme not in ("redis", "rediss", "unix"):
         return f"--redis {args.redis!r} is not a redis://, rediss:// or unix:// URL"
     try:
@@ -170,6 +182,8 @@ class RedisNode:
             redis, keys, room_ttl=HEARTBEAT_TTL, self_id=node_id, probe=listening
         )
         self.sfu: Sfu | None = None
+        #: with ``--node-spread``: the rooms shared with other nodes (cluster/node_spread.py)
+        self.spread: NodeSpread | None = None
         self.registry = Registry(
             redis,
             node_id=node_id,
@@ -202,10 +216,20 @@ class RedisNode:
         return self.sfu is not None
 
     def served_rooms(self) -> list[str]:
-        return list(self.sfu.rooms) if self.sfu is not None else []
+        """Rooms with a participant connected here (one with only remote publishers,
+        piped from other nodes, is theirs)."""
+        if self.sfu is None:
+            return []
+        return [r for r, room in self.sfu.rooms.items() if self.local_participants(r) > 0]
 
     def serves(self, room: str) -> bool:
-        return self.sfu is not None and room in self.sfu.rooms
+        return self.local_participants(room) > 0
+
+    def local_participants(self, room_id: str) -> int:
+        room = self.sfu.rooms.get(room_id) if self.sfu is not None else None
+        if room is None:
+            return 0
+        return sum(1 for p in room.participants.values() if not is_piped(p))
 
     async def end_room(self, room_id: str) -> None:
         """Another node took the room: its participants here leave (they rejoin there)."""
@@ -259,7 +283,16 @@ class RedisNode:
             # moved off this draining node
             return self.moved.get(room)
         self._route_log.recovered("placing a room")
-        return None if target.node_id == self.node_id else target.ws_url
+        if target.node_id == self.node_id:
+            return None
+        if self.spread is not None and not self.moving and not self.registry.draining:
+            try:  # --node-spread: served here, the room piped to its other nodes
+                await self.spread.join_here(room, target)
+                return None
+            except Exception as exc:
+                logger.warning("room %s: piping to node %s failed (%r): redirecting", room,
+                               target.node_id, exc)  # fmt: skip
+        return target.ws_url
 
     async def _hold_rooms(self) -> None:
         if not self.ready or self.registry.stopping:
@@ -273,10 +306,14 @@ class RedisNode:
         rooms = [room for room in self.served_rooms() if room not in self.moved]
         lost = await self.placement.hold(self.node_id, rooms)
         for room_id, url in lost.items():
-            if not self.serves(room_id):
-                continue
+            if not self.serves(room_id) or (
+                self.spread is not None and self.spread.shares(room_id)
+            ):
+                continue  # (a member of a room another node owns: --node-spread)
             logger.warning("room %s is served by %s now: moving its participants", room_id, url)
             await self.end_room(room_id)
+        if self.spread is not None:
+            await self.spread.beat()
 
     async def move_rooms(self) -> dict[str, str]:
         """The node drains: each room served here is claimed for another node and its
@@ -322,6 +359,8 @@ class RedisNode:
     async def close(self) -> None:
         await self.registry.close()
         await self.placement.close()
+        if self.spread is not None:
+            await self.spread.close()
         await self.redis.aclose()
 
 
@@ -369,6 +408,11 @@ def run_node(
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         serving()
+        if node.spread is not None:
+            try:
+                await within(node.spread.start(), ROUTE_TIMEOUT)
+            except Exception as exc:  # Redis down: the key is read again at a heartbeat
+                logger.warning("node %s: no cluster key yet: %r", node.node_id, exc)
         node.registry.local_draining = lambda: is_draining(app)
         await node.registry.beat()  # registered before the first client arrives
         node.registry.start()
@@ -405,6 +449,19 @@ def setup_redis_node(app: web.Application, args: argparse.Namespace) -> RedisNod
 
     def serving() -> None:
         node.sfu = app[SFU_KEY]  # the SFU's context ran before this one
+
+    if args.node_spread:  # one room over several nodes: pipes between them
+        from .worker_pipes import WORKER_PIPES_KEY, add_worker_pipe_routes
+
+        host = socket.gethostbyname(urlsplit(node.ws_url).hostname or "127.0.0.1")
+        spread: list[NodeSpread] = []
+        add_worker_pipe_routes(
+            app, lambda: spread[0].key if spread else None, host=host, srtp=args.pipe_srtp
+        )
+        me = Target(node.ws_url, node.node_id)
+        spread.append(NodeSpread(node.redis, node.keys, me, app[WORKER_PIPES_KEY],
+                                 node.local_participants))  # fmt: skip
+        node.spread = spread[0]
 
     run_node(app, node, args.redis, serving)
     return node

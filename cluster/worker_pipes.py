@@ -125,8 +125,13 @@ class WorkerPipes:
 WORKER_PIPES_KEY = web.AppKey("parley_worker_pipes", WorkerPipes)
 
 
-def _checked(request: web.Request, key: str) -> WorkerPipes:
-    if request.headers.get(FRONT_KEY_HEADER) != key:
+#: the key a caller must send: the front's, or a cluster's (read once Redis answers)
+Key = str | Callable[[], str | None]
+
+
+def _checked(request: web.Request, key: Key) -> WorkerPipes:
+    expected = key() if callable(key) else key
+    if expected is None or request.headers.get(FRONT_KEY_HEADER) != expected:
         raise web.HTTPForbidden(text="the front's key is required")
     return request.app[WORKER_PIPES_KEY]
 
@@ -141,10 +146,13 @@ async def _body(request: web.Request, *fields: str) -> dict[str, Any]:
     return body
 
 
-def add_worker_pipe_routes(app: web.Application, key: str, srtp: bool = False) -> None:
+def add_worker_pipe_routes(
+    app: web.Application, key: Key, host: str = "127.0.0.1", srtp: bool = False
+) -> None:
     """The pipe routes of a worker (``signaling.server.setup_parley`` done) whose front
-    holds ``key``; the pipes close when the application shuts down, before the SFU."""
-    app[WORKER_PIPES_KEY] = WorkerPipes(lambda: app[SFU_KEY], srtp=srtp)
+    holds ``key`` (or of a node of a cluster, ``cluster/node_spread.py``: its pipes
+    listen on ``host``); the pipes close when the application shuts down, before the SFU."""
+    app[WORKER_PIPES_KEY] = WorkerPipes(lambda: app[SFU_KEY], host=host, srtp=srtp)
 
     async def open_(request: web.Request) -> web.Response:
         body = await _body(request, "peer")

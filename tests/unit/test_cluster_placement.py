@@ -189,3 +189,7 @@ def test_redis_arguments_are_checked_before_serving() -> None:
     assert redis_arguments_error(args(redis=None, host="0.0.0.0")) is None  # no cluster
     assert "redis://" in (redis_arguments_error(args(redis="10.0.0.5:6379")) or "")
     assert "--node-url" in (redis_arguments_error(args(host="0.0.0.0")) or "")
+    # one room over several nodes: with --redis, on nodes of one process
+    assert redis_arguments_error(args(node_spread=True)) is None
+    assert "needs --redis" in (redis_arguments_error(args(redis=None, node_spread=True)) or "")
+    assert "--workers" in (redis_arguments_error(args(node_spread=True, workers="2")) or "")

@@ -107,8 +107,9 @@ def test_workers_get_the_front_s_options_but_not_its_address() -> None:
     assert worker_argv(argv) == ["--api-secret", "s", "--max-rooms", "3"]
     # with --redis the front is the node: its workers get none of the node's options
     node = ["--redis", "redis://r:6379/0", "--node-url=ws://a:1/ws", "--node-id", "n1",
-            "--capacity", "50", "--redis-prefix", "p", "--spread"]  # fmt: skip
-    assert worker_argv(node) == ["--spread"]
+            "--capacity", "50", "--redis-prefix", "p", "--spread", "--node-spread",
+            "--pipe-srtp"]  # fmt: skip
+    assert worker_argv(node) == ["--spread", "--pipe-srtp"]
     assert worker_count(None) is None
     assert worker_count("3") == 3
     assert worker_count("auto") is not None and worker_count("auto") >= 1  # type: ignore[operator]
