@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import secrets
 import time
 from collections.abc import Callable
@@ -39,7 +40,8 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from .placement import Target
-from .registry import Keys
+from .redis_placement import two_choices
+from .registry import Keys, live_nodes
 from .spread import PipeLinker
 from .worker_pipes import WorkerPipes
 
@@ -86,6 +88,7 @@ class NodeSpread:
         #: the ``bye``, or after 5 s of silence when this node died)
         self.initiated: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._rng = random.Random()
         self.links = 0
 
     async def start(self) -> None:
@@ -109,9 +112,14 @@ class NodeSpread:
 
     async def members(self, room: str) -> dict[str, Target]:
         """The room's live members (this node included), by node id."""
+        return {n: t for n, (t, _) in (await self.counts(room)).items()}
+
+    async def counts(self, room: str) -> dict[str, tuple[Target, int]]:
+        """The room's live members with the participants each has of its own (as of
+        its last heartbeat), by node id."""
         raw = await self.redis.hgetall(spread_key(self.keys, room))
         now = time.time()
-        found: dict[str, Target] = {}
+        found: dict[str, tuple[Target, int]] = {}
         for field, value in raw.items():
             node_id = field.decode() if isinstance(field, bytes) else str(field)
             try:
@@ -119,12 +127,31 @@ class NodeSpread:
             except ValueError:
                 continue
             if now - float(entry.get("at", 0)) <= MEMBER_TTL:
-                found[node_id] = Target(str(entry["url"]), node_id)
+                found[node_id] = (Target(str(entry["url"]), node_id), int(entry.get("n", 0)))
         alive = await self.redis.mget([self.keys.node(n) for n in found]) if found else []
-        return {n: t for (n, t), v in zip(found.items(), alive, strict=True) if v is not None}
+        return {n: e for (n, e), v in zip(found.items(), alive, strict=True) if v is not None}
+
+    async def spill_target(self, room: str, after: int) -> Target | None:
+        """Where a join goes when this node holds ``after`` of the room's participants:
+        the member with the fewest under ``after`` (then the lowest id); else a live node
+        that is not draining and not in the room yet, by two random choices; None when
+        every node is full or draining (the join is served here)."""
+        members = await self.counts(room)
+        roomy = sorted((n, node_id) for node_id, (_, n) in members.items() if n < after
+                       and node_id != self.me.node_id)  # fmt: skip
+        if roomy:
+            return members[roomy[0][1]][0]
+        others = [
+            n for n in await live_nodes(self.redis, self.keys)
+            if n.node_id not in members and n.node_id != self.me.node_id
+        ]  # fmt: skip
+        chosen = two_choices(others, {}, self._rng)
+        return Target(chosen.ws_url, chosen.node_id) if chosen is not None else None
 
     async def _enrol(self, room: str) -> None:
-        entry = json.dumps({"url": self.me.ws_url, "at": time.time()})
+        entry = json.dumps(
+            {"url": self.me.ws_url, "at": time.time(), "n": self.local_participants(room)}
+        )
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(spread_key(self.keys, room), self.me.node_id, entry)
             pipe.pexpire(spread_key(self.keys, room), int(MEMBER_TTL * 3000))
@@ -156,11 +183,15 @@ class NodeSpread:
     def shares(self, room: str) -> bool:
         return room in self.linked
 
-    async def beat(self) -> None:
-        """Refresh this node's memberships; leave the rooms it has no participant of its
-        own in (unexported both ways), and close the pipes no room uses."""
+    async def beat(self, served: list[str]) -> None:
+        """Enrol every room ``served`` here (with its count: the owner too, which spill
+        decisions read); leave the rooms shared with others where this node has no
+        participant of its own left (unexported both ways); close the pipes no room uses."""
         if self.key is None:
             await self.read_key()
+        for room in served:
+            if room not in self.linked:
+                await self._enrol(room)
         for room, peers in list(self.linked.items()):
             if self.local_participants(room) > 0:
                 await self._enrol(room)

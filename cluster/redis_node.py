@@ -115,6 +115,14 @@ def add_redis_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --redis: serve a join on the node it reaches, piping the room to its "
         "other nodes (one room over several nodes; default: redirect to the room's node)",
     )
+    group.add_argument(
+        "--node-spread-after",
+        type=_capacity,
+        default=None,
+        metavar="K",
+        help="with --node-spread: a node holding K of a room's participants redirects the "
+        "room's next joins to another node, which pipes the room (default: never)",
+    )
 
 
 def _capacity(text: str) -> int:
@@ -129,6 +137,8 @@ def _capacity(text: str) -> int:
 
 def redis_arguments_error(args: argparse.Namespace) -> str | None:
     """What is wrong with ``--redis`` and ``--node-url`` (None: nothing, or no ``--redis``)."""
+    if getattr(args, "node_spread_after", None) and not getattr(args, "node_spread", False):
+        return "--node-spread-after needs --node-spread"
     if getattr(args, "node_spread", False) and not args.redis:
         return "--node-spread needs --redis"
     if not args.redis:
@@ -184,6 +194,9 @@ class RedisNode:
         self.sfu: Sfu | None = None
         #: with ``--node-spread``: the rooms shared with other nodes (cluster/node_spread.py)
         self.spread: NodeSpread | None = None
+        #: ``--node-spread-after K``: a node holding K of a room's participants sends the
+        #: room's next joins to another node (0: never)
+        self.spread_after = 0
         self.registry = Registry(
             redis,
             node_id=node_id,
@@ -273,10 +286,25 @@ class RedisNode:
         """The URL of the node serving ``room``, or None to serve it here."""
         if self.registry.stopping and not self.moving:
             return None
+        after = self.spread_after
+        if after and self.spread is not None and not self.moving and not self.registry.draining:
+            if self.local_participants(room) >= after:  # --node-spread-after: full here
+                try:
+                    spill = await within(self.spread.spill_target(room, after), ROUTE_TIMEOUT)
+                except Exception as exc:
+                    self._route_log.failed(time.monotonic(), "spilling a room", exc)
+                    spill = None
+                if spill is not None:
+                    return spill.ws_url
         if self.serves(room) and not self.moving:
             return None  # served here now: its claim is this node's (kept by the heartbeat)
+
+        async def locate() -> tuple[str | None, Target]:
+            prior = await self.placement.owner(room) if self.spread is not None else None
+            return prior, await self.placement.place(room)
+
         try:
-            target = await within(self.placement.place(room), ROUTE_TIMEOUT)
+            prior, target = await within(locate(), ROUTE_TIMEOUT)
         except Exception as exc:
             self._route_log.failed(time.monotonic(), "placing a room", exc)
             # Redis is down (or no node registered yet): serve here, unless the room was
@@ -285,8 +313,11 @@ class RedisNode:
         self._route_log.recovered("placing a room")
         if target.node_id == self.node_id:
             return None
-        if self.spread is not None and not self.moving and not self.registry.draining:
-            try:  # --node-spread: served here, the room piped to its other nodes
+        spreads = self.spread is not None and not self.moving and not self.registry.draining
+        if spreads and self.spread is not None and prior == target.node_id:
+            # --node-spread, a room that lives elsewhere (a new room goes where placement
+            # put it): served here, the room piped to its other nodes
+            try:
                 await self.spread.join_here(room, target)
                 return None
             except Exception as exc:
@@ -313,7 +344,7 @@ class RedisNode:
             logger.warning("room %s is served by %s now: moving its participants", room_id, url)
             await self.end_room(room_id)
         if self.spread is not None:
-            await self.spread.beat()
+            await self.spread.beat(rooms)
 
     async def move_rooms(self) -> dict[str, str]:
         """The node drains: each room served here is claimed for another node and its
@@ -462,6 +493,7 @@ def setup_redis_node(app: web.Application, args: argparse.Namespace) -> RedisNod
         spread.append(NodeSpread(node.redis, node.keys, me, app[WORKER_PIPES_KEY],
                                  node.local_participants))  # fmt: skip
         node.spread = spread[0]
+        node.spread_after = args.node_spread_after or 0
 
     run_node(app, node, args.redis, serving)
     return node

@@ -47,6 +47,7 @@ FRONT_ONLY = (
     "--workers", "--worker-hang-timeout", "--host", "--port",
     # the front is the node of a Redis cluster, not its workers (cluster/front_node.py)
     "--redis", "--node-url", "--node-id", "--capacity", "--redis-prefix", "--node-spread",
+    "--node-spread-after",
 )  # fmt: skip
 #: ... of which these take no value
 FRONT_ONLY_FLAGS = ("--node-spread",)

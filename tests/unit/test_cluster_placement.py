@@ -193,3 +193,4 @@ def test_redis_arguments_are_checked_before_serving() -> None:
     assert redis_arguments_error(args(node_spread=True)) is None
     assert "needs --redis" in (redis_arguments_error(args(redis=None, node_spread=True)) or "")
     assert "--workers" in (redis_arguments_error(args(node_spread=True, workers="2")) or "")
+    assert "needs --node-spread" in (redis_arguments_error(args(node_spread_after=3)) or "")
