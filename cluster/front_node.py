@@ -43,10 +43,12 @@ LOAD_TIMEOUT = 0.5
 class FrontRedisNode(RedisNode):
     """A :class:`RedisNode` whose rooms are the front's relayed sessions."""
 
-    front: Front | None = None
-    #: the workers' counts at the last heartbeat (``GET /_parley/load``)
-    _counts: dict[str, int]
-    _packets: dict[int, int]
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.front: Front | None = None
+        #: the workers' counts at the last heartbeat (``GET /_parley/load``)
+        self._counts: dict[str, int] = {}
+        self._packets: dict[int, int] = {}
 
     @property
     def ready(self) -> bool:
@@ -78,7 +80,7 @@ class FrontRedisNode(RedisNode):
     def _stats(self) -> Mapping[str, Any]:
         if self.front is None:
             return {}
-        counts = getattr(self, "_counts", {})
+        counts = self._counts
         return {
             "rooms": len(self.served_rooms()),
             "participants": sum(self.front.sessions.values()),
@@ -87,7 +89,7 @@ class FrontRedisNode(RedisNode):
         }
 
     def _packet_counts(self) -> Mapping[int, int]:
-        return getattr(self, "_packets", {})
+        return self._packets
 
     async def refresh(self) -> None:
         """The workers' counts, for the sample that follows (a worker that does not answer
