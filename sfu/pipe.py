@@ -285,12 +285,11 @@ class PipeTransport:
                     await self.export_track(room_id, participant.id, track.mid)
 
     def unexport_room(self, room_id: str) -> None:
-        """Stop following ``room_id`` and unpublish its tracks on the far side."""
+        """Stop following ``room_id``: its tracks are unpublished on the far side and its
+        remote publishers there leave."""
         self.exporter.rooms.discard(room_id)
         self.data.untap_room(room_id)
-        for exported in list(self.exporter.tracks.values()):
-            if exported.room == room_id:
-                self.exporter.unexport(exported.track)
+        self.exporter.unexport_room(room_id)
 
     # ------------------------------------------------------------ importing
 

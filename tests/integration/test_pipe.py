@@ -289,3 +289,30 @@ async def test_an_srtp_pipe_carries_media_and_refuses_plain_datagrams(
     finally:
         for pipe in (pipe_a, pipe_b, plain):
             await pipe.close()
+
+
+async def test_unexporting_a_room_makes_its_remote_publishers_leave(
+    two_servers: tuple[RunningServer, RunningServer, PipeTransport, PipeTransport],
+) -> None:
+    """(As the front does when a worker's last session of a spread room ends, while
+    the publishers stay on the other worker.)"""
+    a, b, pipe_a, _ = two_servers
+    await pipe_a.export_room(ROOM)
+    publisher = asyncio.ensure_future(
+        run_bot(BotConfig(url=a.url, room=ROOM, name="cam", duration=6.0))
+    )
+    try:
+        assert await until(
+            lambda: (
+                ROOM in b.sfu.rooms
+                and any(len(p.tracks) == 2 for p in b.sfu.rooms[ROOM].participants.values())
+            ),
+            8.0,
+        )
+        pipe_a.unexport_room(ROOM)
+        # gone from B (not left there as a participant without tracks); still on A
+        assert await until(lambda: ROOM not in b.sfu.rooms, 3.0), b.sfu.rooms
+        assert len(a.sfu.rooms[ROOM].participants) == 1
+        assert pipe_a.stats()["exported_tracks"] == 0
+    finally:
+        assert (await publisher)["ok"]
