@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from .placement import Target
-from .redis_placement import two_choices
-from .registry import Keys, live_nodes
+from .redis_placement import Probe, two_choices
+from .registry import Keys, NodeLoad, live_nodes
 from .spread import PipeLinker
 from .worker_pipes import WorkerPipes
 
@@ -72,6 +72,7 @@ class NodeSpread:
         me: Target,
         pipes: WorkerPipes,
         local_participants: Callable[[str], int],
+        probe: Probe | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -79,6 +80,8 @@ class NodeSpread:
         self.pipes = pipes
         #: participants of a room connected here (remote publishers left out)
         self.local_participants = local_participants
+        #: False when a node is certainly down (``redis_node.listening``)
+        self.probe = probe
         #: the cluster's pipe key (from Redis; None until read)
         self.key: str | None = None
         self.http: aiohttp.ClientSession | None = None
@@ -207,6 +210,27 @@ class NodeSpread:
         for node_id in self.initiated - used:
             self.initiated.discard(node_id)
             await self.pipes.close_peer(node_id, "no room shared with that node any more")
+        await self._drop_dead_peers()
+
+    async def _drop_dead_peers(self) -> None:
+        """Close the pipes to nodes that are gone (key expired, or their address refuses
+        connections: killed a moment ago): their remote publishers leave now, not after
+        the pipe's 5 s of silence."""
+        peers = list(self.pipes.pipes)
+        if not peers:
+            return
+        values = await self.redis.mget([self.keys.node(p) for p in peers])
+        for node_id, value in zip(peers, values, strict=True):
+            if value is None:
+                gone = True
+            else:
+                gone = self.probe is not None and not await self.probe(NodeLoad.from_json(value))
+            if gone:
+                logger.warning("node %s is gone: closing the pipe to it", node_id)
+                self.initiated.discard(node_id)
+                for peers_of_room in self.linked.values():
+                    peers_of_room.pop(node_id, None)
+                await self.pipes.close_peer(node_id, "the peer node is gone")
 
     async def close(self) -> None:
         await self.pipes.close()

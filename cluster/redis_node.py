@@ -491,7 +491,7 @@ def setup_redis_node(app: web.Application, args: argparse.Namespace) -> RedisNod
         )
         me = Target(node.ws_url, node.node_id)
         spread.append(NodeSpread(node.redis, node.keys, me, app[WORKER_PIPES_KEY],
-                                 node.local_participants))  # fmt: skip
+                                 node.local_participants, probe=listening))  # fmt: skip
         node.spread = spread[0]
         node.spread_after = args.node_spread_after or 0
 
