@@ -185,7 +185,7 @@ def main() -> int:
         )  # fmt: skip
         wait("redis answers", lambda: redis_cli(redis_port, "PING") == "PONG", 10)
         for name, link in zip("ab", links, strict=True):
-            extra = ("--drain-timeout", "20") if args.drain else ()
+            extra: tuple[str, ...] = ("--drain-timeout", "20") if args.drain else ()
             if args.workers:
                 extra += ("--workers", str(args.workers))
             nodes[name] = Node(name, link, redis_port, extra)

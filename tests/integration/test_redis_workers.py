@@ -179,3 +179,41 @@ async def test_a_draining_node_of_workers_moves_its_clients_to_the_other(tmp_pat
         assert codes == [0, 0]
         assert survivor.problems() == [] and draining.problems() == [], draining.log
         assert any("drains: 1 room(s) moved (2 client(s))" in line for line in draining.log)
+
+
+async def test_a_node_of_workers_spreads_a_room_over_its_workers(tmp_path: Path) -> None:
+    """``--workers 2 --spread --redis``: a room lives on one node (a join through the
+    other is redirected there), spread over that node's two workers, piped."""
+    async with running_cluster("--workers", "2", "--spread") as cluster:
+        procs = await run_bots(
+            [
+                bot_command(cluster, "a", "both", "ada", tmp_path, 8),
+                bot_command(cluster, "b", "both", "bob", tmp_path, 8),
+            ]
+        )
+        try:
+            owner = await wait_for("room placed", lambda: cluster.owner("both"), 30)
+            serving = cluster.nodes[owner]
+            await wait_for("both bots forwarded", lambda: forwarding(serving, 4), 30)
+            body = healthz(serving.url)
+            assert body is not None
+            # one relayed session on each worker; each worker has the room (its own bot
+            # and the other's, piped)
+            assert [w["relayed_sessions"] for w in body["workers"]] == [1, 1], body["workers"]
+            assert [w["participants"] for w in body["workers"]] == [2, 2], body["workers"]
+
+            async def stored() -> dict[str, Any]:
+                value = json.loads(await cluster.client.get(f"parley:node:{owner}") or "{}")
+                return value if value.get("participants") == 2 else {}
+
+            # the node's load (a heartbeat later): 2 clients, 4 tracks, piped copies not counted
+            load = await wait_for("a heartbeat with both", stored, 5)
+            assert load["published_tracks"] == 4, load
+        finally:
+            codes = await finish(procs)
+        summaries = _summaries(tmp_path, "ada", "bob")
+        for name, peer in (("ada", "bob"), ("bob", "ada")):
+            assert decoded_from(summaries[name], peer) == {"audio", "video"}
+        assert codes == [0, 0]
+        for node in cluster.nodes.values():
+            assert node.problems() == [], node.log
