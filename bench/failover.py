@@ -18,6 +18,10 @@ With ``--drain`` the owner is not killed but drained: the nodes run with
 ``--drain-timeout 20`` and the owner gets SIGTERM, so it moves its clients to the other
 node before it exits; "media back" counts from the SIGTERM, and the time the node took
 to exit is kept too (``bench/results/failover-drain.json``).
+
+With ``--workers N`` each node is a front with N workers (``parley serve --workers N
+--redis ...``, cluster/front_node.py): the SIGKILL goes to the front, whose workers die
+with it (``bench/results/failover-workers.json``).
 """
 
 from __future__ import annotations
@@ -154,6 +158,9 @@ def main() -> int:
     parser.add_argument(
         "--drain", action="store_true", help="SIGTERM a node with --drain-timeout, not SIGKILL"
     )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="each node a front with N workers"
+    )
     args = parser.parse_args()
     ensure_loopback_namespace(who="failover")
     if shutil.which("redis-server") is None:
@@ -178,7 +185,9 @@ def main() -> int:
         )  # fmt: skip
         wait("redis answers", lambda: redis_cli(redis_port, "PING") == "PONG", 10)
         for name, link in zip("ab", links, strict=True):
-            extra = ("--drain-timeout", "20") if args.drain else ()
+            extra: tuple[str, ...] = ("--drain-timeout", "20") if args.drain else ()
+            if args.workers:
+                extra += ("--workers", str(args.workers))
             nodes[name] = Node(name, link, redis_port, extra)
             nodes[name].start()
         with tempfile.TemporaryDirectory() as tmp:
@@ -212,7 +221,11 @@ def main() -> int:
         exits = sorted(r["exited_after_s"] for r in results)
         summary["mode"] = "drain (SIGTERM with --drain-timeout 20)"
         summary["exited_after_s"] = {"p50": statistics.median(exits), "max": exits[-1]}
+    if args.workers:
+        summary["workers_per_node"] = args.workers
     out = RESULTS.with_name("failover-drain.json") if args.drain else RESULTS
+    if args.workers:
+        out = out.with_name(out.stem + "-workers.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"media back after a node's {'drain' if args.drain else 'death'}: p50 {summary['p50_s']} s, max {summary['max_s']} s, "

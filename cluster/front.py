@@ -15,7 +15,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -74,6 +74,10 @@ class Front:
             hang_timeout=hang_timeout,
         )
         self.stopping = asyncio.Event()
+        #: with ``--redis`` (``cluster/front_node.py``): the URL of the node serving a
+        #: room, None to serve it here; and the node's load for ``/healthz``
+        self.route: Callable[[str], Awaitable[str | None]] | None = None
+        self.health: Callable[[], Mapping[str, object]] | None = None
 
     def _http(self) -> aiohttp.ClientSession:
         assert self.http is not None, "the front has not started"
@@ -144,6 +148,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     assert front.http is not None
     relay = Relay(ws, request, config, front.placement, front.http, front.key, front.attach)
     relay.draining = lambda: is_draining(request.app)
+    relay.route = front.route
     front.relays.add(relay)
     try:
         await relay.run()
@@ -183,6 +188,8 @@ async def healthz(request: web.Request) -> web.Response:
                         "answered": body is not None, **counts})  # fmt: skip
     front_cpu = cpu_seconds(os.getpid())
     body = {**status, **totals, "front_cpu_seconds": front_cpu, "workers": workers}
+    if front.health is not None:
+        body.update(front.health())
     return web.json_response(body, status=503 if draining else 200)
 
 

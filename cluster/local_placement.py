@@ -54,6 +54,11 @@ class LocalPlacement:
     def owner(self, room: str) -> Target | None:
         return self._rooms.get(room)
 
+    def workers_of(self, room: str) -> list[Target]:
+        """The room's worker (a room lives on one), as ``SpreadPlacement.workers_of``."""
+        owner = self._rooms.get(room)
+        return [owner] if owner is not None else []
+
     # ------------------------------------------------------------ Placement
 
     async def place(self, room: str) -> Target:

@@ -35,15 +35,17 @@ import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from sfu.pipe_import import is_piped
 from sfu.room import Sfu
 from signaling.drain import DRAINING_KEY, is_draining
 from signaling.server import CONFIG_KEY, SESSIONS_KEY, SFU_KEY, Session
 
+from .node_spread import NodeSpread
 from .placement import Target
 from .redis_placement import RedisPlacement
 from .registry import (
@@ -60,6 +62,8 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis  # imported when --redis is given (setup_redis_node)
 
 logger = logging.getLogger(__name__)
+
+_N = TypeVar("_N", bound="RedisNode")
 
 #: seconds one routing decision may wait for Redis before the join is served here
 ROUTE_TIMEOUT = 0.5
@@ -105,6 +109,20 @@ def add_redis_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--redis-prefix", default="parley", help="with --redis: key prefix (default parley)"
     )
+    group.add_argument(
+        "--node-spread",
+        action="store_true",
+        help="with --redis: serve a join on the node it reaches, piping the room to its "
+        "other nodes (one room over several nodes; default: redirect to the room's node)",
+    )
+    group.add_argument(
+        "--node-spread-after",
+        type=_capacity,
+        default=None,
+        metavar="K",
+        help="with --node-spread: a node holding K of a room's participants redirects the "
+        "room's next joins to another node, which pipes the room (default: never)",
+    )
 
 
 def _capacity(text: str) -> int:
@@ -119,8 +137,14 @@ def _capacity(text: str) -> int:
 
 def redis_arguments_error(args: argparse.Namespace) -> str | None:
     """What is wrong with ``--redis`` and ``--node-url`` (None: nothing, or no ``--redis``)."""
+    if getattr(args, "node_spread_after", None) and not getattr(args, "node_spread", False):
+        return "--node-spread-after needs --node-spread"
+    if getattr(args, "node_spread", False) and not args.redis:
+        return "--node-spread needs --redis"
     if not args.redis:
         return None
+    if getattr(args, "node_spread", False) and getattr(args, "workers", None):
+        return "--node-spread is for nodes of one process (not with --workers) for now"
     if urlsplit(args.redis).scheme not in ("redis", "rediss", "unix"):
         return f"--redis {args.redis!r} is not a redis://, rediss:// or unix:// URL"
     try:
@@ -144,9 +168,22 @@ def node_url(args: argparse.Namespace) -> str:
 
 
 class RedisNode:
-    """The registry, the placement and the route of one node; lives with the app."""
+    """The registry, the placement and the route of one node; lives with the app.
 
-    def __init__(self, redis: Redis, node_id: str, ws_url: str, capacity: int, keys: Keys) -> None:
+    What the node serves is read through a few methods (:meth:`served_rooms`,
+    :meth:`serves`, :meth:`end_room`, :meth:`shutdown_rooms`, the stats): here one
+    process's SFU and sessions; a front of workers (``cluster/front_node.py``) overrides
+    them with its relayed sessions."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        node_id: str,
+        ws_url: str,
+        capacity: int,
+        keys: Keys,
+        **registry: Any,
+    ) -> None:
         self.redis = redis
         self.node_id = node_id
         self.ws_url = ws_url
@@ -155,6 +192,11 @@ class RedisNode:
             redis, keys, room_ttl=HEARTBEAT_TTL, self_id=node_id, probe=listening
         )
         self.sfu: Sfu | None = None
+        #: with ``--node-spread``: the rooms shared with other nodes (cluster/node_spread.py)
+        self.spread: NodeSpread | None = None
+        #: ``--node-spread-after K``: a node holding K of a room's participants sends the
+        #: room's next joins to another node (0: never)
+        self.spread_after = 0
         self.registry = Registry(
             redis,
             node_id=node_id,
@@ -166,6 +208,7 @@ class RedisNode:
             interval=HEARTBEAT_INTERVAL,
             ttl=HEARTBEAT_TTL,
             on_beat=self._hold_rooms,
+            **registry,
         )
         self._route_log = Logged()
         #: the node drains and moves its rooms away (joins here are routed, never served
@@ -177,6 +220,50 @@ class RedisNode:
         self.sessions: Callable[[], Iterable[Session]] = lambda: ()
         #: ``server_shutdown``'s grace for a moved client (the server's own)
         self.shutdown_grace = 0.3
+
+    # ------------------------------------------------------------ what the node serves
+
+    @property
+    def ready(self) -> bool:
+        """The node serves (its SFU exists)."""
+        return self.sfu is not None
+
+    def served_rooms(self) -> list[str]:
+        """Rooms with a participant connected here (one with only remote publishers,
+        piped from other nodes, is theirs)."""
+        if self.sfu is None:
+            return []
+        return [r for r, room in self.sfu.rooms.items() if self.local_participants(r) > 0]
+
+    def serves(self, room: str) -> bool:
+        return self.local_participants(room) > 0
+
+    def local_participants(self, room_id: str) -> int:
+        room = self.sfu.rooms.get(room_id) if self.sfu is not None else None
+        if room is None:
+            return 0
+        return sum(1 for p in room.participants.values() if not is_piped(p))
+
+    async def end_room(self, room_id: str) -> None:
+        """Another node took the room: its participants here leave (they rejoin there)."""
+        room = self.sfu.rooms.get(room_id) if self.sfu is not None else None
+        if room is not None:
+            for participant in list(room.participants.values()):
+                await participant.close(MOVED_REASON)
+
+    async def shutdown_rooms(self, rooms: Mapping[str, str]) -> int:
+        """The clients of ``rooms`` are told ``server_shutdown`` (rejoin now); returns
+        how many."""
+        sessions = [
+            s
+            for s in self.sessions()
+            if s.participant is not None and s.participant.room.id in rooms
+        ]
+        await asyncio.gather(
+            *(s.shutdown(MOVE_REASON, 0, self.shutdown_grace) for s in sessions),
+            return_exceptions=True,
+        )
+        return len(sessions)
 
     def _stats(self) -> Mapping[str, Any]:
         return self.sfu.stats() if self.sfu is not None else {}
@@ -199,20 +286,47 @@ class RedisNode:
         """The URL of the node serving ``room``, or None to serve it here."""
         if self.registry.stopping and not self.moving:
             return None
-        if self.sfu is not None and room in self.sfu.rooms and not self.moving:
+        after = self.spread_after
+        if after and self.spread is not None and not self.moving and not self.registry.draining:
+            if self.local_participants(room) >= after:  # --node-spread-after: full here
+                try:
+                    spill = await within(self.spread.spill_target(room, after), ROUTE_TIMEOUT)
+                except Exception as exc:
+                    self._route_log.failed(time.monotonic(), "spilling a room", exc)
+                    spill = None
+                if spill is not None:
+                    return spill.ws_url
+        if self.serves(room) and not self.moving:
             return None  # served here now: its claim is this node's (kept by the heartbeat)
+
+        async def locate() -> tuple[str | None, Target]:
+            prior = await self.placement.owner(room) if self.spread is not None else None
+            return prior, await self.placement.place(room)
+
         try:
-            target = await within(self.placement.place(room), ROUTE_TIMEOUT)
+            prior, target = await within(locate(), ROUTE_TIMEOUT)
         except Exception as exc:
             self._route_log.failed(time.monotonic(), "placing a room", exc)
             # Redis is down (or no node registered yet): serve here, unless the room was
             # moved off this draining node
             return self.moved.get(room)
         self._route_log.recovered("placing a room")
-        return None if target.node_id == self.node_id else target.ws_url
+        if target.node_id == self.node_id:
+            return None
+        spreads = self.spread is not None and not self.moving and not self.registry.draining
+        if spreads and self.spread is not None and prior == target.node_id:
+            # --node-spread, a room that lives elsewhere (a new room goes where placement
+            # put it): served here, the room piped to its other nodes
+            try:
+                await self.spread.join_here(room, target)
+                return None
+            except Exception as exc:
+                logger.warning("room %s: piping to node %s failed (%r): redirecting", room,
+                               target.node_id, exc)  # fmt: skip
+        return target.ws_url
 
     async def _hold_rooms(self) -> None:
-        if self.sfu is None or self.registry.stopping:
+        if not self.ready or self.registry.stopping:
             return
         if self.registry.drain_move and not self.moving:
             await self.move_rooms()  # an operator asked (``{prefix}:drain:{id}`` = move)
@@ -220,24 +334,26 @@ class RedisNode:
             logger.info("node %s is not draining any more: it takes rooms again", self.node_id)
             self.moving = False
             self.moved.clear()
-        rooms = [room for room in self.sfu.rooms if room not in self.moved]
+        rooms = [room for room in self.served_rooms() if room not in self.moved]
         lost = await self.placement.hold(self.node_id, rooms)
         for room_id, url in lost.items():
-            room = self.sfu.rooms.get(room_id)
-            if room is None:
-                continue
+            if not self.serves(room_id) or (
+                self.spread is not None and self.spread.shares(room_id)
+            ):
+                continue  # (a member of a room another node owns: --node-spread)
             logger.warning("room %s is served by %s now: moving its participants", room_id, url)
-            for participant in list(room.participants.values()):
-                await participant.close(MOVED_REASON)
+            await self.end_room(room_id)
+        if self.spread is not None:
+            await self.spread.beat(rooms)
 
     async def move_rooms(self) -> dict[str, str]:
         """The node drains: each room served here is claimed for another node and its
         clients are told ``server_shutdown`` (rejoin now); from now on a join here is
         routed. Returns the rooms moved by this call (room → the new owner's URL)."""
         self.moving = True
-        if self.sfu is None:
+        if not self.ready:
             return {}
-        rooms = [room for room in self.sfu.rooms if room not in self.moved]
+        rooms = [room for room in self.served_rooms() if room not in self.moved]
         moved: dict[str, str] = {}
 
         async def one(room: str) -> None:
@@ -251,17 +367,9 @@ class RedisNode:
             logger.warning("node %s: moving rooms failed: %r", self.node_id, exc)
         taken = dict(moved)  # a claim finishing late is not acted on
         self.moved.update(taken)
-        sessions = [
-            s
-            for s in self.sessions()
-            if s.participant is not None and s.participant.room.id in taken
-        ]
+        clients = await self.shutdown_rooms(taken)
         logger.info("node %s drains: %d room(s) moved (%d client(s)), %d stay", self.node_id,
-                    len(taken), len(sessions), len(rooms) - len(taken))  # fmt: skip
-        await asyncio.gather(
-            *(s.shutdown(MOVE_REASON, 0, self.shutdown_grace) for s in sessions),
-            return_exceptions=True,
-        )
+                    len(taken), clients, len(rooms) - len(taken))  # fmt: skip
         return taken
 
     async def leave(self) -> None:
@@ -270,11 +378,11 @@ class RedisNode:
         self.registry.stopping = True
         await self.registry.close()
         await self.registry.deregister()
-        if self.sfu is not None:
+        if self.ready:
             with contextlib.suppress(Exception):
                 await self.move_rooms()
             target = Target(self.ws_url, self.node_id)
-            rooms = [room for room in self.sfu.rooms if room not in self.moved]
+            rooms = [room for room in self.served_rooms() if room not in self.moved]
             forget = asyncio.gather(*(self.placement.forget(room, target) for room in rooms))
             with contextlib.suppress(Exception):  # Redis is gone: the keys expire on their own
                 await within(forget, 0.5)
@@ -282,6 +390,8 @@ class RedisNode:
     async def close(self) -> None:
         await self.registry.close()
         await self.placement.close()
+        if self.spread is not None:
+            await self.spread.close()
         await self.redis.aclose()
 
 
@@ -303,27 +413,24 @@ async def listening(node: NodeLoad) -> bool:
     return True
 
 
-def setup_redis_node(app: web.Application, args: argparse.Namespace) -> RedisNode | None:
-    """With ``--redis``: make the application a node of the cluster (no-op without)."""
-    if not args.redis:
-        return None
+def new_node(args: argparse.Namespace, node_class: type[_N], **registry: Any) -> _N:
+    """The node ``--redis``, ``--node-url``, ``--node-id``... describe (not started)."""
     from redis.asyncio import Redis  # here: a server without --redis never loads it
 
     redis = Redis.from_url(
         args.redis, socket_timeout=ROUTE_TIMEOUT, socket_connect_timeout=ROUTE_TIMEOUT
     )
     node_id = args.node_id or f"{socket.gethostname()}-{secrets.token_hex(3)}"
-    node = RedisNode(redis, node_id, node_url(args), args.capacity, Keys(args.redis_prefix))
-    # a client of a stopping node rejoins at once: another node takes its room
-    app[CONFIG_KEY] = dataclasses.replace(
-        app[CONFIG_KEY], route=node.route, health=node.health, shutdown_retry_after_ms=0
-    )
-    node.shutdown_grace = app[CONFIG_KEY].shutdown_grace
+    keys = Keys(args.redis_prefix)
+    return node_class(redis, node_id, node_url(args), args.capacity, keys, **registry)
 
-    def sessions() -> list[Session]:
-        return list(cast("set[Session]", app[SESSIONS_KEY]))
 
-    node.sessions = sessions
+def run_node(
+    app: web.Application, node: RedisNode, redis_url: str, serving: Callable[[], None]
+) -> None:
+    """Tie ``node`` to ``app``'s life: registered once ``serving()`` ran (after the
+    contexts before this one: the SFU, or the front's workers), rooms moved off when the
+    app drains, out of Redis at shutdown before clients hear ``server_shutdown``."""
 
     async def move_when_draining() -> None:
         await app[DRAINING_KEY].wait()  # parley serve --drain-timeout, after SIGTERM
@@ -331,11 +438,17 @@ def setup_redis_node(app: web.Application, args: argparse.Namespace) -> RedisNod
         await node.move_rooms()
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
-        node.sfu = app[SFU_KEY]  # the SFU's context ran before this one
+        serving()
+        if node.spread is not None:
+            try:
+                await within(node.spread.start(), ROUTE_TIMEOUT)
+            except Exception as exc:  # Redis down: the key is read again at a heartbeat
+                logger.warning("node %s: no cluster key yet: %r", node.node_id, exc)
         node.registry.local_draining = lambda: is_draining(app)
         await node.registry.beat()  # registered before the first client arrives
         node.registry.start()
-        logger.info("node %s registered in Redis at %s as %s", node_id, args.redis, node.ws_url)
+        logger.info("node %s registered in Redis at %s as %s", node.node_id, redis_url,
+                    node.ws_url)  # fmt: skip
         mover = asyncio.ensure_future(move_when_draining())
         yield
         mover.cancel()
@@ -347,4 +460,40 @@ def setup_redis_node(app: web.Application, args: argparse.Namespace) -> RedisNod
 
     app.cleanup_ctx.append(lifetime)
     app.on_shutdown.insert(0, on_shutdown)  # before the sessions hear server_shutdown
+
+
+def setup_redis_node(app: web.Application, args: argparse.Namespace) -> RedisNode | None:
+    """With ``--redis``: make the application a node of the cluster (no-op without)."""
+    if not args.redis:
+        return None
+    node = new_node(args, RedisNode)
+    # a client of a stopping node rejoins at once: another node takes its room
+    app[CONFIG_KEY] = dataclasses.replace(
+        app[CONFIG_KEY], route=node.route, health=node.health, shutdown_retry_after_ms=0
+    )
+    node.shutdown_grace = app[CONFIG_KEY].shutdown_grace
+
+    def sessions() -> list[Session]:
+        return list(cast("set[Session]", app[SESSIONS_KEY]))
+
+    node.sessions = sessions
+
+    def serving() -> None:
+        node.sfu = app[SFU_KEY]  # the SFU's context ran before this one
+
+    if args.node_spread:  # one room over several nodes: pipes between them
+        from .worker_pipes import WORKER_PIPES_KEY, add_worker_pipe_routes
+
+        host = socket.gethostbyname(urlsplit(node.ws_url).hostname or "127.0.0.1")
+        spread: list[NodeSpread] = []
+        add_worker_pipe_routes(
+            app, lambda: spread[0].key if spread else None, host=host, srtp=args.pipe_srtp
+        )
+        me = Target(node.ws_url, node.node_id)
+        spread.append(NodeSpread(node.redis, node.keys, me, app[WORKER_PIPES_KEY],
+                                 node.local_participants, probe=listening))  # fmt: skip
+        node.spread = spread[0]
+        node.spread_after = args.node_spread_after or 0
+
+    run_node(app, node, args.redis, serving)
     return node

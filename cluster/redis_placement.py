@@ -72,7 +72,7 @@ class NoNodeError(RuntimeError):
 def estimated_score(node: NodeLoad, pending: int) -> float:
     """The node's score with ``pending`` rooms claimed since its heartbeat counted as
     one participant each."""
-    return load_score(node.cpu_percent, node.participants + pending, node.capacity)
+    return load_score(node.cpu_percent, node.participants + pending, node.capacity, node.workers)
 
 
 def two_choices(

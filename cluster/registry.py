@@ -75,12 +75,15 @@ class NodeLoad:
     draining: bool
     #: unix time of the sample
     at: float
+    #: SFU processes of the node (``parley serve --workers N``: N; one process: 1); its
+    #: CPU share is of that many cores
+    workers: int = 1
 
     @property
     def score(self) -> float:
-        """What placement compares: the larger of CPU (fraction of a core) and
+        """What placement compares: the larger of CPU (fraction of the node's cores) and
         participants per capacity; 1.0 is full."""
-        return load_score(self.cpu_percent, self.participants, self.capacity)
+        return load_score(self.cpu_percent, self.participants, self.capacity, self.workers)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -100,11 +103,13 @@ class NodeLoad:
             forwarded_pps=float(data["forwarded_pps"]),
             draining=bool(data["draining"]),
             at=float(data["at"]),
+            workers=int(data.get("workers", 1)),
         )
 
 
-def load_score(cpu_percent: float, participants: int, capacity: int) -> float:
-    return max(cpu_percent / 100.0, participants / max(capacity, 1))
+def load_score(cpu_percent: float, participants: int, capacity: int, workers: int = 1) -> float:
+    """``cpu_percent`` is of one core; a node of ``workers`` processes has as many."""
+    return max(cpu_percent / (100.0 * max(workers, 1)), participants / max(capacity, 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +194,8 @@ StatsSource = Callable[[], Mapping[str, Any]]
 PacketCounts = Callable[[], Mapping[int, int]]
 #: extra work each heartbeat does on the same connection (the owner's room claims)
 BeatHook = Callable[[], Awaitable[None]]
+#: CPU seconds (user + system) the node's processes used so far
+CpuSeconds = Callable[[], float]
 
 
 class Registry:
@@ -207,6 +214,9 @@ class Registry:
         interval: float = HEARTBEAT_INTERVAL,
         ttl: float = HEARTBEAT_TTL,
         on_beat: BeatHook | None = None,
+        refresh: BeatHook | None = None,
+        cpu_seconds: CpuSeconds | None = None,
+        workers: int = 1,
     ) -> None:
         if not 0 < interval < ttl:
             raise ValueError("need 0 < interval < ttl")
@@ -226,6 +236,10 @@ class Registry:
         #: the server itself drains (``parley serve --drain-timeout``, signaling/drain.py)
         self.local_draining: Callable[[], bool] | None = None
         self.on_beat = on_beat
+        #: called before each sample (a front reads its workers' counts there); must not raise
+        self.refresh = refresh
+        self._cpu_seconds = cpu_seconds or _cpu_seconds
+        self.workers = workers
         self._stats = stats
         self._packet_counts = packet_counts
         self._sampler = RateSampler()
@@ -258,6 +272,7 @@ class Registry:
             forwarded_pps=self._sampler.forwarded(elapsed, self._packet_counts()),
             draining=self.draining,
             at=now,
+            workers=self.workers,
         )
         return self.load
 
@@ -270,7 +285,9 @@ class Registry:
             self.drain_requested = flag is not None
             text = flag.decode(errors="replace") if isinstance(flag, bytes) else str(flag)
             self.drain_move = flag is not None and text.strip().lower() == "move"
-            load = self.sample(time.time(), _cpu_seconds())
+            if self.refresh is not None:
+                await self.refresh()
+            load = self.sample(time.time(), self._cpu_seconds())
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.set(self.keys.node(self.node_id), load.to_json(), px=int(self.ttl * 1000))
                 pipe.sadd(self.keys.nodes, self.node_id)
@@ -285,7 +302,7 @@ class Registry:
                 self._last_sample_at is None
                 or time.time() - self._last_sample_at > self.interval / 2
             ):
-                self.sample(time.time(), _cpu_seconds())
+                self.sample(time.time(), self._cpu_seconds())
             self._log.failed(time.monotonic(), f"node {self.node_id} heartbeat", exc)
             return False
         self._log.recovered(f"node {self.node_id} heartbeat")

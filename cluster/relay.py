@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import aiohttp
@@ -90,6 +90,9 @@ class Relay:
         self._pumps: list[asyncio.Task[None]] = []
         #: whether the front drains (``parley serve --drain-timeout``): joins are refused
         self.draining: Callable[[], bool] = lambda: False
+        #: with ``--redis``: the URL of the node serving a room (the join is answered
+        #: ``redirect``), None to serve it here (``RedisNode.route``)
+        self.route: Callable[[str], Awaitable[str | None]] | None = None
 
     async def _send(self, message: m.ServerMessage) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
@@ -139,6 +142,15 @@ class Relay:
                 continue
             if isinstance(message, m.Ping):
                 await self._send(m.Pong(request_id=message.request_id))
+            elif (
+                isinstance(message, m.Join)
+                and self.route is not None
+                and (url := await self.route(message.room))
+            ):  # another node of the cluster serves the room (as a single node answers)
+                await self._send(m.Redirect(url=url, room=message.room,
+                                            request_id=message.request_id))  # fmt: skip
+                await self.ws.close()
+                return False
             elif isinstance(message, m.Join) and self.draining():
                 await self._error("server_draining", self.config.drain.refusal, "join",
                                   message.request_id)  # fmt: skip

@@ -58,6 +58,12 @@ def add_spread_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --workers: a room stays on its worker until that worker holds K of its "
         "participants; later joins go to the least-loaded worker (default: never)",
     )
+    parser.add_argument(
+        "--pipe-srtp",
+        action="store_true",
+        help="with --spread: SRTP on the pipes between workers, control messages "
+        "authenticated (default: plain RTP, loopback being trusted; docs/scaling.md)",
+    )
 
 
 class PipeLinker:
@@ -85,10 +91,10 @@ class PipeLinker:
         opened = await asyncio.gather(
             self._post(a, "open", {"peer": b.node_id}), self._post(b, "open", {"peer": a.node_id})
         )
-        address_a, address_b = (o["address"] for o in opened)
+        (address_a, key_a), (address_b, key_b) = ((o["address"], o.get("key")) for o in opened)
         await asyncio.gather(
-            self._post(a, "connect", {"peer": b.node_id, "address": address_b}),
-            self._post(b, "connect", {"peer": a.node_id, "address": address_a}),
+            self._post(a, "connect", {"peer": b.node_id, "address": address_b, "key": key_b}),
+            self._post(b, "connect", {"peer": a.node_id, "address": address_a, "key": key_a}),
         )
         await asyncio.gather(
             self._post(a, "export", {"peer": b.node_id, "room": room}),

@@ -7,18 +7,25 @@ every publisher of the room on one worker then is a remote publisher on the othe
 their subscribers get it like any other. The routes exist only on a worker (started by a
 front, which gave it its key) and answer only requests carrying that key:
 
-* ``POST /_parley/pipes/open`` ``{"peer": "w1"}`` → ``{"address": [host, port]}``: the
-  pipe to that worker (one per pair, reused by every room), listening on loopback;
-* ``POST /_parley/pipes/connect`` ``{"peer", "address"}``: where the peer's pipe listens;
+* ``POST /_parley/pipes/open`` ``{"peer": "w1"}`` → ``{"address": [host, port], "key"}``:
+  the pipe to that worker (one per pair, reused by every room), listening on loopback;
+  ``key`` is its SRTP key in base64 with ``--pipe-srtp`` (``sfu/pipe_srtp.py``), else null;
+* ``POST /_parley/pipes/connect`` ``{"peer", "address", "key"}``: where the peer's pipe
+  listens, and its key;
 * ``POST /_parley/pipes/export`` / ``unexport`` ``{"peer", "room"}``: follow a room
   down the pipe (every publisher there, now and later) or stop;
 * ``POST /_parley/pipes/close`` ``{"peer"}``: the peer died (its remote publishers leave
   at once, not after the pipe's 5 s of silence);
-* ``GET /_parley/pipes``: each pipe's counters (``PipeTransport.stats``).
+* ``GET /_parley/pipes``: each pipe's counters (``PipeTransport.stats``);
+* ``GET /_parley/load``: what the worker adds to its node's load in Redis
+  (``cluster/front_node.py``): its own participants (remote publishers left out: they
+  are counted on their own worker), their published tracks, its forwarders, and the
+  packets each live forwarder sent so far (for the node's forwarded packets per second).
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -26,28 +33,50 @@ from typing import Any
 from aiohttp import web
 
 from sfu.pipe import PipeError, PipeTransport
+from sfu.pipe_import import is_piped
 from sfu.room import Sfu
+from signaling.admin import set_muted
 from signaling.server import SFU_KEY
 
 logger = logging.getLogger(__name__)
 
 FRONT_KEY_HEADER = "X-Parley-Front-Key"
 PREFIX = "/_parley/pipes"
+LOAD_PATH = "/_parley/load"
+
+
+def worker_load(sfu: Sfu) -> dict[str, Any]:
+    """The body of ``GET /_parley/load`` (see the module's text)."""
+    everyone = [p for room in sfu.rooms.values() for p in room.participants.values()]
+    local = [p for p in everyone if not is_piped(p)]
+    return {
+        "participants": len(local),
+        "published_tracks": sum(len(p.tracks) for p in local),
+        "forwarders": sum(len(p.subscriptions) for p in everyone),
+        "packets": {
+            str(id(s.forwarder)): s.forwarder.packets_sent
+            for p in everyone
+            for s in p.subscriptions.values()
+        },
+    }
 
 
 class WorkerPipes:
     """The pipes of one worker, by the peer worker's node id."""
 
-    def __init__(self, sfu: Callable[[], Sfu], host: str = "127.0.0.1") -> None:
+    def __init__(self, sfu: Callable[[], Sfu], host: str = "127.0.0.1", srtp: bool = False) -> None:
         #: the SFU (it exists once the application has started)
         self.sfu = sfu
         self.host = host
+        #: SRTP on every pipe (``parley serve --pipe-srtp``)
+        self.srtp = srtp
         self.pipes: dict[str, PipeTransport] = {}
 
-    async def open(self, peer: str) -> tuple[str, int]:
+    async def open(self, peer: str) -> PipeTransport:
         pipe = self.pipes.get(peer)
         if pipe is None or pipe.closed:
-            pipe = await PipeTransport.open(self.sfu(), (self.host, 0))
+            pipe = await PipeTransport.open(self.sfu(), (self.host, 0), srtp=self.srtp)
+            pipe.set_muted = set_muted  # an operator's mute on the origin: clients told here
 
             def closed(reason: str, peer: str = peer, pipe: PipeTransport = pipe) -> None:
                 if self.pipes.get(peer) is pipe:
@@ -55,7 +84,7 @@ class WorkerPipes:
 
             pipe.on_closed = closed
             self.pipes[peer] = pipe
-        return pipe.local_address
+        return pipe
 
     def _pipe(self, peer: str) -> PipeTransport:
         pipe = self.pipes.get(peer)
@@ -63,8 +92,11 @@ class WorkerPipes:
             raise web.HTTPConflict(text=f"no pipe to {peer!r}: open it first")
         return pipe
 
-    def connect(self, peer: str, address: tuple[str, int]) -> None:
-        self._pipe(peer).connect(address)
+    def connect(self, peer: str, address: tuple[str, int], key: bytes | None) -> None:
+        try:
+            self._pipe(peer).connect(address, key)
+        except ValueError as exc:  # SRTP on one end only, or a bad key
+            raise web.HTTPBadRequest(text=str(exc)) from exc
 
     async def export(self, peer: str, room: str) -> None:
         try:
@@ -93,8 +125,13 @@ class WorkerPipes:
 WORKER_PIPES_KEY = web.AppKey("parley_worker_pipes", WorkerPipes)
 
 
-def _checked(request: web.Request, key: str) -> WorkerPipes:
-    if request.headers.get(FRONT_KEY_HEADER) != key:
+#: the key a caller must send: the front's, or a cluster's (read once Redis answers)
+Key = str | Callable[[], str | None]
+
+
+def _checked(request: web.Request, key: Key) -> WorkerPipes:
+    expected = key() if callable(key) else key
+    if expected is None or request.headers.get(FRONT_KEY_HEADER) != expected:
         raise web.HTTPForbidden(text="the front's key is required")
     return request.app[WORKER_PIPES_KEY]
 
@@ -109,15 +146,20 @@ async def _body(request: web.Request, *fields: str) -> dict[str, Any]:
     return body
 
 
-def add_worker_pipe_routes(app: web.Application, key: str) -> None:
+def add_worker_pipe_routes(
+    app: web.Application, key: Key, host: str = "127.0.0.1", srtp: bool = False
+) -> None:
     """The pipe routes of a worker (``signaling.server.setup_parley`` done) whose front
-    holds ``key``; the pipes close when the application shuts down, before the SFU."""
-    app[WORKER_PIPES_KEY] = WorkerPipes(lambda: app[SFU_KEY])
+    holds ``key`` (or of a node of a cluster, ``cluster/node_spread.py``: its pipes
+    listen on ``host``); the pipes close when the application shuts down, before the SFU."""
+    app[WORKER_PIPES_KEY] = WorkerPipes(lambda: app[SFU_KEY], host=host, srtp=srtp)
 
     async def open_(request: web.Request) -> web.Response:
         body = await _body(request, "peer")
-        host, port = await _checked(request, key).open(body["peer"])
-        return web.json_response({"address": [host, port]})
+        pipe = await _checked(request, key).open(body["peer"])
+        host, port = pipe.local_address
+        secret = base64.b64encode(pipe.key).decode() if pipe.key is not None else None
+        return web.json_response({"address": [host, port], "key": secret})
 
     async def connect(request: web.Request) -> web.Response:
         body = await _body(request, "peer")
@@ -129,7 +171,12 @@ def add_worker_pipe_routes(app: web.Application, key: str) -> None:
             and isinstance(address[1], int)
         ):
             raise web.HTTPBadRequest(text="address must be [host, port]")
-        _checked(request, key).connect(body["peer"], (address[0], address[1]))
+        secret = body.get("key")
+        try:
+            peer_key = base64.b64decode(secret, validate=True) if secret is not None else None
+        except (TypeError, ValueError) as exc:
+            raise web.HTTPBadRequest(text="key must be base64 or null") from exc
+        _checked(request, key).connect(body["peer"], (address[0], address[1]), peer_key)
         return web.json_response({})
 
     async def export(request: web.Request) -> web.Response:
@@ -150,6 +197,10 @@ def add_worker_pipe_routes(app: web.Application, key: str) -> None:
     async def stats(request: web.Request) -> web.Response:
         return web.json_response(_checked(request, key).stats())
 
+    async def load(request: web.Request) -> web.Response:
+        _checked(request, key)
+        return web.json_response(worker_load(request.app[SFU_KEY]))
+
     async def cleanup(app: web.Application) -> None:
         await app[WORKER_PIPES_KEY].close()
 
@@ -160,3 +211,4 @@ def add_worker_pipe_routes(app: web.Application, key: str) -> None:
     app.router.add_post(f"{PREFIX}/unexport", unexport)
     app.router.add_post(f"{PREFIX}/close", close)
     app.router.add_get(PREFIX, stats)
+    app.router.add_get(LOAD_PATH, load)

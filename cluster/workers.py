@@ -43,7 +43,14 @@ logger = logging.getLogger(__name__)
 FRONT_KEY_ENV = "PARLEY_FRONT_KEY"
 
 #: Options of the front that workers do not get (the front sets their own).
-FRONT_ONLY = ("--workers", "--worker-hang-timeout", "--host", "--port")
+FRONT_ONLY = (
+    "--workers", "--worker-hang-timeout", "--host", "--port",
+    # the front is the node of a Redis cluster, not its workers (cluster/front_node.py)
+    "--redis", "--node-url", "--node-id", "--capacity", "--redis-prefix", "--node-spread",
+    "--node-spread-after",
+)  # fmt: skip
+#: ... of which these take no value
+FRONT_ONLY_FLAGS = ("--node-spread",)
 
 FIRST_RESTART_DELAY = 0.2
 MAX_RESTART_DELAY = 5.0
@@ -117,7 +124,7 @@ def worker_argv(argv: list[str]) -> list[str]:
             continue
         name, eq, _ = token.partition("=")
         if len(name) > 2 and any(o.startswith(name) for o in FRONT_ONLY) and name.startswith("--"):
-            skip = not eq
+            skip = not eq and not any(f.startswith(name) for f in FRONT_ONLY_FLAGS)
             continue
         out.append(token)
     return out

@@ -332,16 +332,14 @@ def serve_main(argv: list[str]) -> int:
     if (problem := redis_arguments_error(args)) is not None:
         print(f"parley serve: {problem}", file=sys.stderr)
         return 2
-    if workers is not None and args.redis:
-        # a node is one process for now: its workers would each register as the node
-        print("parley serve: --redis with --workers is not supported yet", file=sys.stderr)
-        return 2
     if workers is not None:  # the front: workers behind one address (cluster/front.py)
         from cluster.front import create_front_app
+        from cluster.front_node import setup_front_redis_node
 
         app = create_front_app(
             config, workers, worker_argv(argv), args.spread_after, args.worker_hang_timeout
         )
+        setup_front_redis_node(app, args, workers)  # with --redis: the front is the node
     else:  # one process; behind a front when it passed its key (a worker)
         if args.spread_after is not None and front_key is None:
             print("parley serve: --spread needs --workers", file=sys.stderr)
@@ -351,8 +349,9 @@ def serve_main(argv: list[str]) -> int:
         if front_key is not None:  # a worker: its front may pipe rooms to the others
             from cluster.worker_pipes import add_worker_pipe_routes
 
-            add_worker_pipe_routes(app, front_key)
-        setup_redis_node(app, args)  # with --redis: this process is one node of a cluster
+            add_worker_pipe_routes(app, front_key, srtp=args.pipe_srtp)
+        if front_key is None:  # a worker never registers: its front is the node
+            setup_redis_node(app, args)  # with --redis: this process is one node of a cluster
     try:
         asyncio.run(_serve(app, args.host, args.port, lambda s: print(s, flush=True)))
     except ListenError as exc:

@@ -85,6 +85,9 @@ class DataSide:
         self.closed = False
         #: False: this participant's messages are refused (its token's grants)
         self.may_send = True
+        #: called with each message relayed (as relayed) and its ``to``, after the
+        #: room's own participants got it: the pipes of a spread room (``sfu/pipe_data.py``)
+        self.relay_taps: list[Callable[[str | bytes, tuple[str, ...] | None], None]] = []
 
     def attach(self, channel: Any) -> None:
         """aiortc's ``datachannel`` event on the publish connection."""
@@ -131,6 +134,8 @@ class DataSide:
         for pid in recipients(self.id, envelope, list(peers)):
             if peers[pid].deliver(out):
                 self.counters["data_relayed"] += 1
+        for tap in list(self.relay_taps):
+            tap(out, envelope.to)
 
     def _refuse(self, code: str, text: str, now: float) -> None:
         """Tell the sender, at most once per REPORT_INTERVAL per code."""

@@ -32,8 +32,10 @@ from typing import Any
 
 from .participant import Participant
 from .pipe_control import ControlChannel
+from .pipe_data import DataPipe
 from .pipe_export import Exporter
 from .pipe_import import Importer, PipedListener
+from .pipe_srtp import PipeCrypto, new_key
 from .pipe_wire import CONTROL, RTCP, RTP, WireError, classify, decode_control, encode_control
 from .room import Sfu
 from .rtp.rtcp import parse_rtcp
@@ -60,10 +62,13 @@ class PipeError(Exception):
 
 
 class PipeTransport:
-    def __init__(self, sfu: Sfu, *, timeout: float = 5.0) -> None:
+    def __init__(self, sfu: Sfu, *, timeout: float = 5.0, srtp: bool = False) -> None:
         self.sfu = sfu
         self.timeout = timeout
         self.remote: tuple[str, int] | None = None
+        #: with ``srtp``: this side's SRTP master key (the peer's ``connect`` needs it)
+        self.key: bytes | None = new_key() if srtp else None
+        self._crypto: PipeCrypto | None = None
         self.closed = False
         self.close_reason: str | None = None
         #: called once when the pipe closes (by ``close``, a timeout or the peer's bye)
@@ -77,6 +82,7 @@ class PipeTransport:
         )
         config = sfu.config
         self.exporter = Exporter(self._send_rtp, self._announce, self._loop.time)
+        self.data = DataPipe(self._announce, self.exporter.wants, lambda: self.sfu.rooms)
         self.importer = Importer(
             self._join,
             self._send,
@@ -93,6 +99,7 @@ class PipeTransport:
             "bad_in": 0,
             "sent": 0,
             "send_failed": 0,
+            "srtp_failed": 0,
         }
         self.dropped_on_purpose = 0
         self._heard = self._loop.time()
@@ -109,11 +116,13 @@ class PipeTransport:
         *,
         timeout: float = 5.0,
         buffer_bytes: int = SOCKET_BUFFER,
+        srtp: bool = False,
     ) -> PipeTransport:
         """A pipe of ``sfu`` listening on ``local`` (port 0: any free port), its socket's
-        receive and send buffers ``buffer_bytes`` (the kernel's limits allowing)."""
+        receive and send buffers ``buffer_bytes`` (the kernel's limits allowing); with
+        ``srtp``, media is SRTP and control authenticated (``sfu/pipe_srtp.py``)."""
         loop = asyncio.get_running_loop()
-        pipe = cls(sfu, timeout=timeout)
+        pipe = cls(sfu, timeout=timeout, srtp=srtp)
         sock = socket.socket(
             socket.AF_INET6 if ":" in local[0] else socket.AF_INET, socket.SOCK_DGRAM
         )
@@ -127,6 +136,7 @@ class PipeTransport:
             raise
         pipe._sock = sock
         sfu.add_observer(pipe.exporter)
+        sfu.add_observer(pipe.data)
         pipe._timer = loop.call_later(TICK, pipe._tick)
         return pipe
 
@@ -155,14 +165,25 @@ class PipeTransport:
                 continue
             self.datagram_received(data, addr)
 
-    def connect(self, remote: tuple[str, int]) -> None:
-        """Send to (and accept datagrams only from) the peer pipe at ``remote``."""
+    def connect(self, remote: tuple[str, int], peer_key: bytes | None = None) -> None:
+        """Send to (and accept datagrams only from) the peer pipe at ``remote``; an SRTP
+        pipe needs the peer's ``key`` (ValueError without, or with one for a plain pipe)."""
+        if (self.key is None) != (peer_key is None):
+            raise ValueError("both ends of a pipe use SRTP, or neither")
+        if self.key is not None and peer_key is not None:
+            self._crypto = PipeCrypto(self.key, peer_key)
         self.remote = (remote[0], remote[1])
         self._heard = self._loop.time()
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if self.closed or addr[:2] != self.remote:
             return
+        if self._crypto is not None:
+            clear = self._crypto.unprotect(data)
+            if clear is None:
+                self.counters["srtp_failed"] += 1
+                return
+            data = clear
         now = self._loop.time()
         self._heard = now
         kind = classify(data)
@@ -192,6 +213,8 @@ class PipeTransport:
     def _send(self, data: bytes) -> None:
         if self._sock is None or self.remote is None or self.closed:
             return
+        if self._crypto is not None:
+            data = self._crypto.protect(data)
         try:
             self._sock.sendto(data, self.remote)
             self.counters["sent"] += 1
@@ -243,6 +266,7 @@ class PipeTransport:
         """Pipe every track of one participant, now and as it publishes more."""
         participant = self._find(room_id, participant_id)
         self.exporter.participants.add((room_id, participant_id))
+        self.data.tap(room_id, participant)
         for track in list(participant.tracks.values()):
             await self.export_track(room_id, participant_id, track.mid)
 
@@ -253,17 +277,19 @@ class PipeTransport:
             raise PipeError("the pipe is closed or not connected")
         self.exporter.rooms.add(room_id)
         room = self.sfu.rooms.get(room_id)
+        if room is not None:
+            self.data.tap_room(room)  # its data-channel messages too (sfu/pipe_data.py)
         for participant in list(room.participants.values()) if room is not None else []:
             if self.exporter.wants(room_id, participant):
                 for track in list(participant.tracks.values()):
                     await self.export_track(room_id, participant.id, track.mid)
 
     def unexport_room(self, room_id: str) -> None:
-        """Stop following ``room_id`` and unpublish its tracks on the far side."""
+        """Stop following ``room_id``: its tracks are unpublished on the far side and its
+        remote publishers there leave."""
         self.exporter.rooms.discard(room_id)
-        for exported in list(self.exporter.tracks.values()):
-            if exported.room == room_id:
-                self.exporter.unexport(exported.track)
+        self.data.untap_room(room_id)
+        self.exporter.unexport_room(room_id)
 
     # ------------------------------------------------------------ importing
 
@@ -289,6 +315,8 @@ class PipeTransport:
             self.importer.on_mute(
                 message["room"], message["participant"], message["track"], message["muted"] is True
             )
+        elif kind == "data":
+            self.data.on_data(message)
         elif kind == "leave":
             self.importer.on_leave(message["room"], message["participant"])
         elif kind == "bye":
@@ -350,6 +378,8 @@ class PipeTransport:
             "keyframe_requests_in": self.exporter.keyframe_requests,
             "control_retransmissions": self.control.retransmissions,
             "dropped_on_purpose": self.dropped_on_purpose,
+            **self.data.stats(),
+            "srtp": self.key is not None,
         }
 
     # ------------------------------------------------------------ lifecycle
@@ -373,7 +403,9 @@ class PipeTransport:
             self._timer.cancel()
             self._timer = None
         self.sfu.remove_observer(self.exporter)
+        self.sfu.remove_observer(self.data)
         self.exporter.close()
+        self.data.close()
         await self.importer.close(reason)
         if self._sock is not None:
             self._loop.remove_reader(self._sock.fileno())

@@ -227,6 +227,19 @@ class Exporter(SfuObserver):
                 }
             )
 
+    def unexport_room(self, room: str) -> None:
+        """Unexport every track of ``room``; the far side's remote publishers of the
+        room leave (``leave``): without tracks they would stay there as participants."""
+        leaving: set[str] = set()
+        for exported in list(self.tracks.values()):
+            if exported.room == room:
+                leaving.add(exported.participant.id)
+                self.unexport(exported.track)
+        self.participants = {(r, p) for r, p in self.participants if r != room}
+        for participant_id in sorted(leaving & self.announced):
+            self.announced.discard(participant_id)
+            self._announce({"t": "leave", "room": room, "participant": participant_id})
+
     def wants(self, room: str, participant: Participant) -> bool:
         """Whether ``participant``'s new tracks are exported (followed, and local)."""
         if is_piped(participant):

@@ -173,6 +173,9 @@ MESSAGES: dict[str, tuple[str, ...]] = {
     "unexport": ("room", "participant", "track"),
     "leave": ("room", "participant"),
     "mute": ("room", "participant", "track", "muted"),
+    # a data-channel message as relayed (``text``, or ``bin`` in base64; ``to`` if
+    # targeted): sfu/pipe_data.py
+    "data": ("room", "from"),
     "bye": (),
     # unreliable
     "ack": ("n",),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -240,3 +241,78 @@ async def test_a_piped_track_follows_its_publisher_and_the_pipe_times_out(
     pipe_a.connect(("127.0.0.1", 9))  # A now talks to nobody: B hears nothing more
     assert await until(lambda: pipe_b.closed, 3.0)
     assert "nothing heard" in (pipe_b.close_reason or "")
+
+
+async def test_an_srtp_pipe_carries_media_and_refuses_plain_datagrams(
+    server_factory: ServerFactory,
+) -> None:
+    """``PipeTransport.open(..., srtp=True)``: a bot's tracks reach a subscriber on B
+    (media SRTP, control authenticated); a plain RTP datagram from A's address is
+    refused; one end with SRTP and the other without cannot connect."""
+    a = await server_factory(ServerConfig())
+    b = await server_factory(ServerConfig())
+    pipe_a = await PipeTransport.open(a.sfu, ("127.0.0.1", 0), srtp=True)
+    pipe_b = await PipeTransport.open(b.sfu, ("127.0.0.1", 0), srtp=True)
+    plain = await PipeTransport.open(b.sfu, ("127.0.0.1", 0))
+    try:
+        with pytest.raises(ValueError):
+            plain.connect(pipe_a.local_address, pipe_a.key)
+        with pytest.raises(ValueError):
+            pipe_a.connect(plain.local_address)
+        assert pipe_a.key is not None and pipe_b.key is not None
+        pipe_a.connect(pipe_b.local_address, pipe_b.key)
+        pipe_b.connect(pipe_a.local_address, pipe_a.key)
+        await pipe_a.export_room(ROOM)
+        cam = BotConfig(url=a.url, room=ROOM, name="cam", duration=7.0)
+        watch = BotConfig(url=b.url, room=ROOM, name="watch", duration=5.0, publish=False)
+        publisher = asyncio.ensure_future(run_bot(cam))
+        assert await until(lambda: ROOM in b.sfu.rooms and b.sfu.rooms[ROOM].participants, 8.0)
+        watched = await run_bot(watch)
+        cam_summary = await publisher
+        assert cam_summary["ok"] and watched["ok"], watched["failed"]
+        video = _video_from(watched, cam_summary["id"])
+        assert video["frames_decoded"] > 20, video
+        stats = pipe_b.stats()
+        assert stats["srtp"] and stats["srtp_failed"] == 0 and stats["rtp_in"] > 100, stats
+        # a datagram without the key, from A's own address: refused, not imported
+        before = pipe_b.importer.packets
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        header = bytes([0x80, 96, 0, 1, 0, 0, 0, 1]) + (0x1234).to_bytes(4, "big")
+        address_a = pipe_a.local_address
+        pipe_a.connect(("127.0.0.1", 9), pipe_b.key)  # A's bye goes nowhere: B stays open
+        await pipe_a.close()  # frees A's port for the stray sender
+        sock.bind(address_a)
+        sock.sendto(header + b"\x00" * 50, pipe_b.local_address)
+        sock.close()
+        assert await until(lambda: pipe_b.stats()["srtp_failed"] == 1, 3.0), pipe_b.stats()
+        assert pipe_b.importer.packets == before
+    finally:
+        for pipe in (pipe_a, pipe_b, plain):
+            await pipe.close()
+
+
+async def test_unexporting_a_room_makes_its_remote_publishers_leave(
+    two_servers: tuple[RunningServer, RunningServer, PipeTransport, PipeTransport],
+) -> None:
+    """(As the front does when a worker's last session of a spread room ends, while
+    the publishers stay on the other worker.)"""
+    a, b, pipe_a, _ = two_servers
+    await pipe_a.export_room(ROOM)
+    publisher = asyncio.ensure_future(
+        run_bot(BotConfig(url=a.url, room=ROOM, name="cam", duration=6.0))
+    )
+    try:
+        assert await until(
+            lambda: (
+                ROOM in b.sfu.rooms
+                and any(len(p.tracks) == 2 for p in b.sfu.rooms[ROOM].participants.values())
+            ),
+            8.0,
+        )
+        pipe_a.unexport_room(ROOM)
+        # gone from B (not left there as a participant without tracks); still on A
+        assert await until(lambda: ROOM not in b.sfu.rooms, 3.0), b.sfu.rooms
+        assert len(a.sfu.rooms[ROOM].participants) == 1
+        assert pipe_a.stats()["exported_tracks"] == 0
+    finally:
+        assert (await publisher)["ok"]

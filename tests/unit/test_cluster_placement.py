@@ -4,6 +4,8 @@ tests/integration/test_redis_placement.py and test_redis_nodes.py)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import random
 from collections import Counter
@@ -52,6 +54,17 @@ def test_score_is_the_larger_of_cpu_and_participants_per_capacity() -> None:
 def test_load_json_round_trip() -> None:
     load = node("n1", cpu=12.5, participants=7, rooms=2)
     assert NodeLoad.from_json(load.to_json()) == load
+
+
+def test_a_node_of_workers_has_a_core_per_worker() -> None:
+    # parley serve --workers 4 --redis: 150 % CPU over four processes is 0.375 of the node
+    assert load_score(150.0, 10, 100, workers=4) == pytest.approx(0.375)
+    four = dataclasses.replace(node("w", cpu=150.0, participants=10), workers=4)
+    assert four.score == pytest.approx(0.375)
+    assert NodeLoad.from_json(four.to_json()) == four
+    # a load written before the field existed is one process
+    legacy = {k: v for k, v in json.loads(four.to_json()).items() if k != "workers"}
+    assert NodeLoad.from_json(json.dumps(legacy)).workers == 1
 
 
 def test_no_node_or_only_draining_nodes_gives_none() -> None:
@@ -176,3 +189,8 @@ def test_redis_arguments_are_checked_before_serving() -> None:
     assert redis_arguments_error(args(redis=None, host="0.0.0.0")) is None  # no cluster
     assert "redis://" in (redis_arguments_error(args(redis="10.0.0.5:6379")) or "")
     assert "--node-url" in (redis_arguments_error(args(host="0.0.0.0")) or "")
+    # one room over several nodes: with --redis, on nodes of one process
+    assert redis_arguments_error(args(node_spread=True)) is None
+    assert "needs --redis" in (redis_arguments_error(args(redis=None, node_spread=True)) or "")
+    assert "--workers" in (redis_arguments_error(args(node_spread=True, workers="2")) or "")
+    assert "needs --node-spread" in (redis_arguments_error(args(node_spread_after=3)) or "")

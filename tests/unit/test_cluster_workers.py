@@ -105,6 +105,11 @@ def test_workers_get_the_front_s_options_but_not_its_address() -> None:
     argv = ["--workers", "2", "--host", "0.0.0.0", "--port=8080", "--api-secret", "s",
             "--max-rooms", "3", "--work=4", "--po", "9", "--worker-hang-timeout", "5"]  # fmt: skip
     assert worker_argv(argv) == ["--api-secret", "s", "--max-rooms", "3"]
+    # with --redis the front is the node: its workers get none of the node's options
+    node = ["--redis", "redis://r:6379/0", "--node-url=ws://a:1/ws", "--node-id", "n1",
+            "--capacity", "50", "--redis-prefix", "p", "--spread", "--node-spread",
+            "--pipe-srtp"]  # fmt: skip
+    assert worker_argv(node) == ["--spread", "--pipe-srtp"]
     assert worker_count(None) is None
     assert worker_count("3") == 3
     assert worker_count("auto") is not None and worker_count("auto") >= 1  # type: ignore[operator]
@@ -223,3 +228,35 @@ def test_signaling_and_the_sfu_do_not_import_cluster() -> None:
                     names = [node.module]
                 offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "cluster"]
     assert offenders == []
+
+
+def test_a_spread_room_s_views_are_merged_by_participant() -> None:
+    from cluster.admin_proxy import _home, merge_room
+
+    def person(pid: str, local: bool, tracks: int = 2, identity: str | None = None) -> dict:
+        return {"id": pid, "identity": identity, "name": pid,
+                "grants": {"publish": True} if local else None,
+                "tracks": [{"id": f"{pid}-{i}"} for i in range(tracks)]}  # fmt: skip
+
+    shows = [
+        ("w0", {"participants": [person("cam", True), person("plain", False)]}),
+        (
+            "w1",
+            {
+                "participants": [
+                    person("plain", True, identity="p"),
+                    person("cam", False),
+                    person("watch", True, tracks=0),
+                ]
+            },
+        ),  # fmt: skip
+    ]
+    room = merge_room("r", shows)
+    assert {p["id"]: p["worker"] for p in room["participants"]} == {
+        "cam": "w0", "plain": "w1", "watch": "w1"}  # fmt: skip
+    assert room["published_tracks"] == 4 and room["workers"] == ["w0", "w1"]
+    assert _home(shows, "plain") == "w1" and _home(shows, "p") == "w1"  # id, or identity
+    assert _home(shows, "nobody") is None
+    # a participant whose own worker did not answer is listed from a copy, without a worker
+    (copy,) = merge_room("r", shows[:1])["participants"][1:]
+    assert copy["id"] == "plain" and copy["worker"] is None
