@@ -21,6 +21,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,9 +29,9 @@ import aiohttp
 from aiohttp import web
 
 from .front import FRONT_KEY, Front
+from .pipe_auth import SIGNATURE_HEADER, sign
 from .placement import http_base
 from .redis_node import MOVE_REASON, MOVED_REASON, RedisNode, new_node, run_node
-from .relay import FRONT_KEY_HEADER
 from .worker_pipes import LOAD_PATH
 from .workers import cpu_seconds
 
@@ -104,7 +105,7 @@ class FrontRedisNode(RedisNode):
             try:
                 async with http.get(
                     base + LOAD_PATH,
-                    headers={FRONT_KEY_HEADER: key},
+                    headers={SIGNATURE_HEADER: sign(key, "GET", LOAD_PATH, b"", time.time())},
                     timeout=aiohttp.ClientTimeout(total=LOAD_TIMEOUT),
                 ) as response:
                     if response.status != 200:

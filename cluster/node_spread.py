@@ -87,6 +87,8 @@ class NodeSpread:
         self.http: aiohttp.ClientSession | None = None
         #: rooms shared with other nodes: room → the peers linked for it
         self.linked: dict[str, dict[str, Target]] = {}
+        #: rooms this node has listed itself in (``{prefix}:spread:{room}``)
+        self.enrolled: set[str] = set()
         #: peers this node opened pipes to (it closes them; the peer's end closes on
         #: the ``bye``, or after 5 s of silence when this node died)
         self.initiated: set[str] = set()
@@ -152,6 +154,7 @@ class NodeSpread:
         return Target(chosen.ws_url, chosen.node_id) if chosen is not None else None
 
     async def _enrol(self, room: str) -> None:
+        self.enrolled.add(room)
         entry = json.dumps(
             {"url": self.me.ws_url, "at": time.time(), "n": self.local_participants(room)}
         )
@@ -195,12 +198,18 @@ class NodeSpread:
         for room in served:
             if room not in self.linked:
                 await self._enrol(room)
+        for room in self.enrolled - set(served) - set(self.linked):
+            # a room this node served (as its owner) and no longer does: unlisted now,
+            # not when its entry expires
+            self.enrolled.discard(room)
+            await self.redis.hdel(spread_key(self.keys, room), self.me.node_id)
         for room, peers in list(self.linked.items()):
             if self.local_participants(room) > 0:
                 await self._enrol(room)
                 continue
             del self.linked[room]
             self._locks.pop(room, None)
+            self.enrolled.discard(room)
             await self.redis.hdel(spread_key(self.keys, room), self.me.node_id)
             if self.key is not None:
                 linker = self._linker()

@@ -24,15 +24,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
 from .local_placement import NoLiveWorker
+from .pipe_auth import SIGNATURE_HEADER, sign
 from .placement import Target, http_base
-from .worker_pipes import FRONT_KEY_HEADER, PREFIX
+from .worker_pipes import PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +70,22 @@ def add_spread_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class PipeLinker:
-    """Asks workers, over HTTP with the front's key, to pipe a room between them."""
+    """Asks workers, over HTTP signed with the front's key (``cluster/pipe_auth.py``), to
+    pipe a room between them; the SRTP keys their ``open`` answers carry are sealed, and
+    passed on to the peer's ``connect`` as they are."""
 
     def __init__(self, http: Callable[[], aiohttp.ClientSession], key: str) -> None:
         self._http = http
         self._key = key
 
     async def _post(self, worker: Target, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        path = f"{PREFIX}/{action}"
+        data = json.dumps(body).encode()
+        signature = sign(self._key, "POST", path, data, time.time())
         async with self._http().post(
-            f"{http_base(worker.ws_url)}{PREFIX}/{action}",
-            json=body,
-            headers={FRONT_KEY_HEADER: self._key},
+            f"{http_base(worker.ws_url)}{path}",
+            data=data,
+            headers={SIGNATURE_HEADER: signature, "Content-Type": "application/json"},
             timeout=aiohttp.ClientTimeout(total=PIPE_REQUEST_TIMEOUT),
         ) as response:
             if response.status != 200:

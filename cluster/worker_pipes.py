@@ -5,13 +5,15 @@ When the front (``cluster/front.py``) spreads a room over several workers
 port, to open a pipe (``sfu/pipe.py``) to each other one and to export the room down it:
 every publisher of the room on one worker then is a remote publisher on the others, and
 their subscribers get it like any other. The routes exist only on a worker (started by a
-front, which gave it its key) and answer only requests carrying that key:
+front, which gave it its key) and answer only requests signed with that key
+(``X-Parley-Signature``, ``cluster/pipe_auth.py``: the key itself never travels):
 
 * ``POST /_parley/pipes/open`` ``{"peer": "w1"}`` → ``{"address": [host, port], "key"}``:
   the pipe to that worker (one per pair, reused by every room), listening on loopback;
-  ``key`` is its SRTP key in base64 with ``--pipe-srtp`` (``sfu/pipe_srtp.py``), else null;
+  ``key`` is its SRTP key with ``--pipe-srtp`` (``sfu/pipe_srtp.py``), sealed under the
+  shared key (``pipe_auth.seal``), else null;
 * ``POST /_parley/pipes/connect`` ``{"peer", "address", "key"}``: where the peer's pipe
-  listens, and its key;
+  listens, and its key as the peer's ``open`` sealed it;
 * ``POST /_parley/pipes/export`` / ``unexport`` ``{"peer", "room"}``: follow a room
   down the pipe (every publisher there, now and later) or stop;
 * ``POST /_parley/pipes/close`` ``{"peer"}``: the peer died (its remote publishers leave
@@ -25,13 +27,14 @@ front, which gave it its key) and answer only requests carrying that key:
 
 from __future__ import annotations
 
-import base64
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from cluster.pipe_auth import SIGNATURE_HEADER, seal, unseal, verify
 from sfu.pipe import PipeError, PipeTransport
 from sfu.pipe_import import is_piped
 from sfu.room import Sfu
@@ -40,7 +43,6 @@ from signaling.server import SFU_KEY
 
 logger = logging.getLogger(__name__)
 
-FRONT_KEY_HEADER = "X-Parley-Front-Key"
 PREFIX = "/_parley/pipes"
 LOAD_PATH = "/_parley/load"
 
@@ -129,10 +131,20 @@ WORKER_PIPES_KEY = web.AppKey("parley_worker_pipes", WorkerPipes)
 Key = str | Callable[[], str | None]
 
 
-def _checked(request: web.Request, key: Key) -> WorkerPipes:
+def _expected(key: Key) -> str:
     expected = key() if callable(key) else key
-    if expected is None or request.headers.get(FRONT_KEY_HEADER) != expected:
-        raise web.HTTPForbidden(text="the front's key is required")
+    if expected is None:
+        raise web.HTTPForbidden(text="no key yet: this node has not joined its cluster")
+    return expected
+
+
+async def _checked(request: web.Request, key: Key) -> WorkerPipes:
+    """The worker's pipes, for a request signed with ``key`` (403 otherwise)."""
+    expected = _expected(key)
+    body = await request.read()
+    signature = request.headers.get(SIGNATURE_HEADER)
+    if not verify(expected, signature, request.method, request.path, body, time.time()):
+        raise web.HTTPForbidden(text="a request signed with the front's key is required")
     return request.app[WORKER_PIPES_KEY]
 
 
@@ -155,13 +167,15 @@ def add_worker_pipe_routes(
     app[WORKER_PIPES_KEY] = WorkerPipes(lambda: app[SFU_KEY], host=host, srtp=srtp)
 
     async def open_(request: web.Request) -> web.Response:
+        pipes = await _checked(request, key)
         body = await _body(request, "peer")
-        pipe = await _checked(request, key).open(body["peer"])
+        pipe = await pipes.open(body["peer"])
         host, port = pipe.local_address
-        secret = base64.b64encode(pipe.key).decode() if pipe.key is not None else None
-        return web.json_response({"address": [host, port], "key": secret})
+        sealed = seal(_expected(key), pipe.key) if pipe.key is not None else None
+        return web.json_response({"address": [host, port], "key": sealed})
 
     async def connect(request: web.Request) -> web.Response:
+        pipes = await _checked(request, key)
         body = await _body(request, "peer")
         address = body.get("address")
         if not (
@@ -171,34 +185,39 @@ def add_worker_pipe_routes(
             and isinstance(address[1], int)
         ):
             raise web.HTTPBadRequest(text="address must be [host, port]")
-        secret = body.get("key")
+        sealed = body.get("key")
         try:
-            peer_key = base64.b64decode(secret, validate=True) if secret is not None else None
-        except (TypeError, ValueError) as exc:
-            raise web.HTTPBadRequest(text="key must be base64 or null") from exc
-        _checked(request, key).connect(body["peer"], (address[0], address[1]), peer_key)
+            peer_key = unseal(_expected(key), sealed) if isinstance(sealed, str) else None
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=f"key: {exc}") from exc
+        if sealed is not None and not isinstance(sealed, str):
+            raise web.HTTPBadRequest(text="key must be a sealed key or null")
+        pipes.connect(body["peer"], (address[0], address[1]), peer_key)
         return web.json_response({})
 
     async def export(request: web.Request) -> web.Response:
+        pipes = await _checked(request, key)
         body = await _body(request, "peer", "room")
-        await _checked(request, key).export(body["peer"], body["room"])
+        await pipes.export(body["peer"], body["room"])
         return web.json_response({})
 
     async def unexport(request: web.Request) -> web.Response:
+        pipes = await _checked(request, key)
         body = await _body(request, "peer", "room")
-        _checked(request, key).unexport(body["peer"], body["room"])
+        pipes.unexport(body["peer"], body["room"])
         return web.json_response({})
 
     async def close(request: web.Request) -> web.Response:
+        pipes = await _checked(request, key)
         body = await _body(request, "peer")
-        await _checked(request, key).close_peer(body["peer"])
+        await pipes.close_peer(body["peer"])
         return web.json_response({})
 
     async def stats(request: web.Request) -> web.Response:
-        return web.json_response(_checked(request, key).stats())
+        return web.json_response((await _checked(request, key)).stats())
 
     async def load(request: web.Request) -> web.Response:
-        _checked(request, key)
+        await _checked(request, key)
         return web.json_response(worker_load(request.app[SFU_KEY]))
 
     async def cleanup(app: web.Application) -> None:
