@@ -83,6 +83,8 @@ class BotSpec:
     #: URL or the next of these (``--fallback-url``)
     reconnect: bool = False
     fallback_urls: tuple[str, ...] = ()
+    #: subscribe connection read by ``sfu._recv.Reader`` (``parley load --python-io``: not)
+    native_io: bool = True
 
 
 @dataclass(slots=True)
@@ -377,7 +379,10 @@ class LoadBot:
                 hook_receiver(transceiver.receiver, lambda n: None)
             if self.sub_port is None and transceiver.receiver.transport is not None:
                 self.sub_port = MediaPort(
-                    transceiver.receiver.transport, self._on_rtp, self._on_sub_rtcp
+                    transceiver.receiver.transport,
+                    self._on_rtp,
+                    self._on_sub_rtcp,
+                    native_io=self.spec.native_io,
                 )
         await pc.setLocalDescription(await pc.createAnswer())
         if pc.connectionState == "connected" and self.sub_port is not None:
