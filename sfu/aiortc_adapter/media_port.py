@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import socket
@@ -22,19 +21,17 @@ from pylibsrtp._binding import lib as srtp_lib
 
 from .. import native
 from .ice import ice_connection
-
-native_recv: Any
-try:  # batched reads (recvmmsg) with SRTP unprotect of RTP in C (sfu/_recv.c)
-    native_recv = importlib.import_module("sfu._recv")
-except ImportError:  # pragma: no cover - the C module is not built
-    native_recv = None
+from .readers import (
+    batched,
+    make_reader,
+    native_reader,
+    native_recv,
+    recvfrom_reader,
+)
 
 logger = logging.getLogger("sfu.aiortc_adapter")
 
 
-#: Datagrams read per readiness event on the fast path, and the largest datagram.
-READ_BATCH = 64
-RECV_SIZE = 2048
 #: Receive buffer asked for the media sockets (the kernel caps it at net.core.rmem_max).
 RECV_BUFFER_BYTES = 4 * 1024 * 1024
 
@@ -108,21 +105,6 @@ def make_egress(
     return native.PyEgress(protect, send, (pylibsrtp.Error, OSError))
 
 
-def make_reader(
-    sock: socket.socket, srtp: pylibsrtp.Session | None, batch: int = READ_BATCH
-) -> Any:
-    """``sfu._recv.Reader`` on ``sock`` (non-blocking), unprotecting SRTP RTP with ``srtp``
-    (libsrtp's context and ``srtp_unprotect`` handed to C by address; the reader keeps
-    ``sock`` and ``srtp`` alive until closed). RuntimeError without the C module."""
-    if native_recv is None:
-        raise RuntimeError("sfu._recv is not built")
-    if srtp is None:
-        return native_recv.Reader(sock.fileno(), batch, 0, 0, sock)
-    context = int(srtp_ffi.cast("uintptr_t", srtp._srtp[0]))
-    unprotect_fn = int(srtp_ffi.cast("uintptr_t", srtp_ffi.addressof(srtp_lib, "srtp_unprotect")))
-    return native_recv.Reader(sock.fileno(), batch, context, unprotect_fn, (sock, srtp))
-
-
 class MediaPort:
     """Raw decrypted RTP/RTCP in and out of one DTLS transport.
 
@@ -135,6 +117,10 @@ class MediaPort:
     per readiness, SRTP RTP unprotected in C) and send RTCP through a C ``Egress`` with
     ``srtp_protect_rtcp`` (no pylibsrtp nor asyncio per packet) when the C modules are
     in use; the load generator's subscribers ask for it (``docs/loadgen.md``).
+
+    ``send_batch`` (set before the fast path): the server's ``sfu._native.SendBatch`` (``sfu.native.new_send_batch``):
+    the batch reader opens it around each readiness's datagrams and the C egress queues
+    in it, so that each subscriber's packets of the batch leave with one ``sendmmsg``.
     """
 
     def __init__(
@@ -145,6 +131,8 @@ class MediaPort:
         native_io: bool = False,
     ) -> None:
         self._dtls = dtls
+        #: set before ``install_fast_path``
+        self.send_batch: Any = None
         self._native_io = native_io and native.NATIVE and native_recv is not None
         self._readers: list[Any] = []
         self._on_rtp = on_rtp
@@ -272,6 +260,8 @@ class MediaPort:
                 pair.protocol.transport.sendto,
             )
             sock = own_sockets.get(pair.protocol)
+            if self.send_batch is not None and not isinstance(self.egress, native.PyEgress):
+                self.egress.batch = self.send_batch
             if self._native_io and sock is not None:
                 self._rtcp_egress = make_egress(
                     dtls._tx_srtp, pair.remote_addr, sock, protect_name="srtp_protect_rtcp"
@@ -300,60 +290,19 @@ class MediaPort:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER_BYTES)
         self._sockets.append(sock)
-        if srtp is not None and native_recv is not None:
-            cast(asyncio.ReadTransport, transport).pause_reading()
-            self._loop.add_reader(sock.fileno(), self._native_reader(protocol, sock, handler, srtp))
-            return sock
-        recvfrom = sock.recvfrom
-
-        def read_ready() -> None:
-            for _ in range(READ_BATCH):
-                try:
-                    data, addr = recvfrom(RECV_SIZE)
-                except (BlockingIOError, InterruptedError):
-                    return
-                except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
-                    protocol.error_received(exc)
-                    return
-                handler(data, addr)
-
-        # asyncio's one-datagram-per-iteration reader (a selector transport has pause_reading)
         cast(asyncio.ReadTransport, transport).pause_reading()
-        self._loop.add_reader(sock.fileno(), read_ready)
+        if native_recv is not None and (srtp is not None or native.recvmmsg_reads()):
+            reader = make_reader(sock, srtp)
+            self._readers.append(reader)
+            read_ready = native_reader(reader, protocol, handler, self._rtp_in, self._count_errors)
+        else:
+            read_ready = recvfrom_reader(protocol, sock, handler)
+        # asyncio's one-datagram-per-iteration reader (a selector transport has pause_reading)
+        self._loop.add_reader(sock.fileno(), batched(read_ready, self.send_batch))
         return sock
 
-    def _native_reader(
-        self,
-        protocol: aioice_ice.StunProtocol,
-        sock: socket.socket,
-        handler: Callable[[bytes | str, tuple[Any, ...]], None],
-        srtp: pylibsrtp.Session,
-    ) -> Callable[[], None]:
-        """The readiness callback over ``sfu._recv.Reader``: one recvmmsg per call."""
-        reader = make_reader(sock, srtp)
-        self._readers.append(reader)
-        read = reader.read
-        rtp_in = self._rtp_in
-        seen_errors = 0
-
-        def read_ready() -> None:
-            nonlocal seen_errors
-            try:
-                items = read()
-            except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
-                protocol.error_received(exc)
-                return
-            for item in items:
-                if item.__class__ is bytes:
-                    rtp_in(item)
-                else:
-                    handler(*item)
-            errors = reader.rx_errors
-            if errors != seen_errors:
-                self.rx_errors += errors - seen_errors
-                seen_errors = errors
-
-        return read_ready
+    def _count_errors(self, n: int) -> None:
+        self.rx_errors += n
 
     @property
     def tx_packets(self) -> int:
