@@ -46,11 +46,20 @@ SCENARIOS = (("1x30", 1, 30), ("4x12", 4, 12))
 MODES: tuple[tuple[str, list[str]], ...] = (("python", ["--python-io"]), ("c", []))
 
 
-def one_run(publishers: int, subscribers: int, flags: list[str], duration: float) -> dict[str, Any]:
+def one_run(
+    publishers: int,
+    subscribers: int,
+    flags: list[str],
+    duration: float,
+    server_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """One ``parley load`` run against a fresh ``parley serve`` (``server_env`` added to
+    its environment); the report's figures."""
     port = free_port()
     server = subprocess.Popen(
         ["taskset", "--cpu-list", "0", *serve_command("127.0.0.1", port, ["127.0.0.1"])],
         stdout=subprocess.DEVNULL,
+        env=dict(os.environ, **server_env) if server_env else None,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -79,6 +88,7 @@ def one_run(publishers: int, subscribers: int, flags: list[str], duration: float
         "server_cpu_pct": report["server"]["cpu_pct"],
         "server_us_per_forwarded_packet": report["server"]["cpu_us_per_forwarded_packet"],
         "loss_pct": report["loss_pct"],
+        "latency_p50_ms": {k: v["p50"] for k, v in report["latency_ms"].items()},
         "latency_p99_ms": {k: v["p99"] for k, v in report["latency_ms"].items()},
         "loadgen_saturated": report["loadgen_saturated"],
         "load_average": os.getloadavg()[0],

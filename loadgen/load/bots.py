@@ -139,8 +139,15 @@ class WorkerMetrics:
             self.e2e.record(latency_ms)
 
     def record_latency(self, kind: str, latency_ms: float) -> None:
-        self.total.latency[kind].record(latency_ms)
+        """Per packet: into this second's histogram only (``total`` gets it merged when
+        the second is taken, or at ``finish_counters``: one bucket lookup per packet)."""
         self.interval.latency[kind].record(latency_ms)
+
+    def _merge_latency(self) -> None:
+        """Move this second's latencies into ``total`` (once)."""
+        for kind in KINDS:
+            self.total.latency[kind].merge(self.interval.latency[kind])
+            self.interval.latency[kind] = LatencyHistogram()
 
     def count_sent(self, kind: str) -> None:
         self.total.counters[kind].sent += 1
@@ -149,6 +156,8 @@ class WorkerMetrics:
     def take_interval(self) -> Interval:
         """The second that just ended: its latencies and its counter deltas."""
         interval = self.interval
+        for kind in KINDS:
+            self.total.latency[kind].merge(interval.latency[kind])
         self.interval = Interval()
         for kind in KINDS:
             now = _rx_counters(self.subscribers, kind)
@@ -165,6 +174,7 @@ class WorkerMetrics:
         return interval
 
     def finish_counters(self) -> None:
+        self._merge_latency()
         for kind in KINDS:
             received, lost, expected, duplicates = _rx_counters(self.subscribers, kind)
             counters = self.total.counters[kind]
