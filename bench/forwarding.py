@@ -193,7 +193,7 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     print()
     print_table(report["results"])
     print(f"SRTP profile negotiated: {', '.join(sorted(profiles))}")
-    others = ("janus", "parley-py", "parley-nosendmmsg", "parley-recvmmsg")
+    others = ("janus", "parley-py", "parley-nosendmmsg", "parley-norecvmmsg")
     for other, label in ((o, "Janus" if o == "janus" else o) for o in others):
         if "parley" not in targets or other not in targets:
             continue

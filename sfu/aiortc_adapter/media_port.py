@@ -22,7 +22,6 @@ from pylibsrtp._binding import lib as srtp_lib
 from .. import native
 from .ice import ice_connection
 from .readers import (
-    batched,
     make_reader,
     native_reader,
     native_recv,
@@ -119,8 +118,9 @@ class MediaPort:
     in use; the load generator's subscribers ask for it (``docs/loadgen.md``).
 
     ``send_batch`` (set before the fast path): the server's ``sfu._native.SendBatch`` (``sfu.native.new_send_batch``):
-    the batch reader opens it around each readiness's datagrams and the C egress queues
-    in it, so that each subscriber's packets of the batch leave with one ``sendmmsg``.
+    the recvmmsg batch reader opens it around a readiness's datagrams (two or more) and
+    the C egress queues in it: each subscriber's packets of the batch leave with one
+    ``sendmmsg``.
     """
 
     def __init__(
@@ -294,11 +294,13 @@ class MediaPort:
         if native_recv is not None and (srtp is not None or native.recvmmsg_reads()):
             reader = make_reader(sock, srtp)
             self._readers.append(reader)
-            read_ready = native_reader(reader, protocol, handler, self._rtp_in, self._count_errors)
+            read_ready = native_reader(
+                reader, protocol, handler, self._rtp_in, self._count_errors, self.send_batch
+            )
         else:
             read_ready = recvfrom_reader(protocol, sock, handler)
         # asyncio's one-datagram-per-iteration reader (a selector transport has pause_reading)
-        self._loop.add_reader(sock.fileno(), batched(read_ready, self.send_batch))
+        self._loop.add_reader(sock.fileno(), read_ready)
         return sock
 
     def _count_errors(self, n: int) -> None:

@@ -1,7 +1,8 @@
 """The batch readers of a media port's sockets (part of the aiortc adapter): up to
 ``READ_BATCH`` datagrams per readiness with ``recvfrom``, or one ``recvmmsg`` through
 ``sfu._recv.Reader`` (``sfu/_recv.c``; SRTP RTP unprotected in C when given the
-session), each optionally inside the server's send batch (``sfu._native.SendBatch``)."""
+session), the latter inside the server's send batch (``sfu._native.SendBatch``) when a
+readiness brings at least ``SEND_BATCH_MIN`` datagrams."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ from pylibsrtp._binding import lib as srtp_lib
 #: Datagrams read per readiness event on the fast path, and the largest datagram.
 READ_BATCH = 64
 RECV_SIZE = 2048
+#: The send batch is opened for a readiness that brought at least this many datagrams:
+#: sendmmsg saves ~10-25 % of a send from 2 packets per subscriber per batch on, and
+#: costs ~4 % at 1 (``bench/send_batch.py``, docs/benchmarks.md)
+SEND_BATCH_MIN = 2
 
 native_recv: Any
 try:  # batched reads (recvmmsg) with SRTP unprotect of RTP in C (sfu/_recv.c)
@@ -41,24 +46,6 @@ def make_reader(
     context = int(srtp_ffi.cast("uintptr_t", srtp._srtp[0]))
     unprotect_fn = int(srtp_ffi.cast("uintptr_t", srtp_ffi.addressof(srtp_lib, "srtp_unprotect")))
     return native_recv.Reader(sock.fileno(), batch, context, unprotect_fn, (sock, srtp))
-
-
-def batched(read_ready: Callable[[], None], batch: Any) -> Callable[[], None]:
-    """``read_ready`` inside ``batch`` (a SendBatch, or None: unchanged): what the
-    datagrams of one readiness make the egresses send leaves at the end, one sendmmsg
-    per egress."""
-    if batch is None:
-        return read_ready
-    begin, flush = batch.begin, batch.flush
-
-    def read_batched() -> None:
-        begin()
-        try:
-            read_ready()
-        finally:
-            flush()
-
-    return read_batched
 
 
 def recvfrom_reader(
@@ -87,11 +74,20 @@ def native_reader(
     handler: Handler,
     rtp_in: Callable[[bytes], None],
     count_errors: Callable[[int], None],
+    batch: Any = None,
 ) -> Callable[[], None]:
     """The readiness callback over a ``sfu._recv.Reader``: one recvmmsg per call; plain
-    RTP to ``rtp_in``, the rest to ``handler``, new unprotect failures to ``count_errors``."""
+    RTP to ``rtp_in``, the rest to ``handler``, new unprotect failures to ``count_errors``;
+    inside ``batch`` (a SendBatch, or None) when the call read ``SEND_BATCH_MIN`` or more."""
     read = reader.read
     seen_errors = 0
+
+    def dispatch(items: list[Any]) -> None:
+        for item in items:
+            if item.__class__ is bytes:
+                rtp_in(item)
+            else:
+                handler(*item)
 
     def read_ready() -> None:
         nonlocal seen_errors
@@ -100,11 +96,14 @@ def native_reader(
         except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
             protocol.error_received(exc)
             return
-        for item in items:
-            if item.__class__ is bytes:
-                rtp_in(item)
-            else:
-                handler(*item)
+        if batch is not None and len(items) >= SEND_BATCH_MIN:
+            batch.begin()
+            try:
+                dispatch(items)
+            finally:
+                batch.flush()
+        else:
+            dispatch(items)
         errors = reader.rx_errors
         if errors != seen_errors:
             count_errors(errors - seen_errors)

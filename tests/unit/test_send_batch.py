@@ -217,3 +217,50 @@ def test_partial_sends_and_eagain_are_counted_per_datagram() -> None:
     assert int(sent) >= 1 and int(errors) >= 1, result.stdout  # a partial send happened
     assert int(sent) + int(errors) == 30
     assert int(syscalls) >= 1 and extra == "0" and order == "True"
+
+
+def test_the_recvmmsg_reader_opens_the_batch_for_two_datagrams_or_more(
+    sockets: list[socket.socket],
+) -> None:
+    """What the server's batch reader does (``readers.native_reader``): a readiness with
+    one datagram sends at once (sendmmsg does not pay for one), two or more are batched,
+    and everything the handler sent is out when the callback returns."""
+    from sfu.aiortc_adapter import make_reader
+    from sfu.aiortc_adapter.readers import SEND_BATCH_MIN, native_reader
+
+    assert SEND_BATCH_MIN == 2
+    batch = native.new_send_batch()
+    egress, out = subscriber(sockets)
+    egress.batch = batch  # type: ignore[attr-defined]
+    inbound = receiver()
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sockets += [inbound, sender]
+    seen_queued: list[int] = []
+    stream = iter(packets(9, 10))
+
+    def handler(data: bytes | str, addr: tuple[object, ...]) -> None:
+        egress.send(next(stream))  # type: ignore[attr-defined]
+        seen_queued.append(egress.queued)  # type: ignore[attr-defined]
+
+    class Protocol:
+        def error_received(self, exc: Exception) -> None:
+            raise AssertionError(exc)
+
+    read_ready = native_reader(
+        make_reader(inbound, None),
+        Protocol(),
+        handler,
+        lambda d: None,
+        lambda n: None,
+        batch,  # type: ignore[arg-type]
+    )
+    sender.sendto(b"\x00\x01stun-like", inbound.getsockname())
+    read_ready()
+    assert seen_queued == [0] and len(drain(out)) == 1  # sent at once
+    for _ in range(3):
+        sender.sendto(b"\x00\x01stun-like", inbound.getsockname())
+    seen_queued.clear()
+    read_ready()
+    assert seen_queued == [1, 2, 3]  # queued during the batch
+    assert len(drain(out)) == 3 and batch.pending == 0  # sent by the end of the call
+    assert batch.syscalls == 1
