@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 .PHONY: serve test lint bench clean typecheck-web
 
 # sfu/_native.c: pip builds the C forwarding loop in place (sfu/_native.*.so)
-$(VENV)/.installed: pyproject.toml sfu/_native.c
+$(VENV)/.installed: pyproject.toml sfu/_native.c sfu/_recv.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"

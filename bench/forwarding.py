@@ -193,7 +193,8 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     print()
     print_table(report["results"])
     print(f"SRTP profile negotiated: {', '.join(sorted(profiles))}")
-    for other, label in (("janus", "Janus"), ("parley-py", "parley-py")):
+    others = ("janus", "parley-py", "parley-nosendmmsg", "parley-norecvmmsg")
+    for other, label in ((o, "Janus" if o == "janus" else o) for o in others):
         if "parley" not in targets or other not in targets:
             continue
         suffix = other.replace("-", "_")

@@ -18,6 +18,9 @@
  *                 sfu/aiortc_adapter.py, which owns every private-API use).
  *   RewriterCore  base class of sfu.rtp.rewrite.StreamRewriter: its hot fields.
  *   ForwarderCore base class of sfu.forwarder.Forwarder: its hot fields.
+ *   SendBatch     between begin() and flush(), the Egresses that point to it (their
+ *                 `batch`) queue what they protect and flush() sends each one's queue
+ *                 with one sendmmsg (the batch reader of sfu/aiortc_adapter/media_port.py).
  * Function:
  *   fanout(source, pkt, vp8, now, forwarders)
  *
@@ -60,6 +63,24 @@ static inline void put16(unsigned char *p, long long v)
     p[1] = (unsigned char)(v & 0xFF);
 }
 
+/* --------------------------------------------------------------- SendBatch */
+
+/* An Egress queues at most this many datagrams while its batch is open; a full queue is
+ * sent at once (one sendmmsg) and starts again. */
+#define QUEUE_SLOTS 32
+
+typedef struct {
+    PyObject_HEAD
+    int depth;            /* begin() calls not yet matched by flush() */
+    Py_ssize_t count;     /* Egresses with queued datagrams */
+    Py_ssize_t capacity;
+    PyObject **pending;   /* those Egresses (strong references), in order of first queueing */
+    long long syscalls;   /* sendmmsg calls that sent at least one datagram */
+    long long datagrams;  /* datagrams they sent */
+} SendBatchObject;
+
+static PyTypeObject SendBatchType;
+
 /* ------------------------------------------------------------------ Egress */
 
 /* Transport-wide sequence numbers (transport-cc): the send history, a ring of 24-byte
@@ -93,17 +114,24 @@ typedef struct {
     long long twcc_next; /* the next unwrapped transport-wide sequence number */
     TwccEntry *twcc_ring;
     long long twcc_size; /* entries in twcc_ring (a power of two), 0 without one */
+    PyObject *batch;     /* a SendBatch (or None): queue while it is open */
+    unsigned char *queue; /* QUEUE_SLOTS * BUFFER_SIZE protected datagrams, allocated lazily */
+    int queue_len[QUEUE_SLOTS];
+    int queued;
+    char registered; /* in its batch's pending list */
 } EgressObject;
 
 static int egress_traverse(EgressObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->keep);
+    Py_VISIT(self->batch);
     return 0;
 }
 
 static int egress_clear(EgressObject *self)
 {
     Py_CLEAR(self->keep);
+    Py_CLEAR(self->batch);
     return 0;
 }
 
@@ -111,6 +139,8 @@ static void egress_dealloc(EgressObject *self)
 {
     PyObject_GC_UnTrack(self);
     egress_clear(self);
+    PyMem_Free(self->queue);
+    self->queue = NULL;
     PyMem_Free(self->twcc_ring);
     self->twcc_ring = NULL;
     self->twcc_size = 0;
@@ -208,6 +238,82 @@ static void twcc_grow(EgressObject *self)
     self->twcc_size = size;
 }
 
+/* Send the queued datagrams, in order, with as few sendmmsg calls as the kernel allows:
+ * after a partial send the rest is tried again; a datagram the kernel refuses (EAGAIN: a
+ * full socket buffer, or any other error) is dropped and counted in tx_errors, as sendto
+ * would have it, and the ones after it are still tried. */
+static void egress_flush(EgressObject *self, SendBatchObject *batch)
+{
+    int total = self->queued;
+    self->queued = 0;
+    if (total == 0)
+        return;
+    if (self->closed || self->fd < 0) {
+        self->tx_errors += total;
+        return;
+    }
+    struct mmsghdr msgs[QUEUE_SLOTS];
+    struct iovec iov[QUEUE_SLOTS];
+    memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)total);
+    for (int i = 0; i < total; i++) {
+        iov[i].iov_base = self->queue + (size_t)i * BUFFER_SIZE;
+        iov[i].iov_len = (size_t)self->queue_len[i];
+        msgs[i].msg_hdr.msg_name = &self->addr;
+        msgs[i].msg_hdr.msg_namelen = self->addrlen;
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    int done = 0;
+    while (done < total) {
+        int r = sendmmsg(self->fd, msgs + done, (unsigned int)(total - done), MSG_DONTWAIT);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            self->tx_errors++; /* this one is dropped; the next ones are still tried */
+            done++;
+            continue;
+        }
+        self->tx_packets += r;
+        done += r;
+        if (batch != NULL && r > 0) {
+            batch->syscalls++;
+            batch->datagrams += r;
+        }
+    }
+}
+
+/* Queue a protected datagram `copies` times in the open batch. 0: not queued (no memory):
+ * the caller sends it at once. */
+static int egress_enqueue(EgressObject *self, const unsigned char *buf, int n, int copies)
+{
+    SendBatchObject *batch = (SendBatchObject *)self->batch;
+    if (self->queue == NULL) {
+        self->queue = PyMem_Malloc((size_t)QUEUE_SLOTS * BUFFER_SIZE);
+        if (self->queue == NULL)
+            return 0;
+    }
+    if (!self->registered) {
+        if (batch->count == batch->capacity) {
+            Py_ssize_t capacity = batch->capacity ? batch->capacity * 2 : 16;
+            PyObject **grown = PyMem_Realloc(batch->pending, sizeof(PyObject *) * (size_t)capacity);
+            if (grown == NULL)
+                return 0;
+            batch->pending = grown;
+            batch->capacity = capacity;
+        }
+        Py_INCREF(self);
+        batch->pending[batch->count++] = (PyObject *)self;
+        self->registered = 1;
+    }
+    for (int i = 0; i < copies; i++) {
+        if (self->queued == QUEUE_SLOTS)
+            egress_flush(self, batch);
+        memcpy(self->queue + (size_t)self->queued * BUFFER_SIZE, buf, (size_t)n);
+        self->queue_len[self->queued++] = n;
+    }
+    return 1;
+}
+
 /* Protect buf[0:len] in place and send it `copies` times. 1: sent, 0: failed (counted).
  * With twcc_id set and the placeholder there, the packet gets the next transport-wide
  * sequence number (one for all its copies) and its send time and size are recorded:
@@ -243,6 +349,9 @@ static int egress_emit(EgressObject *self, unsigned char *buf, int len, int copi
         e->size = len;
         self->twcc_next++;
     }
+    if (self->batch != NULL && Py_IS_TYPE(self->batch, &SendBatchType) &&
+        ((SendBatchObject *)self->batch)->depth > 0 && egress_enqueue(self, buf, n, copies))
+        return 1; /* sent (or dropped and counted) when the batch is flushed */
     for (int i = 0; i < copies; i++) {
         ssize_t r;
         do {
@@ -286,6 +395,8 @@ static PyObject *egress_close(EgressObject *self, PyObject *Py_UNUSED(ignored))
 {
     self->closed = 1;
     self->fd = -1;
+    self->tx_errors += self->queued; /* never sent */
+    self->queued = 0;
     Py_CLEAR(self->keep);
     PyMem_Free(self->twcc_ring); /* nothing is sent any more: no feedback to join */
     self->twcc_ring = NULL;
@@ -371,6 +482,10 @@ static PyMemberDef egress_members[] = {
     {"closed", T_BOOL, offsetof(EgressObject, closed), READONLY, "close() was called"},
     {"twcc_next", T_LONGLONG, offsetof(EgressObject, twcc_next), 0,
      "the next (unwrapped) transport-wide sequence number"},
+    {"batch", T_OBJECT, offsetof(EgressObject, batch), 0,
+     "a SendBatch: while it is open, datagrams are queued and sent by its flush()"},
+    {"queued", T_INT, offsetof(EgressObject, queued), READONLY,
+     "datagrams queued in the open batch"},
     {NULL},
 };
 
@@ -388,6 +503,103 @@ static PyTypeObject EgressType = {
     .tp_methods = egress_methods,
     .tp_members = egress_members,
     .tp_getset = egress_getset,
+};
+
+static int batch_traverse(SendBatchObject *self, visitproc visit, void *arg)
+{
+    for (Py_ssize_t i = 0; i < self->count; i++)
+        Py_VISIT(self->pending[i]);
+    return 0;
+}
+
+/* Send every pending Egress's queue (one sendmmsg each, in the order they first queued). */
+static void batch_send_all(SendBatchObject *self)
+{
+    while (self->count > 0) {
+        Py_ssize_t count = self->count;
+        PyObject **pending = self->pending;
+        self->pending = NULL;
+        self->count = 0;
+        self->capacity = 0;
+        for (Py_ssize_t i = 0; i < count; i++) {
+            EgressObject *e = (EgressObject *)pending[i];
+            e->registered = 0;
+            egress_flush(e, self);
+        }
+        for (Py_ssize_t i = 0; i < count; i++)
+            Py_DECREF(pending[i]);
+        PyMem_Free(pending);
+    }
+}
+
+static int batch_clear(SendBatchObject *self)
+{
+    Py_ssize_t count = self->count;
+    PyObject **pending = self->pending;
+    self->pending = NULL;
+    self->count = self->capacity = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        ((EgressObject *)pending[i])->registered = 0;
+        Py_DECREF(pending[i]);
+    }
+    PyMem_Free(pending);
+    return 0;
+}
+
+static void batch_dealloc(SendBatchObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    batch_send_all(self); /* nothing queued is left behind */
+    batch_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *batch_begin(SendBatchObject *self, PyObject *Py_UNUSED(ignored))
+{
+    self->depth++;
+    Py_RETURN_NONE;
+}
+
+static PyObject *batch_flush(SendBatchObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->depth > 0)
+        self->depth--;
+    if (self->depth == 0)
+        batch_send_all(self);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef batch_methods[] = {
+    {"begin", (PyCFunction)batch_begin, METH_NOARGS,
+     "Open the batch (nests): Egresses pointing to it queue what they send."},
+    {"flush", (PyCFunction)batch_flush, METH_NOARGS,
+     "Close one begin(); at the outermost, send every queue (one sendmmsg per Egress)."},
+    {NULL},
+};
+
+static PyMemberDef batch_members[] = {
+    {"depth", T_INT, offsetof(SendBatchObject, depth), READONLY, "open begin() calls"},
+    {"pending", T_PYSSIZET, offsetof(SendBatchObject, count), READONLY,
+     "Egresses with queued datagrams"},
+    {"syscalls", T_LONGLONG, offsetof(SendBatchObject, syscalls), READONLY,
+     "sendmmsg calls that sent datagrams"},
+    {"datagrams", T_LONGLONG, offsetof(SendBatchObject, datagrams), READONLY,
+     "datagrams sent by them"},
+    {NULL},
+};
+
+static PyTypeObject SendBatchType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sfu._native.SendBatch",
+    .tp_doc = "SendBatch(): between begin() and flush(), the Egresses whose `batch` it is "
+              "queue their datagrams; flush() sends each queue with one sendmmsg.",
+    .tp_basicsize = sizeof(SendBatchObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)batch_dealloc,
+    .tp_traverse = (traverseproc)batch_traverse,
+    .tp_clear = (inquiry)batch_clear,
+    .tp_methods = batch_methods,
+    .tp_members = batch_members,
 };
 
 /* ------------------------------------------------------------ RewriterCore */
@@ -941,14 +1153,15 @@ PyMODINIT_FUNC PyInit__native(void)
     INTERN(s_idle, "idle");
     INTERN(s_forward, "forward");
     if (PyType_Ready(&EgressType) < 0 || PyType_Ready(&RewriterCoreType) < 0 ||
-        PyType_Ready(&ForwarderCoreType) < 0)
+        PyType_Ready(&ForwarderCoreType) < 0 || PyType_Ready(&SendBatchType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&native_module);
     if (m == NULL)
         return NULL;
     if (PyModule_AddObjectRef(m, "Egress", (PyObject *)&EgressType) < 0 ||
         PyModule_AddObjectRef(m, "RewriterCore", (PyObject *)&RewriterCoreType) < 0 ||
-        PyModule_AddObjectRef(m, "ForwarderCore", (PyObject *)&ForwarderCoreType) < 0) {
+        PyModule_AddObjectRef(m, "ForwarderCore", (PyObject *)&ForwarderCoreType) < 0 ||
+        PyModule_AddObjectRef(m, "SendBatch", (PyObject *)&SendBatchType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

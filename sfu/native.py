@@ -30,6 +30,8 @@ __all__ = [
     "REWRITER_FIELDS",
     "RewriterCore",
     "fanout",
+    "new_send_batch",
+    "recvmmsg_reads",
 ]
 
 
@@ -220,3 +222,27 @@ else:
             None,
             _py_fanout,
         )
+
+
+def new_send_batch() -> Any:
+    """A ``SendBatch`` for a server's media ports (``sfu/_native.c``), or None.
+
+    The recvmmsg batch reader of every port opens it around the datagrams of one
+    readiness when there are at least ``SEND_BATCH_MIN`` of them (``begin``/``flush``);
+    every C ``Egress`` whose ``batch`` it is queues the packets it protects meanwhile,
+    and ``flush`` sends each subscriber's with one ``sendmmsg``. None without the C module, or with ``PARLEY_SENDMMSG=0`` in the
+    environment (``bench/forwarding.py --target parley-nosendmmsg``: one ``sendto`` per
+    packet, as before)."""
+    if not NATIVE or os.environ.get("PARLEY_SENDMMSG", "1") == "0":
+        return None
+    from ._native import SendBatch
+
+    return SendBatch()
+
+
+def recvmmsg_reads() -> bool:
+    """Whether the server's batch readers read with ``recvmmsg`` (``sfu._recv.Reader``,
+    SRTP still unprotected in Python) instead of a ``recvfrom`` loop: with the C module,
+    unless ``PARLEY_RECVMMSG=0`` is in the environment (``--target parley-norecvmmsg``:
+    the ``recvfrom`` loop, and no send batching, which needs the count up front)."""
+    return NATIVE and os.environ.get("PARLEY_RECVMMSG", "1") != "0"

@@ -307,6 +307,12 @@ class Participant:
             if state == "connected":
                 for port in (self.publish_side.port, self.subscribe_side.egress.port):
                     if port is not None:
+                        # one batch for all the server's ports: the batch readers open it,
+                        # the subscribers' egresses queue in it (sfu.native.new_send_batch)
+                        # (a test's stand-in room has no Sfu: no batch)
+                        port.send_batch = getattr(
+                            getattr(self.room, "sfu", None), "send_batch", None
+                        )
                         port.install_fast_path()
                 self.subscribe_side.rewire()
             elif state in ("failed", "closed") and not self.closed:

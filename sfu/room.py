@@ -148,6 +148,8 @@ class Sfu:
     def __init__(self, config: SfuConfig | None = None) -> None:
         self.config = config or SfuConfig()
         self.rooms: dict[str, Room] = {}
+        #: sendmmsg per subscriber across a batch of incoming packets (None: sendto each)
+        self.send_batch = native.new_send_batch()
         self.closed = False
         #: server-wide observers (``sfu/observer.py``): metrics, webhooks, logs
         self.observers: list[SfuObserver] = []

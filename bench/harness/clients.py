@@ -257,7 +257,10 @@ class Subscriber:
         if self.port is None:
             self.dtls = pc.getTransceivers()[0].receiver.transport
             _restrict_srtp(self.dtls, self.args.srtp)
-            self.port = adapter.MediaPort(self.dtls, self.on_rtp, self.on_rtcp)
+            # the C reader (recvmmsg, SRTP unprotect in C) unless --no-batch-reads
+            self.port = adapter.MediaPort(
+                self.dtls, self.on_rtp, self.on_rtcp, native_io=self.args.batch_reads
+            )
         await pc.setLocalDescription(await pc.createAnswer())
         _grow_rcvbuf(self.dtls, self.args.client_rcvbuf)
         return str(pc.localDescription.sdp)

@@ -21,8 +21,17 @@ SRTP_PROFILE_NAMES = {
     "aes128gcm": b"SRTP_AEAD_AES_128_GCM",
     "aes128cm": b"SRTP_AES128_CM_SHA1_80",
 }
-TARGETS = ("parley", "parley-py", "janus")
+TARGETS = ("parley", "parley-py", "parley-nosendmmsg", "parley-norecvmmsg", "janus")
 #: parley-py: Parley with PARLEY_NATIVE=0, its forwarding loop in Python instead of C
+#: parley-nosendmmsg: PARLEY_SENDMMSG=0, one sendto per forwarded packet (no SendBatch)
+#: parley-norecvmmsg: PARLEY_RECVMMSG=0, the batch readers' recvfrom loop (and no
+#: sendmmsg either): the server as it was before batching
+#: Environment of the server per Parley variant.
+SERVER_ENV = {
+    "parley-py": {"PARLEY_NATIVE": "0"},
+    "parley-nosendmmsg": {"PARLEY_SENDMMSG": "0"},
+    "parley-norecvmmsg": {"PARLEY_RECVMMSG": "0"},
+}
 #: The VideoRoom room the bench creates in Janus (request ``create``). No bitrate cap
 #: (no REMB limit to the publisher), no periodic keyframe requests, no simulcast, no
 #: recording, none of the optional header extensions a browser would use; VP8 only.

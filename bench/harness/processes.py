@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.common import BENCH_SCRIPT, REPO, SERVER_CPU
+from harness.common import BENCH_SCRIPT, REPO, SERVER_CPU, SERVER_ENV
 from loadgen import server_process
 
 
@@ -109,7 +109,8 @@ async def start_server(args: argparse.Namespace, port: int, target: str = "parle
     if args.pin:
         argv += ["--cpu", str(SERVER_CPU)]
     # parley-py: the same server forwarding in Python (as bench/janus_server.py does it)
-    env = dict(os.environ, PARLEY_NATIVE="0") if target == "parley-py" else None
+    # and the batching variants (SERVER_ENV)
+    env = dict(os.environ, **SERVER_ENV[target]) if target in SERVER_ENV else None
     server = await Worker.spawn("server", argv, env)
     url = f"http://127.0.0.1:{port}"
     try:

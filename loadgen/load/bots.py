@@ -83,6 +83,8 @@ class BotSpec:
     #: URL or the next of these (``--fallback-url``)
     reconnect: bool = False
     fallback_urls: tuple[str, ...] = ()
+    #: subscribe connection read by ``sfu._recv.Reader`` (``parley load --python-io``: not)
+    native_io: bool = True
 
 
 @dataclass(slots=True)
@@ -137,8 +139,15 @@ class WorkerMetrics:
             self.e2e.record(latency_ms)
 
     def record_latency(self, kind: str, latency_ms: float) -> None:
-        self.total.latency[kind].record(latency_ms)
+        """Per packet: into this second's histogram only (``total`` gets it merged when
+        the second is taken, or at ``finish_counters``: one bucket lookup per packet)."""
         self.interval.latency[kind].record(latency_ms)
+
+    def _merge_latency(self) -> None:
+        """Move this second's latencies into ``total`` (once)."""
+        for kind in KINDS:
+            self.total.latency[kind].merge(self.interval.latency[kind])
+            self.interval.latency[kind] = LatencyHistogram()
 
     def count_sent(self, kind: str) -> None:
         self.total.counters[kind].sent += 1
@@ -147,6 +156,8 @@ class WorkerMetrics:
     def take_interval(self) -> Interval:
         """The second that just ended: its latencies and its counter deltas."""
         interval = self.interval
+        for kind in KINDS:
+            self.total.latency[kind].merge(interval.latency[kind])
         self.interval = Interval()
         for kind in KINDS:
             now = _rx_counters(self.subscribers, kind)
@@ -163,6 +174,7 @@ class WorkerMetrics:
         return interval
 
     def finish_counters(self) -> None:
+        self._merge_latency()
         for kind in KINDS:
             received, lost, expected, duplicates = _rx_counters(self.subscribers, kind)
             counters = self.total.counters[kind]
@@ -377,7 +389,10 @@ class LoadBot:
                 hook_receiver(transceiver.receiver, lambda n: None)
             if self.sub_port is None and transceiver.receiver.transport is not None:
                 self.sub_port = MediaPort(
-                    transceiver.receiver.transport, self._on_rtp, self._on_sub_rtcp
+                    transceiver.receiver.transport,
+                    self._on_rtp,
+                    self._on_sub_rtcp,
+                    native_io=self.spec.native_io,
                 )
         await pc.setLocalDescription(await pc.createAnswer())
         if pc.connectionState == "connected" and self.sub_port is not None:

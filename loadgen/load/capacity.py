@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from loadgen.load.metrics import KINDS, Interval
-from loadgen.report.build import LOOP_LAG_LIMIT_MS, WORKER_CPU_LIMIT
+from loadgen.report.build import LOOP_LAG_LIMIT_MS, SERVER_CPU_LIMIT, WORKER_CPU_LIMIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +31,13 @@ class StepResult:
     received_pps: float
     server_cpu_pct: float | None
     loadgen_saturated: bool
+    #: the load generator's processes: their CPU summed (% of one core), and µs of it per
+    #: packet received by all subscribers (publishers' and fixed costs included)
+    loadgen_cpu_pct: float | None = None
+    loadgen_us_per_received_packet: float | None = None
+    #: who ran out of CPU: "server" (its mean over SERVER_CPU_LIMIT % of its core),
+    #: "load generator", "both", or None
+    saturated: str | None = None
     passed: bool = False
     #: Why the step failed (empty when it passed).
     reasons: list[str] = field(default_factory=list)
@@ -58,20 +65,39 @@ def measure_step(
     for p in window:
         per_worker.setdefault(int(p.get("worker", 0)), []).append(p)
     saturated = False
+    loadgen_cpu = 0.0
     for reports in per_worker.values():
         cpu = sum(r["cpu_pct"] for r in reports) / len(reports)
+        loadgen_cpu += cpu
         lagging = sum(r["lag_ms"] > LOOP_LAG_LIMIT_MS for r in reports)
         if cpu > WORKER_CPU_LIMIT or lagging * 2 > len(reports):
             saturated = True
+    server_cpu_pct = sum(server_cpu) / len(server_cpu) if server_cpu else None
+    received_pps = received / seconds
     return StepResult(
         subscribers_per_room=subscribers_per_room,
         subscribers=subscribers,
         p99_ms=max((v for v in p99s if v is not None), default=None),
         loss_pct=100.0 * lost / expected if expected > 0 else None,
-        received_pps=received / seconds,
-        server_cpu_pct=sum(server_cpu) / len(server_cpu) if server_cpu else None,
+        received_pps=received_pps,
+        server_cpu_pct=server_cpu_pct,
         loadgen_saturated=saturated,
+        loadgen_cpu_pct=round(loadgen_cpu, 1) if per_worker else None,
+        loadgen_us_per_received_packet=round(loadgen_cpu * 1e4 / received_pps, 2)
+        if per_worker and received_pps > 0
+        else None,
+        saturated=who_saturated(server_cpu_pct, saturated),
     )
+
+
+def who_saturated(server_cpu_pct: float | None, loadgen_saturated: bool) -> str | None:
+    """ "server", "load generator", "both" or None: who ran out of CPU."""
+    server = server_cpu_pct is not None and server_cpu_pct > SERVER_CPU_LIMIT
+    if server and loadgen_saturated:
+        return "both"
+    if server:
+        return "server"
+    return "load generator" if loadgen_saturated else None
 
 
 class CapacitySearch:

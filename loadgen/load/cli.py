@@ -116,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="subscribers send no receiver reports and no NACKs",
     )
+    parser.add_argument(
+        "--python-io",
+        dest="native_io",
+        action="store_false",
+        help="subscribers read their sockets in Python (recvfrom, SRTP in Python) instead "
+        "of the C reader (recvmmsg, SRTP unprotect in C); for comparisons",
+    )
     links = parser.add_argument_group(
         "impaired links",
         "participants in their own network namespace behind a veth pair with a tbf rate "
@@ -262,6 +269,7 @@ def main(
         slo_loss_pct=args.slo_loss_pct,
         slo_freeze_ms=args.slo_freeze_ms,
         feedback=args.feedback,
+        native_io=args.native_io,
         impaired_subscribers=args.impaired_subscribers,
         impaired_publishers=args.impaired_publishers,
         link_rate=args.link_rate,

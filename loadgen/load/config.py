@@ -43,6 +43,9 @@ class LoadConfig:
     slo_freeze_ms: float = 1000.0
     #: Subscribers' receiver reports and NACKs (loadgen/load/rtcp.py).
     feedback: bool = True
+    #: Subscribers read with the C reader (recvmmsg, SRTP unprotect in C: sfu/_recv.c);
+    #: False (``--python-io``): the Python batch reader, as before (for comparisons).
+    native_io: bool = True
     #: Per room: subscribers added behind an impaired link each (loadgen/impair/link.py).
     impaired_subscribers: int = 0
     #: Per room: the first publishers put behind an impaired link each.

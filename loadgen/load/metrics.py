@@ -23,7 +23,7 @@ import math
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 # ---------------------------------------------------------------- histograms
 
@@ -185,8 +185,10 @@ def pack_tag(flags: int, stream: int, seq: int, send_ns: int) -> bytes:
     return TAG.pack(TAG_MAGIC, TAG_VERSION, flags, stream, seq & 0xFFFFFFFF, send_ns)
 
 
-@dataclass(frozen=True, slots=True)
-class Tag:
+class Tag(NamedTuple):
+    """A packet's tag (immutable; a NamedTuple: built once per received packet, several
+    times cheaper than a frozen dataclass)."""
+
     flags: int
     stream: int
     seq: int

@@ -47,6 +47,7 @@ def plan_bots(config: LoadConfig, start: float) -> tuple[list[BotSpec], list[Bot
                     e2e=config.e2e,
                     watch=True,
                     feedback=config.feedback,
+                    native_io=config.native_io,
                 )
             )
     return publishers, subscribers
@@ -74,6 +75,7 @@ def subscriber_specs(config: LoadConfig, first: int, count: int) -> list[BotSpec
                     # every subscriber of a room with an impaired participant is watched
                     watch=config.impaired,
                     feedback=config.feedback,
+                    native_io=config.native_io,
                 )
             )
     return subscribers

@@ -376,8 +376,9 @@ class LoadRun:
             self._say(
                 f"capacity step: {level} subscribers per room ({result.subscribers} in all): "
                 f"p99 {_ms(result.p99_ms)} ms, loss {_ms(result.loss_pct)}%, "
-                f"{result.received_pps:.0f} pkt/s, {verdict}"
-                + (" (load generator saturated)" if result.loadgen_saturated else "")
+                f"{result.received_pps:.0f} pkt/s, CPU server {_ms(result.server_cpu_pct)}% "
+                f"load generator {_ms(result.loadgen_cpu_pct)}%, {verdict}"
+                + (f" ({result.saturated} saturated)" if result.saturated else "")
             )
             if following is None:
                 return step_from

@@ -26,6 +26,9 @@ SCHEMA_FILE = "report.schema.json"
 WORKER_CPU_LIMIT = 85.0
 #: A worker whose event loop wakes up this late (p99, ms) is saturated.
 LOOP_LAG_LIMIT_MS = 50.0
+#: A server above this share of one core (steady window mean) is saturated: its media
+#: path runs on one thread.
+SERVER_CPU_LIMIT = 85.0
 #: Machine CPU (server + load generator) above this share of all cores is saturated.
 MACHINE_CPU_LIMIT = 95.0
 
@@ -249,6 +252,13 @@ def build_report(data: RunData) -> dict[str, Any]:
         else None,
     }
     saturated, loadgen = saturation(data)
+    loadgen_cpu = loadgen["cpu_pct_total"] if data.results else None
+    loadgen["cpu_us_per_received_packet"] = (
+        _round(loadgen_cpu * 1e4 / forwarded_pps, 2)
+        if loadgen_cpu is not None and forwarded_pps > 0
+        else None
+    )
+    server_saturated = server_cpu is not None and server_cpu > SERVER_CPU_LIMIT
     run_s = data.end - data.started
     report = {
         "version": REPORT_VERSION,
@@ -285,6 +295,7 @@ def build_report(data: RunData) -> dict[str, Any]:
         },
         "server": server,
         "loadgen_saturated": saturated,
+        "server_saturated": server_saturated,
         "loadgen": loadgen,
         "bots": {
             "publishers": sum(b["role"] == "publisher" for b in bots),
@@ -367,11 +378,17 @@ def summary_table(report: dict[str, Any]) -> str:
             _fmt(server["cpu_us_per_forwarded_packet"]) if server["samples"] else "-",
         ),
         (
+            "load generator CPU %, µs per received pkt",
+            f"{_fmt(report['loadgen']['cpu_pct_total'])}, "
+            f"{_fmt(report['loadgen'].get('cpu_us_per_received_packet'))}",
+        ),
+        (
             "load generator saturated",
             "YES: " + "; ".join(report["loadgen"]["reasons"])
             if report["loadgen_saturated"]
             else "no",
         ),
+        ("server saturated", "YES" if report.get("server_saturated") else "no"),
     ]
     for sub in (report.get("impaired") or {}).get("subscribers", []):
         rows.append((f"{sub['name']} (link of {sub['link']})", impaired_line(sub)))

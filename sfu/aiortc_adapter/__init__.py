@@ -92,15 +92,14 @@ from .ice import (
 from .join import MarkerJitterBuffer, release_frames_on_marker
 from .media_port import (
     HANDLER_ERROR_LOG_INTERVAL,
-    READ_BATCH,
     RECV_BUFFER_BYTES,
-    RECV_SIZE,
     MediaPort,
     RtcpHandler,
     RtpHandler,
     make_egress,
     srtp_transform,
 )
+from .readers import READ_BATCH, RECV_SIZE, make_reader
 from .receive_tap import ReceiveTap
 from .remote_sdp import RemoteMedia, describe_remote_media
 from .rtp_params import (
@@ -151,6 +150,7 @@ __all__ = [
     "enlarge_receive_buffers",
     "ice_connection",
     "make_egress",
+    "make_reader",
     "negotiated_codecs",
     "observe_received_rtp",
     "release_receiver_state",

@@ -21,13 +21,16 @@ from pylibsrtp._binding import lib as srtp_lib
 
 from .. import native
 from .ice import ice_connection
+from .readers import (
+    make_reader,
+    native_reader,
+    native_recv,
+    recvfrom_reader,
+)
 
 logger = logging.getLogger("sfu.aiortc_adapter")
 
 
-#: Datagrams read per readiness event on the fast path, and the largest datagram.
-READ_BATCH = 64
-RECV_SIZE = 2048
 #: Receive buffer asked for the media sockets (the kernel caps it at net.core.rmem_max).
 RECV_BUFFER_BYTES = 4 * 1024 * 1024
 
@@ -76,21 +79,24 @@ def make_egress(
     remote: tuple[Any, ...],
     sock: socket.socket | None,
     fallback_sendto: Callable[[bytes, tuple[Any, ...]], object] | None = None,
+    protect_name: str = "srtp_protect",
 ) -> Any:
     """Protect + send to ``remote`` with ``tx``: ``sfu.native.Egress`` (libsrtp's
     ``srtp_protect`` and the session's context handed to C by address; the Egress keeps
     ``tx`` and ``sock`` alive) when the C module is built and there is a socket, else
     ``sfu.native.PyEgress`` over ``sock.sendto`` (or ``fallback_sendto``). Neither
     blocks: a packet a full socket buffer refuses is dropped and counted, as the
-    network would drop it."""
+    network would drop it. ``protect_name="srtp_protect_rtcp"``: one for RTCP."""
     if native.NATIVE and sock is not None:
         context = int(srtp_ffi.cast("uintptr_t", tx._srtp[0]))
-        protect_fn = int(srtp_ffi.cast("uintptr_t", srtp_ffi.addressof(srtp_lib, "srtp_protect")))
+        protect_fn = int(srtp_ffi.cast("uintptr_t", srtp_ffi.addressof(srtp_lib, protect_name)))
         return native.Egress(sock, tuple(remote), context, protect_fn, tx)
     sendto = sock.sendto if sock is not None else fallback_sendto
     if sendto is None:
         raise ValueError("make_egress needs a socket or a fallback sendto")
-    protect = srtp_transform(tx, protect=True)
+    protect = (
+        srtp_transform(tx, protect=True) if protect_name == "srtp_protect" else tx.protect_rtcp
+    )
 
     def send(packet: bytes, _sendto: Callable[[bytes, tuple[Any, ...]], object] = sendto) -> None:
         _sendto(packet, remote)
@@ -105,10 +111,30 @@ class MediaPort:
     (``now`` in seconds of the event loop's clock). ``send(data)`` protects and sends
     one RTP or RTCP packet synchronously; it returns False when the transport is not
     ready or the packet could not be protected.
+
+    ``native_io``: read the fast path's sockets with ``sfu._recv.Reader`` (one recvmmsg
+    per readiness, SRTP RTP unprotected in C) and send RTCP through a C ``Egress`` with
+    ``srtp_protect_rtcp`` (no pylibsrtp nor asyncio per packet) when the C modules are
+    in use; the load generator's subscribers ask for it (``docs/loadgen.md``).
+
+    ``send_batch`` (set before the fast path): the server's ``sfu._native.SendBatch`` (``sfu.native.new_send_batch``):
+    the recvmmsg batch reader opens it around a readiness's datagrams (two or more) and
+    the C egress queues in it: each subscriber's packets of the batch leave with one
+    ``sendmmsg``.
     """
 
-    def __init__(self, dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler) -> None:
+    def __init__(
+        self,
+        dtls: RTCDtlsTransport,
+        on_rtp: RtpHandler,
+        on_rtcp: RtcpHandler,
+        native_io: bool = False,
+    ) -> None:
         self._dtls = dtls
+        #: set before ``install_fast_path``
+        self.send_batch: Any = None
+        self._native_io = native_io and native.NATIVE and native_recv is not None
+        self._readers: list[Any] = []
         self._on_rtp = on_rtp
         self._on_rtcp = on_rtcp
         self._loop = asyncio.get_running_loop()
@@ -124,6 +150,8 @@ class MediaPort:
         #: protect + sendto on the nominated pair once the fast path is up: the C
         #: ``sfu.native.Egress`` (forwarders use it directly), else ``PyEgress``
         self.egress: Any = None
+        #: with ``native_io``: the same for RTCP (``srtp_protect_rtcp``)
+        self._rtcp_egress: Any = None
         self._sockets: list[socket.socket] = []
 
         async def handle_rtp(data: bytes, arrival_time_ms: int) -> None:
@@ -219,7 +247,8 @@ class MediaPort:
                 _original(data, addr)
 
             protocol.datagram_received = datagram_received  # type: ignore[method-assign]
-            own_sockets[protocol] = self._batch_reads(protocol, datagram_received)
+            srtp = rx if self._native_io else None
+            own_sockets[protocol] = self._batch_reads(protocol, datagram_received, srtp)
 
         pair = connection._nominated.get(1)
         if pair is not None:
@@ -230,6 +259,13 @@ class MediaPort:
                 own_sockets.get(pair.protocol),
                 pair.protocol.transport.sendto,
             )
+            sock = own_sockets.get(pair.protocol)
+            if self.send_batch is not None and not isinstance(self.egress, native.PyEgress):
+                self.egress.batch = self.send_batch
+            if self._native_io and sock is not None:
+                self._rtcp_egress = make_egress(
+                    dtls._tx_srtp, pair.remote_addr, sock, protect_name="srtp_protect_rtcp"
+                )
         self._fast_path = True
         return True
 
@@ -237,8 +273,12 @@ class MediaPort:
         self,
         protocol: aioice_ice.StunProtocol,
         handler: Callable[[bytes | str, tuple[Any, ...]], None],
+        srtp: pylibsrtp.Session | None = None,
     ) -> socket.socket | None:
-        """Read ``protocol``'s socket in batches; returns Parley's handle on that socket."""
+        """Read ``protocol``'s socket in batches; returns Parley's handle on that socket.
+
+        With ``srtp`` (``native_io``), the C reader unprotects RTP with it and hands the
+        plain packets straight to ``_rtp_in``; the rest goes to ``handler``."""
         transport = protocol.transport
         raw = transport.get_extra_info("socket")
         if raw is None or transport.is_closing():
@@ -250,35 +290,43 @@ class MediaPort:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER_BYTES)
         self._sockets.append(sock)
-        recvfrom = sock.recvfrom
-
-        def read_ready() -> None:
-            for _ in range(READ_BATCH):
-                try:
-                    data, addr = recvfrom(RECV_SIZE)
-                except (BlockingIOError, InterruptedError):
-                    return
-                except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
-                    protocol.error_received(exc)
-                    return
-                handler(data, addr)
-
-        # asyncio's one-datagram-per-iteration reader (a selector transport has pause_reading)
         cast(asyncio.ReadTransport, transport).pause_reading()
+        if native_recv is not None and (srtp is not None or native.recvmmsg_reads()):
+            reader = make_reader(sock, srtp)
+            self._readers.append(reader)
+            read_ready = native_reader(
+                reader, protocol, handler, self._rtp_in, self._count_errors, self.send_batch
+            )
+        else:
+            read_ready = recvfrom_reader(protocol, sock, handler)
+        # asyncio's one-datagram-per-iteration reader (a selector transport has pause_reading)
         self._loop.add_reader(sock.fileno(), read_ready)
         return sock
+
+    def _count_errors(self, n: int) -> None:
+        self.rx_errors += n
 
     @property
     def tx_packets(self) -> int:
         """Datagrams sent (RTP and RTCP, both paths)."""
         egress = self.egress
-        return self._tx_packets + (egress.tx_packets if egress is not None else 0)
+        rtcp = self._rtcp_egress
+        return (
+            self._tx_packets
+            + (egress.tx_packets if egress is not None else 0)
+            + (rtcp.tx_packets if rtcp is not None else 0)
+        )
 
     @property
     def tx_errors(self) -> int:
         """Packets that could not be protected or sent."""
         egress = self.egress
-        return self._tx_errors + (egress.tx_errors if egress is not None else 0)
+        rtcp = self._rtcp_egress
+        return (
+            self._tx_errors
+            + (egress.tx_errors if egress is not None else 0)
+            + (rtcp.tx_errors if rtcp is not None else 0)
+        )
 
     def send_rtp(self, data: bytes) -> bool:
         """Protect and send one RTP packet (the per-forwarded-packet path)."""
@@ -300,6 +348,9 @@ class MediaPort:
         dtls = self._dtls
         if self._closed or dtls.state != "connected" or len(data) < 8:
             return False
+        rtcp_egress = self._rtcp_egress
+        if rtcp_egress is not None and 191 < data[1] < 224:
+            return bool(rtcp_egress.send(data))
         pair = ice_connection(dtls)._nominated.get(1)
         if pair is None:
             return False
@@ -331,6 +382,11 @@ class MediaPort:
         self._closed = True
         if self.egress is not None:
             self.egress.close()  # before its socket closes: no send on a reused fd
+        if self._rtcp_egress is not None:
+            self._rtcp_egress.close()
+        for reader in self._readers:
+            reader.close()
+        self._readers.clear()
         for sock in self._sockets:
             self._loop.remove_reader(sock.fileno())
             sock.close()  # only our duplicate: the transport closes the original

@@ -90,8 +90,15 @@ def test_measure_step_uses_only_its_window() -> None:
     assert result.received_pps == pytest.approx(200)
     assert result.server_cpu_pct == 40.0
     assert not result.loadgen_saturated
+    # both sides' CPU: two workers at 10 % each, 200 packets/s received -> 1000 µs/packet
+    assert result.loadgen_cpu_pct == 20.0
+    assert result.loadgen_us_per_received_packet == pytest.approx(1000.0)
+    assert result.saturated is None
+    assert measure_step(progress, [90.0, 95.0], 101.0, 104.0, 3, 6).saturated == "server"
     busy = [_progress(100.0 + i, 0, 1.0, 100, 0, cpu=95.0) for i in range(5)]
     assert measure_step(busy, [], 100.0, 104.0, 1, 1).loadgen_saturated
+    assert measure_step(busy, [], 100.0, 104.0, 1, 1).saturated == "load generator"
+    assert measure_step(busy, [99.0], 100.0, 104.0, 1, 1).saturated == "both"
     lagging = [_progress(100.0 + i, 0, 1.0, 100, 0, lag=80.0) for i in range(5)]
     assert measure_step(lagging, [], 100.0, 104.0, 1, 1).loadgen_saturated
 

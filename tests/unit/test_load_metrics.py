@@ -247,3 +247,24 @@ def test_audio_tracks_count_switches_but_no_frames() -> None:
     assert not track.on_packet(Tag(0, stream_id(1, 0), 0, 0), 0.0)
     track.finish(10.0)
     assert track.freezes.count == 0
+
+
+def test_worker_latency_goes_to_the_second_and_to_the_total_once() -> None:
+    """record_latency fills this second's histogram; the total gets each value once, when
+    the second is taken or at the end."""
+    from loadgen.load.bots import WorkerMetrics
+
+    metrics = WorkerMetrics()
+    for ms in (1.0, 2.0, 3.0):
+        metrics.record_latency("audio", ms)
+    first = metrics.take_interval()
+    assert first.latency["audio"].count == 3
+    metrics.record_latency("audio", 40.0)
+    metrics.record_latency("video", 5.0)
+    metrics.finish_counters()
+    metrics.finish_counters()  # idempotent: nothing merged twice
+    total = metrics.total.latency
+    assert total["audio"].count == 4 and total["audio"].max == 40.0
+    assert total["video"].count == 1
+    assert metrics.take_interval().latency["audio"].count == 0
+    assert metrics.total.latency["audio"].count == 4

@@ -7,6 +7,7 @@ import json
 import struct
 from pathlib import Path
 
+import pytest
 from jsonschema import Draft202012Validator
 
 from loadgen.load.config import LoadConfig
@@ -249,6 +250,17 @@ def test_every_top_level_key_of_the_schema_is_documented() -> None:
     section = doc[doc.index("## The JSON report") : doc.index("## Impaired links")]
     for key in report_schema()["properties"]:
         assert f'"{key}"' in section or f"`{key}" in section, key
+
+
+def test_both_sides_cpu_is_reported() -> None:
+    report = build_report(_run(cpu=10.0))
+    pps = report["packets"]["forwarded_per_s"]
+    assert pps > 0
+    assert report["loadgen"]["cpu_us_per_received_packet"] == pytest.approx(10.0 * 1e4 / pps, 0.01)
+    assert report["server_saturated"] is False
+    busy = _run()
+    busy.server = [ServerSample(1000.0 + s, 90.0, 80.0) for s in range(1, 6)]
+    assert build_report(busy)["server_saturated"] is True
 
 
 def test_saturation_verdicts() -> None:
