@@ -8,8 +8,8 @@ PY := $(VENV)/bin/python
 
 .PHONY: serve test lint bench clean typecheck-web
 
-# sfu/_native.c: pip builds the C forwarding loop in place (sfu/_native.*.so)
-$(VENV)/.installed: pyproject.toml sfu/_native.c
+# sfu/_native.c, sfu/_ingress.c: pip builds the C forwarding loop and ingress in place (sfu/_native.*.so)
+$(VENV)/.installed: pyproject.toml sfu/_native.c sfu/_ingress.c sfu/_native.h
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"

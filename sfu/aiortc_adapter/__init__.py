@@ -99,6 +99,7 @@ from .media_port import (
     RtcpHandler,
     RtpHandler,
     make_egress,
+    make_ingress,
     srtp_transform,
 )
 from .receive_tap import ReceiveTap
@@ -151,6 +152,7 @@ __all__ = [
     "enlarge_receive_buffers",
     "ice_connection",
     "make_egress",
+    "make_ingress",
     "negotiated_codecs",
     "observe_received_rtp",
     "release_receiver_state",

@@ -98,23 +98,51 @@ def make_egress(
     return native.PyEgress(protect, send, (pylibsrtp.Error, OSError))
 
 
+def make_ingress(
+    rx: pylibsrtp.Session,
+    by_ssrc: dict[int, Any],
+    counters: dict[str, int],
+    fallback: Callable[[bytes, float], None],
+) -> Any:
+    """``sfu.native.Ingress`` over ``rx`` (libsrtp's ``srtp_unprotect`` and the session's
+    context handed to C by address, as ``make_egress`` does for protect; it keeps ``rx``
+    alive), or None without the C module. ``by_ssrc`` is the publisher's SSRC -> Source
+    table itself; ``fallback(plain, now)`` takes what is not of the steady state."""
+    if not native.NATIVE:
+        return None
+    context = int(srtp_ffi.cast("uintptr_t", rx._srtp[0]))
+    unprotect_fn = int(srtp_ffi.cast("uintptr_t", srtp_ffi.addressof(srtp_lib, "srtp_unprotect")))
+    return native.Ingress(context, unprotect_fn, by_ssrc, counters, fallback, rx)
+
+
 class MediaPort:
     """Raw decrypted RTP/RTCP in and out of one DTLS transport.
 
     ``on_rtp(data, now)`` and ``on_rtcp(data, now)`` receive decrypted packets
-    (``now`` in seconds of the event loop's clock). ``send(data)`` protects and sends
+    (``now`` in seconds of the event loop's clock). With ``ingress=(by_ssrc, counters)``
+    (a publish transport) and the C module built, RTP goes through ``make_ingress``
+    once the fast path is up: packets of the steady state never reach ``on_rtp``. ``send(data)`` protects and sends
     one RTP or RTCP packet synchronously; it returns False when the transport is not
     ready or the packet could not be protected.
     """
 
-    def __init__(self, dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler) -> None:
+    def __init__(
+        self,
+        dtls: RTCDtlsTransport,
+        on_rtp: RtpHandler,
+        on_rtcp: RtcpHandler,
+        ingress: tuple[dict[int, Any], dict[str, int]] | None = None,
+    ) -> None:
         self._dtls = dtls
+        self._ingress_tables = ingress
+        #: the C ingress (``make_ingress``) once the fast path is up, else None
+        self.ingress: Any = None
         self._on_rtp = on_rtp
         self._on_rtcp = on_rtcp
         self._loop = asyncio.get_running_loop()
         self._fast_path = False
         self._closed = False
-        self.rx_packets = 0
+        self._rx_packets = 0
         #: packets that could not be unprotected, or whose handler raised
         self.rx_errors = 0
         self._error_logged_at: float | None = None
@@ -139,10 +167,19 @@ class MediaPort:
     def fast_path(self) -> bool:
         return self._fast_path
 
+    @property
+    def rx_packets(self) -> int:
+        """RTP packets received (both paths)."""
+        ingress = self.ingress
+        return self._rx_packets + (ingress.rx_packets if ingress is not None else 0)
+
     def _rtp_in(self, data: bytes) -> None:
-        self.rx_packets += 1
+        self._rx_packets += 1
+        self._rtp_plain(data, self._loop.time())
+
+    def _rtp_plain(self, data: bytes, now: float) -> None:
         try:
-            self._on_rtp(data, self._loop.time())
+            self._on_rtp(data, now)
         except Exception:  # a bad packet must never kill the transport
             self._handler_failed("RTP")
 
@@ -197,6 +234,11 @@ class MediaPort:
         unprotect_rtcp = rx.unprotect_rtcp
         rtp_in = self._rtp_in
         rtcp_in = self._rtcp_in
+        tables = self._ingress_tables
+        if tables is not None:
+            self.ingress = make_ingress(rx, tables[0], tables[1], self._rtp_plain)
+        receive = self.ingress.receive if self.ingress is not None else None
+        loop_time = self._loop.time
         own_sockets: dict[aioice_ice.StunProtocol, socket.socket | None] = {}
 
         for protocol in list(connection._protocols):
@@ -211,10 +253,14 @@ class MediaPort:
                     try:
                         if 191 < data[1] < 224:  # RTCP packet types 192..223
                             rtcp_in(unprotect_rtcp(data))
-                        else:
+                        elif receive is None:
                             rtp_in(unprotect(data))
+                        elif not receive(data, loop_time()):  # C: sfu/_ingress.c
+                            self.rx_errors += 1
                     except pylibsrtp.Error:
                         self.rx_errors += 1
+                    except Exception:  # raised on the C ingress's way (a forwarder)
+                        self._handler_failed("RTP")
                     return
                 _original(data, addr)
 
@@ -331,6 +377,8 @@ class MediaPort:
         self._closed = True
         if self.egress is not None:
             self.egress.close()  # before its socket closes: no send on a reused fd
+        if self.ingress is not None:
+            self.ingress.close()
         for sock in self._sockets:
             self._loop.remove_reader(sock.fileno())
             sock.close()  # only our duplicate: the transport closes the original
