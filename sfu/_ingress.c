@@ -603,15 +603,15 @@ static void ingress_dealloc(IngressObject *self)
 
 static int ingress_init(IngressObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"srtp_context", "srtp_unprotect", "by_ssrc", "counters",
-                             "fallback",     "keep",           NULL};
-    unsigned long long ctx, fn;
+    static char *kwlist[] = {"by_ssrc",        "counters", "fallback", "srtp_context",
+                             "srtp_unprotect", "keep",     NULL};
+    unsigned long long ctx = 0, fn = 0;
     PyObject *by_ssrc, *counters, *fallback, *keep = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KKO!O!O|O", kwlist, &ctx, &fn, &PyDict_Type,
-                                     &by_ssrc, &PyDict_Type, &counters, &fallback, &keep))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O|$KKO", kwlist, &PyDict_Type, &by_ssrc,
+                                     &PyDict_Type, &counters, &fallback, &ctx, &fn, &keep))
         return -1;
-    if (!ctx || !fn) {
-        PyErr_SetString(PyExc_ValueError, "srtp_context and srtp_unprotect must be non-null");
+    if (!ctx != !fn) {
+        PyErr_SetString(PyExc_ValueError, "srtp_context and srtp_unprotect go together");
         return -1;
     }
     if (!PyCallable_Check(fallback)) {
@@ -686,9 +686,12 @@ static int ingress_fanout(SourceObject *src, PyObject *forwarders, Incoming *in,
             if (r < 0)
                 goto error;
         }
-        if (call_method(f, s_forward, (PyObject *)src, PyTuple_GET_ITEM(pair, 0),
-                        PyTuple_GET_ITEM(pair, 1)) < 0)
+        PyObject *res = PyObject_CallMethodObjArgs(f, s_forward, (PyObject *)src,
+                                                   PyTuple_GET_ITEM(pair, 0),
+                                                   PyTuple_GET_ITEM(pair, 1), now_obj, NULL);
+        if (res == NULL)
             goto error;
+        Py_DECREF(res);
     }
     Py_XDECREF(pair);
     return 0;
@@ -699,7 +702,7 @@ error:
 
 /* The fast path for one decrypted packet: 1 taken, 0 not (the fallback takes it), -1. */
 static int ingress_fast(IngressObject *self, const unsigned char *p, Py_ssize_t n, double now,
-                        PyObject *now_obj)
+                        PyObject *now_obj, PyObject *given)
 {
     Incoming in;
     Header h;
@@ -822,7 +825,12 @@ static int ingress_fast(IngressObject *self, const unsigned char *p, Py_ssize_t 
             }
         }
     }
-    data = PyBytes_FromStringAndSize((const char *)p, n);
+    if (given != NULL) {
+        Py_INCREF(given);
+        data = given;
+    } else {
+        data = PyBytes_FromStringAndSize((const char *)p, n);
+    }
     if (data == NULL) {
         Py_DECREF(seq_obj);
         goto error;
@@ -854,6 +862,31 @@ error:
     return -1;
 }
 
+/* Take one decrypted packet (`given`: it as a bytes object, else NULL). */
+static PyObject *ingress_take_plain(IngressObject *self, const unsigned char *p, Py_ssize_t n,
+                                    double now, PyObject *now_obj, PyObject *given)
+{
+    int r = ingress_fast(self, p, n, now, now_obj, given);
+    if (r < 0)
+        return NULL;
+    if (r == 0) {
+        PyObject *plain = given;
+        if (plain == NULL) {
+            plain = PyBytes_FromStringAndSize((const char *)p, n);
+            if (plain == NULL)
+                return NULL;
+        } else {
+            Py_INCREF(plain);
+        }
+        PyObject *res = PyObject_CallFunctionObjArgs(self->fallback, plain, now_obj, NULL);
+        Py_DECREF(plain);
+        if (res == NULL)
+            return NULL;
+        Py_DECREF(res);
+    }
+    Py_RETURN_TRUE;
+}
+
 static PyObject *ingress_receive(IngressObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2) {
@@ -864,6 +897,10 @@ static PyObject *ingress_receive(IngressObject *self, PyObject *const *args, Py_
     double now = PyFloat_AsDouble(now_obj);
     if (now == -1.0 && PyErr_Occurred())
         return NULL;
+    if (self->srtp == NULL || self->unprotect == NULL) {
+        PyErr_SetString(PyExc_ValueError, "receive needs srtp_context and srtp_unprotect");
+        return NULL;
+    }
     Py_buffer view;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
@@ -881,20 +918,23 @@ static PyObject *ingress_receive(IngressObject *self, PyObject *const *args, Py_
         Py_RETURN_FALSE;
     }
     self->rx_packets++;
-    int r = ingress_fast(self, buf, len, now, now_obj);
-    if (r < 0)
+    return ingress_take_plain(self, buf, len, now, now_obj, NULL);
+}
+
+static PyObject *ingress_take(IngressObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyBytes_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "take(plain: bytes, now)");
         return NULL;
-    if (r == 0) {
-        PyObject *plain = PyBytes_FromStringAndSize((const char *)buf, len);
-        if (plain == NULL)
-            return NULL;
-        PyObject *res = PyObject_CallFunctionObjArgs(self->fallback, plain, now_obj, NULL);
-        Py_DECREF(plain);
-        if (res == NULL)
-            return NULL;
-        Py_DECREF(res);
     }
-    Py_RETURN_TRUE;
+    double now = PyFloat_AsDouble(args[1]);
+    if (now == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (self->closed)
+        Py_RETURN_FALSE;
+    self->rx_packets++;
+    return ingress_take_plain(self, (const unsigned char *)PyBytes_AS_STRING(args[0]),
+                              PyBytes_GET_SIZE(args[0]), now, args[1], args[0]);
 }
 
 static PyObject *ingress_close(IngressObject *self, PyObject *Py_UNUSED(ignored))
@@ -908,6 +948,9 @@ static PyMethodDef ingress_methods[] = {
     {"receive", (PyCFunction)(void (*)(void))ingress_receive, METH_FASTCALL,
      "receive(data, now) -> bool: unprotect one SRTP packet and take it in (natively, or "
      "through fallback(plain, now)); False when it could not be unprotected (counted)."},
+    {"take", (PyCFunction)(void (*)(void))ingress_take, METH_FASTCALL,
+     "take(plain, now) -> bool: take one decrypted RTP packet in, as receive does after "
+     "unprotect; False once closed."},
     {"close", (PyCFunction)ingress_close, METH_NOARGS,
      "Refuse every packet from now on; drop the references (idempotent)."},
     {NULL},
@@ -926,8 +969,8 @@ static PyMemberDef ingress_members[] = {
 
 static PyTypeObject IngressType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sfu._native.Ingress",
-    .tp_doc = "Ingress(srtp_context, srtp_unprotect, by_ssrc, counters, fallback, keep=None): "
-              "one publish transport's SRTP unprotect and steady-state ingress, in C.",
+    .tp_doc = "Ingress(by_ssrc, counters, fallback, *, srtp_context=0, srtp_unprotect=0, "
+              "keep=None): one publish transport's SRTP unprotect and steady-state ingress.",
     .tp_basicsize = sizeof(IngressObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,

@@ -112,7 +112,9 @@ def make_ingress(
         return None
     context = int(srtp_ffi.cast("uintptr_t", rx._srtp[0]))
     unprotect_fn = int(srtp_ffi.cast("uintptr_t", srtp_ffi.addressof(srtp_lib, "srtp_unprotect")))
-    return native.Ingress(context, unprotect_fn, by_ssrc, counters, fallback, rx)
+    return native.Ingress(
+        by_ssrc, counters, fallback, srtp_context=context, srtp_unprotect=unprotect_fn, keep=rx
+    )
 
 
 class MediaPort:
