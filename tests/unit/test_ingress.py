@@ -141,7 +141,9 @@ class Publisher:
             out[f"{key}.answers"] = answers
         for i, forwarder in enumerate(self.forwarders):
             out[f"f{i}"] = (forwarder.packets_sent, forwarder.bytes_sent, forwarder.send_failures)
-            out[f"f{i}.rewriter"] = {n: getattr(forwarder.rewriter, n) for n in native.REWRITER_FIELDS}
+            out[f"f{i}.rewriter"] = {
+                n: getattr(forwarder.rewriter, n) for n in native.REWRITER_FIELDS
+            }
         return out
 
     def close(self) -> None:
@@ -187,7 +189,9 @@ class Stream:
         self.ts[1] = (self.ts[1] + 960) & 0xFFFFFFFF
         level = [(1, ext if ext is not None else bytes([(arg * 7) & 0xFF]))]
         exts = level if arg % 4 else [(2, b"xy")] + level
-        return rtp(seq, self.ts[1], AUDIO, pt, bytes([arg & 0xFF]) * (5 + arg % 30), extensions=exts)
+        return rtp(
+            seq, self.ts[1], AUDIO, pt, bytes([arg & 0xFF]) * (5 + arg % 30), extensions=exts
+        )
 
     def make(self, op: str, arg: int) -> list[bytes]:
         """The packets one op sends (in order)."""
@@ -324,11 +328,15 @@ def test_steady_packets_are_taken_in_c_and_the_rest_falls_back() -> None:
 def test_srtp_receive_and_the_c_loop_match_the_python_path() -> None:
     """Real SRTP in, real Egress out: the C ingress hands the C loop its fields."""
     tx = pylibsrtp.Session(
-        pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=PROFILE)
+        pylibsrtp.Policy(
+            key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=PROFILE
+        )
     )
     rx = [
         pylibsrtp.Session(
-            pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=PROFILE)
+            pylibsrtp.Policy(
+                key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=PROFILE
+            )
         )
         for _ in range(2)
     ]
