@@ -193,7 +193,11 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     print()
     print_table(report["results"])
     print(f"SRTP profile negotiated: {', '.join(sorted(profiles))}")
-    for other, label in (("janus", "Janus"), ("parley-py", "parley-py")):
+    for other, label in (
+        ("janus", "Janus"),
+        ("parley-py", "parley-py"),
+        ("parley-pyingress", "parley-pyingress"),
+    ):
         if "parley" not in targets or other not in targets:
             continue
         suffix = other.replace("-", "_")
@@ -239,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--target",
         default="parley",
         help="server(s) to measure, comma-separated: parley, parley-py (Parley with "
-        "PARLEY_NATIVE=0: forwarding in Python, not C), janus; e.g. parley,janus (each "
+        "PARLEY_NATIVE=0: forwarding in Python, not C), parley-pyingress (PARLEY_NATIVE_INGRESS=0: the C loop, the ingress in Python), janus; e.g. parley,janus (each "
         "fan-out runs against each in turn; the JSON has Parley / Janus and Parley / "
         "parley-py ratios where both ran)",
     )

@@ -17,6 +17,7 @@ counters into ``fanout``'s loop. Their fields live in the C base classes
 ``ReceiveStatistics``, ``NackGenerator``, ``PacketCache``, ``Source``): one copy of the
 state, read and written by both paths.
 
+``PARLEY_NATIVE_INGRESS=0`` keeps the C loop and turns the C ingress off (``NATIVE_INGRESS``).
 ``PARLEY_NATIVE=0`` in the environment selects the Python stand-ins below (used by
 ``bench/forwarding.py --target parley-py`` and by tests); ``NATIVE`` says which is in
 use and ``NATIVE_ERROR`` why the C module is not.
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 __all__ = [
     "NATIVE",
     "NATIVE_ERROR",
+    "NATIVE_INGRESS",
     "Egress",
     "ForwarderCore",
     "Ingress",
@@ -306,3 +308,6 @@ else:
             _PyPacketCacheCore,
             _PySourceCore,
         )
+#: the publisher's ingress in C (``Ingress``): with the C module, unless
+#: ``PARLEY_NATIVE_INGRESS=0`` (the C forwarding loop behind the Python ingress)
+NATIVE_INGRESS = NATIVE and os.environ.get("PARLEY_NATIVE_INGRESS", "1") != "0"

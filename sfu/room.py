@@ -227,6 +227,7 @@ class Sfu:
             # whether the C forwarding loop is in use (sfu/native.py), and the packets
             # it sent for the forwarders alive now
             "native_forwarding": native.NATIVE,
+            "native_ingress": native.NATIVE_INGRESS,
             "native_packets": sum(
                 s.forwarder.native_packets for p in participants for s in p.subscriptions.values()
             ),

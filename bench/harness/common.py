@@ -21,8 +21,10 @@ SRTP_PROFILE_NAMES = {
     "aes128gcm": b"SRTP_AEAD_AES_128_GCM",
     "aes128cm": b"SRTP_AES128_CM_SHA1_80",
 }
-TARGETS = ("parley", "parley-py", "janus")
+TARGETS = ("parley", "parley-py", "parley-pyingress", "janus")
 #: parley-py: Parley with PARLEY_NATIVE=0, its forwarding loop in Python instead of C
+#: parley-pyingress: Parley with PARLEY_NATIVE_INGRESS=0: the C forwarding loop, the
+#: publisher's ingress in Python (as before sfu/_ingress.c)
 #: The VideoRoom room the bench creates in Janus (request ``create``). No bitrate cap
 #: (no REMB limit to the publisher), no periodic keyframe requests, no simulcast, no
 #: recording, none of the optional header extensions a browser would use; VP8 only.

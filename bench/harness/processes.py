@@ -110,6 +110,8 @@ async def start_server(args: argparse.Namespace, port: int, target: str = "parle
         argv += ["--cpu", str(SERVER_CPU)]
     # parley-py: the same server forwarding in Python (as bench/janus_server.py does it)
     env = dict(os.environ, PARLEY_NATIVE="0") if target == "parley-py" else None
+    if target == "parley-pyingress":  # the C loop with the Python ingress
+        env = dict(os.environ, PARLEY_NATIVE_INGRESS="0")
     server = await Worker.spawn("server", argv, env)
     url = f"http://127.0.0.1:{port}"
     try:

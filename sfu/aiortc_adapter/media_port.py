@@ -106,9 +106,9 @@ def make_ingress(
 ) -> Any:
     """``sfu.native.Ingress`` over ``rx`` (libsrtp's ``srtp_unprotect`` and the session's
     context handed to C by address, as ``make_egress`` does for protect; it keeps ``rx``
-    alive), or None without the C module. ``by_ssrc`` is the publisher's SSRC -> Source
+    alive), or None without the C module (or with ``PARLEY_NATIVE_INGRESS=0``). ``by_ssrc`` is the publisher's SSRC -> Source
     table itself; ``fallback(plain, now)`` takes what is not of the steady state."""
-    if not native.NATIVE:
+    if not native.NATIVE_INGRESS:
         return None
     context = int(srtp_ffi.cast("uintptr_t", rx._srtp[0]))
     unprotect_fn = int(srtp_ffi.cast("uintptr_t", srtp_ffi.addressof(srtp_lib, "srtp_unprotect")))
