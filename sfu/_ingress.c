@@ -772,14 +772,18 @@ static int ingress_fast(IngressObject *self, const unsigned char *p, Py_ssize_t 
     PyObject *seq_obj = PyLong_FromLongLong(in.seq);
     if (seq_obj == NULL)
         goto error;
-    r = stats_add((StatsObject *)src->stats, in.seq, in.timestamp, now);
+    /* each part is checked again where it is used: Python code may run in between */
+    r = PyObject_TypeCheck(src->stats, &StatsCoreType)
+            ? stats_add((StatsObject *)src->stats, in.seq, in.timestamp, now)
+            : 0;
     if (r == 0) {
         PyObject *ts_obj = PyLong_FromLongLong(in.timestamp);
         r = ts_obj == NULL ? -1 : call_method(src->stats, s_add, seq_obj, ts_obj, now_obj);
         Py_XDECREF(ts_obj);
     }
     if (r >= 0) {
-        r = nack_add((NackObject *)src->nack, in.seq);
+        r = PyObject_TypeCheck(src->nack, &NackCoreType) ? nack_add((NackObject *)src->nack, in.seq)
+                                                          : 0;
         if (r == 0)
             r = call_method(src->nack, s_add, seq_obj, now_obj, NULL);
     }
@@ -788,8 +792,16 @@ static int ingress_fast(IngressObject *self, const unsigned char *p, Py_ssize_t 
         goto error;
     }
     {
-        PyObject *missing = ((NackObject *)src->nack)->missing;
-        Py_ssize_t gaps = missing != NULL && PyDict_Check(missing) ? PyDict_GET_SIZE(missing) : 0;
+        /* len(self.nack), as on_rtp asks: NackGenerator.__len__ is len(self._missing) */
+        PyObject *nk = src->nack, *missing = NULL;
+        if (PyObject_TypeCheck(nk, &NackCoreType))
+            missing = ((NackObject *)nk)->missing;
+        Py_ssize_t gaps = missing != NULL && PyDict_CheckExact(missing) ? PyDict_GET_SIZE(missing)
+                                                                          : PyObject_Length(nk);
+        if (gaps < 0) {
+            Py_DECREF(seq_obj);
+            goto error;
+        }
         if (gaps && src->owner != NULL &&
             call_method(src->owner, s_source_has_missing, (PyObject *)src, NULL, NULL) < 0) {
             Py_DECREF(seq_obj);
@@ -835,7 +847,9 @@ static int ingress_fast(IngressObject *self, const unsigned char *p, Py_ssize_t 
         Py_DECREF(seq_obj);
         goto error;
     }
-    r = cache_store((CacheObject *)src->cache, in.seq, data);
+    r = PyObject_TypeCheck(src->cache, &CacheCoreType)
+            ? cache_store((CacheObject *)src->cache, in.seq, data)
+            : 0;
     if (r == 0)
         r = call_method(src->cache, s_store, seq_obj, data, NULL);
     Py_DECREF(seq_obj);

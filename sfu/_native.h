@@ -22,12 +22,15 @@ typedef struct {
         start, partition_id;
 } Incoming;
 
+/* Shared between the two files only: not exported from the extension. */
+#define PARLEY_INTERNAL __attribute__((visibility("hidden")))
+
 /* sfu/_native.c: forward `in` (every field loaded, vp8_full set when has_vp8) to one
  * forwarder natively when it is a ForwarderCore in its steady state. 1: handled, 0: not
  * (call Forwarder.forward), -1: a Python error. */
-int native_forward_incoming(PyObject *forwarder, PyObject *source, Incoming *in, double now);
+PARLEY_INTERNAL int native_forward_incoming(PyObject *forwarder, PyObject *source, Incoming *in, double now);
 
 /* sfu/_ingress.c: add its types to the module; -1 with an exception on failure. */
-int ingress_add_types(PyObject *module);
+PARLEY_INTERNAL int ingress_add_types(PyObject *module);
 
 #endif
