@@ -13,7 +13,11 @@ same packets and end in the same state: receive statistics, NACK tracker, packet
 from __future__ import annotations
 
 import logging
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pylibsrtp
@@ -389,3 +393,34 @@ def test_ingress_rejects_bad_arguments() -> None:
         ingress.receive(b"x" * 20, 0.0)
     ingress.close()
     assert ingress.take(b"\x80" * 12, 0.0) is False
+
+
+def test_the_python_stand_ins_hold_the_same_state() -> None:
+    """Without the C module (or with PARLEY_NATIVE=0) the fields live in the stand-ins of
+    sfu/native.py: the statistics, NACK, cache and Source tests must hold for them too,
+    and PARLEY_NATIVE_INGRESS=0 leaves the C loop on with no C ingress."""
+    root = Path(__file__).parents[2]
+    files = ["test_receive_stats.py", "test_nack.py", "test_packet_cache.py", "test_source.py"]
+    env = dict(os.environ, PARLEY_NATIVE="0")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         *(str(root / "tests" / "unit" / f) for f in files)],
+        capture_output=True, text=True, timeout=300, cwd=root, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and "failed" not in proc.stdout, proc.stdout[-500:]
+    check = (
+        "from sfu import native; from sfu.source import Source; "
+        "print(native.NATIVE, native.NATIVE_INGRESS, native.SourceCore.__module__)"
+    )
+    for env_var, expected in (
+        ({"PARLEY_NATIVE": "0"}, "False False sfu.native"),
+        ({"PARLEY_NATIVE_INGRESS": "0"}, "True False sfu._native"),
+        ({}, "True True sfu._native"),
+    ):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_NATIVE")}
+        out = subprocess.run(
+            [sys.executable, "-c", check], capture_output=True, text=True, cwd=root,
+            env=env | env_var, timeout=60,
+        )  # fmt: skip
+        assert out.stdout.strip() == expected, out.stderr
