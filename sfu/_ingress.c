@@ -24,8 +24,13 @@
 #include "_native.h"
 #include <structmember.h>
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 
 #define SRTP_LIMIT 1500 /* what the Python path unprotects at most (srtp_transform) */
 #define STATS_MAX_DROPOUT 3000
@@ -951,6 +956,92 @@ static PyObject *ingress_take(IngressObject *self, PyObject *const *args, Py_ssi
                               PyBytes_GET_SIZE(args[0]), now, args[1], args[0]);
 }
 
+/* The datagram's source address as Python's socket module gives it. */
+static PyObject *address_tuple(const struct sockaddr_storage *ss)
+{
+    char host[INET6_ADDRSTRLEN];
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *v4 = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &v4->sin_addr, host, sizeof(host));
+        return Py_BuildValue("(si)", host, ntohs(v4->sin_port));
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof(host));
+        return Py_BuildValue("(siII)", host, ntohs(v6->sin6_port), ntohl(v6->sin6_flowinfo),
+                             v6->sin6_scope_id);
+    }
+    return Py_BuildValue("(si)", "", 0);
+}
+
+/*
+ * drain(fd, other, limit): read up to `limit` datagrams from the non-blocking socket
+ * `fd`; SRTP media (RTP, not RTCP) is unprotected and taken in here, each with `now`
+ * from CLOCK_MONOTONIC (the event loop's clock), anything else (STUN, DTLS, SRTCP) goes
+ * to other(data, addr). Returns the datagrams read; raises OSError as recvfrom would
+ * (not for "nothing left").
+ */
+static PyObject *ingress_drain(IngressObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "drain(fd, other, limit)");
+        return NULL;
+    }
+    int fd = (int)PyLong_AsLong(args[0]);
+    long limit = PyLong_AsLong(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *other = args[1];
+    if (self->srtp == NULL || self->unprotect == NULL) {
+        PyErr_SetString(PyExc_ValueError, "drain needs srtp_context and srtp_unprotect");
+        return NULL;
+    }
+    unsigned char buf[2048 + 16];
+    long count = 0;
+    while (count < limit && !self->closed) {
+        struct sockaddr_storage ss;
+        socklen_t alen = sizeof(ss);
+        ssize_t n = recvfrom(fd, buf, 2048, MSG_DONTWAIT, (struct sockaddr *)&ss, &alen);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        count++;
+        if (n >= 12 && buf[0] > 127 && buf[0] < 192 && !(buf[1] > 191 && buf[1] < 224)) {
+            int len = (int)n;
+            if (n > SRTP_LIMIT || self->unprotect(self->srtp, buf, &len) != 0) {
+                self->rx_errors++;
+                continue;
+            }
+            self->rx_packets++;
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            double now = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+            PyObject *now_obj = PyFloat_FromDouble(now);
+            if (now_obj == NULL)
+                return NULL;
+            PyObject *r = ingress_take_plain(self, buf, len, now, now_obj, NULL);
+            Py_DECREF(now_obj);
+            if (r == NULL)
+                return NULL;
+            Py_DECREF(r);
+            continue;
+        }
+        PyObject *data = PyBytes_FromStringAndSize((const char *)buf, n);
+        PyObject *addr = data == NULL ? NULL : address_tuple(&ss);
+        PyObject *r = addr == NULL ? NULL : PyObject_CallFunctionObjArgs(other, data, addr, NULL);
+        Py_XDECREF(data);
+        Py_XDECREF(addr);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+    }
+    return PyLong_FromLong(count);
+}
+
 static PyObject *ingress_close(IngressObject *self, PyObject *Py_UNUSED(ignored))
 {
     self->closed = 1;
@@ -962,6 +1053,9 @@ static PyMethodDef ingress_methods[] = {
     {"receive", (PyCFunction)(void (*)(void))ingress_receive, METH_FASTCALL,
      "receive(data, now) -> bool: unprotect one SRTP packet and take it in (natively, or "
      "through fallback(plain, now)); False when it could not be unprotected (counted)."},
+    {"drain", (PyCFunction)(void (*)(void))ingress_drain, METH_FASTCALL,
+     "drain(fd, other, limit) -> int: read up to `limit` datagrams from the socket; SRTP "
+     "media is taken in here, anything else goes to other(data, addr)."},
     {"take", (PyCFunction)(void (*)(void))ingress_take, METH_FASTCALL,
      "take(plain, now) -> bool: take one decrypted RTP packet in, as receive does after "
      "unprotect; False once closed."},

@@ -145,8 +145,7 @@ class MediaPort:
         self._fast_path = False
         self._closed = False
         self._rx_packets = 0
-        #: packets that could not be unprotected, or whose handler raised
-        self.rx_errors = 0
+        self._rx_errors = 0
         self._error_logged_at: float | None = None
         self._unlogged_errors = 0
         self._tx_packets = 0
@@ -175,6 +174,12 @@ class MediaPort:
         ingress = self.ingress
         return self._rx_packets + (ingress.rx_packets if ingress is not None else 0)
 
+    @property
+    def rx_errors(self) -> int:
+        """Packets that could not be unprotected, or whose handler raised (both paths)."""
+        ingress = self.ingress
+        return self._rx_errors + (ingress.rx_errors if ingress is not None else 0)
+
     def _rtp_in(self, data: bytes) -> None:
         self._rx_packets += 1
         self._rtp_plain(data, self._loop.time())
@@ -196,7 +201,7 @@ class MediaPort:
         parsed. The first failure is logged with its traceback, then at most one line
         per HANDLER_ERROR_LOG_INTERVAL, so that a peer repeating the packet cannot
         flood the log nor spend the server's CPU on tracebacks."""
-        self.rx_errors += 1
+        self._rx_errors += 1
         self._unlogged_errors += 1
         now = self._loop.time()
         last = self._error_logged_at
@@ -257,10 +262,10 @@ class MediaPort:
                             rtcp_in(unprotect_rtcp(data))
                         elif receive is None:
                             rtp_in(unprotect(data))
-                        elif not receive(data, loop_time()):  # C: sfu/_ingress.c
-                            self.rx_errors += 1
+                        else:  # C: sfu/_ingress.c (it counts what it cannot unprotect)
+                            receive(data, loop_time())
                     except pylibsrtp.Error:
-                        self.rx_errors += 1
+                        self._rx_errors += 1
                     except Exception:  # raised on the C ingress's way (a forwarder)
                         self._handler_failed("RTP")
                     return
@@ -299,6 +304,20 @@ class MediaPort:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER_BYTES)
         self._sockets.append(sock)
         recvfrom = sock.recvfrom
+        if self.ingress is not None:  # the C ingress reads the batch (sfu/_ingress.c)
+            drain, fd = self.ingress.drain, sock.fileno()
+
+            def drain_ready() -> None:
+                try:
+                    drain(fd, handler, READ_BATCH)
+                except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
+                    protocol.error_received(exc)
+                except Exception:  # raised on the C ingress's way (a forwarder)
+                    self._handler_failed("RTP")
+
+            cast(asyncio.ReadTransport, transport).pause_reading()
+            self._loop.add_reader(fd, drain_ready)
+            return sock
 
         def read_ready() -> None:
             for _ in range(READ_BATCH):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -424,3 +425,47 @@ def test_the_python_stand_ins_hold_the_same_state() -> None:
             env=env | env_var, timeout=60,
         )  # fmt: skip
         assert out.stdout.strip() == expected, out.stderr
+
+
+def test_drain_reads_a_socket_takes_media_in_and_hands_on_the_rest() -> None:
+    """``Ingress.drain``, the publish socket's batch reader: SRTP media is taken in (the
+    same state as the Python path given the same packets), anything else (here a
+    STUN-looking datagram and an SRTCP-looking one) goes to ``other`` with its address,
+    and a batch stops at ``limit``."""
+    policy = {"key": KEY, "srtp_profile": PROFILE}
+    tx = pylibsrtp.Session(pylibsrtp.Policy(ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, **policy))
+    rx = pylibsrtp.Session(pylibsrtp.Policy(ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, **policy))
+    c, py = Publisher(True), Publisher(False)
+    ingress = make_ingress(rx, c.side._by_ssrc, c.counters, c.side.on_rtp)
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.setblocking(False)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind(("127.0.0.1", 0))
+    stream = Stream(65000)
+    plain = [stream.make("video", i)[0] for i in range(20)] + [stream.make("audio", 1)[0]]
+    others = [b"\x00\x01\x00\x00" + bytes(16), b"\x80\xc8" + bytes(30)]
+    handed: list[tuple[bytes, tuple[str, int]]] = []
+    try:
+        for data in plain[:10] + others + plain[10:]:
+            sender.sendto(tx.protect(data) if data in plain else data, receiver.getsockname())
+        assert ingress.drain(receiver.fileno(), lambda d, a: handed.append((d, a)), 5) == 5
+        assert ingress.drain(receiver.fileno(), lambda d, a: handed.append((d, a)), 64) == 18
+        assert ingress.drain(receiver.fileno(), lambda d, a: handed.append((d, a)), 64) == 0
+        assert handed == [(d, sender.getsockname()) for d in others]
+        assert ingress.native_packets == 21
+        for i, data in enumerate(plain):
+            py.take(data, 100.0 + i)
+        for key in ("counters", "cam.packets", "cam.bytes", "cam.nack", "cam.cache"):
+            assert c.state()[key] == py.state()[key], key
+        # the same packets but for abs-send-time (bytes 19-21: drain's clock is the real one)
+        assert len(c.sinks[0].packets) == 20
+        assert [p[:19] + p[22:] for p in c.sinks[0].packets] == [
+            p[:19] + p[22:] for p in py.sinks[0].packets
+        ]
+    finally:
+        c.close()
+        py.close()
+        ingress.close()
+        sender.close()
+        receiver.close()
