@@ -8,8 +8,9 @@ PY := $(VENV)/bin/python
 
 .PHONY: serve test lint bench clean typecheck-web
 
-# sfu/_native.c: pip builds the C forwarding loop in place (sfu/_native.*.so)
-$(VENV)/.installed: pyproject.toml sfu/_native.c sfu/_recv.c
+# sfu/_native.c, sfu/_ingress.c, sfu/_recv.c: pip builds the C forwarding loop, the
+# ingress and the load generator's reader in place (sfu/_native.*.so, sfu/_recv.*.so)
+$(VENV)/.installed: pyproject.toml sfu/_native.c sfu/_ingress.c sfu/_native.h sfu/_recv.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"

@@ -193,7 +193,7 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     print()
     print_table(report["results"])
     print(f"SRTP profile negotiated: {', '.join(sorted(profiles))}")
-    others = ("janus", "parley-py", "parley-nosendmmsg", "parley-norecvmmsg")
+    others = ("janus", "parley-py", "parley-pyingress", "parley-nosendmmsg", "parley-norecvmmsg")
     for other, label in ((o, "Janus" if o == "janus" else o) for o in others):
         if "parley" not in targets or other not in targets:
             continue
@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--target",
         default="parley",
         help="server(s) to measure, comma-separated: parley, parley-py (Parley with "
-        "PARLEY_NATIVE=0: forwarding in Python, not C), janus; e.g. parley,janus (each "
+        "PARLEY_NATIVE=0: forwarding in Python, not C), parley-pyingress (PARLEY_NATIVE_INGRESS=0: the C loop, the ingress in Python), janus; e.g. parley,janus (each "
         "fan-out runs against each in turn; the JSON has Parley / Janus and Parley / "
         "parley-py ratios where both ran)",
     )

@@ -3,8 +3,11 @@
 No peer connections: real SRTP sessions (pylibsrtp, AEAD_AES_256_GCM), a real UDP
 socket on 127.0.0.1, and Parley's own Source/Forwarder code. It answers "where does
 the time go per incoming packet" without the noise of ICE/DTLS and other processes.
-Each fan-out runs twice: through the native loop (``sfu/_native.c``, forwarders with an
-``Egress``, as in the server) and through the Python path (no ``Egress``).
+Each fan-out runs three times: the C ingress and the native loop (``sfu/_ingress.c``'s
+``Ingress.receive`` feeding ``sfu/_native.c``, forwarders with an ``Egress``, as in the
+server), the Python ingress and the native loop (as with ``PARLEY_NATIVE_INGRESS=0``),
+and the Python path all through (no ``Egress``, no ``Ingress``). Fan-out 0 measures the
+ingress alone.
 
     python bench/hotpath.py --packets 50000 --fanouts 1,4,16 --json bench/results/hotpath.json
 """
@@ -23,7 +26,7 @@ from pathlib import Path
 from pylibsrtp import Policy, Session
 
 from sfu import native
-from sfu.aiortc_adapter import make_egress
+from sfu.aiortc_adapter import make_egress, make_ingress
 from sfu.forwarder import EgressParams, Forwarder
 from sfu.pacer import Pacer
 from sfu.rtp.extensions import ABS_SEND_TIME_URI, MID_URI
@@ -113,7 +116,8 @@ def run_fanout(
     drain: Callable[[], None],
     args: argparse.Namespace,
 ) -> float:
-    """µs per incoming packet through ingest + K forwarders (``path_name``: native/python)."""
+    """µs per incoming packet through ingest + K forwarders (``path_name``: ingress, native
+    or python)."""
     params = SourceParams(
         track_id="t", kind="video", codec="vp8", clock_rate=90000, payload_type=96, ssrc=SSRC
     )
@@ -136,7 +140,7 @@ def run_fanout(
                 },
             )
         )
-        if path_name == "native":  # as Participant wires it
+        if path_name != "python":  # as Participant wires it
             policy = Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=PROFILE)
             f.egress = make_egress(Session(policy), addr, send_sock)
             f.pacer = Pacer()
@@ -150,20 +154,33 @@ def run_fanout(
         clock[0] += 0.0002
         source.on_rtp(RtpView(unprotect(data)), clock[0])
 
-    n = max(2000, args.packets // k)
+    ingress = None
+    if path_name == "ingress":  # as MediaPort wires it for a publish transport
+        ingress = make_ingress(
+            Session(rx_policy), {SSRC: source}, {"rtp_in": 0}, lambda p, now: ingest_one(p)
+        )
+        receive = ingress.receive
+
+        def ingest_one_c(data: bytes) -> None:
+            clock[0] += 0.0002
+            receive(data, clock[0])
+
+    n = max(2000, args.packets // max(k, 1))
     total = 0.0
     done = 0
     for chunk in range(0, n, 2000):
         batch = protected[chunk : chunk + 2000]
-        total += per_packet_us(ingest_one, batch) * len(batch)
+        total += per_packet_us(ingest_one_c if ingress else ingest_one, batch) * len(batch)
         done += len(batch)
         drain()
     sent = sum(f.packets_sent for f in forwarders)
     natively = sum(f.native_packets for f in forwarders)
     if sent != k * done:  # every packet reaches every forwarder
         raise SystemExit(f"fan-out {k}: {sent} packets sent, expected {k * done}")
-    if path_name == "native" and natively < sent * 0.8:
+    if path_name != "python" and natively < sent * 0.8:
         raise SystemExit(f"native path served only {natively} of {sent} packets")
+    if ingress is not None and ingress.native_packets < done * 0.99:
+        raise SystemExit(f"the C ingress took only {ingress.native_packets} of {done} packets")
     source.close()
     for e in egresses:
         e.close()
@@ -236,7 +253,7 @@ def main() -> None:
     for stage, us in stages.items():
         print(f"  {stage:24s} {us:8.2f}")
 
-    paths = ["native", "python"] if native.NATIVE else ["python"]
+    paths = ["ingress", "native", "python"] if native.NATIVE_INGRESS else ["python"]
     results["native_available"] = native.NATIVE
     rows: list[dict[str, float]] = []
     for fanout in [int(x) for x in args.fanouts.split(",")]:
@@ -245,7 +262,7 @@ def main() -> None:
             per_in = run_fanout(
                 fanout, path_name, protected, rx_policy, send_sock, addr, drain, args
             )
-            per_fwd = per_in / fanout
+            per_fwd = per_in / max(fanout, 1)
             print(
                 f"fan-out {fanout:3d} {path_name:6s}: {per_in:7.2f} µs per incoming packet, "
                 f"{per_fwd:6.2f} µs per forwarded packet"
@@ -255,10 +272,11 @@ def main() -> None:
         # the path the server takes: native when built
         row["us_per_incoming"] = row[f"{paths[0]}_us_per_incoming"]
         row["us_per_forwarded"] = row[f"{paths[0]}_us_per_forwarded"]
-        if len(paths) == 2:
-            row["native_over_python"] = round(
-                row["native_us_per_forwarded"] / row["python_us_per_forwarded"], 3
-            )
+        if len(paths) == 3:
+            for a, b in (("native", "python"), ("ingress", "native"), ("ingress", "python")):
+                row[f"{a}_over_{b}"] = round(
+                    row[f"{a}_us_per_incoming"] / row[f"{b}_us_per_incoming"], 3
+                )
         rows.append(row)
     results["fanouts"] = rows
 

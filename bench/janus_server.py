@@ -197,7 +197,7 @@ class IsolatedServer:
     def __init__(
         self, kind: str, event_loops: int = 0, log: Path | None = None, cpu: int | None = None
     ) -> None:
-        if kind not in ("janus", "parley", "parley-py"):
+        if kind not in ("janus", "parley", "parley-py", "parley-pyingress"):
             raise ValueError(kind)
         self.kind = kind
         self.event_loops = event_loops
@@ -229,6 +229,8 @@ class IsolatedServer:
             env = dict(os.environ)
             if kind == "parley-py":  # Parley without its C fast path (sfu/native.py)
                 env["PARLEY_NATIVE"] = "0"
+            if kind == "parley-pyingress":  # the C loop, the publisher's ingress in Python
+                env["PARLEY_NATIVE_INGRESS"] = "0"
             self.proc = subprocess.Popen(
                 self.namespace.enter(*cmd),
                 stdout=output,

@@ -27,8 +27,7 @@
  * Everything runs on the event loop's thread with the GIL held; no global state
  * besides interned attribute names.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_native.h" /* Python.h, Incoming (shared with sfu/_ingress.c) */
 #include <structmember.h>
 
 #include <arpa/inet.h>
@@ -250,6 +249,23 @@ static void egress_flush(EgressObject *self, SendBatchObject *batch)
         return;
     if (self->closed || self->fd < 0) {
         self->tx_errors += total;
+        return;
+    }
+    if (total == 1) { /* one datagram: sendto costs less than a sendmmsg of one */
+        ssize_t r;
+        do {
+            r = sendto(self->fd, self->queue, (size_t)self->queue_len[0], MSG_DONTWAIT,
+                       (struct sockaddr *)&self->addr, self->addrlen);
+        } while (r < 0 && errno == EINTR);
+        if (r < 0) {
+            self->tx_errors++;
+        } else {
+            self->tx_packets++;
+            if (batch != NULL) {
+                batch->syscalls++;
+                batch->datagrams++;
+            }
+        }
         return;
     }
     struct mmsghdr msgs[QUEUE_SLOTS];
@@ -801,18 +817,7 @@ static PyTypeObject ForwarderCoreType = {
 
 /* ------------------------------------------------------------------ fanout */
 
-typedef struct {
-    const unsigned char *data;
-    Py_ssize_t data_len;
-    long long seq, timestamp, ssrc, marker, payload_start, payload_end, audio_level;
-    unsigned char ast[3];
-    char has_ast;
-    /* VP8 descriptor (has_vp8: vp8 is not None) */
-    char has_vp8;
-    char vp8_full; /* the fields below picture_id / tl0picidx are loaded */
-    long long picture_id, tl0picidx, picture_id_bits, tid_byte, tk_flags, size, non_reference,
-        start, partition_id;
-} Incoming;
+/* Incoming: sfu/_native.h */
 
 /* Read an int attribute; -1 with an exception set on failure (ints here are >= -1). */
 static int get_ll(PyObject *obj, PyObject *name, long long *out)
@@ -1032,6 +1037,14 @@ static int forward_fast(ForwarderObject *fw, PyObject *source, PyObject *vp8, In
     return 1;
 }
 
+/* For sfu/_ingress.c (declared in _native.h). */
+int native_forward_incoming(PyObject *f, PyObject *source, Incoming *in, double now)
+{
+    if (!PyObject_TypeCheck(f, &ForwarderCoreType))
+        return 0;
+    return forward_fast((ForwarderObject *)f, source, Py_None, in, now);
+}
+
 static PyObject *fanout(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 5) {
@@ -1161,7 +1174,8 @@ PyMODINIT_FUNC PyInit__native(void)
     if (PyModule_AddObjectRef(m, "Egress", (PyObject *)&EgressType) < 0 ||
         PyModule_AddObjectRef(m, "RewriterCore", (PyObject *)&RewriterCoreType) < 0 ||
         PyModule_AddObjectRef(m, "ForwarderCore", (PyObject *)&ForwarderCoreType) < 0 ||
-        PyModule_AddObjectRef(m, "SendBatch", (PyObject *)&SendBatchType) < 0) {
+        PyModule_AddObjectRef(m, "SendBatch", (PyObject *)&SendBatchType) < 0 ||
+        ingress_add_types(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from itertools import islice
 
+from .native import NackCore
+
 __all__ = ["NackGenerator", "pack_nack_items", "unpack_nack_items"]
 
 #: Tolerance on retry spacing, so a fake clock stepping by 0.1 is not off by one ulp.
@@ -31,7 +33,7 @@ class _Missing:
         self.last_sent = 0.0
 
 
-class NackGenerator:
+class NackGenerator(NackCore):
     """Tracks missing sequence numbers of one stream and schedules their NACKs.
 
     * ``add`` records every arriving packet. A gap after the newest sequence number
@@ -50,15 +52,9 @@ class NackGenerator:
     :attr:`missing` and ``due`` list 65535 before 0.
     """
 
-    __slots__ = (
-        "_bad_seq",
-        "_max_age",
-        "_max_missing",
-        "_max_retries",
-        "_missing",
-        "_newest",
-        "_retry_interval",
-    )
+    #: ``_newest``, ``_missing``, ``_bad_seq`` and ``_max_missing`` live in the base class
+    #: (``sfu.native.NackCore``), which the C ingress updates in place
+    __slots__ = ("_max_age", "_max_retries", "_retry_interval")
 
     def __init__(
         self,

@@ -9,6 +9,15 @@ makes. Every other case calls ``Forwarder.forward``. The C types hold the hot fi
 of ``StreamRewriter`` and ``Forwarder`` (their base classes), so Python reads and
 writes the same state.
 
+The publisher's steady-state ingress is in C as well (``sfu/_ingress.c``, part of the
+same module): ``Ingress`` unprotects a publish transport's SRTP and takes a packet of a
+known SSRC through receive statistics, NACK tracking, the packet cache and the source's
+counters into ``fanout``'s loop. Their fields live in the C base classes
+``ReceiveStatsCore``, ``NackCore``, ``PacketCacheCore`` and ``SourceCore`` (of
+``ReceiveStatistics``, ``NackGenerator``, ``PacketCache``, ``Source``): one copy of the
+state, read and written by both paths.
+
+``PARLEY_NATIVE_INGRESS=0`` keeps the C loop and turns the C ingress off (``NATIVE_INGRESS``).
 ``PARLEY_NATIVE=0`` in the environment selects the Python stand-ins below (used by
 ``bench/forwarding.py --target parley-py`` and by tests); ``NATIVE`` says which is in
 use and ``NATIVE_ERROR`` why the C module is not.
@@ -24,8 +33,14 @@ from typing import TYPE_CHECKING, Any
 __all__ = [
     "NATIVE",
     "NATIVE_ERROR",
+    "NATIVE_INGRESS",
     "Egress",
     "ForwarderCore",
+    "Ingress",
+    "NackCore",
+    "PacketCacheCore",
+    "ReceiveStatsCore",
+    "SourceCore",
     "PyEgress",
     "REWRITER_FIELDS",
     "RewriterCore",
@@ -192,6 +207,57 @@ class _PyForwarderCore:
     _tid_limit = -1
 
 
+#: The fields of ``ReceiveStatsCore``, ``NackCore`` and ``PacketCacheCore`` (the C
+#: types' members, the stand-ins' slots)
+RECEIVE_STATS_FIELDS = (
+    "_base",
+    "_bad_seq",
+    "_clock_rate",
+    "_duplicates",
+    "_expected_prior",
+    "_jitter",
+    "_last_arrival",
+    "_last_ts",
+    "_lsr",
+    "_max",
+    "_received",
+    "_received_prior",
+    "_seen",
+    "_sr_arrival",
+    "_started",
+)
+NACK_FIELDS = ("_bad_seq", "_max_missing", "_missing", "_newest")
+PACKET_CACHE_FIELDS = (
+    "_data",
+    "_ext",
+    "_mask",
+    "_meta",
+    "_newest",
+    "_pending",
+    "_restart",
+    "_size",
+)
+
+
+class _PyReceiveStatsCore:
+    __slots__ = RECEIVE_STATS_FIELDS
+
+
+class _PyNackCore:
+    __slots__ = NACK_FIELDS
+
+
+class _PyPacketCacheCore:
+    __slots__ = PACKET_CACHE_FIELDS
+
+
+class _PySourceCore:
+    """Stand-in for the C ``SourceCore`` (its fields live in the instance dict)."""
+
+    #: packets this source took in through the C ingress (none without it)
+    native_packets = 0
+
+
 def _py_fanout(
     source: object, pkt: object, vp8: object, now: float, forwarders: Sequence[Any]
 ) -> None:
@@ -204,6 +270,11 @@ if TYPE_CHECKING:
     RewriterCore = _PyRewriterCore
     ForwarderCore = _PyForwarderCore
     Egress = Any
+    Ingress = Any
+    ReceiveStatsCore = _PyReceiveStatsCore
+    NackCore = _PyNackCore
+    PacketCacheCore = _PyPacketCacheCore
+    SourceCore = _PySourceCore
     fanout = _py_fanout
     NATIVE = False
 else:
@@ -211,17 +282,37 @@ else:
         NATIVE_ERROR = "disabled by PARLEY_NATIVE=0"
     else:
         try:
-            from ._native import Egress, ForwarderCore, RewriterCore, fanout
+            from ._native import (
+                Egress,
+                ForwarderCore,
+                Ingress,
+                NackCore,
+                PacketCacheCore,
+                ReceiveStatsCore,
+                RewriterCore,
+                SourceCore,
+                fanout,
+            )
         except ImportError as exc:  # not built (no compiler at install time)
             NATIVE_ERROR = f"sfu._native is not built: {exc}"
     NATIVE = NATIVE_ERROR is None
     if not NATIVE:
-        RewriterCore, ForwarderCore, Egress, fanout = (
+        RewriterCore, ForwarderCore, Egress, Ingress, fanout = (
             _PyRewriterCore,
             _PyForwarderCore,
             None,
+            None,
             _py_fanout,
         )
+        ReceiveStatsCore, NackCore, PacketCacheCore, SourceCore = (
+            _PyReceiveStatsCore,
+            _PyNackCore,
+            _PyPacketCacheCore,
+            _PySourceCore,
+        )
+#: the publisher's ingress in C (``Ingress``): with the C module, unless
+#: ``PARLEY_NATIVE_INGRESS=0`` (the C forwarding loop behind the Python ingress)
+NATIVE_INGRESS = NATIVE and os.environ.get("PARLEY_NATIVE_INGRESS", "1") != "0"
 
 
 def new_send_batch() -> Any:

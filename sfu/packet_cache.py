@@ -11,6 +11,10 @@ returned for a new sequence number with the same low bits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from .native import PacketCacheCore
+
 __all__ = ["PacketCache"]
 
 #: Extended sequence number of an empty slot; never equal to a real one.
@@ -23,19 +27,23 @@ _EMPTY = -(1 << 62)
 _RESTART_DISTANCE = 3000
 
 
-class PacketCache:
+class PacketCache(PacketCacheCore):
     """Keeps the packets of the last ``capacity`` sequence numbers.
 
     ``capacity`` is rounded up to a power of two (see :attr:`capacity`). ``store`` and
     ``get`` are O(1) and allocate nothing but ``get``'s result tuple.
     """
 
-    __slots__ = ("_data", "_ext", "_mask", "_meta", "_newest", "_pending", "_restart", "_size")
+    #: the fields live in the base class (``sfu.native.PacketCacheCore``), which the C
+    #: ingress updates in place (``store`` with no meta); ``rebuild(data)`` makes the meta
+    #: of a packet stored without one when ``get`` is first asked for it
+    __slots__ = ("rebuild",)
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be positive, got {capacity}")
         size = 1 << (capacity - 1).bit_length()
+        self.rebuild: Callable[[bytes], object] | None = None
         self._size = size
         self._mask = size - 1
         self._restart = max(size, _RESTART_DISTANCE)
@@ -107,7 +115,10 @@ class PacketCache:
             return None
         data = self._data[i]
         assert data is not None
-        return data, self._meta[i]
+        meta = self._meta[i]
+        if meta is None and self.rebuild is not None:
+            meta = self._meta[i] = self.rebuild(data)
+        return data, meta
 
     def resize(self, capacity: int) -> None:
         """Keep ``capacity`` slots (rounded up to a power of two) from now on, with the

@@ -162,7 +162,9 @@ class PublishSide:
                 dtls = pc.sctp.transport
             else:
                 raise NegotiationError("bad_sdp", "the offer has no audio, video or data")
-            self.port = adapter.MediaPort(dtls, self.on_rtp, self.on_rtcp)
+            self.port = adapter.MediaPort(
+                dtls, self.on_rtp, self.on_rtcp, ingress=(self._by_ssrc, self.counters)
+            )
         try:
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .native import ReceiveStatsCore
+
 __all__ = ["ReceiveStatistics", "ReportBlockValues"]
 
 #: A jump ahead at least this large is a restart candidate (RFC 3550 MAX_DROPOUT).
@@ -56,26 +58,12 @@ class ReportBlockValues:
     dlsr: int
 
 
-class ReceiveStatistics:
+class ReceiveStatistics(ReceiveStatsCore):
     """Receiver statistics of one RTP stream; time is always passed in (``now``, s)."""
 
-    __slots__ = (
-        "_base",
-        "_bad_seq",
-        "_clock_rate",
-        "_duplicates",
-        "_expected_prior",
-        "_jitter",
-        "_last_arrival",
-        "_last_ts",
-        "_lsr",
-        "_max",
-        "_received",
-        "_received_prior",
-        "_seen",
-        "_sr_arrival",
-        "_started",
-    )
+    #: every field lives in the base class (``sfu.native.ReceiveStatsCore``), which the C
+    #: ingress (``sfu/_ingress.c``) updates in place; ``add`` is the reference for it
+    __slots__ = ()
 
     def __init__(self, clock_rate: int) -> None:
         if clock_rate <= 0:

@@ -229,8 +229,14 @@ class Sfu:
             # whether the C forwarding loop is in use (sfu/native.py), and the packets
             # it sent for the forwarders alive now
             "native_forwarding": native.NATIVE,
+            "native_ingress": native.NATIVE_INGRESS,
             "native_packets": sum(
                 s.forwarder.native_packets for p in participants for s in p.subscriptions.values()
+            ),
+            # packets the publishers' C ingress took in (sfu/_ingress.c), for the tracks
+            # published now
+            "native_ingress_packets": sum(
+                s.native_packets for p in participants for t in p.tracks.values() for s in t.layers
             ),
             # malformed RTP / RTCP dropped since start, from every participant
             # (per participant and reason: Participant.malformed, sfu/rtp/malformed.py)

@@ -14,7 +14,7 @@ from typing import cast
 
 from .cache_window import CacheSizer, CacheWindow
 from .nack import NackGenerator
-from .native import fanout
+from .native import SourceCore, fanout
 from .packet_cache import PacketCache
 from .ports import SourceOwner, SourceSubscriber
 from .receive_stats import ReceiveStatistics
@@ -51,7 +51,12 @@ class SourceParams:
     fmtp: tuple[tuple[str, str], ...] = ()
 
 
-class Source:
+class Source(SourceCore):
+    """Its per-packet fields (counters, keyframe marks, its statistics, NACK tracker and
+    cache) live in the C base ``sfu.native.SourceCore``, which the C ingress
+    (``sfu/_ingress.c``) updates for packets of the steady state; ``on_rtp`` is the
+    reference for what it does."""
+
     def __init__(
         self,
         params: SourceParams,
@@ -82,6 +87,7 @@ class Source:
         #: with a window, the cache's capacity follows the packet rate (``tick``)
         self.cache_sizer = CacheSizer(cache_window) if cache_window is not None else None
         self.cache = PacketCache(cache_size if cache_window is None else cache_window.max_packets)
+        self.cache.rebuild = self._rebuild  # packets are cached as bytes, parsed when asked for
         self.stats = ReceiveStatistics(params.clock_rate)
         self.nack = NackGenerator()
         #: replaced, never mutated, so that iterating it while forwarding is safe
@@ -194,11 +200,23 @@ class Source:
         elif self.h264 is not None:
             self._on_h264(pkt, now)
             return
-        self.cache.store(seq, pkt.data, (pkt, vp8))
+        self.cache.store(seq, pkt.data)  # its meta: ``_rebuild``, when a NACK asks for it
         forwarders = self.forwarders
         if forwarders:
             pkt.abs_send_time = abs_send_time(now)
             fanout(self, pkt, vp8, now, forwarders)  # C for steady forwarders (sfu/native.py)
+
+    def _rebuild(self, data: bytes) -> tuple[RtpView, Vp8Descriptor | None]:
+        """The RtpView (audio level set) and VP8 descriptor of a packet ``on_rtp`` took
+        in: the cache's meta, made when first asked for, and the packet as the C
+        ingress hands it to a forwarder on the Python path."""
+        pkt = RtpView(data)
+        if self._audio_level_ext and pkt.ext_profile:
+            level = pkt.extension(self._audio_level_ext)
+            if level:
+                pkt.audio_level = level[0]
+        vp8 = Vp8Descriptor(data, pkt.payload_start, pkt.payload_end) if self.is_vp8 else None
+        return pkt, vp8
 
     def _on_h264(self, pkt: RtpView, now: float) -> None:
         """An H.264 packet: cached now, forwarded when its run is complete (a

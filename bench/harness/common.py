@@ -21,14 +21,24 @@ SRTP_PROFILE_NAMES = {
     "aes128gcm": b"SRTP_AEAD_AES_128_GCM",
     "aes128cm": b"SRTP_AES128_CM_SHA1_80",
 }
-TARGETS = ("parley", "parley-py", "parley-nosendmmsg", "parley-norecvmmsg", "janus")
+TARGETS = (
+    "parley",
+    "parley-py",
+    "parley-pyingress",
+    "parley-nosendmmsg",
+    "parley-norecvmmsg",
+    "janus",
+)
 #: parley-py: Parley with PARLEY_NATIVE=0, its forwarding loop in Python instead of C
+#: parley-pyingress: Parley with PARLEY_NATIVE_INGRESS=0: the C forwarding loop, the
+#: publisher's ingress in Python (as before sfu/_ingress.c)
 #: parley-nosendmmsg: PARLEY_SENDMMSG=0, one sendto per forwarded packet (no SendBatch)
 #: parley-norecvmmsg: PARLEY_RECVMMSG=0, the batch readers' recvfrom loop (and no
 #: sendmmsg either): the server as it was before batching
 #: Environment of the server per Parley variant.
 SERVER_ENV = {
     "parley-py": {"PARLEY_NATIVE": "0"},
+    "parley-pyingress": {"PARLEY_NATIVE_INGRESS": "0"},
     "parley-nosendmmsg": {"PARLEY_SENDMMSG": "0"},
     "parley-norecvmmsg": {"PARLEY_RECVMMSG": "0"},
 }

@@ -109,7 +109,7 @@ async def start_server(args: argparse.Namespace, port: int, target: str = "parle
     if args.pin:
         argv += ["--cpu", str(SERVER_CPU)]
     # parley-py: the same server forwarding in Python (as bench/janus_server.py does it)
-    # and the batching variants (SERVER_ENV)
+    # and the other variants (SERVER_ENV)
     env = dict(os.environ, **SERVER_ENV[target]) if target in SERVER_ENV else None
     server = await Worker.spawn("server", argv, env)
     url = f"http://127.0.0.1:{port}"

@@ -99,7 +99,7 @@ from .media_port import (
     make_egress,
     srtp_transform,
 )
-from .readers import READ_BATCH, RECV_SIZE, make_reader
+from .readers import READ_BATCH, RECV_SIZE, make_ingress, make_reader
 from .receive_tap import ReceiveTap
 from .remote_sdp import RemoteMedia, describe_remote_media
 from .rtp_params import (
@@ -151,6 +151,7 @@ __all__ = [
     "ice_connection",
     "make_egress",
     "make_reader",
+    "make_ingress",
     "negotiated_codecs",
     "observe_received_rtp",
     "release_receiver_state",

@@ -22,6 +22,8 @@ from pylibsrtp._binding import lib as srtp_lib
 from .. import native
 from .ice import ice_connection
 from .readers import (
+    ingress_reader,
+    make_ingress,
     make_reader,
     native_reader,
     native_recv,
@@ -108,7 +110,9 @@ class MediaPort:
     """Raw decrypted RTP/RTCP in and out of one DTLS transport.
 
     ``on_rtp(data, now)`` and ``on_rtcp(data, now)`` receive decrypted packets
-    (``now`` in seconds of the event loop's clock). ``send(data)`` protects and sends
+    (``now`` in seconds of the event loop's clock). With ``ingress=(by_ssrc, counters)``
+    (a publish transport) and the C module built, RTP goes through ``make_ingress``
+    once the fast path is up: packets of the steady state never reach ``on_rtp``. ``send(data)`` protects and sends
     one RTP or RTCP packet synchronously; it returns False when the transport is not
     ready or the packet could not be protected.
 
@@ -129,20 +133,23 @@ class MediaPort:
         on_rtp: RtpHandler,
         on_rtcp: RtcpHandler,
         native_io: bool = False,
+        ingress: tuple[dict[int, Any], dict[str, int]] | None = None,
     ) -> None:
         self._dtls = dtls
         #: set before ``install_fast_path``
         self.send_batch: Any = None
         self._native_io = native_io and native.NATIVE and native_recv is not None
         self._readers: list[Any] = []
+        self._ingress_tables = ingress
+        #: the C ingress (``make_ingress``) once the fast path is up, else None
+        self.ingress: Any = None
         self._on_rtp = on_rtp
         self._on_rtcp = on_rtcp
         self._loop = asyncio.get_running_loop()
         self._fast_path = False
         self._closed = False
-        self.rx_packets = 0
-        #: packets that could not be unprotected, or whose handler raised
-        self.rx_errors = 0
+        self._rx_packets = 0
+        self._rx_errors = 0
         self._error_logged_at: float | None = None
         self._unlogged_errors = 0
         self._tx_packets = 0
@@ -167,10 +174,25 @@ class MediaPort:
     def fast_path(self) -> bool:
         return self._fast_path
 
+    @property
+    def rx_packets(self) -> int:
+        """RTP packets received (both paths)."""
+        ingress = self.ingress
+        return self._rx_packets + (ingress.rx_packets if ingress is not None else 0)
+
+    @property
+    def rx_errors(self) -> int:
+        """Packets that could not be unprotected, or whose handler raised (both paths)."""
+        ingress = self.ingress
+        return self._rx_errors + (ingress.rx_errors if ingress is not None else 0)
+
     def _rtp_in(self, data: bytes) -> None:
-        self.rx_packets += 1
+        self._rx_packets += 1
+        self._rtp_plain(data, self._loop.time())
+
+    def _rtp_plain(self, data: bytes, now: float) -> None:
         try:
-            self._on_rtp(data, self._loop.time())
+            self._on_rtp(data, now)
         except Exception:  # a bad packet must never kill the transport
             self._handler_failed("RTP")
 
@@ -185,7 +207,7 @@ class MediaPort:
         parsed. The first failure is logged with its traceback, then at most one line
         per HANDLER_ERROR_LOG_INTERVAL, so that a peer repeating the packet cannot
         flood the log nor spend the server's CPU on tracebacks."""
-        self.rx_errors += 1
+        self._rx_errors += 1
         self._unlogged_errors += 1
         now = self._loop.time()
         last = self._error_logged_at
@@ -225,6 +247,11 @@ class MediaPort:
         unprotect_rtcp = rx.unprotect_rtcp
         rtp_in = self._rtp_in
         rtcp_in = self._rtcp_in
+        tables = self._ingress_tables
+        if tables is not None:
+            self.ingress = make_ingress(rx, tables[0], tables[1], self._rtp_plain)
+        receive = self.ingress.receive if self.ingress is not None else None
+        loop_time = self._loop.time
         own_sockets: dict[aioice_ice.StunProtocol, socket.socket | None] = {}
 
         for protocol in list(connection._protocols):
@@ -239,10 +266,14 @@ class MediaPort:
                     try:
                         if 191 < data[1] < 224:  # RTCP packet types 192..223
                             rtcp_in(unprotect_rtcp(data))
-                        else:
+                        elif receive is None:
                             rtp_in(unprotect(data))
+                        else:  # C: sfu/_ingress.c (it counts what it cannot unprotect)
+                            receive(data, loop_time())
                     except pylibsrtp.Error:
-                        self.rx_errors += 1
+                        self._rx_errors += 1
+                    except Exception:  # raised on the C ingress's way (a forwarder)
+                        self._handler_failed("RTP")
                     return
                 _original(data, addr)
 
@@ -290,6 +321,13 @@ class MediaPort:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER_BYTES)
         self._sockets.append(sock)
+        if self.ingress is not None:  # the C ingress reads the batch (sfu/_ingress.c)
+            cast(asyncio.ReadTransport, transport).pause_reading()
+            ready = ingress_reader(
+                self.ingress, protocol, handler, sock, self.send_batch, self._handler_failed
+            )
+            self._loop.add_reader(sock.fileno(), ready)
+            return sock
         cast(asyncio.ReadTransport, transport).pause_reading()
         if native_recv is not None and (srtp is not None or native.recvmmsg_reads()):
             reader = make_reader(sock, srtp)
@@ -304,7 +342,7 @@ class MediaPort:
         return sock
 
     def _count_errors(self, n: int) -> None:
-        self.rx_errors += n
+        self._rx_errors += n
 
     @property
     def tx_packets(self) -> int:
@@ -387,6 +425,8 @@ class MediaPort:
         for reader in self._readers:
             reader.close()
         self._readers.clear()
+        if self.ingress is not None:
+            self.ingress.close()
         for sock in self._sockets:
             self._loop.remove_reader(sock.fileno())
             sock.close()  # only our duplicate: the transport closes the original

@@ -16,6 +16,8 @@ from aioice import ice as aioice_ice
 from pylibsrtp._binding import ffi as srtp_ffi
 from pylibsrtp._binding import lib as srtp_lib
 
+from .. import native
+
 #: Datagrams read per readiness event on the fast path, and the largest datagram.
 READ_BATCH = 64
 RECV_SIZE = 2048
@@ -110,3 +112,53 @@ def native_reader(
             seen_errors = errors
 
     return read_ready
+
+
+def make_ingress(
+    rx: pylibsrtp.Session,
+    by_ssrc: dict[int, Any],
+    counters: dict[str, int],
+    fallback: Callable[[bytes, float], None],
+) -> Any:
+    """``sfu.native.Ingress`` over ``rx`` (libsrtp's ``srtp_unprotect`` and the session's
+    context handed to C by address, as ``make_egress`` does for protect; it keeps ``rx``
+    alive), or None without the C module (or with ``PARLEY_NATIVE_INGRESS=0``). ``by_ssrc`` is the publisher's SSRC -> Source
+    table itself; ``fallback(plain, now)`` takes what is not of the steady state."""
+    if not native.NATIVE_INGRESS:
+        return None
+    context = int(srtp_ffi.cast("uintptr_t", rx._srtp[0]))
+    unprotect_fn = int(srtp_ffi.cast("uintptr_t", srtp_ffi.addressof(srtp_lib, "srtp_unprotect")))
+    return native.Ingress(
+        by_ssrc, counters, fallback, srtp_context=context, srtp_unprotect=unprotect_fn, keep=rx
+    )
+
+
+def ingress_reader(
+    ingress: Any,
+    protocol: aioice_ice.StunProtocol,
+    handler: Handler,
+    sock: socket.socket,
+    batch: Any,
+    failed: Callable[[str], None],
+) -> Callable[[], None]:
+    """The readiness callback of a publisher's socket read by the C ingress: one
+    ``drain`` of up to READ_BATCH datagrams (what is not of the steady state goes to
+    ``handler``), inside the server's send batch (each subscriber's copies of the batch
+    leave with one ``sendmmsg``; a lone datagram with ``sendto``); ``failed("RTP")``
+    when a forwarder raised on its way."""
+    drain, fd = ingress.drain, sock.fileno()
+
+    def drain_ready() -> None:
+        if batch is not None:
+            batch.begin()
+        try:
+            drain(fd, handler, READ_BATCH)
+        except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
+            protocol.error_received(exc)
+        except Exception:  # raised on the C ingress's way (a forwarder)
+            failed("RTP")
+        finally:
+            if batch is not None:
+                batch.flush()
+
+    return drain_ready

@@ -32,3 +32,5 @@ def test_forwarding_benchmark_short_run(tmp_path: Path) -> None:
     stats = result["server_stats"]
     assert stats["native_forwarding"] is True, stats
     assert stats["native_packets"] >= result["received"] - 2 * 20, stats
+    # and the publisher's packets came in through the C ingress (sfu/_ingress.c)
+    assert stats["native_ingress_packets"] >= result["sent"] - 20, stats

@@ -29,3 +29,6 @@ def test_hotpath_benchmark_runs_and_forwards_every_packet(tmp_path: Path) -> Non
     assert result["native_available"] is True
     assert all(f["native_over_python"] > 0 for f in result["fanouts"])
     assert "fan-out   4 native" in proc.stdout and "fan-out   4 python" in proc.stdout
+    # and through the C ingress (the script exits non-zero if it took fewer than 99 %)
+    assert "fan-out   4 ingress" in proc.stdout
+    assert all(f["ingress_over_native"] > 0 for f in result["fanouts"])
