@@ -277,6 +277,10 @@ def _round(value: float | None, digits: int = 2) -> float | None:
 # ------------------------------------------------------------------------- the table
 
 #: Issue 14's acceptance table, per case: what ``check`` holds the figures to.
+#: The clean subscriber's decoding may not stall this long (a lower bound from 200 ms
+#: samples: 0.004-0.05 s in runs where Chromium counted no freeze, or one of 0.27-0.30 s)
+CLEAN_STALL_BELOW_S = 0.3
+
 ACCEPTANCE: dict[str, dict[str, float]] = {
     "300k": {
         "switch_down_within_s": 2.0,
@@ -385,7 +389,7 @@ def check(case: str, slow: dict[str, Any], clean: dict[str, Any] | None) -> list
         )
         stalls = clean.get("publisher_stalls", "-")
         need(
-            clean["freeze"]["stall_s"] < 0.5,
+            clean["freeze"]["stall_s"] < CLEAN_STALL_BELOW_S,
             f"the clean subscriber's decoding never stalls: {clean['freeze']} (the "
             f"publisher's top layer stopped reaching the SFU at {stalls} s from the limit)",
         )

@@ -159,3 +159,15 @@ def test_the_loss_row_judges_what_was_concealed_not_packets_red_recovered() -> N
     assert len(failed) == 1 and failed[0].startswith(
         "audio loss after repair < 0.5 %: concealed 1.0"
     )
+
+
+def test_a_clean_subscriber_whose_decoding_stalls_0_4_s_fails() -> None:
+    """The clean page's decoding may not stall 0.3 s (what 200 ms samples can see)."""
+    samples = _samples([(0, 20, 720, 15), (20, 20.8, 720, 0), (20.8, 40, 720, 15)])
+    clean = clean_figures(samples, [{"t": 0.0, "rid": "f"}], 1.0, 40.0)
+    assert 0.3 <= clean["freeze"]["stall_s"] <= 0.8, clean
+    slow = slow_figures(_samples([(0, 60, 720, 15)]), [], Window(10.0, 35.0, 60.0))
+    failed = check("loss5", slow, clean)
+    assert any("decoding never stalls" in f for f in failed), failed
+    steady = clean_figures(_samples([(0, 40, 720, 15)]), [{"t": 0.0, "rid": "f"}], 1.0, 40.0)
+    assert check("loss5", slow, steady) == []
