@@ -38,6 +38,9 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 from loadgen.netns import HeldNamespace, ensure_loopback_namespace, only_loopback  # noqa: E402
 from loadgen.server_process import serve_command, wait_for_port  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: its harness package
+from harness.common import SERVER_ENV  # noqa: E402
+
 SERVER_ADDRESS = "10.77.0.2"
 CLIENT_ADDRESS = "10.77.0.1"
 _PREFIX = 24
@@ -186,8 +189,9 @@ admin: {{
 class IsolatedServer:
     """Janus or Parley in its own namespace. ``url``, ``pid``; ``close()`` stops it.
 
-    ``kind``: "janus", "parley", or "parley-py" (Parley with ``PARLEY_NATIVE=0``: its
-    Python forwarding path instead of the C one). ``event_loops`` is Janus's
+    ``kind``: "janus", "parley", or a Parley variant of ``harness.common.SERVER_ENV``
+    ("parley-py": ``PARLEY_NATIVE=0``, its Python forwarding path instead of the C one;
+    "parley-pyingress", "parley-nosendmmsg", "parley-norecvmmsg"). ``event_loops`` is Janus's
     ``event_loops`` (0: Janus's default, a thread per handle).
     ``cpu`` pins the server to that core from its start (``taskset``, so every thread
     Janus creates inherits it). ``config_files`` holds the text of the configuration
@@ -197,7 +201,7 @@ class IsolatedServer:
     def __init__(
         self, kind: str, event_loops: int = 0, log: Path | None = None, cpu: int | None = None
     ) -> None:
-        if kind not in ("janus", "parley", "parley-py", "parley-pyingress"):
+        if kind != "janus" and kind != "parley" and kind not in SERVER_ENV:
             raise ValueError(kind)
         self.kind = kind
         self.event_loops = event_loops
@@ -227,10 +231,8 @@ class IsolatedServer:
             if cpu is not None:  # taskset execs the server: the pid stays the same
                 cmd = ["taskset", "--cpu-list", str(cpu), *cmd]
             env = dict(os.environ)
-            if kind == "parley-py":  # Parley without its C fast path (sfu/native.py)
-                env["PARLEY_NATIVE"] = "0"
-            if kind == "parley-pyingress":  # the C loop, the publisher's ingress in Python
-                env["PARLEY_NATIVE_INGRESS"] = "0"
+            # the Parley variants: without its C fast path, its ingress or its batching
+            env.update(SERVER_ENV.get(kind, {}))
             self.proc = subprocess.Popen(
                 self.namespace.enter(*cmd),
                 stdout=output,
