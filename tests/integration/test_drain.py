@@ -80,7 +80,9 @@ async def test_drain_waits_for_the_room_refuses_joins_and_ends_when_empty() -> N
                 await client.close()
         last = idle.messages[-1]
         assert last["type"] == "server_shutdown" and last["reconnect"] is True, idle.messages
-        assert [m["type"] for m in publisher.messages][-1] == "left"
+        # its leave was answered; a websocket still open after it may get the shutdown too
+        kinds = [m["type"] for m in publisher.messages]
+        assert "left" in kinds and set(kinds[kinds.index("left") + 1 :]) <= {"server_shutdown"}
         assert not server.problems(), server.problems()
         assert any("draining done" in line for line in server.stderr), server.stderr
 
