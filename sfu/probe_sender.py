@@ -56,7 +56,10 @@ class ProbeSender:
             return
         now = self._clock.time()
         last, self._last_slice = self._last_slice, now
-        step = self._congestion.probe_step(now, PROBE_TICK if last is None else now - last)
+        # with transport-cc a late slice makes up for its delay (the cluster is judged
+        # by its rate); a REMB probe keeps its slices as they come, as before
+        late = last is not None and self._congestion.transport_cc
+        step = self._congestion.probe_step(now, now - last if late and last else PROBE_TICK)
         if step.padding <= 0:
             if step.result_at is not None:
                 self._timer = self._clock.call_at(step.result_at, self._result)

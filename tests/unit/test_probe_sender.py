@@ -43,8 +43,9 @@ class Egress:
 def test_padding_keeps_the_probe_rate_when_slices_run_late(late: float) -> None:
     clock = LateClock(late)
     ctl = CongestionController()
+    ctl.use_transport_cc()
     ctl.measure(0.0, 0, 0)
-    ctl.bwe.cap = 300_000.0
+    ctl.bwe._aimd.set(300_000.0, 0.0)  # a cap (transport-cc: what slices make up for)
     ctl.allocate([Demand(LAYERS, 0, 1.0)], clock.now)
     egress = Egress()
     counters = {"probes": 0, "padding_packets": 0}
