@@ -377,3 +377,4 @@ class Source(SourceCore):
             forwarder.source_closed(self)
         self.forwarders = ()
         self.cache.clear()
+        self.cache.rebuild = None  # (it is bound to this Source: a held cache kept it alive)

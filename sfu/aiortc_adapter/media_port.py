@@ -427,6 +427,10 @@ class MediaPort:
         self._readers.clear()
         if self.ingress is not None:
             self.ingress.close()
+            # the ingress holds the publisher's SSRC table (its Sources) and this port's
+            # fallback: dropped at once, so a leaving publisher's Sources are freed
+            self.ingress = None
+        self._ingress_tables = None
         for sock in self._sockets:
             self._loop.remove_reader(sock.fileno())
             sock.close()  # only our duplicate: the transport closes the original
