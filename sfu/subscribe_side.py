@@ -156,6 +156,8 @@ class SubscribeSide:
                 return None
             self.pc = create_pc()
         pc = self.pc
+        if pc.signalingState == "closed":  # the peer hung up: its leave follows
+            return None
         for transceiver, sub in self._transceivers.items():
             if sub is None and transceiver.direction != "inactive":
                 transceiver.direction = "inactive"
@@ -169,6 +171,8 @@ class SubscribeSide:
             await pc.setLocalDescription(offer)
         except Exception:
             self._offer_pending = False
+            if pc.signalingState == "closed":  # closed while the offer was made
+                return None
             raise
         if self.egress.port is None:
             dtls = pc.getTransceivers()[0].sender.transport

@@ -91,3 +91,37 @@ async def test_the_periodic_tick_with_nothing_negotiated_sends_nothing():
     p.tick(clock.time())
     assert p.counters["probes"] == 0 and p.egress_bitrate == 0.0 and not p.closed
     await p.close()
+
+
+class ClosingPc:
+    """A peer connection the remote side closes while an offer is being made."""
+
+    def __init__(self) -> None:
+        self.signalingState = "stable"
+
+    def getTransceivers(self) -> list[object]:
+        return []
+
+    async def createOffer(self) -> None:
+        from aiortc.exceptions import InvalidStateError
+
+        self.signalingState = "closed"
+        raise InvalidStateError("RTCPeerConnection is closed")
+
+
+async def test_no_subscribe_offer_on_a_closed_peer_connection():
+    from aiortc import RTCPeerConnection
+
+    room, listener = RecordingRoom(), Listener()
+    p = Participant(room, "p1", "ann", listener, SfuConfig(), FakeClock())
+    closed = RTCPeerConnection()
+    await closed.close()
+    p.subscribe_side.pc = closed
+    p.subscribe_side._dirty = True
+    assert await p.create_subscribe_offer() is None
+    # closed while the offer is made (the peer hung up): no offer and no error either
+    p.subscribe_side.pc = ClosingPc()  # type: ignore[assignment]
+    p.subscribe_side._dirty = True
+    assert await p.create_subscribe_offer() is None
+    assert not p.subscribe_side._offer_pending
+    await p.close("left")
