@@ -42,6 +42,7 @@ from aiohttp import web
 
 from loadgen import congestion_figures as figures
 from loadgen.impair.link import ImpairedLink, Shape
+from loadgen.loop_stalls import Stall, StallMonitor
 from sfu.config import IceConfig, SfuConfig
 from sfu.participant import Participant
 from sfu.room import Sfu
@@ -112,6 +113,8 @@ class Run:
     clean_samples: list[dict[str, Any]] = field(default_factory=list)
     clean_layers: list[dict[str, Any]] = field(default_factory=list)
     server: list[dict[str, Any]] = field(default_factory=list)
+    #: late ticks of the SFU's event loop (``loadgen.loop_stalls``): when it did not run
+    stalls: list[Stall] = field(default_factory=list)
     #: where the SFU sends the slow page's media (its ICE peer), and where it must
     slow_address: str | None = None
     link_address: str | None = None
@@ -214,6 +217,14 @@ def _video_layer(p: Participant) -> str | None:
     return None
 
 
+def _video_temporal(p: Participant) -> int | None:
+    """The highest VP8 temporal layer forwarded of the remote video track (None: all)."""
+    for sub in p.subscriptions.values():
+        if sub.forwarder.is_video:
+            return sub.forwarder.temporal_layer
+    return None
+
+
 def server_sample(p: Participant, now: float) -> dict[str, Any]:
     """What the SFU knows of one subscriber's link now (``now``: its event loop's
     clock). The one place that reads the SFU's congestion state: a field this version
@@ -228,6 +239,8 @@ def server_sample(p: Participant, now: float) -> dict[str, Any]:
     delivery = read(lambda: p.bwe.acked(now))
     return {
         "layer": read(lambda: _video_layer(p)),
+        "tid": read(lambda: _video_temporal(p)),
+        "red": read(lambda: any(s.forwarder.redundant for s in p.subscriptions.values())),
         "estimate": read(p.layer_budget),
         "remb": read(lambda: p.remb_bitrate),
         "sent": read(lambda: p.egress_bitrate),
@@ -235,6 +248,10 @@ def server_sample(p: Participant, now: float) -> dict[str, Any]:
         "loss": getattr(delivery, "loss", None),
         "acked_share": getattr(delivery, "acked_share", None),
         "probing": read(lambda: p.bwe.probe is not None),
+        # the estimator's last change of the cap (time, why, cap) and its delay state
+        "event": read(lambda: p.bwe.events[-1] if p.bwe.events else None),  # type: ignore[attr-defined]
+        "delay_state": read(lambda: p.bwe.delay_state),  # type: ignore[attr-defined]
+        "queue_s": read(lambda: p.bwe.queue_delay(now)),  # type: ignore[attr-defined]
     }
 
 
@@ -321,6 +338,8 @@ async def run_case(
     publisher: asyncio.subprocess.Process | None = None
     runner: web.AppRunner | None = None
     cam_log = (workdir / f"{case.name}-cam.log").open("wb")
+    monitor = StallMonitor()
+    monitor.start()
     try:
         runner, sfu, port = await serve(("127.0.0.1", link.host_address))
         total = tl.setup_timeout_s + tl.clean_s + tl.limit_s + tl.lifted_s + 10
@@ -365,6 +384,8 @@ async def run_case(
             await runner.cleanup()
         await asyncio.to_thread(link.close)
         cam_log.close()
+        await monitor.close()
+        run.stalls = monitor.stalls
     run.publisher_log = (workdir / f"{case.name}-cam.log").read_text(errors="replace")[-2000:]
     return summarize(run)
 
@@ -475,7 +496,9 @@ def summarize(run: Run) -> dict[str, Any]:
     window = figures.Window(run.limited_at, run.lifted_at, run.ended_at)
     slow = figures.slow_figures(run.slow_samples, run.slow_layers, window)
     clean_from = run.steady_at if run.steady_at is not None else run.limited_at
-    clean = figures.clean_figures(run.clean_samples, run.clean_layers, clean_from, run.ended_at)
+    clean = figures.clean_figures(
+        run.clean_samples, run.clean_layers, clean_from, run.ended_at, run.stalls
+    )
     clean["publisher_stalls"] = publisher_stalls(run, clean_from, run.ended_at)
     out["figures"] = {"slow": slow, "clean": clean, "server": server_figures(run)}
     gone = next(
@@ -528,6 +551,12 @@ def server_figures(run: Run) -> dict[str, Any]:
         if r.get("layer") is not None and (not layers or layers[-1] != r["layer"]):
             layers.append(r["layer"])
     return {
+        # when the machine held the SFU's process off >= 0.1 s: [s from the limit, s, CPU s]
+        "held_off": [
+            [round(st.start - run.limited_at, 2), round(st.length, 3), round(st.cpu, 3)]
+            for st in run.stalls
+            if st.held_off and st.length >= figures.MACHINE_STALL_AT_LEAST_S
+        ],
         "lowest_estimate": min(estimates) if estimates else None,
         "estimate_at_lift": rows[-1].get("estimate") if rows else None,
         "acked_at_lift": rows[-1].get("acked") if rows else None,

@@ -151,11 +151,9 @@ class SubscribeSide:
         if self.closed or self._offer_pending or not self._dirty:
             return None
         self._dirty = False
-        if self.pc is None:
-            if not self.subscriptions:
-                return None
-            self.pc = create_pc()
-        pc = self.pc
+        if self.pc is None and not self.subscriptions:
+            return None
+        pc = self.pc = self.pc or create_pc()
         if pc.signalingState == "closed":  # the peer hung up: its leave follows
             return None
         for transceiver, sub in self._transceivers.items():

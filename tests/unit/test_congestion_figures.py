@@ -14,6 +14,7 @@ from loadgen.congestion_figures import (
     min_fps,
     slow_figures,
 )
+from loadgen.loop_stalls import Stall, held_off_within, late_tick
 
 STEP = 0.2
 
@@ -171,3 +172,43 @@ def test_a_clean_subscriber_whose_decoding_stalls_0_4_s_fails() -> None:
     assert any("decoding never stalls" in f for f in failed), failed
     steady = clean_figures(_samples([(0, 40, 720, 15)]), [{"t": 0.0, "rid": "f"}], 1.0, 40.0)
     assert check("loss5", slow, steady) == []
+
+
+def test_a_clean_freeze_is_the_machines_only_while_the_sfu_was_held_off() -> None:
+    """Chromium counts a 0.3 s freeze on the clean page; it is excused only when the
+    SFU's process did not run (a held-off stall of >= 0.1 s, ``loadgen.loop_stalls``)
+    from a jitter-buffer delay before it began; a stall with the CPU busy (the SFU's own
+    work) or one long before does not excuse it."""
+    samples = _samples([(0, 40, 720, 15)])
+    for s in samples:
+        if s["t"] >= 20.1:
+            s["video"]["freezeCount"] = 1
+            s["video"]["totalFreezesDuration"] = 0.3
+    slow = slow_figures(_samples([(0, 60, 720, 15)]), [], Window(10.0, 35.0, 60.0))
+
+    def failed(stalls: list[Stall]) -> list[str]:
+        clean = clean_figures(samples, [{"t": 0.0, "rid": "f"}], 1.0, 40.0, stalls)
+        return check("loss5", slow, clean)
+
+    # the freeze ended between the samples at 20.0 and 20.2
+    assert any(f.startswith("the clean subscriber never freezes") for f in failed([]))
+    held_off = Stall(start=19.75, length=0.18, cpu=0.002)
+    assert failed([held_off]) == []
+    busy = Stall(start=19.75, length=0.18, cpu=0.17)  # the SFU's own work: its fault
+    assert failed([busy]) != []
+    short = Stall(start=19.75, length=0.06, cpu=0.0)
+    assert failed([short]) != []
+    before = Stall(start=15.0, length=0.3, cpu=0.0)
+    assert failed([before]) != []
+
+
+def test_late_ticks_and_held_off() -> None:
+    assert late_tick(10.0, 1.0, 10.04, 1.01, 100.04, 0.01, 0.05) is None
+    stall = late_tick(10.0, 1.0, 10.26, 1.002, 100.26, 0.01, 0.05)
+    assert stall is not None and abs(stall.length - 0.25) < 1e-9
+    assert abs(stall.start - 100.01) < 1e-9 and stall.held_off
+    busy = late_tick(10.0, 1.0, 10.26, 1.2, 100.26, 0.01, 0.05)
+    assert busy is not None and not busy.held_off
+    assert held_off_within([stall], 100.2, 101.0, 0.1)
+    assert not held_off_within([stall], 100.3, 101.0, 0.1)
+    assert not held_off_within([stall], 100.0, 101.0, 0.3)
