@@ -225,6 +225,15 @@ def _video_temporal(p: Participant) -> int | None:
     return None
 
 
+def _layer_rates(p: Participant) -> dict[str, int] | None:
+    """Bit/s the SFU measures of each layer of the remote video track (the allocation's
+    input)."""
+    for sub in p.subscriptions.values():
+        if sub.forwarder.is_video:
+            return {s.rid or "": int(s.bitrate) for s in sub.forwarder.layers}
+    return None
+
+
 def server_sample(p: Participant, now: float) -> dict[str, Any]:
     """What the SFU knows of one subscriber's link now (``now``: its event loop's
     clock). The one place that reads the SFU's congestion state: a field this version
@@ -240,6 +249,7 @@ def server_sample(p: Participant, now: float) -> dict[str, Any]:
     return {
         "layer": read(lambda: _video_layer(p)),
         "tid": read(lambda: _video_temporal(p)),
+        "layer_rates": read(lambda: _layer_rates(p)),
         "red": read(lambda: any(s.forwarder.redundant for s in p.subscriptions.values())),
         "estimate": read(p.layer_budget),
         "remb": read(lambda: p.remb_bitrate),

@@ -34,6 +34,8 @@ class ForwarderFeedback:
     rtt: float | None
     _sink: PacketSink[Any]
     left_out: dict[int, None]
+    _cut: bool
+    _broken: bool
     _rr_mark: tuple[int, int, int] | None
     _sr_sent: dict[int, float]
 
@@ -57,7 +59,9 @@ class ForwarderFeedback:
             return 0, 0
         rw = self.rewriter
         source = self.current
-        if source is None:
+        if source is None or self._cut or self._broken:
+            # (cut, or broken: the stream starts again on a keyframe, and what it lost
+            # before would only queue ahead of that keyframe on a link already full)
             return 0, 0
         sent = spent = 0
         for out_seq in seqs:

@@ -62,6 +62,8 @@ class SendSideEstimator:
         self._stall = StallDetector(hold=s.stall_hold)
         #: when the newest feedback that reported a packet lost came
         self._lost_at = -1e9
+        #: the send time of the newest packet a feedback reported (arrived or lost)
+        self._newest_reported: float | None = None
 
     # ------------------------------------------------------------ state
 
@@ -138,6 +140,7 @@ class SendSideEstimator:
             self._lost_at = now
         s = self.settings
         newest = max(r.send_time for r in results)
+        self._newest_reported = max(newest, self._newest_reported or newest)
         self.rtt = 0.9 * self.rtt + 0.1 * min(1.0, max(0.01, now - newest))
         self._stall.update(results, now)
         self._acked.update(results, now)
@@ -371,11 +374,22 @@ class SendSideEstimator:
 
     def cut_hold(self, now: float) -> float:
         """Seconds without video after a layer that overflowed the link is cut: the
-        queue the newest feedback shows on the path (less ``cut_hold_margin``, at most
+        queue on the path (what the newest feedback shows, and what was sent since at
+        over the rate the path carries: less ``cut_hold_margin``, at most
         ``max_cut_hold``), and at least ``cut_hold`` while packets are lost (a full
         bottleneck drops what arrives, the new layer's keyframe too)."""
         s = self.settings
         queued = self._queue.delay(now) or 0.0
+        # what went out after the newest packet reported joins that queue, which grows
+        # by what is sent over what the path carries: at the onset the old layer's
+        # packets already on their way make it several times what the feedback shows
+        carried, sent, newest = (
+            self._carried(now),
+            self._acked.sent_rate(now),
+            self._newest_reported,
+        )
+        if carried and sent and newest is not None and sent > carried:
+            queued += (now - newest) * (sent - carried) / carried
         hold = min(s.max_cut_hold, max(0.0, queued - s.cut_hold_margin))
         return max(hold, s.cut_hold) if self.losing(now) else hold
 

@@ -257,3 +257,24 @@ def test_random_switches_keep_one_continuous_stream(plan):
     assert views
     check_continuous(views)
     assert fwd.current is pub.layers[plan[-1][0]]
+
+
+def test_a_cut_layer_is_not_retransmitted_while_the_target_keyframe_is_awaited():
+    """After a cut (the link no longer carries the old layer) the subscriber NACKs what
+    the full bottleneck dropped of it; resending that would only queue ahead of the new
+    layer's keyframe: nothing is resent until the switch, then the new layer's packets
+    are."""
+    pub, sink, fwd = setup()
+    fwd.configure(EgressParams("3", 100, 0xABCD, 101, 0xABCE, {MID_URI: 4}))
+    fwd.set_target(pub.layers["f"], 0.0)
+    pub.send("f", pub.frame("f", 0.0, keyframe=True), 0.0)
+    sent = [v.seq for v in sink.views()]
+    assert fwd.on_nack(sent[:1], 0.01)[0] == 1  # (before the cut: resent)
+    fwd.set_target(pub.layers["q"], 0.031, cut=True)
+    assert fwd.on_nack(sent, 0.04) == (0, 0)
+    pub.send("f", pub.frame("f", 0.06), 0.06)  # the next frame starts: broken until q's key
+    assert fwd.on_nack(sent, 0.07) == (0, 0)
+    pub.send("q", pub.frame("q", 0.1, keyframe=True), 0.1)
+    assert fwd.current is pub.layers["q"]
+    q_seq = sink.views()[-1].seq
+    assert fwd.on_nack([q_seq], 0.12)[0] == 1

@@ -164,10 +164,13 @@ def test_losing_is_whether_feedback_reported_a_loss_lately() -> None:
     assert not bwe.losing(0.61)
 
 
-def _narrowing_onset() -> tuple[SendSideEstimator, list[tuple[float, float | None]]]:
+def _narrowing_onset(
+    holds: list[tuple[float, float]] | None = None,
+) -> tuple[SendSideEstimator, list[tuple[float, float | None]]]:
     """1.5 Mbit/s of 1200-byte packets; at t=2 the path narrows to a 300 kbit/s token
     bucket (15 kB burst) with a deep queue (nothing dropped), 20 ms each way; feedback
-    every 50 ms. Returns the estimator and (time, cap) after each feedback."""
+    every 50 ms. Returns the estimator and (time, cap) after each feedback; ``holds``
+    gets (time, ``cut_hold``) after each."""
     bwe = SendSideEstimator()
     rate, size, bucket_rate = 1_500_000.0, 1200, 300_000.0
     interval = size * 8 / rate
@@ -204,6 +207,8 @@ def _narrowing_onset() -> tuple[SendSideEstimator, list[tuple[float, float | Non
             if batch:
                 bwe.on_feedback(batch, now)
             caps.append((now, bwe.cap))
+            if holds is not None:
+                holds.append((now, bwe.cut_hold(now)))
             next_feedback += 0.05
     return bwe, caps
 
@@ -223,10 +228,19 @@ def test_a_first_decrease_on_a_stale_rate_is_answered_again_behind_the_queue() -
 
 def test_a_cut_holds_video_for_the_queue_the_feedback_shows() -> None:
     """After a layer is cut, video waits for the bottleneck's queue to drain (what
-    the feedback shows, less 50 ms, at most 0.5 s; 0.15 s at least while packets are
-    lost); on a clean path it does not wait at all."""
+    the feedback shows and what was sent since over the link's rate, less 50 ms, at
+    most 0.5 s; 0.15 s at least while packets are lost); on a clean path it does not
+    wait at all."""
     deep, _ = _narrowing_onset()  # a queue of over a second behind the bucket
     assert deep.queue_delay(4.0) > 0.5 and deep.cut_hold(4.0) == 0.5
+    holds: list[tuple[float, float]] = []
+    _, caps = _narrowing_onset(holds)
+    # when the cap first falls under the old rate's layers (the cut) the feedback shows
+    # a short queue yet, while the old rate's packets sent since (1.5 Mbit/s into 300
+    # kbit/s) make it far longer
+    cut = next(i for i, (_, cap) in enumerate(caps) if cap is not None and cap < 500_000)
+    now, hold = holds[cut]
+    assert hold >= 0.45, (now, hold)
     clean = SendSideEstimator()
     batch = [PacketResult(i, i * 0.01, 1000, CLOCK + i * 0.01 + 0.02) for i in range(20)]
     clean.on_feedback(batch, 0.25)
