@@ -167,7 +167,13 @@ async def test_a_full_node_sends_the_room_s_next_join_to_another(tmp_path: Path)
                 procs += await run_bots(
                     [bot_command(cluster, owner, "big", name, tmp_path, duration)]
                 )
-                await wait_for(f"{name} in", lambda n=count: _forwarding_all(cluster, n), 30)
+                try:
+                    await wait_for(f"{name} in", lambda n=count: _forwarding_all(cluster, n), 30)
+                except AssertionError as exc:  # (what each node saw: a CI run failed here once)
+                    seen = {
+                        n.node_id: (healthz(n.url), n.log[-30:]) for n in cluster.nodes.values()
+                    }
+                    raise AssertionError(f"{exc}: {json.dumps(seen, indent=1)}") from exc
             other = next(n for n in cluster.nodes.values() if n.node_id != owner)
             body = healthz(other.url)
             # the other node: cy, and the owner's two publishers piped
