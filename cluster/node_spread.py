@@ -213,7 +213,7 @@ class NodeSpread:
             await self.redis.hdel(spread_key(self.keys, room), self.me.node_id)
             if self.key is not None:
                 linker = self._linker()
-                for peer in peers.values():
+                for peer in list(peers.values()):
                     await linker.unlink(room, self.me, peer)
         used = {peer for peers in self.linked.values() for peer in peers}
         for node_id in self.initiated - used:

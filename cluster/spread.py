@@ -215,7 +215,9 @@ class SpreadPlacement:
             del self._rooms[room]
             self._locks.pop(room, None)
             return
-        for other in workers.values():
+        # (a copy: another worker's last session may end while this awaits, and its
+        # own ``forget`` takes it out of ``workers``)
+        for other in list(workers.values()):
             await self.linker.unlink(room, other, target)
 
     def _spawn(self, work: Any) -> None:

@@ -374,9 +374,9 @@ class SendSideEstimator:
 
     def cut_hold(self, now: float) -> float:
         """Seconds without video after a layer that overflowed the link is cut: the
-        queue on the path (what the newest feedback shows, and what was sent since at
-        over the rate the path carries: less ``cut_hold_margin``, at most
-        ``max_cut_hold``), and at least ``cut_hold`` while packets are lost (a full
+        queue on the path (what the newest feedback shows, lengthened by what was sent
+        since over what the path carries), less ``cut_hold_margin``, at most
+        ``max_cut_hold``, and at least ``cut_hold`` while packets are lost (a full
         bottleneck drops what arrives, the new layer's keyframe too)."""
         s = self.settings
         queued = self._queue.delay(now) or 0.0

@@ -28,20 +28,19 @@ import pytest
 from loadgen.browser_congestion import CASES, run_case
 
 #: Rows of the table Parley does not meet in every run yet, with the figures measured in
-#: docs/congestion.md ("Where issue 14 stands"): the last bench met all of them on the
-#: slow page (300 kbit/s 3 of 3: 12.0-13.3 fps after the switch, freezes 0.37-0.91 s;
-#: 1 Mbit/s freezes 0.30 and 0.45 s), but on a loaded machine 300 kbit/s still dropped
-#: to 7 fps (q's base layer) in 2 of 2 runs, and the clean page's Chromium freeze count
-#: shows one 0.27-0.30 s freeze in about one run of four while its decoding never
-#: stalls (that part is asserted). They are printed, not asserted, and issue 14 stays
-#: open for them; every other row is asserted (at 300 kbit/s: switch within 2 s, audio
-#: < 1 %, at most 2 layer changes, 720p back within 10 s; at 1 Mbit/s: <= 360 within 2
-#: s, audio < 0.5 %, 720p within 8 s; at 5 % loss audio after repair < 0.5 %, with RED
-#: made from the publisher's Opus: 0.00-0.17 % concealed), and video never pauses.
-#: The clean page: Chromium counted one freeze of 0.27-0.37 s while its decoding never
-#: stalled (stall_s 0.003-0.03) in about 1 run of 4 at 1 Mbit/s, and at 300 kbit/s and
-#: 5 % loss too on a loaded machine (load average 7-9); its decoding is asserted never to
-#: stall 0.3 s (``CLEAN_STALL_BELOW_S``), its Chromium freeze count is printed.
+#: docs/congestion.md ("Where issue 14 stands"). Alone on the machine (session 5 of
+#: 2026-12-07) 300 kbit/s met them in 3 of 3 runs after the onset change (11-12 fps in
+#: every 1 s window, freezes 0.38-0.71 s) and in 3 of 4 before it (8 fps once); 1 Mbit/s
+#: froze 0.61 s at its onset in 1 of 1; the clean page never froze. On a loaded machine
+#: (another test's Chromiums and bots beside the run) the SFU's process was held off for
+#: 100-540 ms at a time with no CPU used, and the misses came within those stalls: the
+#: clean page's freezes that began within one are counted apart (``machine_freezes``) and
+#: excused; the rest is printed, not asserted, and issue 14 stays open for it. Every
+#: other row is asserted (at 300 kbit/s: switch within 2 s, audio < 1 %, at most 2 layer
+#: changes, 720p back within 10 s; at 1 Mbit/s: <= 360 within 2 s, audio < 0.5 %, 720p
+#: within 8 s; at 5 % loss audio after repair < 0.5 %, with RED made from the
+#: publisher's Opus), and video never pauses. The clean page's decoding is asserted never
+#: to stall 0.3 s (``CLEAN_STALL_BELOW_S``).
 CLEAN_FREEZE_COUNT = "the clean subscriber never freezes (Chromium"
 NOT_YET_MET = {
     "300k": ("video decoding", "no freeze", CLEAN_FREEZE_COUNT),

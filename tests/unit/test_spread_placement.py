@@ -122,3 +122,23 @@ async def test_a_failed_link_fails_the_join_and_nothing_is_recorded() -> None:
     with pytest.raises(NoLiveWorker):
         await front.placement.place("r")
     await front.placement.close()
+
+
+async def test_two_workers_leaving_a_room_at_once() -> None:
+    """Two workers' last sessions of a room end together (two bots leave at once): each
+    ``forget`` unpipes while the other takes its worker out of the room (a CI run's
+    front raised "dictionary changed size during iteration" there)."""
+    front = Front(after=1, workers=(W0, W1, W2))
+    for _ in range(3):
+        await front.join("r")  # w0, w1, w2
+
+    async def slow_unlink(room: str, a: Target, b: Target) -> None:
+        front.linker.calls.append(("unlink", room, a.node_id, b.node_id))
+        await asyncio.sleep(0)  # the pipe's HTTP request: the other forget runs meanwhile
+
+    front.linker.unlink = slow_unlink  # type: ignore[method-assign]
+    await asyncio.gather(front.leave("r", "w1"), front.leave("r", "w2"))
+    assert [t.node_id for t in front.placement.workers_of("r")] == ["w0"]
+    assert ("unlink", "r", "w0", "w1") in front.linker.calls
+    assert ("unlink", "r", "w0", "w2") in front.linker.calls
+    await front.placement.close()
