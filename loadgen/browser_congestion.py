@@ -44,6 +44,7 @@ from loadgen import congestion_figures as figures
 from loadgen.impair.link import ImpairedLink, Shape
 from loadgen.loop_stalls import Stall, StallMonitor
 from sfu.config import IceConfig, SfuConfig
+from sfu.forwarder import Forwarder
 from sfu.participant import Participant
 from sfu.room import Sfu
 from signaling.server import SFU_KEY, ServerConfig, create_app
@@ -208,30 +209,24 @@ def participant(sfu: Sfu, room: str, name: str) -> Participant | None:
     return next((p for p in found.participants.values() if p.name == name), None)
 
 
+def _video_forwarder(p: Participant) -> Forwarder | None:
+    """The forwarder of the (only) remote video track ``p`` receives."""
+    return next((s.forwarder for s in p.subscriptions.values() if s.forwarder.is_video), None)
+
+
 def _video_layer(p: Participant) -> str | None:
-    """The spatial layer forwarded of the (only) remote video track, "paused", or None."""
-    for sub in p.subscriptions.values():
-        f = sub.forwarder
-        if f.is_video:
-            return f.current.rid if f.current is not None else "paused"
-    return None
-
-
-def _video_temporal(p: Participant) -> int | None:
-    """The highest VP8 temporal layer forwarded of the remote video track (None: all)."""
-    for sub in p.subscriptions.values():
-        if sub.forwarder.is_video:
-            return sub.forwarder.temporal_layer
-    return None
+    """The spatial layer forwarded of the remote video track, "paused", or None."""
+    f = _video_forwarder(p)
+    if f is None:
+        return None
+    return f.current.rid if f.current is not None else "paused"
 
 
 def _layer_rates(p: Participant) -> dict[str, int] | None:
     """Bit/s the SFU measures of each layer of the remote video track (the allocation's
     input)."""
-    for sub in p.subscriptions.values():
-        if sub.forwarder.is_video:
-            return {s.rid or "": int(s.bitrate) for s in sub.forwarder.layers}
-    return None
+    f = _video_forwarder(p)
+    return None if f is None else {s.rid or "": int(s.bitrate) for s in f.layers}
 
 
 def server_sample(p: Participant, now: float) -> dict[str, Any]:
@@ -248,7 +243,7 @@ def server_sample(p: Participant, now: float) -> dict[str, Any]:
     delivery = read(lambda: p.bwe.acked(now))
     return {
         "layer": read(lambda: _video_layer(p)),
-        "tid": read(lambda: _video_temporal(p)),
+        "tid": read(lambda: getattr(_video_forwarder(p), "temporal_layer", None)),
         "layer_rates": read(lambda: _layer_rates(p)),
         "red": read(lambda: any(s.forwarder.redundant for s in p.subscriptions.values())),
         "estimate": read(p.layer_budget),

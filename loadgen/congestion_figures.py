@@ -201,7 +201,7 @@ def machine_freezes(
     return sum(
         n
         for a, b, n, length in chromium_freezes(samples, start, end)
-        if held_off_within(list(stalls), a - length - MACHINE_LEAD_S, b, MACHINE_STALL_AT_LEAST_S)
+        if held_off_within(stalls, a - length - MACHINE_LEAD_S, b, MACHINE_STALL_AT_LEAST_S)
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 #: A late tick used less than this share of its lateness as CPU: the process was held off.
@@ -53,7 +54,7 @@ def late_tick(
     return Stall(start=wall_woke - lag, length=lag, cpu=max(0.0, cpu_woke - cpu_started))
 
 
-def held_off_within(stalls: list[Stall], start: float, end: float, min_length: float) -> bool:
+def held_off_within(stalls: Sequence[Stall], start: float, end: float, min_length: float) -> bool:
     """Whether a held-off stall of at least ``min_length`` s overlaps ``[start, end]``."""
     return any(
         s.held_off and s.length >= min_length and s.start <= end and s.end >= start for s in stalls

@@ -71,6 +71,10 @@ class AcknowledgedRate:
     def fresh(self, now: float) -> bool:
         return self._clock.fresh(now)
 
+    def newest_send(self) -> float | None:
+        """The send time of the newest packet the feedback reported (received or lost)."""
+        return self._sent[-1][0] if self._sent else None
+
     def rate(self, now: float) -> float | None:
         """Acknowledged bit/s, or None before any packet arrived or while feedback is
         stale."""

@@ -62,8 +62,6 @@ class SendSideEstimator:
         self._stall = StallDetector(hold=s.stall_hold)
         #: when the newest feedback that reported a packet lost came
         self._lost_at = -1e9
-        #: the send time of the newest packet a feedback reported (arrived or lost)
-        self._newest_reported: float | None = None
 
     # ------------------------------------------------------------ state
 
@@ -140,7 +138,6 @@ class SendSideEstimator:
             self._lost_at = now
         s = self.settings
         newest = max(r.send_time for r in results)
-        self._newest_reported = max(newest, self._newest_reported or newest)
         self.rtt = 0.9 * self.rtt + 0.1 * min(1.0, max(0.01, now - newest))
         self._stall.update(results, now)
         self._acked.update(results, now)
@@ -386,7 +383,7 @@ class SendSideEstimator:
         carried, sent, newest = (
             self._carried(now),
             self._acked.sent_rate(now),
-            self._newest_reported,
+            self._acked.newest_send(),
         )
         if carried and sent and newest is not None and sent > carried:
             queued += (now - newest) * (sent - carried) / carried
