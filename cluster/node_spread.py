@@ -34,7 +34,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -52,6 +52,9 @@ logger = logging.getLogger(__name__)
 
 #: seconds a member stays listed without refreshing its entry
 MEMBER_TTL = 3.0
+#: seconds a room being joined here is kept shared although no participant of this node
+#: is in it yet (from the join's routing to the participant's arrival)
+JOIN_GRACE = 5.0
 
 
 def spread_key(keys: Keys, room: str) -> str:
@@ -60,6 +63,30 @@ def spread_key(keys: Keys, room: str) -> str:
 
 def cluster_key_name(keys: Keys) -> str:
     return f"{keys.prefix}:cluster_key"
+
+
+def idle_rooms(
+    linked: Mapping[str, Mapping[str, Target]],
+    joining: Mapping[str, float],
+    local_participants: Callable[[str], int],
+    now: float,
+) -> list[str]:
+    """The shared rooms this node leaves: no participant of its own, and no join routed
+    here within ``JOIN_GRACE`` seconds (``joining``: room → when; a beat between a join's
+    routing and its participant's arrival must not unpipe the room under it)."""
+    return [
+        room
+        for room in linked
+        if local_participants(room) == 0 and now - joining.get(room, -JOIN_GRACE) >= JOIN_GRACE
+    ]
+
+
+def unused_peers(
+    initiated: Collection[str], linked: Mapping[str, Mapping[str, Target]]
+) -> set[str]:
+    """The peers this node opened pipes to that no shared room links any more."""
+    used = {peer for peers in linked.values() for peer in peers}
+    return set(initiated) - used
 
 
 class NodeSpread:
@@ -92,6 +119,8 @@ class NodeSpread:
         #: peers this node opened pipes to (it closes them; the peer's end closes on
         #: the ``bye``, or after 5 s of silence when this node died)
         self.initiated: set[str] = set()
+        #: rooms joined here lately: room → ``time.monotonic()`` of the join's routing
+        self.joining: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._rng = random.Random()
         self.links = 0
@@ -169,30 +198,38 @@ class NodeSpread:
         redirects the join instead)."""
         if await self.read_key() is None:
             raise RuntimeError("no cluster key in Redis")
+        self.joining[room] = time.monotonic()
         lock = self._locks.setdefault(room, asyncio.Lock())
         async with lock:  # one join of the room at a time: its links finish first
             await self._enrol(room)
             peers = await self.members(room)
             peers[owner.node_id] = owner
             peers.pop(self.me.node_id, None)
-            linked = self.linked.setdefault(room, {})
             for peer in peers.values():
+                linked = self.linked.setdefault(room, {})
                 if peer.node_id in linked and peer.node_id in self.pipes.pipes:
                     continue
-                self.initiated.add(peer.node_id)
-                await self._linker().link(room, self.me, peer)
+                # listed before the link is made: a heartbeat meanwhile keeps its pipe
                 linked[peer.node_id] = peer
+                self.initiated.add(peer.node_id)
+                try:
+                    await self._linker().link(room, self.me, peer)
+                except BaseException:
+                    self.linked.get(room, {}).pop(peer.node_id, None)
+                    raise
                 self.links += 1
                 logger.info("room %r piped between nodes %s and %s", room, self.me.node_id,
                             peer.node_id)  # fmt: skip
+            self.joining[room] = time.monotonic()
 
     def shares(self, room: str) -> bool:
         return room in self.linked
 
-    async def beat(self, served: list[str]) -> None:
+    async def beat(self, served: list[str], now: float) -> None:
         """Enrol every room ``served`` here (with its count: the owner too, which spill
         decisions read); leave the rooms shared with others where this node has no
-        participant of its own left (unexported both ways); close the pipes no room uses."""
+        participant of its own left and no join under way (unexported both ways); close
+        the pipes no room uses. ``now`` is ``time.monotonic()``."""
         if self.key is None:
             await self.read_key()
         for room in served:
@@ -203,20 +240,29 @@ class NodeSpread:
             # not when its entry expires
             self.enrolled.discard(room)
             await self.redis.hdel(spread_key(self.keys, room), self.me.node_id)
-        for room, peers in list(self.linked.items()):
-            if self.local_participants(room) > 0:
-                await self._enrol(room)
-                continue
-            del self.linked[room]
-            self._locks.pop(room, None)
+        # the rooms left are taken out at once (a join starting meanwhile links anew)
+        dropped = {
+            room: self.linked.pop(room)
+            for room in idle_rooms(self.linked, self.joining, self.local_participants, now)
+        }
+        for room in dropped:
+            self.joining.pop(room, None)
             self.enrolled.discard(room)
-            await self.redis.hdel(spread_key(self.keys, room), self.me.node_id)
-            if self.key is not None:
-                linker = self._linker()
-                for peer in list(peers.values()):
-                    await linker.unlink(room, self.me, peer)
-        used = {peer for peers in self.linked.values() for peer in peers}
-        for node_id in self.initiated - used:
+        for room in list(self.linked):
+            await self._enrol(room)
+        for room, peers in dropped.items():
+            lock = self._locks.setdefault(room, asyncio.Lock())
+            async with lock:  # a join of the room waits for its unlinking
+                await self.redis.hdel(spread_key(self.keys, room), self.me.node_id)
+                if self.key is not None:
+                    linker = self._linker()
+                    for peer in peers.values():
+                        await linker.unlink(room, self.me, peer)
+            if room not in self.linked and not lock.locked():
+                self._locks.pop(room, None)
+        for node_id in unused_peers(self.initiated, self.linked):
+            if node_id not in unused_peers(self.initiated, self.linked):
+                continue  # a join linked it again meanwhile
             self.initiated.discard(node_id)
             await self.pipes.close_peer(node_id, "no room shared with that node any more")
         await self._drop_dead_peers()

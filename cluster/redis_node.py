@@ -344,7 +344,7 @@ class RedisNode:
             logger.warning("room %s is served by %s now: moving its participants", room_id, url)
             await self.end_room(room_id)
         if self.spread is not None:
-            await self.spread.beat(rooms)
+            await self.spread.beat(rooms, time.monotonic())
 
     async def move_rooms(self) -> dict[str, str]:
         """The node drains: each room served here is claimed for another node and its
