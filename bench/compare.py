@@ -8,6 +8,9 @@ with the same bots, rooms and duration. Prints both summaries and the ratios
 writes JSON.
 
     .venv/bin/python bench/compare.py --subscribers 8 --duration 20 --json bench/results/compare.json
+
+``--isolated`` pins the server to core 0 and the load generator to core 1 (``taskset``),
+so neither preempts the other (the latency tail then is each server's own).
 """
 
 from __future__ import annotations
@@ -29,9 +32,13 @@ PERCENTILES = ("p50", "p95", "p99", "max")
 
 
 def run_load(target: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    server = IsolatedServer(target, event_loops=args.janus_event_loops)
+    server = IsolatedServer(
+        target, event_loops=args.janus_event_loops, cpu=0 if args.isolated else None
+    )
     try:
+        pin = ["taskset", "--cpu-list", "1"] if args.isolated else []
         cmd = [
+            *pin,
             sys.executable, "-m", "parley", "load", "--target", target,
             "--url", server.url, "--server-pid", str(server.pid),
             "--ice-address", CLIENT_ADDRESS, "--rooms", str(args.rooms),
@@ -137,6 +144,11 @@ def main() -> int:
     parser.add_argument("--simulcast", action="store_true")
     parser.add_argument("--janus-event-loops", type=int, default=0)
     parser.add_argument("--targets", default="parley,janus", help="comma-separated")
+    parser.add_argument(
+        "--isolated",
+        action="store_true",
+        help="the server on core 0, the load generator on core 1 (taskset)",
+    )
     parser.add_argument("--json", dest="json_path", default="bench/results/compare.json")
     args = parser.parse_args()
     reexec_in_netns()
