@@ -104,7 +104,7 @@ async def test_sigterm_with_a_drain_timeout_moves_the_clients_to_the_other_node(
         backs = _moved_and_back_within_5_s(tmp_path, signalled)
         print(f"media back after SIGTERM: {', '.join(f'{b:.2f} s' for b in backs)}")
         assert codes == [0, 0]
-        assert survivor.problems() == [] and draining.problems() == [], "\n".join(draining.log)
+        assert survivor.problems() == [] and draining.problems() == [], draining.log_text
         assert any("drains: 1 room(s) moved (2 client(s))" in line for line in draining.log)
 
 
@@ -156,4 +156,4 @@ async def test_a_move_drain_flag_moves_the_clients_and_the_node_stays_up(tmp_pat
         print(f"media back after the flag: {', '.join(f'{b:.2f} s' for b in backs)}")
         assert codes == [0, 0]
         for node in cluster.nodes.values():
-            assert node.problems() == [], "\n".join(node.log)
+            assert node.problems() == [], node.log_text

@@ -67,7 +67,7 @@ async def test_parley_load_rejoins_on_the_other_node_after_a_node_dies(tmp_path:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
-        assert survivor.problems() == [], "\n".join(survivor.log)
+        assert survivor.problems() == [], survivor.log_text
     print(output, file=sys.stderr)
     assert proc.returncode == 0, output
     report = json.loads(report_path.read_text())

@@ -64,6 +64,11 @@ class Node:
     def problems(self) -> list[str]:
         return [line for line in self.log if any(m in line for m in PROBLEM_MARKERS)]
 
+    @property
+    def log_text(self) -> str:
+        """The whole log, a line each (what a failing check prints)."""
+        return self.log_text
+
 
 @dataclass
 class Cluster:
@@ -111,8 +116,8 @@ async def start_node(node: Node, redis_port: int) -> None:
     node.reader = asyncio.ensure_future(_collect(node.proc.stdout, node.log))
     deadline = time.monotonic() + 40
     while await asyncio.to_thread(healthz, node.url) is None:
-        assert node.proc.returncode is None, "parley serve exited:\n" + "\n".join(node.log)
-        assert time.monotonic() < deadline, "parley serve did not answer:\n" + "\n".join(node.log)
+        assert node.proc.returncode is None, "parley serve exited:\n" + node.log_text
+        assert time.monotonic() < deadline, "parley serve did not answer:\n" + node.log_text
         await asyncio.sleep(0.1)
 
 
@@ -258,7 +263,7 @@ async def test_joins_through_either_node_reach_the_room(cluster: Cluster, tmp_pa
     assert redirected == {"ada" if owner == "b" else "bob"}
     assert codes == [0, 0]
     for node in cluster.nodes.values():
-        assert node.problems() == [], "\n".join(node.log)
+        assert node.problems() == [], node.log_text
 
 
 async def test_placement_spreads_twenty_new_rooms_over_both_nodes(cluster: Cluster) -> None:
@@ -336,7 +341,7 @@ async def test_a_killed_nodes_room_comes_back_on_the_other_within_5_s(
         assert summary["verdict"] == "ok", brief
     print(f"media back after the kill: {', '.join(f'{b:.2f} s' for b in backs)}")
     assert codes == [0, 0]
-    assert survivor.problems() == [], "\n".join(survivor.log)
+    assert survivor.problems() == [], survivor.log_text
 
 
 async def test_redis_restarted_mid_call_media_keeps_flowing_and_nodes_register_again(
@@ -372,7 +377,7 @@ async def test_redis_restarted_mid_call_media_keeps_flowing_and_nodes_register_a
         assert decoded_from(summary, other, session=0) == {"audio", "video"}
     assert codes == [0, 0]
     for node in cluster.nodes.values():
-        assert node.problems() == [], "\n".join(node.log)
+        assert node.problems() == [], node.log_text
         # the outage is logged (once per interval), not a crash
         assert any("heartbeat" in line and "retrying" in line for line in node.log), node.log
 
@@ -415,7 +420,7 @@ async def test_a_stopped_node_leaves_redis_and_its_room_moves_to_the_other(
         assert reconnect["media_after_ms"] <= 5000, brief
         assert decoded_from(summary, other, session=1) == {"audio", "video"}
     assert codes == [0, 0]
-    assert survivor.problems() == [] and stopping.problems() == [], "\n".join(stopping.log)
+    assert survivor.problems() == [] and stopping.problems() == [], stopping.log_text
 
 
 async def test_parley_load_through_one_node_follows_redirects_to_both(

@@ -98,7 +98,7 @@ async def test_a_room_joined_through_two_nodes_is_served_on_both_and_piped(
 
     await wait_for("both nodes empty, the member gone", empty, 8)
     for node in cluster.nodes.values():
-        assert node.problems() == [], "\n".join(node.log)
+        assert node.problems() == [], node.log_text
 
 
 async def test_a_killed_owner_s_client_is_back_on_the_member_node_within_5_s(
@@ -148,7 +148,7 @@ async def test_a_killed_owner_s_client_is_back_on_the_member_node_within_5_s(
     assert gone_after < 2.5, gone_after  # without: the pipe's silence timeout (3.9 s seen)
     assert all(0 < b <= 5.0 for b in backs), backs
     assert codes == [0, 0]
-    assert survivor.problems() == [], "\n".join(survivor.log)
+    assert survivor.problems() == [], survivor.log_text
 
 
 async def _owned_by(cluster: Cluster, node_id: str) -> bool:
@@ -190,7 +190,7 @@ async def test_a_full_node_sends_the_room_s_next_join_to_another(tmp_path: Path)
                 assert decoded_from(summary, peer) == {"audio", "video"}, (name, peer)
         assert codes == [0, 0, 0]
         for node in cluster.nodes.values():
-            assert node.problems() == [], "\n".join(node.log)
+            assert node.problems() == [], node.log_text
 
 
 async def _forwarding_all(cluster: Cluster, count: int) -> bool:

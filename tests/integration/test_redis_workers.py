@@ -90,7 +90,7 @@ async def test_a_node_of_workers_registers_once_and_routes_joins(
     assert redirected == {"ada" if owner == "b" else "bob"}
     assert codes == [0, 0]
     for node in cluster.nodes.values():
-        assert node.problems() == [], "\n".join(node.log)
+        assert node.problems() == [], node.log_text
 
 
 async def test_a_killed_node_of_workers_has_its_clients_back_on_the_other_within_5_s(
@@ -133,7 +133,7 @@ async def test_a_killed_node_of_workers_has_its_clients_back_on_the_other_within
         assert summary["verdict"] == "ok", brief
     print(f"media back after the node's kill: {', '.join(f'{b:.2f} s' for b in backs)}")
     assert codes == [0, 0]
-    assert survivor.problems() == [], "\n".join(survivor.log)
+    assert survivor.problems() == [], survivor.log_text
 
 
 async def test_a_draining_node_of_workers_moves_its_clients_to_the_other(tmp_path: Path) -> None:
@@ -177,7 +177,7 @@ async def test_a_draining_node_of_workers_moves_its_clients_to_the_other(tmp_pat
             ]
             assert 0 < max(first) - signalled <= 5.0, brief(summary)
         assert codes == [0, 0]
-        assert survivor.problems() == [] and draining.problems() == [], "\n".join(draining.log)
+        assert survivor.problems() == [] and draining.problems() == [], draining.log_text
         assert any("drains: 1 room(s) moved (2 client(s))" in line for line in draining.log)
 
 
@@ -216,4 +216,4 @@ async def test_a_node_of_workers_spreads_a_room_over_its_workers(tmp_path: Path)
             assert decoded_from(summaries[name], peer) == {"audio", "video"}
         assert codes == [0, 0]
         for node in cluster.nodes.values():
-            assert node.problems() == [], "\n".join(node.log)
+            assert node.problems() == [], node.log_text
