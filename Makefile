@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 
 # sfu/_native.c, sfu/_ingress.c, sfu/_recv.c: pip builds the C forwarding loop, the
 # ingress and the load generator's reader in place (sfu/_native.*.so, sfu/_recv.*.so)
-$(VENV)/.installed: pyproject.toml sfu/_native.c sfu/_ingress.c sfu/_native.h sfu/_recv.c
+$(VENV)/.installed: pyproject.toml sfu/_native.c sfu/_ingress.c sfu/_feedback.c sfu/_native.h sfu/_recv.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"

@@ -1175,7 +1175,7 @@ PyMODINIT_FUNC PyInit__native(void)
         PyModule_AddObjectRef(m, "RewriterCore", (PyObject *)&RewriterCoreType) < 0 ||
         PyModule_AddObjectRef(m, "ForwarderCore", (PyObject *)&ForwarderCoreType) < 0 ||
         PyModule_AddObjectRef(m, "SendBatch", (PyObject *)&SendBatchType) < 0 ||
-        ingress_add_types(m) < 0) {
+        ingress_add_types(m) < 0 || feedback_add_types(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -33,4 +33,7 @@ PARLEY_INTERNAL int native_forward_incoming(PyObject *forwarder, PyObject *sourc
 /* sfu/_ingress.c: add its types to the module; -1 with an exception on failure. */
 PARLEY_INTERNAL int ingress_add_types(PyObject *module);
 
+/* sfu/_feedback.c: add FeedbackPath to the module; -1 with an exception on failure. */
+PARLEY_INTERNAL int feedback_add_types(PyObject *module);
+
 #endif

@@ -9,6 +9,9 @@ makes. Every other case calls ``Forwarder.forward``. The C types hold the hot fi
 of ``StreamRewriter`` and ``Forwarder`` (their base classes), so Python reads and
 writes the same state.
 
+The send-side estimator's per-packet part (``FeedbackPath``, ``sfu/_feedback.c``; its
+Python twin ``sfu/gcc/feedback_path.py``'s ``PyFeedbackPath``) is in C too.
+
 The publisher's steady-state ingress is in C as well (``sfu/_ingress.c``, part of the
 same module): ``Ingress`` unprotects a publish transport's SRTP and takes a packet of a
 known SSRC through receive statistics, NACK tracking, the packet cache and the source's
@@ -30,11 +33,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .gcc.feedback_path import PyFeedbackPath
+
 __all__ = [
     "NATIVE",
     "NATIVE_ERROR",
     "NATIVE_INGRESS",
     "Egress",
+    "FeedbackPath",
     "ForwarderCore",
     "Ingress",
     "NackCore",
@@ -275,6 +281,7 @@ if TYPE_CHECKING:
     NackCore = _PyNackCore
     PacketCacheCore = _PyPacketCacheCore
     SourceCore = _PySourceCore
+    FeedbackPath = PyFeedbackPath
     fanout = _py_fanout
     NATIVE = False
 else:
@@ -284,6 +291,7 @@ else:
         try:
             from ._native import (
                 Egress,
+                FeedbackPath,
                 ForwarderCore,
                 Ingress,
                 NackCore,
@@ -297,6 +305,7 @@ else:
             NATIVE_ERROR = f"sfu._native is not built: {exc}"
     NATIVE = NATIVE_ERROR is None
     if not NATIVE:
+        FeedbackPath = PyFeedbackPath  # type: ignore[misc]
         RewriterCore, ForwarderCore, Egress, Ingress, fanout = (
             _PyRewriterCore,
             _PyForwarderCore,

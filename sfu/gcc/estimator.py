@@ -20,33 +20,37 @@ subscriber's media, lifted to None again above ``max_bitrate``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from ..delivery_rate import Delivery
-from .acknowledged import AcknowledgedRate
 from .aimd import AimdRateControl
-from .inter_arrival import InterArrival
+from .feedback_path import FeedbackBatch, PyFeedbackPath
 from .loss_based import DECREASE, INCREASE, LossBased
 from .packet import PacketResult
 from .probe import Probe
 from .probing import Probing
-from .queue_delay import QueueDelay
 from .settings import GccSettings
-from .stall import StallDetector
 from .trendline import NORMAL, OVERUSING, UNDERUSING, TrendlineDetector
+
+#: makes the per-packet part: ``PyFeedbackPath`` or ``sfu.native.FeedbackPath`` (its
+#: C twin), called with ``standing_queue`` and ``stall_hold``
+PathFactory = Callable[..., PyFeedbackPath]
 
 
 class SendSideEstimator:
-    def __init__(self, settings: GccSettings | None = None) -> None:
+    def __init__(
+        self, settings: GccSettings | None = None, path: PathFactory = PyFeedbackPath
+    ) -> None:
         s = self.settings = settings or GccSettings()
         self.sent = 0.0
         #: (time, what, cap) of every change of the cap, newest last (bounded)
         self.events: list[tuple[float, str, float | None]] = []
         self.last_signal: float | None = None
         self.rtt = 0.1
-        self._inter = InterArrival()
+        #: the per-packet part: stalls, acknowledged rate, queue delay, send-time groups
+        self._path = path(standing_queue=s.standing_queue, stall_hold=s.stall_hold)
         self._trend = TrendlineDetector(s.trendline)
         self._aimd = AimdRateControl(s.aimd)
-        self._acked = AcknowledgedRate()
-        self._queue = QueueDelay(s.standing_queue)
         self._loss = LossBased(s.loss_low, s.loss_high)
         self._loss_hold_until = -1e9
         self._last_decrease = -1e9
@@ -57,9 +61,6 @@ class SendSideEstimator:
         self._last_rr_decrease = -1e9
         self._capped_since: float | None = None
         self._probing = Probing(s)
-        self._highest_seq = -1
-        #: the receiver stalled and stamped its backlog at once: its delay is not overuse
-        self._stall = StallDetector(hold=s.stall_hold)
         #: when the newest feedback that reported a packet lost came
         self._lost_at = -1e9
 
@@ -104,17 +105,17 @@ class SendSideEstimator:
         return self._trend.state
 
     def acknowledged_rate(self, now: float) -> float | None:
-        return self._acked.rate(now)
+        return self._path.acked_rate(now)
 
     def acked(self, now: float) -> Delivery | None:
-        rate = self._acked.rate(now)
+        rate = self._path.acked_rate(now)
         if rate is None:
             return None
-        sent = self._acked.sent_rate(now)
+        sent = self._path.sent_rate(now)
         return Delivery(rate, self._loss.loss, rate / sent if sent else None)
 
     def link_keeps_up(self, now: float) -> bool:
-        rate, sent = self._acked.rate(now), self._acked.sent_rate(now)
+        rate, sent = self._path.acked_rate(now), self._path.sent_rate(now)
         return (
             rate is not None
             and sent is not None
@@ -126,37 +127,33 @@ class SendSideEstimator:
 
     # ------------------------------------------------------------ feedback
 
-    def on_feedback(self, results: list[PacketResult], now: float) -> None:
+    def on_feedback(self, results: Sequence[PacketResult], now: float) -> None:
         """One transport-cc feedback's packets, in sequence order (the main input). A
         packet reported again (a repeated or reordered feedback) counts once: only
         sequence numbers above the highest seen are read."""
-        results = [r for r in results if r.seq > self._highest_seq]
-        if not results:
+        # a failed probe's own loss (and the queue it left) is the probe's, not the
+        # link's: the path counts loss outside the probes' spans only
+        batch: FeedbackBatch | None = self._path.update(results, now, self._probing.spans)
+        if batch is None:
             return
-        self._highest_seq = max(r.seq for r in results)
-        if any(r.arrival is None for r in results):
+        new, lost, newest, deltas, outside, _ = batch
+        if lost:
             self._lost_at = now
         s = self.settings
-        newest = max(r.send_time for r in results)
         self.rtt = 0.9 * self.rtt + 0.1 * min(1.0, max(0.01, now - newest))
-        self._stall.update(results, now)
-        self._acked.update(results, now)
-        self._queue.update(results, now)
-        outside = self._probing.feedback(results)
+        self._probing.collect(new)
         if self._probing.probe is not None and not self._receiver_delay(now):
-            queued = self._queue.delay(now)
+            queued = self._path.queue_delay(now)
             if queued is not None and queued >= s.probe_queue:
                 self._end_probe(now, "queue")
-        for r in results:
-            if r.arrival is None:
-                continue
-            delta = self._inter.add(r.send_time, r.arrival, r.size)
-            if delta is not None:
-                self._trend.update(delta.send_delta, delta.arrival_delta, delta.arrival)
+        trend = self._trend
+        for send_delta, arrival_delta, arrival in deltas:
+            trend.update(send_delta, arrival_delta, arrival)
         acked = self._carried(now)
-        sent = self._acked.sent_rate(now)
-        # a failed probe's own loss (and the queue it left) is the probe's, not the link's
-        verdict = self._loss.update(outside, now)
+        sent = self._path.sent_rate(now)
+        if outside is not None:
+            self._loss.add(*outside)
+        verdict = self._loss.judge(now)
         if verdict is not None and verdict.action != INCREASE:
             self._loss_hold_until = now + 1.0
         if verdict is not None and verdict.action == DECREASE and verdict.rate is not None:
@@ -167,14 +164,14 @@ class SendSideEstimator:
             else:
                 self._last_loss_decrease = now  # still evidence that packets are lost
         state = self.delay_state
-        if state != OVERUSING and self._queue.standing(now):
+        if state != OVERUSING and self._path.queue_standing(now):
             # a queue already stands (a burst sent at once forms one send group, whose
             # delay the trendline sees only once all of it has crossed the bottleneck)
             state = OVERUSING
         if (
             state == OVERUSING
             and newest <= self._last_decrease
-            and not self._stall.holding(now)
+            and not self._path.stall_holding(now)
             and acked is not None
             and self._answered_too_high(acked)
         ):
@@ -186,7 +183,7 @@ class SendSideEstimator:
             self._decrease(
                 max(s.beta * acked, self._probing.floor(now)), now, "delay", evidence=False
             )
-        if state == OVERUSING and (self._stall.holding(now) or newest <= self._last_decrease):
+        if state == OVERUSING and (self._path.stall_holding(now) or newest <= self._last_decrease):
             # the receiver's own delay (it stalled), or a queue of packets all sent
             # before the last decrease, which answered them: hold (as the loss rule)
             state = UNDERUSING
@@ -240,7 +237,7 @@ class SendSideEstimator:
         s = self.settings
         if fraction >= s.loss_low:
             self.hold(now)
-        if self._acked.fresh(now) or fraction <= s.loss_high:
+        if self._path.acked_fresh(now) or fraction <= s.loss_high:
             return
         if now - self._last_rr_decrease >= 0.9 and self.sent > s.min_bitrate:
             self._last_rr_decrease = now
@@ -270,16 +267,16 @@ class SendSideEstimator:
     def _receiver_delay(self, now: float) -> bool:
         """Whether the delay the feedback shows now may be the receiver's own (it
         stalled, or a gap in its arrivals is being judged)."""
-        return self._stall.holding(now) or self._stall.suspect
+        return self._path.stall_holding(now) or self._path.stall_suspect()
 
     def _carried(self, now: float) -> float | None:
         """What the path carries: the acknowledged rate, or, behind a standing queue,
         what arrived lately if that is less (the bottleneck drains its queue at its
         capacity; the longer window still holds the time before the link narrowed)."""
-        acked = self._acked.rate(now)
-        if acked is None or not self._queue.standing(now):
+        acked = self._path.acked_rate(now)
+        if acked is None or not self._path.queue_standing(now):
             return acked
-        recent = self._acked.recent_rate(now, self.settings.recent_window)
+        recent = self._path.recent_rate(now, self.settings.recent_window)
         return acked if recent is None else min(acked, recent)
 
     def _answered_too_high(self, carried: float) -> bool:
@@ -290,7 +287,7 @@ class SendSideEstimator:
 
     def queue_delay(self, now: float) -> float | None:
         """Seconds the newest packets queued on the path (None: no fresh feedback)."""
-        return self._queue.delay(now)
+        return self._path.queue_delay(now)
 
     def _decrease(self, value: float, now: float, reason: str, *, evidence: bool) -> None:
         s = self.settings
@@ -341,9 +338,9 @@ class SendSideEstimator:
             return None
         # what is sent now: the SFU's once-a-second count, or the newer rate the feedback
         # shows (lower after a switch down, or when the count still holds a probe)
-        sent = min(self.sent, self._acked.sent_rate(now) or self.sent)
+        sent = min(self.sent, self._path.sent_rate(now) or self.sent)
         link = self._carried_at_decrease
-        probe = self._probing.start(now, cap, self._acked.rate(now), sent, link)
+        probe = self._probing.start(now, cap, self._path.acked_rate(now), sent, link)
         self._event(now, "probe")
         return probe.rate
 
@@ -376,14 +373,14 @@ class SendSideEstimator:
         ``max_cut_hold``, and at least ``cut_hold`` while packets are lost (a full
         bottleneck drops what arrives, the new layer's keyframe too)."""
         s = self.settings
-        queued = self._queue.delay(now) or 0.0
+        queued = self._path.queue_delay(now) or 0.0
         # what went out after the newest packet reported joins that queue, which grows
         # by what is sent over what the path carries: at the onset the old layer's
         # packets already on their way make it several times what the feedback shows
         carried, sent, newest = (
             self._carried(now),
-            self._acked.sent_rate(now),
-            self._acked.newest_send(),
+            self._path.sent_rate(now),
+            self._path.newest_send(),
         )
         if carried and sent and newest is not None and sent > carried:
             queued += (now - newest) * (sent - carried) / carried

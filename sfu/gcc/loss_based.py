@@ -63,14 +63,29 @@ class LossBased:
 
     def update(self, results: list[PacketResult], now: float) -> LossVerdict | None:
         """A feedback's packets; returns a verdict when enough packets were gathered."""
-        for r in results:
-            self._count += 1
-            self._bytes += r.size
-            if r.arrival is None:
-                self._lost += 1
-            if self._first_send is None:
-                self._first_send = r.send_time
-            self._last_send = max(self._last_send, r.send_time)
+        if results:
+            self.add(
+                len(results),
+                sum(1 for r in results if r.arrival is None),
+                sum(r.size for r in results),
+                results[0].send_time,
+                max(r.send_time for r in results),
+            )
+        return self.judge(now)
+
+    def add(self, count: int, lost: int, size: int, first_send: float, last_send: float) -> None:
+        """A feedback's packets as counts (``sfu/gcc/feedback_path.py``'s
+        ``OutsideCounts``): ``count`` of ``size`` bytes, ``lost`` of them, the first sent
+        at ``first_send`` and the latest at ``last_send``."""
+        self._count += count
+        self._bytes += size
+        self._lost += lost
+        if self._first_send is None:
+            self._first_send = first_send
+        self._last_send = max(self._last_send, last_send)
+
+    def judge(self, now: float) -> LossVerdict | None:
+        """A verdict once ``interval`` has passed and enough packets were gathered."""
         if self._last_verdict is None:
             self._last_verdict = now
         if (

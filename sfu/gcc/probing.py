@@ -67,12 +67,16 @@ class Probing:
         probe = self.probe
         return probe.rate if probe is not None and probe.sending(now) else 0.0
 
-    def feedback(self, results: list[PacketResult]) -> list[PacketResult]:
-        """Keeps the cluster's packets; returns those sent outside probe spans."""
+    def collect(self, results: list[PacketResult]) -> None:
+        """Keeps the pending cluster's packets."""
         if self.probe is not None:
             collect(self.probe, results)
-        spans = self._spans
-        return [r for r in results if not any(a <= r.send_time < b for a, b in spans)]
+
+    @property
+    def spans(self) -> list[tuple[float, float]]:
+        """The send-time spans ``[a, b)`` of the last clusters and the queue each left
+        to drain, whose loss is the probes' (their verdicts judge it), not the link's."""
+        return self._spans
 
     def judge(self, now: float) -> ProbeResult | None:
         """The pending cluster's verdict once there is one (the cluster is then over)."""

@@ -20,7 +20,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sfu.gcc.estimator import SendSideEstimator
+from sfu.gcc.estimator import PathFactory, SendSideEstimator
+from sfu.gcc.feedback_path import PyFeedbackPath
 from sfu.gcc.packet import PacketResult
 
 LAYERS = (150_000.0, 500_000.0, 1_700_000.0)
@@ -65,13 +66,14 @@ class Simulation:
         seed: int = 1,
         delay: float = 0.02,
         layers: tuple[float, ...] = LAYERS,
+        path: PathFactory = PyFeedbackPath,
     ) -> None:
         self.link = link
         self.receiver = receiver or Receiver()
         self.rng = random.Random(seed)
         self.delay = delay
         self.layers = layers
-        self.bwe = SendSideEstimator()
+        self.bwe = SendSideEstimator(path=path)
         self.trace = Trace()
         self._seq = 0
         self._tokens = 15_000.0
