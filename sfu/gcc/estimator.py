@@ -16,6 +16,11 @@ controller uses either), fed mainly by ``on_feedback``. Its parts:
 
 ``estimate(now)`` is None until the first congestion signal, then bit/s for all the
 subscriber's media, lifted to None again above ``max_bitrate``.
+
+What each reported packet goes through (stalls, acknowledged rate, queue delay,
+send-time groups, loss counts) is the per-packet part (``feedback_path``): the SFU
+passes its C twin (``sfu.native.FeedbackPath``), tests may use either; the decisions
+here are made once per feedback.
 """
 
 from __future__ import annotations
