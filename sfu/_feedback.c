@@ -10,6 +10,10 @@
  * so the same doubles: the build turns floating-point contraction off);
  * tests/unit/test_feedback_path.py holds the two to the same outputs and answers. The
  * constants are the Python classes' defaults as the estimator constructs them.
+ *
+ * Trendline is sfu/gcc/trendline.py's TrendlineDetector (the delay trend and the overuse
+ * detector, once per send-time group), with its TrendlineSettings; update_all takes the
+ * group deltas FeedbackPath.update returns.
  */
 #include "_native.h"
 #include <structmember.h>
@@ -735,8 +739,285 @@ static PyTypeObject PathType = {
     .tp_members = path_members,
 };
 
+/* ------------------------------------------------------------ Trendline */
+
+enum { NORMAL, OVERUSING, UNDERUSING };
+static PyObject *s_state_names[3];
+
+typedef struct {
+    PyObject_HEAD
+    /* TrendlineSettings */
+    long long window, min_deltas;
+    double smoothing, gain, k_up, k_down, min_threshold, max_threshold, max_adapt_offset,
+        overuse_time;
+    /* state */
+    int state;
+    double threshold, trend, modified_trend;
+    long long deltas, over_count;
+    double first_arrival, accumulated, smoothed, time_over, previous_trend,
+        last_threshold_update;
+    char has_first_arrival, has_last_threshold_update;
+    double *hx, *hy; /* the history: a ring of `window` points */
+    long long head, len;
+} TrendObject;
+
+static int read_setting(PyObject *settings, const char *name, double *out)
+{
+    PyObject *v = PyObject_GetAttrString(settings, name);
+    if (v == NULL)
+        return -1;
+    *out = PyFloat_AsDouble(v);
+    Py_DECREF(v);
+    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int read_int_setting(PyObject *settings, const char *name, long long *out)
+{
+    PyObject *v = PyObject_GetAttrString(settings, name);
+    if (v == NULL)
+        return -1;
+    *out = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int trend_init(TrendObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"settings", NULL};
+    PyObject *settings;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O", kwlist, &settings))
+        return -1;
+    double initial;
+    if (read_int_setting(settings, "window", &self->window) < 0 ||
+        read_int_setting(settings, "min_deltas", &self->min_deltas) < 0 ||
+        read_setting(settings, "smoothing", &self->smoothing) < 0 ||
+        read_setting(settings, "gain", &self->gain) < 0 ||
+        read_setting(settings, "initial_threshold", &initial) < 0 ||
+        read_setting(settings, "k_up", &self->k_up) < 0 ||
+        read_setting(settings, "k_down", &self->k_down) < 0 ||
+        read_setting(settings, "min_threshold", &self->min_threshold) < 0 ||
+        read_setting(settings, "max_threshold", &self->max_threshold) < 0 ||
+        read_setting(settings, "max_adapt_offset", &self->max_adapt_offset) < 0 ||
+        read_setting(settings, "overuse_time", &self->overuse_time) < 0)
+        return -1;
+    if (self->window < 2 || self->window > 10000) {
+        PyErr_SetString(PyExc_ValueError, "trendline window must be 2..10000 groups");
+        return -1;
+    }
+    PyMem_Free(self->hx);
+    PyMem_Free(self->hy);
+    self->hx = PyMem_Malloc((size_t)self->window * sizeof(double));
+    self->hy = PyMem_Malloc((size_t)self->window * sizeof(double));
+    if (self->hx == NULL || self->hy == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->state = NORMAL;
+    self->threshold = initial;
+    self->trend = self->modified_trend = 0.0;
+    self->deltas = self->over_count = 0;
+    self->has_first_arrival = self->has_last_threshold_update = 0;
+    self->accumulated = self->smoothed = 0.0;
+    self->time_over = -1.0;
+    self->previous_trend = 0.0;
+    self->head = self->len = 0;
+    return 0;
+}
+
+static void trend_dealloc(TrendObject *self)
+{
+    PyMem_Free(self->hx);
+    PyMem_Free(self->hy);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+#define HX(self, i) ((self)->hx[((self)->head + (i)) % (self)->window])
+#define HY(self, i) ((self)->hy[((self)->head + (i)) % (self)->window])
+
+/* trendline._slope over the history; 0 when the denominator is 0 (None) */
+static int trend_slope(TrendObject *self, double *slope)
+{
+    long long n = self->len;
+    double sum_x = 0.0, sum_y = 0.0;
+    for (long long i = 0; i < n; i++) {
+        sum_x += HX(self, i);
+        sum_y += HY(self, i);
+    }
+    double mean_x = sum_x / n, mean_y = sum_y / n;
+    double numerator = 0.0, denominator = 0.0;
+    for (long long i = 0; i < n; i++) {
+        double dx = HX(self, i) - mean_x;
+        numerator += dx * (HY(self, i) - mean_y);
+        denominator += dx * dx;
+    }
+    if (denominator == 0.0)
+        return 0;
+    *slope = numerator / denominator;
+    return 1;
+}
+
+static void trend_update_threshold(TrendObject *self, double modified, double now_ms)
+{
+    double last = self->has_last_threshold_update ? self->last_threshold_update : now_ms;
+    double magnitude = fabs(modified);
+    if (magnitude > self->threshold + self->max_adapt_offset) {
+        self->has_last_threshold_update = 1;
+        self->last_threshold_update = now_ms;
+        return;
+    }
+    double k = magnitude < self->threshold ? self->k_down : self->k_up;
+    double elapsed = now_ms - last;
+    if (elapsed > 100.0)
+        elapsed = 100.0;
+    self->threshold += k * (magnitude - self->threshold) * elapsed;
+    double t = self->threshold > self->min_threshold ? self->threshold : self->min_threshold;
+    self->threshold = t < self->max_threshold ? t : self->max_threshold;
+    self->has_last_threshold_update = 1;
+    self->last_threshold_update = now_ms;
+}
+
+static void trend_detect(TrendObject *self, double trend, double send_delta_ms, double now_ms)
+{
+    if (self->deltas < 2) {
+        self->state = NORMAL;
+        return;
+    }
+    long long count = self->deltas < self->min_deltas ? self->deltas : self->min_deltas;
+    double modified = (double)count * trend * self->gain;
+    self->modified_trend = modified;
+    if (modified > self->threshold) {
+        if (self->time_over == -1.0)
+            self->time_over = send_delta_ms / 2;
+        else
+            self->time_over += send_delta_ms;
+        self->over_count++;
+        if (self->time_over > self->overuse_time && self->over_count > 1) {
+            if (trend >= self->previous_trend) {
+                self->time_over = 0.0;
+                self->over_count = 0;
+                self->state = OVERUSING;
+            }
+        }
+    }
+    else if (modified < -self->threshold) {
+        self->time_over = -1.0;
+        self->over_count = 0;
+        self->state = UNDERUSING;
+    }
+    else {
+        self->time_over = -1.0;
+        self->over_count = 0;
+        self->state = NORMAL;
+    }
+    self->previous_trend = trend;
+    trend_update_threshold(self, modified, now_ms);
+}
+
+static void trend_one(TrendObject *self, double send_delta, double arrival_delta, double arrival)
+{
+    double delta_ms = (arrival_delta - send_delta) * 1000.0;
+    double arrival_ms = arrival * 1000.0;
+    self->deltas = self->deltas + 1 < 1000 ? self->deltas + 1 : 1000;
+    if (!self->has_first_arrival) {
+        self->has_first_arrival = 1;
+        self->first_arrival = arrival_ms;
+    }
+    self->accumulated += delta_ms;
+    self->smoothed = self->smoothing * self->smoothed + (1 - self->smoothing) * self->accumulated;
+    if (self->len == self->window) { /* popleft */
+        self->head = (self->head + 1) % self->window;
+        self->len--;
+    }
+    HX(self, self->len) = arrival_ms - self->first_arrival;
+    HY(self, self->len) = self->smoothed;
+    self->len++;
+    double trend = self->previous_trend, slope;
+    if (self->len == self->window && trend_slope(self, &slope))
+        trend = slope;
+    self->trend = trend;
+    trend_detect(self, trend, send_delta * 1000.0, arrival_ms);
+}
+
+static PyObject *trend_state_of(TrendObject *self)
+{
+    return Py_NewRef(s_state_names[self->state]);
+}
+
+static PyObject *trend_update(TrendObject *self, PyObject *args)
+{
+    double send_delta, arrival_delta, arrival;
+    if (!PyArg_ParseTuple(args, "ddd", &send_delta, &arrival_delta, &arrival))
+        return NULL;
+    trend_one(self, send_delta, arrival_delta, arrival);
+    return trend_state_of(self);
+}
+
+static PyObject *trend_update_all(TrendObject *self, PyObject *deltas)
+{
+    PyObject *seq = PySequence_Fast(deltas, "deltas must be a sequence of 3-tuples");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double send_delta, arrival_delta, arrival;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "ddd", &send_delta,
+                              &arrival_delta, &arrival)) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        trend_one(self, send_delta, arrival_delta, arrival);
+    }
+    Py_DECREF(seq);
+    return trend_state_of(self);
+}
+
+static PyObject *trend_get_state(TrendObject *self, void *closure)
+{
+    return trend_state_of(self);
+}
+
+static PyMethodDef trend_methods[] = {
+    {"update", (PyCFunction)trend_update, METH_VARARGS,
+     "update(send_delta, arrival_delta, arrival) -> state (TrendlineDetector.update)"},
+    {"update_all", (PyCFunction)trend_update_all, METH_O,
+     "update_all(deltas) -> state: update() for each (send_delta, arrival_delta, arrival)"},
+    {NULL},
+};
+
+static PyMemberDef trend_members[] = {
+    {"threshold", T_DOUBLE, offsetof(TrendObject, threshold), READONLY, NULL},
+    {"trend", T_DOUBLE, offsetof(TrendObject, trend), READONLY, NULL},
+    {"modified_trend", T_DOUBLE, offsetof(TrendObject, modified_trend), READONLY, NULL},
+    {NULL},
+};
+
+static PyGetSetDef trend_getset[] = {
+    {"state", (getter)trend_get_state, NULL, "normal, overusing or underusing", NULL},
+    {NULL},
+};
+
+static PyTypeObject TrendType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sfu._native.Trendline",
+    .tp_basicsize = sizeof(TrendObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The delay trend and overuse detector (sfu/gcc/trendline.py) in C.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)trend_init,
+    .tp_dealloc = (destructor)trend_dealloc,
+    .tp_methods = trend_methods,
+    .tp_members = trend_members,
+    .tp_getset = trend_getset,
+};
+
 int feedback_add_types(PyObject *m)
 {
+    if ((s_state_names[NORMAL] = PyUnicode_InternFromString("normal")) == NULL ||
+        (s_state_names[OVERUSING] = PyUnicode_InternFromString("overusing")) == NULL ||
+        (s_state_names[UNDERUSING] = PyUnicode_InternFromString("underusing")) == NULL)
+        return -1;
+    if (PyType_Ready(&TrendType) < 0 ||
+        PyModule_AddObjectRef(m, "Trendline", (PyObject *)&TrendType) < 0)
+        return -1;
     if ((s_seq = PyUnicode_InternFromString("seq")) == NULL ||
         (s_send_time = PyUnicode_InternFromString("send_time")) == NULL ||
         (s_size = PyUnicode_InternFromString("size")) == NULL ||

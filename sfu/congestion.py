@@ -28,7 +28,7 @@ from .gcc.estimator import SendSideEstimator
 from .gcc.packet import PacketResult
 from .gcc.trendline import OVERUSING
 from .layers import UP_MARGIN, allocate
-from .native import FeedbackPath
+from .native import FeedbackPath, Trendline
 from .pacer import TokenBucket
 from .ports import Estimator
 
@@ -164,7 +164,8 @@ class CongestionController:
         (``sfu/gcc/``) instead of REMB and receiver reports. Idempotent."""
         if not self.transport_cc:
             self.transport_cc = True
-            self.bwe = SendSideEstimator(path=FeedbackPath)  # its per-packet part in C
+            # its per-packet part and its trendline in C
+            self.bwe = SendSideEstimator(path=FeedbackPath, trendline=Trendline)
 
     def budget(self, now: float) -> float | None:
         """The bit/s the subscriber's video may use, or None when nothing limits it."""

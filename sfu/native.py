@@ -10,7 +10,8 @@ of ``StreamRewriter`` and ``Forwarder`` (their base classes), so Python reads an
 writes the same state.
 
 The send-side estimator's per-packet part (``FeedbackPath``, ``sfu/_feedback.c``; its
-Python twin ``sfu/gcc/feedback_path.py``'s ``PyFeedbackPath``) is in C too.
+Python twin ``sfu/gcc/feedback_path.py``'s ``PyFeedbackPath``) and its trendline
+(``Trendline``; ``TrendlineDetector``) are in C too.
 
 The publisher's steady-state ingress is in C as well (``sfu/_ingress.c``, part of the
 same module): ``Ingress`` unprotects a publish transport's SRTP and takes a packet of a
@@ -34,6 +35,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .gcc.feedback_path import PyFeedbackPath
+from .gcc.trendline import TrendlineDetector
 
 __all__ = [
     "NATIVE",
@@ -47,6 +49,7 @@ __all__ = [
     "PacketCacheCore",
     "ReceiveStatsCore",
     "SourceCore",
+    "Trendline",
     "PyEgress",
     "REWRITER_FIELDS",
     "RewriterCore",
@@ -282,6 +285,7 @@ if TYPE_CHECKING:
     PacketCacheCore = _PyPacketCacheCore
     SourceCore = _PySourceCore
     FeedbackPath = PyFeedbackPath
+    Trendline = TrendlineDetector
     fanout = _py_fanout
     NATIVE = False
 else:
@@ -299,6 +303,7 @@ else:
                 ReceiveStatsCore,
                 RewriterCore,
                 SourceCore,
+                Trendline,
                 fanout,
             )
         except ImportError as exc:  # not built (no compiler at install time)
@@ -306,6 +311,7 @@ else:
     NATIVE = NATIVE_ERROR is None
     if not NATIVE:
         FeedbackPath = PyFeedbackPath  # type: ignore[misc]
+        Trendline = TrendlineDetector  # type: ignore[misc]
         RewriterCore, ForwarderCore, Egress, Ingress, fanout = (
             _PyRewriterCore,
             _PyForwarderCore,

@@ -18,9 +18,10 @@ controller uses either), fed mainly by ``on_feedback``. Its parts:
 subscriber's media, lifted to None again above ``max_bitrate``.
 
 What each reported packet goes through (stalls, acknowledged rate, queue delay,
-send-time groups, loss counts) is the per-packet part (``feedback_path``): the SFU
-passes its C twin (``sfu.native.FeedbackPath``), tests may use either; the decisions
-here are made once per feedback.
+send-time groups, loss counts) is the per-packet part (``feedback_path``), and each
+send-time group goes through the trendline: the SFU passes their C twins
+(``sfu.native.FeedbackPath``, ``sfu.native.Trendline``), tests may use either; the
+decisions here are made once per feedback.
 """
 
 from __future__ import annotations
@@ -35,16 +36,21 @@ from .packet import PacketResult
 from .probe import Probe
 from .probing import Probing
 from .settings import GccSettings
-from .trendline import NORMAL, OVERUSING, UNDERUSING, TrendlineDetector
+from .trendline import NORMAL, OVERUSING, UNDERUSING, TrendlineDetector, TrendlineSettings
 
 #: makes the per-packet part: ``PyFeedbackPath`` or ``sfu.native.FeedbackPath`` (its
 #: C twin), called with ``standing_queue`` and ``stall_hold``
 PathFactory = Callable[..., PyFeedbackPath]
+#: makes the trendline: ``TrendlineDetector`` or ``sfu.native.Trendline``
+TrendlineFactory = Callable[[TrendlineSettings], TrendlineDetector]
 
 
 class SendSideEstimator:
     def __init__(
-        self, settings: GccSettings | None = None, path: PathFactory = PyFeedbackPath
+        self,
+        settings: GccSettings | None = None,
+        path: PathFactory = PyFeedbackPath,
+        trendline: TrendlineFactory = TrendlineDetector,
     ) -> None:
         s = self.settings = settings or GccSettings()
         self.sent = 0.0
@@ -54,7 +60,7 @@ class SendSideEstimator:
         self.rtt = 0.1
         #: the per-packet part: stalls, acknowledged rate, queue delay, send-time groups
         self._path = path(standing_queue=s.standing_queue, stall_hold=s.stall_hold)
-        self._trend = TrendlineDetector(s.trendline)
+        self._trend = trendline(s.trendline)
         self._aimd = AimdRateControl(s.aimd)
         self._loss = LossBased(s.loss_low, s.loss_high)
         self._loss_hold_until = -1e9
@@ -151,9 +157,8 @@ class SendSideEstimator:
             queued = self._path.queue_delay(now)
             if queued is not None and queued >= s.probe_queue:
                 self._end_probe(now, "queue")
-        trend = self._trend
-        for send_delta, arrival_delta, arrival in deltas:
-            trend.update(send_delta, arrival_delta, arrival)
+        if deltas:
+            self._trend.update_all(deltas)
         acked = self._carried(now)
         sent = self._path.sent_rate(now)
         if outside is not None:

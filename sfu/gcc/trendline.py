@@ -15,12 +15,14 @@ The threshold follows the modified trend, slowly up (``k_up``) and faster down
 (``k_down``), ignoring values far outside it (more than ``max_adapt_offset`` ms
 away): jitter that keeps coming raises it, so a noisy receiver's arrival times do not
 read as a queue, while a real queue's sudden rise still crosses it. Units are
-milliseconds inside, as in the draft.
+milliseconds inside, as in the draft. ``sfu._native.Trendline`` (``sfu/_feedback.c``) is
+the same in C, held to this one by ``tests/unit/test_feedback_path.py``.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 NORMAL = "normal"
@@ -99,6 +101,12 @@ class TrendlineDetector:
                 trend = slope
         self.trend = trend
         self._detect(trend, send_delta * 1000.0, arrival_ms)
+        return self.state
+
+    def update_all(self, deltas: Sequence[tuple[float, float, float]]) -> str:
+        """``update`` for each ``(send_delta, arrival_delta, arrival)``; the last state."""
+        for send_delta, arrival_delta, arrival in deltas:
+            self.update(send_delta, arrival_delta, arrival)
         return self.state
 
     def _detect(self, trend: float, send_delta_ms: float, now_ms: float) -> None:

@@ -20,9 +20,10 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sfu.gcc.estimator import PathFactory, SendSideEstimator
+from sfu.gcc.estimator import PathFactory, SendSideEstimator, TrendlineFactory
 from sfu.gcc.feedback_path import PyFeedbackPath
 from sfu.gcc.packet import PacketResult
+from sfu.gcc.trendline import TrendlineDetector
 
 LAYERS = (150_000.0, 500_000.0, 1_700_000.0)
 RECEIVER_CLOCK = 1000.0
@@ -67,13 +68,14 @@ class Simulation:
         delay: float = 0.02,
         layers: tuple[float, ...] = LAYERS,
         path: PathFactory = PyFeedbackPath,
+        trendline: TrendlineFactory = TrendlineDetector,
     ) -> None:
         self.link = link
         self.receiver = receiver or Receiver()
         self.rng = random.Random(seed)
         self.delay = delay
         self.layers = layers
-        self.bwe = SendSideEstimator(path=path)
+        self.bwe = SendSideEstimator(path=path, trendline=trendline)
         self.trace = Trace()
         self._seq = 0
         self._tokens = 15_000.0

@@ -17,11 +17,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sfu._native import FeedbackPath as CFeedbackPath
+from sfu._native import Trendline as CTrendline
 
 from sfu import native
 from sfu.gcc.estimator import SendSideEstimator
 from sfu.gcc.feedback_path import PyFeedbackPath
 from sfu.gcc.packet import PacketResult
+from sfu.gcc.trendline import TrendlineDetector, TrendlineSettings
 
 from .gcc_recorded import recorded
 from .gcc_sim import Link, Receiver, Simulation
@@ -152,6 +154,55 @@ def test_bad_input_is_refused_with_an_error() -> None:
 
 def test_the_server_uses_the_c_path() -> None:
     assert native.FeedbackPath is CFeedbackPath or not native.NATIVE
+    assert native.Trendline is CTrendline or not native.NATIVE
+
+
+def _deltas(seed: int, n: int) -> list[tuple[float, float, float]]:
+    """Group deltas: jitter, queues building and draining, spikes, stalls' bunches."""
+    rng = random.Random(seed)
+    arrival = rng.uniform(-100, 100)
+    out = []
+    ramp = 0.0
+    for _ in range(n):
+        send = rng.choice([0.005, 0.0066, 0.033, 0.066, rng.uniform(0.0, 0.1)])
+        if rng.random() < 0.05:
+            ramp = rng.choice([0.0, 0.002, 0.008, -0.004])
+        jitter = rng.uniform(-0.015, 0.015) * rng.choice([0.0, 0.2, 1.0])
+        spike = rng.choice([0.0] * 30 + [0.3, -0.05])
+        arrival_delta = max(0.0, send + ramp + jitter + spike)
+        arrival += arrival_delta
+        out.append((send, arrival_delta, arrival))
+    return out
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(1, 400),
+    st.sampled_from([TrendlineSettings(), TrendlineSettings(window=8, min_deltas=10)]),
+)
+def test_the_c_trendline_matches_the_python_one(seed: int, n: int, s: TrendlineSettings) -> None:
+    c, py = CTrendline(s), TrendlineDetector(s)
+    deltas = _deltas(seed, n)
+    split = n // 3
+    assert c.update_all(deltas[:split]) == py.update_all(deltas[:split])
+    for delta in deltas[split:]:
+        assert c.update(*delta) == py.update(*delta)
+        assert (c.threshold, c.trend, c.modified_trend) == (
+            py.threshold,
+            py.trend,
+            py.modified_trend,
+        )
+
+
+def test_the_trendline_reads_overuse_on_a_building_queue() -> None:
+    for trend in (CTrendline(TrendlineSettings()), TrendlineDetector()):
+        arrival, states = 0.0, []
+        for i in range(60):
+            arrival_delta = 0.033 + (0.01 if i >= 30 else 0.0)
+            arrival += arrival_delta
+            states.append(trend.update(0.033, arrival_delta, arrival))
+        assert states[:30] == ["normal"] * 30 and "overusing" in states[30:]
 
 
 # ------------------------------------------------------------ the estimator on either
@@ -168,8 +219,8 @@ def test_the_estimator_decides_alike_on_either_path(seed: int) -> None:
     is the same with the C path as with the Python one."""
     receiver = Receiver(jitter=(0.003, 0.01), stall_chance=0.01)
     runs = []
-    for path in (PyFeedbackPath, CFeedbackPath):
-        sim = Simulation(_narrowing, receiver, seed=seed, path=path)
+    for path, trendline in ((PyFeedbackPath, TrendlineDetector), (CFeedbackPath, CTrendline)):
+        sim = Simulation(_narrowing, receiver, seed=seed, path=path, trendline=trendline)
         trace = sim.run(0.0, 25.0)
         runs.append((trace, sim.bwe.events, sim.bwe.probes_ok, sim.bwe.loss))
     (py_trace, *py_rest), (c_trace, *c_rest) = runs
@@ -182,7 +233,10 @@ def test_the_estimator_decides_alike_on_either_path(seed: int) -> None:
     "fixture", ["chromium_transport_cc.jsonl", "chromium_transport_cc_loss.jsonl"]
 )
 def test_recorded_chromium_feedback_gives_the_same_estimates(fixture: str) -> None:
-    ests = [SendSideEstimator(path=path) for path in (PyFeedbackPath, CFeedbackPath)]
+    ests = [
+        SendSideEstimator(path=PyFeedbackPath),
+        SendSideEstimator(path=CFeedbackPath, trendline=CTrendline),
+    ]
     for when, results in recorded(fixture):
         for bwe in ests:
             bwe.on_feedback(results, when)
