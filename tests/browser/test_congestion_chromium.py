@@ -32,8 +32,8 @@ from loadgen.browser_congestion import CASES, run_case
 #: 2026-12-07) 300 kbit/s met them in 3 of 3 runs after the onset change (11-12 fps in
 #: every 1 s window, freezes 0.38-0.71 s) and in 3 of 4 before it (8 fps once); 1 Mbit/s
 #: froze 0.61 s at its onset in 1 of 1 (session 6: 0.31-0.62 s, 3 of 5 runs within 0.5 s;
-#: docs/congestion.md says where the time goes; session 7: 0.005-0.467 s, 3 of 3, and
-#: 300 kbit/s 0.38-1.035 s, 2 of 3 within 1 s); the clean page never froze. On a loaded machine
+#: docs/congestion.md says where the time goes; session 7: 0.005-0.467 s, 5 of 5, and
+#: 300 kbit/s 0.38-1.035 s, 4 of 5 within 1 s); the clean page never froze. On a loaded machine
 #: (another test's Chromiums and bots beside the run) the SFU's process was held off for
 #: 100-540 ms at a time with no CPU used, and the misses came within those stalls: the
 #: clean page's freezes that began within one are counted apart (``machine_freezes``) and
