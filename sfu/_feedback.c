@@ -162,7 +162,6 @@ typedef struct {
     char has_current, has_previous;
     double cur_first_send, cur_last_send, cur_first_arrival, cur_last_arrival;
     double prev_last_send, prev_last_arrival;
-    long long cur_size, prev_size;
     long long group_resets;
 } PathObject;
 
@@ -343,15 +342,13 @@ static void queue_trim(PathObject *self)
 }
 
 /* InterArrival.add; appends (send_delta, arrival_delta, arrival) to deltas when the
- * packet completes a group */
-static int inter_packet(PathObject *self, double send, double arrival, long long size,
-                        PyObject *deltas)
+ * packet completes a group (its size delta, which nothing reads, is not kept) */
+static int inter_packet(PathObject *self, double send, double arrival, PyObject *deltas)
 {
     if (!self->has_current) {
         self->has_current = 1;
         self->cur_first_send = self->cur_last_send = send;
         self->cur_first_arrival = self->cur_last_arrival = arrival;
-        self->cur_size = size;
         return 0;
     }
     if (send < self->cur_first_send)
@@ -372,7 +369,6 @@ static int inter_packet(PathObject *self, double send, double arrival, long long
             self->cur_last_send = send;
         if (arrival > self->cur_last_arrival)
             self->cur_last_arrival = arrival;
-        self->cur_size += size;
         return 0;
     }
     int had_previous = self->has_previous, delta = 0;
@@ -398,11 +394,9 @@ static int inter_packet(PathObject *self, double send, double arrival, long long
         self->has_previous = 1;
         self->prev_last_send = self->cur_last_send;
         self->prev_last_arrival = self->cur_last_arrival;
-        self->prev_size = self->cur_size;
     }
     self->cur_first_send = self->cur_last_send = send;
     self->cur_first_arrival = self->cur_last_arrival = arrival;
-    self->cur_size = size;
     return 0;
 }
 
@@ -513,7 +507,7 @@ static PyObject *path_update(PathObject *self, PyObject *args)
             goto error;
         if (p.received) {
             if (queue_packet(self, p.send, p.arrival) < 0 ||
-                inter_packet(self, p.send, p.arrival, p.size, deltas) < 0)
+                inter_packet(self, p.send, p.arrival, deltas) < 0)
                 goto error;
         }
         else
