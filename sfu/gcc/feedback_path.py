@@ -24,22 +24,12 @@ from typing import NamedTuple
 
 from .acknowledged import AcknowledgedRate
 from .inter_arrival import InterArrival
+from .loss_based import LossCounts, count_loss
 from .packet import PacketResult
 from .queue_delay import QueueDelay
 from .stall import StallDetector
 
-__all__ = ["FeedbackBatch", "OutsideCounts", "PyFeedbackPath"]
-
-
-class OutsideCounts(NamedTuple):
-    """The new packets sent outside every probe span, for the loss rule."""
-
-    packets: int
-    lost: int
-    bytes: int
-    #: the first one's send time (in sequence order) and the latest send time
-    first_send: float
-    last_send: float
+__all__ = ["FeedbackBatch", "PyFeedbackPath"]
 
 
 class FeedbackBatch(NamedTuple):
@@ -51,8 +41,9 @@ class FeedbackBatch(NamedTuple):
     newest_send: float
     #: (send_delta, arrival_delta, arrival) of every send-time group they completed
     deltas: list[tuple[float, float, float]]
-    #: None when every new packet was sent within a probe span
-    outside: OutsideCounts | None
+    #: the new packets sent outside every probe span, for the loss rule (None when
+    #: every one was sent within one)
+    outside: LossCounts | None
     #: whether they completed a receiver's stall (``StallDetector.update``)
     stalled: bool
 
@@ -92,7 +83,7 @@ class PyFeedbackPath:
             if delta is not None:
                 deltas.append((delta.send_delta, delta.arrival_delta, delta.arrival))
         newest = max(r.send_time for r in new)
-        return FeedbackBatch(new, lost, newest, deltas, _outside(new, spans), stalled)
+        return FeedbackBatch(new, lost, newest, deltas, count_loss(new, spans), stalled)
 
     # ------------------------------------------------------------ what was received
 
@@ -132,22 +123,3 @@ class PyFeedbackPath:
     @property
     def group_resets(self) -> int:
         return self._inter.resets
-
-
-def _outside(
-    results: list[PacketResult], spans: Sequence[tuple[float, float]]
-) -> OutsideCounts | None:
-    count = lost = size = 0
-    first = last = 0.0
-    for r in results:
-        if any(a <= r.send_time < b for a, b in spans):
-            continue
-        if count == 0:
-            first = last = r.send_time
-        count += 1
-        size += r.size
-        lost += r.arrival is None
-        last = max(last, r.send_time)
-    if count == 0:
-        return None
-    return OutsideCounts(count, lost, size, first, last)

@@ -17,13 +17,47 @@ than 10 % one time in thirteen; a second's 150 packets almost never do):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .packet import PacketResult
 
 INCREASE = "increase"
 HOLD = "hold"
 DECREASE = "decrease"
+
+
+class LossCounts(NamedTuple):
+    """What the loss rule reads of a feedback's packets: how many, how many lost, their
+    bytes, the first one's send time (in sequence order) and the latest send time."""
+
+    packets: int
+    lost: int
+    bytes: int
+    first_send: float
+    last_send: float
+
+
+def count_loss(
+    results: Sequence[PacketResult], spans: Sequence[tuple[float, float]] = ()
+) -> LossCounts | None:
+    """``results`` as counts, leaving out those sent within a span ``[a, b)`` (a probe
+    cluster's, whose loss its verdict judges); None when none is left."""
+    count = lost = size = 0
+    first = last = 0.0
+    for r in results:
+        if any(a <= r.send_time < b for a, b in spans):
+            continue
+        if count == 0:
+            first = last = r.send_time
+        count += 1
+        size += r.size
+        lost += r.arrival is None
+        last = max(last, r.send_time)
+    if count == 0:
+        return None
+    return LossCounts(count, lost, size, first, last)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,20 +97,15 @@ class LossBased:
 
     def update(self, results: list[PacketResult], now: float) -> LossVerdict | None:
         """A feedback's packets; returns a verdict when enough packets were gathered."""
-        if results:
-            self.add(
-                len(results),
-                sum(1 for r in results if r.arrival is None),
-                sum(r.size for r in results),
-                results[0].send_time,
-                max(r.send_time for r in results),
-            )
+        counts = count_loss(results)
+        if counts is not None:
+            self.add(*counts)
         return self.judge(now)
 
     def add(self, count: int, lost: int, size: int, first_send: float, last_send: float) -> None:
-        """A feedback's packets as counts (``sfu/gcc/feedback_path.py``'s
-        ``OutsideCounts``): ``count`` of ``size`` bytes, ``lost`` of them, the first sent
-        at ``first_send`` and the latest at ``last_send``."""
+        """A feedback's packets as counts (:class:`LossCounts`): ``count`` of ``size``
+        bytes, ``lost`` of them, the first sent at ``first_send`` and the latest at
+        ``last_send``."""
         self._count += count
         self._bytes += size
         self._lost += lost
