@@ -174,7 +174,7 @@ class SendSideEstimator:
             else:
                 self._last_loss_decrease = now  # still evidence that packets are lost
         state = self.delay_state
-        if state != OVERUSING and self._path.queue_standing(now):
+        if state != OVERUSING and self._queued(now):
             # a queue already stands (a burst sent at once forms one send group, whose
             # delay the trendline sees only once all of it has crossed the bottleneck)
             state = OVERUSING
@@ -284,10 +284,26 @@ class SendSideEstimator:
         what arrived lately if that is less (the bottleneck drains its queue at its
         capacity; the longer window still holds the time before the link narrowed)."""
         acked = self._path.acked_rate(now)
-        if acked is None or not self._path.queue_standing(now):
+        if acked is None or not self._queued(now):
             return acked
         recent = self._path.recent_rate(now, self.settings.recent_window)
         return acked if recent is None else min(acked, recent)
+
+    def _queued(self, now: float) -> bool:
+        """A queue stands on the path, or one is building with the path delivering
+        clearly, but not far, less than is sent (``onset_queue``, ``onset_share``,
+        ``onset_floor``)."""
+        path = self._path
+        if path.queue_standing(now):
+            return True
+        s = self.settings
+        queued = path.queue_delay(now)
+        if queued is None or queued < s.onset_queue or self._receiver_delay(now):
+            return False
+        recent, sent = path.recent_rate(now, s.onset_window), path.sent_rate(now)
+        if recent is None or sent is None:
+            return False
+        return s.onset_floor * sent <= recent < s.onset_share * sent
 
     def _answered_too_high(self, carried: float) -> bool:
         """The estimate is over ``requeue`` x what the path carries behind a standing

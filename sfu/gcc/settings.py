@@ -45,6 +45,16 @@ class GccSettings:
     #: arrived within the newest ``recent_window`` s then measures the link
     standing_queue: float = 0.08
     recent_window: float = 0.2
+    #: a queue building: at least ``onset_queue`` s of it while what arrived within the
+    #: newest ``onset_window`` s is between ``onset_floor`` and ``onset_share`` x what
+    #: is sent reads as overuse before the queue stands (the link narrowed a little: the
+    #: queue grows slowly, and the trendline sees it only after several frames). Under
+    #: ``onset_floor`` the link narrowed steeply and a queue stands within a feedback or
+    #: two. The window is short: a longer one still holds the bottleneck's burst
+    onset_queue: float = 0.04
+    onset_window: float = 0.1
+    onset_share: float = 0.8
+    onset_floor: float = 0.6
     #: a probe cluster stops as soon as a queue of this many seconds shows (its own:
     #: the padding fills a narrow link's queue at the excess rate, and every
     #: feedback interval more of it is a longer freeze for the video behind it)

@@ -1,6 +1,6 @@
 """A small simulator of one subscriber's path for the send-side estimator's tests.
 
-The SFU sends video frames (30 fps, 1200-byte packets, a frame leaves as a burst) of the
+The SFU sends video frames (``fps``, 30 unless told, 1200-byte packets, a frame leaves as a burst) of the
 highest layer the estimate allows, and a probe's padding (in 20 ms slices of 280-byte
 packets, as ``sfu/congestion.py``'s ``PROBE_TICK``); a probe may start once a second,
 or when the controller looks at the previous one's result (``probe_duration + settle``
@@ -69,8 +69,10 @@ class Simulation:
         layers: tuple[float, ...] = LAYERS,
         path: PathFactory = PyFeedbackPath,
         trendline: TrendlineFactory = TrendlineDetector,
+        fps: float = 30.0,
     ) -> None:
         self.link = link
+        self.fps = fps
         self.receiver = receiver or Receiver()
         self.rng = random.Random(seed)
         self.delay = delay
@@ -154,11 +156,11 @@ class Simulation:
             now = start + i * step
             bwe = self.bwe
             if now >= next_frame:
-                next_frame += 1 / 30
+                next_frame += 1 / self.fps
                 budget = bwe.estimate(now)
                 rates = [r for r in self.layers if budget is None or r <= budget]
                 rate = rates[-1] if rates else self.layers[0]
-                frame = rate / 30 / 8
+                frame = rate / self.fps / 8
                 for _ in range(max(1, math.ceil(frame / 1200))):
                     self._send(now, min(1200, max(100, int(frame))))
                     frame -= 1200

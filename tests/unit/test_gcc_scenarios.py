@@ -139,3 +139,45 @@ def test_the_queue_of_the_onset_does_not_lower_the_estimate_again(seed: int) -> 
         if what in ("delay", "loss") and NARROW_AT < when < NARROW_AT + 3.0
     ]
     assert caps and min(c for c in caps if c is not None) >= 0.75 * LIMIT, sim.bwe.events
+
+
+def _first_decrease(rate: float, seed: int, **kwargs: float) -> tuple[float, float]:
+    """(s after the limit, cap) of the first decrease when 1.5 Mbit/s of 15 fps frames
+    (``parley bot``'s top layer) meets a ``rate`` bit/s link."""
+    from sfu.gcc.estimator import SendSideEstimator
+    from sfu.gcc.settings import GccSettings
+
+    def link(t: float) -> Link:
+        return Link(rate=rate) if t >= NARROW_AT else Link()
+
+    layers = (150_000.0, 500_000.0, 1_500_000.0)
+    sim = Simulation(link, Receiver(jitter=(0.003, 0.01)), seed=seed, layers=layers, fps=15.0)
+    sim.bwe = SendSideEstimator(GccSettings(**kwargs))
+    sim.run(0.0, NARROW_AT + 2.0)
+    when, cap = next(
+        (when, cap)
+        for when, what, cap in sim.bwe.events
+        if what in ("delay", "loss") and when > NARROW_AT and cap is not None
+    )
+    return when - NARROW_AT, cap
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_a_queue_building_slowly_is_answered_before_it_stands(seed: int) -> None:
+    """1.5 Mbit/s into 1 Mbit/s: the queue grows half a second per second once the
+    bottleneck's burst is spent, and a standing queue (80 ms) or the trendline shows
+    it only 0.55-0.65 s after the limit. A queue of 40 ms with the newest 0.1 s of
+    arrivals at 0.6-0.8x what is sent answers it about 0.1 s sooner, at about the link."""
+    when, cap = _first_decrease(1_000_000.0, seed)
+    late, _ = _first_decrease(1_000_000.0, seed, onset_queue=9.0)  # the rule off
+    assert when <= 0.53 and when < late - 0.03, (when, late)
+    assert 850_000 <= cap <= 1_000_000, cap
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_a_steep_narrowing_waits_for_the_queue_that_stands(seed: int) -> None:
+    """1.5 Mbit/s into 500 kbit/s: the arrivals run at a third of what is sent, so
+    the onset rule leaves it to the queue that stands a feedback later, whose recent
+    arrivals measure the link (a longer window would still hold the bottleneck's burst
+    and land over the 500 kbit/s layer): the first decrease is the one without the rule."""
+    assert _first_decrease(500_000.0, seed) == _first_decrease(500_000.0, seed, onset_queue=9.0)
