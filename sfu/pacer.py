@@ -23,18 +23,25 @@ class TokenBucket:
     """Bytes that may be sent: refilled at a rate up to a capacity (pure: time passed in).
 
     ``tokens`` may go negative: a packet larger than what is left is still sent, and the
-    debt is paid by the next refills."""
+    debt is paid by the next refills. ``pause(until)``: nothing is added before then."""
 
-    __slots__ = ("tokens", "_last")
+    __slots__ = ("tokens", "_last", "_until")
 
     def __init__(self) -> None:
         self.tokens = 0.0
         self._last = 0.0
+        self._until = 0.0
+
+    def pause(self, until: float) -> None:
+        """No tokens until ``until`` (none left now): refills count from then on."""
+        self._until = max(self._until, until)
+        self.tokens = min(self.tokens, 0.0)
 
     def refill(self, rate: float | None, capacity: float, now: float) -> float:
-        """Add ``rate`` bytes/s for the time since the last call (none when ``rate`` is None
-        or time went backwards), at most up to ``capacity``; returns ``tokens``."""
-        elapsed = now - self._last
+        """Add ``rate`` bytes/s for the time since the last call or the end of a pause
+        (none when ``rate`` is None or time went backwards), at most up to
+        ``capacity``; returns ``tokens``."""
+        elapsed = now - max(self._last, self._until)
         self._last = now
         if rate is not None and elapsed > 0:
             self.tokens = min(capacity, self.tokens + rate * elapsed)
@@ -157,15 +164,16 @@ class Pacer:
         return out
 
     def hold(self, seconds: float, now: float) -> None:
-        """Send no video for ``seconds`` (a debt of that long at the pacing rate): a
-        layer that overflowed the link was cut, and the bottleneck's queue it filled
-        must make room before the new layer's keyframe arrives there, or the keyframe
-        is lost with it (and waits a round trip through that queue for its repair)."""
+        """Send no video for ``seconds``: a layer that overflowed the link was cut, and
+        the bottleneck's queue it filled must make room before the new layer's keyframe
+        arrives there, or the keyframe is lost with it (and waits a round trip through
+        that queue for its repair). The hold is a time, not a debt at the pacing rate:
+        a lower rate set meanwhile (the estimate falling further) does not prolong it."""
         rate = self.byte_rate
         if rate is None or seconds <= 0:
             return
         self._refill(now)
-        self._bucket.tokens = min(self._bucket.tokens, -rate * seconds)
+        self._bucket.pause(now + seconds)
         # what piles up meanwhile is the hold's, not an overflow: room for it until the
         # queue has drained
         self._allowance = int(rate * seconds)

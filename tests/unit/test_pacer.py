@@ -190,6 +190,19 @@ def test_hold_sends_no_video_for_that_long_then_paces_again() -> None:
     assert pacer.due(0.23) == [b"k" * 1000]
 
 
+def test_a_lower_rate_during_a_hold_does_not_prolong_it() -> None:
+    """A cut holds video 0.3 s; the estimate halves 0.1 s later (the second decrease of
+    an onset): the new layer's keyframe still leaves when the hold ends. (As a debt at
+    the first rate it left 0.3 s late: 0.6 s of the second rate's refills.)"""
+    pacer = Pacer(PacerSettings(factor=1.0))
+    pacer.set_rate(800_000, 0.0)
+    pacer.hold(0.3, 0.1)
+    assert not pacer.offer(b"k" * 1000, 0.12)
+    pacer.set_rate(400_000, 0.2)
+    assert pacer.due(0.39) == []
+    assert pacer.due(0.41) == [b"k" * 1000]
+
+
 def test_what_piles_up_during_a_hold_is_not_an_overflow() -> None:
     pacer = Pacer(PacerSettings(factor=1.0, max_delay=0.05, min_queue_bytes=1000))
     pacer.set_rate(800_000, 0.0)  # 100 kB/s: a 5 kB budget
