@@ -28,26 +28,26 @@ import pytest
 from loadgen.browser_congestion import CASES, run_case
 
 #: Rows of the table Parley does not meet in every run yet, with the figures measured in
-#: docs/congestion.md ("Where issue 14 stands"). Alone on the machine (session 5 of
-#: 2026-12-07) 300 kbit/s met them in 3 of 3 runs after the onset change (11-12 fps in
-#: every 1 s window, freezes 0.38-0.71 s) and in 3 of 4 before it (8 fps once); 1 Mbit/s
-#: froze 0.61 s at its onset in 1 of 1 (session 6: 0.31-0.62 s, 3 of 5 runs within 0.5 s;
-#: docs/congestion.md says where the time goes; session 7: 0.005-0.467 s, 5 of 5, and
-#: 300 kbit/s 0.38-1.035 s, 4 of 5 within 1 s); the clean page never froze. On a loaded machine
-#: (another test's Chromiums and bots beside the run) the SFU's process was held off for
-#: 100-540 ms at a time with no CPU used, and the misses came within those stalls: the
-#: clean page's freezes that began within one are counted apart (``machine_freezes``) and
-#: excused; the rest is printed, not asserted, and issue 14 stays open for it. Every
-#: other row is asserted (at 300 kbit/s: switch within 2 s, audio < 1 %, at most 2 layer
-#: changes, 720p back within 10 s; at 1 Mbit/s: <= 360 within 2 s, audio < 0.5 %, 720p
-#: within 8 s; at 5 % loss audio after repair < 0.5 %, with RED made from the
-#: publisher's Opus), and video never pauses. The clean page's decoding is asserted never
-#: to stall 0.3 s (``CLEAN_STALL_BELOW_S``).
-CLEAN_FREEZE_COUNT = "the clean subscriber never freezes (Chromium"
+#: docs/congestion.md ("Where issue 14 stands"). Since session 8 of 2026-12-08 (a queue
+#: building slowly answered before it stands; a cut's hold a time, not a debt at the
+#: pacing rate), alone on the machine: 1 Mbit/s froze 0.00-0.42 s in 11 of 11 runs
+#: (asserted: at most 0.5 s); 300 kbit/s kept 12-13 fps after the switch in every run
+#: (asserted: at least 10) and froze 0.47-0.96 s in 6 of 6, but that freeze is the
+#: tbf's own queue (0.55 s of the top layer at 300 kbit/s, which crosses before
+#: anything sent after the cut) plus the low layer's keyframe plus the time from the
+#: last frame to the cut: 1.04-1.15 s in 2 of 6 runs before the hold's fix and 0.96 s
+#: once since, so the 1 s row stays printed, not asserted, and issue 14 stays open for
+#: it. The clean page's Chromium freeze count is asserted too, less the freezes that
+#: began while the machine held the SFU's process off (``machine_freezes``: on a
+#: loaded machine, another test's Chromiums and bots beside a run, the SFU was held off
+#: for 100-540 ms at a time with no CPU used; alone on the machine it never froze in
+#: the 26 runs of 2026-12-08). Every other row is asserted (at 300 kbit/s: switch within 2 s, audio < 1 %,
+#: at most 2 layer changes, 720p back within 10 s; at 1 Mbit/s: <= 360 within 2 s,
+#: audio < 0.5 %, 720p within 8 s; at 5 % loss audio after repair < 0.5 %, with RED
+#: made from the publisher's Opus), and video never pauses. The clean page's decoding
+#: is asserted never to stall 0.3 s (``CLEAN_STALL_BELOW_S``).
 NOT_YET_MET = {
-    "300k": ("video decoding", "no freeze", CLEAN_FREEZE_COUNT),
-    "1m": ("no freeze", CLEAN_FREEZE_COUNT),
-    "loss5": (CLEAN_FREEZE_COUNT,),
+    "300k": ("no freeze",),
 }
 
 
