@@ -1,11 +1,11 @@
 """A small simulator of one subscriber's path for the send-side estimator's tests.
 
-The SFU sends video frames (``fps``, 30 unless told, 1200-byte packets, a frame leaves as a burst) of the
-highest layer the estimate allows, and a probe's padding (in 20 ms slices of 280-byte
-packets, as ``sfu/congestion.py``'s ``PROBE_TICK``); a probe may start once a second,
-or when the controller looks at the previous one's result (``probe_duration + settle``
-after its start). The path is a token-bucket
-bottleneck like ``tc tbf`` (``rate`` bit/s, ``burst`` bytes, packets that would wait
+The SFU sends video frames (``fps``, 30 unless told, 1200-byte packets, a frame leaves
+as a burst) of the highest layer the estimate allows, and a probe's padding (in 20 ms
+slices of 280-byte packets, as ``sfu/congestion.py``'s ``PROBE_TICK``); a probe may
+start once a second, or when the controller looks at the previous one's result
+(``probe_duration + settle`` after its start). The path is a token-bucket bottleneck
+like ``tc tbf`` (``rate`` bit/s, ``burst`` bytes, packets that would wait
 more than ``queue_limit`` s dropped) or unlimited, then ``delay`` s, then random loss.
 The receiver's process wakes every 5-20 ms (sometimes stalling ``stall`` s) and
 time-stamps everything that came meanwhile; every 50-100 ms it sends transport-cc

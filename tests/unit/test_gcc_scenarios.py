@@ -1,12 +1,16 @@
 """The send-side estimator on simulated paths (``gcc_sim.py``): a link that narrows to
 300 kbit/s under 1.7 Mbit/s, probes into it, the link lifted again, a clean link with a
-jittery receiver, random loss."""
+jittery receiver, random loss; and where the first decrease comes when 15 fps frames
+meet a link that narrows a little or steeply (the onset rule)."""
 
 from __future__ import annotations
 
 import statistics
 
 import pytest
+
+from sfu.gcc.estimator import SendSideEstimator
+from sfu.gcc.settings import GccSettings
 
 from .gcc_sim import Link, Receiver, Simulation
 
@@ -144,8 +148,6 @@ def test_the_queue_of_the_onset_does_not_lower_the_estimate_again(seed: int) -> 
 def _first_decrease(rate: float, seed: int, **kwargs: float) -> tuple[float, float]:
     """(s after the limit, cap) of the first decrease when 1.5 Mbit/s of 15 fps frames
     (``parley bot``'s top layer) meets a ``rate`` bit/s link."""
-    from sfu.gcc.estimator import SendSideEstimator
-    from sfu.gcc.settings import GccSettings
 
     def link(t: float) -> Link:
         return Link(rate=rate) if t >= NARROW_AT else Link()
